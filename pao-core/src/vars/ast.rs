@@ -1,0 +1,224 @@
+//! The compiled form of templates and expressions: a tree whose paths are already split into
+//! segments, whose functions are already resolved, and whose regex literals are already
+//! compiled, so rendering does no parsing and no name lookups beyond the context's own maps.
+
+use std::sync::Arc;
+
+use regex::Regex;
+
+use super::error::Span;
+use super::functions::{Builtin, CustomFunction};
+
+/// The roots a path may start from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    /// The requesting user: id, email, name, teams, roles.
+    User,
+    /// The catalog item's metadata.
+    Metadata,
+    /// The request: id, created_at, environment, priority, correlation_id.
+    Request,
+    /// The running system: now, instance, version, base_url.
+    System,
+    /// Environment variables allow-listed in the server configuration.
+    Env,
+    /// The submitted form values.
+    Fields,
+    /// Outputs of completed actions: `outputs.<action_id>.<key>`.
+    Outputs,
+    /// The item's computed values.
+    Computed,
+    /// Secrets from the secret provider; tainted, redacted by value.
+    Secrets,
+    /// Inside an action's `outputs` map: that action's raw result.
+    Result,
+}
+
+impl Scope {
+    /// Every scope, in context order.
+    pub const ALL: [Scope; 10] = [
+        Scope::User,
+        Scope::Metadata,
+        Scope::Request,
+        Scope::System,
+        Scope::Env,
+        Scope::Fields,
+        Scope::Outputs,
+        Scope::Computed,
+        Scope::Secrets,
+        Scope::Result,
+    ];
+
+    /// The name used in templates.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::User => "user",
+            Scope::Metadata => "metadata",
+            Scope::Request => "request",
+            Scope::System => "system",
+            Scope::Env => "env",
+            Scope::Fields => "fields",
+            Scope::Outputs => "outputs",
+            Scope::Computed => "computed",
+            Scope::Secrets => "secrets",
+            Scope::Result => "result",
+        }
+    }
+
+    /// The scope with that template name.
+    pub fn from_name(name: &str) -> Option<Scope> {
+        Scope::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Const {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(Box<str>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UnOp {
+    Not,
+    Neg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BinOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    In,
+    NotIn,
+    Add,
+    Sub,
+    Mul,
+    Div,
+    FloorDiv,
+    Rem,
+    Concat,
+}
+
+impl BinOp {
+    pub(crate) fn symbol(self) -> &'static str {
+        match self {
+            BinOp::Eq => "==",
+            BinOp::Ne => "!=",
+            BinOp::Lt => "<",
+            BinOp::Le => "<=",
+            BinOp::Gt => ">",
+            BinOp::Ge => ">=",
+            BinOp::In => "in",
+            BinOp::NotIn => "not in",
+            BinOp::Add => "+",
+            BinOp::Sub => "-",
+            BinOp::Mul => "*",
+            BinOp::Div => "/",
+            BinOp::FloorDiv => "//",
+            BinOp::Rem => "%",
+            BinOp::Concat => "~",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) enum Expr {
+    Const(Const, Span),
+    Path(Box<Path>),
+    Unary(UnOp, Box<Expr>, Span),
+    Binary(BinOp, Box<(Expr, Expr)>, Span),
+    And(Box<(Expr, Expr)>),
+    Or(Box<(Expr, Expr)>),
+    Cond(Box<(Expr, Expr, Expr)>),
+    Call(Box<Call>),
+    List(Box<[Expr]>, Span),
+    Object(Box<[(Box<str>, Expr)]>, Span),
+}
+
+impl Expr {
+    pub(crate) fn span(&self) -> Span {
+        match self {
+            Expr::Const(_, s) | Expr::Unary(_, _, s) | Expr::Binary(_, _, s) => *s,
+            Expr::List(_, s) | Expr::Object(_, s) => *s,
+            Expr::Path(p) => p.span,
+            Expr::And(b) | Expr::Or(b) => b.0.span().to(b.1.span()),
+            Expr::Cond(b) => b.0.span().to(b.2.span()),
+            Expr::Call(c) => c.span,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) enum Base {
+    Scope(Scope),
+    /// A loop variable, by loop depth.
+    Local(u8, Box<str>),
+    /// `loop` of the loop at that depth.
+    LoopMeta(u8),
+    Expr(Expr),
+}
+
+#[derive(Debug)]
+pub(crate) struct Path {
+    pub base: Base,
+    pub base_span: Span,
+    pub segs: Vec<Seg>,
+    pub span: Span,
+}
+
+#[derive(Debug)]
+pub(crate) struct Seg {
+    pub kind: SegKind,
+    /// Written with `?.`: a null or missing receiver, or a missing key, gives null.
+    pub optional: bool,
+    pub span: Span,
+}
+
+#[derive(Debug)]
+pub(crate) enum SegKind {
+    Key(Box<str>),
+    Index(i64),
+    Dyn(Expr),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Func {
+    Builtin(Builtin),
+    Custom(Arc<CustomFunction>),
+}
+
+#[derive(Debug)]
+pub(crate) struct Call {
+    pub func: Func,
+    pub name: Box<str>,
+    pub args: Box<[Expr]>,
+    pub span: Span,
+    /// The pattern, compiled at load time when it is a literal.
+    pub regex: Option<Regex>,
+}
+
+#[derive(Debug)]
+pub(crate) enum Node {
+    Text(Box<str>),
+    Interp(Expr),
+    If(Box<[(Expr, Vec<Node>)]>, Vec<Node>),
+    For(Box<ForNode>),
+}
+
+#[derive(Debug)]
+pub(crate) struct ForNode {
+    pub depth: u8,
+    pub iter: Expr,
+    pub body: Vec<Node>,
+    pub span: Span,
+}

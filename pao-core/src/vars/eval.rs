@@ -1,0 +1,619 @@
+//! The evaluator: walks the compiled tree against a [`Context`] of borrowed scopes.
+
+use serde_json::{Map, Value};
+
+use super::Limits;
+use super::ast::*;
+use super::error::{Span, VarError, VarErrorKind};
+use super::functions;
+use super::value::{Val, compare, equals};
+
+static NULL: Value = Value::Null;
+
+/// Hard cap on loop nesting, so loop frames live in a fixed array on the stack.
+pub(crate) const MAX_LOOP_DEPTH: usize = 16;
+
+/// The data a template is rendered against: the nine scopes plus `result`, each borrowed.
+///
+/// A scope that is not set behaves as an empty object.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    scopes: [&'a Value; 10],
+}
+
+impl Default for Context<'_> {
+    fn default() -> Self {
+        Context::new()
+    }
+}
+
+impl<'a> Context<'a> {
+    /// A context with every scope empty.
+    pub fn new() -> Context<'a> {
+        Context { scopes: [&NULL; 10] }
+    }
+
+    /// Sets one scope.
+    pub fn with(mut self, scope: Scope, value: &'a Value) -> Context<'a> {
+        self.scopes[scope.index()] = value;
+        self
+    }
+
+    /// Sets one scope in place.
+    pub fn set(&mut self, scope: Scope, value: &'a Value) {
+        self.scopes[scope.index()] = value;
+    }
+
+    /// The value of one scope (null when unset).
+    pub fn get(&self, scope: Scope) -> &'a Value {
+        self.scopes[scope.index()]
+    }
+}
+
+pub(crate) struct Frame<'a> {
+    pub item: Val<'a>,
+    pub index: usize,
+    pub len: usize,
+}
+
+pub(crate) struct State<'a> {
+    fuel: u64,
+    loop_budget: u64,
+    pub max_output: usize,
+    frames: [Option<Frame<'a>>; MAX_LOOP_DEPTH],
+    pub secret_reads: u32,
+    /// Secret values read and text derived from them, when the caller asked for them.
+    pub tainted: Option<Vec<String>>,
+}
+
+impl<'a> State<'a> {
+    pub(crate) fn new(limits: &Limits, track_secrets: bool) -> State<'a> {
+        State {
+            fuel: limits.fuel,
+            loop_budget: limits.max_loop_iterations,
+            max_output: limits.max_output_bytes,
+            frames: [const { None }; MAX_LOOP_DEPTH],
+            secret_reads: 0,
+            tainted: track_secrets.then(Vec::new),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn tick(&mut self, span: Span) -> Result<(), VarError> {
+        if self.fuel == 0 {
+            return Err(VarError::at(
+                VarErrorKind::Limit,
+                span,
+                "evaluation ran out of fuel (too many operations)",
+            )
+            .with_hint("simplify the template or raise `Limits::fuel`"));
+        }
+        self.fuel -= 1;
+        Ok(())
+    }
+
+    fn taint(&mut self, text: &str) {
+        if let Some(t) = &mut self.tainted
+            && !text.is_empty()
+            && !t.iter().any(|s| s == text)
+        {
+            t.push(text.to_owned());
+        }
+    }
+}
+
+pub(crate) fn render_nodes<'a>(
+    nodes: &'a [Node],
+    ctx: &Context<'a>,
+    st: &mut State<'a>,
+    out: &mut String,
+    out_start: usize,
+) -> Result<(), VarError> {
+    for node in nodes {
+        match node {
+            Node::Text(t) => out.push_str(t),
+            Node::Interp(e) => {
+                let reads = st.secret_reads;
+                let start = out.len();
+                let v = eval(e, ctx, st, false)?;
+                if let Val::Undef = v {
+                    return Err(undefined_value(e));
+                }
+                functions::write_val(&v, out);
+                if st.secret_reads != reads && st.tainted.is_some() {
+                    let piece = out[start..].to_owned();
+                    st.taint(&piece);
+                }
+            }
+            Node::If(branches, otherwise) => {
+                let mut taken = false;
+                for (cond, body) in branches.iter() {
+                    st.tick(cond.span())?;
+                    if eval(cond, ctx, st, false)?.truthy() {
+                        render_nodes(body, ctx, st, out, out_start)?;
+                        taken = true;
+                        break;
+                    }
+                }
+                if !taken {
+                    render_nodes(otherwise, ctx, st, out, out_start)?;
+                }
+            }
+            Node::For(f) => render_for(f, ctx, st, out, out_start)?,
+        }
+        if out.len() - out_start > st.max_output {
+            return Err(VarError::new(
+                VarErrorKind::Limit,
+                format!("output larger than {} bytes", st.max_output),
+            )
+            .with_hint("raise `Limits::max_output_bytes` or shorten the template"));
+        }
+    }
+    Ok(())
+}
+
+fn render_for<'a>(
+    f: &'a ForNode,
+    ctx: &Context<'a>,
+    st: &mut State<'a>,
+    out: &mut String,
+    out_start: usize,
+) -> Result<(), VarError> {
+    let iterable = eval(&f.iter, ctx, st, false)?;
+    let depth = f.depth as usize;
+    macro_rules! iterate {
+        ($len:expr, $items:expr) => {{
+            let len = $len;
+            for (index, item) in $items.enumerate() {
+                if st.loop_budget == 0 {
+                    return Err(VarError::at(
+                        VarErrorKind::Limit,
+                        f.span,
+                        "too many loop iterations",
+                    )
+                    .with_hint("raise `Limits::max_loop_iterations`"));
+                }
+                st.loop_budget -= 1;
+                st.tick(f.span)?;
+                st.frames[depth] = Some(Frame { item, index, len });
+                render_nodes(&f.body, ctx, st, out, out_start)?;
+            }
+        }};
+    }
+    match &iterable {
+        Val::Ref(Value::Array(items)) => iterate!(items.len(), items.iter().map(Val::from_ref)),
+        Val::Ref(Value::Object(map)) => iterate!(map.len(), map.keys().map(|k| Val::Str(k.as_str()))),
+        Val::Owned(Value::Array(items)) => {
+            iterate!(items.len(), items.iter().map(|v| Val::from_owned(v.clone())))
+        }
+        Val::Owned(Value::Object(map)) => {
+            iterate!(map.len(), map.keys().map(|k| Val::String(k.clone())))
+        }
+        other => {
+            return Err(VarError::at(
+                VarErrorKind::Type,
+                f.iter.span(),
+                format!("cannot loop over a {}", other.type_name()),
+            )
+            .with_hint("loops take a list or an object (its keys)"));
+        }
+    }
+    st.frames[depth] = None;
+    Ok(())
+}
+
+fn undefined_value(e: &Expr) -> VarError {
+    VarError::at(VarErrorKind::Undefined, e.span(), "the expression has no value")
+}
+
+pub(crate) fn eval<'a>(
+    expr: &'a Expr,
+    ctx: &Context<'a>,
+    st: &mut State<'a>,
+    lenient: bool,
+) -> Result<Val<'a>, VarError> {
+    st.tick(Span::default())?;
+    match expr {
+        Expr::Const(c, _) => Ok(match c {
+            Const::Null => Val::Null,
+            Const::Bool(b) => Val::Bool(*b),
+            Const::Int(i) => Val::Int(*i),
+            Const::Float(f) => Val::Float(*f),
+            Const::Str(s) => Val::Str(s),
+        }),
+        Expr::Path(p) => eval_path(p, ctx, st, lenient),
+        Expr::And(b) => {
+            let l = eval(&b.0, ctx, st, lenient)?;
+            if lenient && matches!(l, Val::Undef) {
+                return Ok(Val::Undef);
+            }
+            if !l.truthy() {
+                return Ok(Val::Bool(false));
+            }
+            let r = eval(&b.1, ctx, st, lenient)?;
+            if lenient && matches!(r, Val::Undef) {
+                return Ok(Val::Undef);
+            }
+            Ok(Val::Bool(r.truthy()))
+        }
+        Expr::Or(b) => {
+            let l = eval(&b.0, ctx, st, lenient)?;
+            if lenient && matches!(l, Val::Undef) {
+                return Ok(Val::Undef);
+            }
+            if l.truthy() {
+                return Ok(Val::Bool(true));
+            }
+            let r = eval(&b.1, ctx, st, lenient)?;
+            if lenient && matches!(r, Val::Undef) {
+                return Ok(Val::Undef);
+            }
+            Ok(Val::Bool(r.truthy()))
+        }
+        Expr::Cond(b) => {
+            let c = eval(&b.0, ctx, st, lenient)?;
+            if lenient && matches!(c, Val::Undef) {
+                return Ok(Val::Undef);
+            }
+            if c.truthy() {
+                eval(&b.1, ctx, st, lenient)
+            } else {
+                eval(&b.2, ctx, st, lenient)
+            }
+        }
+        Expr::Unary(op, inner, span) => {
+            let v = eval(inner, ctx, st, lenient)?;
+            if matches!(v, Val::Undef) {
+                return Ok(Val::Undef);
+            }
+            match op {
+                UnOp::Not => Ok(Val::Bool(!v.truthy())),
+                UnOp::Neg => match v {
+                    Val::Int(i) => i
+                        .checked_neg()
+                        .map(Val::Int)
+                        .ok_or_else(|| VarError::at(VarErrorKind::Arithmetic, *span, "integer overflow")),
+                    Val::Float(f) => Ok(Val::Float(-f)),
+                    other => Err(VarError::at(
+                        VarErrorKind::Type,
+                        *span,
+                        format!("cannot negate a {}", other.type_name()),
+                    )),
+                },
+            }
+        }
+        Expr::Binary(op, b, span) => {
+            let l = eval(&b.0, ctx, st, lenient)?;
+            let r = eval(&b.1, ctx, st, lenient)?;
+            if matches!(l, Val::Undef) || matches!(r, Val::Undef) {
+                return Ok(Val::Undef);
+            }
+            binary(*op, l, r, *span)
+        }
+        Expr::Call(call) => functions::call(call, ctx, st, lenient),
+        Expr::List(items, _) => {
+            let mut out = Vec::with_capacity(items.len());
+            for item in items.iter() {
+                let v = eval(item, ctx, st, lenient)?;
+                if matches!(v, Val::Undef) {
+                    return Ok(Val::Undef);
+                }
+                out.push(v.into_value());
+            }
+            Ok(Val::Owned(Value::Array(out)))
+        }
+        Expr::Object(entries, _) => {
+            let mut out = Map::new();
+            for (k, e) in entries.iter() {
+                let v = eval(e, ctx, st, lenient)?;
+                if matches!(v, Val::Undef) {
+                    return Ok(Val::Undef);
+                }
+                out.insert(k.to_string(), v.into_value());
+            }
+            Ok(Val::Owned(Value::Object(out)))
+        }
+    }
+}
+
+fn binary<'a>(op: BinOp, l: Val<'a>, r: Val<'a>, span: Span) -> Result<Val<'a>, VarError> {
+    let type_err = |l: &Val, r: &Val| {
+        VarError::at(
+            VarErrorKind::Type,
+            span,
+            format!("cannot apply `{}` to {} and {}", op.symbol(), l.type_name(), r.type_name()),
+        )
+    };
+    let overflow = || VarError::at(VarErrorKind::Arithmetic, span, "integer overflow");
+    match op {
+        BinOp::Eq => Ok(Val::Bool(equals(&l, &r))),
+        BinOp::Ne => Ok(Val::Bool(!equals(&l, &r))),
+        BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => {
+            let ord = compare(&l, &r).ok_or_else(|| {
+                type_err(&l, &r).with_hint("order compares numbers with numbers and strings with strings")
+            })?;
+            Ok(Val::Bool(match op {
+                BinOp::Lt => ord.is_lt(),
+                BinOp::Le => ord.is_le(),
+                BinOp::Gt => ord.is_gt(),
+                _ => ord.is_ge(),
+            }))
+        }
+        BinOp::In | BinOp::NotIn => {
+            let found = contains(&r, &l).ok_or_else(|| type_err(&l, &r))?;
+            Ok(Val::Bool(found == (op == BinOp::In)))
+        }
+        BinOp::Concat => {
+            let mut s = String::new();
+            functions::write_val(&l, &mut s);
+            functions::write_val(&r, &mut s);
+            Ok(Val::String(s))
+        }
+        BinOp::Add => match (&l, &r) {
+            (Val::Int(a), Val::Int(b)) => a.checked_add(*b).map(Val::Int).ok_or_else(overflow),
+            (Val::Int(_) | Val::Float(_), Val::Int(_) | Val::Float(_)) => {
+                Ok(Val::Float(l.as_f64().unwrap_or(0.0) + r.as_f64().unwrap_or(0.0)))
+            }
+            _ => {
+                if let (Some(a), Some(b)) = (l.as_str(), r.as_str()) {
+                    let mut s = String::with_capacity(a.len() + b.len());
+                    s.push_str(a);
+                    s.push_str(b);
+                    return Ok(Val::String(s));
+                }
+                if let (Some(a), Some(b)) = (l.as_array(), r.as_array()) {
+                    let mut v = a.clone();
+                    v.extend(b.iter().cloned());
+                    return Ok(Val::Owned(Value::Array(v)));
+                }
+                Err(type_err(&l, &r).with_hint("use `~` to join values as text"))
+            }
+        },
+        BinOp::Sub | BinOp::Mul => match (&l, &r) {
+            (Val::Int(a), Val::Int(b)) => {
+                let v = if op == BinOp::Sub {
+                    a.checked_sub(*b)
+                } else {
+                    a.checked_mul(*b)
+                };
+                v.map(Val::Int).ok_or_else(overflow)
+            }
+            (Val::Int(_) | Val::Float(_), Val::Int(_) | Val::Float(_)) => {
+                let (a, b) = (l.as_f64().unwrap_or(0.0), r.as_f64().unwrap_or(0.0));
+                Ok(Val::Float(if op == BinOp::Sub { a - b } else { a * b }))
+            }
+            _ => Err(type_err(&l, &r)),
+        },
+        BinOp::Div | BinOp::FloorDiv | BinOp::Rem => {
+            let (Some(a), Some(b)) = (l.as_f64(), r.as_f64()) else {
+                return Err(type_err(&l, &r));
+            };
+            if b == 0.0 {
+                return Err(VarError::at(VarErrorKind::Arithmetic, span, "division by zero"));
+            }
+            match (op, &l, &r) {
+                (BinOp::Div, _, _) => Ok(Val::Float(a / b)),
+                (BinOp::FloorDiv, Val::Int(x), Val::Int(y)) => {
+                    let q = x.checked_div(*y).ok_or_else(overflow)?;
+                    let q = if (x % y != 0) && ((*x < 0) != (*y < 0)) { q - 1 } else { q };
+                    Ok(Val::Int(q))
+                }
+                (BinOp::FloorDiv, _, _) => Ok(Val::Float((a / b).floor())),
+                (_, Val::Int(x), Val::Int(y)) => {
+                    let m = x.checked_rem(*y).ok_or_else(overflow)?;
+                    Ok(Val::Int(if m != 0 && ((m < 0) != (*y < 0)) { m + y } else { m }))
+                }
+                _ => {
+                    let m = a % b;
+                    Ok(Val::Float(if m != 0.0 && ((m < 0.0) != (b < 0.0)) { m + b } else { m }))
+                }
+            }
+        }
+    }
+}
+
+/// `needle in haystack`: substring, list membership or object key.
+pub(crate) fn contains(haystack: &Val, needle: &Val) -> Option<bool> {
+    if let Some(h) = haystack.as_str() {
+        return needle.as_str().map(|n| h.contains(n));
+    }
+    if let Some(items) = haystack.as_array() {
+        return Some(items.iter().any(|i| equals(&Val::from_ref(i), needle)));
+    }
+    if let Some(map) = haystack.as_object() {
+        return needle.as_str().map(|k| map.contains_key(k));
+    }
+    None
+}
+
+fn eval_path<'a>(p: &'a Path, ctx: &Context<'a>, st: &mut State<'a>, lenient: bool) -> Result<Val<'a>, VarError> {
+    let mut segs = p.segs.iter();
+    let mut cur: Val<'a> = match &p.base {
+        Base::Scope(scope) => {
+            if *scope == Scope::Secrets {
+                st.secret_reads += 1;
+            }
+            match ctx.get(*scope) {
+                Value::Null => Val::Ref(&EMPTY_OBJECT),
+                v => Val::from_ref(v),
+            }
+        }
+        Base::Local(depth, name) => match &st.frames[*depth as usize] {
+            Some(frame) => frame.item.clone(),
+            None => {
+                return Err(VarError::at(
+                    VarErrorKind::Undefined,
+                    p.base_span,
+                    format!("loop variable `{name}` used outside its loop"),
+                ));
+            }
+        },
+        Base::LoopMeta(depth) => {
+            let Some(frame) = &st.frames[*depth as usize] else {
+                return Err(VarError::at(VarErrorKind::Undefined, p.base_span, "`loop` used outside a loop"));
+            };
+            let Some(seg) = segs.next() else {
+                return Err(VarError::at(
+                    VarErrorKind::Type,
+                    p.span,
+                    "`loop` is not a value; use loop.index, loop.index0, loop.first, loop.last or loop.length",
+                ));
+            };
+            let key = match &seg.kind {
+                SegKind::Key(k) => &**k,
+                _ => "",
+            };
+            match key {
+                "index" => Val::Int(frame.index as i64 + 1),
+                "index0" => Val::Int(frame.index as i64),
+                "first" => Val::Bool(frame.index == 0),
+                "last" => Val::Bool(frame.index + 1 == frame.len),
+                "length" => Val::Int(frame.len as i64),
+                "revindex" => Val::Int((frame.len - frame.index) as i64),
+                other => {
+                    return Err(VarError::at(
+                        VarErrorKind::Undefined,
+                        seg.span,
+                        format!("`loop` has no `{other}`; it has index, index0, first, last, length, revindex"),
+                    ));
+                }
+            }
+        }
+        Base::Expr(e) => eval(e, ctx, st, lenient)?,
+    };
+    let mut optional_chain = false;
+    for (i, seg) in segs.enumerate() {
+        let seg_index = i + usize::from(matches!(p.base, Base::LoopMeta(_)));
+        optional_chain |= seg.optional;
+        if matches!(cur, Val::Undef) {
+            return Ok(if optional_chain { Val::Null } else { Val::Undef });
+        }
+        // Resolve a dynamic index first.
+        let dyn_key;
+        let kind: &SegKind = match &seg.kind {
+            SegKind::Dyn(e) => {
+                let k = eval(e, ctx, st, false)?;
+                dyn_key = match k {
+                    Val::Int(i) => SegKind::Index(i),
+                    Val::Str(s) => SegKind::Key(s.into()),
+                    Val::String(s) => SegKind::Key(s.into()),
+                    other => {
+                        return Err(VarError::at(
+                            VarErrorKind::Type,
+                            seg.span,
+                            format!("an index must be an int or a string, not a {}", other.type_name()),
+                        ));
+                    }
+                };
+                &dyn_key
+            }
+            k => k,
+        };
+        let found: Option<Val<'a>> = match (&cur, kind) {
+            (Val::Ref(Value::Object(m)), SegKind::Key(k)) => m.get(&**k).map(Val::from_ref),
+            (Val::Ref(Value::Array(a)), SegKind::Index(i)) => index(a, *i).map(Val::from_ref),
+            (Val::Owned(Value::Object(m)), SegKind::Key(k)) => m.get(&**k).map(|v| Val::from_owned(v.clone())),
+            (Val::Owned(Value::Array(a)), SegKind::Index(i)) => index(a, *i).map(|v| Val::from_owned(v.clone())),
+            (Val::Null, _) if optional_chain => return Ok(Val::Null),
+            (Val::Null, _) if lenient => return Ok(Val::Undef),
+            (other, kind) => {
+                let what = match kind {
+                    SegKind::Key(k) => format!("`.{k}`"),
+                    SegKind::Index(i) => format!("`[{i}]`"),
+                    SegKind::Dyn(_) => "an index".to_string(),
+                };
+                if optional_chain && matches!(other, Val::Null) {
+                    return Ok(Val::Null);
+                }
+                return Err(VarError::at(
+                    VarErrorKind::Type,
+                    seg.span,
+                    format!("cannot read {what} of `{}`: it is a {}", path_text(p, seg_index), other.type_name()),
+                ));
+            }
+        };
+        cur = match found {
+            Some(v) => v,
+            None if optional_chain => return Ok(Val::Null),
+            None if lenient => return Ok(Val::Undef),
+            None => return Err(missing(p, seg_index, kind, &cur, seg.span)),
+        };
+    }
+    if matches!(p.base, Base::Scope(Scope::Secrets)) && st.tainted.is_some() {
+        let text = cur.to_text().into_owned();
+        st.taint(&text);
+    }
+    Ok(cur)
+}
+
+static EMPTY_OBJECT: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| Value::Object(Map::new()));
+
+fn index(items: &[Value], i: i64) -> Option<&Value> {
+    let i = if i < 0 { items.len() as i64 + i } else { i };
+    usize::try_from(i).ok().and_then(|i| items.get(i))
+}
+
+fn missing(p: &Path, seg_index: usize, kind: &SegKind, cur: &Val, span: Span) -> VarError {
+    let parent = path_text(p, seg_index);
+    let full = path_text(p, seg_index + 1);
+    match (kind, cur) {
+        (SegKind::Key(k), _) => {
+            let keys: Vec<&str> = cur
+                .as_object()
+                .map(|m| m.keys().map(String::as_str).collect())
+                .unwrap_or_default();
+            let listing = if keys.is_empty() {
+                "it has no keys".to_string()
+            } else if keys.len() > 12 {
+                format!("it has: {}, … ({} keys)", keys[..12].join(", "), keys.len())
+            } else {
+                format!("it has: {}", keys.join(", "))
+            };
+            let mut err = VarError::at(
+                VarErrorKind::Undefined,
+                span,
+                format!("`{full}` is undefined: `{parent}` has no key `{k}`; {listing}"),
+            );
+            if let Some(s) = super::error::did_you_mean(k, keys.iter().copied()) {
+                err = err.with_hint(format!("did you mean `{parent}.{s}`?"));
+            } else {
+                err = err.with_hint(format!("guard it with `{full} | default(...)` or `?.`"));
+            }
+            err
+        }
+        (SegKind::Index(i), _) => VarError::at(
+            VarErrorKind::Undefined,
+            span,
+            format!(
+                "`{full}` is undefined: index {i} is out of range for `{parent}` (length {})",
+                cur.as_array().map(Vec::len).unwrap_or(0)
+            ),
+        ),
+        (SegKind::Dyn(_), _) => VarError::at(VarErrorKind::Undefined, span, format!("`{full}` is undefined")),
+    }
+}
+
+/// The path as written, up to `upto` segments.
+pub(crate) fn path_text(p: &Path, upto: usize) -> String {
+    let mut s = match &p.base {
+        Base::Scope(scope) => scope.name().to_string(),
+        Base::Local(_, name) => name.to_string(),
+        Base::LoopMeta(_) => "loop".to_string(),
+        Base::Expr(_) => "(…)".to_string(),
+    };
+    for seg in p.segs.iter().take(upto) {
+        if seg.optional {
+            s.push('?');
+        }
+        match &seg.kind {
+            SegKind::Key(k) if k.chars().all(|c| c.is_alphanumeric() || c == '_') => {
+                s.push('.');
+                s.push_str(k);
+            }
+            SegKind::Key(k) => s.push_str(&format!("['{k}']")),
+            SegKind::Index(i) => s.push_str(&format!("[{i}]")),
+            SegKind::Dyn(_) => s.push_str("[…]"),
+        }
+    }
+    s
+}
