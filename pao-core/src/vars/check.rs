@@ -175,9 +175,13 @@ pub(crate) fn check(refs: &[Reference], decl: &Declarations) -> Vec<VarError> {
                         VarError::at(
                             VarErrorKind::Undeclared,
                             r.span,
-                            format!("environment variable `{name}` is not in the server's allow-list"),
+                            format!(
+                                "environment variable `{name}` is not in the server's allow-list"
+                            ),
                         )
-                        .with_hint("add it to `env_allowlist` in catalog.yaml or the server configuration"),
+                        .with_hint(
+                            "add it to `env_allowlist` in catalog.yaml or the server configuration",
+                        ),
                     );
                 }
             }

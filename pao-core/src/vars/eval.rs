@@ -30,7 +30,9 @@ impl Default for Context<'_> {
 impl<'a> Context<'a> {
     /// A context with every scope empty.
     pub fn new() -> Context<'a> {
-        Context { scopes: [&NULL; 10] }
+        Context {
+            scopes: [&NULL; 10],
+        }
     }
 
     /// Sets one scope.
@@ -182,9 +184,14 @@ fn render_for<'a>(
     }
     match &iterable {
         Val::Ref(Value::Array(items)) => iterate!(items.len(), items.iter().map(Val::from_ref)),
-        Val::Ref(Value::Object(map)) => iterate!(map.len(), map.keys().map(|k| Val::Str(k.as_str()))),
+        Val::Ref(Value::Object(map)) => {
+            iterate!(map.len(), map.keys().map(|k| Val::Str(k.as_str())))
+        }
         Val::Owned(Value::Array(items)) => {
-            iterate!(items.len(), items.iter().map(|v| Val::from_owned(v.clone())))
+            iterate!(
+                items.len(),
+                items.iter().map(|v| Val::from_owned(v.clone()))
+            )
         }
         Val::Owned(Value::Object(map)) => {
             iterate!(map.len(), map.keys().map(|k| Val::String(k.clone())))
@@ -203,7 +210,11 @@ fn render_for<'a>(
 }
 
 fn undefined_value(e: &Expr) -> VarError {
-    VarError::at(VarErrorKind::Undefined, e.span(), "the expression has no value")
+    VarError::at(
+        VarErrorKind::Undefined,
+        e.span(),
+        "the expression has no value",
+    )
 }
 
 pub(crate) fn eval<'a>(
@@ -269,10 +280,9 @@ pub(crate) fn eval<'a>(
             match op {
                 UnOp::Not => Ok(Val::Bool(!v.truthy())),
                 UnOp::Neg => match v {
-                    Val::Int(i) => i
-                        .checked_neg()
-                        .map(Val::Int)
-                        .ok_or_else(|| VarError::at(VarErrorKind::Arithmetic, *span, "integer overflow")),
+                    Val::Int(i) => i.checked_neg().map(Val::Int).ok_or_else(|| {
+                        VarError::at(VarErrorKind::Arithmetic, *span, "integer overflow")
+                    }),
                     Val::Float(f) => Ok(Val::Float(-f)),
                     other => Err(VarError::at(
                         VarErrorKind::Type,
@@ -321,7 +331,12 @@ fn binary<'a>(op: BinOp, l: Val<'a>, r: Val<'a>, span: Span) -> Result<Val<'a>, 
         VarError::at(
             VarErrorKind::Type,
             span,
-            format!("cannot apply `{}` to {} and {}", op.symbol(), l.type_name(), r.type_name()),
+            format!(
+                "cannot apply `{}` to {} and {}",
+                op.symbol(),
+                l.type_name(),
+                r.type_name()
+            ),
         )
     };
     let overflow = || VarError::at(VarErrorKind::Arithmetic, span, "integer overflow");
@@ -330,7 +345,8 @@ fn binary<'a>(op: BinOp, l: Val<'a>, r: Val<'a>, span: Span) -> Result<Val<'a>, 
         BinOp::Ne => Ok(Val::Bool(!equals(&l, &r))),
         BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => {
             let ord = compare(&l, &r).ok_or_else(|| {
-                type_err(&l, &r).with_hint("order compares numbers with numbers and strings with strings")
+                type_err(&l, &r)
+                    .with_hint("order compares numbers with numbers and strings with strings")
             })?;
             Ok(Val::Bool(match op {
                 BinOp::Lt => ord.is_lt(),
@@ -351,9 +367,9 @@ fn binary<'a>(op: BinOp, l: Val<'a>, r: Val<'a>, span: Span) -> Result<Val<'a>, 
         }
         BinOp::Add => match (&l, &r) {
             (Val::Int(a), Val::Int(b)) => a.checked_add(*b).map(Val::Int).ok_or_else(overflow),
-            (Val::Int(_) | Val::Float(_), Val::Int(_) | Val::Float(_)) => {
-                Ok(Val::Float(l.as_f64().unwrap_or(0.0) + r.as_f64().unwrap_or(0.0)))
-            }
+            (Val::Int(_) | Val::Float(_), Val::Int(_) | Val::Float(_)) => Ok(Val::Float(
+                l.as_f64().unwrap_or(0.0) + r.as_f64().unwrap_or(0.0),
+            )),
             _ => {
                 if let (Some(a), Some(b)) = (l.as_str(), r.as_str()) {
                     let mut s = String::with_capacity(a.len() + b.len());
@@ -389,23 +405,39 @@ fn binary<'a>(op: BinOp, l: Val<'a>, r: Val<'a>, span: Span) -> Result<Val<'a>, 
                 return Err(type_err(&l, &r));
             };
             if b == 0.0 {
-                return Err(VarError::at(VarErrorKind::Arithmetic, span, "division by zero"));
+                return Err(VarError::at(
+                    VarErrorKind::Arithmetic,
+                    span,
+                    "division by zero",
+                ));
             }
             match (op, &l, &r) {
                 (BinOp::Div, _, _) => Ok(Val::Float(a / b)),
                 (BinOp::FloorDiv, Val::Int(x), Val::Int(y)) => {
                     let q = x.checked_div(*y).ok_or_else(overflow)?;
-                    let q = if (x % y != 0) && ((*x < 0) != (*y < 0)) { q - 1 } else { q };
+                    let q = if (x % y != 0) && ((*x < 0) != (*y < 0)) {
+                        q - 1
+                    } else {
+                        q
+                    };
                     Ok(Val::Int(q))
                 }
                 (BinOp::FloorDiv, _, _) => Ok(Val::Float((a / b).floor())),
                 (_, Val::Int(x), Val::Int(y)) => {
                     let m = x.checked_rem(*y).ok_or_else(overflow)?;
-                    Ok(Val::Int(if m != 0 && ((m < 0) != (*y < 0)) { m + y } else { m }))
+                    Ok(Val::Int(if m != 0 && ((m < 0) != (*y < 0)) {
+                        m + y
+                    } else {
+                        m
+                    }))
                 }
                 _ => {
                     let m = a % b;
-                    Ok(Val::Float(if m != 0.0 && ((m < 0.0) != (b < 0.0)) { m + b } else { m }))
+                    Ok(Val::Float(if m != 0.0 && ((m < 0.0) != (b < 0.0)) {
+                        m + b
+                    } else {
+                        m
+                    }))
                 }
             }
         }
@@ -426,7 +458,12 @@ pub(crate) fn contains(haystack: &Val, needle: &Val) -> Option<bool> {
     None
 }
 
-fn eval_path<'a>(p: &'a Path, ctx: &Context<'a>, st: &mut State<'a>, lenient: bool) -> Result<Val<'a>, VarError> {
+fn eval_path<'a>(
+    p: &'a Path,
+    ctx: &Context<'a>,
+    st: &mut State<'a>,
+    lenient: bool,
+) -> Result<Val<'a>, VarError> {
     let mut segs = p.segs.iter();
     let mut cur: Val<'a> = match &p.base {
         Base::Scope(scope) => {
@@ -450,7 +487,11 @@ fn eval_path<'a>(p: &'a Path, ctx: &Context<'a>, st: &mut State<'a>, lenient: bo
         },
         Base::LoopMeta(depth) => {
             let Some(frame) = &st.frames[*depth as usize] else {
-                return Err(VarError::at(VarErrorKind::Undefined, p.base_span, "`loop` used outside a loop"));
+                return Err(VarError::at(
+                    VarErrorKind::Undefined,
+                    p.base_span,
+                    "`loop` used outside a loop",
+                ));
             };
             let Some(seg) = segs.next() else {
                 return Err(VarError::at(
@@ -474,19 +515,26 @@ fn eval_path<'a>(p: &'a Path, ctx: &Context<'a>, st: &mut State<'a>, lenient: bo
                     return Err(VarError::at(
                         VarErrorKind::Undefined,
                         seg.span,
-                        format!("`loop` has no `{other}`; it has index, index0, first, last, length, revindex"),
+                        format!(
+                            "`loop` has no `{other}`; it has index, index0, first, last, length, revindex"
+                        ),
                     ));
                 }
             }
         }
         Base::Expr(e) => eval(e, ctx, st, lenient)?,
     };
-    let mut optional_chain = false;
+    // One `?.` anywhere in the chain makes a missing link anywhere in it give null, so
+    // `outputs.dns?.id` reads as "the id, if dns ran".
+    let optional_chain = p.segs.iter().any(|s| s.optional);
     for (i, seg) in segs.enumerate() {
         let seg_index = i + usize::from(matches!(p.base, Base::LoopMeta(_)));
-        optional_chain |= seg.optional;
         if matches!(cur, Val::Undef) {
-            return Ok(if optional_chain { Val::Null } else { Val::Undef });
+            return Ok(if optional_chain {
+                Val::Null
+            } else {
+                Val::Undef
+            });
         }
         // Resolve a dynamic index first.
         let dyn_key;
@@ -501,7 +549,10 @@ fn eval_path<'a>(p: &'a Path, ctx: &Context<'a>, st: &mut State<'a>, lenient: bo
                         return Err(VarError::at(
                             VarErrorKind::Type,
                             seg.span,
-                            format!("an index must be an int or a string, not a {}", other.type_name()),
+                            format!(
+                                "an index must be an int or a string, not a {}",
+                                other.type_name()
+                            ),
                         ));
                     }
                 };
@@ -512,8 +563,12 @@ fn eval_path<'a>(p: &'a Path, ctx: &Context<'a>, st: &mut State<'a>, lenient: bo
         let found: Option<Val<'a>> = match (&cur, kind) {
             (Val::Ref(Value::Object(m)), SegKind::Key(k)) => m.get(&**k).map(Val::from_ref),
             (Val::Ref(Value::Array(a)), SegKind::Index(i)) => index(a, *i).map(Val::from_ref),
-            (Val::Owned(Value::Object(m)), SegKind::Key(k)) => m.get(&**k).map(|v| Val::from_owned(v.clone())),
-            (Val::Owned(Value::Array(a)), SegKind::Index(i)) => index(a, *i).map(|v| Val::from_owned(v.clone())),
+            (Val::Owned(Value::Object(m)), SegKind::Key(k)) => {
+                m.get(&**k).map(|v| Val::from_owned(v.clone()))
+            }
+            (Val::Owned(Value::Array(a)), SegKind::Index(i)) => {
+                index(a, *i).map(|v| Val::from_owned(v.clone()))
+            }
             (Val::Null, _) if optional_chain => return Ok(Val::Null),
             (Val::Null, _) if lenient => return Ok(Val::Undef),
             (other, kind) => {
@@ -528,7 +583,11 @@ fn eval_path<'a>(p: &'a Path, ctx: &Context<'a>, st: &mut State<'a>, lenient: bo
                 return Err(VarError::at(
                     VarErrorKind::Type,
                     seg.span,
-                    format!("cannot read {what} of `{}`: it is a {}", path_text(p, seg_index), other.type_name()),
+                    format!(
+                        "cannot read {what} of `{}`: it is a {}",
+                        path_text(p, seg_index),
+                        other.type_name()
+                    ),
                 ));
             }
         };
@@ -546,7 +605,8 @@ fn eval_path<'a>(p: &'a Path, ctx: &Context<'a>, st: &mut State<'a>, lenient: bo
     Ok(cur)
 }
 
-static EMPTY_OBJECT: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| Value::Object(Map::new()));
+static EMPTY_OBJECT: std::sync::LazyLock<Value> =
+    std::sync::LazyLock::new(|| Value::Object(Map::new()));
 
 fn index(items: &[Value], i: i64) -> Option<&Value> {
     let i = if i < 0 { items.len() as i64 + i } else { i };
@@ -589,7 +649,11 @@ fn missing(p: &Path, seg_index: usize, kind: &SegKind, cur: &Val, span: Span) ->
                 cur.as_array().map(Vec::len).unwrap_or(0)
             ),
         ),
-        (SegKind::Dyn(_), _) => VarError::at(VarErrorKind::Undefined, span, format!("`{full}` is undefined")),
+        (SegKind::Dyn(_), _) => VarError::at(
+            VarErrorKind::Undefined,
+            span,
+            format!("`{full}` is undefined"),
+        ),
     }
 }
 

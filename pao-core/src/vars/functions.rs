@@ -145,11 +145,20 @@ impl Functions {
     /// Registers a function callable as `name(args)` or `x | name(args)`.
     ///
     /// Fails when the name is taken by a built-in or is not an identifier.
-    pub fn register<F>(&mut self, name: &str, min_args: usize, max_args: usize, f: F) -> Result<(), VarError>
+    pub fn register<F>(
+        &mut self,
+        name: &str,
+        min_args: usize,
+        max_args: usize,
+        f: F,
+    ) -> Result<(), VarError>
     where
         F: Fn(&[Value]) -> Result<Value, String> + Send + Sync + 'static,
     {
-        let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        let valid = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid {
             return Err(VarError::new(
@@ -164,7 +173,10 @@ impl Functions {
             ));
         }
         if min_args > max_args {
-            return Err(VarError::new(VarErrorKind::BadArguments, "min_args is larger than max_args"));
+            return Err(VarError::new(
+                VarErrorKind::BadArguments,
+                "min_args is larger than max_args",
+            ));
         }
         self.custom.insert(
             name.to_string(),
@@ -228,12 +240,22 @@ fn want_int(call: &Call, v: &Val, what: &str) -> Result<i64, VarError> {
 }
 
 fn list_of<'v>(call: &Call, v: &'v Val) -> Result<&'v Vec<Value>, VarError> {
-    v.as_array()
-        .ok_or_else(|| err(call, VarErrorKind::Type, format!("expected a list, got a {}", v.type_name())))
+    v.as_array().ok_or_else(|| {
+        err(
+            call,
+            VarErrorKind::Type,
+            format!("expected a list, got a {}", v.type_name()),
+        )
+    })
 }
 
 /// Calls a function.
-pub(crate) fn call<'a>(call: &'a Call, ctx: &Context<'a>, st: &mut State<'a>, lenient: bool) -> Result<Val<'a>, VarError> {
+pub(crate) fn call<'a>(
+    call: &'a Call,
+    ctx: &Context<'a>,
+    st: &mut State<'a>,
+    lenient: bool,
+) -> Result<Val<'a>, VarError> {
     let b = match &call.func {
         Func::Builtin(b) => *b,
         Func::Custom(c) => {
@@ -254,7 +276,11 @@ pub(crate) fn call<'a>(call: &'a Call, ctx: &Context<'a>, st: &mut State<'a>, le
     match b {
         Builtin::Default => {
             let v = eval(&call.args[0], ctx, st, true)?;
-            return if v.is_absent() { eval(&call.args[1], ctx, st, lenient) } else { Ok(v) };
+            return if v.is_absent() {
+                eval(&call.args[1], ctx, st, lenient)
+            } else {
+                Ok(v)
+            };
         }
         Builtin::Coalesce => {
             for a in call.args.iter() {
@@ -286,8 +312,14 @@ pub(crate) fn call<'a>(call: &'a Call, ctx: &Context<'a>, st: &mut State<'a>, le
     builtin(b, call, args, ctx, st)
 }
 
-fn builtin<'a>(b: Builtin, call: &'a Call, args: &[Val<'a>], ctx: &Context<'a>, st: &mut State<'a>) -> Result<Val<'a>, VarError> {
-    let a0 = &args[0.min(args.len().saturating_sub(1))];
+fn builtin<'a>(
+    b: Builtin,
+    call: &'a Call,
+    args: &[Val<'a>],
+    ctx: &Context<'a>,
+    st: &mut State<'a>,
+) -> Result<Val<'a>, VarError> {
+    let a0: &Val<'a> = args.first().unwrap_or(&NULL_VAL);
     Ok(match b {
         Builtin::Lower => Val::String(want_str(call, a0, "the text")?.to_lowercase()),
         Builtin::Upper => Val::String(want_str(call, a0, "the text")?.to_uppercase()),
@@ -309,7 +341,11 @@ fn builtin<'a>(b: Builtin, call: &'a Call, args: &[Val<'a>], ctx: &Context<'a>, 
             let s = want_str(call, a0, "the text")?;
             let from = want_str(call, &args[1], "the text to find")?;
             if from.is_empty() {
-                return Err(err(call, VarErrorKind::BadArguments, "the text to find is empty"));
+                return Err(err(
+                    call,
+                    VarErrorKind::BadArguments,
+                    "the text to find is empty",
+                ));
             }
             Val::String(s.replace(from, want_str(call, &args[2], "the replacement")?))
         }
@@ -342,7 +378,8 @@ fn builtin<'a>(b: Builtin, call: &'a Call, args: &[Val<'a>], ctx: &Context<'a>, 
         Builtin::Truncate => {
             let s = want_str(call, a0, "the text")?;
             let n = want_int(call, &args[1], "the length")?;
-            let n = usize::try_from(n).map_err(|_| err(call, VarErrorKind::BadArguments, "negative length"))?;
+            let n = usize::try_from(n)
+                .map_err(|_| err(call, VarErrorKind::BadArguments, "negative length"))?;
             let end = match args.get(2) {
                 Some(e) => want_str(call, e, "the ending")?,
                 None => "",
@@ -367,20 +404,30 @@ fn builtin<'a>(b: Builtin, call: &'a Call, args: &[Val<'a>], ctx: &Context<'a>, 
                 ));
             }
         }),
-        Builtin::Default | Builtin::Coalesce => unreachable!("handled before arguments are evaluated"),
+        Builtin::Default | Builtin::Coalesce => {
+            unreachable!("handled before arguments are evaluated")
+        }
         Builtin::Contains => Val::Bool(contains(a0, &args[1]).ok_or_else(|| {
             err(
                 call,
                 VarErrorKind::Type,
-                format!("cannot look for a {} in a {}", args[1].type_name(), a0.type_name()),
+                format!(
+                    "cannot look for a {} in a {}",
+                    args[1].type_name(),
+                    a0.type_name()
+                ),
             )
         })?),
-        Builtin::StartsWith => {
-            Val::Bool(want_str(call, a0, "the text")?.starts_with(want_str(call, &args[1], "the prefix")?))
-        }
-        Builtin::EndsWith => {
-            Val::Bool(want_str(call, a0, "the text")?.ends_with(want_str(call, &args[1], "the suffix")?))
-        }
+        Builtin::StartsWith => Val::Bool(want_str(call, a0, "the text")?.starts_with(want_str(
+            call,
+            &args[1],
+            "the prefix",
+        )?)),
+        Builtin::EndsWith => Val::Bool(want_str(call, a0, "the text")?.ends_with(want_str(
+            call,
+            &args[1],
+            "the suffix",
+        )?)),
         Builtin::Matches => {
             let s = want_str(call, a0, "the text")?;
             let re = regex_for(call, &args[1])?;
@@ -418,10 +465,13 @@ fn builtin<'a>(b: Builtin, call: &'a Call, args: &[Val<'a>], ctx: &Context<'a>, 
                 .decode(s.trim())
                 .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(s.trim()))
                 .map_err(|e| err(call, VarErrorKind::Function, format!("invalid base64: {e}")))?;
-            Val::String(
-                String::from_utf8(bytes)
-                    .map_err(|_| err(call, VarErrorKind::Function, "decoded bytes are not UTF-8 text"))?,
-            )
+            Val::String(String::from_utf8(bytes).map_err(|_| {
+                err(
+                    call,
+                    VarErrorKind::Function,
+                    "decoded bytes are not UTF-8 text",
+                )
+            })?)
         }
         Builtin::Sha256 => Val::String(hex::encode(sha2::Sha256::digest(a0.to_text().as_bytes()))),
         Builtin::HmacSha256 => {
@@ -449,9 +499,17 @@ fn builtin<'a>(b: Builtin, call: &'a Call, args: &[Val<'a>], ctx: &Context<'a>, 
         Builtin::FormatDate => {
             let dt = parse_date(call, a0)?;
             let fmt = want_str(call, &args[1], "the format")?;
-            let items: Vec<chrono::format::Item> = chrono::format::StrftimeItems::new(fmt).collect();
-            if items.iter().any(|i| matches!(i, chrono::format::Item::Error)) {
-                return Err(err(call, VarErrorKind::BadArguments, format!("invalid date format `{fmt}`")));
+            let items: Vec<chrono::format::Item> =
+                chrono::format::StrftimeItems::new(fmt).collect();
+            if items
+                .iter()
+                .any(|i| matches!(i, chrono::format::Item::Error))
+            {
+                return Err(err(
+                    call,
+                    VarErrorKind::BadArguments,
+                    format!("invalid date format `{fmt}`"),
+                ));
             }
             Val::String(dt.format_with_items(items.into_iter()).to_string())
         }
@@ -459,13 +517,15 @@ fn builtin<'a>(b: Builtin, call: &'a Call, args: &[Val<'a>], ctx: &Context<'a>, 
             let dt = parse_date(call, a0)?;
             let secs_ms = match &args[1] {
                 Val::Int(s) => s.checked_mul(1000),
-                v => Some(parse_duration_ms(want_str(call, v, "the duration")?).ok_or_else(|| {
-                    err(
-                        call,
-                        VarErrorKind::BadArguments,
-                        "invalid duration: write it like 90s, 15m, 2h30m, 7d or -1h",
-                    )
-                })?),
+                v => Some(
+                    parse_duration_ms(want_str(call, v, "the duration")?).ok_or_else(|| {
+                        err(
+                            call,
+                            VarErrorKind::BadArguments,
+                            "invalid duration: write it like 90s, 15m, 2h30m, 7d or -1h",
+                        )
+                    })?,
+                ),
             };
             let out = secs_ms
                 .and_then(|ms| dt.checked_add_signed(chrono::Duration::milliseconds(ms)))
@@ -490,7 +550,11 @@ fn builtin<'a>(b: Builtin, call: &'a Call, args: &[Val<'a>], ctx: &Context<'a>, 
                                 return Err(err(
                                     call,
                                     VarErrorKind::Type,
-                                    format!("cannot compare a {} with a {}", v.type_name(), cur.type_name()),
+                                    format!(
+                                        "cannot compare a {} with a {}",
+                                        v.type_name(),
+                                        cur.type_name()
+                                    ),
                                 ));
                             }
                         },
@@ -509,9 +573,13 @@ fn builtin<'a>(b: Builtin, call: &'a Call, args: &[Val<'a>], ctx: &Context<'a>, 
             }
         }
         Builtin::Round => {
-            let x = a0
-                .as_f64()
-                .ok_or_else(|| err(call, VarErrorKind::Type, format!("cannot round a {}", a0.type_name())))?;
+            let x = a0.as_f64().ok_or_else(|| {
+                err(
+                    call,
+                    VarErrorKind::Type,
+                    format!("cannot round a {}", a0.type_name()),
+                )
+            })?;
             let digits = match args.get(1) {
                 Some(d) => want_int(call, d, "the digits")?.clamp(-15, 15),
                 None => 0,
@@ -529,7 +597,13 @@ fn builtin<'a>(b: Builtin, call: &'a Call, args: &[Val<'a>], ctx: &Context<'a>, 
                     .or_else(|_| s.parse::<f64>().map(|f| f.trunc() as i64))
                     .map_err(|_| err(call, VarErrorKind::Type, format!("`{s}` is not a number")))?
             }
-            other => return Err(err(call, VarErrorKind::Type, format!("cannot convert a {} to int", other.type_name()))),
+            other => {
+                return Err(err(
+                    call,
+                    VarErrorKind::Type,
+                    format!("cannot convert a {} to int", other.type_name()),
+                ));
+            }
         }),
         Builtin::Float => Val::Float(match a0 {
             Val::Int(i) => *i as f64,
@@ -540,7 +614,11 @@ fn builtin<'a>(b: Builtin, call: &'a Call, args: &[Val<'a>], ctx: &Context<'a>, 
                     .map_err(|_| err(call, VarErrorKind::Type, format!("`{s}` is not a number")))?
             }
             other => {
-                return Err(err(call, VarErrorKind::Type, format!("cannot convert a {} to float", other.type_name())));
+                return Err(err(
+                    call,
+                    VarErrorKind::Type,
+                    format!("cannot convert a {} to float", other.type_name()),
+                ));
             }
         }),
         Builtin::String => match a0 {
@@ -548,23 +626,35 @@ fn builtin<'a>(b: Builtin, call: &'a Call, args: &[Val<'a>], ctx: &Context<'a>, 
             other => Val::String(other.to_text().into_owned()),
         },
         Builtin::Keys => {
-            let m = a0
-                .as_object()
-                .ok_or_else(|| err(call, VarErrorKind::Type, format!("expected an object, got a {}", a0.type_name())))?;
+            let m = a0.as_object().ok_or_else(|| {
+                err(
+                    call,
+                    VarErrorKind::Type,
+                    format!("expected an object, got a {}", a0.type_name()),
+                )
+            })?;
             Val::Owned(Value::Array(m.keys().cloned().map(Value::String).collect()))
         }
         Builtin::Values => {
-            let m = a0
-                .as_object()
-                .ok_or_else(|| err(call, VarErrorKind::Type, format!("expected an object, got a {}", a0.type_name())))?;
+            let m = a0.as_object().ok_or_else(|| {
+                err(
+                    call,
+                    VarErrorKind::Type,
+                    format!("expected an object, got a {}", a0.type_name()),
+                )
+            })?;
             Val::Owned(Value::Array(m.values().cloned().collect()))
         }
         Builtin::Merge => {
             let mut out = Map::new();
             for a in args {
-                let m = a
-                    .as_object()
-                    .ok_or_else(|| err(call, VarErrorKind::Type, format!("can only merge objects, got a {}", a.type_name())))?;
+                let m = a.as_object().ok_or_else(|| {
+                    err(
+                        call,
+                        VarErrorKind::Type,
+                        format!("can only merge objects, got a {}", a.type_name()),
+                    )
+                })?;
                 for (k, v) in m {
                     out.insert(k.clone(), v.clone());
                 }
@@ -575,7 +665,10 @@ fn builtin<'a>(b: Builtin, call: &'a Call, args: &[Val<'a>], ctx: &Context<'a>, 
             let items = list_of(call, a0)?;
             let mut out: Vec<Value> = Vec::with_capacity(items.len());
             for item in items {
-                if !out.iter().any(|o| equals(&Val::from_ref(o), &Val::from_ref(item))) {
+                if !out
+                    .iter()
+                    .any(|o| equals(&Val::from_ref(o), &Val::from_ref(item)))
+                {
                     out.push(item.clone());
                 }
             }
@@ -603,36 +696,69 @@ fn builtin<'a>(b: Builtin, call: &'a Call, args: &[Val<'a>], ctx: &Context<'a>, 
             let pick_first = b == Builtin::First;
             match a0 {
                 Val::Ref(Value::Array(items)) => {
-                    let v = if pick_first { items.first() } else { items.last() };
+                    let v = if pick_first {
+                        items.first()
+                    } else {
+                        items.last()
+                    };
                     v.map(Val::from_ref).unwrap_or(Val::Null)
                 }
                 Val::Owned(Value::Array(items)) => {
-                    let v = if pick_first { items.first() } else { items.last() };
+                    let v = if pick_first {
+                        items.first()
+                    } else {
+                        items.last()
+                    };
                     v.cloned().map(Val::from_owned).unwrap_or(Val::Null)
                 }
                 v if v.as_str().is_some() => {
                     let s = v.as_str().unwrap_or("");
-                    let c = if pick_first { s.chars().next() } else { s.chars().next_back() };
+                    let c = if pick_first {
+                        s.chars().next()
+                    } else {
+                        s.chars().next_back()
+                    };
                     c.map(|c| Val::String(c.to_string())).unwrap_or(Val::Null)
                 }
                 other => {
-                    return Err(err(call, VarErrorKind::Type, format!("expected a list or string, got a {}", other.type_name())));
+                    return Err(err(
+                        call,
+                        VarErrorKind::Type,
+                        format!("expected a list or string, got a {}", other.type_name()),
+                    ));
                 }
             }
         }
         Builtin::Abs => match a0 {
-            Val::Int(i) => Val::Int(i.checked_abs().ok_or_else(|| err(call, VarErrorKind::Arithmetic, "integer overflow"))?),
+            Val::Int(i) => Val::Int(
+                i.checked_abs()
+                    .ok_or_else(|| err(call, VarErrorKind::Arithmetic, "integer overflow"))?,
+            ),
             Val::Float(f) => Val::Float(f.abs()),
-            other => return Err(err(call, VarErrorKind::Type, format!("expected a number, got a {}", other.type_name()))),
+            other => {
+                return Err(err(
+                    call,
+                    VarErrorKind::Type,
+                    format!("expected a number, got a {}", other.type_name()),
+                ));
+            }
         },
         Builtin::Reverse => match a0 {
-            v if v.as_str().is_some() => Val::String(v.as_str().unwrap_or("").chars().rev().collect()),
+            v if v.as_str().is_some() => {
+                Val::String(v.as_str().unwrap_or("").chars().rev().collect())
+            }
             v if v.as_array().is_some() => {
                 let mut items = v.as_array().cloned().unwrap_or_default();
                 items.reverse();
                 Val::Owned(Value::Array(items))
             }
-            other => return Err(err(call, VarErrorKind::Type, format!("expected a list or string, got a {}", other.type_name()))),
+            other => {
+                return Err(err(
+                    call,
+                    VarErrorKind::Type,
+                    format!("expected a list or string, got a {}", other.type_name()),
+                ));
+            }
         },
         Builtin::UrlEncode => Val::String(url_encode(want_str(call, a0, "the text")?)),
         Builtin::Range => {
@@ -654,7 +780,11 @@ fn builtin<'a>(b: Builtin, call: &'a Call, args: &[Val<'a>], ctx: &Context<'a>, 
             while (step > 0 && i < end) || (step < 0 && i > end) {
                 st.tick(call.span)?;
                 if out.len() >= 100_000 {
-                    return Err(err(call, VarErrorKind::Limit, "range larger than 100000 items"));
+                    return Err(err(
+                        call,
+                        VarErrorKind::Limit,
+                        "range larger than 100000 items",
+                    ));
                 }
                 out.push(Value::from(i));
                 i = match i.checked_add(step) {
@@ -667,11 +797,16 @@ fn builtin<'a>(b: Builtin, call: &'a Call, args: &[Val<'a>], ctx: &Context<'a>, 
     })
 }
 
+const NULL_VAL: Val<'static> = Val::Null;
+
 const PAO_NAMESPACE: uuid::Uuid = uuid::Uuid::from_bytes([
     0x8f, 0x2c, 0x4b, 0x1e, 0x6a, 0x0d, 0x5e, 0x21, 0x9a, 0x3b, 0x7c, 0x44, 0x1f, 0x0e, 0x6d, 0x52,
 ]);
 
-fn regex_for<'c>(call: &'c Call, pattern: &Val) -> Result<std::borrow::Cow<'c, regex::Regex>, VarError> {
+fn regex_for<'c>(
+    call: &'c Call,
+    pattern: &Val,
+) -> Result<std::borrow::Cow<'c, regex::Regex>, VarError> {
     if let Some(re) = &call.regex {
         return Ok(std::borrow::Cow::Borrowed(re));
     }
@@ -748,7 +883,9 @@ fn parse_date(call: &Call, v: &Val) -> Result<DateTime<Utc>, VarError> {
             Err(err(
                 call,
                 VarErrorKind::BadArguments,
-                format!("`{s}` is not a date (RFC 3339 such as 2026-01-31T09:00:00Z, or 2026-01-31)"),
+                format!(
+                    "`{s}` is not a date (RFC 3339 such as 2026-01-31T09:00:00Z, or 2026-01-31)"
+                ),
             ))
         }
     }
@@ -766,13 +903,17 @@ pub fn parse_duration_ms(s: &str) -> Option<i64> {
     }
     let mut total: i64 = 0;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
             return None;
         }
         let n: i64 = rest[..digits].parse().ok()?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = match &rest[..unit_len] {
             "ms" => 1,
             "s" => 1000,
@@ -796,8 +937,12 @@ pub(crate) fn stream<'a>(
     st: &mut State<'a>,
     out: &mut String,
 ) -> Option<Result<(), VarError>> {
-    let Func::Builtin(b) = &call.func else { return None };
-    if !matches!(b, Builtin::Upper | Builtin::Lower) && !(*b == Builtin::Trim && call.args.len() == 1) {
+    let Func::Builtin(b) = &call.func else {
+        return None;
+    };
+    if !matches!(b, Builtin::Upper | Builtin::Lower)
+        && !(*b == Builtin::Trim && call.args.len() == 1)
+    {
         return None;
     }
     let arg: &'a Expr = &call.args[0];

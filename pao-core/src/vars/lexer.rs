@@ -159,11 +159,16 @@ impl<'s> Lexer<'s> {
             b'0'..=b'9' | b'.' => return self.number(start),
             c if c == b'_' || c.is_ascii_alphabetic() => {
                 let mut end = start + 1;
-                while end < bytes.len() && (bytes[end] == b'_' || bytes[end].is_ascii_alphanumeric()) {
+                while end < bytes.len()
+                    && (bytes[end] == b'_' || bytes[end].is_ascii_alphanumeric())
+                {
                     end += 1;
                 }
                 self.pos = end;
-                return Ok((Tok::Ident(self.src[start..end].into()), Span::new(start, end)));
+                return Ok((
+                    Tok::Ident(self.src[start..end].into()),
+                    Span::new(start, end),
+                ));
             }
             b'=' => {
                 return Err(VarError::at(
@@ -194,7 +199,10 @@ impl<'s> Lexer<'s> {
             let b = bytes[end];
             if b.is_ascii_digit() || b == b'_' {
                 end += 1;
-            } else if b == b'.' && !is_float && bytes.get(end + 1).is_some_and(|n| n.is_ascii_digit()) {
+            } else if b == b'.'
+                && !is_float
+                && bytes.get(end + 1).is_some_and(|n| n.is_ascii_digit())
+            {
                 is_float = true;
                 end += 1;
             } else if (b == b'e' || b == b'E')
@@ -214,15 +222,23 @@ impl<'s> Lexer<'s> {
         if is_float {
             text.parse::<f64>()
                 .map(|f| (Tok::Float(f), span))
-                .map_err(|_| VarError::at(VarErrorKind::Syntax, span, format!("invalid number `{text}`")))
+                .map_err(|_| {
+                    VarError::at(
+                        VarErrorKind::Syntax,
+                        span,
+                        format!("invalid number `{text}`"),
+                    )
+                })
         } else {
-            text.parse::<i64>().map(|i| (Tok::Int(i), span)).map_err(|_| {
-                VarError::at(
-                    VarErrorKind::Syntax,
-                    span,
-                    format!("integer `{text}` does not fit in 64 bits"),
-                )
-            })
+            text.parse::<i64>()
+                .map(|i| (Tok::Int(i), span))
+                .map_err(|_| {
+                    VarError::at(
+                        VarErrorKind::Syntax,
+                        span,
+                        format!("integer `{text}` does not fit in 64 bits"),
+                    )
+                })
         }
     }
 

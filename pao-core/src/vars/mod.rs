@@ -124,7 +124,13 @@ impl Engine {
     /// assert_eq!(tpl.render(&Context::new()).unwrap(), "cc-platform");
     /// assert!(engine.compile("${{ cost_center() }}").is_err());
     /// ```
-    pub fn register_function<F>(&mut self, name: &str, min_args: usize, max_args: usize, f: F) -> Result<(), VarError>
+    pub fn register_function<F>(
+        &mut self,
+        name: &str,
+        min_args: usize,
+        max_args: usize,
+        f: F,
+    ) -> Result<(), VarError>
     where
         F: Fn(&[Value]) -> Result<Value, String> + Send + Sync + 'static,
     {
@@ -187,10 +193,19 @@ impl Engine {
     pub fn compile_value(&self, value: &Value) -> Result<ValueTemplate, Vec<LocatedVarError>> {
         let mut errors = Vec::new();
         let t = self.compile_value_at(value, &mut String::new(), &mut errors);
-        if errors.is_empty() { Ok(t) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(t)
+        } else {
+            Err(errors)
+        }
     }
 
-    fn compile_value_at(&self, value: &Value, pointer: &mut String, errors: &mut Vec<LocatedVarError>) -> ValueTemplate {
+    fn compile_value_at(
+        &self,
+        value: &Value,
+        pointer: &mut String,
+        errors: &mut Vec<LocatedVarError>,
+    ) -> ValueTemplate {
         match value {
             Value::String(s) if is_templated(s) => match self.compile(s) {
                 Ok(t) => ValueTemplate::Template(t),
@@ -225,7 +240,10 @@ impl Engine {
                     out.push((k.clone(), self.compile_value_at(v, pointer, errors)));
                     pointer.truncate(len);
                 }
-                if out.iter().all(|(_, t)| matches!(t, ValueTemplate::Literal(_))) {
+                if out
+                    .iter()
+                    .all(|(_, t)| matches!(t, ValueTemplate::Literal(_)))
+                {
                     ValueTemplate::Literal(value.clone())
                 } else {
                     ValueTemplate::Object(out)
@@ -290,7 +308,12 @@ impl Template {
         self.render_nodes(ctx, &mut st, out)
     }
 
-    fn render_nodes<'a>(&'a self, ctx: &Context<'a>, st: &mut State<'a>, out: &mut String) -> Result<(), VarError> {
+    fn render_nodes<'a>(
+        &'a self,
+        ctx: &Context<'a>,
+        st: &mut State<'a>,
+        out: &mut String,
+    ) -> Result<(), VarError> {
         let start = out.len();
         // Fast path for `upper`/`lower`/`trim` at the top of an interpolation.
         let r = if let [Node::Interp(Expr::Call(call))] = self.nodes.as_slice()
@@ -311,7 +334,11 @@ impl Template {
         self.render_value_with(ctx, &mut st)
     }
 
-    fn render_value_with<'a>(&'a self, ctx: &Context<'a>, st: &mut State<'a>) -> Result<Value, VarError> {
+    fn render_value_with<'a>(
+        &'a self,
+        ctx: &Context<'a>,
+        st: &mut State<'a>,
+    ) -> Result<Value, VarError> {
         if let [Node::Interp(expr)] = self.nodes.as_slice() {
             let reads = st.secret_reads;
             let v = eval::eval(expr, ctx, st, false).map_err(|e| e.with_source(&self.source))?;

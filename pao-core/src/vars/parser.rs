@@ -11,8 +11,24 @@ use super::functions::{Builtin, Functions};
 use super::lexer::{Lexer, Tok};
 
 const SCOPE_NAMES: [&str; 10] = [
-    "user", "metadata", "request", "system", "env", "fields", "outputs", "computed", "secrets", "result",
+    "user", "metadata", "request", "system", "env", "fields", "outputs", "computed", "secrets",
+    "result",
 ];
+
+const PREC_OR: u8 = 1;
+const PREC_AND: u8 = 2;
+const PREC_NOT: u8 = 3;
+const PREC_CMP: u8 = 4;
+const PREC_CONCAT: u8 = 5;
+const PREC_ADD: u8 = 6;
+const PREC_MUL: u8 = 7;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum BinaryOp {
+    Or,
+    And,
+    Op(BinOp),
+}
 
 pub(crate) struct Parser<'s, 'f> {
     src: &'s str,
@@ -127,7 +143,10 @@ impl<'s, 'f> Parser<'s, 'f> {
                 return Err(VarError::at(
                     VarErrorKind::Syntax,
                     kw_span,
-                    format!("expected a block keyword after `{{%`, found {}", tok.describe()),
+                    format!(
+                        "expected a block keyword after `{{%`, found {}",
+                        tok.describe()
+                    ),
                 )
                 .with_hint("blocks are if, elif, else, endif, for, endfor"));
             };
@@ -165,7 +184,9 @@ impl<'s, 'f> Parser<'s, 'f> {
                         kw_span,
                         format!("unknown block `{other}`"),
                     );
-                    if let Some(s) = did_you_mean(other, ["if", "elif", "else", "endif", "for", "endfor"]) {
+                    if let Some(s) =
+                        did_you_mean(other, ["if", "elif", "else", "endif", "for", "endfor"])
+                    {
                         err = err.with_hint(format!("did you mean `{s}`?"));
                     }
                     return Err(err);
@@ -177,7 +198,10 @@ impl<'s, 'f> Parser<'s, 'f> {
             let _ = first;
             return Err(VarError::new(
                 VarErrorKind::Syntax,
-                format!("unexpected end of template: expected `{{% {} %}}`", until.join(" %}` or `{% ")),
+                format!(
+                    "unexpected end of template: expected `{{% {} %}}`",
+                    until.join(" %}` or `{% ")
+                ),
             )
             .with_span(Span::new(src.len(), src.len())));
         }
@@ -257,7 +281,11 @@ impl<'s, 'f> Parser<'s, 'f> {
         *trim = self.block_end(pos)?;
         let depth = self.locals.len();
         if depth >= self.limits.max_nesting {
-            return Err(VarError::at(VarErrorKind::Limit, tag.span, "loops nested too deeply"));
+            return Err(VarError::at(
+                VarErrorKind::Limit,
+                tag.span,
+                "loops nested too deeply",
+            ));
         }
         self.locals.push(var);
         let (body, _) = self.parse_nodes(pos, trim, &["endfor"])?;
@@ -281,7 +309,10 @@ impl<'s, 'f> Parser<'s, 'f> {
                 return Err(VarError::at(
                     VarErrorKind::Syntax,
                     span,
-                    format!("expected `%}}` to close the block, found {}", other.describe()),
+                    format!(
+                        "expected `%}}` to close the block, found {}",
+                        other.describe()
+                    ),
                 ));
             }
         };
@@ -385,7 +416,10 @@ impl<'s, 'f> Parser<'s, 'f> {
             return Err(VarError::at(
                 VarErrorKind::Limit,
                 span,
-                format!("expression nested deeper than {}", self.limits.max_expression_depth),
+                format!(
+                    "expression nested deeper than {}",
+                    self.limits.max_expression_depth
+                ),
             ));
         }
         let r = self.parse_ternary();
@@ -394,7 +428,7 @@ impl<'s, 'f> Parser<'s, 'f> {
     }
 
     fn parse_ternary(&mut self) -> Result<Expr, VarError> {
-        let cond = self.parse_or()?;
+        let cond = self.parse_binary(PREC_OR)?;
         if self.peek_is(&Tok::Question)? {
             self.next()?;
             let then = self.parse_expr()?;
@@ -405,114 +439,85 @@ impl<'s, 'f> Parser<'s, 'f> {
         Ok(cond)
     }
 
-    fn parse_or(&mut self) -> Result<Expr, VarError> {
-        let mut lhs = self.parse_and()?;
-        while self.peek_is(&Tok::OrOr)? || self.peek_ident("or")? {
-            self.next()?;
-            let rhs = self.parse_and()?;
-            lhs = Expr::Or(Box::new((lhs, rhs)));
-        }
-        Ok(lhs)
+    /// The binary operator at the cursor and its precedence.
+    fn peek_binary(&mut self) -> Result<Option<(BinaryOp, u8)>, VarError> {
+        Ok(Some(match &self.peek()?.0 {
+            Tok::OrOr => (BinaryOp::Or, PREC_OR),
+            Tok::Ident(w) if &**w == "or" => (BinaryOp::Or, PREC_OR),
+            Tok::AndAnd => (BinaryOp::And, PREC_AND),
+            Tok::Ident(w) if &**w == "and" => (BinaryOp::And, PREC_AND),
+            Tok::EqEq => (BinaryOp::Op(BinOp::Eq), PREC_CMP),
+            Tok::NotEq => (BinaryOp::Op(BinOp::Ne), PREC_CMP),
+            Tok::Lt => (BinaryOp::Op(BinOp::Lt), PREC_CMP),
+            Tok::Le => (BinaryOp::Op(BinOp::Le), PREC_CMP),
+            Tok::Gt => (BinaryOp::Op(BinOp::Gt), PREC_CMP),
+            Tok::Ge => (BinaryOp::Op(BinOp::Ge), PREC_CMP),
+            Tok::Ident(w) if &**w == "in" => (BinaryOp::Op(BinOp::In), PREC_CMP),
+            Tok::Ident(w) if &**w == "not" => (BinaryOp::Op(BinOp::NotIn), PREC_CMP),
+            Tok::Tilde => (BinaryOp::Op(BinOp::Concat), PREC_CONCAT),
+            Tok::Plus => (BinaryOp::Op(BinOp::Add), PREC_ADD),
+            Tok::Minus => (BinaryOp::Op(BinOp::Sub), PREC_ADD),
+            Tok::Star => (BinaryOp::Op(BinOp::Mul), PREC_MUL),
+            Tok::Slash => (BinaryOp::Op(BinOp::Div), PREC_MUL),
+            Tok::SlashSlash => (BinaryOp::Op(BinOp::FloorDiv), PREC_MUL),
+            Tok::Percent => (BinaryOp::Op(BinOp::Rem), PREC_MUL),
+            _ => return Ok(None),
+        }))
     }
 
-    fn parse_and(&mut self) -> Result<Expr, VarError> {
-        let mut lhs = self.parse_not()?;
-        while self.peek_is(&Tok::AndAnd)? || self.peek_ident("and")? {
-            self.next()?;
-            let rhs = self.parse_not()?;
-            lhs = Expr::And(Box::new((lhs, rhs)));
-        }
-        Ok(lhs)
-    }
-
-    fn parse_not(&mut self) -> Result<Expr, VarError> {
-        if self.peek_ident("not")? {
+    /// Precedence climbing over the binary operators, with `not` as a prefix between `and`
+    /// and the comparisons.
+    fn parse_binary(&mut self, min: u8) -> Result<Expr, VarError> {
+        let mut lhs = if min <= PREC_NOT && self.peek_ident("not")? {
             let (_, span) = self.next()?;
             self.nest(span)?;
-            let inner = self.parse_not();
+            let inner = self.parse_binary(PREC_NOT);
             self.depth -= 1;
             let inner = inner?;
             let span = span.to(inner.span());
-            return Ok(Expr::Unary(UnOp::Not, Box::new(inner), span));
-        }
-        self.parse_compare()
-    }
-
-    fn parse_compare(&mut self) -> Result<Expr, VarError> {
-        let mut lhs = self.parse_concat()?;
-        loop {
-            let op = match &self.peek()?.0 {
-                Tok::EqEq => BinOp::Eq,
-                Tok::NotEq => BinOp::Ne,
-                Tok::Lt => BinOp::Lt,
-                Tok::Le => BinOp::Le,
-                Tok::Gt => BinOp::Gt,
-                Tok::Ge => BinOp::Ge,
-                Tok::Ident(w) if &**w == "in" => BinOp::In,
-                Tok::Ident(w) if &**w == "not" => BinOp::NotIn,
-                _ => return Ok(lhs),
-            };
-            let (_, op_span) = self.next()?;
-            if op == BinOp::NotIn {
-                match self.next()? {
-                    (Tok::Ident(w), _) if &*w == "in" => {}
-                    (tok, span) => {
-                        return Err(VarError::at(
-                            VarErrorKind::Syntax,
-                            span,
-                            format!("expected `in` after `not`, found {}", tok.describe()),
-                        ));
+            Expr::Unary(UnOp::Not, Box::new(inner), span)
+        } else {
+            self.parse_unary()?
+        };
+        // Each operator of a chain deepens the tree by one; bound it like nesting.
+        let outer_depth = self.depth;
+        let result = (|| {
+            while let Some((op, prec)) = self.peek_binary()? {
+                if prec < min {
+                    break;
+                }
+                let (_, op_span) = self.next()?;
+                self.nest(op_span)?;
+                if op == BinaryOp::Op(BinOp::NotIn) {
+                    match self.next()? {
+                        (Tok::Ident(w), _) if &*w == "in" => {}
+                        (tok, span) => {
+                            return Err(VarError::at(
+                                VarErrorKind::Syntax,
+                                span,
+                                format!("expected `in` after `not`, found {}", tok.describe()),
+                            ));
+                        }
                     }
                 }
+                let rhs_span = self.peek()?.1;
+                self.nest(rhs_span)?;
+                let rhs = self.parse_binary(prec + 1);
+                self.depth -= 1;
+                let rhs = rhs?;
+                lhs = match op {
+                    BinaryOp::Or => Expr::Or(Box::new((lhs, rhs))),
+                    BinaryOp::And => Expr::And(Box::new((lhs, rhs))),
+                    BinaryOp::Op(op) => {
+                        let span = lhs.span().to(rhs.span());
+                        Expr::Binary(op, Box::new((lhs, rhs)), span)
+                    }
+                };
             }
-            let rhs = self.parse_concat()?;
-            let _ = op_span;
-            let span = lhs.span().to(rhs.span());
-            lhs = Expr::Binary(op, Box::new((lhs, rhs)), span);
-        }
-    }
-
-    fn parse_concat(&mut self) -> Result<Expr, VarError> {
-        let mut lhs = self.parse_additive()?;
-        while self.peek_is(&Tok::Tilde)? {
-            self.next()?;
-            let rhs = self.parse_additive()?;
-            let span = lhs.span().to(rhs.span());
-            lhs = Expr::Binary(BinOp::Concat, Box::new((lhs, rhs)), span);
-        }
-        Ok(lhs)
-    }
-
-    fn parse_additive(&mut self) -> Result<Expr, VarError> {
-        let mut lhs = self.parse_mul()?;
-        loop {
-            let op = match self.peek()?.0 {
-                Tok::Plus => BinOp::Add,
-                Tok::Minus => BinOp::Sub,
-                _ => return Ok(lhs),
-            };
-            self.next()?;
-            let rhs = self.parse_mul()?;
-            let span = lhs.span().to(rhs.span());
-            lhs = Expr::Binary(op, Box::new((lhs, rhs)), span);
-        }
-    }
-
-    fn parse_mul(&mut self) -> Result<Expr, VarError> {
-        let mut lhs = self.parse_unary()?;
-        loop {
-            let op = match self.peek()?.0 {
-                Tok::Star => BinOp::Mul,
-                Tok::Slash => BinOp::Div,
-                Tok::SlashSlash => BinOp::FloorDiv,
-                Tok::Percent => BinOp::Rem,
-                _ => return Ok(lhs),
-            };
-            self.next()?;
-            let rhs = self.parse_unary()?;
-            let span = lhs.span().to(rhs.span());
-            lhs = Expr::Binary(op, Box::new((lhs, rhs)), span);
-        }
+            Ok(lhs)
+        })();
+        self.depth = outer_depth;
+        result
     }
 
     fn nest(&mut self, span: Span) -> Result<(), VarError> {
@@ -521,7 +526,10 @@ impl<'s, 'f> Parser<'s, 'f> {
             return Err(VarError::at(
                 VarErrorKind::Limit,
                 span,
-                format!("expression nested deeper than {}", self.limits.max_expression_depth),
+                format!(
+                    "expression nested deeper than {}",
+                    self.limits.max_expression_depth
+                ),
             ));
         }
         Ok(())
@@ -542,7 +550,9 @@ impl<'s, 'f> Parser<'s, 'f> {
             // Fold negative literals so `-1` is a constant.
             if op == UnOp::Neg {
                 match inner {
-                    Expr::Const(Const::Int(i), s) => return Ok(Expr::Const(Const::Int(-i), span.to(s))),
+                    Expr::Const(Const::Int(i), s) => {
+                        return Ok(Expr::Const(Const::Int(-i), span.to(s)));
+                    }
                     Expr::Const(Const::Float(f), s) => {
                         return Ok(Expr::Const(Const::Float(-f), span.to(s)));
                     }
@@ -564,7 +574,10 @@ impl<'s, 'f> Parser<'s, 'f> {
                 return Err(VarError::at(
                     VarErrorKind::Syntax,
                     name_span,
-                    format!("expected a function name after `|`, found {}", tok.describe()),
+                    format!(
+                        "expected a function name after `|`, found {}",
+                        tok.describe()
+                    ),
                 ));
             };
             let mut args = vec![expr];
@@ -593,14 +606,23 @@ impl<'s, 'f> Parser<'s, 'f> {
                     return Err(VarError::at(
                         VarErrorKind::Syntax,
                         span,
-                        format!("expected `,` or `)` in the argument list, found {}", tok.describe()),
+                        format!(
+                            "expected `,` or `)` in the argument list, found {}",
+                            tok.describe()
+                        ),
                     ));
                 }
             }
         }
     }
 
-    fn make_call(&mut self, name: Box<str>, name_span: Span, args: Vec<Expr>, span: Span) -> Result<Expr, VarError> {
+    fn make_call(
+        &mut self,
+        name: Box<str>,
+        name_span: Span,
+        args: Vec<Expr>,
+        span: Span,
+    ) -> Result<Expr, VarError> {
         let Some((func, min, max)) = self.funcs.resolve(&name) else {
             let mut err = VarError::at(
                 VarErrorKind::UnknownFunction,
@@ -674,7 +696,10 @@ impl<'s, 'f> Parser<'s, 'f> {
                             return Err(VarError::at(
                                 VarErrorKind::Syntax,
                                 s,
-                                format!("expected `,` or `]` in the list, found {}", tok.describe()),
+                                format!(
+                                    "expected `,` or `]` in the list, found {}",
+                                    tok.describe()
+                                ),
                             ));
                         }
                     }
@@ -708,7 +733,10 @@ impl<'s, 'f> Parser<'s, 'f> {
                             return Err(VarError::at(
                                 VarErrorKind::Syntax,
                                 s,
-                                format!("expected `,` or `}}` in the object, found {}", tok.describe()),
+                                format!(
+                                    "expected `,` or `}}` in the object, found {}",
+                                    tok.describe()
+                                ),
                             ));
                         }
                     }
@@ -752,31 +780,32 @@ impl<'s, 'f> Parser<'s, 'f> {
                 _ => break,
             };
             let (tok, start) = self.next()?;
-            let (kind, end) = if tok == Tok::LBracket || (optional && self.peek_is(&Tok::LBracket)?) {
-                if tok != Tok::LBracket {
-                    self.next()?;
-                }
-                let index = self.parse_expr()?;
-                let end = self.expect(Tok::RBracket, "`]`")?;
-                let kind = match index {
-                    Expr::Const(Const::Str(s), _) => SegKind::Key(s),
-                    Expr::Const(Const::Int(i), _) => SegKind::Index(i),
-                    other => SegKind::Dyn(other),
-                };
-                (kind, end)
-            } else {
-                match self.next()? {
-                    (Tok::Ident(name), s) => (SegKind::Key(name), s),
-                    (Tok::Int(i), s) if i >= 0 => (SegKind::Index(i), s),
-                    (tok, s) => {
-                        return Err(VarError::at(
-                            VarErrorKind::Syntax,
-                            s,
-                            format!("expected a name after `.`, found {}", tok.describe()),
-                        ));
+            let (kind, end) =
+                if tok == Tok::LBracket || (optional && self.peek_is(&Tok::LBracket)?) {
+                    if tok != Tok::LBracket {
+                        self.next()?;
                     }
-                }
-            };
+                    let index = self.parse_expr()?;
+                    let end = self.expect(Tok::RBracket, "`]`")?;
+                    let kind = match index {
+                        Expr::Const(Const::Str(s), _) => SegKind::Key(s),
+                        Expr::Const(Const::Int(i), _) => SegKind::Index(i),
+                        other => SegKind::Dyn(other),
+                    };
+                    (kind, end)
+                } else {
+                    match self.next()? {
+                        (Tok::Ident(name), s) => (SegKind::Key(name), s),
+                        (Tok::Int(i), s) if i >= 0 => (SegKind::Index(i), s),
+                        (tok, s) => {
+                            return Err(VarError::at(
+                                VarErrorKind::Syntax,
+                                s,
+                                format!("expected a name after `.`, found {}", tok.describe()),
+                            ));
+                        }
+                    }
+                };
             let seg = Seg {
                 kind,
                 optional,
@@ -785,7 +814,10 @@ impl<'s, 'f> Parser<'s, 'f> {
             let p = path.get_or_insert_with(|| {
                 let base_span = expr.span();
                 Path {
-                    base: Base::Expr(std::mem::replace(&mut expr, Expr::Const(Const::Null, base_span))),
+                    base: Base::Expr(std::mem::replace(
+                        &mut expr,
+                        Expr::Const(Const::Null, base_span),
+                    )),
                     base_span,
                     segs: Vec::new(),
                     span: base_span,
@@ -823,9 +855,15 @@ impl<'s, 'f> Parser<'s, 'f> {
         let mut err = VarError::at(
             VarErrorKind::UnknownScope,
             span,
-            format!("unknown scope `{name}`; paths start with one of: {}", SCOPE_NAMES[..9].join(", ")),
+            format!(
+                "unknown scope `{name}`; paths start with one of: {}",
+                SCOPE_NAMES[..9].join(", ")
+            ),
         );
-        let candidates = SCOPE_NAMES.iter().copied().chain(self.locals.iter().map(|l| &**l));
+        let candidates = SCOPE_NAMES
+            .iter()
+            .copied()
+            .chain(self.locals.iter().map(|l| &**l));
         if let Some(s) = did_you_mean(name, candidates) {
             err = err.with_hint(format!("did you mean `{s}`?"));
         } else if self.funcs.resolve(name).is_some() {
@@ -851,7 +889,9 @@ fn find_tag(s: &str) -> Option<usize> {
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'$' if bytes[i + 1..].starts_with(b"{{") || bytes[i + 1..].starts_with(b"${{") => return Some(i),
+            b'$' if bytes[i + 1..].starts_with(b"{{") || bytes[i + 1..].starts_with(b"${{") => {
+                return Some(i);
+            }
             b'{' if bytes.get(i + 1) == Some(&b'%') => return Some(i),
             _ => {}
         }
@@ -865,7 +905,12 @@ pub(crate) fn compile_regex(pattern: &str) -> Result<Regex, VarError> {
         .size_limit(1 << 20)
         .dfa_size_limit(1 << 20)
         .build()
-        .map_err(|e| VarError::new(VarErrorKind::Function, format!("invalid regular expression: {e}")))
+        .map_err(|e| {
+            VarError::new(
+                VarErrorKind::Function,
+                format!("invalid regular expression: {e}"),
+            )
+        })
 }
 
 impl Builtin {

@@ -118,7 +118,9 @@ impl<'a> Val<'a> {
             Val::Undef | Val::Null => Value::Null,
             Val::Bool(b) => Value::Bool(b),
             Val::Int(i) => Value::from(i),
-            Val::Float(f) => Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null),
+            Val::Float(f) => Number::from_f64(f)
+                .map(Value::Number)
+                .unwrap_or(Value::Null),
             Val::Str(s) => Value::String(s.to_owned()),
             Val::String(s) => Value::String(s),
             Val::Ref(v) => v.clone(),
@@ -206,9 +208,13 @@ pub(crate) fn equals(a: &Val, b: &Val) -> bool {
 fn json_equals(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => equals(&number(x), &number(y)),
-        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_equals(p, q)),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_equals(p, q))
+        }
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_equals(v, w)))
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_equals(v, w)))
         }
         _ => a == b,
     }
@@ -218,7 +224,9 @@ fn json_equals(a: &Value, b: &Value) -> bool {
 pub(crate) fn compare(a: &Val, b: &Val) -> Option<Ordering> {
     match (a, b) {
         (Val::Int(x), Val::Int(y)) => Some(x.cmp(y)),
-        (Val::Int(_) | Val::Float(_), Val::Int(_) | Val::Float(_)) => a.as_f64()?.partial_cmp(&b.as_f64()?),
+        (Val::Int(_) | Val::Float(_), Val::Int(_) | Val::Float(_)) => {
+            a.as_f64()?.partial_cmp(&b.as_f64()?)
+        }
         (Val::Bool(x), Val::Bool(y)) => Some(x.cmp(y)),
         _ => Some(a.as_str()?.cmp(b.as_str()?)),
     }
