@@ -17,6 +17,7 @@
 //! ```
 
 pub mod catalog;
+pub mod form;
 pub mod vars;
 
 /// The version of this crate, reported by `/version` and `system.version`.

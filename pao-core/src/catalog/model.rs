@@ -154,7 +154,7 @@ pub struct Compliance {
 }
 
 /// Data classification levels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DataClassification {
     /// Public data.
@@ -205,7 +205,7 @@ impl Presentation {
 }
 
 /// Form layout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Layout {
     /// One page per group.
@@ -308,7 +308,7 @@ impl Field {
 }
 
 /// The 20 field types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FieldType {
     /// Single-line text.
@@ -547,7 +547,7 @@ pub struct CatalogSource {
 }
 
 /// What a catalog source lists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CatalogSourceKind {
     /// Catalog item ids.
@@ -589,7 +589,7 @@ pub struct Fulfillment {
 }
 
 /// Fulfillment mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FulfillmentMode {
     /// One JIRA ticket; the request completes when it is resolved.
@@ -685,7 +685,7 @@ pub struct Escalation {
 }
 
 /// What happens when approval times out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnTimeout {
     /// Reject the request.
@@ -747,7 +747,7 @@ pub struct RetryPolicy {
 }
 
 /// Delay growth between retries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Backoff {
     /// Always the initial delay.
@@ -903,9 +903,8 @@ impl ActionType {
                 let first_ok = chars
                     .next()
                     .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-                let rest_ok = chars.all(|c| {
-                    c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-'
-                });
+                let rest_ok = chars
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
                 if !(first_ok && rest_ok) {
                     return None;
                 }
@@ -971,7 +970,7 @@ impl<'de> Deserialize<'de> for ActionType {
 }
 
 /// What happens after an action's last failed attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnFailure {
     /// Undo completed actions, then fail the request.
@@ -1040,7 +1039,7 @@ pub struct Lifecycle {
 }
 
 /// Lifecycle status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LifecycleStatus {
     /// Requestable.
@@ -1122,7 +1121,7 @@ pub struct Alert {
 }
 
 /// Alert severity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertSeverity {
     /// Informational.
@@ -1246,7 +1245,7 @@ pub struct RestrictionScope {
 }
 
 /// What a restricted period does to requests with change actions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RestrictionPolicy {
     /// Change actions need approval.
