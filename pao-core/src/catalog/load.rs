@@ -384,7 +384,7 @@ pub fn load_settings(file: &str, source: &str) -> (Option<CatalogSettings>, Vec<
         Ok(d) => d,
         Err(diags) => return (None, diags),
     };
-    schema_errors(&mut d, &SCHEMAS.settings, false);
+    schema_errors(&mut d, &SCHEMAS.settings, false, &BTreeSet::new());
     if d.out.iter().any(Diagnostic::is_error) {
         return (None, d.out);
     }
@@ -491,19 +491,24 @@ fn allowed_properties(schema_path: &str) -> Vec<String> {
     // The schema path ends in `/additionalProperties`; its sibling `properties` lists them.
     let parent = schema_path.strip_suffix("/additionalProperties").unwrap_or(schema_path);
     let mut node = &SCHEMAS.item_json;
-    // Follow `$ref`s along the evaluation path.
     for seg in parent.split('/').filter(|s| !s.is_empty()) {
         let seg = seg.replace("~1", "/").replace("~0", "~");
+        if seg == "$ref" {
+            let target = node
+                .get("$ref")
+                .and_then(Value::as_str)
+                .and_then(|r| r.strip_prefix("#/$defs/"))
+                .and_then(|name| SCHEMAS.item_json["$defs"].get(name));
+            match target {
+                Some(t) => node = t,
+                None => return Vec::new(),
+            }
+            continue;
+        }
         node = match node.get(&seg).or_else(|| seg.parse::<usize>().ok().and_then(|i| node.get(i))) {
             Some(n) => n,
             None => return Vec::new(),
         };
-        if let Some(r) = node.get("$ref").and_then(Value::as_str)
-            && let Some(name) = r.strip_prefix("#/$defs/")
-            && let Some(target) = SCHEMAS.item_json["$defs"].get(name)
-        {
-            node = target;
-        }
     }
     node.get("properties")
         .and_then(Value::as_object)
@@ -511,7 +516,7 @@ fn allowed_properties(schema_path: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn schema_errors(d: &mut FileDiags, validator: &jsonschema::Validator, item: bool) {
+fn schema_errors(d: &mut FileDiags, validator: &jsonschema::Validator, item: bool, action_types: &BTreeSet<String>) {
     let value = d.doc.value.clone();
     let mut seen = BTreeSet::new();
     for err in validator.iter_errors(&value) {
@@ -539,8 +544,56 @@ fn schema_errors(d: &mut FileDiags, validator: &jsonschema::Validator, item: boo
                     d.error_at_key(code, &child, format!("unknown key `{name}`"), hint);
                 }
             }
+            jsonschema::error::ValidationErrorKind::Required { property }
+                if item && pointer == "/fulfillment" && property.as_str() == Some("manual") =>
+            {
+                d.error_at_key(
+                    codes::MANUAL_WITHOUT_JIRA,
+                    "/fulfillment/mode",
+                    "`mode: manual` needs a `manual.jira` block: the ticket to create",
+                    Some("add `manual: { jira: { project: ..., issue_type: Task, summary: ... } }` under fulfillment".to_string()),
+                );
+            }
+            _ if item
+                && pointer.starts_with("/presentation/")
+                && pointer.ends_with("/type")
+                && d.doc.value.pointer(&pointer[..pointer.len() - 5]).and_then(|f| f.get("options")).is_some() =>
+            {
+                let ty = d.doc.value.pointer(&pointer).and_then(Value::as_str).unwrap_or("").to_string();
+                d.error(
+                    codes::FIELD_VALUE_TYPE,
+                    &format!("{}/options", &pointer[..pointer.len() - 5]),
+                    format!("a field of type {ty} cannot have options"),
+                    Some("options go with select, multiselect, radio and checkbox_list".to_string()),
+                );
+            }
+            _ if item && pointer.starts_with("/fulfillment/") && pointer.ends_with("/type") => {
+                let ty = d.doc.value.pointer(&pointer).and_then(Value::as_str).unwrap_or("").to_string();
+                if !seen.insert((pointer.clone(), "type".to_string())) {
+                    continue;
+                }
+                let hint = match did_you_mean(&ty, action_types.iter().map(String::as_str)) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => format!(
+                        "known types: {}; plugins are written `plugin:<name>`",
+                        action_types.iter().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                };
+                d.error(codes::UNKNOWN_ACTION_TYPE, &pointer, format!("unknown action type `{ty}`"), Some(hint));
+            }
             _ => {
-                let code = if in_action_config(&pointer) { codes::ACTION_CONFIG } else { codes::SCHEMA };
+                let code = if in_action_config(&pointer) {
+                    codes::ACTION_CONFIG
+                } else if item
+                    && pointer.starts_with("/presentation/")
+                    && (pointer.ends_with("/default") || pointer.contains("/options/") || pointer.ends_with("/options"))
+                {
+                    codes::FIELD_VALUE_TYPE
+                } else if !item && pointer.starts_with("/restricted_periods") {
+                    codes::RESTRICTED_PERIOD
+                } else {
+                    codes::SCHEMA
+                };
                 let mut msg = err.to_string();
                 if msg.len() > 300 {
                     msg.truncate(300);
@@ -628,7 +681,7 @@ fn load_item_bytes(
             return (None, d.out);
         }
     }
-    schema_errors(&mut d, &SCHEMAS.item, true);
+    schema_errors(&mut d, &SCHEMAS.item, true, &opts.action_types);
     if d.out.iter().any(Diagnostic::is_error) {
         return (None, d.out);
     }
@@ -891,6 +944,37 @@ fn check_item(d: &mut FileDiags, item: &CatalogItem, opts: &LoadOptions, env_all
                     let Some(src) = src else { continue };
                     let ptr = format!("{fptr}/{key}");
                     let refs = condition(d, ptr.clone(), src, &mut compiled);
+                    if key == "required_when"
+                        && let (Some(vis), Some(req)) = (&f.visible_when, &refs)
+                        && let Ok(vis) = engine.compile_expression(vis)
+                    {
+                        let shown_by: BTreeSet<&str> = vis
+                            .references()
+                            .iter()
+                            .filter(|r| r.scope == crate::vars::Scope::Fields)
+                            .filter_map(|r| r.path.first().map(|s| s.as_str()))
+                            .collect::<Vec<_>>()
+                            .into_iter()
+                            .map(|s| fields.get_key_value(s).map(|(k, _)| k.as_str()).unwrap_or(""))
+                            .collect();
+                        let required_by: BTreeSet<&str> = req
+                            .iter()
+                            .filter(|r| r.scope == crate::vars::Scope::Fields)
+                            .filter_map(|r| r.path.first())
+                            .map(|s| fields.get_key_value(s.as_str()).map(|(k, _)| k.as_str()).unwrap_or(""))
+                            .collect();
+                        if !required_by.is_empty() && shown_by.is_disjoint(&required_by) {
+                            d.error(
+                                codes::REQUIRED_HIDDEN,
+                                &ptr,
+                                format!(
+                                    "`{}` may be hidden (visible_when) while its required_when holds: the two conditions read different fields",
+                                    f.id
+                                ),
+                                Some("a hidden field is never required; make required_when imply visible_when, e.g. `fields.environment == 'prod' && ...`".to_string()),
+                            );
+                        }
+                    }
                     if key == "required_when" {
                         for r in refs.into_iter().flatten() {
                             if r.scope != crate::vars::Scope::Fields || r.guarded {
@@ -999,7 +1083,10 @@ fn check_item(d: &mut FileDiags, item: &CatalogItem, opts: &LoadOptions, env_all
                 }
             }
         });
-        let config = compile_checked(d, engine, &format!("{}/config", a.pointer), &a.spec.config, &decl);
+        // A polling REST call may read the first response (`result`) in its `poll` block.
+        let config = compile_checked_with(d, engine, &format!("{}/config", a.pointer), &a.spec.config, &decl, |p| {
+            p.starts_with("/poll")
+        });
         let mut outputs = Vec::new();
         let out_decl = Declarations {
             allow_result: true,
@@ -1068,10 +1155,26 @@ fn compile_section(d: &mut FileDiags, engine: &Engine, ptr: &str, value: &Value,
 }
 
 fn compile_checked(d: &mut FileDiags, engine: &Engine, ptr: &str, value: &Value, decl: &Declarations) -> ValueTemplate {
+    compile_checked_with(d, engine, ptr, value, decl, |_| false)
+}
+
+fn compile_checked_with(
+    d: &mut FileDiags,
+    engine: &Engine,
+    ptr: &str,
+    value: &Value,
+    decl: &Declarations,
+    allow_result_at: impl Fn(&str) -> bool,
+) -> ValueTemplate {
+    let with_result = Declarations {
+        allow_result: true,
+        ..decl.clone()
+    };
     match engine.compile_value(value) {
         Ok(t) => {
             let mut errors = Vec::new();
             t.for_each_template(&mut |p, tpl| {
+                let decl = if allow_result_at(p) { &with_result } else { decl };
                 for e in tpl.check(decl) {
                     errors.push((format!("{ptr}{p}"), e));
                 }
