@@ -263,11 +263,23 @@ fn field_schema(f: &Field, group: &str) -> Value {
             None => {}
         }
     }
-    if let Some(n) = f.min_length {
-        s.insert("minLength".into(), json!(n));
-    }
-    if let Some(n) = f.max_length {
-        s.insert("maxLength".into(), json!(n));
+    // Length bounds mean characters for text, entries for key/value maps, and characters of
+    // each item for lists.
+    for (bound, n) in [("min", f.min_length), ("max", f.max_length)] {
+        let Some(n) = n else { continue };
+        match f.field_type {
+            FieldType::KeyValue => {
+                s.insert(format!("{bound}Properties"), json!(n));
+            }
+            FieldType::Multiselect | FieldType::CheckboxList | FieldType::List => {
+                if let Some(items) = s.get_mut("items").and_then(Value::as_object_mut) {
+                    items.insert(format!("{bound}Length"), json!(n));
+                }
+            }
+            _ => {
+                s.insert(format!("{bound}Length"), json!(n));
+            }
+        }
     }
     if let Some(step) = f.step {
         s.insert("multipleOf".into(), json!(step));
@@ -451,6 +463,10 @@ fn check_value(f: &Field, v: &Value, errors: &mut Vec<FieldError>) {
                 {
                     errors.push(ferr(id, "option", format!("`{s}` is not an option of {id} ({})", o.join(", "))));
                 }
+                let len = s.chars().count() as u64;
+                if f.min_length.is_some_and(|n| len < n) || f.max_length.is_some_and(|n| len > n) {
+                    errors.push(ferr(id, "max_length", format!("{id}[{i}] has a length outside the allowed range")));
+                }
                 if items[..i].contains(item) && f.field_type != FieldType::List {
                     errors.push(ferr(id, "option", format!("`{s}` is selected twice")));
                 }
@@ -462,6 +478,16 @@ fn check_value(f: &Field, v: &Value, errors: &mut Vec<FieldError>) {
             let Some(m) = v.as_object() else { return want(errors, "a mapping of names to text") };
             if m.values().any(|x| !x.is_string()) {
                 errors.push(ferr(id, "type", format!("{id}: every value must be text")));
+            }
+            if let Some(n) = f.min_length
+                && (m.len() as u64) < n
+            {
+                errors.push(ferr(id, "min_length", format!("{id} needs at least {n} entries")));
+            }
+            if let Some(n) = f.max_length
+                && (m.len() as u64) > n
+            {
+                errors.push(ferr(id, "max_length", format!("{id} takes at most {n} entries")));
             }
             return;
         }
