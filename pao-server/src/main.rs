@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use pao_core::catalog::{Catalog, LoadOptions, load_item, render_all};
 
+
 #[derive(Parser)]
 #[command(name = "pao", version, about = "PAO, the Platform Automation Orchestrator")]
 struct Cli {
@@ -45,6 +46,9 @@ enum Command {
     Form {
         /// The item file.
         file: PathBuf,
+        /// Plugin action types to accept, repeatable.
+        #[arg(long = "plugin")]
+        plugins: Vec<String>,
     },
 }
 
@@ -94,10 +98,10 @@ fn run() -> anyhow::Result<ExitCode> {
             print!("{text}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Form { file } => {
+        Command::Form { file, plugins } => {
             let source = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let name = file.to_string_lossy();
-            let (item, diags) = load_item(&name, &source, &LoadOptions::default());
+            let (item, diags) = load_item(&name, &source, &options(&plugins));
             let Some(item) = item else {
                 eprint!("{}", render_all(&diags));
                 return Ok(ExitCode::from(1));
