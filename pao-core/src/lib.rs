@@ -18,6 +18,7 @@
 
 pub mod catalog;
 pub mod form;
+pub mod lifecycle;
 pub mod vars;
 
 /// The version of this crate, reported by `/version` and `system.version`.
