@@ -265,7 +265,7 @@ pub struct Field {
     /// Initial value; must fit the type; may be one `${{ }}` expression.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<Value>,
-    /// Choices of select, multiselect, radio and checkbox_list fields.
+    /// Choices of select, multiselect, radio and `checkbox_list` fields.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub options: Option<Vec<FieldOption>>,
     /// Lower bound (number, or ISO date / expression for date fields).
@@ -521,7 +521,7 @@ pub struct FieldSource {
 pub struct HttpSource {
     /// URL to GET (templated).
     pub url: String,
-    /// JSONPath to the item array; default `$`.
+    /// `JSONPath` to the item array; default `$`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub items: Option<String>,
     /// Item property used as value.
@@ -1013,9 +1013,7 @@ impl CatalogItem {
 
     /// Every field of the form, in display order (none without a presentation).
     pub fn all_fields(&self) -> impl Iterator<Item = &Field> + '_ {
-        self.presentation
-            .iter()
-            .flat_map(|presentation| presentation.all_fields())
+        self.presentation.iter().flat_map(Presentation::all_fields)
     }
 }
 
@@ -1107,7 +1105,7 @@ pub struct HealthCheck {
 pub struct Alert {
     /// Alert name.
     pub name: String,
-    /// Condition, e.g. a PromQL expression.
+    /// Condition, e.g. a `PromQL` expression.
     pub condition: String,
     /// Severity; default warning.
     #[serde(default, skip_serializing_if = "Option::is_none")]
