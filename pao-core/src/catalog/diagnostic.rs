@@ -146,7 +146,7 @@ fn caret_width(line: &str, column: usize) -> usize {
     let width = match quote {
         Some(q) => rest[1..].find(q).map(|i| i + 2).unwrap_or(rest.chars().count()),
         None => rest
-            .find(|c: char| c == ',' || c == ']' || c == '}' || c == '#' || c == ':')
+            .find([',', ']', '}', '#', ':'])
             .unwrap_or(rest.len()),
     };
     rest[..width.min(rest.len())].trim_end().chars().count().max(1)

@@ -940,9 +940,8 @@ pub(crate) fn stream<'a>(
     let Func::Builtin(b) = &call.func else {
         return None;
     };
-    if !matches!(b, Builtin::Upper | Builtin::Lower)
-        && !(*b == Builtin::Trim && call.args.len() == 1)
-    {
+    let streamable = matches!(b, Builtin::Upper | Builtin::Lower) || (*b == Builtin::Trim && call.args.len() == 1);
+    if !streamable {
         return None;
     }
     let arg: &'a Expr = &call.args[0];
