@@ -16,9 +16,14 @@
 //! assert_eq!(summary.render(&ctx).unwrap(), "New large database for Ada");
 //! ```
 
+pub mod action;
+pub mod authz;
 pub mod catalog;
+pub mod clock;
 pub mod form;
 pub mod lifecycle;
+pub mod secrets;
+pub mod store;
 pub mod vars;
 
 /// The version of this crate, reported by `/version` and `system.version`.

@@ -1,0 +1,371 @@
+//! Actions: the unit of work a fulfillment runs. Built-ins (`pao-actions`) and WASM plugins
+//! (`pao-wasm-host`) implement [`Action`] and register in an [`ActionRegistry`]; the catalog
+//! loader asks the registry which types exist and the engine asks it to run them.
+//!
+//! Execution is at-least-once: a worker that crashes after an action's effect but before its
+//! result is journaled runs the action again. Every attempt of one action of one request
+//! carries the same [`IdempotencyKey`], so an action that passes it to the remote system
+//! (an `Idempotency-Key` header, a JIRA label, a Terraform run message) makes the effect
+//! happen exactly once.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::secrets::SecretProvider;
+
+/// What an action type says about itself.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ActionDescriptor {
+    /// The type name used in catalog items (`terraform`, `plugin:slack-notify`).
+    pub type_name: String,
+    /// JSON Schema of `config`.
+    pub config_schema: Value,
+    /// JSON Schema of the result.
+    pub output_schema: Value,
+    /// Whether `rollback` undoes `execute`.
+    pub supports_rollback: bool,
+    /// A representative result, used by `simulate`.
+    pub sample_output: Value,
+}
+
+/// The key that is the same for every attempt of one action of one request (and of its
+/// rollback, suffixed), so remote systems can deduplicate.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct IdempotencyKey(pub String);
+
+impl IdempotencyKey {
+    /// The key of `action_id` in `request_id`: stable across attempts, runs and workers.
+    pub fn for_action(request_id: &str, action_id: &str) -> IdempotencyKey {
+        IdempotencyKey(format!("pao-{request_id}-{action_id}"))
+    }
+
+    /// The key of the rollback of that action.
+    pub fn for_rollback(request_id: &str, action_id: &str) -> IdempotencyKey {
+        IdempotencyKey(format!("pao-{request_id}-{action_id}-rollback"))
+    }
+
+    /// The key as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for IdempotencyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Whether trying again may help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    /// Connect errors, timeouts, 429, 5xx: try again after a backoff.
+    Retryable,
+    /// Bad input, 4xx, schema mismatch: trying again will not help.
+    Permanent,
+    /// The request was cancelled while the action ran.
+    Cancelled,
+}
+
+/// An action failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct ActionError {
+    /// Retryable or not.
+    pub class: ErrorClass,
+    /// What happened, with the remote system's own message where there is one. Never contains
+    /// secret values (the engine redacts by value before storing it anyway).
+    pub message: String,
+    /// The remote system asked to wait this long (e.g. `Retry-After`).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "duration_ms")]
+    pub retry_after: Option<Duration>,
+}
+
+mod duration_ms {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_u64(d.as_millis() as u64),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+    }
+}
+
+impl ActionError {
+    /// A failure that may pass on a later attempt.
+    pub fn retryable(message: impl Into<String>) -> ActionError {
+        ActionError {
+            class: ErrorClass::Retryable,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// A failure that will not pass by trying again.
+    pub fn permanent(message: impl Into<String>) -> ActionError {
+        ActionError {
+            class: ErrorClass::Permanent,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// The action stopped because the request was cancelled.
+    pub fn cancelled() -> ActionError {
+        ActionError {
+            class: ErrorClass::Cancelled,
+            message: "cancelled".to_string(),
+            retry_after: None,
+        }
+    }
+
+    /// Asks the engine to wait at least this long before the next attempt.
+    pub fn with_retry_after(mut self, after: Duration) -> ActionError {
+        self.retry_after = Some(after);
+        self
+    }
+
+    /// Whether another attempt may help.
+    pub fn is_retryable(&self) -> bool {
+        self.class == ErrorClass::Retryable
+    }
+}
+
+/// A log line from an action, already redacted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// `info`, `warn` or `error`.
+    pub level: String,
+    /// The text, with secret values replaced by `[REDACTED]`.
+    pub message: String,
+}
+
+/// Collects an action's log lines, replacing every secret value it knows by `[REDACTED]`.
+#[derive(Debug, Clone, Default)]
+pub struct ActionLogger {
+    secrets: Arc<Mutex<Vec<String>>>,
+    lines: Arc<Mutex<Vec<LogLine>>>,
+}
+
+impl ActionLogger {
+    /// A logger that redacts these values.
+    pub fn new(secrets: Vec<String>) -> ActionLogger {
+        ActionLogger {
+            secrets: Arc::new(Mutex::new(secrets)),
+            lines: Arc::default(),
+        }
+    }
+
+    /// Adds values to redact (a secret fetched during the action).
+    pub fn add_secret(&self, value: &str) {
+        if value.len() >= 3
+            && let Ok(mut s) = self.secrets.lock()
+        {
+            s.push(value.to_string());
+        }
+    }
+
+    /// Replaces every known secret value in `text`.
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        if let Ok(secrets) = self.secrets.lock() {
+            for s in secrets.iter().filter(|s| !s.is_empty()) {
+                out = out.replace(s.as_str(), "[REDACTED]");
+            }
+        }
+        out
+    }
+
+    fn push(&self, level: &str, message: &str) {
+        let line = LogLine {
+            level: level.to_string(),
+            message: self.redact(message),
+        };
+        if let Ok(mut l) = self.lines.lock() {
+            l.push(line);
+        }
+    }
+
+    /// Logs at info level.
+    pub fn info(&self, message: &str) {
+        self.push("info", message);
+    }
+
+    /// Logs at warn level.
+    pub fn warn(&self, message: &str) {
+        self.push("warn", message);
+    }
+
+    /// Logs at error level.
+    pub fn error(&self, message: &str) {
+        self.push("error", message);
+    }
+
+    /// Takes the lines logged so far.
+    pub fn drain(&self) -> Vec<LogLine> {
+        self.lines
+            .lock()
+            .map(|mut l| std::mem::take(&mut *l))
+            .unwrap_or_default()
+    }
+}
+
+/// Everything an action needs to know about the call it is in.
+#[derive(Clone)]
+pub struct ActionContext {
+    /// The request.
+    pub request_id: String,
+    /// The action within the item.
+    pub action_id: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// Same for every attempt of this action in this request.
+    pub idempotency_key: IdempotencyKey,
+    /// The attempt must finish by then (the engine also enforces it).
+    pub deadline: Option<chrono::DateTime<chrono::Utc>>,
+    /// Cancelled when the request is cancelled or the attempt times out.
+    pub cancel: CancellationToken,
+    /// Redacting logger.
+    pub log: ActionLogger,
+    /// Secret access by name.
+    pub secrets: Arc<dyn SecretProvider>,
+    /// Whether this is a simulation: describe the call, do not make it.
+    pub dry_run: bool,
+}
+
+impl fmt::Debug for ActionContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ActionContext")
+            .field("request_id", &self.request_id)
+            .field("action_id", &self.action_id)
+            .field("attempt", &self.attempt)
+            .field("idempotency_key", &self.idempotency_key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a successful execution returns.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ActionOutput {
+    /// The raw result: the item's `outputs` templates read it as `result`.
+    pub result: Value,
+    /// What `rollback` needs to undo the effect (ids, versions). Stored with the journal.
+    #[serde(default)]
+    pub rollback_state: Value,
+}
+
+impl ActionOutput {
+    /// An output whose result is also its rollback state.
+    pub fn new(result: Value) -> ActionOutput {
+        ActionOutput {
+            rollback_state: result.clone(),
+            result,
+        }
+    }
+}
+
+/// One action type.
+#[async_trait]
+pub trait Action: Send + Sync {
+    /// Type name, schemas, rollback support, sample output.
+    fn describe(&self) -> ActionDescriptor;
+
+    /// Checks a config beyond its JSON Schema; messages name the JSON pointer.
+    fn validate(&self, _config: &Value) -> Result<(), Vec<String>> {
+        Ok(())
+    }
+
+    /// The system this input talks to, for the circuit breaker (a host name, say). Actions of
+    /// one type that talk to different systems should return different targets.
+    fn target(&self, _input: &Value) -> String {
+        self.describe().type_name
+    }
+
+    /// Does the work. Must honour `ctx.cancel` and pass `ctx.idempotency_key` on to the remote
+    /// system where it can.
+    async fn execute(
+        &self,
+        ctx: &ActionContext,
+        input: &Value,
+    ) -> Result<ActionOutput, ActionError>;
+
+    /// Undoes a completed execution, given its input and rollback state.
+    async fn rollback(
+        &self,
+        _ctx: &ActionContext,
+        _input: &Value,
+        _state: &Value,
+    ) -> Result<(), ActionError> {
+        Err(ActionError::permanent(format!(
+            "action type `{}` cannot roll back",
+            self.describe().type_name
+        )))
+    }
+}
+
+/// The action types a deployment can run.
+#[derive(Clone, Default)]
+pub struct ActionRegistry {
+    actions: BTreeMap<String, Arc<dyn Action>>,
+}
+
+impl fmt::Debug for ActionRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.actions.keys()).finish()
+    }
+}
+
+impl ActionRegistry {
+    /// An empty registry.
+    pub fn new() -> ActionRegistry {
+        ActionRegistry::default()
+    }
+
+    /// Registers an action under its described type name, replacing any earlier one.
+    pub fn register(&mut self, action: Arc<dyn Action>) -> &mut ActionRegistry {
+        let name = action.describe().type_name;
+        self.actions.insert(name, action);
+        self
+    }
+
+    /// The action of that type.
+    pub fn get(&self, type_name: &str) -> Option<&Arc<dyn Action>> {
+        self.actions.get(type_name)
+    }
+
+    /// Registered type names.
+    pub fn type_names(&self) -> impl Iterator<Item = &str> {
+        self.actions.keys().map(String::as_str)
+    }
+
+    /// Catalog load options that accept exactly these types and check plugin configs against
+    /// their described schemas.
+    pub fn load_options(&self) -> crate::catalog::LoadOptions {
+        let mut opts = crate::catalog::LoadOptions {
+            action_types: self.type_names().map(str::to_string).collect(),
+            ..crate::catalog::LoadOptions::default()
+        };
+        for (name, action) in &self.actions {
+            if name.starts_with("plugin:") {
+                opts.plugin_config_schemas
+                    .insert(name.clone(), action.describe().config_schema);
+            }
+        }
+        opts
+    }
+}

@@ -1,0 +1,537 @@
+//! The in-memory [`Store`]: one mutex over plain maps. For tests, embedding and benchmarks;
+//! it loses everything when the process exits.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+
+use super::*;
+
+#[derive(Default)]
+struct Inner {
+    requests: HashMap<String, Request>,
+    order: Vec<String>,
+    by_key: HashMap<String, String>,
+    leases: HashMap<String, (String, u64, DateTime<Utc>)>,
+    tokens: HashMap<String, u64>,
+    events: HashMap<String, Vec<Event>>,
+    attempts: HashMap<String, Vec<AttemptRecord>>,
+    decisions: HashMap<String, Vec<ApprovalDecision>>,
+    limits: BTreeMap<(String, String), u64>,
+    reservations: BTreeMap<(String, String), (String, u64)>,
+    audit: Vec<AuditRecord>,
+}
+
+/// A [`Store`] in memory.
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+    work: Notify,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore").finish_non_exhaustive()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Inner>, StoreError> {
+        self.inner
+            .lock()
+            .map_err(|_| StoreError::Unavailable("in-memory store poisoned by a panic".to_string()))
+    }
+}
+
+impl Inner {
+    fn fence(&self, id: &str, lease: Option<&Lease>) -> Result<(), StoreError> {
+        let Some(lease) = lease else { return Ok(()) };
+        match self.leases.get(id) {
+            Some((worker, token, _)) if *worker == lease.worker_id && *token == lease.token => {
+                Ok(())
+            }
+            _ => Err(StoreError::LeaseLost(id.to_string())),
+        }
+    }
+
+    fn push_event(&mut self, id: &str, at: DateTime<Utc>, kind: EventKind) -> u64 {
+        let correlation_id = self
+            .requests
+            .get(id)
+            .map(|r| r.correlation_id.clone())
+            .unwrap_or_default();
+        let list = self.events.entry(id.to_string()).or_default();
+        let seq = list.len() as u64 + 1;
+        list.push(Event {
+            seq,
+            request_id: id.to_string(),
+            at,
+            correlation_id,
+            kind,
+        });
+        seq
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn submit(
+        &self,
+        new: NewRequest,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Submitted, StoreError> {
+        let mut g = self.lock()?;
+        if let Some(key) = &new.idempotency_key
+            && let Some(id) = g.by_key.get(key)
+            && let Some(existing) = g.requests.get(id)
+        {
+            return Ok(Submitted {
+                request: existing.clone(),
+                created: false,
+            });
+        }
+        let request = Request {
+            id: new.id.clone(),
+            item_id: new.item_id,
+            item_version: new.item_version,
+            item_hash: new.item_hash,
+            fields: new.fields,
+            requester: new.requester,
+            team: new.team,
+            environment: new.environment,
+            priority: new.priority,
+            idempotency_key: new.idempotency_key.clone(),
+            correlation_id: new.correlation_id,
+            retry_of: new.retry_of,
+            state: RequestState::Submitted,
+            rollback: RollbackStatus::None,
+            error: None,
+            approval_due: None,
+            escalated: false,
+            cancel_requested: false,
+            created_at: now,
+            updated_at: now,
+        };
+        if g.requests.contains_key(&request.id) {
+            return Err(StoreError::Duplicate(format!(
+                "request id {} exists",
+                request.id
+            )));
+        }
+        if let Some(key) = &new.idempotency_key {
+            g.by_key.insert(key.clone(), request.id.clone());
+        }
+        g.order.push(request.id.clone());
+        g.requests.insert(request.id.clone(), request.clone());
+        g.push_event(
+            &request.id,
+            now,
+            EventKind::StateChanged {
+                from: None,
+                to: RequestState::Submitted,
+                actor: actor.to_string(),
+                reason: None,
+            },
+        );
+        Ok(Submitted {
+            request,
+            created: true,
+        })
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Request>, StoreError> {
+        Ok(self.lock()?.requests.get(id).cloned())
+    }
+
+    async fn list(&self, f: &RequestFilter) -> Result<Vec<Request>, StoreError> {
+        let g = self.lock()?;
+        let mut out: Vec<Request> = g
+            .order
+            .iter()
+            .rev()
+            .filter_map(|id| g.requests.get(id))
+            .filter(|r| f.states.is_empty() || f.states.contains(&r.state))
+            .filter(|r| f.requester.as_ref().is_none_or(|u| &r.requester.id == u))
+            .filter(|r| f.team.as_ref().is_none_or(|t| &r.team == t))
+            .filter(|r| f.item_id.as_ref().is_none_or(|i| &r.item_id == i))
+            .filter(|r| {
+                f.before
+                    .as_ref()
+                    .is_none_or(|(at, id)| (r.created_at, &r.id) < (*at, id))
+            })
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+        if f.limit > 0 {
+            out.truncate(f.limit);
+        }
+        Ok(out)
+    }
+
+    async fn transition(
+        &self,
+        id: &str,
+        from: RequestState,
+        to: RequestState,
+        change: StateChange,
+        lease: Option<&Lease>,
+    ) -> Result<Request, StoreError> {
+        let mut g = self.lock()?;
+        g.fence(id, lease)?;
+        let r = g
+            .requests
+            .get_mut(id)
+            .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+        if r.state != from {
+            return Err(StoreError::Conflict {
+                id: id.to_string(),
+                expected: from,
+                actual: r.state,
+            });
+        }
+        from.transition_to(to)?;
+        r.state = to;
+        r.updated_at = change.at;
+        let out = r.clone();
+        g.push_event(
+            id,
+            change.at,
+            EventKind::StateChanged {
+                from: Some(from),
+                to,
+                actor: change.actor,
+                reason: change.reason,
+            },
+        );
+        if to.is_terminal() {
+            g.leases.remove(id);
+        }
+        drop(g);
+        if to == RequestState::Queued {
+            self.work.notify_waiters();
+        }
+        Ok(out)
+    }
+
+    async fn update(
+        &self,
+        id: &str,
+        patch: RequestPatch,
+        lease: Option<&Lease>,
+    ) -> Result<Request, StoreError> {
+        let mut g = self.lock()?;
+        g.fence(id, lease)?;
+        let r = g
+            .requests
+            .get_mut(id)
+            .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+        if let Some(v) = patch.rollback {
+            r.rollback = v;
+        }
+        if let Some(v) = patch.error {
+            r.error = Some(v);
+        }
+        if let Some(v) = patch.approval_due {
+            r.approval_due = v;
+        }
+        if let Some(v) = patch.escalated {
+            r.escalated = v;
+        }
+        if let Some(v) = patch.cancel_requested {
+            r.cancel_requested = v;
+        }
+        Ok(r.clone())
+    }
+
+    async fn append_event(
+        &self,
+        id: &str,
+        at: DateTime<Utc>,
+        kind: EventKind,
+        lease: Option<&Lease>,
+    ) -> Result<u64, StoreError> {
+        let mut g = self.lock()?;
+        g.fence(id, lease)?;
+        if !g.requests.contains_key(id) {
+            return Err(StoreError::NotFound(id.to_string()));
+        }
+        Ok(g.push_event(id, at, kind))
+    }
+
+    async fn events(
+        &self,
+        id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let g = self.lock()?;
+        let list = g.events.get(id).map(Vec::as_slice).unwrap_or(&[]);
+        let iter = list.iter().filter(|e| e.seq > after_seq).cloned();
+        Ok(if limit > 0 {
+            iter.take(limit).collect()
+        } else {
+            iter.collect()
+        })
+    }
+
+    async fn claim(
+        &self,
+        worker_id: &str,
+        lease_for: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(Request, Lease)>, StoreError> {
+        let mut g = self.lock()?;
+        let mut best: Option<&Request> = None;
+        for id in &g.order {
+            let Some(r) = g.requests.get(id) else {
+                continue;
+            };
+            let runnable = match r.state {
+                RequestState::Queued => g.leases.get(id).is_none_or(|(_, _, exp)| *exp <= now),
+                RequestState::InProgress | RequestState::PostFulfillment => {
+                    g.leases.get(id).is_none_or(|(_, _, exp)| *exp <= now)
+                }
+                _ => false,
+            };
+            if runnable
+                && best.is_none_or(|b| {
+                    (r.priority, std::cmp::Reverse(r.created_at))
+                        > (b.priority, std::cmp::Reverse(b.created_at))
+                })
+            {
+                best = Some(r);
+            }
+        }
+        let Some(r) = best.cloned() else {
+            return Ok(None);
+        };
+        let token = g.tokens.get(&r.id).copied().unwrap_or(0) + 1;
+        g.tokens.insert(r.id.clone(), token);
+        let expires_at = now + chrono::Duration::from_std(lease_for).unwrap_or_default();
+        g.leases
+            .insert(r.id.clone(), (worker_id.to_string(), token, expires_at));
+        Ok(Some((
+            r.clone(),
+            Lease {
+                request_id: r.id,
+                worker_id: worker_id.to_string(),
+                token,
+                expires_at,
+            },
+        )))
+    }
+
+    async fn heartbeat(
+        &self,
+        lease: &Lease,
+        lease_for: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Lease, StoreError> {
+        let mut g = self.lock()?;
+        g.fence(&lease.request_id, Some(lease))?;
+        let expires_at = now + chrono::Duration::from_std(lease_for).unwrap_or_default();
+        g.leases.insert(
+            lease.request_id.clone(),
+            (lease.worker_id.clone(), lease.token, expires_at),
+        );
+        Ok(Lease {
+            expires_at,
+            ..lease.clone()
+        })
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        let mut g = self.lock()?;
+        if g.fence(&lease.request_id, Some(lease)).is_ok() {
+            g.leases.remove(&lease.request_id);
+        }
+        drop(g);
+        self.work.notify_waiters();
+        Ok(())
+    }
+
+    async fn start_attempt(&self, lease: &Lease, record: AttemptRecord) -> Result<(), StoreError> {
+        let mut g = self.lock()?;
+        g.fence(&lease.request_id, Some(lease))?;
+        g.attempts
+            .entry(record.request_id.clone())
+            .or_default()
+            .push(record);
+        Ok(())
+    }
+
+    async fn finish_attempt(
+        &self,
+        lease: &Lease,
+        action_id: &str,
+        rollback: bool,
+        attempt: u32,
+        outcome: AttemptOutcome,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut g = self.lock()?;
+        g.fence(&lease.request_id, Some(lease))?;
+        let list = g.attempts.entry(lease.request_id.clone()).or_default();
+        match list
+            .iter_mut()
+            .rev()
+            .find(|a| a.action_id == action_id && a.rollback == rollback && a.attempt == attempt)
+        {
+            Some(a) => {
+                a.outcome = outcome;
+                a.finished_at = Some(at);
+                Ok(())
+            }
+            None => Err(StoreError::NotFound(format!(
+                "attempt {attempt} of {action_id} in {}",
+                lease.request_id
+            ))),
+        }
+    }
+
+    async fn attempts(&self, id: &str) -> Result<Vec<AttemptRecord>, StoreError> {
+        Ok(self.lock()?.attempts.get(id).cloned().unwrap_or_default())
+    }
+
+    async fn record_decision(
+        &self,
+        d: ApprovalDecision,
+    ) -> Result<Vec<ApprovalDecision>, StoreError> {
+        let mut g = self.lock()?;
+        if !g.requests.contains_key(&d.request_id) {
+            return Err(StoreError::NotFound(d.request_id));
+        }
+        let list = g.decisions.entry(d.request_id.clone()).or_default();
+        if list.iter().any(|x| x.approver == d.approver) {
+            return Err(StoreError::Duplicate(format!(
+                "{} already decided on {}",
+                d.approver, d.request_id
+            )));
+        }
+        list.push(d);
+        Ok(list.clone())
+    }
+
+    async fn decisions(&self, id: &str) -> Result<Vec<ApprovalDecision>, StoreError> {
+        Ok(self.lock()?.decisions.get(id).cloned().unwrap_or_default())
+    }
+
+    async fn set_quota_limit(
+        &self,
+        team: &str,
+        resource: &str,
+        limit: u64,
+    ) -> Result<(), StoreError> {
+        self.lock()?
+            .limits
+            .insert((team.to_string(), resource.to_string()), limit);
+        Ok(())
+    }
+
+    async fn reserve_quota(
+        &self,
+        request_id: &str,
+        team: &str,
+        resource: &str,
+        amount: u64,
+    ) -> Result<(), StoreError> {
+        let mut g = self.lock()?;
+        let key = (request_id.to_string(), resource.to_string());
+        let used: u64 = g
+            .reservations
+            .iter()
+            .filter(|((rid, res), (t, _))| res == resource && t == team && *rid != request_id)
+            .map(|(_, (_, a))| *a)
+            .sum();
+        if let Some(limit) = g
+            .limits
+            .get(&(team.to_string(), resource.to_string()))
+            .copied()
+            && used + amount > limit
+        {
+            return Err(StoreError::QuotaExceeded {
+                team: team.to_string(),
+                resource: resource.to_string(),
+                limit,
+                used,
+                asked: amount,
+            });
+        }
+        g.reservations.insert(key, (team.to_string(), amount));
+        Ok(())
+    }
+
+    async fn release_quota(&self, request_id: &str) -> Result<(), StoreError> {
+        self.lock()?
+            .reservations
+            .retain(|(rid, _), _| rid != request_id);
+        Ok(())
+    }
+
+    async fn quota_usage(&self, team: &str) -> Result<Vec<QuotaUsage>, StoreError> {
+        let g = self.lock()?;
+        let mut usage: BTreeMap<String, QuotaUsage> = BTreeMap::new();
+        for ((t, res), limit) in &g.limits {
+            if t == team {
+                usage.insert(
+                    res.clone(),
+                    QuotaUsage {
+                        resource: res.clone(),
+                        limit: Some(*limit),
+                        used: 0,
+                    },
+                );
+            }
+        }
+        for ((_, res), (t, amount)) in &g.reservations {
+            if t == team {
+                usage
+                    .entry(res.clone())
+                    .or_insert_with(|| QuotaUsage {
+                        resource: res.clone(),
+                        limit: None,
+                        used: 0,
+                    })
+                    .used += amount;
+            }
+        }
+        Ok(usage.into_values().collect())
+    }
+
+    async fn audit(&self, record: AuditRecord) -> Result<(), StoreError> {
+        self.lock()?.audit.push(record);
+        Ok(())
+    }
+
+    async fn audit_log(
+        &self,
+        target: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let g = self.lock()?;
+        let iter = g
+            .audit
+            .iter()
+            .filter(|a| target.is_none_or(|t| a.target == t))
+            .cloned();
+        Ok(if limit > 0 {
+            iter.take(limit).collect()
+        } else {
+            iter.collect()
+        })
+    }
+
+    async fn wait_for_work(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.work.notified()).await;
+    }
+}

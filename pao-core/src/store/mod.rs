@@ -1,0 +1,554 @@
+//! Durable state behind the engine. One trait, [`Store`], implemented in memory here and on
+//! SQLite and PostgreSQL in `pao-store`; [`conformance`] is the shared test suite every
+//! implementation must pass (River's driver-test idea).
+//!
+//! The contract, in short:
+//! - a state change and its event commit together ([`Store::transition`]); a transition from
+//!   a state the request is no longer in is a [`StoreError::Conflict`], so two callers racing
+//!   on one request cannot both win;
+//! - workers [`claim`](Store::claim) requests with a lease and a fencing token; every write a
+//!   worker makes carries its [`Lease`], and a write under a lease that was taken over is
+//!   refused with [`StoreError::LeaseLost`];
+//! - the journal of action attempts ([`Store::start_attempt`], [`Store::finish_attempt`]) is
+//!   what lets a new worker resume without re-running finished actions;
+//! - submission is idempotent by `idempotency_key`; events and audit records are append-only.
+
+pub mod conformance;
+mod memory;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use memory::MemoryStore;
+
+use crate::action::{ActionError, ActionOutput, ErrorClass, IdempotencyKey};
+use crate::authz::Principal;
+use crate::lifecycle::{IllegalTransition, RequestState};
+
+/// What a caller submits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewRequest {
+    /// Id to use (the engine makes a UUID).
+    pub id: String,
+    /// The catalog item.
+    pub item_id: String,
+    /// Its version when submitted.
+    pub item_version: String,
+    /// Its content hash when submitted.
+    pub item_hash: String,
+    /// Validated field values (secrets removed).
+    pub fields: Value,
+    /// Who asked.
+    pub requester: Principal,
+    /// The team the request counts against.
+    pub team: String,
+    /// Target environment, when the form has one.
+    pub environment: Option<String>,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Submitting twice with the same key returns the first request.
+    pub idempotency_key: Option<String>,
+    /// Ties logs and events of this request together across systems.
+    pub correlation_id: String,
+    /// The failed request this one retries.
+    pub retry_of: Option<String>,
+}
+
+/// Whether compensation ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RollbackStatus {
+    /// No rollback.
+    #[default]
+    None,
+    /// Rolling back now.
+    InProgress,
+    /// Every completed action was undone.
+    Complete,
+    /// A rollback failed: some effects remain.
+    Incomplete,
+}
+
+/// A stored request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// Id.
+    pub id: String,
+    /// The catalog item.
+    pub item_id: String,
+    /// Item version at submission.
+    pub item_version: String,
+    /// Item content hash at submission.
+    pub item_hash: String,
+    /// Field values.
+    pub fields: Value,
+    /// Who asked.
+    pub requester: Principal,
+    /// Owning team.
+    pub team: String,
+    /// Environment.
+    pub environment: Option<String>,
+    /// Priority.
+    pub priority: i32,
+    /// Idempotency key of the submission.
+    pub idempotency_key: Option<String>,
+    /// Correlation id.
+    pub correlation_id: String,
+    /// The failed request this one retries.
+    pub retry_of: Option<String>,
+    /// Lifecycle state.
+    pub state: RequestState,
+    /// Compensation status.
+    pub rollback: RollbackStatus,
+    /// Why it failed or was rejected.
+    pub error: Option<String>,
+    /// When approval times out.
+    pub approval_due: Option<DateTime<Utc>>,
+    /// Whether approval was escalated.
+    pub escalated: bool,
+    /// Cancellation was asked for while a worker held the request.
+    pub cancel_requested: bool,
+    /// Submitted at.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Fields of a request that change outside transitions.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestPatch {
+    /// New rollback status.
+    pub rollback: Option<RollbackStatus>,
+    /// New error text.
+    pub error: Option<String>,
+    /// New approval deadline.
+    pub approval_due: Option<Option<DateTime<Utc>>>,
+    /// Mark escalated.
+    pub escalated: Option<bool>,
+    /// Mark cancellation requested.
+    pub cancel_requested: Option<bool>,
+}
+
+/// Who changed the state and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateChange {
+    /// A principal id, or `system`/`worker:<id>`.
+    pub actor: String,
+    /// Why.
+    pub reason: Option<String>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    /// A lifecycle transition.
+    StateChanged {
+        /// Previous state (none for the first event).
+        from: Option<RequestState>,
+        /// New state.
+        to: RequestState,
+        /// Who.
+        actor: String,
+        /// Why.
+        reason: Option<String>,
+    },
+    /// An attempt started.
+    ActionStarted {
+        /// Action.
+        action_id: String,
+        /// Attempt number.
+        attempt: u32,
+        /// Whether this is a rollback.
+        rollback: bool,
+    },
+    /// An attempt succeeded.
+    ActionSucceeded {
+        /// Action.
+        action_id: String,
+        /// Attempt number.
+        attempt: u32,
+        /// Whether this is a rollback.
+        rollback: bool,
+    },
+    /// An attempt failed.
+    ActionFailed {
+        /// Action.
+        action_id: String,
+        /// Attempt number.
+        attempt: u32,
+        /// Whether this is a rollback.
+        rollback: bool,
+        /// Retryable or not.
+        class: ErrorClass,
+        /// Redacted message.
+        error: String,
+        /// Whether another attempt follows.
+        will_retry: bool,
+    },
+    /// An action did not run.
+    ActionSkipped {
+        /// Action.
+        action_id: String,
+        /// Why (its `when` was false, the request was cancelled, ...).
+        reason: String,
+    },
+    /// A log line of an action.
+    Log {
+        /// The action, when the line comes from one.
+        action_id: Option<String>,
+        /// Level.
+        level: String,
+        /// Redacted text.
+        message: String,
+    },
+    /// An approver decided.
+    ApprovalDecided {
+        /// Approver id.
+        approver: String,
+        /// Approved or rejected.
+        approved: bool,
+        /// Reason (mandatory for rejections).
+        reason: Option<String>,
+    },
+    /// Approval was escalated.
+    Escalated {
+        /// Teams asked now.
+        teams: Vec<String>,
+    },
+}
+
+/// A stored event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Position in the request's stream, from 1.
+    pub seq: u64,
+    /// The request.
+    pub request_id: String,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The request's correlation id.
+    pub correlation_id: String,
+    /// What.
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// A worker's hold on a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The request.
+    pub request_id: String,
+    /// The worker.
+    pub worker_id: String,
+    /// Fencing token: grows with every claim of this request.
+    pub token: u64,
+    /// Until when.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    /// Started, not finished (or the worker died).
+    Running,
+    /// Succeeded.
+    Succeeded {
+        /// What the action returned.
+        output: ActionOutput,
+        /// The item's `outputs` map rendered from it.
+        outputs: Value,
+    },
+    /// Failed.
+    Failed {
+        /// The error.
+        error: ActionError,
+    },
+    /// Not run (its `when` was false).
+    Skipped,
+}
+
+/// One attempt of one action (or of its rollback).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// The request.
+    pub request_id: String,
+    /// The action.
+    pub action_id: String,
+    /// Rollback or execution.
+    pub rollback: bool,
+    /// 1-based.
+    pub attempt: u32,
+    /// The key passed to the action.
+    pub idempotency_key: IdempotencyKey,
+    /// SHA-256 of the rendered input.
+    pub input_hash: String,
+    /// The rendered input, secrets redacted.
+    pub input: Value,
+    /// Started.
+    pub started_at: DateTime<Utc>,
+    /// Finished.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Outcome.
+    pub outcome: AttemptOutcome,
+}
+
+/// An approver's decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalDecision {
+    /// The request.
+    pub request_id: String,
+    /// Who decided.
+    pub approver: String,
+    /// Approved or rejected.
+    pub approved: bool,
+    /// Why.
+    pub reason: Option<String>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Usage of one quota resource by one team.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaUsage {
+    /// The resource (`databases`, `vcpu`).
+    pub resource: String,
+    /// The team's limit, if one is set.
+    pub limit: Option<u64>,
+    /// Reserved by live and completed requests.
+    pub used: u64,
+}
+
+/// An audit record: who did what to what.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who.
+    pub actor: String,
+    /// What (`request.submit`, `approval.approve`, ...).
+    pub action: String,
+    /// On what (a request id, an item id).
+    pub target: String,
+    /// Details.
+    pub detail: Value,
+}
+
+/// Filters for listing requests.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestFilter {
+    /// Only these states.
+    pub states: Vec<RequestState>,
+    /// Only this requester.
+    pub requester: Option<String>,
+    /// Only this team.
+    pub team: Option<String>,
+    /// Only this item.
+    pub item_id: Option<String>,
+    /// Created strictly before this request (cursor, newest first).
+    pub before: Option<(DateTime<Utc>, String)>,
+    /// At most this many (0 = no limit).
+    pub limit: usize,
+}
+
+/// What went wrong in the store.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StoreError {
+    /// No such request.
+    #[error("request {0} not found")]
+    NotFound(String),
+    /// The request is not in the expected state (someone else moved it).
+    #[error("request {id} is {actual}, not {expected}")]
+    Conflict {
+        /// Request.
+        id: String,
+        /// What the caller expected.
+        expected: RequestState,
+        /// What it is.
+        actual: RequestState,
+    },
+    /// The lifecycle forbids the transition.
+    #[error(transparent)]
+    Illegal(#[from] IllegalTransition),
+    /// The caller's lease was taken over (or released); it must stop working on the request.
+    #[error("lease on request {0} was lost")]
+    LeaseLost(String),
+    /// A quota would be exceeded.
+    #[error("quota `{resource}` of team {team} exceeded: {used} used + {asked} asked > {limit}")]
+    QuotaExceeded {
+        /// Team.
+        team: String,
+        /// Resource.
+        resource: String,
+        /// Limit.
+        limit: u64,
+        /// Used before this request.
+        used: u64,
+        /// Asked by this request.
+        asked: u64,
+    },
+    /// A duplicate (an approver deciding twice).
+    #[error("{0}")]
+    Duplicate(String),
+    /// The backend failed; retry later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A submission's result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Submitted {
+    /// The request (the earlier one when the idempotency key was seen before).
+    pub request: Request,
+    /// Whether this call created it.
+    pub created: bool,
+}
+
+/// The durable state of requests.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Persists a new request in `Submitted` with its first event, in one transaction; with
+    /// an idempotency key seen before, returns the earlier request instead.
+    async fn submit(
+        &self,
+        request: NewRequest,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Submitted, StoreError>;
+
+    /// One request.
+    async fn get(&self, id: &str) -> Result<Option<Request>, StoreError>;
+
+    /// Requests, newest first.
+    async fn list(&self, filter: &RequestFilter) -> Result<Vec<Request>, StoreError>;
+
+    /// Moves a request from `from` to `to` and appends the event, atomically. With a lease,
+    /// the write is fenced.
+    async fn transition(
+        &self,
+        id: &str,
+        from: RequestState,
+        to: RequestState,
+        change: StateChange,
+        lease: Option<&Lease>,
+    ) -> Result<Request, StoreError>;
+
+    /// Changes non-state fields.
+    async fn update(
+        &self,
+        id: &str,
+        patch: RequestPatch,
+        lease: Option<&Lease>,
+    ) -> Result<Request, StoreError>;
+
+    /// Appends an event; returns its sequence number.
+    async fn append_event(
+        &self,
+        id: &str,
+        at: DateTime<Utc>,
+        kind: EventKind,
+        lease: Option<&Lease>,
+    ) -> Result<u64, StoreError>;
+
+    /// Events after `after_seq`, at most `limit` (0 = all).
+    async fn events(
+        &self,
+        id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError>;
+
+    /// Claims the next runnable request: `Queued`, or `InProgress`/`PostFulfillment` whose
+    /// lease expired (a crashed worker's). Highest priority first, then oldest. The new lease's
+    /// token is larger than any earlier one for that request.
+    async fn claim(
+        &self,
+        worker_id: &str,
+        lease_for: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(Request, Lease)>, StoreError>;
+
+    /// Extends a lease; `LeaseLost` if it was taken over.
+    async fn heartbeat(
+        &self,
+        lease: &Lease,
+        lease_for: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Lease, StoreError>;
+
+    /// Gives a request back (it stays in its state and can be claimed at once).
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError>;
+
+    /// Journals the start of an attempt.
+    async fn start_attempt(&self, lease: &Lease, record: AttemptRecord) -> Result<(), StoreError>;
+
+    /// Journals the end of an attempt.
+    async fn finish_attempt(
+        &self,
+        lease: &Lease,
+        action_id: &str,
+        rollback: bool,
+        attempt: u32,
+        outcome: AttemptOutcome,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// The journal of a request, in start order.
+    async fn attempts(&self, id: &str) -> Result<Vec<AttemptRecord>, StoreError>;
+
+    /// Records an approver's decision; the same approver cannot decide twice.
+    async fn record_decision(
+        &self,
+        decision: ApprovalDecision,
+    ) -> Result<Vec<ApprovalDecision>, StoreError>;
+
+    /// Decisions on a request.
+    async fn decisions(&self, id: &str) -> Result<Vec<ApprovalDecision>, StoreError>;
+
+    /// Sets a team's limit for a resource.
+    async fn set_quota_limit(
+        &self,
+        team: &str,
+        resource: &str,
+        limit: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Reserves quota for a request, atomically against the limit. Reserving again for the
+    /// same request and resource replaces the earlier reservation.
+    async fn reserve_quota(
+        &self,
+        request_id: &str,
+        team: &str,
+        resource: &str,
+        amount: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Returns a request's reservations (rejected, cancelled, failed and rolled back).
+    async fn release_quota(&self, request_id: &str) -> Result<(), StoreError>;
+
+    /// A team's usage per resource.
+    async fn quota_usage(&self, team: &str) -> Result<Vec<QuotaUsage>, StoreError>;
+
+    /// Appends an audit record.
+    async fn audit(&self, record: AuditRecord) -> Result<(), StoreError>;
+
+    /// Audit records, oldest first, optionally for one target.
+    async fn audit_log(
+        &self,
+        target: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// Waits until new work may be claimable, or `timeout` passes. The default sleeps; stores
+    /// with notifications (PostgreSQL LISTEN/NOTIFY, the in-memory store) wake at once.
+    async fn wait_for_work(&self, timeout: Duration) {
+        tokio::time::sleep(timeout).await;
+    }
+}
