@@ -119,6 +119,7 @@ impl Store for MemoryStore {
             approval_due: None,
             escalated: false,
             cancel_requested: false,
+            waiting_for: None,
             created_at: now,
             updated_at: now,
         };
@@ -250,6 +251,9 @@ impl Store for MemoryStore {
         if let Some(v) = patch.cancel_requested {
             r.cancel_requested = v;
         }
+        if let Some(v) = patch.waiting_for {
+            r.waiting_for = v;
+        }
         Ok(r.clone())
     }
 
@@ -299,7 +303,7 @@ impl Store for MemoryStore {
             let runnable = match r.state {
                 RequestState::Queued => g.leases.get(id).is_none_or(|(_, _, exp)| *exp <= now),
                 RequestState::InProgress | RequestState::PostFulfillment => {
-                    g.leases.get(id).is_none_or(|(_, _, exp)| *exp <= now)
+                    r.waiting_for.is_none() && g.leases.get(id).is_none_or(|(_, _, exp)| *exp <= now)
                 }
                 _ => false,
             };

@@ -112,6 +112,9 @@ pub struct Request {
     pub escalated: bool,
     /// Cancellation was asked for while a worker held the request.
     pub cancel_requested: bool,
+    /// What an `InProgress` request waits for outside PAO (a manual ticket key); such a
+    /// request is not claimable until it is resolved.
+    pub waiting_for: Option<String>,
     /// Submitted at.
     pub created_at: DateTime<Utc>,
     /// Last change.
@@ -131,6 +134,8 @@ pub struct RequestPatch {
     pub escalated: Option<bool>,
     /// Mark cancellation requested.
     pub cancel_requested: Option<bool>,
+    /// Set or clear what the request waits for.
+    pub waiting_for: Option<Option<String>>,
 }
 
 /// Who changed the state and why.
@@ -466,7 +471,7 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<Event>, StoreError>;
 
     /// Claims the next runnable request: `Queued`, or `InProgress`/`PostFulfillment` whose
-    /// lease expired (a crashed worker's). Highest priority first, then oldest. The new lease's
+    /// lease expired (a crashed worker's) and that waits for nothing outside (`waiting_for`). Highest priority first, then oldest. The new lease's
     /// token is larger than any earlier one for that request.
     async fn claim(
         &self,
