@@ -20,6 +20,8 @@ pub mod action;
 pub mod authz;
 pub mod catalog;
 pub mod clock;
+pub mod engine;
+pub mod events;
 pub mod form;
 pub mod lifecycle;
 pub mod secrets;

@@ -1,0 +1,1460 @@
+//! Running one claimed request: the action DAG with retries, timeouts, breakers, journaling,
+//! cancellation and rollback; and simulation, which walks the same plan without calling
+//! anything.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sha2::Digest;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::plan::{Phase, Plan};
+use super::policy::Retry;
+use super::{EngineError, Orchestrator};
+use crate::action::{
+    ActionContext, ActionError, ActionLogger, ActionOutput, ErrorClass, IdempotencyKey,
+};
+use crate::authz::Principal;
+use crate::catalog::LoadedItem;
+use crate::catalog::model::{ActionSpec, FulfillmentMode, OnFailure};
+use crate::lifecycle::RequestState;
+use crate::store::{
+    AttemptOutcome, AttemptRecord, EventKind, Lease, Request, RequestPatch, RollbackStatus,
+    StoreError,
+};
+use crate::vars::{Context, Scope};
+
+/// The owned values behind a request's template context.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Scopes {
+    user: Value,
+    metadata: Value,
+    request: Value,
+    system: Value,
+    env: Value,
+    fields: Value,
+    computed: Value,
+    secrets: Value,
+    /// Every secret value, for redaction.
+    pub secret_values: Vec<String>,
+}
+
+impl Scopes {
+    pub(crate) fn context(&self) -> Context<'_> {
+        Context::new()
+            .with(Scope::User, &self.user)
+            .with(Scope::Metadata, &self.metadata)
+            .with(Scope::Request, &self.request)
+            .with(Scope::System, &self.system)
+            .with(Scope::Env, &self.env)
+            .with(Scope::Fields, &self.fields)
+            .with(Scope::Computed, &self.computed)
+            .with(Scope::Secrets, &self.secrets)
+    }
+
+    fn base(engine: &Orchestrator, request: &Request, item: &LoadedItem) -> Scopes {
+        Scopes {
+            user: request.requester.to_scope(),
+            metadata: serde_json::to_value(&item.item.metadata).unwrap_or(Value::Null),
+            request: Orchestrator::request_scope(request),
+            system: engine.system_scope(),
+            env: Value::Object(engine.config.env.clone()),
+            fields: request.fields.clone(),
+            ..Scopes::default()
+        }
+    }
+
+    /// Scopes for admission (no secrets; computed values evaluated where they can be).
+    pub(crate) fn for_admission(
+        engine: &Orchestrator,
+        request: &Request,
+        item: &LoadedItem,
+    ) -> Scopes {
+        let mut s = Scopes::base(engine, request, item);
+        let _ = s.compute(item);
+        s
+    }
+
+    fn compute(&mut self, item: &LoadedItem) -> Result<(), String> {
+        let mut computed = Map::new();
+        for (name, t) in &item.compiled.computed {
+            self.computed = Value::Object(computed.clone());
+            let v = t
+                .render_value(&self.context())
+                .map_err(|e| format!("computed `{name}`: {}", e.message()))?;
+            computed.insert(name.clone(), v);
+        }
+        self.computed = Value::Object(computed);
+        Ok(())
+    }
+
+    async fn for_run(
+        engine: &Orchestrator,
+        request: &Request,
+        item: &LoadedItem,
+    ) -> Result<Scopes, String> {
+        let mut s = Scopes::base(engine, request, item);
+        // Fetch only the secrets the item's templates read.
+        let mut names = BTreeSet::new();
+        let mut collect = |refs: Vec<crate::vars::Reference>| {
+            for r in refs {
+                if r.scope == Scope::Secrets
+                    && let Some(n) = r.path.first()
+                {
+                    names.insert(n.clone());
+                }
+            }
+        };
+        let c = &item.compiled;
+        for (_, t) in &c.computed {
+            collect(t.references());
+        }
+        for a in c.actions.values() {
+            a.config
+                .for_each_template(&mut |_, t| collect(t.references()));
+            if let Some(rb) = &a.rollback {
+                rb.for_each_template(&mut |_, t| collect(t.references()));
+            }
+            if let Some(w) = &a.when {
+                collect(w.references());
+            }
+        }
+        for t in c.sections.values() {
+            t.for_each_template(&mut |_, t| collect(t.references()));
+        }
+        let mut secrets = Map::new();
+        for name in names {
+            if let Ok(v) = engine.secrets.get(&name).await {
+                s.secret_values.push(v.clone());
+                secrets.insert(name, Value::String(v));
+            }
+        }
+        s.secrets = Value::Object(secrets);
+        s.compute(item)?;
+        Ok(s)
+    }
+
+    fn redact(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for s in self.secret_values.iter().filter(|s| s.len() >= 3) {
+            out = out.replace(s.as_str(), "[REDACTED]");
+        }
+        out
+    }
+}
+
+fn redact_value(v: &Value, secrets: &[String]) -> Value {
+    match v {
+        Value::String(s) => {
+            let mut out = s.clone();
+            for x in secrets.iter().filter(|x| x.len() >= 3) {
+                out = out.replace(x.as_str(), "[REDACTED]");
+            }
+            Value::String(out)
+        }
+        Value::Array(a) => Value::Array(a.iter().map(|x| redact_value(x, secrets)).collect()),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, x)| (k.clone(), redact_value(x, secrets)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// How one node ended.
+#[derive(Debug, Clone)]
+enum NodeResult {
+    Succeeded {
+        outputs: Value,
+        input: Value,
+        state: Value,
+    },
+    Skipped,
+    Failed(ActionError),
+    /// The lease was lost: another worker owns the request now.
+    Abandoned,
+}
+
+/// Shared, cheap-to-clone data for node tasks.
+#[derive(Clone)]
+struct RunCtx {
+    engine: Arc<Orchestrator>,
+    item: Arc<LoadedItem>,
+    request: Request,
+    lease: Lease,
+    scopes: Arc<Scopes>,
+    cancel: CancellationToken,
+    journal: Arc<Vec<AttemptRecord>>,
+}
+
+impl RunCtx {
+    fn context<'a>(&'a self, outputs: &'a Value) -> Context<'a> {
+        self.scopes.context().with(Scope::Outputs, outputs)
+    }
+
+    async fn emit(&self, kind: EventKind) -> Result<(), StoreError> {
+        self.engine
+            .emit(&self.request, kind, Some(&self.lease))
+            .await
+    }
+
+    fn defaults_retry(&self) -> Option<&crate::catalog::model::RetryPolicy> {
+        self.item
+            .item
+            .fulfillment
+            .defaults
+            .as_ref()
+            .and_then(|d| d.retry.as_ref())
+    }
+
+    fn timeout(&self, spec_timeout: Option<&str>) -> Duration {
+        spec_timeout
+            .or_else(|| {
+                self.item
+                    .item
+                    .fulfillment
+                    .defaults
+                    .as_ref()
+                    .and_then(|d| d.timeout.as_deref())
+            })
+            .and_then(crate::vars::parse_duration_ms)
+            .and_then(|ms| u64::try_from(ms).ok())
+            .map(Duration::from_millis)
+            .unwrap_or(self.engine.config.default_timeout)
+    }
+
+    /// Runs one action (or its rollback) with retries. Returns the output on success.
+    async fn attempt_loop(
+        &self,
+        spec: &ActionSpec,
+        type_name: &str,
+        input: &Value,
+        rollback: Option<&Value>,
+    ) -> Result<ActionOutput, ActionError> {
+        let engine = &self.engine;
+        let is_rollback = rollback.is_some();
+        let Some(action) = engine.actions.get(type_name).cloned() else {
+            return Err(ActionError::permanent(format!(
+                "no action of type `{type_name}` is registered"
+            )));
+        };
+        let key = if is_rollback {
+            IdempotencyKey::for_rollback(&self.request.id, &spec.id)
+        } else {
+            IdempotencyKey::for_action(&self.request.id, &spec.id)
+        };
+        let retry = Retry::resolve(spec.retry.as_ref(), self.defaults_retry());
+        let timeout = self.timeout(spec.timeout.as_deref());
+        let target = action.target(input);
+        let input_hash = hex::encode(sha2::Sha256::digest(
+            serde_json::to_vec(input).unwrap_or_default(),
+        ));
+        let stored_input = redact_value(input, &self.scopes.secret_values);
+        let mut attempt = self
+            .journal
+            .iter()
+            .filter(|a| {
+                a.action_id == spec.id
+                    && a.rollback == is_rollback
+                    && a.request_id == self.request.id
+            })
+            .map(|a| a.attempt)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        loop {
+            if self.cancel.is_cancelled() && !is_rollback {
+                return Err(ActionError::cancelled());
+            }
+            let now = engine.clock.now();
+            let result: Result<ActionOutput, ActionError> = if let Err(wait) =
+                engine.breakers.try_acquire(&target, now)
+            {
+                Err(
+                    ActionError::retryable(format!("circuit breaker for `{target}` is open"))
+                        .with_retry_after(wait),
+                )
+            } else {
+                let record = AttemptRecord {
+                    request_id: self.request.id.clone(),
+                    action_id: spec.id.clone(),
+                    rollback: is_rollback,
+                    attempt,
+                    idempotency_key: key.clone(),
+                    input_hash: input_hash.clone(),
+                    input: stored_input.clone(),
+                    started_at: now,
+                    finished_at: None,
+                    outcome: AttemptOutcome::Running,
+                };
+                if engine
+                    .store
+                    .start_attempt(&self.lease, record)
+                    .await
+                    .is_err()
+                {
+                    return Err(lease_lost());
+                }
+                let _ = self
+                    .emit(EventKind::ActionStarted {
+                        action_id: spec.id.clone(),
+                        attempt,
+                        rollback: is_rollback,
+                    })
+                    .await;
+                let child = if is_rollback {
+                    CancellationToken::new()
+                } else {
+                    self.cancel.child_token()
+                };
+                let ctx = ActionContext {
+                    request_id: self.request.id.clone(),
+                    action_id: spec.id.clone(),
+                    attempt,
+                    idempotency_key: key.clone(),
+                    deadline: Some(now + chrono::Duration::from_std(timeout).unwrap_or_default()),
+                    cancel: child.clone(),
+                    log: ActionLogger::new(self.scopes.secret_values.clone()),
+                    secrets: engine.secrets.clone(),
+                    dry_run: false,
+                };
+                let _slot = engine.global_slots.clone().acquire_owned().await.ok();
+                let _item_slot = match engine.item_semaphore(&self.item.item.metadata.id) {
+                    Some(s) => s.acquire_owned().await.ok(),
+                    None => None,
+                };
+                let call = async {
+                    match rollback {
+                        Some(state) if spec.rollback.is_none() => action
+                            .rollback(&ctx, input, state)
+                            .await
+                            .map(|_| ActionOutput::default()),
+                        _ => action.execute(&ctx, input).await,
+                    }
+                };
+                let r = tokio::select! {
+                    r = call => r,
+                    _ = engine.clock.sleep(timeout) => {
+                        child.cancel();
+                        Err(ActionError::retryable(format!("timed out after {}s", timeout.as_secs_f64())))
+                    }
+                    _ = child.cancelled() => Err(ActionError::cancelled()),
+                };
+                for line in ctx.log.drain() {
+                    let _ = self
+                        .emit(EventKind::Log {
+                            action_id: Some(spec.id.clone()),
+                            level: line.level,
+                            message: line.message,
+                        })
+                        .await;
+                }
+                match &r {
+                    Ok(_) => engine.breakers.record(&target, true, engine.clock.now()),
+                    Err(e) if e.class == ErrorClass::Retryable => {
+                        engine.breakers.record(&target, false, engine.clock.now())
+                    }
+                    Err(_) => {}
+                }
+                r
+            };
+            let now = engine.clock.now();
+            match result {
+                Ok(out) => return Ok(out),
+                Err(mut e) => {
+                    e.message = self.scopes.redact(&e.message);
+                    let will_retry = e.is_retryable() && attempt < retry.max_attempts;
+                    let started = !e.message.starts_with("circuit breaker");
+                    if started
+                        && engine
+                            .store
+                            .finish_attempt(
+                                &self.lease,
+                                &spec.id,
+                                is_rollback,
+                                attempt,
+                                AttemptOutcome::Failed { error: e.clone() },
+                                now,
+                            )
+                            .await
+                            .is_err()
+                    {
+                        return Err(lease_lost());
+                    }
+                    let _ = self
+                        .emit(EventKind::ActionFailed {
+                            action_id: spec.id.clone(),
+                            attempt,
+                            rollback: is_rollback,
+                            class: e.class,
+                            error: e.message.clone(),
+                            will_retry,
+                        })
+                        .await;
+                    if !will_retry {
+                        return Err(e);
+                    }
+                    let delay = retry.delay(attempt, key.as_str(), e.retry_after);
+                    if is_rollback {
+                        engine.clock.sleep(delay).await;
+                    } else {
+                        tokio::select! {
+                            _ = engine.clock.sleep(delay) => {}
+                            _ = self.cancel.cancelled() => return Err(ActionError::cancelled()),
+                        }
+                    }
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// Runs one plan node: `when`, journal reuse, render, attempts, outputs.
+    async fn run_node(&self, spec: &ActionSpec, outputs: &Value) -> NodeResult {
+        let compiled = self.item.compiled.actions.get(&spec.id);
+        let ctx = self.context(outputs);
+        if let Some(when) = compiled.and_then(|c| c.when.as_ref()) {
+            match when.eval_bool(&ctx) {
+                Ok(false) => {
+                    let _ = self
+                        .emit(EventKind::ActionSkipped {
+                            action_id: spec.id.clone(),
+                            reason: format!("when `{}` is false", when.source()),
+                        })
+                        .await;
+                    return NodeResult::Skipped;
+                }
+                Ok(true) => {}
+                Err(e) => {
+                    return NodeResult::Failed(ActionError::permanent(format!(
+                        "when: {}",
+                        self.scopes.redact(e.message())
+                    )));
+                }
+            }
+        }
+        // A succeeded attempt in the journal (this request's, or the failed request it retries)
+        // is reused: the action does not run again.
+        if let Some(done) = self.journal.iter().rev().find(|a| {
+            a.action_id == spec.id
+                && !a.rollback
+                && matches!(a.outcome, AttemptOutcome::Succeeded { .. })
+        }) {
+            let rolled_back = self.journal.iter().any(|a| {
+                a.request_id == done.request_id
+                    && a.action_id == spec.id
+                    && a.rollback
+                    && matches!(a.outcome, AttemptOutcome::Succeeded { .. })
+            });
+            if !rolled_back && let AttemptOutcome::Succeeded { output, outputs } = &done.outcome {
+                return NodeResult::Succeeded {
+                    outputs: outputs.clone(),
+                    input: done.input.clone(),
+                    state: output.rollback_state.clone(),
+                };
+            }
+        }
+        let input = match compiled.map(|c| c.config.render(&ctx)) {
+            Some(Ok(v)) => v,
+            Some(Err(e)) => {
+                return NodeResult::Failed(ActionError::permanent(format!(
+                    "config{}: {}",
+                    e.pointer,
+                    self.scopes.redact(e.error.message())
+                )));
+            }
+            None => spec.config.clone(),
+        };
+        let type_name = spec.action_type.to_string();
+        match self.attempt_loop(spec, &type_name, &input, None).await {
+            Ok(out) => {
+                let mut rendered = Map::new();
+                if let Some(c) = compiled {
+                    let oc = ctx.with(Scope::Result, &out.result);
+                    for (k, t) in &c.outputs {
+                        match t.render_value(&oc) {
+                            Ok(v) => {
+                                rendered.insert(k.clone(), v);
+                            }
+                            Err(e) => {
+                                let err = ActionError::permanent(format!(
+                                    "outputs.{k}: {}",
+                                    self.scopes.redact(e.message())
+                                ));
+                                let _ = self
+                                    .engine
+                                    .store
+                                    .finish_attempt(
+                                        &self.lease,
+                                        &spec.id,
+                                        false,
+                                        last_attempt(&self.engine, &self.request.id, &spec.id)
+                                            .await,
+                                        AttemptOutcome::Failed { error: err.clone() },
+                                        self.engine.clock.now(),
+                                    )
+                                    .await;
+                                return NodeResult::Failed(err);
+                            }
+                        }
+                    }
+                }
+                let outputs = Value::Object(rendered);
+                let attempt = last_attempt(&self.engine, &self.request.id, &spec.id).await;
+                let outcome = AttemptOutcome::Succeeded {
+                    output: out.clone(),
+                    outputs: outputs.clone(),
+                };
+                if self
+                    .engine
+                    .store
+                    .finish_attempt(
+                        &self.lease,
+                        &spec.id,
+                        false,
+                        attempt,
+                        outcome,
+                        self.engine.clock.now(),
+                    )
+                    .await
+                    .is_err()
+                {
+                    return NodeResult::Abandoned;
+                }
+                let _ = self
+                    .emit(EventKind::ActionSucceeded {
+                        action_id: spec.id.clone(),
+                        attempt,
+                        rollback: false,
+                    })
+                    .await;
+                NodeResult::Succeeded {
+                    outputs,
+                    input,
+                    state: out.rollback_state,
+                }
+            }
+            Err(e) if e.message == LEASE_LOST => NodeResult::Abandoned,
+            Err(e) => NodeResult::Failed(e),
+        }
+    }
+}
+
+const LEASE_LOST: &str = "lease lost";
+
+fn lease_lost() -> ActionError {
+    ActionError::permanent(LEASE_LOST)
+}
+
+async fn last_attempt(engine: &Orchestrator, request_id: &str, action_id: &str) -> u32 {
+    engine
+        .store
+        .attempts(request_id)
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter(|a| a.action_id == action_id && !a.rollback)
+        .map(|a| a.attempt)
+        .max()
+        .unwrap_or(1)
+}
+
+/// How a phase ended.
+enum PhaseEnd {
+    Done,
+    Failed { error: String, rollback: bool },
+    Cancelled,
+    Abandoned,
+}
+
+impl Orchestrator {
+    pub(crate) fn item_semaphore(&self, item_id: &str) -> Option<Arc<tokio::sync::Semaphore>> {
+        let limit = self.config.max_concurrent_per_item?;
+        let mut map = self.item_slots.lock().ok()?;
+        Some(
+            map.entry(item_id.to_string())
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(limit.max(1))))
+                .clone(),
+        )
+    }
+
+    /// Runs a claimed request as far as it can go. Never panics on bad input: every problem
+    /// ends the request `Failed` with the reason, or leaves it for another worker when the
+    /// lease is lost.
+    pub(crate) async fn execute(self: Arc<Self>, request: Request, lease: Lease) {
+        let cancel = CancellationToken::new();
+        if let Ok(mut m) = self.running.lock() {
+            m.insert(request.id.clone(), cancel.clone());
+        }
+        if request.cancel_requested {
+            cancel.cancel();
+        }
+        let lease_state = Arc::new(tokio::sync::Mutex::new(lease.clone()));
+        let heartbeat = {
+            let engine = self.clone();
+            let cancel = cancel.clone();
+            let lease_state = lease_state.clone();
+            let id = request.id.clone();
+            tokio::spawn(async move {
+                let every = engine.config.lease / 3;
+                loop {
+                    engine.clock.sleep(every).await;
+                    let current = lease_state.lock().await.clone();
+                    match engine
+                        .store
+                        .heartbeat(&current, engine.config.lease, engine.clock.now())
+                        .await
+                    {
+                        Ok(l) => *lease_state.lock().await = l,
+                        Err(_) => {
+                            cancel.cancel();
+                            return;
+                        }
+                    }
+                    if let Ok(Some(r)) = engine.store.get(&id).await
+                        && r.cancel_requested
+                    {
+                        cancel.cancel();
+                    }
+                }
+            })
+        };
+        let id = request.id.clone();
+        let _ = self.clone().execute_inner(request, lease, cancel).await;
+        heartbeat.abort();
+        if let Ok(mut m) = self.running.lock() {
+            m.remove(&id);
+        }
+        // Give the request back if it is still live (manual waits, lost races).
+        let current = lease_state.lock().await.clone();
+        let _ = self.store.release(&current).await;
+    }
+
+    async fn fail(
+        &self,
+        request: &Request,
+        lease: &Lease,
+        reason: String,
+    ) -> Result<Request, StoreError> {
+        self.store
+            .update(
+                &request.id,
+                RequestPatch {
+                    error: Some(reason.clone()),
+                    ..RequestPatch::default()
+                },
+                Some(lease),
+            )
+            .await?;
+        self.move_to(
+            request,
+            RequestState::Failed,
+            &format!("worker:{}", lease.worker_id),
+            Some(reason),
+            Some(lease),
+        )
+        .await
+    }
+
+    async fn execute_inner(
+        self: Arc<Self>,
+        mut request: Request,
+        lease: Lease,
+        cancel: CancellationToken,
+    ) -> Result<(), StoreError> {
+        let actor = format!("worker:{}", lease.worker_id);
+        let Some(item) = self.catalog().get(&request.item_id).cloned() else {
+            if request.state == RequestState::Queued {
+                request = self
+                    .move_to(
+                        &request,
+                        RequestState::InProgress,
+                        &actor,
+                        None,
+                        Some(&lease),
+                    )
+                    .await?;
+            }
+            self.fail(
+                &request,
+                &lease,
+                format!(
+                    "catalog item `{}` is no longer in the catalog",
+                    request.item_id
+                ),
+            )
+            .await?;
+            return Ok(());
+        };
+        if request.state == RequestState::Queued {
+            request = self
+                .move_to(
+                    &request,
+                    RequestState::InProgress,
+                    &actor,
+                    None,
+                    Some(&lease),
+                )
+                .await?;
+        }
+        let scopes = match Scopes::for_run(&self, &request, &item).await {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                self.fail(&request, &lease, e).await?;
+                return Ok(());
+            }
+        };
+        // The journal: this request's attempts, and those of the requests it retries.
+        let mut journal = self.store.attempts(&request.id).await?;
+        let mut prior = request.retry_of.clone();
+        let mut hops = 0;
+        while let Some(pid) = prior {
+            if hops > 20 {
+                break;
+            }
+            hops += 1;
+            let mut older = self.store.attempts(&pid).await?;
+            older.append(&mut journal);
+            journal = older;
+            prior = self.store.get(&pid).await?.and_then(|r| r.retry_of);
+        }
+        let rc = RunCtx {
+            engine: self.clone(),
+            item: item.clone(),
+            request: request.clone(),
+            lease: lease.clone(),
+            scopes,
+            cancel: cancel.clone(),
+            journal: Arc::new(journal),
+        };
+        if item.item.fulfillment.mode == FulfillmentMode::Manual
+            && request.state == RequestState::InProgress
+        {
+            return self.run_manual(&rc, request).await;
+        }
+        let plan = Plan::of(&item.item);
+        let mut done: BTreeMap<usize, NodeResult> = BTreeMap::new();
+        let mut order: Vec<usize> = Vec::new();
+        if request.state == RequestState::InProgress {
+            match self
+                .run_phase(&rc, &plan, Phase::Main, &mut done, &mut order)
+                .await
+            {
+                PhaseEnd::Done => {
+                    let has_post = plan.nodes.iter().any(|n| n.phase == Phase::Post);
+                    if !has_post {
+                        self.move_to(
+                            &request,
+                            RequestState::Completed,
+                            &actor,
+                            None,
+                            Some(&lease),
+                        )
+                        .await?;
+                        return Ok(());
+                    }
+                    request = self
+                        .move_to(
+                            &request,
+                            RequestState::PostFulfillment,
+                            &actor,
+                            None,
+                            Some(&lease),
+                        )
+                        .await?;
+                }
+                PhaseEnd::Abandoned => return Ok(()),
+                PhaseEnd::Cancelled => {
+                    let complete = self.roll_back(&rc, &plan, &done, &order, true).await;
+                    if complete.is_none() {
+                        return Ok(());
+                    }
+                    self.move_to(
+                        &request,
+                        RequestState::Cancelled,
+                        &actor,
+                        Some("cancelled".into()),
+                        Some(&lease),
+                    )
+                    .await?;
+                    return Ok(());
+                }
+                PhaseEnd::Failed { error, rollback } => {
+                    if rollback
+                        && self
+                            .roll_back(&rc, &plan, &done, &order, false)
+                            .await
+                            .is_none()
+                    {
+                        return Ok(());
+                    }
+                    self.fail(&request, &lease, error).await?;
+                    return Ok(());
+                }
+            }
+        }
+        if request.state == RequestState::PostFulfillment {
+            // Main outputs are needed by post actions: take them from the journal.
+            match self
+                .run_phase(&rc, &plan, Phase::Post, &mut done, &mut order)
+                .await
+            {
+                PhaseEnd::Done => {
+                    self.move_to(
+                        &request,
+                        RequestState::Completed,
+                        &actor,
+                        None,
+                        Some(&lease),
+                    )
+                    .await?;
+                }
+                PhaseEnd::Abandoned => {}
+                PhaseEnd::Cancelled => {
+                    self.move_to(
+                        &request,
+                        RequestState::Cancelled,
+                        &actor,
+                        Some("cancelled".into()),
+                        Some(&lease),
+                    )
+                    .await?;
+                }
+                PhaseEnd::Failed { error, .. } => {
+                    self.fail(&request, &lease, format!("post-fulfillment: {error}"))
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn run_manual(&self, rc: &RunCtx, request: Request) -> Result<(), StoreError> {
+        const TICKET: &str = "manual-ticket";
+        let lease = &rc.lease;
+        if request.waiting_for.is_some() {
+            return Ok(());
+        }
+        let Some(manual) = rc.item.item.fulfillment.manual.as_ref() else {
+            self.fail(
+                &request,
+                lease,
+                "manual mode without a ticket definition".into(),
+            )
+            .await?;
+            return Ok(());
+        };
+        let ctx = rc.context(&Value::Null);
+        let ticket = match rc.item.compiled.sections.get("/fulfillment/manual") {
+            Some(t) => match t.render(&ctx) {
+                Ok(v) => v.get("jira").cloned().unwrap_or(Value::Null),
+                Err(e) => {
+                    self.fail(
+                        &request,
+                        lease,
+                        format!("manual ticket{}: {}", e.pointer, e.error.message()),
+                    )
+                    .await?;
+                    return Ok(());
+                }
+            },
+            None => serde_json::to_value(&manual.jira).unwrap_or(Value::Null),
+        };
+        let spec = ActionSpec {
+            id: TICKET.to_string(),
+            action_type: crate::catalog::model::ActionType::Jira,
+            config: ticket.clone(),
+            depends_on: None,
+            when: None,
+            timeout: None,
+            retry: None,
+            on_failure: None,
+            rollback: None,
+            outputs: None,
+            description: None,
+            change: None,
+        };
+        let reused = rc.journal.iter().rev().find_map(|a| match &a.outcome {
+            AttemptOutcome::Succeeded { output, .. } if a.action_id == TICKET && !a.rollback => {
+                Some(output.clone())
+            }
+            _ => None,
+        });
+        let out = match reused {
+            Some(o) => Ok(o),
+            None => rc.attempt_loop(&spec, "jira", &ticket, None).await,
+        };
+        match out {
+            Ok(out) => {
+                let attempt = last_attempt(self, &request.id, TICKET).await;
+                let _ = self
+                    .store
+                    .finish_attempt(
+                        lease,
+                        TICKET,
+                        false,
+                        attempt,
+                        AttemptOutcome::Succeeded {
+                            output: out.clone(),
+                            outputs: Value::Null,
+                        },
+                        self.clock.now(),
+                    )
+                    .await;
+                let key = out
+                    .result
+                    .get("key")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| "ticket".to_string());
+                self.store
+                    .update(
+                        &request.id,
+                        RequestPatch {
+                            waiting_for: Some(Some(format!("manual:{key}"))),
+                            ..RequestPatch::default()
+                        },
+                        Some(lease),
+                    )
+                    .await?;
+                self.emit(
+                    &request,
+                    EventKind::Log {
+                        action_id: Some(TICKET.into()),
+                        level: "info".into(),
+                        message: format!("waiting for ticket {key} to be resolved"),
+                    },
+                    Some(lease),
+                )
+                .await?;
+            }
+            Err(e) if e.message == LEASE_LOST => {}
+            Err(e) => {
+                self.fail(
+                    &request,
+                    lease,
+                    format!("creating the manual ticket failed: {}", e.message),
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the nodes of one phase; `done` and `order` collect results and completion order.
+    async fn run_phase(
+        &self,
+        rc: &RunCtx,
+        plan: &Plan,
+        phase: Phase,
+        done: &mut BTreeMap<usize, NodeResult>,
+        order: &mut Vec<usize>,
+    ) -> PhaseEnd {
+        // Nodes of earlier phases count as finished, with their outputs from the journal.
+        let mut outputs = Map::new();
+        for (i, n) in plan.nodes.iter().enumerate() {
+            if n.phase != phase && !done.contains_key(&i) {
+                let prev = rc.journal.iter().rev().find_map(|a| match &a.outcome {
+                    AttemptOutcome::Succeeded { outputs, output }
+                        if a.action_id == n.spec.id && !a.rollback =>
+                    {
+                        Some((
+                            outputs.clone(),
+                            output.rollback_state.clone(),
+                            a.input.clone(),
+                        ))
+                    }
+                    _ => None,
+                });
+                let r = match prev {
+                    Some((o, state, input)) => NodeResult::Succeeded {
+                        outputs: o,
+                        input,
+                        state,
+                    },
+                    None => NodeResult::Skipped,
+                };
+                done.insert(i, r);
+            }
+        }
+        for (i, r) in done.iter() {
+            if let NodeResult::Succeeded { outputs: o, .. } = r {
+                outputs.insert(plan.nodes[*i].spec.id.clone(), o.clone());
+            }
+        }
+        let mut running: JoinSet<(usize, NodeResult)> = JoinSet::new();
+        let mut in_flight: BTreeSet<usize> = BTreeSet::new();
+        let mut failure: Option<(String, bool)> = None;
+        let mut abandoned = false;
+        loop {
+            let stopping = failure.is_some() || rc.cancel.is_cancelled() || abandoned;
+            if !stopping {
+                for (i, n) in plan.nodes.iter().enumerate() {
+                    if n.phase != phase || done.contains_key(&i) || in_flight.contains(&i) {
+                        continue;
+                    }
+                    if !n.deps.iter().all(|d| done.contains_key(d)) {
+                        continue;
+                    }
+                    if let Some(g) = n.group
+                        && let Some(max) = plan.groups[g].max_concurrency
+                        && in_flight
+                            .iter()
+                            .filter(|&&j| plan.nodes[j].group == Some(g))
+                            .count()
+                            >= max as usize
+                    {
+                        continue;
+                    }
+                    in_flight.insert(i);
+                    let rc = rc.clone();
+                    let spec = n.spec.clone();
+                    let snapshot = Value::Object(outputs.clone());
+                    running.spawn(async move { (i, rc.run_node(&spec, &snapshot).await) });
+                }
+            }
+            let Some(joined) = running.join_next().await else {
+                break;
+            };
+            let Ok((i, result)) = joined else {
+                // A panicking action is a failed action, not a crashed worker.
+                failure.get_or_insert(("an action panicked".to_string(), true));
+                continue;
+            };
+            in_flight.remove(&i);
+            let node = &plan.nodes[i];
+            match &result {
+                NodeResult::Succeeded { outputs: o, .. } => {
+                    outputs.insert(node.spec.id.clone(), o.clone());
+                    order.push(i);
+                }
+                NodeResult::Skipped => {}
+                NodeResult::Abandoned => abandoned = true,
+                NodeResult::Failed(e) if e.class == ErrorClass::Cancelled => {}
+                NodeResult::Failed(e) => match node.on_failure() {
+                    OnFailure::Continue => {
+                        let _ = rc
+                            .emit(EventKind::Log {
+                                action_id: Some(node.spec.id.clone()),
+                                level: "warn".into(),
+                                message: format!(
+                                    "failed, continuing (on_failure: continue): {}",
+                                    e.message
+                                ),
+                            })
+                            .await;
+                    }
+                    OnFailure::Fail => {
+                        failure.get_or_insert((
+                            format!("action `{}` failed: {}", node.spec.id, e.message),
+                            false,
+                        ));
+                    }
+                    OnFailure::Rollback => {
+                        failure.get_or_insert((
+                            format!("action `{}` failed: {}", node.spec.id, e.message),
+                            true,
+                        ));
+                    }
+                },
+            }
+            done.insert(i, result);
+        }
+        if abandoned {
+            return PhaseEnd::Abandoned;
+        }
+        if let Some((error, rollback)) = failure {
+            return PhaseEnd::Failed { error, rollback };
+        }
+        if rc.cancel.is_cancelled() {
+            return PhaseEnd::Cancelled;
+        }
+        PhaseEnd::Done
+    }
+
+    /// Undoes completed actions in reverse completion order. Returns `None` when the lease was
+    /// lost, `Some(complete)` otherwise.
+    async fn roll_back(
+        &self,
+        rc: &RunCtx,
+        plan: &Plan,
+        done: &BTreeMap<usize, NodeResult>,
+        order: &[usize],
+        cancelling: bool,
+    ) -> Option<bool> {
+        let lease = &rc.lease;
+        let targets: Vec<usize> = order
+            .iter()
+            .rev()
+            .copied()
+            .filter(|&i| !cancelling || plan.nodes[i].on_failure() == OnFailure::Rollback)
+            .filter(|&i| {
+                let n = &plan.nodes[i];
+                n.spec.rollback.is_some()
+                    || self
+                        .actions
+                        .get(&n.spec.action_type.to_string())
+                        .is_some_and(|a| a.describe().supports_rollback)
+            })
+            .collect();
+        if targets.is_empty() {
+            return Some(true);
+        }
+        if self
+            .store
+            .update(
+                &rc.request.id,
+                RequestPatch {
+                    rollback: Some(RollbackStatus::InProgress),
+                    ..RequestPatch::default()
+                },
+                Some(lease),
+            )
+            .await
+            .is_err()
+        {
+            return None;
+        }
+        let mut outputs = Map::new();
+        for (i, r) in done {
+            if let NodeResult::Succeeded { outputs: o, .. } = r {
+                outputs.insert(plan.nodes[*i].spec.id.clone(), o.clone());
+            }
+        }
+        let outputs = Value::Object(outputs);
+        let mut complete = true;
+        for i in targets {
+            let n = &plan.nodes[i];
+            let Some(NodeResult::Succeeded { input, state, .. }) = done.get(&i) else {
+                continue;
+            };
+            let (type_name, rb_input) = match (
+                &n.spec.rollback,
+                rc.item
+                    .compiled
+                    .actions
+                    .get(&n.spec.id)
+                    .and_then(|c| c.rollback.as_ref()),
+            ) {
+                (Some(spec), Some(t)) => match t.render(&rc.context(&outputs)) {
+                    Ok(v) => (spec.action_type.to_string(), v),
+                    Err(e) => {
+                        complete = false;
+                        let _ = rc
+                            .emit(EventKind::ActionFailed {
+                                action_id: n.spec.id.clone(),
+                                attempt: 0,
+                                rollback: true,
+                                class: ErrorClass::Permanent,
+                                error: format!(
+                                    "rollback config{}: {}",
+                                    e.pointer,
+                                    e.error.message()
+                                ),
+                                will_retry: false,
+                            })
+                            .await;
+                        continue;
+                    }
+                },
+                _ => (n.spec.action_type.to_string(), input.clone()),
+            };
+            let result = if n.spec.rollback.is_some() {
+                rc.attempt_loop(&n.spec, &type_name, &rb_input, Some(&Value::Null))
+                    .await
+            } else {
+                rc.attempt_loop(&n.spec, &type_name, &rb_input, Some(state))
+                    .await
+            };
+            match result {
+                Ok(out) => {
+                    let attempt = self
+                        .store
+                        .attempts(&rc.request.id)
+                        .await
+                        .unwrap_or_default()
+                        .iter()
+                        .filter(|a| a.action_id == n.spec.id && a.rollback)
+                        .map(|a| a.attempt)
+                        .max()
+                        .unwrap_or(1);
+                    let _ = self
+                        .store
+                        .finish_attempt(
+                            lease,
+                            &n.spec.id,
+                            true,
+                            attempt,
+                            AttemptOutcome::Succeeded {
+                                output: out,
+                                outputs: Value::Null,
+                            },
+                            self.clock.now(),
+                        )
+                        .await;
+                    let _ = rc
+                        .emit(EventKind::ActionSucceeded {
+                            action_id: n.spec.id.clone(),
+                            attempt,
+                            rollback: true,
+                        })
+                        .await;
+                }
+                Err(e) if e.message == LEASE_LOST => return None,
+                Err(_) => complete = false,
+            }
+        }
+        let status = if complete {
+            RollbackStatus::Complete
+        } else {
+            RollbackStatus::Incomplete
+        };
+        self.store
+            .update(
+                &rc.request.id,
+                RequestPatch {
+                    rollback: Some(status),
+                    ..RequestPatch::default()
+                },
+                Some(lease),
+            )
+            .await
+            .ok()?;
+        Some(complete)
+    }
+
+    /// Predicts what a request would do, calling no action: the plan, each action's rendered
+    /// input (secrets shown as `[secret:name]`, earlier outputs from the actions' sample
+    /// outputs), which `when` conditions hold, whether approval is needed, and problems.
+    pub async fn simulate(
+        &self,
+        who: &Principal,
+        item_id: &str,
+        fields: &Value,
+    ) -> Result<Simulation, EngineError> {
+        let item = self.item(item_id)?;
+        let form_ctx = crate::form::FormContext {
+            user: who.to_scope(),
+            ..Default::default()
+        };
+        let validated = crate::form::validate_fields(&item, fields, &form_ctx)
+            .map_err(EngineError::InvalidFields)?;
+        let now = self.clock.now();
+        let fake = Request {
+            id: "simulation".into(),
+            item_id: item_id.into(),
+            item_version: item.version().into(),
+            item_hash: item.content_hash.clone(),
+            fields: validated.values,
+            requester: who.clone(),
+            team: who.teams.first().cloned().unwrap_or_default(),
+            environment: None,
+            priority: 0,
+            idempotency_key: None,
+            correlation_id: "simulation".into(),
+            retry_of: None,
+            state: RequestState::Submitted,
+            rollback: RollbackStatus::None,
+            error: None,
+            approval_due: None,
+            escalated: false,
+            cancel_requested: false,
+            waiting_for: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut scopes = Scopes::base(self, &fake, &item);
+        let mut problems = Vec::new();
+        // Secrets are never fetched in a simulation.
+        let mut secret_names = Map::new();
+        for a in item.compiled.actions.values() {
+            a.config.for_each_template(&mut |_, t| {
+                for r in t.references() {
+                    if r.scope == Scope::Secrets
+                        && let Some(n) = r.path.first()
+                    {
+                        secret_names.insert(n.clone(), Value::String(format!("[secret:{n}]")));
+                    }
+                }
+            });
+        }
+        scopes.secrets = Value::Object(secret_names);
+        if let Err(e) = scopes.compute(&item) {
+            problems.push(e);
+        }
+        let ctx = scopes.context();
+        let approval_required = match (
+            &item.item.fulfillment.approval,
+            &item.compiled.approval_required_when,
+        ) {
+            (Some(_), Some(e)) => e.eval_bool(&ctx).unwrap_or(true),
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        let plan = Plan::of(&item.item);
+        let mut outputs = Map::new();
+        let mut actions = Vec::new();
+        let mut finish_ms: Vec<u64> = vec![0; plan.nodes.len()];
+        for (i, n) in plan.nodes.iter().enumerate() {
+            let outs = Value::Object(outputs.clone());
+            let ctx = scopes.context().with(Scope::Outputs, &outs);
+            let compiled = item.compiled.actions.get(&n.spec.id);
+            let will_run = match compiled.and_then(|c| c.when.as_ref()) {
+                Some(w) => match w.eval_bool(&ctx) {
+                    Ok(b) => Some(b),
+                    Err(e) => {
+                        problems.push(format!("{}: when: {}", n.spec.id, e.message()));
+                        None
+                    }
+                },
+                None => Some(true),
+            };
+            let input = match compiled.map(|c| c.config.render(&ctx)) {
+                Some(Ok(v)) => v,
+                Some(Err(e)) => {
+                    problems.push(format!(
+                        "{}: config{}: {}",
+                        n.spec.id,
+                        e.pointer,
+                        e.error.message()
+                    ));
+                    Value::Null
+                }
+                None => n.spec.config.clone(),
+            };
+            let type_name = n.spec.action_type.to_string();
+            let action = self.actions.get(&type_name);
+            if action.is_none() {
+                problems.push(format!(
+                    "{}: no action of type `{type_name}` is registered here",
+                    n.spec.id
+                ));
+            }
+            let sample = action
+                .map(|a| a.describe().sample_output)
+                .unwrap_or(Value::Null);
+            if will_run == Some(true) {
+                let mut rendered = Map::new();
+                if let Some(c) = compiled {
+                    let oc = ctx.with(Scope::Result, &sample);
+                    for (k, t) in &c.outputs {
+                        match t.render_value(&oc) {
+                            Ok(v) => {
+                                rendered.insert(k.clone(), v);
+                            }
+                            Err(e) => problems.push(format!(
+                                "{}: outputs.{k}: {}",
+                                n.spec.id,
+                                e.message()
+                            )),
+                        }
+                    }
+                }
+                outputs.insert(n.spec.id.clone(), Value::Object(rendered));
+            }
+            let rc_timeout = n
+                .spec
+                .timeout
+                .as_deref()
+                .or_else(|| {
+                    item.item
+                        .fulfillment
+                        .defaults
+                        .as_ref()
+                        .and_then(|d| d.timeout.as_deref())
+                })
+                .and_then(crate::vars::parse_duration_ms)
+                .and_then(|ms| u64::try_from(ms).ok())
+                .unwrap_or(self.config.default_timeout.as_millis() as u64);
+            let start = n.deps.iter().map(|&d| finish_ms[d]).max().unwrap_or(0);
+            finish_ms[i] = start
+                + if will_run == Some(false) {
+                    0
+                } else {
+                    rc_timeout
+                };
+            actions.push(SimulatedAction {
+                id: n.spec.id.clone(),
+                action_type: type_name,
+                phase: if n.phase == Phase::Main {
+                    "main"
+                } else {
+                    "post_fulfillment"
+                },
+                group: n.group.map(|g| plan.groups[g].id.clone()),
+                depends_on: n
+                    .deps
+                    .iter()
+                    .map(|&d| plan.nodes[d].spec.id.clone())
+                    .collect(),
+                will_run,
+                input,
+                sample_output: sample,
+                timeout_ms: rc_timeout,
+                latest_finish_ms: finish_ms[i],
+            });
+        }
+        Ok(Simulation {
+            item_id: item_id.to_string(),
+            mode: if item.item.fulfillment.mode == FulfillmentMode::Manual {
+                "manual"
+            } else {
+                "automated"
+            },
+            approval_required,
+            computed: scopes.computed.clone(),
+            actions,
+            worst_case_ms: finish_ms.iter().copied().max().unwrap_or(0),
+            problems,
+        })
+    }
+}
+
+/// The result of [`Orchestrator::simulate`].
+#[derive(Debug, Clone, Serialize)]
+pub struct Simulation {
+    /// The item.
+    pub item_id: String,
+    /// `manual` or `automated`.
+    pub mode: &'static str,
+    /// Whether the request would wait for approval.
+    pub approval_required: bool,
+    /// Computed values.
+    pub computed: Value,
+    /// Each action in plan order.
+    pub actions: Vec<SimulatedAction>,
+    /// Upper bound of the fulfillment time: the critical path of timeouts.
+    pub worst_case_ms: u64,
+    /// Problems found on the way (render errors, missing action types).
+    pub problems: Vec<String>,
+}
+
+/// One action in a simulation.
+#[derive(Debug, Clone, Serialize)]
+pub struct SimulatedAction {
+    /// Action id.
+    pub id: String,
+    /// Action type.
+    pub action_type: String,
+    /// `main` or `post_fulfillment`.
+    pub phase: &'static str,
+    /// Parallel group.
+    pub group: Option<String>,
+    /// Direct dependencies.
+    pub depends_on: Vec<String>,
+    /// Whether its `when` holds (`None` when it cannot be decided).
+    pub will_run: Option<bool>,
+    /// The input it would get.
+    pub input: Value,
+    /// The sample output its type describes.
+    pub sample_output: Value,
+    /// Its timeout.
+    pub timeout_ms: u64,
+    /// When it would finish at the latest, from the start.
+    pub latest_finish_ms: u64,
+}

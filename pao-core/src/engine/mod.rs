@@ -1,0 +1,1138 @@
+//! The fulfillment engine: from a submitted request to `Completed`, `Failed`, `Cancelled` or
+//! `Rejected`. [`Orchestrator`] is the whole of it — submission with prerequisites and
+//! approval, workers that claim requests and run their action DAG with retries, timeouts,
+//! circuit breakers and rollback, cancellation, retries of failed requests, manual-mode
+//! completion, and simulation.
+//!
+//! Decisions worth knowing:
+//! - A skipped action (`when` false) counts as finished for its dependents; reading its
+//!   outputs fails unless guarded with `?.` or `default` (the loader insists on the guard).
+//! - An action with `on_failure: continue` that fails also counts as finished; `fail` stops
+//!   without rollback; `rollback` (the default) stops and undoes completed actions in reverse
+//!   completion order.
+//! - Post-fulfillment actions run after the main ones succeed; their failure fails the request
+//!   but does not roll back the main actions.
+//! - Retrying a failed request creates a new request (`retry_of`) that reuses the outputs of
+//!   actions that succeeded and were not rolled back.
+//! - Execution is at-least-once; effects are exactly-once where actions honour the
+//!   idempotency key.
+
+mod executor;
+pub mod plan;
+pub mod policy;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::action::ActionRegistry;
+use crate::authz::{Authorizer, ItemAccessAuthorizer, Permission, Principal};
+use crate::catalog::model::{LifecycleStatus, OnTimeout, RestrictionPolicy};
+use crate::catalog::{Catalog, LoadedItem};
+use crate::clock::{Clock, SystemClock};
+use crate::events::{EventSink, LiveEvent, NoopSink};
+use crate::form::{FieldError, FormContext, validate_fields};
+use crate::lifecycle::RequestState;
+use crate::secrets::{SecretProvider, StaticSecrets};
+use crate::store::{
+    ApprovalDecision, AuditRecord, EventKind, Lease, NewRequest, Request, RequestFilter,
+    RequestPatch, StateChange, Store, StoreError,
+};
+
+pub use executor::{SimulatedAction, Simulation};
+pub use plan::{Phase, Plan};
+pub use policy::{BreakerConfig, BreakerState, Breakers, Retry};
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// How long a claim lasts without a heartbeat.
+    pub lease: Duration,
+    /// Actions running at once in this process, over all requests.
+    pub max_concurrent_actions: usize,
+    /// Actions of one item running at once in this process.
+    pub max_concurrent_per_item: Option<usize>,
+    /// Default action timeout when neither the action nor the item sets one.
+    pub default_timeout: Duration,
+    /// Circuit breaker thresholds.
+    pub breakers: BreakerConfig,
+    /// `system.instance`.
+    pub instance: String,
+    /// `system.base_url`.
+    pub base_url: String,
+    /// The `env` scope: only allow-listed variables.
+    pub env: Map<String, Value>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            lease: Duration::from_secs(30),
+            max_concurrent_actions: 64,
+            max_concurrent_per_item: None,
+            default_timeout: Duration::from_secs(600),
+            breakers: BreakerConfig::default(),
+            instance: "pao".to_string(),
+            base_url: "http://127.0.0.1:8080".to_string(),
+            env: Map::new(),
+        }
+    }
+}
+
+/// Why an engine call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// No such item or request.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The principal may not do this.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// Field values are invalid.
+    #[error("invalid field values")]
+    InvalidFields(Vec<FieldError>),
+    /// The call does not fit the request's state or input.
+    #[error("{0}")]
+    Invalid(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Options of a submission.
+#[derive(Debug, Clone, Default)]
+pub struct SubmitOptions {
+    /// Same key, same request.
+    pub idempotency_key: Option<String>,
+    /// Higher runs first.
+    pub priority: i32,
+    /// The team the request counts against (default: the requester's first team).
+    pub team: Option<String>,
+    /// Correlation id (default: a new UUID).
+    pub correlation_id: Option<String>,
+}
+
+/// How a manual ticket ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManualOutcome {
+    /// Done: the request completes (after post-fulfillment actions).
+    Completed,
+    /// Won't do: the request fails with this reason.
+    Failed(String),
+}
+
+/// The engine.
+pub struct Orchestrator {
+    catalog: RwLock<Arc<Catalog>>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) actions: ActionRegistry,
+    pub(crate) secrets: Arc<dyn SecretProvider>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) sink: Arc<dyn EventSink>,
+    authz: Arc<dyn Authorizer>,
+    pub(crate) breakers: Breakers,
+    pub(crate) config: EngineConfig,
+    pub(crate) running: Mutex<HashMap<String, CancellationToken>>,
+    pub(crate) global_slots: Arc<tokio::sync::Semaphore>,
+    pub(crate) item_slots: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
+}
+
+impl std::fmt::Debug for Orchestrator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Orchestrator")
+            .field("actions", &self.actions)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds an [`Orchestrator`].
+pub struct OrchestratorBuilder {
+    catalog: Catalog,
+    store: Arc<dyn Store>,
+    actions: ActionRegistry,
+    secrets: Arc<dyn SecretProvider>,
+    clock: Arc<dyn Clock>,
+    sink: Arc<dyn EventSink>,
+    authz: Arc<dyn Authorizer>,
+    config: EngineConfig,
+}
+
+impl OrchestratorBuilder {
+    /// The action types.
+    pub fn actions(mut self, actions: ActionRegistry) -> Self {
+        self.actions = actions;
+        self
+    }
+    /// The secret provider.
+    pub fn secrets(mut self, secrets: Arc<dyn SecretProvider>) -> Self {
+        self.secrets = secrets;
+        self
+    }
+    /// The clock.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+    /// The live event sink.
+    pub fn events(mut self, sink: Arc<dyn EventSink>) -> Self {
+        self.sink = sink;
+        self
+    }
+    /// The authorizer.
+    pub fn authorizer(mut self, authz: Arc<dyn Authorizer>) -> Self {
+        self.authz = authz;
+        self
+    }
+    /// Settings.
+    pub fn config(mut self, config: EngineConfig) -> Self {
+        self.config = config;
+        self
+    }
+    /// The engine.
+    pub fn build(self) -> Arc<Orchestrator> {
+        Arc::new(Orchestrator {
+            catalog: RwLock::new(Arc::new(self.catalog)),
+            store: self.store,
+            actions: self.actions,
+            secrets: self.secrets,
+            clock: self.clock,
+            sink: self.sink,
+            authz: self.authz,
+            breakers: Breakers::new(self.config.breakers.clone()),
+            global_slots: Arc::new(tokio::sync::Semaphore::new(
+                self.config.max_concurrent_actions.max(1),
+            )),
+            config: self.config,
+            running: Mutex::default(),
+            item_slots: Mutex::default(),
+        })
+    }
+}
+
+fn approval_duration(s: Option<&str>, default: Duration) -> Duration {
+    s.and_then(crate::vars::parse_duration_ms)
+        .and_then(|ms| u64::try_from(ms).ok())
+        .map(Duration::from_millis)
+        .unwrap_or(default)
+}
+
+impl Orchestrator {
+    /// Starts building an engine over a catalog and a store.
+    pub fn builder(catalog: Catalog, store: Arc<dyn Store>) -> OrchestratorBuilder {
+        OrchestratorBuilder {
+            catalog,
+            store,
+            actions: ActionRegistry::new(),
+            secrets: Arc::new(StaticSecrets::new()),
+            clock: Arc::new(SystemClock),
+            sink: Arc::new(NoopSink),
+            authz: Arc::new(ItemAccessAuthorizer),
+            config: EngineConfig::default(),
+        }
+    }
+
+    /// The catalog in service.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.read().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Replaces the catalog (after a refresh); running requests keep the item they started with.
+    pub fn set_catalog(&self, catalog: Catalog) {
+        if let Ok(mut c) = self.catalog.write() {
+            *c = Arc::new(catalog);
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Circuit breaker states by target.
+    pub fn breaker_states(&self) -> std::collections::BTreeMap<String, BreakerState> {
+        self.breakers.snapshot()
+    }
+
+    fn item(&self, id: &str) -> Result<Arc<LoadedItem>, EngineError> {
+        self.catalog()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| EngineError::NotFound(format!("catalog item `{id}`")))
+    }
+
+    pub(crate) async fn emit(
+        &self,
+        request: &Request,
+        kind: EventKind,
+        lease: Option<&Lease>,
+    ) -> Result<(), StoreError> {
+        let at = self.clock.now();
+        self.store
+            .append_event(&request.id, at, kind.clone(), lease)
+            .await?;
+        self.sink.publish(LiveEvent {
+            request_id: request.id.clone(),
+            correlation_id: request.correlation_id.clone(),
+            at,
+            kind,
+        });
+        Ok(())
+    }
+
+    pub(crate) async fn move_to(
+        &self,
+        request: &Request,
+        to: RequestState,
+        actor: &str,
+        reason: Option<String>,
+        lease: Option<&Lease>,
+    ) -> Result<Request, StoreError> {
+        let at = self.clock.now();
+        let change = StateChange {
+            actor: actor.to_string(),
+            reason: reason.clone(),
+            at,
+        };
+        let updated = self
+            .store
+            .transition(&request.id, request.state, to, change, lease)
+            .await?;
+        self.sink.publish(LiveEvent {
+            request_id: request.id.clone(),
+            correlation_id: request.correlation_id.clone(),
+            at,
+            kind: EventKind::StateChanged {
+                from: Some(request.state),
+                to,
+                actor: actor.to_string(),
+                reason,
+            },
+        });
+        if to.is_terminal() && to != RequestState::Completed {
+            self.store.release_quota(&request.id).await?;
+        }
+        Ok(updated)
+    }
+
+    async fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        target: &str,
+        detail: Value,
+    ) -> Result<(), StoreError> {
+        self.store
+            .audit(AuditRecord {
+                at: self.clock.now(),
+                actor: actor.to_string(),
+                action: action.to_string(),
+                target: target.to_string(),
+                detail,
+            })
+            .await
+    }
+
+    pub(crate) fn system_scope(&self) -> Value {
+        json!({
+            "now": self.clock.now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "instance": self.config.instance,
+            "version": crate::VERSION,
+            "base_url": self.config.base_url,
+        })
+    }
+
+    /// Submits a request: validates the fields, persists it, checks prerequisites (access,
+    /// lifecycle, change freeze, quota) and decides on approval. Returns the request in
+    /// `AwaitingApproval`, `Queued` or `Rejected`.
+    pub async fn submit(
+        &self,
+        who: &Principal,
+        item_id: &str,
+        fields: &Value,
+        opts: SubmitOptions,
+    ) -> Result<Request, EngineError> {
+        self.submit_inner(who, item_id, fields, opts, None).await
+    }
+
+    async fn submit_inner(
+        &self,
+        who: &Principal,
+        item_id: &str,
+        fields: &Value,
+        opts: SubmitOptions,
+        retry_of: Option<String>,
+    ) -> Result<Request, EngineError> {
+        let item = self.item(item_id)?;
+        if !self
+            .authz
+            .allowed(who, Permission::Submit, &item.item, None)
+        {
+            return Err(EngineError::Forbidden(format!(
+                "{} may not request `{item_id}`",
+                who.id
+            )));
+        }
+        let form_ctx = FormContext {
+            user: who.to_scope(),
+            request: Value::Null,
+            env: Value::Object(self.config.env.clone()),
+        };
+        let validated =
+            validate_fields(&item, fields, &form_ctx).map_err(EngineError::InvalidFields)?;
+        let now = self.clock.now();
+        let team = opts
+            .team
+            .clone()
+            .or_else(|| who.teams.first().cloned())
+            .unwrap_or_else(|| who.id.clone());
+        let environment = validated
+            .values
+            .get("environment")
+            .or_else(|| validated.values.get("env"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let new = NewRequest {
+            id: uuid::Uuid::new_v4().to_string(),
+            item_id: item_id.to_string(),
+            item_version: item.version().to_string(),
+            item_hash: item.content_hash.clone(),
+            fields: validated.values,
+            requester: who.clone(),
+            team,
+            environment,
+            priority: opts.priority,
+            idempotency_key: opts.idempotency_key,
+            correlation_id: opts
+                .correlation_id
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            retry_of,
+        };
+        let submitted = self.store.submit(new, &who.id, now).await?;
+        if !submitted.created {
+            return Ok(submitted.request);
+        }
+        let request = submitted.request;
+        self.audit(
+            &who.id,
+            "request.submit",
+            &request.id,
+            json!({ "item": item_id }),
+        )
+        .await?;
+        self.run_admission(request, &item).await
+    }
+
+    /// Prerequisites, validation and the approval decision.
+    async fn run_admission(
+        &self,
+        request: Request,
+        item: &LoadedItem,
+    ) -> Result<Request, EngineError> {
+        let request = self
+            .move_to(&request, RequestState::Prerequisites, "system", None, None)
+            .await?;
+        // Lifecycle.
+        match item.item.lifecycle.as_ref().and_then(|l| l.status) {
+            Some(LifecycleStatus::Retired) => {
+                return Ok(self
+                    .move_to(
+                        &request,
+                        RequestState::Rejected,
+                        "system",
+                        Some(format!("item `{}` is retired", item.id())),
+                        None,
+                    )
+                    .await?);
+            }
+            Some(LifecycleStatus::Deprecated) => {
+                let replacement = item
+                    .item
+                    .lifecycle
+                    .as_ref()
+                    .and_then(|l| l.deprecation.as_ref())
+                    .and_then(|d| d.replacement.clone());
+                let msg = match replacement {
+                    Some(r) => format!("item `{}` is deprecated; use `{r}`", item.id()),
+                    None => format!("item `{}` is deprecated", item.id()),
+                };
+                self.emit(
+                    &request,
+                    EventKind::Log {
+                        action_id: None,
+                        level: "warn".into(),
+                        message: msg,
+                    },
+                    None,
+                )
+                .await?;
+            }
+            _ => {}
+        }
+        // Restricted change periods.
+        let mut force_approval = false;
+        if let Some(period) = self.active_restriction(item, &request) {
+            match period.policy {
+                RestrictionPolicy::Refuse => {
+                    let reason = period
+                        .message
+                        .clone()
+                        .unwrap_or_else(|| format!("changes are frozen during `{}`", period.name));
+                    return Ok(self
+                        .move_to(
+                            &request,
+                            RequestState::Rejected,
+                            "system",
+                            Some(reason),
+                            None,
+                        )
+                        .await?);
+                }
+                RestrictionPolicy::RequireApproval => force_approval = true,
+            }
+        }
+        // Quota.
+        let scopes = executor::Scopes::for_admission(self, &request, item);
+        let ctx = scopes.context();
+        if let Some(q) = item
+            .item
+            .fulfillment
+            .prerequisites
+            .as_ref()
+            .and_then(|p| p.quota.as_ref())
+        {
+            let amount = match item.compiled.sections.get("/fulfillment/prerequisites") {
+                Some(t) => t
+                    .render(&ctx)
+                    .ok()
+                    .and_then(|v| v.pointer("/quota/amount").cloned())
+                    .and_then(|v| {
+                        v.as_u64()
+                            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                    }),
+                None => match &q.amount {
+                    crate::catalog::model::IntOrTemplate::Int(i) => u64::try_from(*i).ok(),
+                    crate::catalog::model::IntOrTemplate::Template(s) => s.parse().ok(),
+                },
+            };
+            let Some(amount) = amount else {
+                let r = self
+                    .move_to(
+                        &request,
+                        RequestState::Rejected,
+                        "system",
+                        Some("quota amount is not a whole number".into()),
+                        None,
+                    )
+                    .await?;
+                return Ok(r);
+            };
+            match self
+                .store
+                .reserve_quota(&request.id, &request.team, &q.resource, amount)
+                .await
+            {
+                Ok(()) => {}
+                Err(e @ StoreError::QuotaExceeded { .. }) => {
+                    return Ok(self
+                        .move_to(
+                            &request,
+                            RequestState::Rejected,
+                            "system",
+                            Some(e.to_string()),
+                            None,
+                        )
+                        .await?);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let request = self
+            .move_to(&request, RequestState::Validation, "system", None, None)
+            .await?;
+        // Approval.
+        let approval = item.item.fulfillment.approval.as_ref();
+        let needed = force_approval
+            || match (approval, &item.compiled.approval_required_when) {
+                (Some(_), Some(expr)) => match expr.eval_bool(&ctx) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let reason = format!("approval rule failed: {}", e.message());
+                        return Ok(self
+                            .move_to(
+                                &request,
+                                RequestState::Rejected,
+                                "system",
+                                Some(reason),
+                                None,
+                            )
+                            .await?);
+                    }
+                },
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+        if needed {
+            let timeout = approval_duration(
+                approval.and_then(|a| a.timeout.as_deref()),
+                Duration::from_secs(72 * 3600),
+            );
+            let due = self.clock.now() + chrono::Duration::from_std(timeout).unwrap_or_default();
+            self.store
+                .update(
+                    &request.id,
+                    RequestPatch {
+                        approval_due: Some(Some(due)),
+                        ..RequestPatch::default()
+                    },
+                    None,
+                )
+                .await?;
+            let reason =
+                force_approval.then(|| "restricted change period: approval required".to_string());
+            return Ok(self
+                .move_to(
+                    &request,
+                    RequestState::AwaitingApproval,
+                    "system",
+                    reason,
+                    None,
+                )
+                .await?);
+        }
+        Ok(self
+            .move_to(&request, RequestState::Queued, "system", None, None)
+            .await?)
+    }
+
+    fn active_restriction(
+        &self,
+        item: &LoadedItem,
+        request: &Request,
+    ) -> Option<crate::catalog::model::RestrictedPeriod> {
+        let has_change = item.item.all_actions().any(|a| a.change == Some(true));
+        if !has_change {
+            return None;
+        }
+        let catalog = self.catalog();
+        let settings = catalog.settings()?;
+        let today = self.clock.now().format("%m-%d").to_string();
+        settings
+            .restricted_periods
+            .iter()
+            .flatten()
+            .find(|p| {
+                let inside = if p.start <= p.end {
+                    p.start <= today && today <= p.end
+                } else {
+                    today >= p.start || today <= p.end
+                };
+                let scope_ok = p.applies_to.as_ref().is_none_or(|a| {
+                    a.categories
+                        .as_ref()
+                        .is_none_or(|c| c.contains(&item.item.metadata.category))
+                        && a.environments.as_ref().is_none_or(|e| {
+                            request
+                                .environment
+                                .as_ref()
+                                .is_some_and(|env| e.contains(env))
+                        })
+                });
+                inside && scope_ok
+            })
+            .cloned()
+    }
+
+    async fn request(&self, id: &str) -> Result<Request, EngineError> {
+        self.store
+            .get(id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("request {id}")))
+    }
+
+    /// Whether `who` may decide on `request`.
+    fn may_approve(
+        &self,
+        who: &Principal,
+        item: &LoadedItem,
+        request: &Request,
+    ) -> Result<(), EngineError> {
+        let Some(approval) = item.item.fulfillment.approval.as_ref() else {
+            if who.is_admin() {
+                return Ok(());
+            }
+            return Err(EngineError::Forbidden(
+                "only admins decide on requests without approvers".into(),
+            ));
+        };
+        let a = &approval.approvers;
+        if who.id == request.requester.id && a.allow_self_approval != Some(true) {
+            return Err(EngineError::Forbidden(
+                "you cannot approve your own request".into(),
+            ));
+        }
+        let mut teams: Vec<&String> = a.teams.iter().flatten().collect();
+        if request.escalated {
+            teams.extend(approval.escalation.iter().flat_map(|e| e.teams.iter()));
+        }
+        let ok = who.is_admin()
+            || teams.iter().any(|t| who.teams.contains(t))
+            || a.roles.iter().flatten().any(|r| who.roles.contains(r))
+            || a.users
+                .iter()
+                .flatten()
+                .any(|u| *u == who.id || who.email.as_deref() == Some(u));
+        if ok {
+            Ok(())
+        } else {
+            Err(EngineError::Forbidden(format!(
+                "{} is not an approver of this request",
+                who.id
+            )))
+        }
+    }
+
+    /// Approves; with enough approvals the request is queued.
+    pub async fn approve(
+        &self,
+        who: &Principal,
+        request_id: &str,
+        comment: Option<String>,
+    ) -> Result<Request, EngineError> {
+        self.decide(who, request_id, true, comment).await
+    }
+
+    /// Rejects, with a mandatory reason.
+    pub async fn reject(
+        &self,
+        who: &Principal,
+        request_id: &str,
+        reason: &str,
+    ) -> Result<Request, EngineError> {
+        if reason.trim().is_empty() {
+            return Err(EngineError::Invalid("a rejection needs a reason".into()));
+        }
+        self.decide(who, request_id, false, Some(reason.to_string()))
+            .await
+    }
+
+    async fn decide(
+        &self,
+        who: &Principal,
+        request_id: &str,
+        approved: bool,
+        reason: Option<String>,
+    ) -> Result<Request, EngineError> {
+        let request = self.request(request_id).await?;
+        if request.state != RequestState::AwaitingApproval {
+            return Err(EngineError::Invalid(format!(
+                "request {request_id} is {}, not awaiting approval",
+                request.state
+            )));
+        }
+        let item = self.item(&request.item_id)?;
+        self.may_approve(who, &item, &request)?;
+        let decisions = self
+            .store
+            .record_decision(ApprovalDecision {
+                request_id: request_id.to_string(),
+                approver: who.id.clone(),
+                approved,
+                reason: reason.clone(),
+                at: self.clock.now(),
+            })
+            .await?;
+        self.emit(
+            &request,
+            EventKind::ApprovalDecided {
+                approver: who.id.clone(),
+                approved,
+                reason: reason.clone(),
+            },
+            None,
+        )
+        .await?;
+        self.audit(
+            &who.id,
+            if approved {
+                "approval.approve"
+            } else {
+                "approval.reject"
+            },
+            request_id,
+            json!({ "reason": reason }),
+        )
+        .await?;
+        if !approved {
+            return Ok(self
+                .move_to(&request, RequestState::Rejected, &who.id, reason, None)
+                .await?);
+        }
+        let needed = item
+            .item
+            .fulfillment
+            .approval
+            .as_ref()
+            .and_then(|a| a.approvers.min_approvals)
+            .unwrap_or(1) as usize;
+        if decisions.iter().filter(|d| d.approved).count() >= needed {
+            return Ok(self
+                .move_to(
+                    &request,
+                    RequestState::Queued,
+                    &who.id,
+                    Some("approved".into()),
+                    None,
+                )
+                .await?);
+        }
+        Ok(request)
+    }
+
+    /// Applies approval timeouts and escalations that are due; returns how many requests changed.
+    pub async fn sweep_approvals(&self) -> Result<usize, EngineError> {
+        let now = self.clock.now();
+        let waiting = self
+            .store
+            .list(&RequestFilter {
+                states: vec![RequestState::AwaitingApproval],
+                ..RequestFilter::default()
+            })
+            .await?;
+        let mut changed = 0;
+        for request in waiting {
+            let Ok(item) = self.item(&request.item_id) else {
+                continue;
+            };
+            let Some(approval) = item.item.fulfillment.approval.as_ref() else {
+                continue;
+            };
+            let Some(due) = request.approval_due else {
+                continue;
+            };
+            let timeout =
+                approval_duration(approval.timeout.as_deref(), Duration::from_secs(72 * 3600));
+            let entered = due - chrono::Duration::from_std(timeout).unwrap_or_default();
+            if let Some(esc) = &approval.escalation
+                && !request.escalated
+            {
+                let after = approval_duration(Some(&esc.after), timeout);
+                if now >= entered + chrono::Duration::from_std(after).unwrap_or_default()
+                    || (now >= due && approval.on_timeout == Some(OnTimeout::Escalate))
+                {
+                    let mut patch = RequestPatch {
+                        escalated: Some(true),
+                        ..RequestPatch::default()
+                    };
+                    if now >= due {
+                        patch.approval_due = Some(Some(
+                            now + chrono::Duration::from_std(timeout).unwrap_or_default(),
+                        ));
+                    }
+                    let r = self.store.update(&request.id, patch, None).await?;
+                    self.emit(
+                        &r,
+                        EventKind::Escalated {
+                            teams: esc.teams.clone(),
+                        },
+                        None,
+                    )
+                    .await?;
+                    changed += 1;
+                    continue;
+                }
+            }
+            if now >= due {
+                let reason = "approval timed out".to_string();
+                match self
+                    .move_to(
+                        &request,
+                        RequestState::Rejected,
+                        "system",
+                        Some(reason),
+                        None,
+                    )
+                    .await
+                {
+                    Ok(_) | Err(StoreError::Conflict { .. }) => changed += 1,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Cancels a request. Before work starts it ends at once; while actions run, no new action
+    /// starts, running ones see their cancellation token, and completed ones are rolled back
+    /// per policy by the worker that holds the request.
+    pub async fn cancel(
+        &self,
+        who: &Principal,
+        request_id: &str,
+        reason: Option<String>,
+    ) -> Result<Request, EngineError> {
+        for _ in 0..5 {
+            let request = self.request(request_id).await?;
+            let item = self.item(&request.item_id)?;
+            if !self.authz.allowed(
+                who,
+                Permission::Cancel,
+                &item.item,
+                Some((&request.requester.id, &request.team)),
+            ) {
+                return Err(EngineError::Forbidden(format!(
+                    "{} may not cancel request {request_id}",
+                    who.id
+                )));
+            }
+            if request.state.is_terminal() {
+                return Err(EngineError::Invalid(format!(
+                    "request {request_id} has ended ({})",
+                    request.state
+                )));
+            }
+            let running = matches!(
+                request.state,
+                RequestState::InProgress | RequestState::PostFulfillment
+            ) && request.waiting_for.is_none();
+            if running {
+                let r = self
+                    .store
+                    .update(
+                        request_id,
+                        RequestPatch {
+                            cancel_requested: Some(true),
+                            ..RequestPatch::default()
+                        },
+                        None,
+                    )
+                    .await?;
+                if let Ok(map) = self.running.lock()
+                    && let Some(token) = map.get(request_id)
+                {
+                    token.cancel();
+                }
+                self.audit(
+                    &who.id,
+                    "request.cancel",
+                    request_id,
+                    json!({ "reason": reason }),
+                )
+                .await?;
+                return Ok(r);
+            }
+            match self
+                .move_to(
+                    &request,
+                    RequestState::Cancelled,
+                    &who.id,
+                    reason.clone(),
+                    None,
+                )
+                .await
+            {
+                Ok(r) => {
+                    self.audit(
+                        &who.id,
+                        "request.cancel",
+                        request_id,
+                        json!({ "reason": reason }),
+                    )
+                    .await?;
+                    return Ok(r);
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(EngineError::Invalid(format!(
+            "request {request_id} keeps changing; try again"
+        )))
+    }
+
+    /// Retries a failed request as a new request that resumes from the failed action,
+    /// optionally with changed field values.
+    pub async fn retry(
+        &self,
+        who: &Principal,
+        request_id: &str,
+        fields: Option<Value>,
+    ) -> Result<Request, EngineError> {
+        let request = self.request(request_id).await?;
+        if request.state != RequestState::Failed {
+            return Err(EngineError::Invalid(format!(
+                "only failed requests can be retried; {request_id} is {}",
+                request.state
+            )));
+        }
+        let item = self.item(&request.item_id)?;
+        if !self.authz.allowed(
+            who,
+            Permission::Cancel,
+            &item.item,
+            Some((&request.requester.id, &request.team)),
+        ) {
+            return Err(EngineError::Forbidden(format!(
+                "{} may not retry request {request_id}",
+                who.id
+            )));
+        }
+        let mut merged = request.fields.as_object().cloned().unwrap_or_default();
+        if let Some(Value::Object(changes)) = fields {
+            merged.extend(changes);
+        }
+        let opts = SubmitOptions {
+            priority: request.priority,
+            team: Some(request.team.clone()),
+            correlation_id: Some(request.correlation_id.clone()),
+            idempotency_key: None,
+        };
+        self.submit_inner(
+            &request.requester,
+            &request.item_id,
+            &Value::Object(merged),
+            opts,
+            Some(request.id.clone()),
+        )
+        .await
+    }
+
+    /// Ends a manual-mode request whose ticket was resolved (the JIRA webhook calls this).
+    pub async fn resolve_manual(
+        &self,
+        request_id: &str,
+        outcome: ManualOutcome,
+        actor: &str,
+    ) -> Result<Request, EngineError> {
+        let request = self.request(request_id).await?;
+        if request.state != RequestState::InProgress || request.waiting_for.is_none() {
+            return Err(EngineError::Invalid(format!(
+                "request {request_id} is not waiting for a manual ticket"
+            )));
+        }
+        let item = self.item(&request.item_id)?;
+        let request = self
+            .store
+            .update(
+                request_id,
+                RequestPatch {
+                    waiting_for: Some(None),
+                    ..RequestPatch::default()
+                },
+                None,
+            )
+            .await?;
+        let r = match outcome {
+            ManualOutcome::Completed
+                if item
+                    .item
+                    .fulfillment
+                    .post_fulfillment
+                    .as_ref()
+                    .is_some_and(|p| !p.is_empty()) =>
+            {
+                self.move_to(
+                    &request,
+                    RequestState::PostFulfillment,
+                    actor,
+                    Some("ticket resolved".into()),
+                    None,
+                )
+                .await?
+            }
+            ManualOutcome::Completed => {
+                self.move_to(
+                    &request,
+                    RequestState::Completed,
+                    actor,
+                    Some("ticket resolved".into()),
+                    None,
+                )
+                .await?
+            }
+            ManualOutcome::Failed(reason) => {
+                self.store
+                    .update(
+                        request_id,
+                        RequestPatch {
+                            error: Some(reason.clone()),
+                            ..RequestPatch::default()
+                        },
+                        None,
+                    )
+                    .await?;
+                self.move_to(&request, RequestState::Failed, actor, Some(reason), None)
+                    .await?
+            }
+        };
+        self.audit(
+            actor,
+            "request.resolve_manual",
+            request_id,
+            json!({ "state": r.state }),
+        )
+        .await?;
+        Ok(r)
+    }
+
+    /// Claims and runs requests until none is claimable; returns how many it ran. For tests
+    /// and one-shot tools.
+    pub async fn run_until_idle(self: &Arc<Self>, worker_id: &str) -> Result<usize, EngineError> {
+        let mut n = 0;
+        while let Some((request, lease)) = self
+            .store
+            .claim(worker_id, self.config.lease, self.clock.now())
+            .await?
+        {
+            self.clone().execute(request, lease).await;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// A worker loop: claim, run, repeat, until `shutdown` is cancelled. In-flight work is
+    /// finished (or its lease released) before it returns.
+    pub async fn run_worker(self: Arc<Self>, worker_id: String, shutdown: CancellationToken) {
+        while !shutdown.is_cancelled() {
+            match self
+                .store
+                .claim(&worker_id, self.config.lease, self.clock.now())
+                .await
+            {
+                Ok(Some((request, lease))) => self.clone().execute(request, lease).await,
+                Ok(None) => {
+                    tokio::select! {
+                        _ = self.store.wait_for_work(Duration::from_secs(1)) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                }
+                Err(_) => {
+                    tokio::select! {
+                        _ = self.clock.sleep(Duration::from_secs(1)) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Context scopes of a request for a `Context`.
+    pub fn request_scope(request: &Request) -> Value {
+        json!({
+            "id": request.id,
+            "created_at": request.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "environment": request.environment,
+            "priority": request.priority,
+            "correlation_id": request.correlation_id,
+            "team": request.team,
+        })
+    }
+
+    /// The time now, per the engine's clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+}

@@ -1,0 +1,928 @@
+//! The fulfillment engine under a paused tokio clock: every sleep, backoff, timeout and lease
+//! passes instantly and deterministically. No test sleeps for real.
+
+mod engine_support;
+
+use std::time::Duration;
+
+use engine_support::*;
+use pao_core::engine::{EngineConfig, ManualOutcome, SubmitOptions};
+use pao_core::lifecycle::RequestState;
+use pao_core::store::{AttemptOutcome, EventKind, RollbackStatus, Store};
+use serde_json::json;
+
+const CHAIN: &str = r#"presentation:
+  groups:
+    - id: g
+      title: G
+      fields:
+        - { id: name, type: text, required: true }
+fulfillment:
+  mode: automated
+  defaults: { retry: { max_attempts: 3, backoff: exponential, initial: 2s, max: 60s, jitter: 0.2 } }
+  actions:
+    - { id: first, type: "plugin:test", config: { result: { host: "db-${{ fields.name }}" } }, outputs: { host: "${{ result.host }}" } }
+    - { id: second, type: "plugin:test", config: { target: "${{ outputs.first.host }}" } }
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn happy_path_runs_in_order_and_passes_outputs() {
+    let h = harness(&[("chain", CHAIN)]);
+    let r = h
+        .engine
+        .submit(
+            &dev(),
+            "chain",
+            &json!({"name": "orders"}),
+            SubmitOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.state, RequestState::Queued);
+    assert_eq!(h.engine.run_until_idle("w1").await.unwrap(), 1);
+    let r = h.store.get(&r.id).await.unwrap().unwrap();
+    assert_eq!(r.state, RequestState::Completed, "{:?}", r.error);
+    assert_eq!(h.ledger.executed(), vec!["first", "second"]);
+    let attempts = h.store.attempts(&r.id).await.unwrap();
+    assert_eq!(
+        attempts[1].input,
+        json!({"target": "db-orders"}),
+        "outputs of `first` rendered into `second`"
+    );
+    let states: Vec<RequestState> = h
+        .store
+        .events(&r.id, 0, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::StateChanged { to, .. } => Some(to),
+            _ => None,
+        })
+        .collect();
+    use RequestState::*;
+    assert_eq!(
+        states,
+        vec![
+            Submitted,
+            Prerequisites,
+            Validation,
+            Queued,
+            InProgress,
+            Completed
+        ]
+    );
+    // Same idempotency key for every attempt of an action, distinct across actions.
+    let keys: Vec<String> = h.ledger.calls().iter().map(|c| c.key.clone()).collect();
+    assert_eq!(
+        keys,
+        vec![
+            format!("pao-{}-first", r.id),
+            format!("pao-{}-second", r.id)
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_back_off_within_bounds_and_honour_retry_after() {
+    let item = CHAIN.replace(
+        "config: { result: { host: \"db-${{ fields.name }}\" } }",
+        "config: { fail: retryable, fail_times: 2, result: { host: \"h\" } }",
+    );
+    let h = harness(&[("retry", &item)]);
+    let r = h
+        .engine
+        .submit(
+            &dev(),
+            "retry",
+            &json!({"name": "x"}),
+            SubmitOptions::default(),
+        )
+        .await
+        .unwrap();
+    h.engine.run_until_idle("w1").await.unwrap();
+    assert_eq!(
+        h.store.get(&r.id).await.unwrap().unwrap().state,
+        RequestState::Completed
+    );
+    let calls: Vec<_> = h
+        .ledger
+        .calls()
+        .into_iter()
+        .filter(|c| c.action == "first")
+        .collect();
+    assert_eq!(
+        calls.iter().map(|c| c.attempt).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    let gap1 = (calls[1].at - calls[0].at).as_secs_f64();
+    let gap2 = (calls[2].at - calls[1].at).as_secs_f64();
+    assert!(
+        (1.6..=2.4).contains(&gap1),
+        "first backoff {gap1}s is 2s ± 20%"
+    );
+    assert!(
+        (3.2..=4.8).contains(&gap2),
+        "second backoff {gap2}s is 4s ± 20%"
+    );
+    // Retry-After wins over a shorter backoff.
+    let item = CHAIN.replace(
+        "config: { result: { host: \"db-${{ fields.name }}\" } }",
+        "config: { fail: retryable, fail_times: 1, retry_after_ms: 30000 }",
+    );
+    let h = harness(&[("ra", &item)]);
+    h.engine
+        .submit(
+            &dev(),
+            "ra",
+            &json!({"name": "x"}),
+            SubmitOptions::default(),
+        )
+        .await
+        .unwrap();
+    h.engine.run_until_idle("w1").await.unwrap();
+    let calls: Vec<_> = h
+        .ledger
+        .calls()
+        .into_iter()
+        .filter(|c| c.action == "first")
+        .collect();
+    assert!((calls[1].at - calls[0].at) >= Duration::from_secs(30));
+}
+
+#[tokio::test(start_paused = true)]
+async fn retryable_errors_exhaust_attempts_then_fail() {
+    let item = CHAIN.replace(
+        "config: { result: { host: \"db-${{ fields.name }}\" } }",
+        "config: { fail: retryable }",
+    );
+    let h = harness(&[("exhaust", &item)]);
+    let r = h
+        .engine
+        .submit(
+            &dev(),
+            "exhaust",
+            &json!({"name": "x"}),
+            SubmitOptions::default(),
+        )
+        .await
+        .unwrap();
+    h.engine.run_until_idle("w1").await.unwrap();
+    let r = h.store.get(&r.id).await.unwrap().unwrap();
+    assert_eq!(r.state, RequestState::Failed);
+    assert!(r.error.unwrap().contains("first failed on purpose"));
+    assert_eq!(
+        h.ledger.executed(),
+        vec!["first", "first", "first"],
+        "max_attempts 3, `second` never starts"
+    );
+}
+
+/// A DAG with a parallel group, to check rollback order.
+fn dag(fail_at: &str) -> String {
+    let f = |id: &str| {
+        if id == fail_at {
+            ", fail: permanent"
+        } else {
+            ""
+        }
+    };
+    format!(
+        r#"fulfillment:
+  mode: automated
+  actions:
+    - {{ id: a, type: "plugin:test", config: {{ sleep_ms: 10{} }} }}
+    - parallel:
+        id: grp
+        actions:
+          - {{ id: b, type: "plugin:test", config: {{ sleep_ms: 30{} }} }}
+          - {{ id: c, type: "plugin:test", config: {{ sleep_ms: 20{} }} }}
+          - {{ id: d, type: "plugin:test", config: {{ sleep_ms: 10{} }} }}
+    - {{ id: e, type: "plugin:test", config: {{ sleep_ms: 10{} }} }}
+"#,
+        f("a"),
+        f("b"),
+        f("c"),
+        f("d"),
+        f("e")
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn rollback_order_for_first_middle_last_and_in_group_failures() {
+    for (fail_at, executed, rolled_back) in [
+        ("a", vec!["a"], vec![]),
+        ("c", vec!["a", "b", "c", "d"], vec!["b", "d", "a"]),
+        ("e", vec!["a", "b", "c", "d", "e"], vec!["b", "c", "d", "a"]),
+        ("d", vec!["a", "b", "c", "d"], vec!["b", "c", "a"]),
+    ] {
+        let h = harness(&[("dag", &dag(fail_at))]);
+        let r = h
+            .engine
+            .submit(&dev(), "dag", &json!({}), SubmitOptions::default())
+            .await
+            .unwrap();
+        h.engine.run_until_idle("w1").await.unwrap();
+        let r = h.store.get(&r.id).await.unwrap().unwrap();
+        assert_eq!(r.state, RequestState::Failed, "{fail_at}");
+        let mut ex = h.ledger.executed();
+        ex.sort();
+        assert_eq!(ex, executed, "executed when {fail_at} fails");
+        assert_eq!(
+            h.ledger.rolled_back(),
+            rolled_back,
+            "reverse completion order when {fail_at} fails"
+        );
+        let want = if rolled_back.is_empty() {
+            RollbackStatus::None
+        } else {
+            RollbackStatus::Complete
+        };
+        assert_eq!(r.rollback, want);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_rollback_leaves_compensation_incomplete() {
+    let item = r#"fulfillment:
+  mode: automated
+  actions:
+    - id: a
+      type: "plugin:test"
+      config: {}
+      retry: { max_attempts: 3, initial: 1s }
+      rollback: { type: "plugin:test", config: { name: a, rollback_of: a, rollback_fails: retryable } }
+    - { id: b, type: "plugin:test", config: { fail: permanent } }
+"#;
+    let h = harness(&[("rb", item)]);
+    let r = h
+        .engine
+        .submit(&dev(), "rb", &json!({}), SubmitOptions::default())
+        .await
+        .unwrap();
+    h.engine.run_until_idle("w1").await.unwrap();
+    let r = h.store.get(&r.id).await.unwrap().unwrap();
+    assert_eq!(r.state, RequestState::Failed);
+    assert_eq!(
+        r.rollback,
+        RollbackStatus::Incomplete,
+        "never Completed after a failed rollback"
+    );
+    assert_eq!(
+        h.ledger.rolled_back(),
+        vec!["a", "a", "a"],
+        "rollbacks are retried like actions... then give up"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_failure_continue_and_fail() {
+    let item = r#"fulfillment:
+  mode: automated
+  actions:
+    - { id: a, type: "plugin:test", config: {} }
+    - { id: b, type: "plugin:test", config: { fail: permanent }, on_failure: continue }
+    - { id: c, type: "plugin:test", config: {} }
+"#;
+    let h = harness(&[("cont", item)]);
+    let r = h
+        .engine
+        .submit(&dev(), "cont", &json!({}), SubmitOptions::default())
+        .await
+        .unwrap();
+    h.engine.run_until_idle("w1").await.unwrap();
+    assert_eq!(
+        h.store.get(&r.id).await.unwrap().unwrap().state,
+        RequestState::Completed
+    );
+    assert_eq!(h.ledger.executed(), vec!["a", "b", "c"]);
+    let h = harness(&[(
+        "stop",
+        &item.replace("on_failure: continue", "on_failure: fail"),
+    )]);
+    let r = h
+        .engine
+        .submit(&dev(), "stop", &json!({}), SubmitOptions::default())
+        .await
+        .unwrap();
+    h.engine.run_until_idle("w1").await.unwrap();
+    let r = h.store.get(&r.id).await.unwrap().unwrap();
+    assert_eq!(r.state, RequestState::Failed);
+    assert!(
+        h.ledger.rolled_back().is_empty(),
+        "fail stops without rollback"
+    );
+    assert_eq!(h.ledger.executed(), vec!["a", "b"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn parallel_groups_respect_max_concurrency() {
+    let members: String = (0..6)
+        .map(|i| {
+            format!(
+                "          - {{ id: p{i}, type: \"plugin:test\", config: {{ sleep_ms: 100 }} }}\n"
+            )
+        })
+        .collect();
+    let item = format!(
+        "fulfillment:\n  mode: automated\n  actions:\n    - parallel:\n        id: grp\n        max_concurrency: 2\n        actions:\n{members}"
+    );
+    let h = harness(&[("par", &item)]);
+    let start = tokio::time::Instant::now();
+    h.engine
+        .submit(&dev(), "par", &json!({}), SubmitOptions::default())
+        .await
+        .unwrap();
+    h.engine.run_until_idle("w1").await.unwrap();
+    assert_eq!(
+        h.ledger
+            .max_running
+            .load(std::sync::atomic::Ordering::SeqCst),
+        2
+    );
+    let elapsed = tokio::time::Instant::now() - start;
+    assert!(
+        elapsed >= Duration::from_millis(300) && elapsed < Duration::from_millis(400),
+        "{elapsed:?}: 6 × 100 ms, 2 at a time"
+    );
+    // Without a limit they all run together; the engine-wide limit still applies.
+    let h = harness_with(
+        &[("par", &item.replace("        max_concurrency: 2\n", ""))],
+        EngineConfig {
+            max_concurrent_actions: 4,
+            ..EngineConfig::default()
+        },
+    );
+    h.engine
+        .submit(&dev(), "par", &json!({}), SubmitOptions::default())
+        .await
+        .unwrap();
+    h.engine.run_until_idle("w1").await.unwrap();
+    assert_eq!(
+        h.ledger
+            .max_running
+            .load(std::sync::atomic::Ordering::SeqCst),
+        4
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn timeouts_are_retryable_failures() {
+    let item = r#"fulfillment:
+  mode: automated
+  actions:
+    - { id: slow, type: "plugin:test", timeout: 1s, retry: { max_attempts: 2, initial: 1s, jitter: 0 }, config: { sleep_ms: 5000 } }
+"#;
+    let h = harness(&[("slow", item)]);
+    let start = tokio::time::Instant::now();
+    let r = h
+        .engine
+        .submit(&dev(), "slow", &json!({}), SubmitOptions::default())
+        .await
+        .unwrap();
+    h.engine.run_until_idle("w1").await.unwrap();
+    let r = h.store.get(&r.id).await.unwrap().unwrap();
+    assert_eq!(r.state, RequestState::Failed);
+    assert!(r.error.unwrap().contains("timed out after 1s"));
+    let elapsed = tokio::time::Instant::now() - start;
+    assert!(
+        elapsed >= Duration::from_secs(3) && elapsed < Duration::from_secs(4),
+        "1 s + 1 s backoff + 1 s: {elapsed:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn circuit_breaker_opens_after_repeated_failures() {
+    let item = r#"fulfillment:
+  mode: automated
+  actions:
+    - { id: flaky, type: "plugin:test", retry: { max_attempts: 1 }, config: { fail: retryable } }
+"#;
+    let h = harness_with(
+        &[("flaky", item)],
+        EngineConfig {
+            breakers: pao_core::engine::BreakerConfig {
+                failure_threshold: 3,
+                open_for: Duration::from_secs(60),
+            },
+            ..EngineConfig::default()
+        },
+    );
+    for _ in 0..4 {
+        h.engine
+            .submit(&dev(), "flaky", &json!({}), SubmitOptions::default())
+            .await
+            .unwrap();
+    }
+    h.engine.run_until_idle("w1").await.unwrap();
+    assert_eq!(
+        h.ledger.executed().len(),
+        3,
+        "the fourth request is refused by the open breaker without a call"
+    );
+    assert!(matches!(
+        h.engine.breaker_states()["plugin:test"],
+        pao_core::engine::BreakerState::Open { .. }
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancel_before_work_starts_in_every_state() {
+    let approval = r#"fulfillment:
+  mode: automated
+  approval: { approvers: { teams: [platform-leads] } }
+  actions:
+    - { id: a, type: "plugin:test", config: {} }
+"#;
+    let h = harness(&[("appr", approval), ("chain", CHAIN)]);
+    let waiting = h
+        .engine
+        .submit(&dev(), "appr", &json!({}), SubmitOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(waiting.state, RequestState::AwaitingApproval);
+    let queued = h
+        .engine
+        .submit(
+            &dev(),
+            "chain",
+            &json!({"name": "x"}),
+            SubmitOptions::default(),
+        )
+        .await
+        .unwrap();
+    for r in [waiting, queued] {
+        let c = h
+            .engine
+            .cancel(&dev(), &r.id, Some("changed my mind".into()))
+            .await
+            .unwrap();
+        assert_eq!(c.state, RequestState::Cancelled);
+    }
+    assert_eq!(
+        h.engine.run_until_idle("w1").await.unwrap(),
+        0,
+        "nothing left to run"
+    );
+    assert!(h.ledger.calls().is_empty());
+    // Someone else may not cancel; an ended request cannot be cancelled again.
+    let r = h
+        .engine
+        .submit(
+            &dev(),
+            "chain",
+            &json!({"name": "y"}),
+            SubmitOptions::default(),
+        )
+        .await
+        .unwrap();
+    let stranger = pao_core::authz::Principal::new("eve", &["other"], &["developer"]);
+    assert!(h.engine.cancel(&stranger, &r.id, None).await.is_err());
+    h.engine.run_until_idle("w1").await.unwrap();
+    assert!(h.engine.cancel(&dev(), &r.id, None).await.is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancel_while_running_stops_new_actions_and_rolls_back() {
+    let item = r#"fulfillment:
+  mode: automated
+  actions:
+    - { id: a, type: "plugin:test", config: {} }
+    - { id: b, type: "plugin:test", config: { sleep_ms: 60000 } }
+    - { id: c, type: "plugin:test", config: {} }
+"#;
+    let h = harness(&[("long", item)]);
+    let r = h
+        .engine
+        .submit(&dev(), "long", &json!({}), SubmitOptions::default())
+        .await
+        .unwrap();
+    let engine = h.engine.clone();
+    let worker = tokio::spawn(async move { engine.run_until_idle("w1").await });
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mid = h.store.get(&r.id).await.unwrap().unwrap();
+    assert_eq!(mid.state, RequestState::InProgress);
+    h.engine
+        .cancel(&dev(), &r.id, Some("stop".into()))
+        .await
+        .unwrap();
+    worker.await.unwrap().unwrap();
+    let r = h.store.get(&r.id).await.unwrap().unwrap();
+    assert_eq!(r.state, RequestState::Cancelled);
+    assert_eq!(h.ledger.executed(), vec!["a", "b"], "c never starts");
+    assert_eq!(
+        h.ledger.rolled_back(),
+        vec!["a"],
+        "completed actions are rolled back"
+    );
+    assert!(tokio::time::Instant::now().elapsed() < Duration::from_secs(60));
+}
+
+#[tokio::test(start_paused = true)]
+async fn approvals_thresholds_self_approval_rejection_timeout_and_escalation() {
+    let item = r#"presentation:
+  groups:
+    - id: g
+      title: G
+      fields:
+        - { id: env, type: select, options: [dev, prod], default: dev }
+fulfillment:
+  mode: automated
+  approval:
+    required_when: fields.env == 'prod'
+    approvers: { teams: [platform-leads], min_approvals: 2, allow_self_approval: false }
+    timeout: 48h
+    on_timeout: reject
+    escalation: { after: 24h, teams: [admins-team] }
+  actions:
+    - { id: a, type: "plugin:test", config: {} }
+"#;
+    let h = harness(&[("gov", item)]);
+    let dev_req = h
+        .engine
+        .submit(
+            &dev(),
+            "gov",
+            &json!({"env": "dev"}),
+            SubmitOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        dev_req.state,
+        RequestState::Queued,
+        "no approval needed in dev"
+    );
+    let r = h
+        .engine
+        .submit(
+            &lead(),
+            "gov",
+            &json!({"env": "prod"}),
+            SubmitOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.state, RequestState::AwaitingApproval);
+    assert!(
+        h.engine.approve(&lead(), &r.id, None).await.is_err(),
+        "no self-approval"
+    );
+    assert!(
+        h.engine.approve(&dev(), &r.id, None).await.is_err(),
+        "not an approver"
+    );
+    let lead2 = pao_core::authz::Principal::new("lead2", &["platform-leads"], &[]);
+    let lead3 = pao_core::authz::Principal::new("lead3", &["platform-leads"], &[]);
+    let after_one = h.engine.approve(&lead2, &r.id, None).await.unwrap();
+    assert_eq!(
+        after_one.state,
+        RequestState::AwaitingApproval,
+        "min_approvals 2"
+    );
+    assert!(
+        h.engine.approve(&lead2, &r.id, None).await.is_err(),
+        "one vote per approver"
+    );
+    assert_eq!(
+        h.engine.approve(&lead3, &r.id, None).await.unwrap().state,
+        RequestState::Queued
+    );
+    // Rejection needs a reason.
+    let r2 = h
+        .engine
+        .submit(
+            &lead(),
+            "gov",
+            &json!({"env": "prod"}),
+            SubmitOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert!(h.engine.reject(&lead2, &r2.id, "  ").await.is_err());
+    assert_eq!(
+        h.engine
+            .reject(&lead2, &r2.id, "too big")
+            .await
+            .unwrap()
+            .state,
+        RequestState::Rejected
+    );
+    // Escalation after 24 h lets the escalation team approve; the timeout rejects at 48 h.
+    let r3 = h
+        .engine
+        .submit(
+            &lead(),
+            "gov",
+            &json!({"env": "prod"}),
+            SubmitOptions::default(),
+        )
+        .await
+        .unwrap();
+    let admin_team = pao_core::authz::Principal::new("ops", &["admins-team"], &[]);
+    assert!(
+        h.engine.approve(&admin_team, &r3.id, None).await.is_err(),
+        "not yet escalated"
+    );
+    tokio::time::advance(Duration::from_secs(23 * 3600)).await;
+    assert_eq!(h.engine.sweep_approvals().await.unwrap(), 0);
+    tokio::time::advance(Duration::from_secs(2 * 3600)).await;
+    assert_eq!(h.engine.sweep_approvals().await.unwrap(), 1);
+    let esc = h.store.get(&r3.id).await.unwrap().unwrap();
+    assert!(esc.escalated);
+    assert_eq!(
+        h.engine
+            .approve(&admin_team, &r3.id, None)
+            .await
+            .unwrap()
+            .state,
+        RequestState::AwaitingApproval
+    );
+    tokio::time::advance(Duration::from_secs(24 * 3600)).await;
+    assert_eq!(h.engine.sweep_approvals().await.unwrap(), 1);
+    let timed_out = h.store.get(&r3.id).await.unwrap().unwrap();
+    assert_eq!(timed_out.state, RequestState::Rejected);
+}
+
+#[tokio::test(start_paused = true)]
+async fn manual_mode_waits_for_the_ticket() {
+    let item = r#"presentation:
+  groups:
+    - id: g
+      title: G
+      fields:
+        - { id: name, type: text, required: true }
+fulfillment:
+  mode: manual
+  manual: { jira: { project: OPS, issue_type: Task, summary: "Create ${{ fields.name }}" } }
+"#;
+    let h = harness(&[("manual", item)]);
+    let r = h
+        .engine
+        .submit(
+            &dev(),
+            "manual",
+            &json!({"name": "vm-1"}),
+            SubmitOptions::default(),
+        )
+        .await
+        .unwrap();
+    h.engine.run_until_idle("w1").await.unwrap();
+    let waiting = h.store.get(&r.id).await.unwrap().unwrap();
+    assert_eq!(waiting.state, RequestState::InProgress);
+    assert_eq!(waiting.waiting_for.as_deref(), Some("manual:OPS-42"));
+    assert_eq!(h.ledger.executed(), vec!["jira:Create vm-1"]);
+    assert_eq!(
+        h.engine.run_until_idle("w2").await.unwrap(),
+        0,
+        "a waiting request is not claimable"
+    );
+    let done = h
+        .engine
+        .resolve_manual(&r.id, ManualOutcome::Completed, "jira-webhook")
+        .await
+        .unwrap();
+    assert_eq!(done.state, RequestState::Completed);
+    assert!(
+        h.engine
+            .resolve_manual(&r.id, ManualOutcome::Completed, "jira-webhook")
+            .await
+            .is_err()
+    );
+    let r2 = h
+        .engine
+        .submit(
+            &dev(),
+            "manual",
+            &json!({"name": "vm-2"}),
+            SubmitOptions::default(),
+        )
+        .await
+        .unwrap();
+    h.engine.run_until_idle("w1").await.unwrap();
+    let failed = h
+        .engine
+        .resolve_manual(
+            &r2.id,
+            ManualOutcome::Failed("won't do".into()),
+            "jira-webhook",
+        )
+        .await
+        .unwrap();
+    assert_eq!(failed.state, RequestState::Failed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crashed_worker_is_resumed_without_rerunning_finished_actions() {
+    let item = r#"fulfillment:
+  mode: automated
+  actions:
+    - { id: a, type: "plugin:test", config: {}, outputs: { id: "${{ result.id }}" } }
+    - { id: b, type: "plugin:test", config: { sleep_ms: 60000, from: "${{ outputs.a.id }}" } }
+"#;
+    let h = harness_with(
+        &[("crash", item)],
+        EngineConfig {
+            lease: Duration::from_secs(30),
+            ..EngineConfig::default()
+        },
+    );
+    let r = h
+        .engine
+        .submit(&dev(), "crash", &json!({}), SubmitOptions::default())
+        .await
+        .unwrap();
+    let engine = h.engine.clone();
+    let worker = tokio::spawn(async move { engine.run_until_idle("doomed").await });
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    worker.abort(); // the worker dies while `b` runs: no release, no more heartbeats
+    let _ = worker.await;
+    assert_eq!(
+        h.engine.run_until_idle("w2").await.unwrap(),
+        0,
+        "lease still held by the dead worker"
+    );
+    tokio::time::advance(Duration::from_secs(31)).await;
+    assert_eq!(h.engine.run_until_idle("w2").await.unwrap(), 1);
+    let r = h.store.get(&r.id).await.unwrap().unwrap();
+    assert_eq!(r.state, RequestState::Completed);
+    assert_eq!(
+        h.ledger.executed(),
+        vec!["a", "b", "b"],
+        "a ran once; b was running when the worker died"
+    );
+    let attempts = h.store.attempts(&r.id).await.unwrap();
+    let b: Vec<_> = attempts.iter().filter(|a| a.action_id == "b").collect();
+    assert_eq!(b.len(), 2);
+    assert!(
+        matches!(b[0].outcome, AttemptOutcome::Running),
+        "the dead attempt stays in the journal"
+    );
+    assert_eq!(b[1].attempt, 2);
+    assert_eq!(
+        b[1].input["from"],
+        json!("a-id"),
+        "outputs of `a` came from the journal"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_of_a_failed_request_resumes_from_the_failed_action() {
+    let item = r#"presentation:
+  groups:
+    - id: g
+      title: G
+      fields:
+        - { id: mode, type: text, default: bad }
+fulfillment:
+  mode: automated
+  actions:
+    - { id: a, type: "plugin:test", config: {}, on_failure: fail }
+    - { id: b, type: "plugin:test", config: { fail: "${{ fields.mode == 'bad' ? 'permanent' : null }}" }, on_failure: fail }
+"#;
+    let h = harness(&[("rt", item)]);
+    let r = h
+        .engine
+        .submit(&dev(), "rt", &json!({}), SubmitOptions::default())
+        .await
+        .unwrap();
+    h.engine.run_until_idle("w1").await.unwrap();
+    assert_eq!(
+        h.store.get(&r.id).await.unwrap().unwrap().state,
+        RequestState::Failed
+    );
+    assert!(h.engine.retry(&dev(), &r.id, None).await.is_ok());
+    let second = h
+        .engine
+        .retry(&dev(), &r.id, Some(json!({"mode": "good"})))
+        .await
+        .unwrap();
+    assert_eq!(second.retry_of.as_deref(), Some(r.id.as_str()));
+    h.engine.run_until_idle("w1").await.unwrap();
+    assert_eq!(
+        h.store.get(&second.id).await.unwrap().unwrap().state,
+        RequestState::Completed
+    );
+    assert_eq!(
+        h.ledger.executed().iter().filter(|a| *a == "a").count(),
+        1,
+        "a is not re-run by either retry"
+    );
+    assert!(
+        h.engine.retry(&dev(), &second.id, None).await.is_err(),
+        "only failed requests are retried"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn quota_and_idempotent_submission() {
+    let item = r#"fulfillment:
+  mode: automated
+  prerequisites: { quota: { resource: databases, amount: 2 } }
+  actions:
+    - { id: a, type: "plugin:test", config: {} }
+"#;
+    let h = harness(&[("q", item)]);
+    h.store
+        .set_quota_limit("payments", "databases", 3)
+        .await
+        .unwrap();
+    let opts = SubmitOptions {
+        idempotency_key: Some("k1".into()),
+        ..SubmitOptions::default()
+    };
+    let r1 = h
+        .engine
+        .submit(&dev(), "q", &json!({}), opts.clone())
+        .await
+        .unwrap();
+    let again = h
+        .engine
+        .submit(&dev(), "q", &json!({}), opts)
+        .await
+        .unwrap();
+    assert_eq!(r1.id, again.id, "same key, same request");
+    let r2 = h
+        .engine
+        .submit(&dev(), "q", &json!({}), SubmitOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(r2.state, RequestState::Rejected);
+    let events = h.store.events(&r2.id, 0, 0).await.unwrap();
+    let reason = events.iter().rev().find_map(|e| match &e.kind {
+        EventKind::StateChanged { reason, .. } => reason.clone(),
+        _ => None,
+    });
+    assert!(reason.unwrap().contains("quota `databases`"));
+    // Cancelling the first frees its quota.
+    h.engine.cancel(&dev(), &r1.id, None).await.unwrap();
+    let r3 = h
+        .engine
+        .submit(&dev(), "q", &json!({}), SubmitOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(r3.state, RequestState::Queued);
+}
+
+#[tokio::test(start_paused = true)]
+async fn invalid_fields_and_unknown_items_are_refused_before_anything_is_stored() {
+    let h = harness(&[("chain", CHAIN)]);
+    let e = h
+        .engine
+        .submit(&dev(), "chain", &json!({}), SubmitOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, pao_core::engine::EngineError::InvalidFields(ref f) if f[0].field == "name"),
+        "{e:?}"
+    );
+    assert!(
+        h.engine
+            .submit(&dev(), "nope", &json!({}), SubmitOptions::default())
+            .await
+            .is_err()
+    );
+    assert!(h.store.list(&Default::default()).await.unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn simulation_predicts_without_calling() {
+    let item = r#"presentation:
+  groups:
+    - id: g
+      title: G
+      fields:
+        - { id: env, type: select, options: [dev, prod], default: dev }
+fulfillment:
+  mode: automated
+  approval: { required_when: "fields.env == 'prod'", approvers: { teams: [platform-leads] } }
+  actions:
+    - { id: a, type: "plugin:test", timeout: 2m, config: { token: "${{ secrets.api_token }}" }, outputs: { id: "${{ result.id }}" } }
+    - { id: b, type: "plugin:test", timeout: 3m, when: "fields.env == 'prod'", config: { ref: "${{ outputs.a.id }}" } }
+    - { id: c, type: "plugin:test", timeout: 1m, config: { ref: "${{ outputs.a.id }}" } }
+"#;
+    let h = harness(&[("sim", item)]);
+    let s = h
+        .engine
+        .simulate(&dev(), "sim", &json!({"env": "dev"}))
+        .await
+        .unwrap();
+    assert!(h.ledger.calls().is_empty());
+    assert!(!s.approval_required);
+    assert_eq!(s.actions[0].input, json!({"token": "[secret:api_token]"}));
+    assert_eq!(s.actions[1].will_run, Some(false));
+    assert_eq!(
+        s.actions[2].input,
+        json!({"ref": "sample-id"}),
+        "sample outputs flow downstream"
+    );
+    assert_eq!(s.worst_case_ms, 180_000, "2 m + (b skipped) + 1 m");
+    assert!(s.problems.is_empty(), "{:?}", s.problems);
+    let p = h
+        .engine
+        .simulate(&dev(), "sim", &json!({"env": "prod"}))
+        .await
+        .unwrap();
+    assert!(p.approval_required);
+    assert_eq!(p.worst_case_ms, 360_000);
+}
