@@ -83,7 +83,11 @@ pub fn form_schema(item: &CatalogItem) -> Value {
             if let Some(d) = &g.description {
                 group["description"] = json!(d);
             }
-            for (k, v) in [("visible_when", &g.visible_when), ("required_when", &g.required_when), ("enabled_when", &g.enabled_when)] {
+            for (k, v) in [
+                ("visible_when", &g.visible_when),
+                ("required_when", &g.required_when),
+                ("enabled_when", &g.enabled_when),
+            ] {
                 if let Some(v) = v {
                     group[k] = json!(v);
                 }
@@ -118,23 +122,36 @@ pub fn form_schema(item: &CatalogItem) -> Value {
 /// `if` clause; other expressions stay in `x-pao-*` only.
 fn equality_condition(expr: &str) -> Option<Value> {
     let (l, r) = expr.split_once("==")?;
-    if r.contains("==") || expr.contains("&&") || expr.contains("||") || expr.contains('?') || l.ends_with('!') {
+    if r.contains("==")
+        || expr.contains("&&")
+        || expr.contains("||")
+        || expr.contains('?')
+        || l.ends_with('!')
+    {
         return None;
     }
     let (l, r) = (l.trim(), r.trim());
-    let (path, lit) = if l.starts_with("fields.") { (l, r) } else { (r, l) };
+    let (path, lit) = if l.starts_with("fields.") {
+        (l, r)
+    } else {
+        (r, l)
+    };
     let name = path.strip_prefix("fields.")?;
     if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return None;
     }
-    let value: Value = if (lit.starts_with('\'') && lit.ends_with('\'')) || (lit.starts_with('"') && lit.ends_with('"')) {
+    let value: Value = if (lit.starts_with('\'') && lit.ends_with('\''))
+        || (lit.starts_with('"') && lit.ends_with('"'))
+    {
         let inner = &lit[1..lit.len() - 1];
         if inner.contains('\\') || inner.contains('\'') || inner.contains('"') {
             return None;
         }
         Value::String(inner.to_string())
     } else {
-        serde_json::from_str(lit).ok().filter(|v: &Value| v.is_boolean() || v.is_number())?
+        serde_json::from_str(lit)
+            .ok()
+            .filter(|v: &Value| v.is_boolean() || v.is_number())?
     };
     Some(json!({ "properties": { name: { "const": value } }, "required": [name] }))
 }
@@ -243,7 +260,10 @@ fn field_schema(f: &Field, group: &str) -> Value {
         s.insert("default".into(), d.clone());
     }
     let numeric = matches!(f.field_type, FieldType::Number | FieldType::Integer);
-    let listy = matches!(f.field_type, FieldType::Multiselect | FieldType::CheckboxList | FieldType::List);
+    let listy = matches!(
+        f.field_type,
+        FieldType::Multiselect | FieldType::CheckboxList | FieldType::List
+    );
     for (key, bound) in [("min", &f.min), ("max", &f.max)] {
         match bound {
             Some(NumberOrText::Number(n)) => {
@@ -290,13 +310,20 @@ fn field_schema(f: &Field, group: &str) -> Value {
             s.insert("x-pao-pattern-message".into(), json!(m));
         }
     }
-    for (k, v) in [("x-pao-visible-when", &f.visible_when), ("x-pao-required-when", &f.required_when), ("x-pao-enabled-when", &f.enabled_when)] {
+    for (k, v) in [
+        ("x-pao-visible-when", &f.visible_when),
+        ("x-pao-required-when", &f.required_when),
+        ("x-pao-enabled-when", &f.enabled_when),
+    ] {
         if let Some(v) = v {
             s.insert(k.into(), json!(v));
         }
     }
     if let Some(src) = &f.source {
-        s.insert("x-pao-source".into(), serde_json::to_value(src).unwrap_or(Value::Null));
+        s.insert(
+            "x-pao-source".into(),
+            serde_json::to_value(src).unwrap_or(Value::Null),
+        );
     }
     let mut ui = json!({ "widget": widget(f.field_type), "group": group });
     if let Some(p) = &f.placeholder {
@@ -347,7 +374,11 @@ pub struct FieldError {
 fn ferr(field: &str, code: &'static str, message: String) -> FieldError {
     FieldError {
         field: field.to_string(),
-        pointer: if field.is_empty() { String::new() } else { format!("/{field}") },
+        pointer: if field.is_empty() {
+            String::new()
+        } else {
+            format!("/{field}")
+        },
         code,
         message,
     }
@@ -355,9 +386,17 @@ fn ferr(field: &str, code: &'static str, message: String) -> FieldError {
 
 /// Validates submitted values: unknown fields are refused, hidden fields are dropped and never
 /// required, nothing is coerced, and every error is returned with its field.
-pub fn validate_fields(item: &LoadedItem, values: &Value, ctx: &FormContext) -> Result<ValidatedFields, Vec<FieldError>> {
+pub fn validate_fields(
+    item: &LoadedItem,
+    values: &Value,
+    ctx: &FormContext,
+) -> Result<ValidatedFields, Vec<FieldError>> {
     let Some(submitted) = values.as_object() else {
-        return Err(vec![ferr("", "not_object", "the field values must be a JSON object".to_string())]);
+        return Err(vec![ferr(
+            "",
+            "not_object",
+            "the field values must be a JSON object".to_string(),
+        )]);
     };
     let mut errors = Vec::new();
     let fields: Vec<(usize, usize, &Field)> = item
@@ -369,7 +408,11 @@ pub fn validate_fields(item: &LoadedItem, values: &Value, ctx: &FormContext) -> 
         .collect();
     for key in submitted.keys() {
         if !fields.iter().any(|(_, _, f)| &f.id == key) {
-            errors.push(ferr(key, "unknown_field", format!("`{key}` is not a field of {}", item.id())));
+            errors.push(ferr(
+                key,
+                "unknown_field",
+                format!("`{key}` is not a field of {}", item.id()),
+            ));
         }
     }
     // Defaults fill in before conditions are evaluated, as the form shows them.
@@ -399,13 +442,19 @@ pub fn validate_fields(item: &LoadedItem, values: &Value, ctx: &FormContext) -> 
     for (gi, fi, f) in &fields {
         let gptr = format!("/presentation/groups/{gi}");
         let fptr = format!("{gptr}/fields/{fi}");
-        let visible = cond(format!("{gptr}/visible_when"), true) && cond(format!("{fptr}/visible_when"), true);
+        let visible = cond(format!("{gptr}/visible_when"), true)
+            && cond(format!("{fptr}/visible_when"), true);
         if !visible {
             continue;
         }
         let required = f.required == Some(true)
             || (f.required_when.is_some() && cond(format!("{fptr}/required_when"), false))
-            || (item.item.presentation.as_ref().and_then(|p| p.groups[*gi].required_when.as_ref()).is_some()
+            || (item
+                .item
+                .presentation
+                .as_ref()
+                .and_then(|p| p.groups[*gi].required_when.as_ref())
+                .is_some()
                 && cond(format!("{gptr}/required_when"), false));
         let value = current.get(&f.id);
         let empty = match value {
@@ -416,7 +465,11 @@ pub fn validate_fields(item: &LoadedItem, values: &Value, ctx: &FormContext) -> 
         };
         if empty {
             if required {
-                errors.push(ferr(&f.id, "required", format!("{} is required", f.label.as_deref().unwrap_or(&f.id))));
+                errors.push(ferr(
+                    &f.id,
+                    "required",
+                    format!("{} is required", f.label.as_deref().unwrap_or(&f.id)),
+                ));
             }
             continue;
         }
@@ -444,15 +497,24 @@ pub fn validate_fields(item: &LoadedItem, values: &Value, ctx: &FormContext) -> 
 fn check_value(f: &Field, v: &Value, errors: &mut Vec<FieldError>) {
     let id = f.id.as_str();
     let want = |errors: &mut Vec<FieldError>, what: &str| {
-        errors.push(ferr(id, "type", format!("{id} must be {what}, got {}", type_name(v))));
+        errors.push(ferr(
+            id,
+            "type",
+            format!("{id} must be {what}, got {}", type_name(v)),
+        ));
     };
-    let options: Option<Vec<&str>> = f.options.as_ref().map(|o| o.iter().map(|o| o.value()).collect());
+    let options: Option<Vec<&str>> = f
+        .options
+        .as_ref()
+        .map(|o| o.iter().map(|o| o.value()).collect());
     match f.field_type {
         FieldType::Number if !v.is_number() => return want(errors, "a number"),
         FieldType::Integer if !(v.is_i64() || v.is_u64()) => return want(errors, "a whole number"),
         FieldType::Boolean if !v.is_boolean() => return want(errors, "true or false"),
         FieldType::Multiselect | FieldType::CheckboxList | FieldType::List => {
-            let Some(items) = v.as_array() else { return want(errors, "a list") };
+            let Some(items) = v.as_array() else {
+                return want(errors, "a list");
+            };
             for (i, item) in items.iter().enumerate() {
                 let Some(s) = item.as_str() else {
                     errors.push(ferr(id, "type", format!("{id}[{i}] must be a string")));
@@ -461,11 +523,19 @@ fn check_value(f: &Field, v: &Value, errors: &mut Vec<FieldError>) {
                 if let Some(o) = &options
                     && !o.contains(&s)
                 {
-                    errors.push(ferr(id, "option", format!("`{s}` is not an option of {id} ({})", o.join(", "))));
+                    errors.push(ferr(
+                        id,
+                        "option",
+                        format!("`{s}` is not an option of {id} ({})", o.join(", ")),
+                    ));
                 }
                 let len = s.chars().count() as u64;
                 if f.min_length.is_some_and(|n| len < n) || f.max_length.is_some_and(|n| len > n) {
-                    errors.push(ferr(id, "max_length", format!("{id}[{i}] has a length outside the allowed range")));
+                    errors.push(ferr(
+                        id,
+                        "max_length",
+                        format!("{id}[{i}] has a length outside the allowed range"),
+                    ));
                 }
                 if items[..i].contains(item) && f.field_type != FieldType::List {
                     errors.push(ferr(id, "option", format!("`{s}` is selected twice")));
@@ -475,19 +545,29 @@ fn check_value(f: &Field, v: &Value, errors: &mut Vec<FieldError>) {
             return;
         }
         FieldType::KeyValue => {
-            let Some(m) = v.as_object() else { return want(errors, "a mapping of names to text") };
+            let Some(m) = v.as_object() else {
+                return want(errors, "a mapping of names to text");
+            };
             if m.values().any(|x| !x.is_string()) {
                 errors.push(ferr(id, "type", format!("{id}: every value must be text")));
             }
             if let Some(n) = f.min_length
                 && (m.len() as u64) < n
             {
-                errors.push(ferr(id, "min_length", format!("{id} needs at least {n} entries")));
+                errors.push(ferr(
+                    id,
+                    "min_length",
+                    format!("{id} needs at least {n} entries"),
+                ));
             }
             if let Some(n) = f.max_length
                 && (m.len() as u64) > n
             {
-                errors.push(ferr(id, "max_length", format!("{id} takes at most {n} entries")));
+                errors.push(ferr(
+                    id,
+                    "max_length",
+                    format!("{id} takes at most {n} entries"),
+                ));
             }
             return;
         }
@@ -511,47 +591,78 @@ fn check_value(f: &Field, v: &Value, errors: &mut Vec<FieldError>) {
         FieldType::Boolean => return,
         _ => {}
     }
-    let Some(s) = v.as_str() else { return want(errors, "text") };
+    let Some(s) = v.as_str() else {
+        return want(errors, "text");
+    };
     let chars = s.chars().count() as u64;
     if let Some(n) = f.min_length
         && chars < n
     {
-        errors.push(ferr(id, "min_length", format!("{id} must be at least {n} characters")));
+        errors.push(ferr(
+            id,
+            "min_length",
+            format!("{id} must be at least {n} characters"),
+        ));
     }
     if let Some(n) = f.max_length
         && chars > n
     {
-        errors.push(ferr(id, "max_length", format!("{id} must be at most {n} characters")));
+        errors.push(ferr(
+            id,
+            "max_length",
+            format!("{id} must be at most {n} characters"),
+        ));
     }
     if let Some(o) = &options
         && !o.contains(&s)
     {
-        errors.push(ferr(id, "option", format!("`{s}` is not an option of {id} ({})", o.join(", "))));
+        errors.push(ferr(
+            id,
+            "option",
+            format!("`{s}` is not an option of {id} ({})", o.join(", ")),
+        ));
     }
     if let Some(val) = &f.validation {
         match regex::Regex::new(&val.pattern) {
             Ok(re) if !re.is_match(s) => {
-                let msg = val.message.clone().unwrap_or_else(|| format!("{id} must match {}", val.pattern));
+                let msg = val
+                    .message
+                    .clone()
+                    .unwrap_or_else(|| format!("{id} must match {}", val.pattern));
                 errors.push(ferr(id, "pattern", msg));
             }
             Ok(_) => {}
-            Err(_) => errors.push(ferr(id, "pattern", format!("{id} has an invalid pattern in the catalog"))),
+            Err(_) => errors.push(ferr(
+                id,
+                "pattern",
+                format!("{id} has an invalid pattern in the catalog"),
+            )),
         }
     }
     let bad = match f.field_type {
         FieldType::Email => {
             let mut parts = s.split('@');
             let (local, domain) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-            local.is_empty() || !domain.contains('.') || parts.next().is_some() || s.contains(char::is_whitespace)
+            local.is_empty()
+                || !domain.contains('.')
+                || parts.next().is_some()
+                || s.contains(char::is_whitespace)
         }
-        FieldType::Url => !(s.starts_with("https://") || s.starts_with("http://")) || s.contains(char::is_whitespace),
+        FieldType::Url => {
+            !(s.starts_with("https://") || s.starts_with("http://"))
+                || s.contains(char::is_whitespace)
+        }
         FieldType::Date => chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_err(),
         FieldType::Datetime => chrono::DateTime::parse_from_rfc3339(s).is_err(),
         FieldType::Cidr => !crate::catalog::valid_cidr(s),
         _ => false,
     };
     if bad {
-        errors.push(ferr(id, "format", format!("`{s}` is not a valid {}", f.field_type.as_str())));
+        errors.push(ferr(
+            id,
+            "format",
+            format!("`{s}` is not a valid {}", f.field_type.as_str()),
+        ));
     }
 }
 
@@ -559,12 +670,20 @@ fn check_bounds(f: &Field, n: f64, errors: &mut Vec<FieldError>, what: &str) {
     if let Some(NumberOrText::Number(min)) = &f.min
         && n < *min
     {
-        errors.push(ferr(&f.id, "min", format!("{}: {what} must be at least {min}", f.id)));
+        errors.push(ferr(
+            &f.id,
+            "min",
+            format!("{}: {what} must be at least {min}", f.id),
+        ));
     }
     if let Some(NumberOrText::Number(max)) = &f.max
         && n > *max
     {
-        errors.push(ferr(&f.id, "max", format!("{}: {what} must be at most {max}", f.id)));
+        errors.push(ferr(
+            &f.id,
+            "max",
+            format!("{}: {what} must be at most {max}", f.id),
+        ));
     }
 }
 

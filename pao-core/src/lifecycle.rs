@@ -62,7 +62,10 @@ impl RequestState {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            RequestState::Completed | RequestState::Failed | RequestState::Cancelled | RequestState::Rejected
+            RequestState::Completed
+                | RequestState::Failed
+                | RequestState::Cancelled
+                | RequestState::Rejected
         )
     }
 
@@ -160,23 +163,41 @@ mod tests {
 
     #[test]
     fn happy_path_and_no_skipping() {
-        let path = [Submitted, Prerequisites, Validation, AwaitingApproval, Queued, InProgress, PostFulfillment, Completed];
+        let path = [
+            Submitted,
+            Prerequisites,
+            Validation,
+            AwaitingApproval,
+            Queued,
+            InProgress,
+            PostFulfillment,
+            Completed,
+        ];
         for w in path.windows(2) {
             assert!(w[0].can_transition_to(w[1]), "{} -> {}", w[0], w[1]);
         }
         assert!(!Submitted.can_transition_to(InProgress));
         assert!(!Queued.can_transition_to(Completed));
         assert!(!AwaitingApproval.can_transition_to(InProgress));
-        assert!(!InProgress.can_transition_to(Rejected), "rejection happens before work starts");
+        assert!(
+            !InProgress.can_transition_to(Rejected),
+            "rejection happens before work starts"
+        );
         assert!(Validation.can_transition_to(Queued), "no approval needed");
-        assert!(InProgress.can_transition_to(Completed), "no post-fulfillment actions");
+        assert!(
+            InProgress.can_transition_to(Completed),
+            "no post-fulfillment actions"
+        );
     }
 
     #[test]
     fn names_round_trip() {
         for s in RequestState::ALL {
             assert_eq!(RequestState::parse(s.as_str()), Some(s));
-            assert_eq!(serde_json::to_value(s).unwrap(), serde_json::json!(s.as_str()));
+            assert_eq!(
+                serde_json::to_value(s).unwrap(),
+                serde_json::json!(s.as_str())
+            );
         }
     }
 }

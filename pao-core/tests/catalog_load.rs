@@ -26,7 +26,10 @@ fn codes_of(yaml: &str) -> Vec<(String, usize)> {
 
 fn first(yaml: &str) -> Diagnostic {
     let (_, diags) = load_item("t.yaml", yaml, &options());
-    diags.into_iter().next().unwrap_or_else(|| panic!("expected a diagnostic for:\n{yaml}"))
+    diags
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("expected a diagnostic for:\n{yaml}"))
 }
 
 fn automated(actions: &str) -> String {
@@ -40,9 +43,25 @@ fn example_catalog_is_clean() {
     let catalog = Catalog::load(&root().join("examples/catalog"), &options()).unwrap();
     let diags = catalog.diagnostics();
     assert!(diags.iter().all(|d| !d.is_error()), "{}", render_all(diags));
-    assert!(catalog.len() >= 12, "at least 12 items, got {}", catalog.len());
-    let categories: std::collections::BTreeSet<&str> = catalog.items().map(|i| i.item.metadata.category.as_str()).collect();
-    for c in ["compute", "database", "messaging", "networking", "storage", "security", "monitoring", "identity"] {
+    assert!(
+        catalog.len() >= 12,
+        "at least 12 items, got {}",
+        catalog.len()
+    );
+    let categories: std::collections::BTreeSet<&str> = catalog
+        .items()
+        .map(|i| i.item.metadata.category.as_str())
+        .collect();
+    for c in [
+        "compute",
+        "database",
+        "messaging",
+        "networking",
+        "storage",
+        "security",
+        "monitoring",
+        "identity",
+    ] {
         assert!(categories.contains(c), "no item in category {c}");
     }
     for item in catalog.items() {
@@ -60,13 +79,20 @@ fn broken_catalog_matches_golden_diagnostics() {
     if std::env::var_os("PAO_UPDATE_GOLDEN").is_some() {
         std::fs::write(&golden, &rendered).unwrap();
     }
-    let expected = std::fs::read_to_string(&golden).expect("golden file; create it with PAO_UPDATE_GOLDEN=1");
-    assert_eq!(rendered, expected, "diagnostics changed; review and rerun with PAO_UPDATE_GOLDEN=1");
+    let expected =
+        std::fs::read_to_string(&golden).expect("golden file; create it with PAO_UPDATE_GOLDEN=1");
+    assert_eq!(
+        rendered, expected,
+        "diagnostics changed; review and rerun with PAO_UPDATE_GOLDEN=1"
+    );
     // Every broken file yields at least one diagnostic.
     for entry in std::fs::read_dir(&dir).unwrap() {
         let name = entry.unwrap().file_name().to_string_lossy().into_owned();
         if name.ends_with(".yaml") && name != "duplicate-id-a.yaml" {
-            assert!(catalog.diagnostics().iter().any(|d| d.file == name), "no diagnostic for {name}");
+            assert!(
+                catalog.diagnostics().iter().any(|d| d.file == name),
+                "no diagnostic for {name}"
+            );
         }
     }
 }
@@ -89,7 +115,9 @@ fn e002_duplicate_key() {
 
 #[test]
 fn e003_schema_violation() {
-    let yaml = automated("    - { id: a, type: script, config: { script: \"1\" }, retry: { max_attempts: \"two\" } }\n");
+    let yaml = automated(
+        "    - { id: a, type: script, config: { script: \"1\" }, retry: { max_attempts: \"two\" } }\n",
+    );
     let d = first(&yaml);
     assert_eq!((d.code, d.line), ("PAO-E003", 20));
     assert_eq!(d.pointer, "/fulfillment/actions/0/retry/max_attempts");
@@ -100,7 +128,9 @@ fn e003_schema_violation() {
 
 #[test]
 fn e004_unknown_key_with_did_you_mean() {
-    let d = first(&format!("{HEAD}  descripton: typo\nfulfillment: {{ mode: manual, manual: {{ jira: {{ project: P, issue_type: Task, summary: s }} }} }}\n"));
+    let d = first(&format!(
+        "{HEAD}  descripton: typo\nfulfillment: {{ mode: manual, manual: {{ jira: {{ project: P, issue_type: Task, summary: s }} }} }}\n"
+    ));
     assert_eq!((d.code, d.line, d.column), ("PAO-E004", 10, 3));
     assert_eq!(d.hint.as_deref(), Some("did you mean `description`?"));
 }
@@ -108,14 +138,19 @@ fn e004_unknown_key_with_did_you_mean() {
 #[test]
 fn e005_duplicate_item_ids_across_files() {
     let dir = tempdir("dup");
-    let item = format!("{HEAD}fulfillment: {{ mode: manual, manual: {{ jira: {{ project: P, issue_type: Task, summary: s }} }} }}\n");
+    let item = format!(
+        "{HEAD}fulfillment: {{ mode: manual, manual: {{ jira: {{ project: P, issue_type: Task, summary: s }} }} }}\n"
+    );
     std::fs::write(dir.join("a.yaml"), &item).unwrap();
     std::fs::create_dir_all(dir.join("sub")).unwrap();
     std::fs::write(dir.join("sub/b.yaml"), &item).unwrap();
     let c = Catalog::load(&dir, &options()).unwrap();
     assert_eq!(c.len(), 1);
     let d = &c.diagnostics()[0];
-    assert_eq!((d.code, d.file.as_str(), d.line), ("PAO-E005", "sub/b.yaml", 4));
+    assert_eq!(
+        (d.code, d.file.as_str(), d.line),
+        ("PAO-E005", "sub/b.yaml", 4)
+    );
     assert!(d.message.contains("a.yaml"));
 }
 
@@ -124,15 +159,24 @@ fn e006_unknown_action_type() {
     let d = first(&automated("    - { id: a, type: terrafrom, config: {} }\n"));
     assert_eq!(d.code, "PAO-E006");
     assert_eq!(d.hint.as_deref(), Some("did you mean `terraform`?"));
-    let d = first(&automated("    - { id: a, type: \"plugin:unknown\", config: {} }\n"));
+    let d = first(&automated(
+        "    - { id: a, type: \"plugin:unknown\", config: {} }\n",
+    ));
     assert_eq!(d.code, "PAO-E006");
     // A registered plugin is accepted.
-    assert!(codes_of(&automated("    - { id: a, type: \"plugin:slack-notify\", config: {} }\n")).is_empty());
+    assert!(
+        codes_of(&automated(
+            "    - { id: a, type: \"plugin:slack-notify\", config: {} }\n"
+        ))
+        .is_empty()
+    );
 }
 
 #[test]
 fn e007_unknown_dependency() {
-    let d = first(&automated("    - { id: a, type: script, config: { script: \"1\" } }\n    - { id: b, type: script, config: { script: \"1\" }, depends_on: [aa] }\n"));
+    let d = first(&automated(
+        "    - { id: a, type: script, config: { script: \"1\" } }\n    - { id: b, type: script, config: { script: \"1\" }, depends_on: [aa] }\n",
+    ));
     assert_eq!((d.code, d.line), ("PAO-E007", 21));
     assert_eq!(d.hint.as_deref(), Some("did you mean `a`?"));
 }
@@ -143,7 +187,11 @@ fn e008_cycle_names_the_cycle() {
         "    - { id: a, type: script, config: { script: \"1\" }, depends_on: [b] }\n    - { id: b, type: script, config: { script: \"1\" } }\n",
     ));
     assert_eq!(d.code, "PAO-E008");
-    assert!(d.message.contains("a → b → a") || d.message.contains("b → a → b"), "{}", d.message);
+    assert!(
+        d.message.contains("a → b → a") || d.message.contains("b → a → b"),
+        "{}",
+        d.message
+    );
 }
 
 #[test]
@@ -173,7 +221,9 @@ fn e009_outputs_before_guaranteed() {
 
 #[test]
 fn e010_expression_syntax_located_inside_the_string() {
-    let d = first(&automated("    - { id: a, type: script, config: { script: \"x ${{ fields.name + }}\" } }\n"));
+    let d = first(&automated(
+        "    - { id: a, type: script, config: { script: \"x ${{ fields.name + }}\" } }\n",
+    ));
     assert_eq!(d.code, "PAO-E010");
     assert_eq!(d.line, 20);
     let col = d.source_line.as_ref().unwrap().find("}}").unwrap() + 1;
@@ -182,10 +232,14 @@ fn e010_expression_syntax_located_inside_the_string() {
 
 #[test]
 fn e011_undeclared_and_unknown_scope() {
-    let d = first(&automated("    - { id: a, type: script, config: { script: \"${{ fields.nmae }}\" } }\n"));
+    let d = first(&automated(
+        "    - { id: a, type: script, config: { script: \"${{ fields.nmae }}\" } }\n",
+    ));
     assert_eq!(d.code, "PAO-E011");
     assert_eq!(d.hint.as_deref(), Some("did you mean `name`?"));
-    let d = first(&automated("    - { id: a, type: script, config: { script: \"${{ feilds.name }}\" } }\n"));
+    let d = first(&automated(
+        "    - { id: a, type: script, config: { script: \"${{ feilds.name }}\" } }\n",
+    ));
     assert_eq!(d.code, "PAO-E011");
     assert_eq!(d.hint.as_deref(), Some("did you mean `fields`?"));
 }
@@ -199,19 +253,33 @@ fn e012_defaults_and_options() {
         ("{ id: s, type: select, options: [a, b], default: c }", 15),
         ("{ id: t, type: text, options: [a] }", 15),
         ("{ id: d, type: date, default: \"31.01.2026\" }", 15),
-        ("{ id: m, type: multiselect, options: [a, b], default: [a, z] }", 15),
+        (
+            "{ id: m, type: multiselect, options: [a, b], default: [a, z] }",
+            15,
+        ),
     ] {
-        let yaml = format!("{HEAD}presentation:\n  groups:\n    - id: g\n      title: G\n      fields:\n        - {field}\n{manual}");
-        assert_eq!(codes_of(&yaml), vec![("PAO-E012".to_string(), line)], "{field}");
+        let yaml = format!(
+            "{HEAD}presentation:\n  groups:\n    - id: g\n      title: G\n      fields:\n        - {field}\n{manual}"
+        );
+        assert_eq!(
+            codes_of(&yaml),
+            vec![("PAO-E012".to_string(), line)],
+            "{field}"
+        );
     }
 }
 
 #[test]
 fn e013_required_when_reads_a_field_that_may_be_hidden() {
-    let yaml = format!("{HEAD}presentation:\n  groups:\n    - id: g\n      title: G\n      fields:\n        - {{ id: env, type: select, options: [dev, prod] }}\n        - {{ id: tier, type: text, visible_when: \"fields.env == 'prod'\" }}\n        - {{ id: owner, type: text, required_when: \"fields.tier == 'gold'\" }}\nfulfillment: {{ mode: manual, manual: {{ jira: {{ project: P, issue_type: Task, summary: s }} }} }}\n");
+    let yaml = format!(
+        "{HEAD}presentation:\n  groups:\n    - id: g\n      title: G\n      fields:\n        - {{ id: env, type: select, options: [dev, prod] }}\n        - {{ id: tier, type: text, visible_when: \"fields.env == 'prod'\" }}\n        - {{ id: owner, type: text, required_when: \"fields.tier == 'gold'\" }}\nfulfillment: {{ mode: manual, manual: {{ jira: {{ project: P, issue_type: Task, summary: s }} }} }}\n"
+    );
     let d = first(&yaml);
     assert_eq!((d.code, d.line), ("PAO-E013", 17));
-    let guarded = yaml.replace("fields.tier == 'gold'", "default(fields.tier, '') == 'gold'");
+    let guarded = yaml.replace(
+        "fields.tier == 'gold'",
+        "default(fields.tier, '') == 'gold'",
+    );
     assert!(codes_of(&guarded).is_empty());
 }
 
@@ -237,13 +305,18 @@ fn e015_restricted_periods() {
 
 #[test]
 fn e016_duplicate_ids_in_an_item() {
-    let d = first(&automated("    - { id: a, type: script, config: { script: \"1\" } }\n    - { id: a, type: script, config: { script: \"2\" } }\n"));
+    let d = first(&automated(
+        "    - { id: a, type: script, config: { script: \"1\" } }\n    - { id: a, type: script, config: { script: \"2\" } }\n",
+    ));
     assert_eq!((d.code, d.line), ("PAO-E016", 21));
 }
 
 #[test]
 fn e017_too_large_or_too_deep() {
-    let big = format!("{HEAD}# {}\n", "x".repeat(pao_core::catalog::MAX_FILE_BYTES));
+    let big = format!(
+        "{HEAD}# {}\n",
+        "x".repeat(pao_core::catalog::MAX_FILE_BYTES)
+    );
     assert_eq!(first(&big).code, "PAO-E017");
     let deep = format!("{HEAD}x: {}{}\n", "[".repeat(100), "]".repeat(100));
     assert_eq!(first(&deep).code, "PAO-E017");
@@ -258,50 +331,80 @@ fn e018_api_version() {
 
 #[test]
 fn e019_computed_cycle() {
-    let yaml = format!("{HEAD}computed:\n  a: \"${{{{ computed.b }}}}\"\n  b: \"${{{{ computed.a }}}}\"\nfulfillment: {{ mode: manual, manual: {{ jira: {{ project: P, issue_type: Task, summary: s }} }} }}\n");
+    let yaml = format!(
+        "{HEAD}computed:\n  a: \"${{{{ computed.b }}}}\"\n  b: \"${{{{ computed.a }}}}\"\nfulfillment: {{ mode: manual, manual: {{ jira: {{ project: P, issue_type: Task, summary: s }} }} }}\n"
+    );
     assert_eq!(first(&yaml).code, "PAO-E019");
 }
 
 #[test]
 fn e020_action_config_schema() {
-    let d = first(&automated("    - { id: a, type: webhook, config: { ur: \"https://x\" } }\n"));
+    let d = first(&automated(
+        "    - { id: a, type: webhook, config: { ur: \"https://x\" } }\n",
+    ));
     assert_eq!(d.code, "PAO-E020");
     // Plugin configs are checked against the schema the plugin describes.
     let opts = LoadOptions::default().with_plugin(
         "p",
         Some(serde_json::json!({"type": "object", "required": ["channel"]})),
     );
-    let (_, diags) = load_item("t.yaml", &automated("    - { id: a, type: \"plugin:p\", config: {} }\n"), &opts);
+    let (_, diags) = load_item(
+        "t.yaml",
+        &automated("    - { id: a, type: \"plugin:p\", config: {} }\n"),
+        &opts,
+    );
     assert_eq!(diags[0].code, "PAO-E020");
 }
 
 #[test]
 fn warnings_for_lifecycle() {
     let manual = "fulfillment: { mode: manual, manual: { jira: { project: P, issue_type: Task, summary: s } } }\n";
-    let (item, diags) = load_item("t.yaml", &format!("{HEAD}{manual}lifecycle: {{ status: deprecated }}\n"), &options());
+    let (item, diags) = load_item(
+        "t.yaml",
+        &format!("{HEAD}{manual}lifecycle: {{ status: deprecated }}\n"),
+        &options(),
+    );
     assert!(item.is_some(), "warnings do not stop an item");
     assert_eq!(diags[0].code, "PAO-W001");
-    let (_, diags) = load_item("t.yaml", &format!("{HEAD}{manual}lifecycle: {{ status: retired }}\n"), &options());
+    let (_, diags) = load_item(
+        "t.yaml",
+        &format!("{HEAD}{manual}lifecycle: {{ status: retired }}\n"),
+        &options(),
+    );
     assert_eq!(diags[0].code, "PAO-W002");
 }
 
 #[test]
 fn reload_keeps_last_good_version() {
     let dir = tempdir("reload");
-    let good = format!("{HEAD}fulfillment: {{ mode: manual, manual: {{ jira: {{ project: P, issue_type: Task, summary: s }} }} }}\n");
+    let good = format!(
+        "{HEAD}fulfillment: {{ mode: manual, manual: {{ jira: {{ project: P, issue_type: Task, summary: s }} }} }}\n"
+    );
     std::fs::write(dir.join("item.yaml"), &good).unwrap();
     std::fs::write(dir.join("other.yaml"), good.replace("t.item", "t.other")).unwrap();
     let first = Catalog::load(&dir, &options()).unwrap();
     assert_eq!(first.len(), 2);
     let hash = first.get("t.item").unwrap().content_hash.clone();
-    std::fs::write(dir.join("item.yaml"), good.replace("summary: s", "summary: \"${{ nope }}\"")).unwrap();
+    std::fs::write(
+        dir.join("item.yaml"),
+        good.replace("summary: s", "summary: \"${{ nope }}\""),
+    )
+    .unwrap();
     let second = first.reload(&dir, &options()).unwrap();
-    assert_eq!(second.len(), 2, "the broken item keeps its last good version, the other one still loads");
+    assert_eq!(
+        second.len(),
+        2,
+        "the broken item keeps its last good version, the other one still loads"
+    );
     assert_eq!(second.get("t.item").unwrap().content_hash, hash);
     let codes: Vec<&str> = second.diagnostics().iter().map(|d| d.code).collect();
     assert_eq!(codes, vec!["PAO-E011", "PAO-W004"]);
     // A fixed file replaces it, with a new hash.
-    std::fs::write(dir.join("item.yaml"), good.replace("summary: s", "summary: fixed")).unwrap();
+    std::fs::write(
+        dir.join("item.yaml"),
+        good.replace("summary: s", "summary: fixed"),
+    )
+    .unwrap();
     let third = second.reload(&dir, &options()).unwrap();
     assert_ne!(third.get("t.item").unwrap().content_hash, hash);
     assert!(third.diagnostics().is_empty());
@@ -311,7 +414,9 @@ fn reload_keeps_last_good_version() {
 fn json_output_is_machine_readable() {
     let d = first(&automated("    - { id: a, type: terrafrom, config: {} }\n"));
     let v = serde_json::to_value(&d).unwrap();
-    for key in ["severity", "code", "file", "line", "column", "pointer", "message", "hint"] {
+    for key in [
+        "severity", "code", "file", "line", "column", "pointer", "message", "hint",
+    ] {
         assert!(v.get(key).is_some(), "missing {key} in {v}");
     }
     assert_eq!(v["severity"], "error");

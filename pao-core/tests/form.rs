@@ -25,7 +25,12 @@ fn form_schemas_are_valid_json_schema_and_golden() {
         jsonschema::draft202012::meta::validate(&schema)
             .unwrap_or_else(|e| panic!("{}: form schema is not valid JSON Schema: {e}", item.id()));
         let props = schema["properties"].as_object().unwrap();
-        let n_fields = item.item.presentation.iter().flat_map(|p| p.all_fields()).count();
+        let n_fields = item
+            .item
+            .presentation
+            .iter()
+            .flat_map(|p| p.all_fields())
+            .count();
         assert_eq!(props.len(), n_fields, "{}", item.id());
     }
     let pg = c.get("database.postgres").unwrap();
@@ -35,13 +40,35 @@ fn form_schemas_are_valid_json_schema_and_golden() {
     if std::env::var_os("PAO_UPDATE_GOLDEN").is_some() {
         std::fs::write(&golden, &rendered).unwrap();
     }
-    assert_eq!(rendered, std::fs::read_to_string(&golden).unwrap(), "rerun with PAO_UPDATE_GOLDEN=1 after review");
+    assert_eq!(
+        rendered,
+        std::fs::read_to_string(&golden).unwrap(),
+        "rerun with PAO_UPDATE_GOLDEN=1 after review"
+    );
     // Spot checks that the golden file says what a form renderer needs.
-    assert_eq!(schema["properties"]["size"]["oneOf"][2], json!({"const": "large", "title": "Large: 8 vCPU, 32 GiB"}));
-    assert_eq!(schema["properties"]["replicas"]["x-pao-visible-when"], json!("fields.environment == 'prod'"));
-    assert_eq!(schema["properties"]["name"]["x-pao-pattern-message"], json!("3-31 characters: lower-case letters, digits and -, starting with a letter"));
-    assert_eq!(schema["properties"]["parameters"]["maxProperties"], json!(20));
-    assert!(schema["allOf"].as_array().unwrap().iter().any(|c| c["then"]["required"] == json!(["replicas"])));
+    assert_eq!(
+        schema["properties"]["size"]["oneOf"][2],
+        json!({"const": "large", "title": "Large: 8 vCPU, 32 GiB"})
+    );
+    assert_eq!(
+        schema["properties"]["replicas"]["x-pao-visible-when"],
+        json!("fields.environment == 'prod'")
+    );
+    assert_eq!(
+        schema["properties"]["name"]["x-pao-pattern-message"],
+        json!("3-31 characters: lower-case letters, digits and -, starting with a letter")
+    );
+    assert_eq!(
+        schema["properties"]["parameters"]["maxProperties"],
+        json!(20)
+    );
+    assert!(
+        schema["allOf"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["then"]["required"] == json!(["replicas"]))
+    );
 }
 
 const ITEM: &str = r#"
@@ -100,7 +127,10 @@ fn valid_values_pass_with_defaults_and_secrets_split() {
     });
     let ok = validate_fields(&item(), &v, &FormContext::default()).unwrap();
     assert_eq!(ok.values["env"], json!("dev"), "default filled in");
-    assert!(ok.values.get("token").is_none(), "secrets are never in stored values");
+    assert!(
+        ok.values.get("token").is_none(),
+        "secrets are never in stored values"
+    );
     assert_eq!(ok.secrets["token"], json!("hunter2"));
     assert!(ok.values.get("pager").is_none());
 }
@@ -141,15 +171,28 @@ fn conditional_requirement_and_hidden_fields() {
     // Missing required field.
     assert_eq!(errors(json!({})), vec![("name".to_string(), "required")]);
     // A hidden group's fields are neither required nor kept, even when sent.
-    let ok = validate_fields(&item(), &json!({"name": "abc", "pager": "x"}), &FormContext::default()).unwrap();
+    let ok = validate_fields(
+        &item(),
+        &json!({"name": "abc", "pager": "x"}),
+        &FormContext::default(),
+    )
+    .unwrap();
     assert!(ok.values.get("pager").is_none());
     // Visible: required applies, and required_when follows the values.
-    assert_eq!(errors(json!({"name": "abc", "env": "prod"})), vec![("pager".to_string(), "required")]);
+    assert_eq!(
+        errors(json!({"name": "abc", "env": "prod"})),
+        vec![("pager".to_string(), "required")]
+    );
     assert_eq!(
         errors(json!({"name": "abc", "env": "prod", "pager": "p", "count": 4})),
         vec![("reason".to_string(), "required")]
     );
-    let ok = validate_fields(&item(), &json!({"name": "abc", "env": "prod", "pager": "p", "count": 2}), &FormContext::default()).unwrap();
+    let ok = validate_fields(
+        &item(),
+        &json!({"name": "abc", "env": "prod", "pager": "p", "count": 2}),
+        &FormContext::default(),
+    )
+    .unwrap();
     assert_eq!(ok.values["pager"], json!("p"));
     // Not an object.
     let e = validate_fields(&item(), &json!([1]), &FormContext::default()).unwrap_err();

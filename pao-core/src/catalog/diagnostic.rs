@@ -111,9 +111,19 @@ impl Diagnostic {
     /// Renders like rustc: header, location, source line with a caret, hint.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "{}[{}]: {}", self.severity.as_str(), self.code, self.message);
+        let _ = writeln!(
+            out,
+            "{}[{}]: {}",
+            self.severity.as_str(),
+            self.code,
+            self.message
+        );
         let gutter = self.line.to_string().len();
-        let _ = writeln!(out, "{:gutter$}--> {}:{}:{}", "", self.file, self.line, self.column);
+        let _ = writeln!(
+            out,
+            "{:gutter$}--> {}:{}:{}",
+            "", self.file, self.line, self.column
+        );
         if let Some(src) = &self.source_line {
             let width = caret_width(src, self.column);
             let _ = writeln!(out, "{:gutter$} |", "");
@@ -144,12 +154,17 @@ fn caret_width(line: &str, column: usize) -> usize {
     }
     let quote = rest.chars().next().filter(|c| *c == '"' || *c == '\'');
     let width = match quote {
-        Some(q) => rest[1..].find(q).map(|i| i + 2).unwrap_or(rest.chars().count()),
-        None => rest
-            .find([',', ']', '}', '#', ':'])
-            .unwrap_or(rest.len()),
+        Some(q) => rest[1..]
+            .find(q)
+            .map(|i| i + 2)
+            .unwrap_or(rest.chars().count()),
+        None => rest.find([',', ']', '}', '#', ':']).unwrap_or(rest.len()),
     };
-    rest[..width.min(rest.len())].trim_end().chars().count().max(1)
+    rest[..width.min(rest.len())]
+        .trim_end()
+        .chars()
+        .count()
+        .max(1)
 }
 
 /// Renders a list of diagnostics, with a summary line.
@@ -160,7 +175,10 @@ pub fn render_all(diags: &[Diagnostic]) -> String {
         out.push('\n');
     }
     let errors = diags.iter().filter(|d| d.is_error()).count();
-    let warnings = diags.iter().filter(|d| d.severity == Severity::Warning).count();
+    let warnings = diags
+        .iter()
+        .filter(|d| d.severity == Severity::Warning)
+        .count();
     let _ = writeln!(out, "{errors} error(s), {warnings} warning(s)");
     out
 }

@@ -11,9 +11,14 @@ use serde_json::Value;
 use sha2::Digest;
 
 use super::diagnostic::{Diagnostic, Severity, codes};
-use super::model::{ActionSpec, ActionStep, CatalogItem, CatalogSettings, Field, FieldType, FulfillmentMode, LifecycleStatus};
+use super::model::{
+    ActionSpec, ActionStep, CatalogItem, CatalogSettings, Field, FieldType, FulfillmentMode,
+    LifecycleStatus,
+};
 use super::yaml::{self, Pos, ScalarStyle, SpannedDoc, YamlErrorKind};
-use crate::vars::{Declarations, Engine, Expression, Template, ValueTemplate, VarError, VarErrorKind, did_you_mean};
+use crate::vars::{
+    Declarations, Engine, Expression, Template, ValueTemplate, VarError, VarErrorKind, did_you_mean,
+};
 
 /// Largest catalog file accepted.
 pub const MAX_FILE_BYTES: usize = 1 << 20;
@@ -30,11 +35,14 @@ struct Schemas {
 }
 
 static SCHEMAS: LazyLock<Schemas> = LazyLock::new(|| {
-    let item_json: Value = serde_json::from_str(ITEM_SCHEMA).expect("the embedded item schema is valid JSON");
-    let settings_json: Value = serde_json::from_str(SETTINGS_SCHEMA).expect("the embedded settings schema is valid JSON");
+    let item_json: Value =
+        serde_json::from_str(ITEM_SCHEMA).expect("the embedded item schema is valid JSON");
+    let settings_json: Value =
+        serde_json::from_str(SETTINGS_SCHEMA).expect("the embedded settings schema is valid JSON");
     Schemas {
         item: jsonschema::draft202012::new(&item_json).expect("the embedded item schema compiles"),
-        settings: jsonschema::draft202012::new(&settings_json).expect("the embedded settings schema compiles"),
+        settings: jsonschema::draft202012::new(&settings_json)
+            .expect("the embedded settings schema compiles"),
         item_json,
     }
 });
@@ -53,7 +61,10 @@ pub struct LoadOptions {
 impl Default for LoadOptions {
     fn default() -> Self {
         LoadOptions {
-            action_types: super::BUILT_IN_ACTION_TYPES.iter().map(|s| s.to_string()).collect(),
+            action_types: super::BUILT_IN_ACTION_TYPES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             plugin_config_schemas: BTreeMap::new(),
             engine: Engine::new(),
         }
@@ -146,7 +157,11 @@ impl Catalog {
         Catalog::load_inner(dir, opts, Some(self))
     }
 
-    fn load_inner(dir: &Path, opts: &LoadOptions, previous: Option<&Catalog>) -> std::io::Result<Catalog> {
+    fn load_inner(
+        dir: &Path,
+        opts: &LoadOptions,
+        previous: Option<&Catalog>,
+    ) -> std::io::Result<Catalog> {
         let mut files = Vec::new();
         collect_yaml_files(dir, &mut files)?;
         files.sort();
@@ -159,7 +174,10 @@ impl Catalog {
             let (settings, diags) = load_settings("catalog.yaml", &source);
             catalog.diagnostics.extend(diags);
             if let Some(s) = settings {
-                settings_env = s.env_allowlist.as_ref().map(|l| l.iter().cloned().collect());
+                settings_env = s
+                    .env_allowlist
+                    .as_ref()
+                    .map(|l| l.iter().cloned().collect());
                 catalog.settings = Some(Arc::new(s));
             }
         }
@@ -168,7 +186,11 @@ impl Catalog {
             if path == settings_path {
                 continue;
             }
-            let rel = path.strip_prefix(dir).unwrap_or(&path).to_string_lossy().replace('\\', "/");
+            let rel = path
+                .strip_prefix(dir)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .replace('\\', "/");
             let bytes = std::fs::read(&path)?;
             let (loaded, diags) = load_item_bytes(&rel, &bytes, opts, settings_env.as_ref());
             let failed = loaded.is_none();
@@ -186,7 +208,10 @@ impl Catalog {
                             doc.pos("/metadata/id"),
                             "/metadata/id",
                             format!("item id `{id}` is already used by {first}"),
-                            Some("item ids are unique across the catalog; rename one of them".to_string()),
+                            Some(
+                                "item ids are unique across the catalog; rename one of them"
+                                    .to_string(),
+                            ),
                         ));
                         continue;
                     }
@@ -263,7 +288,12 @@ impl Catalog {
     pub fn fingerprint(&self) -> BTreeMap<String, (String, String)> {
         self.items
             .iter()
-            .map(|(id, i)| (id.clone(), (i.version().to_string(), i.content_hash.clone())))
+            .map(|(id, i)| {
+                (
+                    id.clone(),
+                    (i.version().to_string(), i.content_hash.clone()),
+                )
+            })
             .collect()
     }
 }
@@ -279,7 +309,12 @@ fn collect_yaml_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()>
         let ty = entry.file_type()?;
         if ty.is_dir() {
             collect_yaml_files(&path, out)?;
-        } else if ty.is_file() && matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+        } else if ty.is_file()
+            && matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml")
+            )
+        {
             out.push(path);
         }
     }
@@ -311,7 +346,10 @@ fn diagnostic_at(
         pointer: pointer.to_string(),
         message,
         hint,
-        source_line: source.lines().nth(pos.line.saturating_sub(1)).map(str::to_string),
+        source_line: source
+            .lines()
+            .nth(pos.line.saturating_sub(1))
+            .map(str::to_string),
     }
 }
 
@@ -324,26 +362,64 @@ struct FileDiags<'s> {
 }
 
 impl FileDiags<'_> {
-    fn push(&mut self, severity: Severity, code: &'static str, pointer: &str, message: String, hint: Option<String>) {
+    fn push(
+        &mut self,
+        severity: Severity,
+        code: &'static str,
+        pointer: &str,
+        message: String,
+        hint: Option<String>,
+    ) {
         let pos = self.doc.pos(pointer);
-        self.out.push(diagnostic_at(severity, code, self.file, self.source, pos, pointer, message, hint));
+        self.out.push(diagnostic_at(
+            severity,
+            code,
+            self.file,
+            self.source,
+            pos,
+            pointer,
+            message,
+            hint,
+        ));
     }
 
-    fn error(&mut self, code: &'static str, pointer: &str, message: impl Into<String>, hint: Option<String>) {
+    fn error(
+        &mut self,
+        code: &'static str,
+        pointer: &str,
+        message: impl Into<String>,
+        hint: Option<String>,
+    ) {
         self.push(Severity::Error, code, pointer, message.into(), hint);
     }
 
-    fn error_at_key(&mut self, code: &'static str, pointer: &str, message: impl Into<String>, hint: Option<String>) {
+    fn error_at_key(
+        &mut self,
+        code: &'static str,
+        pointer: &str,
+        message: impl Into<String>,
+        hint: Option<String>,
+    ) {
         let pos = self.doc.key_pos(pointer);
-        self.out.push(diagnostic_at(Severity::Error, code, self.file, self.source, pos, pointer, message.into(), hint));
+        self.out.push(diagnostic_at(
+            Severity::Error,
+            code,
+            self.file,
+            self.source,
+            pos,
+            pointer,
+            message.into(),
+            hint,
+        ));
     }
 
     /// A template or expression error inside the YAML string at `pointer`.
     fn var_error(&mut self, pointer: &str, e: &VarError) {
         let code = match e.kind() {
-            VarErrorKind::Syntax | VarErrorKind::UnknownFunction | VarErrorKind::BadArguments | VarErrorKind::Limit => {
-                codes::EXPRESSION_SYNTAX
-            }
+            VarErrorKind::Syntax
+            | VarErrorKind::UnknownFunction
+            | VarErrorKind::BadArguments
+            | VarErrorKind::Limit => codes::EXPRESSION_SYNTAX,
             VarErrorKind::OutputNotAvailable => codes::OUTPUT_NOT_AVAILABLE,
             _ => codes::UNDECLARED,
         };
@@ -364,7 +440,11 @@ impl FileDiags<'_> {
             _ if l == 1 => (pos.line, pos.column + c - 1),
             _ => (pos.line + l - 1, c),
         };
-        let located = Pos { line, column, ..pos };
+        let located = Pos {
+            line,
+            column,
+            ..pos
+        };
         self.out.push(diagnostic_at(
             Severity::Error,
             code,
@@ -404,7 +484,10 @@ pub fn load_settings(file: &str, source: &str) -> (Option<CatalogSettings>, Vec<
                     codes::RESTRICTED_PERIOD,
                     &format!("{base}/{key}"),
                     format!("`{date}` is not a day of the year"),
-                    Some("write MM-DD, e.g. 09-01 or 01-31; 02-29 is allowed, 02-30 is not".to_string()),
+                    Some(
+                        "write MM-DD, e.g. 09-01 or 01-31; 02-29 is allowed, 02-30 is not"
+                            .to_string(),
+                    ),
                 );
             }
         }
@@ -412,12 +495,23 @@ pub fn load_settings(file: &str, source: &str) -> (Option<CatalogSettings>, Vec<
             d.error(
                 codes::RESTRICTED_PERIOD,
                 &base,
-                format!("restricted period `{}` starts and ends on the same day", p.id),
-                Some("a one-day period is fine, but make sure that is meant; use a range otherwise".to_string()),
+                format!(
+                    "restricted period `{}` starts and ends on the same day",
+                    p.id
+                ),
+                Some(
+                    "a one-day period is fine, but make sure that is meant; use a range otherwise"
+                        .to_string(),
+                ),
             );
         }
         if !seen.insert(p.id.clone()) {
-            d.error(codes::RESTRICTED_PERIOD, &format!("{base}/id"), format!("restricted period id `{}` is used twice", p.id), None);
+            d.error(
+                codes::RESTRICTED_PERIOD,
+                &format!("{base}/id"),
+                format!("restricted period id `{}` is used twice", p.id),
+                None,
+            );
         }
     }
     let ok = !d.out.iter().any(Diagnostic::is_error);
@@ -425,7 +519,9 @@ pub fn load_settings(file: &str, source: &str) -> (Option<CatalogSettings>, Vec<
 }
 
 fn valid_month_day(s: &str) -> bool {
-    let Some((m, day)) = s.split_once('-') else { return false };
+    let Some((m, day)) = s.split_once('-') else {
+        return false;
+    };
     let (Ok(m), Ok(day)) = (m.parse::<u32>(), day.parse::<u32>()) else {
         return false;
     };
@@ -449,7 +545,10 @@ fn parse_file<'s>(file: &'s str, source: &'s str) -> Result<FileDiags<'s>, Vec<D
         d.error(
             codes::TOO_LARGE,
             "",
-            format!("file is {} bytes; the limit is {MAX_FILE_BYTES}", source.len()),
+            format!(
+                "file is {} bytes; the limit is {MAX_FILE_BYTES}",
+                source.len()
+            ),
             Some("one item per file; move large texts out of the catalog".to_string()),
         );
         return Err(d.out);
@@ -458,7 +557,12 @@ fn parse_file<'s>(file: &'s str, source: &'s str) -> Result<FileDiags<'s>, Vec<D
         Ok(doc) => {
             d.doc = doc;
             if !d.doc.value.is_object() {
-                d.error(codes::SCHEMA, "", "a catalog file must be a YAML mapping", None);
+                d.error(
+                    codes::SCHEMA,
+                    "",
+                    "a catalog file must be a YAML mapping",
+                    None,
+                );
                 return Err(d.out);
             }
             Ok(d)
@@ -470,8 +574,12 @@ fn parse_file<'s>(file: &'s str, source: &'s str) -> Result<FileDiags<'s>, Vec<D
                 YamlErrorKind::TooDeep => codes::TOO_LARGE,
             };
             let hint = match e.kind {
-                YamlErrorKind::DuplicateKey => Some("remove or rename one of the two keys".to_string()),
-                YamlErrorKind::TooDeep => Some(format!("keep nesting under {} levels", yaml::MAX_DEPTH)),
+                YamlErrorKind::DuplicateKey => {
+                    Some("remove or rename one of the two keys".to_string())
+                }
+                YamlErrorKind::TooDeep => {
+                    Some(format!("keep nesting under {} levels", yaml::MAX_DEPTH))
+                }
                 YamlErrorKind::Syntax => None,
             };
             let pos = Pos {
@@ -480,7 +588,16 @@ fn parse_file<'s>(file: &'s str, source: &'s str) -> Result<FileDiags<'s>, Vec<D
                 offset: 0,
                 style: ScalarStyle::Plain,
             };
-            d.out.push(diagnostic_at(Severity::Error, code, file, source, pos, &e.pointer, e.message, hint));
+            d.out.push(diagnostic_at(
+                Severity::Error,
+                code,
+                file,
+                source,
+                pos,
+                &e.pointer,
+                e.message,
+                hint,
+            ));
             Err(d.out)
         }
     }
@@ -489,7 +606,9 @@ fn parse_file<'s>(file: &'s str, source: &'s str) -> Result<FileDiags<'s>, Vec<D
 /// The property names a schema location allows, for "did you mean".
 fn allowed_properties(schema_path: &str) -> Vec<String> {
     // The schema path ends in `/additionalProperties`; its sibling `properties` lists them.
-    let parent = schema_path.strip_suffix("/additionalProperties").unwrap_or(schema_path);
+    let parent = schema_path
+        .strip_suffix("/additionalProperties")
+        .unwrap_or(schema_path);
     let mut node = &SCHEMAS.item_json;
     for seg in parent.split('/').filter(|s| !s.is_empty()) {
         let seg = seg.replace("~1", "/").replace("~0", "~");
@@ -505,7 +624,10 @@ fn allowed_properties(schema_path: &str) -> Vec<String> {
             }
             continue;
         }
-        node = match node.get(&seg).or_else(|| seg.parse::<usize>().ok().and_then(|i| node.get(i))) {
+        node = match node
+            .get(&seg)
+            .or_else(|| seg.parse::<usize>().ok().and_then(|i| node.get(i)))
+        {
             Some(n) => n,
             None => return Vec::new(),
         };
@@ -516,7 +638,12 @@ fn allowed_properties(schema_path: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn schema_errors(d: &mut FileDiags, validator: &jsonschema::Validator, item: bool, action_types: &BTreeSet<String>) {
+fn schema_errors(
+    d: &mut FileDiags,
+    validator: &jsonschema::Validator,
+    item: bool,
+    action_types: &BTreeSet<String>,
+) {
     let value = d.doc.value.clone();
     let mut seen = BTreeSet::new();
     for err in validator.iter_errors(&value) {
@@ -537,10 +664,16 @@ fn schema_errors(d: &mut FileDiags, validator: &jsonschema::Validator, item: boo
                     let child = format!("{pointer}/{}", name.replace('~', "~0").replace('/', "~1"));
                     let hint = match did_you_mean(name, allowed.iter().map(String::as_str)) {
                         Some(s) => Some(format!("did you mean `{s}`?")),
-                        None if !allowed.is_empty() => Some(format!("allowed keys here: {}", allowed.join(", "))),
+                        None if !allowed.is_empty() => {
+                            Some(format!("allowed keys here: {}", allowed.join(", ")))
+                        }
                         None => None,
                     };
-                    let code = if in_action_config(&pointer) { codes::ACTION_CONFIG } else { codes::UNKNOWN_KEY };
+                    let code = if in_action_config(&pointer) {
+                        codes::ACTION_CONFIG
+                    } else {
+                        codes::UNKNOWN_KEY
+                    };
                     d.error_at_key(code, &child, format!("unknown key `{name}`"), hint);
                 }
             }
@@ -557,18 +690,36 @@ fn schema_errors(d: &mut FileDiags, validator: &jsonschema::Validator, item: boo
             _ if item
                 && pointer.starts_with("/presentation/")
                 && pointer.ends_with("/type")
-                && d.doc.value.pointer(&pointer[..pointer.len() - 5]).and_then(|f| f.get("options")).is_some() =>
+                && d.doc
+                    .value
+                    .pointer(&pointer[..pointer.len() - 5])
+                    .and_then(|f| f.get("options"))
+                    .is_some() =>
             {
-                let ty = d.doc.value.pointer(&pointer).and_then(Value::as_str).unwrap_or("").to_string();
+                let ty = d
+                    .doc
+                    .value
+                    .pointer(&pointer)
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
                 d.error(
                     codes::FIELD_VALUE_TYPE,
                     &format!("{}/options", &pointer[..pointer.len() - 5]),
                     format!("a field of type {ty} cannot have options"),
-                    Some("options go with select, multiselect, radio and checkbox_list".to_string()),
+                    Some(
+                        "options go with select, multiselect, radio and checkbox_list".to_string(),
+                    ),
                 );
             }
             _ if item && pointer.starts_with("/fulfillment/") && pointer.ends_with("/type") => {
-                let ty = d.doc.value.pointer(&pointer).and_then(Value::as_str).unwrap_or("").to_string();
+                let ty = d
+                    .doc
+                    .value
+                    .pointer(&pointer)
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
                 if !seen.insert((pointer.clone(), "type".to_string())) {
                     continue;
                 }
@@ -579,14 +730,21 @@ fn schema_errors(d: &mut FileDiags, validator: &jsonschema::Validator, item: boo
                         action_types.iter().cloned().collect::<Vec<_>>().join(", ")
                     ),
                 };
-                d.error(codes::UNKNOWN_ACTION_TYPE, &pointer, format!("unknown action type `{ty}`"), Some(hint));
+                d.error(
+                    codes::UNKNOWN_ACTION_TYPE,
+                    &pointer,
+                    format!("unknown action type `{ty}`"),
+                    Some(hint),
+                );
             }
             _ => {
                 let code = if in_action_config(&pointer) {
                     codes::ACTION_CONFIG
                 } else if item
                     && pointer.starts_with("/presentation/")
-                    && (pointer.ends_with("/default") || pointer.contains("/options/") || pointer.ends_with("/options"))
+                    && (pointer.ends_with("/default")
+                        || pointer.contains("/options/")
+                        || pointer.ends_with("/options"))
                 {
                     codes::FIELD_VALUE_TYPE
                 } else if !item && pointer.starts_with("/restricted_periods") {
@@ -600,7 +758,10 @@ fn schema_errors(d: &mut FileDiags, validator: &jsonschema::Validator, item: boo
                     msg.push('…');
                 }
                 let hint = schema_hint(kind);
-                if matches!(kind, jsonschema::error::ValidationErrorKind::Required { .. }) {
+                if matches!(
+                    kind,
+                    jsonschema::error::ValidationErrorKind::Required { .. }
+                ) {
                     d.error_at_key(code, &pointer, msg, hint);
                 } else {
                     d.error(code, &pointer, msg, hint);
@@ -613,20 +774,29 @@ fn schema_errors(d: &mut FileDiags, validator: &jsonschema::Validator, item: boo
 fn schema_hint(kind: &jsonschema::error::ValidationErrorKind) -> Option<String> {
     use jsonschema::error::ValidationErrorKind as K;
     match kind {
-        K::Type { .. } => Some("check the value's type; quote numbers-like strings such as versions".to_string()),
+        K::Type { .. } => {
+            Some("check the value's type; quote numbers-like strings such as versions".to_string())
+        }
         K::Enum { options } => Some(format!("allowed values: {options}")),
         K::Pattern { pattern } => Some(format!("the value must match `{pattern}`")),
-        K::Required { property } => Some(format!("add `{}`", property.as_str().unwrap_or("the key"))),
+        K::Required { property } => {
+            Some(format!("add `{}`", property.as_str().unwrap_or("the key")))
+        }
         _ => None,
     }
 }
 
 fn in_action_config(pointer: &str) -> bool {
-    pointer.starts_with("/fulfillment/") && (pointer.contains("/config/") || pointer.ends_with("/config"))
+    pointer.starts_with("/fulfillment/")
+        && (pointer.contains("/config/") || pointer.ends_with("/config"))
 }
 
 /// Validates one item file without a catalog around it (for the API and the CLI).
-pub fn load_item(file: &str, source: &str, opts: &LoadOptions) -> (Option<LoadedItem>, Vec<Diagnostic>) {
+pub fn load_item(
+    file: &str,
+    source: &str,
+    opts: &LoadOptions,
+) -> (Option<LoadedItem>, Vec<Diagnostic>) {
     load_item_bytes(file, source.as_bytes(), opts, None)
 }
 
@@ -648,7 +818,10 @@ fn load_item_bytes(
                     line: 1,
                     column: 1,
                     pointer: String::new(),
-                    message: format!("the file is not UTF-8 text (invalid byte at offset {})", e.valid_up_to()),
+                    message: format!(
+                        "the file is not UTF-8 text (invalid byte at offset {})",
+                        e.valid_up_to()
+                    ),
                     hint: Some("save the file as UTF-8".to_string()),
                     source_line: None,
                 }],
@@ -668,7 +841,12 @@ fn load_item_bytes(
             } else {
                 "set `apiVersion: pao.dev/v2`"
             };
-            d.error(codes::API_VERSION, "/apiVersion", format!("unsupported apiVersion `{other}`"), Some(hint.to_string()));
+            d.error(
+                codes::API_VERSION,
+                "/apiVersion",
+                format!("unsupported apiVersion `{other}`"),
+                Some(hint.to_string()),
+            );
             return (None, d.out);
         }
         None => {
@@ -676,7 +854,10 @@ fn load_item_bytes(
                 codes::API_VERSION,
                 "",
                 "missing `apiVersion`",
-                Some("start the file with `apiVersion: pao.dev/v2` and `kind: CatalogItem`".to_string()),
+                Some(
+                    "start the file with `apiVersion: pao.dev/v2` and `kind: CatalogItem`"
+                        .to_string(),
+                ),
             );
             return (None, d.out);
         }
@@ -688,7 +869,12 @@ fn load_item_bytes(
     let item: CatalogItem = match serde_json::from_value(d.doc.value.clone()) {
         Ok(i) => i,
         Err(e) => {
-            d.error(codes::SCHEMA, "", format!("the item does not fit the model: {e}"), None);
+            d.error(
+                codes::SCHEMA,
+                "",
+                format!("the item does not fit the model: {e}"),
+                None,
+            );
             return (None, d.out);
         }
     };
@@ -713,7 +899,12 @@ struct ActionInfo<'i> {
     group: Option<String>,
 }
 
-fn check_item(d: &mut FileDiags, item: &CatalogItem, opts: &LoadOptions, env_allowlist: Option<&BTreeSet<String>>) -> CompiledItem {
+fn check_item(
+    d: &mut FileDiags,
+    item: &CatalogItem,
+    opts: &LoadOptions,
+    env_allowlist: Option<&BTreeSet<String>>,
+) -> CompiledItem {
     let mut compiled = CompiledItem::default();
     let engine = &opts.engine;
 
@@ -724,7 +915,12 @@ fn check_item(d: &mut FileDiags, item: &CatalogItem, opts: &LoadOptions, env_all
         for (gi, g) in p.groups.iter().enumerate() {
             let gptr = format!("/presentation/groups/{gi}");
             if !group_ids.insert(g.id.clone()) {
-                d.error(codes::DUPLICATE_ID, &format!("{gptr}/id"), format!("group id `{}` is used twice", g.id), None);
+                d.error(
+                    codes::DUPLICATE_ID,
+                    &format!("{gptr}/id"),
+                    format!("group id `{}` is used twice", g.id),
+                    None,
+                );
             }
             for (fi, f) in g.fields.iter().enumerate() {
                 let fptr = format!("{gptr}/fields/{fi}");
@@ -758,7 +954,10 @@ fn check_item(d: &mut FileDiags, item: &CatalogItem, opts: &LoadOptions, env_all
             }),
             ActionStep::Parallel(p) => {
                 let g = &p.parallel;
-                groups.insert(g.id.clone(), g.actions.iter().map(|a| a.id.clone()).collect());
+                groups.insert(
+                    g.id.clone(),
+                    g.actions.iter().map(|a| a.id.clone()).collect(),
+                );
                 for (ai, a) in g.actions.iter().enumerate() {
                     actions.push(ActionInfo {
                         spec: a,
@@ -771,7 +970,13 @@ fn check_item(d: &mut FileDiags, item: &CatalogItem, opts: &LoadOptions, env_all
         }
     }
     let post_base = main_steps.len();
-    for (pi, a) in item.fulfillment.post_fulfillment.iter().flatten().enumerate() {
+    for (pi, a) in item
+        .fulfillment
+        .post_fulfillment
+        .iter()
+        .flatten()
+        .enumerate()
+    {
         actions.push(ActionInfo {
             spec: a,
             pointer: format!("/fulfillment/post_fulfillment/{pi}"),
@@ -798,11 +1003,26 @@ fn check_item(d: &mut FileDiags, item: &CatalogItem, opts: &LoadOptions, env_all
             let hint = match did_you_mean(&ty, opts.action_types.iter().map(String::as_str)) {
                 Some(s) => format!("did you mean `{s}`?"),
                 None if ty.starts_with("plugin:") => {
-                    format!("no plugin `{}` is installed; add it to the plugin folder", ty.trim_start_matches("plugin:"))
+                    format!(
+                        "no plugin `{}` is installed; add it to the plugin folder",
+                        ty.trim_start_matches("plugin:")
+                    )
                 }
-                None => format!("known types: {}", opts.action_types.iter().cloned().collect::<Vec<_>>().join(", ")),
+                None => format!(
+                    "known types: {}",
+                    opts.action_types
+                        .iter()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             };
-            d.error(codes::UNKNOWN_ACTION_TYPE, &format!("{}/type", a.pointer), format!("unknown action type `{ty}`"), Some(hint));
+            d.error(
+                codes::UNKNOWN_ACTION_TYPE,
+                &format!("{}/type", a.pointer),
+                format!("unknown action type `{ty}`"),
+                Some(hint),
+            );
         } else if let Some(schema) = opts.plugin_config_schemas.get(&ty)
             && let Ok(v) = jsonschema::validator_for(schema)
         {
@@ -819,7 +1039,8 @@ fn check_item(d: &mut FileDiags, item: &CatalogItem, opts: &LoadOptions, env_all
                     codes::UNKNOWN_ACTION_TYPE,
                     &format!("{}/rollback/type", a.pointer),
                     format!("unknown action type `{rty}` in rollback"),
-                    did_you_mean(&rty, opts.action_types.iter().map(String::as_str)).map(|s| format!("did you mean `{s}`?")),
+                    did_you_mean(&rty, opts.action_types.iter().map(String::as_str))
+                        .map(|s| format!("did you mean `{s}`?")),
                 );
             }
         }
@@ -832,13 +1053,26 @@ fn check_item(d: &mut FileDiags, item: &CatalogItem, opts: &LoadOptions, env_all
             let ptr = format!("{}/depends_on/{di}", a.pointer);
             if let Some(&j) = ids.get(dep) {
                 if j == i {
-                    d.error(codes::CYCLE, &ptr, format!("action `{dep}` depends on itself"), None);
+                    d.error(
+                        codes::CYCLE,
+                        &ptr,
+                        format!("action `{dep}` depends on itself"),
+                        None,
+                    );
                 } else {
                     edges[i].insert(j);
                 }
             } else if let Some(members) = groups.get(dep) {
                 if a.group.as_deref() == Some(dep.as_str()) {
-                    d.error(codes::CYCLE, &ptr, format!("action `{}` depends on its own parallel group `{dep}`", a.spec.id), None);
+                    d.error(
+                        codes::CYCLE,
+                        &ptr,
+                        format!(
+                            "action `{}` depends on its own parallel group `{dep}`",
+                            a.spec.id
+                        ),
+                        None,
+                    );
                 }
                 for m in members {
                     if let Some(&j) = ids.get(m)
@@ -850,7 +1084,12 @@ fn check_item(d: &mut FileDiags, item: &CatalogItem, opts: &LoadOptions, env_all
             } else {
                 let known = ids.keys().chain(groups.keys()).map(String::as_str);
                 let hint = did_you_mean(dep, known).map(|s| format!("did you mean `{s}`?"));
-                d.error(codes::UNKNOWN_DEPENDENCY, &ptr, format!("depends_on names unknown action `{dep}`"), hint);
+                d.error(
+                    codes::UNKNOWN_DEPENDENCY,
+                    &ptr,
+                    format!("depends_on names unknown action `{dep}`"),
+                    hint,
+                );
             }
         }
     }
@@ -876,13 +1115,22 @@ fn check_item(d: &mut FileDiags, item: &CatalogItem, opts: &LoadOptions, env_all
     // Ancestors (transitive), if acyclic.
     let ancestors: Vec<BTreeSet<usize>> = (0..n).map(|i| reach(&full, i)).collect();
     let optional = |j: usize| {
-        actions[j].spec.when.is_some() || matches!(actions[j].spec.on_failure, Some(super::model::OnFailure::Continue))
+        actions[j].spec.when.is_some()
+            || matches!(
+                actions[j].spec.on_failure,
+                Some(super::model::OnFailure::Continue)
+            )
     };
     let action_ids: BTreeSet<String> = ids.keys().cloned().collect();
 
     // ---- declarations
     let field_ids: BTreeSet<String> = fields.keys().cloned().collect();
-    let computed_names: BTreeSet<String> = item.computed.iter().flatten().map(|(k, _)| k.clone()).collect();
+    let computed_names: BTreeSet<String> = item
+        .computed
+        .iter()
+        .flatten()
+        .map(|(k, _)| k.clone())
+        .collect();
     let base = Declarations {
         fields: field_ids.clone(),
         computed: computed_names.clone(),
@@ -914,7 +1162,11 @@ fn check_item(d: &mut FileDiags, item: &CatalogItem, opts: &LoadOptions, env_all
     }
 
     // ---- conditions on fields and groups
-    let condition = |d: &mut FileDiags, ptr: String, src: &str, compiled: &mut CompiledItem| -> Option<Vec<crate::vars::Reference>> {
+    let condition = |d: &mut FileDiags,
+                     ptr: String,
+                     src: &str,
+                     compiled: &mut CompiledItem|
+     -> Option<Vec<crate::vars::Reference>> {
         match engine.compile_expression(src) {
             Ok(e) => {
                 for err in e.check(&base) {
@@ -933,14 +1185,22 @@ fn check_item(d: &mut FileDiags, item: &CatalogItem, opts: &LoadOptions, env_all
     if let Some(p) = &item.presentation {
         for (gi, g) in p.groups.iter().enumerate() {
             let gptr = format!("/presentation/groups/{gi}");
-            for (key, src) in [("visible_when", &g.visible_when), ("required_when", &g.required_when), ("enabled_when", &g.enabled_when)] {
+            for (key, src) in [
+                ("visible_when", &g.visible_when),
+                ("required_when", &g.required_when),
+                ("enabled_when", &g.enabled_when),
+            ] {
                 if let Some(src) = src {
                     condition(d, format!("{gptr}/{key}"), src, &mut compiled);
                 }
             }
             for (fi, f) in g.fields.iter().enumerate() {
                 let fptr = format!("{gptr}/fields/{fi}");
-                for (key, src) in [("visible_when", &f.visible_when), ("required_when", &f.required_when), ("enabled_when", &f.enabled_when)] {
+                for (key, src) in [
+                    ("visible_when", &f.visible_when),
+                    ("required_when", &f.required_when),
+                    ("enabled_when", &f.enabled_when),
+                ] {
                     let Some(src) = src else { continue };
                     let ptr = format!("{fptr}/{key}");
                     let refs = condition(d, ptr.clone(), src, &mut compiled);
@@ -955,13 +1215,23 @@ fn check_item(d: &mut FileDiags, item: &CatalogItem, opts: &LoadOptions, env_all
                             .filter_map(|r| r.path.first().map(|s| s.as_str()))
                             .collect::<Vec<_>>()
                             .into_iter()
-                            .map(|s| fields.get_key_value(s).map(|(k, _)| k.as_str()).unwrap_or(""))
+                            .map(|s| {
+                                fields
+                                    .get_key_value(s)
+                                    .map(|(k, _)| k.as_str())
+                                    .unwrap_or("")
+                            })
                             .collect();
                         let required_by: BTreeSet<&str> = req
                             .iter()
                             .filter(|r| r.scope == crate::vars::Scope::Fields)
                             .filter_map(|r| r.path.first())
-                            .map(|s| fields.get_key_value(s.as_str()).map(|(k, _)| k.as_str()).unwrap_or(""))
+                            .map(|s| {
+                                fields
+                                    .get_key_value(s.as_str())
+                                    .map(|(k, _)| k.as_str())
+                                    .unwrap_or("")
+                            })
                             .collect();
                         if !required_by.is_empty() && shown_by.is_disjoint(&required_by) {
                             d.error(
@@ -980,7 +1250,9 @@ fn check_item(d: &mut FileDiags, item: &CatalogItem, opts: &LoadOptions, env_all
                             if r.scope != crate::vars::Scope::Fields || r.guarded {
                                 continue;
                             }
-                            let Some(other) = r.path.first() else { continue };
+                            let Some(other) = r.path.first() else {
+                                continue;
+                            };
                             if other == &f.id {
                                 continue;
                             }
@@ -997,7 +1269,14 @@ fn check_item(d: &mut FileDiags, item: &CatalogItem, opts: &LoadOptions, env_all
                 }
                 if let Some(src) = &f.source {
                     let v = serde_json::to_value(src).unwrap_or(Value::Null);
-                    compile_section(d, engine, &format!("{fptr}/source"), &v, &base, &mut compiled);
+                    compile_section(
+                        d,
+                        engine,
+                        &format!("{fptr}/source"),
+                        &v,
+                        &base,
+                        &mut compiled,
+                    );
                 }
             }
         }
@@ -1036,9 +1315,25 @@ fn check_item(d: &mut FileDiags, item: &CatalogItem, opts: &LoadOptions, env_all
         );
     }
     for (ptr, value) in [
-        ("/fulfillment/manual", f.manual.as_ref().map(|m| serde_json::to_value(m).unwrap_or(Value::Null))),
-        ("/metadata/cost", item.metadata.cost.as_ref().map(|c| serde_json::to_value(c).unwrap_or(Value::Null))),
-        ("/fulfillment/prerequisites", f.prerequisites.as_ref().map(|p| serde_json::to_value(p).unwrap_or(Value::Null))),
+        (
+            "/fulfillment/manual",
+            f.manual
+                .as_ref()
+                .map(|m| serde_json::to_value(m).unwrap_or(Value::Null)),
+        ),
+        (
+            "/metadata/cost",
+            item.metadata
+                .cost
+                .as_ref()
+                .map(|c| serde_json::to_value(c).unwrap_or(Value::Null)),
+        ),
+        (
+            "/fulfillment/prerequisites",
+            f.prerequisites
+                .as_ref()
+                .map(|p| serde_json::to_value(p).unwrap_or(Value::Null)),
+        ),
     ] {
         if let Some(v) = value {
             compile_section(d, engine, ptr, &v, &base, &mut compiled);
@@ -1084,9 +1379,14 @@ fn check_item(d: &mut FileDiags, item: &CatalogItem, opts: &LoadOptions, env_all
             }
         });
         // A polling REST call may read the first response (`result`) in its `poll` block.
-        let config = compile_checked_with(d, engine, &format!("{}/config", a.pointer), &a.spec.config, &decl, |p| {
-            p.starts_with("/poll")
-        });
+        let config = compile_checked_with(
+            d,
+            engine,
+            &format!("{}/config", a.pointer),
+            &a.spec.config,
+            &decl,
+            |p| p.starts_with("/poll"),
+        );
         let mut outputs = Vec::new();
         let out_decl = Declarations {
             allow_result: true,
@@ -1107,7 +1407,13 @@ fn check_item(d: &mut FileDiags, item: &CatalogItem, opts: &LoadOptions, env_all
         let rollback = a.spec.rollback.as_ref().map(|rb| {
             let mut rb_decl = decl.clone();
             rb_decl.completed.insert(a.spec.id.clone());
-            compile_checked(d, engine, &format!("{}/rollback/config", a.pointer), &rb.config, &rb_decl)
+            compile_checked(
+                d,
+                engine,
+                &format!("{}/rollback/config", a.pointer),
+                &rb.config,
+                &rb_decl,
+            )
         });
         compiled.actions.insert(
             a.spec.id.clone(),
@@ -1123,7 +1429,12 @@ fn check_item(d: &mut FileDiags, item: &CatalogItem, opts: &LoadOptions, env_all
     // ---- lifecycle
     if let Some(l) = &item.lifecycle {
         match l.status {
-            Some(LifecycleStatus::Deprecated) if l.deprecation.as_ref().and_then(|x| x.replacement.as_ref()).is_none() => {
+            Some(LifecycleStatus::Deprecated)
+                if l.deprecation
+                    .as_ref()
+                    .and_then(|x| x.replacement.as_ref())
+                    .is_none() =>
+            {
                 d.push(
                     Severity::Warning,
                     codes::DEPRECATED_NO_REPLACEMENT,
@@ -1137,7 +1448,10 @@ fn check_item(d: &mut FileDiags, item: &CatalogItem, opts: &LoadOptions, env_all
                     Severity::Warning,
                     codes::RETIRED,
                     "/lifecycle/status",
-                    format!("item `{}` is retired: it is listed but new requests are refused", item.metadata.id),
+                    format!(
+                        "item `{}` is retired: it is listed but new requests are refused",
+                        item.metadata.id
+                    ),
                     None,
                 );
             }
@@ -1147,14 +1461,27 @@ fn check_item(d: &mut FileDiags, item: &CatalogItem, opts: &LoadOptions, env_all
     compiled
 }
 
-fn compile_section(d: &mut FileDiags, engine: &Engine, ptr: &str, value: &Value, decl: &Declarations, compiled: &mut CompiledItem) {
+fn compile_section(
+    d: &mut FileDiags,
+    engine: &Engine,
+    ptr: &str,
+    value: &Value,
+    decl: &Declarations,
+    compiled: &mut CompiledItem,
+) {
     let t = compile_checked(d, engine, ptr, value, decl);
     if !matches!(t, ValueTemplate::Literal(_)) {
         compiled.sections.insert(ptr.to_string(), t);
     }
 }
 
-fn compile_checked(d: &mut FileDiags, engine: &Engine, ptr: &str, value: &Value, decl: &Declarations) -> ValueTemplate {
+fn compile_checked(
+    d: &mut FileDiags,
+    engine: &Engine,
+    ptr: &str,
+    value: &Value,
+    decl: &Declarations,
+) -> ValueTemplate {
     compile_checked_with(d, engine, ptr, value, decl, |_| false)
 }
 
@@ -1174,7 +1501,11 @@ fn compile_checked_with(
         Ok(t) => {
             let mut errors = Vec::new();
             t.for_each_template(&mut |p, tpl| {
-                let decl = if allow_result_at(p) { &with_result } else { decl };
+                let decl = if allow_result_at(p) {
+                    &with_result
+                } else {
+                    decl
+                };
                 for e in tpl.check(decl) {
                     errors.push((format!("{ptr}{p}"), e));
                 }
@@ -1196,7 +1527,11 @@ fn compile_checked_with(
 /// Orders computed values so each comes after the ones it reads; reports cycles.
 fn computed_order(d: &mut FileDiags, templates: &BTreeMap<String, Template>) -> Vec<String> {
     let names: Vec<&String> = templates.keys().collect();
-    let index: HashMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
+    let index: HashMap<&str, usize> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i))
+        .collect();
     let mut deps: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); names.len()];
     for (i, name) in names.iter().enumerate() {
         for r in templates[*name].references() {
@@ -1252,7 +1587,8 @@ fn find_cycle(edges: &[BTreeSet<usize>]) -> Option<Vec<usize>> {
             continue;
         }
         // Iterative DFS with an explicit path.
-        let mut stack: Vec<(usize, Vec<usize>)> = vec![(start, edges[start].iter().copied().collect())];
+        let mut stack: Vec<(usize, Vec<usize>)> =
+            vec![(start, edges[start].iter().copied().collect())];
         mark[start] = Mark::Active;
         while let Some((node, pending)) = stack.last_mut() {
             if let Some(next) = pending.pop() {
@@ -1295,12 +1631,19 @@ fn reach(edges: &[BTreeSet<usize>], from: usize) -> BTreeSet<usize> {
 
 /// Defaults and options that cannot fit the field's type (PAO-E012).
 fn check_field_values(d: &mut FileDiags, f: &Field, fptr: &str) {
-    let options: Option<Vec<&str>> = f.options.as_ref().map(|o| o.iter().map(|o| o.value()).collect());
+    let options: Option<Vec<&str>> = f
+        .options
+        .as_ref()
+        .map(|o| o.iter().map(|o| o.value()).collect());
     if options.is_some() && !f.field_type.has_options() {
         d.error(
             codes::FIELD_VALUE_TYPE,
             &format!("{fptr}/options"),
-            format!("field `{}` of type {} cannot have options", f.id, f.field_type.as_str()),
+            format!(
+                "field `{}` of type {} cannot have options",
+                f.id,
+                f.field_type.as_str()
+            ),
             Some("options go with select, multiselect, radio and checkbox_list".to_string()),
         );
     }
@@ -1308,7 +1651,11 @@ fn check_field_values(d: &mut FileDiags, f: &Field, fptr: &str) {
         d.error_at_key(
             codes::FIELD_VALUE_TYPE,
             &format!("{fptr}/type"),
-            format!("field `{}` of type {} needs `options` or a `source`", f.id, f.field_type.as_str()),
+            format!(
+                "field `{}` of type {} needs `options` or a `source`",
+                f.id,
+                f.field_type.as_str()
+            ),
             None,
         );
     }
@@ -1339,7 +1686,12 @@ fn check_field_values(d: &mut FileDiags, f: &Field, fptr: &str) {
                 ty.as_str()
             )
         };
-        d.error(codes::FIELD_VALUE_TYPE, &ptr, msg, Some(expected_hint(ty).to_string()));
+        d.error(
+            codes::FIELD_VALUE_TYPE,
+            &ptr,
+            msg,
+            Some(expected_hint(ty).to_string()),
+        );
         return;
     }
     if let Some(opts) = &options {
@@ -1356,7 +1708,10 @@ fn check_field_values(d: &mut FileDiags, f: &Field, fptr: &str) {
                 d.error(
                     codes::FIELD_VALUE_TYPE,
                     &ptr,
-                    format!("default `{s}` of field `{}` is not one of its options", f.id),
+                    format!(
+                        "default `{s}` of field `{}` is not one of its options",
+                        f.id
+                    ),
                     Some(hint),
                 );
             }
@@ -1374,15 +1729,33 @@ fn check_field_values(d: &mut FileDiags, f: &Field, fptr: &str) {
         d.error(
             codes::FIELD_VALUE_TYPE,
             &ptr,
-            format!("default `{}` is not a valid {}", text.unwrap_or(""), ty.as_str()),
+            format!(
+                "default `{}` is not a valid {}",
+                text.unwrap_or(""),
+                ty.as_str()
+            ),
             Some(expected_hint(ty).to_string()),
         );
     }
-    if let (Some(n), Some(min)) = (default.as_f64(), f.min.as_ref().and_then(num)) && n < min {
-        d.error(codes::FIELD_VALUE_TYPE, &ptr, format!("default {n} is below min {min}"), None);
+    if let (Some(n), Some(min)) = (default.as_f64(), f.min.as_ref().and_then(num))
+        && n < min
+    {
+        d.error(
+            codes::FIELD_VALUE_TYPE,
+            &ptr,
+            format!("default {n} is below min {min}"),
+            None,
+        );
     }
-    if let (Some(n), Some(max)) = (default.as_f64(), f.max.as_ref().and_then(num)) && n > max {
-        d.error(codes::FIELD_VALUE_TYPE, &ptr, format!("default {n} is above max {max}"), None);
+    if let (Some(n), Some(max)) = (default.as_f64(), f.max.as_ref().and_then(num))
+        && n > max
+    {
+        d.error(
+            codes::FIELD_VALUE_TYPE,
+            &ptr,
+            format!("default {n} is above max {max}"),
+            None,
+        );
     }
 }
 
@@ -1398,20 +1771,28 @@ fn expected_hint(ty: FieldType) -> &'static str {
         FieldType::Number => "write a number, e.g. 2.5",
         FieldType::Integer => "write a whole number, e.g. 3",
         FieldType::Boolean => "write true or false",
-        FieldType::Multiselect | FieldType::CheckboxList | FieldType::List => "write a list, e.g. [a, b]",
+        FieldType::Multiselect | FieldType::CheckboxList | FieldType::List => {
+            "write a list, e.g. [a, b]"
+        }
         FieldType::KeyValue => "write a mapping, e.g. {team: data}",
         FieldType::Date => "write a date as YYYY-MM-DD",
         FieldType::Datetime => "write an RFC 3339 date-time, e.g. 2026-01-31T09:00:00Z",
         FieldType::Cidr => "write a CIDR block, e.g. 10.0.0.0/16",
-        FieldType::Secret => "secrets are typed by the requester and never stored; remove the default",
+        FieldType::Secret => {
+            "secrets are typed by the requester and never stored; remove the default"
+        }
         _ => "write a string",
     }
 }
 
 /// IPv4 or IPv6 CIDR, e.g. `10.0.0.0/16`.
 pub fn valid_cidr(s: &str) -> bool {
-    let Some((addr, bits)) = s.split_once('/') else { return false };
-    let Ok(bits) = bits.parse::<u8>() else { return false };
+    let Some((addr, bits)) = s.split_once('/') else {
+        return false;
+    };
+    let Ok(bits) = bits.parse::<u8>() else {
+        return false;
+    };
     match addr.parse::<std::net::IpAddr>() {
         Ok(std::net::IpAddr::V4(_)) => bits <= 32,
         Ok(std::net::IpAddr::V6(_)) => bits <= 128,

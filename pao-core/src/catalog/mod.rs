@@ -18,6 +18,6 @@ pub mod yaml;
 
 pub use diagnostic::{Diagnostic, Severity, codes, render_all};
 pub use load::{
-    Catalog, CompiledAction, CompiledItem, ITEM_SCHEMA, LoadOptions, LoadedItem, MAX_FILE_BYTES, SETTINGS_SCHEMA, load_item,
-    load_settings, valid_cidr,
+    Catalog, CompiledAction, CompiledItem, ITEM_SCHEMA, LoadOptions, LoadedItem, MAX_FILE_BYTES,
+    SETTINGS_SCHEMA, load_item, load_settings, valid_cidr,
 };

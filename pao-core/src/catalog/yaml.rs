@@ -69,7 +69,10 @@ impl SpannedDoc {
 
     /// Position of the key that introduces `pointer`, falling back to the value.
     pub fn key_pos(&self, pointer: &str) -> Pos {
-        self.keys.get(pointer).copied().unwrap_or_else(|| self.pos(pointer))
+        self.keys
+            .get(pointer)
+            .copied()
+            .unwrap_or_else(|| self.pos(pointer))
     }
 }
 
@@ -158,7 +161,9 @@ fn resolve_plain(s: &str) -> Value {
         {
             return Value::Number(i.into());
         }
-        let float_like = digits.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'))
+        let float_like = digits
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'))
             && digits.bytes().any(|b| b.is_ascii_digit());
         if float_like
             && let Ok(f) = digits.parse::<f64>()
@@ -176,7 +181,9 @@ impl Builder {
             None => String::new(),
             Some(Frame::Seq { items, pointer, .. }) => format!("{pointer}/{}", items.len()),
             Some(Frame::Map {
-                pointer, pending_key, ..
+                pointer,
+                pending_key,
+                ..
             }) => match pending_key {
                 Some(k) => format!("{pointer}/{}", escape(k)),
                 None => pointer.clone(),
@@ -214,7 +221,9 @@ impl Builder {
                 }
             }
             Some(Frame::Seq { items, .. }) => items.push(value),
-            Some(Frame::Map { map, pending_key, .. }) => match pending_key.take() {
+            Some(Frame::Map {
+                map, pending_key, ..
+            }) => match pending_key.take() {
                 Some(k) => {
                     map.insert(k, value);
                 }
@@ -236,28 +245,44 @@ impl Builder {
                             return;
                         }
                     };
-                    let Some(Frame::Map { map, pointer, pending_key, .. }) = self.stack.last_mut() else {
+                    let Some(Frame::Map {
+                        map,
+                        pointer,
+                        pending_key,
+                        ..
+                    }) = self.stack.last_mut()
+                    else {
                         return;
                     };
                     let child = format!("{pointer}/{}", escape(&key));
                     if map.contains_key(&key) {
                         let first = self.doc.keys.get(&child).copied();
                         let msg = match first {
-                            Some(p) => format!("duplicate key `{key}` (first defined at line {})", p.line),
+                            Some(p) => {
+                                format!("duplicate key `{key}` (first defined at line {})", p.line)
+                            }
                             None => format!("duplicate key `{key}`"),
                         };
                         self.fail(YamlErrorKind::DuplicateKey, msg, mark, child);
                         return;
                     }
                     *pending_key = Some(key);
-                    self.doc.keys.insert(child, Self::pos(mark, ScalarStyle::Plain));
+                    self.doc
+                        .keys
+                        .insert(child, Self::pos(mark, ScalarStyle::Plain));
                 }
             },
         }
     }
 
     fn is_key_position(&self) -> bool {
-        matches!(self.stack.last(), Some(Frame::Map { pending_key: None, .. }))
+        matches!(
+            self.stack.last(),
+            Some(Frame::Map {
+                pending_key: None,
+                ..
+            })
+        )
     }
 }
 
@@ -269,7 +294,12 @@ impl MarkedEventReceiver for Builder {
         self.nodes += 1;
         if self.nodes > MAX_NODES {
             let p = self.current_pointer();
-            self.fail(YamlErrorKind::TooDeep, format!("more than {MAX_NODES} YAML nodes"), mark, p);
+            self.fail(
+                YamlErrorKind::TooDeep,
+                format!("more than {MAX_NODES} YAML nodes"),
+                mark,
+                p,
+            );
             return;
         }
         match ev {
@@ -278,7 +308,8 @@ impl MarkedEventReceiver for Builder {
                 if self.documents > 1 {
                     self.fail(
                         YamlErrorKind::Syntax,
-                        "a catalog file holds one item; found a second YAML document (`---`)".to_string(),
+                        "a catalog file holds one item; found a second YAML document (`---`)"
+                            .to_string(),
                         mark,
                         String::new(),
                     );
@@ -294,7 +325,9 @@ impl MarkedEventReceiver for Builder {
                     let pointer = self.current_pointer();
                     let style = match style {
                         TScalarStyle::Plain => ScalarStyle::Plain,
-                        TScalarStyle::SingleQuoted | TScalarStyle::DoubleQuoted => ScalarStyle::Quoted,
+                        TScalarStyle::SingleQuoted | TScalarStyle::DoubleQuoted => {
+                            ScalarStyle::Quoted
+                        }
                         _ => ScalarStyle::Block,
                     };
                     self.doc.values.insert(pointer, Self::pos(mark, style));
@@ -307,7 +340,12 @@ impl MarkedEventReceiver for Builder {
             Event::Alias(id) => {
                 let Some(value) = self.anchors.get(&id).cloned() else {
                     let p = self.current_pointer();
-                    self.fail(YamlErrorKind::Syntax, "alias to an unknown anchor".to_string(), mark, p);
+                    self.fail(
+                        YamlErrorKind::Syntax,
+                        "alias to an unknown anchor".to_string(),
+                        mark,
+                        p,
+                    );
                     return;
                 };
                 self.nodes += count_nodes(&value);
@@ -323,7 +361,9 @@ impl MarkedEventReceiver for Builder {
                 }
                 if !self.is_key_position() {
                     let pointer = self.current_pointer();
-                    self.doc.values.insert(pointer, Self::pos(mark, ScalarStyle::Plain));
+                    self.doc
+                        .values
+                        .insert(pointer, Self::pos(mark, ScalarStyle::Plain));
                 }
                 self.push_value(value, mark);
             }
@@ -347,7 +387,9 @@ impl MarkedEventReceiver for Builder {
                     );
                     return;
                 }
-                self.doc.values.insert(pointer.clone(), Self::pos(mark, ScalarStyle::Plain));
+                self.doc
+                    .values
+                    .insert(pointer.clone(), Self::pos(mark, ScalarStyle::Plain));
                 let frame = if matches!(ev, Event::SequenceStart(..)) {
                     Frame::Seq {
                         items: Vec::new(),
@@ -407,7 +449,12 @@ pub fn parse(source: &str) -> Result<SpannedDoc, YamlError> {
     if let Err(e) = result {
         let mark = e.marker();
         let mut message = e.info().to_string();
-        if source.lines().nth(mark.line().saturating_sub(1)).is_some_and(|l| l.contains('\t')) || message.contains("tab") {
+        if source
+            .lines()
+            .nth(mark.line().saturating_sub(1))
+            .is_some_and(|l| l.contains('\t'))
+            || message.contains("tab")
+        {
             message.push_str(" (YAML does not allow tabs for indentation; use spaces)");
         }
         return Err(YamlError {
@@ -429,7 +476,9 @@ mod tests {
 
     #[test]
     fn values_and_positions() {
-        let doc = parse("a: 1\nb:\n  - x\n  - 'y'\n  - {c: true, d: ~, e: 1.5, f: \"2\"}\nv: 1.4.0\n").unwrap();
+        let doc =
+            parse("a: 1\nb:\n  - x\n  - 'y'\n  - {c: true, d: ~, e: 1.5, f: \"2\"}\nv: 1.4.0\n")
+                .unwrap();
         assert_eq!(
             doc.value,
             json!({"a": 1, "b": ["x", "y", {"c": true, "d": null, "e": 1.5, "f": "2"}], "v": "1.4.0"})
@@ -438,7 +487,11 @@ mod tests {
         assert_eq!(doc.pos("/b/1").style, ScalarStyle::Quoted);
         assert_eq!((doc.key_pos("/b").line, doc.key_pos("/b").column), (2, 1));
         assert_eq!(doc.pos("/b/2/e").line, 5);
-        assert_eq!(doc.pos("/b/2/nope").line, 5, "falls back to the closest ancestor");
+        assert_eq!(
+            doc.pos("/b/2/nope").line,
+            5,
+            "falls back to the closest ancestor"
+        );
     }
 
     #[test]
@@ -446,7 +499,11 @@ mod tests {
         let e = parse("a: 1\nb: 2\na: 3\n").unwrap_err();
         assert_eq!(e.kind, YamlErrorKind::DuplicateKey);
         assert_eq!((e.line, e.pointer.as_str()), (3, "/a"));
-        assert!(e.message.contains("first defined at line 1"), "{}", e.message);
+        assert!(
+            e.message.contains("first defined at line 1"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
@@ -465,7 +522,11 @@ mod tests {
         assert_eq!(parse(&deep).unwrap_err().kind, YamlErrorKind::TooDeep);
         let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
         for i in 0..9 {
-            let prev = if i == 0 { "a".to_string() } else { format!("l{}", i - 1) };
+            let prev = if i == 0 {
+                "a".to_string()
+            } else {
+                format!("l{}", i - 1)
+            };
             bomb.push_str(&format!("l{i}: &l{i} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"));
         }
         assert_eq!(parse(&bomb).unwrap_err().kind, YamlErrorKind::TooDeep);
