@@ -926,3 +926,27 @@ fulfillment:
     assert!(p.approval_required);
     assert_eq!(p.worst_case_ms, 360_000);
 }
+
+#[tokio::test(start_paused = true)]
+async fn workers_run_requests_and_sweep_approval_deadlines() {
+    let item = r#"fulfillment:
+  mode: automated
+  approval: { approvers: { teams: [platform-leads] }, timeout: 1h, on_timeout: reject }
+  actions:
+    - { id: a, type: "plugin:test", config: {} }
+"#;
+    let h = harness(&[("w", item), ("chain", CHAIN)]);
+    let waiting = h.engine.submit(&dev(), "w", &json!({}), SubmitOptions::default()).await.unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let workers: Vec<_> = (0..2)
+        .map(|i| tokio::spawn(h.engine.clone().run_worker(format!("w{i}"), shutdown.clone())))
+        .collect();
+    let queued = h.engine.submit(&dev(), "chain", &json!({"name": "x"}), SubmitOptions::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2 * 3600)).await;
+    shutdown.cancel();
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert_eq!(h.store.get(&queued.id).await.unwrap().unwrap().state, RequestState::Completed);
+    assert_eq!(h.store.get(&waiting.id).await.unwrap().unwrap().state, RequestState::Rejected, "timed out by the sweep");
+}

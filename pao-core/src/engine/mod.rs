@@ -1096,7 +1096,14 @@ impl Orchestrator {
     /// A worker loop: claim, run, repeat, until `shutdown` is cancelled. In-flight work is
     /// finished (or its lease released) before it returns.
     pub async fn run_worker(self: Arc<Self>, worker_id: String, shutdown: CancellationToken) {
+        let mut last_sweep: Option<DateTime<Utc>> = None;
         while !shutdown.is_cancelled() {
+            // Approval deadlines and escalations are due by the clock, not by any event.
+            let now = self.clock.now();
+            if last_sweep.is_none_or(|t| now - t >= chrono::Duration::seconds(60)) {
+                last_sweep = Some(now);
+                let _ = self.sweep_approvals().await;
+            }
             match self
                 .store
                 .claim(&worker_id, self.config.lease, self.clock.now())
