@@ -936,17 +936,135 @@ async fn workers_run_requests_and_sweep_approval_deadlines() {
     - { id: a, type: "plugin:test", config: {} }
 "#;
     let h = harness(&[("w", item), ("chain", CHAIN)]);
-    let waiting = h.engine.submit(&dev(), "w", &json!({}), SubmitOptions::default()).await.unwrap();
+    let waiting = h
+        .engine
+        .submit(&dev(), "w", &json!({}), SubmitOptions::default())
+        .await
+        .unwrap();
     let shutdown = tokio_util::sync::CancellationToken::new();
     let workers: Vec<_> = (0..2)
-        .map(|i| tokio::spawn(h.engine.clone().run_worker(format!("w{i}"), shutdown.clone())))
+        .map(|i| {
+            tokio::spawn(
+                h.engine
+                    .clone()
+                    .run_worker(format!("w{i}"), shutdown.clone()),
+            )
+        })
         .collect();
-    let queued = h.engine.submit(&dev(), "chain", &json!({"name": "x"}), SubmitOptions::default()).await.unwrap();
+    let queued = h
+        .engine
+        .submit(
+            &dev(),
+            "chain",
+            &json!({"name": "x"}),
+            SubmitOptions::default(),
+        )
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(2 * 3600)).await;
     shutdown.cancel();
     for w in workers {
         w.await.unwrap();
     }
-    assert_eq!(h.store.get(&queued.id).await.unwrap().unwrap().state, RequestState::Completed);
-    assert_eq!(h.store.get(&waiting.id).await.unwrap().unwrap().state, RequestState::Rejected, "timed out by the sweep");
+    assert_eq!(
+        h.store.get(&queued.id).await.unwrap().unwrap().state,
+        RequestState::Completed
+    );
+    assert_eq!(
+        h.store.get(&waiting.id).await.unwrap().unwrap().state,
+        RequestState::Rejected,
+        "timed out by the sweep"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancel_while_waiting_for_a_ticket_and_during_post_fulfillment() {
+    let manual = r#"fulfillment:
+  mode: manual
+  manual: { jira: { project: OPS, issue_type: Task, summary: "Do it" } }
+"#;
+    let post = r#"fulfillment:
+  mode: automated
+  actions:
+    - { id: a, type: "plugin:test", config: {} }
+  post_fulfillment:
+    - { id: notify, type: "plugin:test", config: { sleep_ms: 60000 } }
+    - { id: never, type: "plugin:test", config: {} }
+"#;
+    let h = harness(&[("manual", manual), ("post", post)]);
+    let m = h
+        .engine
+        .submit(&dev(), "manual", &json!({}), SubmitOptions::default())
+        .await
+        .unwrap();
+    h.engine.run_until_idle("w1").await.unwrap();
+    assert!(
+        h.store
+            .get(&m.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .waiting_for
+            .is_some()
+    );
+    assert_eq!(
+        h.engine.cancel(&dev(), &m.id, None).await.unwrap().state,
+        RequestState::Cancelled
+    );
+
+    let p = h
+        .engine
+        .submit(&dev(), "post", &json!({}), SubmitOptions::default())
+        .await
+        .unwrap();
+    let engine = h.engine.clone();
+    let worker = tokio::spawn(async move { engine.run_until_idle("w1").await });
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        h.store.get(&p.id).await.unwrap().unwrap().state,
+        RequestState::PostFulfillment
+    );
+    h.engine.cancel(&dev(), &p.id, None).await.unwrap();
+    worker.await.unwrap().unwrap();
+    assert_eq!(
+        h.store.get(&p.id).await.unwrap().unwrap().state,
+        RequestState::Cancelled
+    );
+    assert!(!h.ledger.executed().contains(&"never".to_string()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn post_fulfillment_runs_after_main_and_reads_its_outputs() {
+    let item = r#"fulfillment:
+  mode: automated
+  actions:
+    - { id: a, type: "plugin:test", config: {}, outputs: { id: "${{ result.id }}" } }
+  post_fulfillment:
+    - { id: notify, type: "plugin:test", config: { about: "${{ outputs.a.id }}" } }
+    - { id: close, type: "plugin:test", config: { fail: permanent } }
+"#;
+    let h = harness(&[("post", item)]);
+    let r = h
+        .engine
+        .submit(&dev(), "post", &json!({}), SubmitOptions::default())
+        .await
+        .unwrap();
+    h.engine.run_until_idle("w1").await.unwrap();
+    let r = h.store.get(&r.id).await.unwrap().unwrap();
+    assert_eq!(h.ledger.executed(), vec!["a", "notify", "close"]);
+    let notify = h
+        .store
+        .attempts(&r.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|a| a.action_id == "notify")
+        .unwrap();
+    assert_eq!(notify.input, json!({"about": "a-id"}));
+    assert_eq!(r.state, RequestState::Failed);
+    assert!(r.error.unwrap().starts_with("post-fulfillment:"));
+    assert!(
+        h.ledger.rolled_back().is_empty(),
+        "a post-fulfillment failure does not undo the main actions"
+    );
 }

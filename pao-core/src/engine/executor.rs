@@ -958,7 +958,8 @@ impl Orchestrator {
         // Nodes of earlier phases count as finished, with their outputs from the journal.
         let mut outputs = Map::new();
         for (i, n) in plan.nodes.iter().enumerate() {
-            if n.phase != phase && !done.contains_key(&i) {
+            let earlier = phase == Phase::Post && n.phase == Phase::Main;
+            if earlier && !done.contains_key(&i) {
                 let prev = rc.journal.iter().rev().find_map(|a| match &a.outcome {
                     AttemptOutcome::Succeeded { outputs, output }
                         if a.action_id == n.spec.id && !a.rollback =>
