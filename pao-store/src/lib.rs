@@ -1,12 +1,19 @@
-//! Durable storage for PAO.
+//! Durable storage for PAO: the [`pao_core::store::Store`] trait on sqlx, for SQLite (the
+//! embedded default: one file, WAL, `synchronous=FULL`) and PostgreSQL (several replicas:
+//! `FOR UPDATE SKIP LOCKED` claims, leases with fencing tokens, LISTEN/NOTIFY wake-ups).
+//! Both pass the same conformance suite as the in-memory store.
 //!
-//! This crate will hold the `Store` implementations on sqlx: SQLite (the embedded default, WAL,
-//! single-writer claims) and PostgreSQL (several replicas, `FOR UPDATE SKIP LOCKED` claims,
-//! leases with fencing tokens, LISTEN/NOTIFY). It is filled by the durable-storage issue; until
-//! then it only re-exports the core crate so the workspace shape is in place.
+//! ```no_run
+//! # async fn demo() -> Result<(), pao_store::OpenError> {
+//! use pao_store::SqlStore;
 //!
-//! ```
-//! assert!(!pao_store::pao_core::VERSION.is_empty());
+//! let sqlite = SqlStore::open("sqlite://./data/pao.db").await?;        // created and migrated
+//! let pg = SqlStore::open("postgres://postgres@127.0.0.1:5432/pao").await?;
+//! # let _ = (sqlite, pg);
+//! # Ok(()) }
 //! ```
 
+mod sql;
+
 pub use pao_core;
+pub use sql::{Dialect, OpenError, SqlStore};

@@ -1,2 +1,2507 @@
 //! The conformance suite every [`Store`](super::Store) implementation must pass. Call
 //! [`run_all`] from an async test with a factory that returns a fresh, empty store.
+//!
+//! This is River's `riverdrivertest` idea: the contract written in the doc comments of
+//! [`Store`] is checked once, here, and the in-memory store, the SQLite store and the
+//! PostgreSQL store all run the same checks. A backend that passes them can sit under the
+//! engine; a behaviour the engine relies on that is not checked here is a gap in this file.
+//!
+//! Each check is also public on its own (`check_*`, taking `&dyn Store`), so a backend can run
+//! them as separate tests and see failures by name. Every check expects a fresh, empty store.
+//! A failed check panics with a message naming the operation and what was expected.
+//!
+//! The checks use fixed timestamps (2026-01-01T00:00:00Z plus whole seconds), never the wall
+//! clock, so leases expire exactly when a check says they do. The only real time spent is in
+//! [`check_wait_for_work_returns`], which waits 50 ms.
+//!
+//! The races (two transitions, two reservations, two submissions with one key) run both calls
+//! with `tokio::join!` on one task: they interleave at every `.await` inside the backend, so a
+//! backend that reads in one round trip and writes in another, outside one transaction or
+//! without a conditional write, loses them. On the in-memory store each call completes without
+//! yielding, so there they only check the outcome, not the locking.
+//!
+//! ```
+//! use pao_core::store::{conformance, MemoryStore};
+//!
+//! let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+//! rt.block_on(conformance::run_all(|| async { MemoryStore::new() }));
+//! ```
+//!
+//! What is checked, by area:
+//! - submission: the first event, idempotency by key (also under a race), duplicate ids;
+//! - transitions: atomic with their event, `Conflict` on a stale `from` (one winner in a race),
+//!   `Illegal` for what the lifecycle forbids, terminal states absorb, `NotFound`;
+//! - events: per-request sequence from 1, paging with `after_seq` and `limit`, every
+//!   [`EventKind`] round-trips;
+//! - claims and leases: what is claimable, priority then age, fencing tokens, stale workers
+//!   refused with `LeaseLost` on every write, heartbeat, release, terminal states drop the
+//!   lease, `waiting_for` parks a request, a lease fences only its own request;
+//! - the attempt journal, listing with filters and keyset pagination, approvals, quotas (also
+//!   under a race, and with absurd amounts), audit, [`RequestPatch`], `wait_for_work`.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use super::{
+    ApprovalDecision, AttemptOutcome, AttemptRecord, AuditRecord, Event, EventKind, Lease,
+    NewRequest, QuotaUsage, Request, RequestFilter, RequestPatch, RollbackStatus, StateChange,
+    Store, StoreError,
+};
+use crate::action::{ActionError, ActionOutput, ErrorClass, IdempotencyKey};
+use crate::authz::Principal;
+use crate::lifecycle::{IllegalTransition, RequestState as State};
+
+/// The lease every check asks for.
+const LEASE: Duration = Duration::from_secs(30);
+
+/// Runs every check, each on a fresh store from `make`.
+pub async fn run_all<S, F, Fut>(make: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = S>,
+    S: Store,
+{
+    macro_rules! run {
+        ($($check:ident),* $(,)?) => {
+            $(
+                {
+                    let store = make().await;
+                    // Shown by the test harness only when the check fails.
+                    eprintln!("store conformance: {}", stringify!($check));
+                    $check(&store).await;
+                }
+            )*
+        };
+    }
+    run!(
+        check_submit_creates_request_and_first_event,
+        check_submit_idempotent_by_key,
+        check_submit_distinct_keys,
+        check_submit_duplicate_id_refused,
+        check_submit_concurrent_same_key,
+        check_transition_appends_event,
+        check_transition_conflict,
+        check_transition_concurrent_one_wins,
+        check_transition_illegal_changes_nothing,
+        check_terminal_states_absorb,
+        check_not_found,
+        check_events_sequence_and_paging,
+        check_events_round_trip_every_kind,
+        check_claim_only_runnable,
+        check_claim_priority_then_age,
+        check_claim_blocked_until_lease_expires,
+        check_stale_lease_writes_refused,
+        check_heartbeat_extends,
+        check_release_makes_claimable,
+        check_terminal_transition_drops_lease,
+        check_waiting_for_not_claimable,
+        check_lease_fences_only_its_request,
+        check_attempts_journal,
+        check_finish_unknown_attempt,
+        check_list_filters,
+        check_list_pagination,
+        check_approvals,
+        check_quotas,
+        check_quota_concurrent_reservations,
+        check_quota_huge_amount,
+        check_audit,
+        check_update_patch,
+        check_wait_for_work_returns,
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/// The fixed base time plus `secs` seconds.
+fn t(secs: i64) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+        .expect("the fixed base time parses")
+        .with_timezone(&Utc)
+        + chrono::Duration::seconds(secs)
+}
+
+fn new_request(id: &str) -> NewRequest {
+    NewRequest {
+        id: id.to_string(),
+        item_id: "postgres-database".to_string(),
+        item_version: "1.2.0".to_string(),
+        item_hash: "sha256:0123abcd".to_string(),
+        fields: json!({ "name": id, "size": "small", "tags": ["a", "b"] }),
+        requester: Principal::new("ada", &["team-a"], &["developer"]),
+        team: "team-a".to_string(),
+        environment: Some("dev".to_string()),
+        priority: 0,
+        idempotency_key: None,
+        correlation_id: format!("corr-{id}"),
+        retry_of: None,
+    }
+}
+
+fn change(actor: &str, reason: Option<&str>, at: DateTime<Utc>) -> StateChange {
+    StateChange {
+        actor: actor.to_string(),
+        reason: reason.map(str::to_string),
+        at,
+    }
+}
+
+fn attempt(
+    request_id: &str,
+    action_id: &str,
+    rollback: bool,
+    attempt: u32,
+    started_at: DateTime<Utc>,
+) -> AttemptRecord {
+    AttemptRecord {
+        request_id: request_id.to_string(),
+        action_id: action_id.to_string(),
+        rollback,
+        attempt,
+        idempotency_key: if rollback {
+            IdempotencyKey::for_rollback(request_id, action_id)
+        } else {
+            IdempotencyKey::for_action(request_id, action_id)
+        },
+        input_hash: format!("sha256:{action_id}-{attempt}-{rollback}"),
+        input: json!({ "action": action_id, "attempt": attempt, "nested": { "n": 1.5 } }),
+        started_at,
+        finished_at: None,
+        outcome: AttemptOutcome::Running,
+    }
+}
+
+fn log(message: &str) -> EventKind {
+    EventKind::Log {
+        action_id: None,
+        level: "info".to_string(),
+        message: message.to_string(),
+    }
+}
+
+#[track_caller]
+fn ok<T>(what: &str, result: Result<T, StoreError>) -> T {
+    match result {
+        Ok(v) => v,
+        Err(e) => panic!("{what}: unexpected error: {e} ({e:?})"),
+    }
+}
+
+#[track_caller]
+fn expect_lease_lost<T: Debug>(what: &str, result: Result<T, StoreError>) {
+    match result {
+        Err(StoreError::LeaseLost(_)) => {}
+        other => panic!("{what}: expected StoreError::LeaseLost, got {other:?}"),
+    }
+}
+
+#[track_caller]
+fn expect_not_found<T: Debug>(what: &str, result: Result<T, StoreError>) {
+    match result {
+        Err(StoreError::NotFound(_)) => {}
+        other => panic!("{what}: expected StoreError::NotFound, got {other:?}"),
+    }
+}
+
+#[track_caller]
+fn expect_duplicate<T: Debug>(what: &str, result: Result<T, StoreError>) {
+    match result {
+        Err(StoreError::Duplicate(_)) => {}
+        other => panic!("{what}: expected StoreError::Duplicate, got {other:?}"),
+    }
+}
+
+/// Submits as `ada`, expecting a new request.
+async fn submit(store: &dyn Store, new: NewRequest, at: DateTime<Utc>) -> Request {
+    let id = new.id.clone();
+    let submitted = ok(&format!("submit {id}"), store.submit(new, "ada", at).await);
+    assert!(
+        submitted.created,
+        "submit {id}: a first submission must report created=true"
+    );
+    assert_eq!(submitted.request.id, id, "submit {id}: returned another id");
+    submitted.request
+}
+
+async fn get(store: &dyn Store, id: &str) -> Request {
+    match ok(&format!("get {id}"), store.get(id).await) {
+        Some(r) => r,
+        None => panic!("get {id}: the request is missing"),
+    }
+}
+
+async fn all_events(store: &dyn Store, id: &str) -> Vec<Event> {
+    ok(&format!("events of {id}"), store.events(id, 0, 0).await)
+}
+
+/// A transition without a lease, by `system`.
+async fn step(store: &dyn Store, id: &str, from: State, to: State, at: DateTime<Utc>) -> Request {
+    ok(
+        &format!("transition {id} {from} -> {to}"),
+        store
+            .transition(id, from, to, change("system", None, at), None)
+            .await,
+    )
+}
+
+/// Submitted → Prerequisites → Validation → Queued.
+async fn queue(store: &dyn Store, id: &str, at: DateTime<Utc>) -> Request {
+    step(store, id, State::Submitted, State::Prerequisites, at).await;
+    step(store, id, State::Prerequisites, State::Validation, at).await;
+    step(store, id, State::Validation, State::Queued, at).await
+}
+
+async fn must_claim(store: &dyn Store, worker: &str, now: DateTime<Utc>) -> (Request, Lease) {
+    match ok(
+        &format!("claim by {worker} at {now}"),
+        store.claim(worker, LEASE, now).await,
+    ) {
+        Some((request, lease)) => {
+            assert_eq!(
+                lease.request_id, request.id,
+                "claim by {worker}: the lease names another request"
+            );
+            assert_eq!(
+                lease.worker_id, worker,
+                "claim by {worker}: the lease names another worker"
+            );
+            assert_eq!(
+                lease.expires_at,
+                now + chrono::Duration::seconds(LEASE.as_secs() as i64),
+                "claim by {worker}: a lease taken at {now} for {LEASE:?} must expire then"
+            );
+            (request, lease)
+        }
+        None => panic!("claim by {worker} at {now}: expected a claimable request, got none"),
+    }
+}
+
+async fn must_not_claim(store: &dyn Store, worker: &str, now: DateTime<Utc>, why: &str) {
+    let got = ok(
+        &format!("claim by {worker} at {now}"),
+        store.claim(worker, LEASE, now).await,
+    );
+    if let Some((request, lease)) = got {
+        panic!(
+            "claim by {worker} at {now}: expected nothing claimable ({why}), got {} in {} (token {})",
+            request.id, request.state, lease.token
+        );
+    }
+}
+
+/// Queues `id`, claims it as `worker` and moves it to `InProgress` under the lease.
+async fn run(store: &dyn Store, id: &str, worker: &str, at: DateTime<Utc>) -> Lease {
+    queue(store, id, at).await;
+    let (request, lease) = must_claim(store, worker, at).await;
+    assert_eq!(
+        request.id, id,
+        "claim by {worker}: claimed the wrong request"
+    );
+    ok(
+        &format!("transition {id} queued -> in_progress under {worker}'s lease"),
+        store
+            .transition(
+                id,
+                State::Queued,
+                State::InProgress,
+                change(&format!("worker:{worker}"), None, at),
+                Some(&lease),
+            )
+            .await,
+    );
+    lease
+}
+
+async fn list_ids(store: &dyn Store, filter: &RequestFilter) -> Vec<String> {
+    ok(&format!("list {filter:?}"), store.list(filter).await)
+        .into_iter()
+        .map(|r| r.id)
+        .collect()
+}
+
+async fn usage(store: &dyn Store, team: &str) -> Vec<QuotaUsage> {
+    let mut usage = ok(
+        &format!("quota usage of {team}"),
+        store.quota_usage(team).await,
+    );
+    usage.sort_by(|a, b| a.resource.cmp(&b.resource));
+    usage
+}
+
+/// Used amount of one resource; a resource without limit nor reservation may be absent.
+async fn used(store: &dyn Store, team: &str, resource: &str) -> u64 {
+    usage(store, team)
+        .await
+        .into_iter()
+        .find(|u| u.resource == resource)
+        .map_or(0, |u| u.used)
+}
+
+fn quota(resource: &str, limit: Option<u64>, used: u64) -> QuotaUsage {
+    QuotaUsage {
+        resource: resource.to_string(),
+        limit,
+        used,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Submission
+
+/// `submit` stores every field, starts in `Submitted` with `created_at == updated_at == now`,
+/// and writes exactly one event: `StateChanged { from: None, to: Submitted }` with seq 1.
+pub async fn check_submit_creates_request_and_first_event(store: &dyn Store) {
+    let mut new = new_request("req-1");
+    new.priority = 7;
+    new.retry_of = Some("req-0".to_string());
+    new.idempotency_key = Some("key-1".to_string());
+    new.environment = None;
+    let submitted = ok("submit", store.submit(new.clone(), "ada", t(0)).await);
+    assert!(submitted.created, "submit: a first submission is created");
+    let expected = Request {
+        id: new.id.clone(),
+        item_id: new.item_id.clone(),
+        item_version: new.item_version.clone(),
+        item_hash: new.item_hash.clone(),
+        fields: new.fields.clone(),
+        requester: new.requester.clone(),
+        team: new.team.clone(),
+        environment: None,
+        priority: 7,
+        idempotency_key: Some("key-1".to_string()),
+        correlation_id: new.correlation_id.clone(),
+        retry_of: Some("req-0".to_string()),
+        state: State::Submitted,
+        rollback: RollbackStatus::None,
+        error: None,
+        approval_due: None,
+        escalated: false,
+        cancel_requested: false,
+        waiting_for: None,
+        created_at: t(0),
+        updated_at: t(0),
+    };
+    assert_eq!(submitted.request, expected, "submit: the returned request");
+    assert_eq!(
+        get(store, "req-1").await,
+        expected,
+        "get after submit: the stored request"
+    );
+    assert_eq!(
+        all_events(store, "req-1").await,
+        vec![Event {
+            seq: 1,
+            request_id: "req-1".to_string(),
+            at: t(0),
+            correlation_id: "corr-req-1".to_string(),
+            kind: EventKind::StateChanged {
+                from: None,
+                to: State::Submitted,
+                actor: "ada".to_string(),
+                reason: None,
+            },
+        }],
+        "submit: exactly one first event"
+    );
+}
+
+/// A second submission with a seen idempotency key returns the stored request (as it is now)
+/// with `created == false`, whatever else it carries, and adds no request and no event.
+pub async fn check_submit_idempotent_by_key(store: &dyn Store) {
+    let mut first = new_request("req-1");
+    first.idempotency_key = Some("key-1".to_string());
+    let created = submit(store, first.clone(), t(0)).await;
+
+    let mut again = new_request("req-2");
+    again.idempotency_key = Some("key-1".to_string());
+    again.team = "team-b".to_string();
+    again.fields = json!({ "different": true });
+    let second = ok(
+        "resubmit with a seen key",
+        store.submit(again, "bob", t(5)).await,
+    );
+    assert!(
+        !second.created,
+        "resubmit with a seen key: created must be false"
+    );
+    assert_eq!(
+        second.request, created,
+        "resubmit with a seen key: must return the first request"
+    );
+    let third = ok(
+        "resubmit the same request",
+        store.submit(first, "ada", t(6)).await,
+    );
+    assert!(!third.created, "resubmit the same request: created=false");
+    assert_eq!(third.request, created, "resubmit the same request");
+
+    assert_eq!(
+        ok("get req-2", store.get("req-2").await),
+        None,
+        "resubmit with a seen key must not store the new id"
+    );
+    assert_eq!(
+        all_events(store, "req-1").await.len(),
+        1,
+        "resubmissions must not add events"
+    );
+    assert_eq!(
+        list_ids(store, &RequestFilter::default()).await,
+        vec!["req-1".to_string()],
+        "resubmissions must not add requests"
+    );
+
+    // The key keeps answering after the request moved on, with its current state.
+    step(store, "req-1", State::Submitted, State::Prerequisites, t(7)).await;
+    let mut later = new_request("req-3");
+    later.idempotency_key = Some("key-1".to_string());
+    let fourth = ok(
+        "resubmit after a transition",
+        store.submit(later, "ada", t(8)).await,
+    );
+    assert!(
+        !fourth.created,
+        "resubmit after a transition: created=false"
+    );
+    assert_eq!(
+        fourth.request,
+        get(store, "req-1").await,
+        "resubmit after a transition: returns the request as stored now"
+    );
+    assert_eq!(fourth.request.state, State::Prerequisites);
+}
+
+/// Different keys (or no key and different ids) create different requests.
+pub async fn check_submit_distinct_keys(store: &dyn Store) {
+    let mut a = new_request("req-a");
+    a.idempotency_key = Some("key-a".to_string());
+    let mut b = new_request("req-b");
+    b.idempotency_key = Some("key-b".to_string());
+    submit(store, a, t(0)).await;
+    submit(store, b, t(1)).await;
+    submit(store, new_request("req-c"), t(2)).await;
+    submit(store, new_request("req-d"), t(3)).await;
+    let mut ids = list_ids(store, &RequestFilter::default()).await;
+    ids.sort();
+    assert_eq!(
+        ids,
+        ["req-a", "req-b", "req-c", "req-d"],
+        "four submissions with distinct keys or ids make four requests"
+    );
+    for id in ["req-a", "req-b", "req-c", "req-d"] {
+        assert_eq!(
+            all_events(store, id).await.len(),
+            1,
+            "{id}: one first event"
+        );
+    }
+}
+
+/// A second submission with an existing id and no (or a new) key is `Duplicate`; the stored
+/// request is untouched and the failed submission's key stays unbound.
+pub async fn check_submit_duplicate_id_refused(store: &dyn Store) {
+    let original = submit(store, new_request("req-1"), t(0)).await;
+
+    let mut clash = new_request("req-1");
+    clash.fields = json!({ "other": 1 });
+    expect_duplicate(
+        "submit an existing id without a key",
+        store.submit(clash.clone(), "bob", t(1)).await,
+    );
+    clash.idempotency_key = Some("key-new".to_string());
+    expect_duplicate(
+        "submit an existing id with a new key",
+        store.submit(clash, "bob", t(2)).await,
+    );
+    assert_eq!(
+        get(store, "req-1").await,
+        original,
+        "a refused duplicate must not change the stored request"
+    );
+    assert_eq!(
+        all_events(store, "req-1").await.len(),
+        1,
+        "a refused duplicate must not add events"
+    );
+
+    let mut fresh = new_request("req-2");
+    fresh.idempotency_key = Some("key-new".to_string());
+    let got = ok(
+        "submit with the key of a refused submission",
+        store.submit(fresh, "bob", t(3)).await,
+    );
+    assert!(
+        got.created && got.request.id == "req-2",
+        "a refused submission must not bind its idempotency key, got {:?}",
+        got.request.id
+    );
+}
+
+/// Two submissions racing with one key: both succeed, exactly one creates, both return it.
+pub async fn check_submit_concurrent_same_key(store: &dyn Store) {
+    let mut a = new_request("req-a");
+    a.idempotency_key = Some("key-1".to_string());
+    let mut b = new_request("req-b");
+    b.idempotency_key = Some("key-1".to_string());
+    let (ra, rb) = tokio::join!(store.submit(a, "ada", t(0)), store.submit(b, "ada", t(0)));
+    let (ra, rb) = (
+        ok("racing submit a", ra),
+        ok("racing submit b (same key)", rb),
+    );
+    assert!(
+        ra.created != rb.created,
+        "racing submissions with one key: exactly one must create (got {} and {})",
+        ra.created,
+        rb.created
+    );
+    assert_eq!(
+        ra.request.id, rb.request.id,
+        "racing submissions with one key must return the same request"
+    );
+    assert_eq!(
+        list_ids(store, &RequestFilter::default()).await,
+        vec![ra.request.id.clone()],
+        "racing submissions with one key store one request"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transitions
+
+/// A transition changes the state and `updated_at` and appends its `StateChanged` event with
+/// from, to, actor, reason and time, in the same operation.
+pub async fn check_transition_appends_event(store: &dyn Store) {
+    let before = submit(store, new_request("req-1"), t(0)).await;
+    let after = ok(
+        "transition submitted -> prerequisites",
+        store
+            .transition(
+                "req-1",
+                State::Submitted,
+                State::Prerequisites,
+                change("system", Some("checks start"), t(5)),
+                None,
+            )
+            .await,
+    );
+    let mut expected = before.clone();
+    expected.state = State::Prerequisites;
+    expected.updated_at = t(5);
+    assert_eq!(
+        after, expected,
+        "transition: only state and updated_at change"
+    );
+    assert_eq!(get(store, "req-1").await, expected, "get after transition");
+    let events = all_events(store, "req-1").await;
+    assert_eq!(events.len(), 2, "transition appends exactly one event");
+    assert_eq!(
+        events[1].kind,
+        EventKind::StateChanged {
+            from: Some(State::Submitted),
+            to: State::Prerequisites,
+            actor: "system".to_string(),
+            reason: Some("checks start".to_string()),
+        },
+        "transition event"
+    );
+    assert_eq!(events[1].at, t(5), "transition event time");
+    assert!(events[1].seq > events[0].seq, "event seq grows");
+
+    step(
+        store,
+        "req-1",
+        State::Prerequisites,
+        State::Validation,
+        t(6),
+    )
+    .await;
+    let cancelled = ok(
+        "cancel",
+        store
+            .transition(
+                "req-1",
+                State::Validation,
+                State::Cancelled,
+                change("user:ada", Some("not needed"), t(7)),
+                None,
+            )
+            .await,
+    );
+    assert_eq!(cancelled.state, State::Cancelled);
+    let events = all_events(store, "req-1").await;
+    let kinds: Vec<_> = events.iter().map(|e| e.kind.clone()).collect();
+    assert_eq!(
+        kinds[2..],
+        [
+            EventKind::StateChanged {
+                from: Some(State::Prerequisites),
+                to: State::Validation,
+                actor: "system".to_string(),
+                reason: None,
+            },
+            EventKind::StateChanged {
+                from: Some(State::Validation),
+                to: State::Cancelled,
+                actor: "user:ada".to_string(),
+                reason: Some("not needed".to_string()),
+            },
+        ],
+        "one event per transition, in order"
+    );
+}
+
+/// A transition from a state the request is not in is `Conflict` naming both states, and
+/// changes nothing.
+pub async fn check_transition_conflict(store: &dyn Store) {
+    submit(store, new_request("req-1"), t(0)).await;
+    step(store, "req-1", State::Submitted, State::Prerequisites, t(1)).await;
+    let before = get(store, "req-1").await;
+    let err = store
+        .transition(
+            "req-1",
+            State::Submitted,
+            State::Prerequisites,
+            change("system", None, t(2)),
+            None,
+        )
+        .await;
+    assert_eq!(
+        err,
+        Err(StoreError::Conflict {
+            id: "req-1".to_string(),
+            expected: State::Submitted,
+            actual: State::Prerequisites,
+        }),
+        "transition from a state the request left"
+    );
+    let err = store
+        .transition(
+            "req-1",
+            State::Validation,
+            State::Queued,
+            change("system", None, t(2)),
+            None,
+        )
+        .await;
+    assert_eq!(
+        err,
+        Err(StoreError::Conflict {
+            id: "req-1".to_string(),
+            expected: State::Validation,
+            actual: State::Prerequisites,
+        }),
+        "transition from a state the request has not reached"
+    );
+    assert_eq!(
+        get(store, "req-1").await,
+        before,
+        "a conflict changes nothing"
+    );
+    assert_eq!(
+        all_events(store, "req-1").await.len(),
+        2,
+        "a conflict adds no event"
+    );
+}
+
+/// Two transitions racing from the same state: exactly one wins, the other gets `Conflict`
+/// naming the winner's state, and exactly one event is written.
+pub async fn check_transition_concurrent_one_wins(store: &dyn Store) {
+    // Different targets.
+    submit(store, new_request("req-1"), t(0)).await;
+    step(store, "req-1", State::Submitted, State::Prerequisites, t(1)).await;
+    let (a, b) = tokio::join!(
+        store.transition(
+            "req-1",
+            State::Prerequisites,
+            State::Validation,
+            change("worker:a", None, t(2)),
+            None
+        ),
+        store.transition(
+            "req-1",
+            State::Prerequisites,
+            State::Rejected,
+            change("worker:b", Some("quota"), t(2)),
+            None
+        ),
+    );
+    assert_one_winner(store, "req-1", a, b, 3).await;
+
+    // The same target.
+    submit(store, new_request("req-2"), t(0)).await;
+    step(store, "req-2", State::Submitted, State::Prerequisites, t(1)).await;
+    let (a, b) = tokio::join!(
+        store.transition(
+            "req-2",
+            State::Prerequisites,
+            State::Validation,
+            change("worker:a", None, t(2)),
+            None
+        ),
+        store.transition(
+            "req-2",
+            State::Prerequisites,
+            State::Validation,
+            change("worker:b", None, t(2)),
+            None
+        ),
+    );
+    assert_one_winner(store, "req-2", a, b, 3).await;
+}
+
+async fn assert_one_winner(
+    store: &dyn Store,
+    id: &str,
+    a: Result<Request, StoreError>,
+    b: Result<Request, StoreError>,
+    events: usize,
+) {
+    let (winner, loser) = match (a, b) {
+        (Ok(w), Err(l)) | (Err(l), Ok(w)) => (w, l),
+        (a, b) => panic!(
+            "{id}: two racing transitions from one state: exactly one must win, got {a:?} and {b:?}"
+        ),
+    };
+    assert_eq!(
+        loser,
+        StoreError::Conflict {
+            id: id.to_string(),
+            expected: State::Prerequisites,
+            actual: winner.state,
+        },
+        "{id}: the losing transition"
+    );
+    assert_eq!(
+        get(store, id).await.state,
+        winner.state,
+        "{id}: final state"
+    );
+    let all = all_events(store, id).await;
+    assert_eq!(all.len(), events, "{id}: only the winner writes an event");
+    match &all[events - 1].kind {
+        EventKind::StateChanged { to, .. } => {
+            assert_eq!(*to, winner.state, "{id}: the event is the winner's")
+        }
+        other => panic!("{id}: expected the winner's StateChanged, got {other:?}"),
+    }
+}
+
+/// A transition the lifecycle forbids is `Illegal` (with both states) and changes nothing.
+pub async fn check_transition_illegal_changes_nothing(store: &dyn Store) {
+    let before = submit(store, new_request("req-1"), t(0)).await;
+    for to in [
+        State::Queued,
+        State::Submitted,
+        State::InProgress,
+        State::Completed,
+        State::Rejected,
+    ] {
+        let got = store
+            .transition(
+                "req-1",
+                State::Submitted,
+                to,
+                change("system", None, t(1)),
+                None,
+            )
+            .await;
+        assert_eq!(
+            got,
+            Err(StoreError::Illegal(IllegalTransition {
+                from: State::Submitted,
+                to
+            })),
+            "transition submitted -> {to} must be refused as illegal"
+        );
+    }
+    assert_eq!(
+        get(store, "req-1").await,
+        before,
+        "an illegal transition changes nothing"
+    );
+    assert_eq!(
+        all_events(store, "req-1").await.len(),
+        1,
+        "an illegal transition adds no event"
+    );
+}
+
+/// Nothing leaves `Completed`, `Failed`, `Cancelled` or `Rejected`.
+pub async fn check_terminal_states_absorb(store: &dyn Store) {
+    let to_in_progress = [
+        State::Prerequisites,
+        State::Validation,
+        State::Queued,
+        State::InProgress,
+    ];
+    let done: Vec<State> = to_in_progress
+        .iter()
+        .copied()
+        .chain([State::Completed])
+        .collect();
+    let failed: Vec<State> = to_in_progress
+        .iter()
+        .copied()
+        .chain([State::Failed])
+        .collect();
+    for (id, path) in [
+        ("done", done),
+        ("failed", failed),
+        ("cancelled", vec![State::Cancelled]),
+        ("rejected", vec![State::Prerequisites, State::Rejected]),
+    ] {
+        submit(store, new_request(id), t(0)).await;
+        let mut state = State::Submitted;
+        for next in path {
+            step(store, id, state, next, t(1)).await;
+            state = next;
+        }
+        assert!(state.is_terminal(), "{id}: set-up reaches a terminal state");
+        let before = get(store, id).await;
+        let events = all_events(store, id).await.len();
+        for to in State::ALL {
+            let got = store
+                .transition(id, state, to, change("system", None, t(2)), None)
+                .await;
+            assert_eq!(
+                got,
+                Err(StoreError::Illegal(IllegalTransition { from: state, to })),
+                "{id}: transition {state} -> {to} must be refused (terminal states absorb)"
+            );
+        }
+        assert_eq!(
+            get(store, id).await,
+            before,
+            "{id}: terminal state unchanged"
+        );
+        assert_eq!(
+            all_events(store, id).await.len(),
+            events,
+            "{id}: no events after the end"
+        );
+    }
+}
+
+/// Unknown ids: `get` is `None`; writes are `NotFound`; reads of the journals are empty (or
+/// `NotFound`).
+pub async fn check_not_found(store: &dyn Store) {
+    submit(store, new_request("req-1"), t(0)).await;
+    assert_eq!(
+        ok("get unknown", store.get("nope").await),
+        None,
+        "get of an unknown id"
+    );
+    expect_not_found(
+        "transition unknown",
+        store
+            .transition(
+                "nope",
+                State::Submitted,
+                State::Prerequisites,
+                change("system", None, t(1)),
+                None,
+            )
+            .await,
+    );
+    expect_not_found(
+        "update unknown",
+        store
+            .update(
+                "nope",
+                RequestPatch {
+                    escalated: Some(true),
+                    ..RequestPatch::default()
+                },
+                None,
+            )
+            .await,
+    );
+    expect_not_found(
+        "append_event unknown",
+        store.append_event("nope", t(1), log("x"), None).await,
+    );
+    expect_not_found(
+        "record_decision unknown",
+        store
+            .record_decision(ApprovalDecision {
+                request_id: "nope".to_string(),
+                approver: "carol".to_string(),
+                approved: true,
+                reason: None,
+                at: t(1),
+            })
+            .await,
+    );
+    match store.events("nope", 0, 0).await {
+        Ok(v) if v.is_empty() => {}
+        Err(StoreError::NotFound(_)) => {}
+        other => panic!("events of an unknown id: expected empty or NotFound, got {other:?}"),
+    }
+    match store.attempts("nope").await {
+        Ok(v) if v.is_empty() => {}
+        Err(StoreError::NotFound(_)) => {}
+        other => panic!("attempts of an unknown id: expected empty or NotFound, got {other:?}"),
+    }
+    match store.decisions("nope").await {
+        Ok(v) if v.is_empty() => {}
+        Err(StoreError::NotFound(_)) => {}
+        other => panic!("decisions of an unknown id: expected empty or NotFound, got {other:?}"),
+    }
+    assert_eq!(
+        get(store, "req-1").await.state,
+        State::Submitted,
+        "writes to unknown ids leave others alone"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Events
+
+/// Per request, seq starts at 1 and strictly grows; `append_event` returns the stored seq;
+/// `after_seq` and `limit` page; every event carries the request id and correlation id.
+pub async fn check_events_sequence_and_paging(store: &dyn Store) {
+    submit(store, new_request("req-1"), t(0)).await;
+    step(store, "req-1", State::Submitted, State::Prerequisites, t(1)).await;
+    let mut returned = Vec::new();
+    for i in 0..4 {
+        returned.push(ok(
+            "append_event",
+            store
+                .append_event("req-1", t(2 + i), log(&format!("line {i}")), None)
+                .await,
+        ));
+    }
+    // Another request's stream is its own.
+    submit(store, new_request("req-2"), t(3)).await;
+    let other = ok(
+        "append_event to req-2",
+        store.append_event("req-2", t(4), log("other"), None).await,
+    );
+
+    let events = all_events(store, "req-1").await;
+    assert_eq!(events.len(), 6, "req-1: submit + transition + 4 appended");
+    assert_eq!(events[0].seq, 1, "req-1: the first event has seq 1");
+    for w in events.windows(2) {
+        assert!(
+            w[1].seq > w[0].seq,
+            "req-1: seq must strictly grow: {} then {}",
+            w[0].seq,
+            w[1].seq
+        );
+    }
+    let stored: Vec<u64> = events[2..].iter().map(|e| e.seq).collect();
+    assert_eq!(stored, returned, "append_event returns the seq it stored");
+    for (i, e) in events[2..].iter().enumerate() {
+        assert_eq!(e.kind, log(&format!("line {i}")), "appended event {i}");
+        assert_eq!(e.at, t(2 + i as i64), "appended event {i} time");
+    }
+    for e in &events {
+        assert_eq!(e.request_id, "req-1", "event {} request id", e.seq);
+        assert_eq!(
+            e.correlation_id, "corr-req-1",
+            "event {} must carry the request's correlation id",
+            e.seq
+        );
+    }
+
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    let page = |after: u64, limit: usize| store.events("req-1", after, limit);
+    let got: Vec<u64> = ok("events after", page(seqs[1], 0).await)
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(got, seqs[2..], "events after seq {}", seqs[1]);
+    let got: Vec<u64> = ok("events limit", page(0, 2).await)
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(got, seqs[..2], "events limit 2");
+    let got: Vec<u64> = ok("events after + limit", page(seqs[2], 2).await)
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(got, seqs[3..5], "events after seq {} limit 2", seqs[2]);
+    assert!(
+        ok("events after the last", page(seqs[5], 0).await).is_empty(),
+        "events after the last seq"
+    );
+
+    let events2 = all_events(store, "req-2").await;
+    assert_eq!(events2.len(), 2, "req-2: its own two events");
+    assert_eq!(events2[0].seq, 1, "req-2: its stream starts at 1 too");
+    assert_eq!(events2[1].seq, other, "req-2: append_event returns the seq");
+    assert!(
+        events2.iter().all(|e| e.correlation_id == "corr-req-2"),
+        "req-2: its own correlation id"
+    );
+}
+
+/// Every [`EventKind`] is stored and read back unchanged.
+pub async fn check_events_round_trip_every_kind(store: &dyn Store) {
+    submit(store, new_request("req-1"), t(0)).await;
+    let kinds = vec![
+        EventKind::ActionStarted {
+            action_id: "provision".to_string(),
+            attempt: 1,
+            rollback: false,
+        },
+        EventKind::ActionFailed {
+            action_id: "provision".to_string(),
+            attempt: 1,
+            rollback: false,
+            class: ErrorClass::Retryable,
+            error: "503 from the API".to_string(),
+            will_retry: true,
+        },
+        EventKind::ActionSucceeded {
+            action_id: "provision".to_string(),
+            attempt: 2,
+            rollback: false,
+        },
+        EventKind::ActionSucceeded {
+            action_id: "provision".to_string(),
+            attempt: 1,
+            rollback: true,
+        },
+        EventKind::ActionSkipped {
+            action_id: "notify".to_string(),
+            reason: "its `when` was false".to_string(),
+        },
+        EventKind::Log {
+            action_id: Some("provision".to_string()),
+            level: "warn".to_string(),
+            message: "slow: «ünïcode» ✓".to_string(),
+        },
+        EventKind::Log {
+            action_id: None,
+            level: "info".to_string(),
+            message: String::new(),
+        },
+        EventKind::ApprovalDecided {
+            approver: "carol".to_string(),
+            approved: false,
+            reason: Some("too big".to_string()),
+        },
+        EventKind::Escalated {
+            teams: vec!["dba".to_string(), "security".to_string()],
+        },
+        EventKind::StateChanged {
+            from: Some(State::Queued),
+            to: State::InProgress,
+            actor: "worker:w1".to_string(),
+            reason: None,
+        },
+    ];
+    for (i, kind) in kinds.iter().enumerate() {
+        ok(
+            &format!("append event {i}"),
+            store
+                .append_event("req-1", t(1 + i as i64), kind.clone(), None)
+                .await,
+        );
+    }
+    let got: Vec<EventKind> = all_events(store, "req-1").await[1..]
+        .iter()
+        .map(|e| e.kind.clone())
+        .collect();
+    assert_eq!(got, kinds, "every event kind round-trips");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Claims and leases
+
+/// Only `Queued` requests, and `InProgress`/`PostFulfillment` ones whose lease expired, are
+/// claimable; a lease runs `lease_for` from `now`.
+pub async fn check_claim_only_runnable(store: &dyn Store) {
+    must_not_claim(store, "w1", t(0), "the store is empty").await;
+    for (id, path) in [
+        ("submitted", &[][..]),
+        ("prereq", &[State::Prerequisites][..]),
+        ("validation", &[State::Prerequisites, State::Validation][..]),
+        (
+            "approval",
+            &[
+                State::Prerequisites,
+                State::Validation,
+                State::AwaitingApproval,
+            ][..],
+        ),
+        ("cancelled", &[State::Cancelled][..]),
+        ("rejected", &[State::Prerequisites, State::Rejected][..]),
+        (
+            "completed",
+            &[
+                State::Prerequisites,
+                State::Validation,
+                State::Queued,
+                State::InProgress,
+                State::Completed,
+            ][..],
+        ),
+        (
+            "failed",
+            &[
+                State::Prerequisites,
+                State::Validation,
+                State::Queued,
+                State::InProgress,
+                State::Failed,
+            ][..],
+        ),
+    ] {
+        submit(store, new_request(id), t(0)).await;
+        let mut state = State::Submitted;
+        for &next in path {
+            step(store, id, state, next, t(1)).await;
+            state = next;
+        }
+    }
+    must_not_claim(store, "w1", t(10), "no request is queued").await;
+
+    submit(store, new_request("queued"), t(2)).await;
+    queue(store, "queued", t(3)).await;
+    let (request, lease) = must_claim(store, "w1", t(100)).await;
+    assert_eq!(request.id, "queued", "the only queued request is claimed");
+    assert_eq!(
+        request.state,
+        State::Queued,
+        "claim leaves the state as it is"
+    );
+    must_not_claim(store, "w2", t(101), "the queued request is leased").await;
+
+    // PostFulfillment under a live lease is not claimable; once the lease expired it is.
+    for (from, to) in [
+        (State::Queued, State::InProgress),
+        (State::InProgress, State::PostFulfillment),
+    ] {
+        ok(
+            &format!("transition {from} -> {to} under the lease"),
+            store
+                .transition(
+                    "queued",
+                    from,
+                    to,
+                    change("worker:w1", None, t(102)),
+                    Some(&lease),
+                )
+                .await,
+        );
+    }
+    must_not_claim(store, "w2", t(129), "the post-fulfillment lease is live").await;
+    let (request, second) = must_claim(store, "w2", t(131)).await;
+    assert_eq!(request.id, "queued");
+    assert_eq!(
+        request.state,
+        State::PostFulfillment,
+        "an expired post-fulfillment request is claimable"
+    );
+    assert!(
+        second.token > lease.token,
+        "a new claim's token ({}) must be larger than the earlier one ({})",
+        second.token,
+        lease.token
+    );
+    must_not_claim(store, "w3", t(132), "w2 holds it").await;
+}
+
+/// Claims go by priority (higher first), then age (older first); not by the order of queueing.
+pub async fn check_claim_priority_then_age(store: &dyn Store) {
+    for (id, priority, created) in [
+        ("e", -1, 1),
+        ("a", 0, 2),
+        ("b", 5, 3),
+        ("c", 5, 4),
+        ("d", 0, 5),
+    ] {
+        let mut new = new_request(id);
+        new.priority = priority;
+        submit(store, new, t(created)).await;
+    }
+    for (i, id) in ["d", "c", "b", "a", "e"].into_iter().enumerate() {
+        queue(store, id, t(10 + i as i64)).await;
+    }
+    let mut order = Vec::new();
+    for i in 0..5 {
+        let (request, _) = must_claim(store, &format!("w{i}"), t(100)).await;
+        order.push(request.id);
+    }
+    assert_eq!(
+        order,
+        ["b", "c", "a", "d", "e"],
+        "claim order must be priority (high first) then age (old first)"
+    );
+    must_not_claim(store, "w9", t(100), "all five are leased").await;
+}
+
+/// A claimed request is not claimable until its lease expires; then another worker claims it
+/// with a larger token and the first worker's writes are refused.
+pub async fn check_claim_blocked_until_lease_expires(store: &dyn Store) {
+    submit(store, new_request("req-1"), t(0)).await;
+    queue(store, "req-1", t(1)).await;
+    let (_, first) = must_claim(store, "w1", t(10)).await;
+    must_not_claim(store, "w2", t(20), "w1's lease is live").await;
+    must_not_claim(store, "w2", t(39), "w1's lease is live until t+40").await;
+    let (request, second) = must_claim(store, "w2", t(41)).await;
+    assert_eq!(request.id, "req-1");
+    assert_eq!(
+        request.state,
+        State::Queued,
+        "a crashed worker's queued request is claimed again"
+    );
+    assert!(
+        second.token > first.token,
+        "the new token ({}) must be larger than the expired one ({})",
+        second.token,
+        first.token
+    );
+    expect_lease_lost(
+        "w1 transitions after w2 took over",
+        store
+            .transition(
+                "req-1",
+                State::Queued,
+                State::InProgress,
+                change("worker:w1", None, t(42)),
+                Some(&first),
+            )
+            .await,
+    );
+    assert_eq!(get(store, "req-1").await.state, State::Queued);
+    ok(
+        "w2 transitions under its lease",
+        store
+            .transition(
+                "req-1",
+                State::Queued,
+                State::InProgress,
+                change("worker:w2", None, t(42)),
+                Some(&second),
+            )
+            .await,
+    );
+
+    // The same worker claiming again after its own lease expired also gets a new token.
+    let (_, third) = must_claim(store, "w2", t(80)).await;
+    assert!(
+        third.token > second.token,
+        "a re-claim by the same worker must get a larger token"
+    );
+    expect_lease_lost(
+        "w2's older lease after its own re-claim",
+        store.heartbeat(&second, LEASE, t(81)).await,
+    );
+}
+
+/// Every write under a lease that was taken over is `LeaseLost` and changes nothing; a stale
+/// release does not free the new holder's lease.
+pub async fn check_stale_lease_writes_refused(store: &dyn Store) {
+    submit(store, new_request("req-1"), t(0)).await;
+    let stale = run(store, "req-1", "w1", t(1)).await;
+    ok(
+        "w1 starts attempt 1",
+        store
+            .start_attempt(&stale, attempt("req-1", "provision", false, 1, t(2)))
+            .await,
+    );
+
+    let (request, lease) = must_claim(store, "w2", t(100)).await;
+    assert_eq!(
+        request.state,
+        State::InProgress,
+        "an expired in-progress request is claimable"
+    );
+    assert!(lease.token > stale.token, "the takeover's token is larger");
+    let journal = ok("attempts", store.attempts("req-1").await);
+    assert_eq!(
+        journal,
+        vec![attempt("req-1", "provision", false, 1, t(2))],
+        "the new worker sees the crashed worker's journal"
+    );
+    ok(
+        "w2 starts attempt 2",
+        store
+            .start_attempt(&lease, attempt("req-1", "provision", false, 2, t(101)))
+            .await,
+    );
+
+    let request = get(store, "req-1").await;
+    let events = all_events(store, "req-1").await;
+    let journal = ok("attempts", store.attempts("req-1").await);
+
+    expect_lease_lost(
+        "stale transition",
+        store
+            .transition(
+                "req-1",
+                State::InProgress,
+                State::Completed,
+                change("worker:w1", None, t(102)),
+                Some(&stale),
+            )
+            .await,
+    );
+    expect_lease_lost(
+        "stale update",
+        store
+            .update(
+                "req-1",
+                RequestPatch {
+                    error: Some("w1 was here".to_string()),
+                    ..RequestPatch::default()
+                },
+                Some(&stale),
+            )
+            .await,
+    );
+    expect_lease_lost(
+        "stale append_event",
+        store
+            .append_event("req-1", t(102), log("w1 was here"), Some(&stale))
+            .await,
+    );
+    expect_lease_lost(
+        "stale start_attempt",
+        store
+            .start_attempt(&stale, attempt("req-1", "provision", false, 3, t(102)))
+            .await,
+    );
+    expect_lease_lost(
+        "stale finish_attempt of its own attempt",
+        store
+            .finish_attempt(
+                &stale,
+                "provision",
+                false,
+                1,
+                AttemptOutcome::Succeeded {
+                    output: ActionOutput::new(json!({})),
+                    outputs: json!({}),
+                },
+                t(102),
+            )
+            .await,
+    );
+    expect_lease_lost(
+        "stale finish_attempt of the new worker's attempt",
+        store
+            .finish_attempt(
+                &stale,
+                "provision",
+                false,
+                2,
+                AttemptOutcome::Failed {
+                    error: ActionError::permanent("w1 was here"),
+                },
+                t(102),
+            )
+            .await,
+    );
+    expect_lease_lost(
+        "stale heartbeat",
+        store.heartbeat(&stale, LEASE, t(102)).await,
+    );
+
+    assert_eq!(
+        get(store, "req-1").await,
+        request,
+        "refused writes change nothing"
+    );
+    assert_eq!(
+        all_events(store, "req-1").await,
+        events,
+        "refused writes add no event"
+    );
+    assert_eq!(
+        ok("attempts", store.attempts("req-1").await),
+        journal,
+        "refused writes leave the journal"
+    );
+
+    // A stale release may succeed or fail, but must not free the holder's lease.
+    let _ = store.release(&stale).await;
+    must_not_claim(
+        store,
+        "w3",
+        t(103),
+        "w2 still holds it after w1's stale release",
+    )
+    .await;
+    ok(
+        "the holder's heartbeat after a stale release",
+        store.heartbeat(&lease, LEASE, t(104)).await,
+    );
+    ok(
+        "the holder's write after a stale release",
+        store
+            .append_event("req-1", t(104), log("w2 works"), Some(&lease))
+            .await,
+    );
+}
+
+/// A heartbeat moves the expiry to `now + lease_for` and keeps the token; the request stays
+/// unclaimable until the new expiry.
+pub async fn check_heartbeat_extends(store: &dyn Store) {
+    submit(store, new_request("req-1"), t(0)).await;
+    queue(store, "req-1", t(0)).await;
+    let (_, lease) = must_claim(store, "w1", t(0)).await;
+    let extended = ok("heartbeat", store.heartbeat(&lease, LEASE, t(20)).await);
+    assert_eq!(
+        extended,
+        Lease {
+            expires_at: t(50),
+            ..lease.clone()
+        },
+        "heartbeat at t+20 for 30 s: same request, worker and token, expiry t+50"
+    );
+    ok(
+        "write under the extended lease",
+        store
+            .transition(
+                "req-1",
+                State::Queued,
+                State::InProgress,
+                change("worker:w1", None, t(21)),
+                Some(&extended),
+            )
+            .await,
+    );
+    must_not_claim(
+        store,
+        "w2",
+        t(40),
+        "the heartbeat extended the lease to t+50",
+    )
+    .await;
+    let again = ok(
+        "second heartbeat",
+        store.heartbeat(&extended, LEASE, t(45)).await,
+    );
+    assert_eq!(again.expires_at, t(75), "second heartbeat");
+    must_not_claim(store, "w2", t(70), "extended again to t+75").await;
+    let (_, taken) = must_claim(store, "w2", t(76)).await;
+    assert!(taken.token > lease.token);
+    expect_lease_lost(
+        "heartbeat after a takeover",
+        store.heartbeat(&again, LEASE, t(77)).await,
+    );
+}
+
+/// A release makes the request claimable at once (queued or in progress), with a larger
+/// token, and the released lease no longer writes.
+pub async fn check_release_makes_claimable(store: &dyn Store) {
+    submit(store, new_request("req-1"), t(0)).await;
+    queue(store, "req-1", t(0)).await;
+    let (_, first) = must_claim(store, "w1", t(1)).await;
+    ok("release", store.release(&first).await);
+    expect_lease_lost(
+        "heartbeat after release",
+        store.heartbeat(&first, LEASE, t(2)).await,
+    );
+    expect_lease_lost(
+        "write after release",
+        store
+            .append_event("req-1", t(2), log("x"), Some(&first))
+            .await,
+    );
+    let (request, second) = must_claim(store, "w2", t(2)).await;
+    assert_eq!(request.state, State::Queued, "release keeps the state");
+    assert!(second.token > first.token);
+
+    ok(
+        "w2 starts work",
+        store
+            .transition(
+                "req-1",
+                State::Queued,
+                State::InProgress,
+                change("worker:w2", None, t(3)),
+                Some(&second),
+            )
+            .await,
+    );
+    ok("release in progress", store.release(&second).await);
+    let (request, third) = must_claim(store, "w3", t(4)).await;
+    assert_eq!(
+        request.state,
+        State::InProgress,
+        "a released in-progress request is claimable at once"
+    );
+    assert!(third.token > second.token);
+}
+
+/// Moving to a terminal state under a lease ends the lease: it no longer heartbeats and the
+/// request is never claimed again.
+pub async fn check_terminal_transition_drops_lease(store: &dyn Store) {
+    for (id, end) in [("done", State::Completed), ("failed", State::Failed)] {
+        submit(store, new_request(id), t(0)).await;
+        let lease = run(store, id, "w1", t(1)).await;
+        ok(
+            &format!("{id}: terminal transition under the lease"),
+            store
+                .transition(
+                    id,
+                    State::InProgress,
+                    end,
+                    change("worker:w1", None, t(2)),
+                    Some(&lease),
+                )
+                .await,
+        );
+        expect_lease_lost(
+            &format!("{id}: heartbeat after the terminal transition"),
+            store.heartbeat(&lease, LEASE, t(3)).await,
+        );
+    }
+    must_not_claim(store, "w2", t(1000), "both requests ended").await;
+}
+
+/// An in-progress request that waits for something outside (`waiting_for`) is not claimable,
+/// even with no live lease, until that is cleared.
+pub async fn check_waiting_for_not_claimable(store: &dyn Store) {
+    submit(store, new_request("req-1"), t(0)).await;
+    let lease = run(store, "req-1", "w1", t(1)).await;
+    let parked = ok(
+        "set waiting_for under the lease",
+        store
+            .update(
+                "req-1",
+                RequestPatch {
+                    waiting_for: Some(Some("JIRA-42".to_string())),
+                    ..RequestPatch::default()
+                },
+                Some(&lease),
+            )
+            .await,
+    );
+    assert_eq!(parked.waiting_for.as_deref(), Some("JIRA-42"));
+    ok("release the parked request", store.release(&lease).await);
+    must_not_claim(store, "w2", t(2), "it waits for JIRA-42").await;
+    must_not_claim(store, "w2", t(10_000), "it still waits for JIRA-42").await;
+    ok(
+        "clear waiting_for (the ticket was resolved)",
+        store
+            .update(
+                "req-1",
+                RequestPatch {
+                    waiting_for: Some(None),
+                    ..RequestPatch::default()
+                },
+                None,
+            )
+            .await,
+    );
+    let (request, again) = must_claim(store, "w2", t(10_001)).await;
+    assert_eq!(request.id, "req-1");
+    assert_eq!(request.waiting_for, None);
+    assert!(again.token > lease.token);
+}
+
+/// A lease fences only the request it was issued for, even when one worker holds leases on
+/// two requests with equal tokens.
+pub async fn check_lease_fences_only_its_request(store: &dyn Store) {
+    submit(store, new_request("req-1"), t(0)).await;
+    submit(store, new_request("req-2"), t(1)).await;
+    queue(store, "req-1", t(2)).await;
+    queue(store, "req-2", t(2)).await;
+    let (r1, lease1) = must_claim(store, "w1", t(3)).await;
+    let (r2, _lease2) = must_claim(store, "w1", t(3)).await;
+    assert_eq!((r1.id.as_str(), r2.id.as_str()), ("req-1", "req-2"));
+    let before = get(store, "req-2").await;
+    let events = all_events(store, "req-2").await;
+
+    expect_lease_lost(
+        "transition req-2 under req-1's lease",
+        store
+            .transition(
+                "req-2",
+                State::Queued,
+                State::InProgress,
+                change("worker:w1", None, t(4)),
+                Some(&lease1),
+            )
+            .await,
+    );
+    expect_lease_lost(
+        "update req-2 under req-1's lease",
+        store
+            .update(
+                "req-2",
+                RequestPatch {
+                    escalated: Some(true),
+                    ..RequestPatch::default()
+                },
+                Some(&lease1),
+            )
+            .await,
+    );
+    expect_lease_lost(
+        "append_event to req-2 under req-1's lease",
+        store
+            .append_event("req-2", t(4), log("x"), Some(&lease1))
+            .await,
+    );
+    let got = store
+        .start_attempt(&lease1, attempt("req-2", "provision", false, 1, t(4)))
+        .await;
+    assert!(
+        got.is_err(),
+        "start_attempt of a req-2 record under req-1's lease must be refused, got {got:?}"
+    );
+    assert_eq!(get(store, "req-2").await, before, "req-2 unchanged");
+    assert_eq!(all_events(store, "req-2").await, events, "req-2 no events");
+    for id in ["req-1", "req-2"] {
+        assert!(
+            ok("attempts", store.attempts(id).await).is_empty(),
+            "{id}: no attempt journaled"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attempt journal
+
+/// Attempts are journaled in start order and read back unchanged; finishing sets outcome and
+/// time of that attempt only; an execution attempt and a rollback attempt of one action with
+/// the same number are distinct records.
+pub async fn check_attempts_journal(store: &dyn Store) {
+    submit(store, new_request("req-1"), t(0)).await;
+    let lease = run(store, "req-1", "w1", t(1)).await;
+    let starts = [
+        attempt("req-1", "db", false, 1, t(10)),
+        attempt("req-1", "dns", false, 1, t(11)),
+        attempt("req-1", "db", false, 2, t(12)),
+        attempt("req-1", "db", true, 1, t(13)),
+    ];
+    let mut expected = Vec::new();
+    for (i, record) in starts.iter().enumerate() {
+        ok(
+            &format!("start attempt {i}"),
+            store.start_attempt(&lease, record.clone()).await,
+        );
+        expected.push(record.clone());
+        assert_eq!(
+            ok("attempts", store.attempts("req-1").await),
+            expected,
+            "journal after start {i}: in start order, unchanged"
+        );
+    }
+
+    let failed = AttemptOutcome::Failed {
+        error: ActionError::retryable("503").with_retry_after(Duration::from_millis(1500)),
+    };
+    let succeeded = AttemptOutcome::Succeeded {
+        output: ActionOutput {
+            result: json!({ "id": "db-123", "endpoint": "db.internal:5432" }),
+            rollback_state: json!({ "id": "db-123" }),
+        },
+        outputs: json!({ "connection": "postgres://db.internal:5432" }),
+    };
+    let undone = AttemptOutcome::Succeeded {
+        output: ActionOutput::new(json!(null)),
+        outputs: json!({}),
+    };
+    for (action, rollback, n, outcome, at, index) in [
+        ("db", false, 1, failed.clone(), t(20), 0),
+        ("db", false, 2, succeeded.clone(), t(21), 2),
+        ("db", true, 1, undone.clone(), t(22), 3),
+    ] {
+        ok(
+            &format!("finish {action} rollback={rollback} attempt {n}"),
+            store
+                .finish_attempt(&lease, action, rollback, n, outcome.clone(), at)
+                .await,
+        );
+        expected[index].outcome = outcome;
+        expected[index].finished_at = Some(at);
+        assert_eq!(
+            ok("attempts", store.attempts("req-1").await),
+            expected,
+            "journal after finishing {action} rollback={rollback} attempt {n}: only that record changes"
+        );
+    }
+    assert_eq!(
+        expected[1].outcome,
+        AttemptOutcome::Running,
+        "an unfinished attempt stays running"
+    );
+
+    ok(
+        "start a skipped attempt",
+        store
+            .start_attempt(&lease, attempt("req-1", "notify", false, 1, t(30)))
+            .await,
+    );
+    ok(
+        "finish it as skipped",
+        store
+            .finish_attempt(&lease, "notify", false, 1, AttemptOutcome::Skipped, t(30))
+            .await,
+    );
+    let journal = ok("attempts", store.attempts("req-1").await);
+    assert_eq!(journal.len(), 5);
+    assert_eq!(journal[4].outcome, AttemptOutcome::Skipped);
+    submit(store, new_request("req-2"), t(40)).await;
+    assert!(
+        ok("attempts of req-2", store.attempts("req-2").await).is_empty(),
+        "journals are per request"
+    );
+}
+
+/// Finishing an attempt that was never started is `NotFound` and changes nothing: not another
+/// action, not another number, not the rollback of a started execution.
+pub async fn check_finish_unknown_attempt(store: &dyn Store) {
+    submit(store, new_request("req-1"), t(0)).await;
+    let lease = run(store, "req-1", "w1", t(1)).await;
+    ok(
+        "start",
+        store
+            .start_attempt(&lease, attempt("req-1", "db", false, 1, t(2)))
+            .await,
+    );
+    let outcome = AttemptOutcome::Skipped;
+    for (action, rollback, n) in [("nope", false, 1), ("db", false, 2), ("db", true, 1)] {
+        expect_not_found(
+            &format!("finish {action} rollback={rollback} attempt {n}, never started"),
+            store
+                .finish_attempt(&lease, action, rollback, n, outcome.clone(), t(3))
+                .await,
+        );
+    }
+    assert_eq!(
+        ok("attempts", store.attempts("req-1").await),
+        vec![attempt("req-1", "db", false, 1, t(2))],
+        "failed finishes change nothing"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Listing
+
+/// `list` filters by states (any of), requester id, team and item, combined with AND, newest
+/// first; `limit` caps the count.
+pub async fn check_list_filters(store: &dyn Store) {
+    for (id, requester, team, item, created) in [
+        ("r1", "ada", "team-a", "pg", 1),
+        ("r2", "bob", "team-b", "pg", 2),
+        ("r3", "ada", "team-a", "redis", 3),
+        ("r4", "cy", "team-a", "pg", 4),
+        ("r5", "bob", "team-b", "redis", 5),
+    ] {
+        let mut new = new_request(id);
+        new.requester = Principal::new(requester, &[team], &["developer"]);
+        new.team = team.to_string();
+        new.item_id = item.to_string();
+        submit(store, new, t(created)).await;
+    }
+    queue(store, "r1", t(10)).await;
+    queue(store, "r5", t(10)).await;
+    step(store, "r3", State::Submitted, State::Prerequisites, t(10)).await;
+    step(store, "r3", State::Prerequisites, State::Rejected, t(10)).await;
+
+    let f = RequestFilter::default;
+    for (what, filter, expected) in [
+        (
+            "everything, newest first",
+            f(),
+            &["r5", "r4", "r3", "r2", "r1"][..],
+        ),
+        (
+            "state queued",
+            RequestFilter {
+                states: vec![State::Queued],
+                ..f()
+            },
+            &["r5", "r1"][..],
+        ),
+        (
+            "states queued or rejected",
+            RequestFilter {
+                states: vec![State::Rejected, State::Queued],
+                ..f()
+            },
+            &["r5", "r3", "r1"][..],
+        ),
+        (
+            "requester ada",
+            RequestFilter {
+                requester: Some("ada".to_string()),
+                ..f()
+            },
+            &["r3", "r1"][..],
+        ),
+        (
+            "team team-b",
+            RequestFilter {
+                team: Some("team-b".to_string()),
+                ..f()
+            },
+            &["r5", "r2"][..],
+        ),
+        (
+            "item redis",
+            RequestFilter {
+                item_id: Some("redis".to_string()),
+                ..f()
+            },
+            &["r5", "r3"][..],
+        ),
+        (
+            "team-a and item pg",
+            RequestFilter {
+                team: Some("team-a".to_string()),
+                item_id: Some("pg".to_string()),
+                ..f()
+            },
+            &["r4", "r1"][..],
+        ),
+        (
+            "bob and submitted",
+            RequestFilter {
+                requester: Some("bob".to_string()),
+                states: vec![State::Submitted],
+                ..f()
+            },
+            &["r2"][..],
+        ),
+        (
+            "no match",
+            RequestFilter {
+                requester: Some("ada".to_string()),
+                team: Some("team-b".to_string()),
+                ..f()
+            },
+            &[][..],
+        ),
+        (
+            "limit 2",
+            RequestFilter { limit: 2, ..f() },
+            &["r5", "r4"][..],
+        ),
+        (
+            "team-a limit 1",
+            RequestFilter {
+                team: Some("team-a".to_string()),
+                limit: 1,
+                ..f()
+            },
+            &["r4"][..],
+        ),
+    ] {
+        assert_eq!(list_ids(store, &filter).await, expected, "list: {what}");
+    }
+}
+
+/// Keyset pagination with `before = (created_at, id)` of the last row and `limit` visits
+/// every request exactly once in the unpaged order, also with equal `created_at`, with a
+/// filter, and when newer requests arrive between pages.
+pub async fn check_list_pagination(store: &dyn Store) {
+    // Several requests share a creation time, and ids do not follow submission order.
+    let spec = [
+        ("p-5", 1, "team-a"),
+        ("p-3", 2, "team-b"),
+        ("p-1", 2, "team-a"),
+        ("p-4", 2, "team-a"),
+        ("p-2", 3, "team-b"),
+        ("p-9", 4, "team-a"),
+        ("p-7", 4, "team-b"),
+        ("p-6", 5, "team-a"),
+        ("p-8", 6, "team-a"),
+    ];
+    for (id, created, team) in spec {
+        let mut new = new_request(id);
+        new.team = team.to_string();
+        submit(store, new, t(created)).await;
+    }
+    let full = ok("list all", store.list(&RequestFilter::default()).await);
+    assert_eq!(full.len(), spec.len(), "list all");
+    for w in full.windows(2) {
+        assert!(
+            w[0].created_at >= w[1].created_at,
+            "list must be newest first: {} ({}) before {} ({})",
+            w[0].id,
+            w[0].created_at,
+            w[1].id,
+            w[1].created_at
+        );
+    }
+    let full: Vec<String> = full.into_iter().map(|r| r.id).collect();
+    let mut sorted = full.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), spec.len(), "list all: no duplicates");
+
+    for page in [1, 2, 3, 4, 9, 20] {
+        assert_eq!(
+            paginate(store, &RequestFilter::default(), page, None).await,
+            full,
+            "pages of {page}: every request once, in order"
+        );
+    }
+    let team_a = RequestFilter {
+        team: Some("team-a".to_string()),
+        ..RequestFilter::default()
+    };
+    let full_a = list_ids(store, &team_a).await;
+    assert_eq!(full_a.len(), 6, "team-a has six");
+    for page in [1, 2, 4] {
+        assert_eq!(
+            paginate(store, &team_a, page, None).await,
+            full_a,
+            "team-a pages of {page}"
+        );
+    }
+
+    // A cursor is stable when newer requests arrive between pages.
+    let first = ok(
+        "first page",
+        store
+            .list(&RequestFilter {
+                limit: 3,
+                ..RequestFilter::default()
+            })
+            .await,
+    );
+    submit(store, new_request("p-new"), t(100)).await;
+    let last = first.last().map(|r| (r.created_at, r.id.clone()));
+    let mut rest: Vec<String> = first.iter().map(|r| r.id.clone()).collect();
+    rest.extend(paginate(store, &RequestFilter::default(), 3, last).await);
+    assert_eq!(
+        rest, full,
+        "paging on after a newer request arrived sees the old set exactly"
+    );
+    assert_eq!(
+        list_ids(
+            store,
+            &RequestFilter {
+                limit: 1,
+                ..RequestFilter::default()
+            }
+        )
+        .await,
+        ["p-new"],
+        "the newest request comes first"
+    );
+}
+
+async fn paginate(
+    store: &dyn Store,
+    base: &RequestFilter,
+    page: usize,
+    mut before: Option<(DateTime<Utc>, String)>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for _ in 0..1000 {
+        let filter = RequestFilter {
+            before: before.clone(),
+            limit: page,
+            ..base.clone()
+        };
+        let got = ok(&format!("list {filter:?}"), store.list(&filter).await);
+        assert!(
+            got.len() <= page,
+            "list with limit {page} returned {}",
+            got.len()
+        );
+        let Some(last) = got.last() else {
+            return out;
+        };
+        before = Some((last.created_at, last.id.clone()));
+        out.extend(got.into_iter().map(|r| r.id));
+    }
+    panic!("pagination with pages of {page} does not end: {out:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Approvals
+
+/// Decisions are kept per request in the order recorded; the same approver cannot decide
+/// twice on one request (`Duplicate`), but may decide on another.
+pub async fn check_approvals(store: &dyn Store) {
+    submit(store, new_request("req-1"), t(0)).await;
+    submit(store, new_request("req-2"), t(0)).await;
+    let decision = |request: &str, approver: &str, approved: bool, reason: Option<&str>, at| {
+        ApprovalDecision {
+            request_id: request.to_string(),
+            approver: approver.to_string(),
+            approved,
+            reason: reason.map(str::to_string),
+            at,
+        }
+    };
+    let alice = decision("req-1", "alice", true, None, t(1));
+    let bob = decision("req-1", "bob", false, Some("too big"), t(2));
+    assert_eq!(
+        ok("alice decides", store.record_decision(alice.clone()).await),
+        vec![alice.clone()],
+        "record_decision returns the decisions so far"
+    );
+    assert_eq!(
+        ok("bob decides", store.record_decision(bob.clone()).await),
+        vec![alice.clone(), bob.clone()],
+        "record_decision returns the decisions so far, in order"
+    );
+    expect_duplicate(
+        "alice decides twice",
+        store
+            .record_decision(decision("req-1", "alice", false, Some("changed"), t(3)))
+            .await,
+    );
+    assert_eq!(
+        ok("decisions", store.decisions("req-1").await),
+        vec![alice.clone(), bob],
+        "a refused duplicate changes nothing"
+    );
+    let alice2 = decision("req-2", "alice", true, Some("fine"), t(4));
+    assert_eq!(
+        ok(
+            "alice decides on another request",
+            store.record_decision(alice2.clone()).await
+        ),
+        vec![alice2.clone()],
+        "decisions are per request"
+    );
+    assert_eq!(
+        ok("decisions of req-2", store.decisions("req-2").await),
+        vec![alice2]
+    );
+    assert_eq!(
+        ok("decisions of req-1", store.decisions("req-1").await).len(),
+        2
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Quotas
+
+/// Reservations count against a team's limit per resource (inclusive), `QuotaExceeded`
+/// carries the numbers and changes nothing, re-reserving replaces, release returns
+/// everything a request holds, teams and resources are separate.
+pub async fn check_quotas(store: &dyn Store) {
+    for id in ["q-1", "q-2", "q-3", "q-4"] {
+        submit(store, new_request(id), t(0)).await;
+    }
+    assert!(
+        usage(store, "team-a").await.is_empty(),
+        "no limits, no reservations: empty usage"
+    );
+    ok(
+        "set limit",
+        store.set_quota_limit("team-a", "databases", 3).await,
+    );
+    assert_eq!(
+        usage(store, "team-a").await,
+        vec![quota("databases", Some(3), 0)],
+        "a limit shows with zero usage"
+    );
+    ok(
+        "reserve 2",
+        store.reserve_quota("q-1", "team-a", "databases", 2).await,
+    );
+    assert_eq!(
+        store.reserve_quota("q-2", "team-a", "databases", 2).await,
+        Err(StoreError::QuotaExceeded {
+            team: "team-a".to_string(),
+            resource: "databases".to_string(),
+            limit: 3,
+            used: 2,
+            asked: 2,
+        }),
+        "2 used + 2 asked > 3"
+    );
+    assert_eq!(
+        usage(store, "team-a").await,
+        vec![quota("databases", Some(3), 2)],
+        "a refused reservation reserves nothing"
+    );
+    ok(
+        "reserve up to the limit",
+        store.reserve_quota("q-2", "team-a", "databases", 1).await,
+    );
+    assert_eq!(used(store, "team-a", "databases").await, 3, "limit reached");
+
+    ok(
+        "re-reserve smaller",
+        store.reserve_quota("q-1", "team-a", "databases", 1).await,
+    );
+    assert_eq!(
+        used(store, "team-a", "databases").await,
+        2,
+        "re-reserving replaces (1 + 1)"
+    );
+    assert_eq!(
+        store.reserve_quota("q-1", "team-a", "databases", 3).await,
+        Err(StoreError::QuotaExceeded {
+            team: "team-a".to_string(),
+            resource: "databases".to_string(),
+            limit: 3,
+            used: 1,
+            asked: 3,
+        }),
+        "re-reserving counts others only: 1 used by q-2 + 3 asked > 3"
+    );
+    assert_eq!(
+        used(store, "team-a", "databases").await,
+        2,
+        "a refused re-reservation keeps the earlier one"
+    );
+    ok(
+        "re-reserve larger within the limit",
+        store.reserve_quota("q-1", "team-a", "databases", 2).await,
+    );
+    assert_eq!(used(store, "team-a", "databases").await, 3);
+
+    ok(
+        "reserve a resource without limit",
+        store.reserve_quota("q-1", "team-a", "vcpu", 64).await,
+    );
+    assert_eq!(
+        usage(store, "team-a").await,
+        vec![quota("databases", Some(3), 3), quota("vcpu", None, 64)],
+        "usage per resource"
+    );
+
+    ok("release q-1", store.release_quota("q-1").await);
+    assert_eq!(
+        used(store, "team-a", "databases").await,
+        1,
+        "release returns q-1's databases"
+    );
+    assert_eq!(
+        used(store, "team-a", "vcpu").await,
+        0,
+        "release returns q-1's vcpu too"
+    );
+    ok("release q-1 again", store.release_quota("q-1").await);
+    assert_eq!(
+        used(store, "team-a", "databases").await,
+        1,
+        "release is idempotent"
+    );
+    ok(
+        "release a request without reservations",
+        store.release_quota("q-4").await,
+    );
+
+    ok(
+        "limit of another team",
+        store.set_quota_limit("team-b", "databases", 1).await,
+    );
+    ok(
+        "reserve for team-b",
+        store.reserve_quota("q-3", "team-b", "databases", 1).await,
+    );
+    assert_eq!(
+        usage(store, "team-b").await,
+        vec![quota("databases", Some(1), 1)],
+        "team-b"
+    );
+    assert_eq!(
+        used(store, "team-a", "databases").await,
+        1,
+        "teams are separate"
+    );
+    ok(
+        "raise the limit",
+        store.set_quota_limit("team-a", "databases", 10).await,
+    );
+    assert_eq!(
+        usage(store, "team-a").await,
+        vec![quota("databases", Some(10), 1)],
+        "a new limit replaces the old"
+    );
+    assert!(
+        usage(store, "team-nobody").await.is_empty(),
+        "unknown team: empty usage"
+    );
+}
+
+/// Two reservations racing that together exceed the limit: exactly one succeeds.
+pub async fn check_quota_concurrent_reservations(store: &dyn Store) {
+    submit(store, new_request("q-1"), t(0)).await;
+    submit(store, new_request("q-2"), t(0)).await;
+    ok(
+        "set limit",
+        store.set_quota_limit("team-a", "databases", 5).await,
+    );
+    let (a, b) = tokio::join!(
+        store.reserve_quota("q-1", "team-a", "databases", 3),
+        store.reserve_quota("q-2", "team-a", "databases", 3),
+    );
+    let loser = match (a, b) {
+        (Ok(()), Err(e)) | (Err(e), Ok(())) => e,
+        (a, b) => panic!(
+            "racing reservations of 3 + 3 against 5: exactly one must succeed, got {a:?} and {b:?}"
+        ),
+    };
+    assert_eq!(
+        loser,
+        StoreError::QuotaExceeded {
+            team: "team-a".to_string(),
+            resource: "databases".to_string(),
+            limit: 5,
+            used: 3,
+            asked: 3,
+        },
+        "the losing reservation"
+    );
+    assert_eq!(
+        used(store, "team-a", "databases").await,
+        3,
+        "only the winner is reserved"
+    );
+}
+
+/// An absurd amount is refused with `QuotaExceeded`, not an overflow.
+pub async fn check_quota_huge_amount(store: &dyn Store) {
+    submit(store, new_request("q-1"), t(0)).await;
+    submit(store, new_request("q-2"), t(0)).await;
+    ok(
+        "set limit",
+        store.set_quota_limit("team-a", "vcpu", 10).await,
+    );
+    ok(
+        "reserve 1",
+        store.reserve_quota("q-1", "team-a", "vcpu", 1).await,
+    );
+    assert_eq!(
+        store.reserve_quota("q-2", "team-a", "vcpu", u64::MAX).await,
+        Err(StoreError::QuotaExceeded {
+            team: "team-a".to_string(),
+            resource: "vcpu".to_string(),
+            limit: 10,
+            used: 1,
+            asked: u64::MAX,
+        }),
+        "1 used + u64::MAX asked > 10"
+    );
+    assert_eq!(used(store, "team-a", "vcpu").await, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Audit
+
+/// The audit log is append-only: records come back unchanged, oldest first, duplicates kept;
+/// `target` filters; `limit` caps the count.
+pub async fn check_audit(store: &dyn Store) {
+    let record = |secs, actor: &str, action: &str, target: &str, detail| AuditRecord {
+        at: t(secs),
+        actor: actor.to_string(),
+        action: action.to_string(),
+        target: target.to_string(),
+        detail,
+    };
+    let records = [
+        record(1, "ada", "request.submit", "req-1", json!({ "item": "pg" })),
+        record(
+            2,
+            "bob",
+            "request.submit",
+            "req-2",
+            json!({ "item": "redis" }),
+        ),
+        record(
+            3,
+            "carol",
+            "approval.approve",
+            "req-1",
+            json!({ "reason": "ok", "n": [1, 2.5, null, true] }),
+        ),
+        record(4, "system", "catalog.reload", "item:pg", json!(null)),
+        record(
+            3,
+            "carol",
+            "approval.approve",
+            "req-1",
+            json!({ "reason": "ok", "n": [1, 2.5, null, true] }),
+        ),
+    ];
+    assert!(
+        ok("empty audit log", store.audit_log(None, 0).await).is_empty(),
+        "a fresh store has no audit records"
+    );
+    for (i, r) in records.iter().enumerate() {
+        ok(&format!("audit {i}"), store.audit(r.clone()).await);
+        assert_eq!(
+            ok("audit log", store.audit_log(None, 0).await),
+            records[..=i],
+            "after appending record {i}: all records, oldest first, earlier ones unchanged"
+        );
+    }
+    assert_eq!(
+        ok(
+            "audit log of req-1",
+            store.audit_log(Some("req-1"), 0).await
+        ),
+        vec![records[0].clone(), records[2].clone(), records[4].clone()],
+        "filter by target"
+    );
+    assert!(
+        ok(
+            "audit log of nothing",
+            store.audit_log(Some("nope"), 0).await
+        )
+        .is_empty(),
+        "unknown target"
+    );
+    let limited = ok("audit log limit 2", store.audit_log(None, 2).await);
+    assert_eq!(limited.len(), 2, "limit 2");
+    assert!(
+        limited.iter().all(|r| records.contains(r)) && limited[0].at <= limited[1].at,
+        "a limited audit log holds stored records, oldest first: {limited:?}"
+    );
+    let limited = ok(
+        "audit log of req-1 limit 2",
+        store.audit_log(Some("req-1"), 2).await,
+    );
+    assert_eq!(limited.len(), 2, "target and limit");
+    assert!(
+        limited.iter().all(|r| r.target == "req-1"),
+        "target and limit"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Update
+
+/// What a patch should do to the stored request.
+type PatchEffect = fn(&mut Request);
+
+/// A patch changes the fields it names and nothing else (the state included); `Some(None)`
+/// clears the optional ones; an empty patch changes nothing.
+pub async fn check_update_patch(store: &dyn Store) {
+    let mut expected = submit(store, new_request("req-1"), t(0)).await;
+    step(store, "req-1", State::Submitted, State::Prerequisites, t(1)).await;
+    expected.state = State::Prerequisites;
+    expected.updated_at = t(1);
+
+    let cases: Vec<(&str, RequestPatch, PatchEffect)> = vec![
+        ("empty patch", RequestPatch::default(), |_| {}),
+        (
+            "rollback in progress",
+            RequestPatch {
+                rollback: Some(RollbackStatus::InProgress),
+                ..RequestPatch::default()
+            },
+            |r| r.rollback = RollbackStatus::InProgress,
+        ),
+        (
+            "rollback incomplete",
+            RequestPatch {
+                rollback: Some(RollbackStatus::Incomplete),
+                ..RequestPatch::default()
+            },
+            |r| r.rollback = RollbackStatus::Incomplete,
+        ),
+        (
+            "error",
+            RequestPatch {
+                error: Some("boom: «db» refused".to_string()),
+                ..RequestPatch::default()
+            },
+            |r| r.error = Some("boom: «db» refused".to_string()),
+        ),
+        (
+            "approval due",
+            RequestPatch {
+                approval_due: Some(Some(t(86_400))),
+                ..RequestPatch::default()
+            },
+            |r| r.approval_due = Some(t(86_400)),
+        ),
+        (
+            "escalated",
+            RequestPatch {
+                escalated: Some(true),
+                ..RequestPatch::default()
+            },
+            |r| r.escalated = true,
+        ),
+        (
+            "approval due cleared",
+            RequestPatch {
+                approval_due: Some(None),
+                ..RequestPatch::default()
+            },
+            |r| r.approval_due = None,
+        ),
+        (
+            "cancel requested",
+            RequestPatch {
+                cancel_requested: Some(true),
+                ..RequestPatch::default()
+            },
+            |r| r.cancel_requested = true,
+        ),
+        (
+            "waiting for",
+            RequestPatch {
+                waiting_for: Some(Some("JIRA-7".to_string())),
+                ..RequestPatch::default()
+            },
+            |r| r.waiting_for = Some("JIRA-7".to_string()),
+        ),
+        (
+            "waiting for cleared",
+            RequestPatch {
+                waiting_for: Some(None),
+                ..RequestPatch::default()
+            },
+            |r| r.waiting_for = None,
+        ),
+        (
+            "two fields at once",
+            RequestPatch {
+                escalated: Some(false),
+                cancel_requested: Some(false),
+                ..RequestPatch::default()
+            },
+            |r| {
+                r.escalated = false;
+                r.cancel_requested = false;
+            },
+        ),
+    ];
+    for (what, patch, apply) in cases {
+        let got = ok(
+            &format!("update: {what}"),
+            store.update("req-1", patch, None).await,
+        );
+        apply(&mut expected);
+        // The contract does not say whether an update moves `updated_at`.
+        expected.updated_at = got.updated_at;
+        assert_eq!(got, expected, "update: {what}: returned request");
+        assert_eq!(
+            get(store, "req-1").await,
+            expected,
+            "update: {what}: stored request"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Waiting
+
+/// `wait_for_work` returns by its timeout (50 ms here), with and without queued work.
+pub async fn check_wait_for_work_returns(store: &dyn Store) {
+    let guard = Duration::from_secs(10);
+    let wait = Duration::from_millis(50);
+    assert!(
+        tokio::time::timeout(guard, store.wait_for_work(wait))
+            .await
+            .is_ok(),
+        "wait_for_work(50 ms) on an empty store did not return within {guard:?}"
+    );
+    submit(store, new_request("req-1"), t(0)).await;
+    queue(store, "req-1", t(0)).await;
+    assert!(
+        tokio::time::timeout(guard, store.wait_for_work(wait))
+            .await
+            .is_ok(),
+        "wait_for_work(50 ms) with queued work did not return within {guard:?}"
+    );
+}

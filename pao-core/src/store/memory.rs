@@ -55,6 +55,10 @@ impl MemoryStore {
 impl Inner {
     fn fence(&self, id: &str, lease: Option<&Lease>) -> Result<(), StoreError> {
         let Some(lease) = lease else { return Ok(()) };
+        // Tokens count per request, so a lease on another request can carry the same numbers.
+        if lease.request_id != id {
+            return Err(StoreError::LeaseLost(id.to_string()));
+        }
         match self.leases.get(id) {
             Some((worker, token, _)) if *worker == lease.worker_id && *token == lease.token => {
                 Ok(())
@@ -303,7 +307,8 @@ impl Store for MemoryStore {
             let runnable = match r.state {
                 RequestState::Queued => g.leases.get(id).is_none_or(|(_, _, exp)| *exp <= now),
                 RequestState::InProgress | RequestState::PostFulfillment => {
-                    r.waiting_for.is_none() && g.leases.get(id).is_none_or(|(_, _, exp)| *exp <= now)
+                    r.waiting_for.is_none()
+                        && g.leases.get(id).is_none_or(|(_, _, exp)| *exp <= now)
                 }
                 _ => false,
             };
@@ -366,7 +371,7 @@ impl Store for MemoryStore {
 
     async fn start_attempt(&self, lease: &Lease, record: AttemptRecord) -> Result<(), StoreError> {
         let mut g = self.lock()?;
-        g.fence(&lease.request_id, Some(lease))?;
+        g.fence(&record.request_id, Some(lease))?;
         g.attempts
             .entry(record.request_id.clone())
             .or_default()
@@ -456,12 +461,12 @@ impl Store for MemoryStore {
             .iter()
             .filter(|((rid, res), (t, _))| res == resource && t == team && *rid != request_id)
             .map(|(_, (_, a))| *a)
-            .sum();
+            .fold(0, u64::saturating_add);
         if let Some(limit) = g
             .limits
             .get(&(team.to_string(), resource.to_string()))
             .copied()
-            && used + amount > limit
+            && used.saturating_add(amount) > limit
         {
             return Err(StoreError::QuotaExceeded {
                 team: team.to_string(),
@@ -499,14 +504,12 @@ impl Store for MemoryStore {
         }
         for ((_, res), (t, amount)) in &g.reservations {
             if t == team {
-                usage
-                    .entry(res.clone())
-                    .or_insert_with(|| QuotaUsage {
-                        resource: res.clone(),
-                        limit: None,
-                        used: 0,
-                    })
-                    .used += amount;
+                let u = usage.entry(res.clone()).or_insert_with(|| QuotaUsage {
+                    resource: res.clone(),
+                    limit: None,
+                    used: 0,
+                });
+                u.used = u.used.saturating_add(*amount);
             }
         }
         Ok(usage.into_values().collect())

@@ -1,0 +1,1148 @@
+//! One implementation for both databases over sqlx's `Any` driver: the SQL is shared (`$N`
+//! placeholders work in both), except for the claim and quota statements where PostgreSQL
+//! takes row locks (`FOR UPDATE SKIP LOCKED`) and SQLite relies on its single writer.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use pao_core::lifecycle::RequestState;
+use pao_core::store::*;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+use tokio::sync::Notify;
+
+/// Which database is behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// SQLite (embedded).
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// Opening or migrating the database failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The URL names no supported database.
+    #[error("unsupported database URL `{0}`: use sqlite://PATH or postgres://...")]
+    UnsupportedUrl(String),
+    /// Connecting failed.
+    #[error("cannot connect to {url}: {source}")]
+    Connect {
+        /// The URL, without password.
+        url: String,
+        /// Why.
+        source: sqlx::Error,
+    },
+    /// A migration failed.
+    #[error("migrating the database failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Creating the folder of the SQLite file failed.
+    #[error("cannot create {0}: {1}")]
+    Folder(String, std::io::Error),
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// A [`Store`] on SQLite or PostgreSQL.
+pub struct SqlStore {
+    pool: AnyPool,
+    dialect: Dialect,
+    work: Arc<Notify>,
+    listener: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for SqlStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlStore")
+            .field("dialect", &self.dialect)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for SqlStore {
+    fn drop(&mut self) {
+        if let Some(l) = &self.listener {
+            l.abort();
+        }
+    }
+}
+
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+const NOTIFY_CHANNEL: &str = "pao_work";
+
+impl SqlStore {
+    /// Opens (creating a SQLite file and its folder when missing) and migrates.
+    pub async fn open(url: &str) -> Result<SqlStore, OpenError> {
+        SqlStore::open_with(url, 10).await
+    }
+
+    /// Opens with a pool of at most `max_connections`.
+    pub async fn open_with(url: &str, max_connections: u32) -> Result<SqlStore, OpenError> {
+        sqlx::any::install_default_drivers();
+        let dialect = if url.starts_with("sqlite:") {
+            Dialect::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Dialect::Postgres
+        } else {
+            return Err(OpenError::UnsupportedUrl(url.to_string()));
+        };
+        let connect_err = |source| OpenError::Connect {
+            url: redact_url(url),
+            source,
+        };
+        let pool = match dialect {
+            Dialect::Sqlite => {
+                let path = url
+                    .trim_start_matches("sqlite://")
+                    .trim_start_matches("sqlite:");
+                let path = path.split('?').next().unwrap_or(path);
+                if path != ":memory:"
+                    && let Some(dir) = std::path::Path::new(path).parent()
+                    && !dir.as_os_str().is_empty()
+                {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| OpenError::Folder(dir.display().to_string(), e))?;
+                }
+                let opts = sqlx::sqlite::SqliteConnectOptions::from_str(url)
+                    .map_err(connect_err)?
+                    .create_if_missing(true)
+                    .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                    .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
+                    .busy_timeout(Duration::from_secs(10))
+                    .foreign_keys(true);
+                // Connect once with the typed options so the file exists with WAL on, then pool
+                // through `Any` with the same pragmas in the URL.
+                let first = sqlx::sqlite::SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .connect_with(opts)
+                    .await
+                    .map_err(connect_err)?;
+                first.close().await;
+                let sep = if url.contains('?') { '&' } else { '?' };
+                let any_url = format!("{url}{sep}mode=rwc");
+                AnyPoolOptions::new()
+                    .max_connections(max_connections)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            use sqlx::Executor;
+                            conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;")
+                                .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&any_url)
+                    .await
+                    .map_err(connect_err)?
+            }
+            Dialect::Postgres => AnyPoolOptions::new()
+                .max_connections(max_connections)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        use sqlx::Executor;
+                        conn.execute("SET statement_timeout = '30s'").await?;
+                        Ok(())
+                    })
+                })
+                .connect(url)
+                .await
+                .map_err(connect_err)?,
+        };
+        match dialect {
+            Dialect::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
+            Dialect::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
+        }
+        let work = Arc::new(Notify::new());
+        let listener = match dialect {
+            Dialect::Postgres => Some(spawn_listener(url.to_string(), work.clone())),
+            Dialect::Sqlite => None,
+        };
+        Ok(SqlStore {
+            pool,
+            dialect,
+            work,
+            listener,
+        })
+    }
+
+    /// The database kind.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// The pool, for operators' tooling.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// An online, consistent copy of a SQLite database into `path` (`VACUUM INTO`).
+    pub async fn backup_to(&self, path: &str) -> Result<(), StoreError> {
+        if self.dialect != Dialect::Sqlite {
+            return Err(StoreError::Unavailable(
+                "backup_to is for SQLite; use pg_dump for PostgreSQL".into(),
+            ));
+        }
+        if std::path::Path::new(path).exists() {
+            return Err(StoreError::Duplicate(format!(
+                "{path} exists; choose a new file"
+            )));
+        }
+        sqlx::query("VACUUM INTO $1")
+            .bind(path.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// Deletes ended requests (and their events, attempts, decisions) last updated before
+    /// `before`, and audit records older than `audit_before`; returns how many requests went.
+    pub async fn purge(
+        &self,
+        before: DateTime<Utc>,
+        audit_before: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let cutoff = ms(before);
+        let ended = "state IN ('completed', 'failed', 'cancelled', 'rejected') AND updated_at < $1";
+        for table in ["events", "attempts", "decisions", "quota_reservations"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE request_id IN (SELECT id FROM requests WHERE {ended})"
+            )))
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        let n = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM requests WHERE {ended}"
+        )))
+        .bind(cutoff)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        sqlx::query("DELETE FROM audit WHERE at < $1")
+            .bind(ms(audit_before))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(n)
+    }
+}
+
+fn spawn_listener(url: String, work: Arc<Notify>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            if let Ok(mut l) = sqlx::postgres::PgListener::connect(&url).await
+                && l.listen(NOTIFY_CHANNEL).await.is_ok()
+            {
+                while l.recv().await.is_ok() {
+                    work.notify_waiters();
+                }
+            }
+            // Connection lost: the poll fallback in wait_for_work covers the gap.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    })
+}
+
+fn db(e: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn at(v: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(v).single().unwrap_or_default()
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".to_string())
+}
+
+fn parse<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, StoreError> {
+    serde_json::from_str(s)
+        .map_err(|e| StoreError::Unavailable(format!("corrupt stored document: {e}")))
+}
+
+const COLUMNS: &str = "id, item_id, item_version, item_hash, fields, requester, team, environment, priority, \
+    idempotency_key, correlation_id, retry_of, state, rollback, error, approval_due, escalated, cancel_requested, \
+    waiting_for, created_at, updated_at";
+
+fn rollback_name(r: RollbackStatus) -> &'static str {
+    match r {
+        RollbackStatus::None => "none",
+        RollbackStatus::InProgress => "in_progress",
+        RollbackStatus::Complete => "complete",
+        RollbackStatus::Incomplete => "incomplete",
+    }
+}
+
+fn row_to_request(row: &AnyRow) -> Result<Request, StoreError> {
+    let get_s = |c: &str| row.try_get::<String, _>(c).map_err(db);
+    let get_os = |c: &str| row.try_get::<Option<String>, _>(c).map_err(db);
+    let get_i = |c: &str| row.try_get::<i64, _>(c).map_err(db);
+    let state = get_s("state")?;
+    Ok(Request {
+        id: get_s("id")?,
+        item_id: get_s("item_id")?,
+        item_version: get_s("item_version")?,
+        item_hash: get_s("item_hash")?,
+        fields: parse(&get_s("fields")?)?,
+        requester: parse(&get_s("requester")?)?,
+        team: get_s("team")?,
+        environment: get_os("environment")?,
+        priority: get_i("priority")? as i32,
+        idempotency_key: get_os("idempotency_key")?,
+        correlation_id: get_s("correlation_id")?,
+        retry_of: get_os("retry_of")?,
+        state: RequestState::parse(&state)
+            .ok_or_else(|| StoreError::Unavailable(format!("unknown state `{state}`")))?,
+        rollback: parse(&format!("\"{}\"", get_s("rollback")?))?,
+        error: get_os("error")?,
+        approval_due: row
+            .try_get::<Option<i64>, _>("approval_due")
+            .map_err(db)?
+            .map(at),
+        escalated: get_i("escalated")? != 0,
+        cancel_requested: get_i("cancel_requested")? != 0,
+        waiting_for: get_os("waiting_for")?,
+        created_at: at(get_i("created_at")?),
+        updated_at: at(get_i("updated_at")?),
+    })
+}
+
+/// Appends an event inside a transaction, with the next sequence number of the request.
+async fn insert_event(
+    conn: &mut sqlx::AnyConnection,
+    id: &str,
+    correlation_id: &str,
+    when: DateTime<Utc>,
+    kind: &EventKind,
+) -> Result<u64, StoreError> {
+    let seq: i64 =
+        sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 AS next FROM events WHERE request_id = $1")
+            .bind(id.to_string())
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db)?
+            .try_get("next")
+            .map_err(db)?;
+    sqlx::query("INSERT INTO events (request_id, seq, at, correlation_id, kind) VALUES ($1, $2, $3, $4, $5)")
+        .bind(id.to_string())
+        .bind(seq)
+        .bind(ms(when))
+        .bind(correlation_id.to_string())
+        .bind(json(kind))
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    Ok(seq as u64)
+}
+
+impl SqlStore {
+    /// Locks the request row for this transaction (a no-op update takes the write lock in both
+    /// databases) after checking the fence; returns its correlation id.
+    async fn lock_fenced(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        id: &str,
+        lease: Option<&Lease>,
+    ) -> Result<String, StoreError> {
+        if let Some(l) = lease
+            && l.request_id != id
+        {
+            return Err(StoreError::LeaseLost(id.to_string()));
+        }
+        let updated = match lease {
+            Some(l) => sqlx::query("UPDATE requests SET updated_at = updated_at WHERE id = $1 AND lease_owner = $2 AND lease_token = $3")
+                .bind(id.to_string())
+                .bind(l.worker_id.clone())
+                .bind(l.token as i64)
+                .execute(&mut *conn)
+                .await
+                .map_err(db)?
+                .rows_affected(),
+            None => sqlx::query("UPDATE requests SET updated_at = updated_at WHERE id = $1")
+                .bind(id.to_string())
+                .execute(&mut *conn)
+                .await
+                .map_err(db)?
+                .rows_affected(),
+        };
+        let row = sqlx::query("SELECT correlation_id FROM requests WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db)?;
+        match (updated, row) {
+            (_, None) => Err(StoreError::NotFound(id.to_string())),
+            (0, Some(_)) => Err(StoreError::LeaseLost(id.to_string())),
+            (_, Some(r)) => r.try_get::<String, _>("correlation_id").map_err(db),
+        }
+    }
+
+    async fn fetch(&self, conn: &mut sqlx::AnyConnection, id: &str) -> Result<Request, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM requests WHERE id = $1"
+        )))
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db)?
+        .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+        row_to_request(&row)
+    }
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn submit(
+        &self,
+        new: NewRequest,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Submitted, StoreError> {
+        if let Some(key) = &new.idempotency_key
+            && let Some(row) = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM requests WHERE idempotency_key = $1"
+            )))
+            .bind(key.clone())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?
+        {
+            return Ok(Submitted {
+                request: row_to_request(&row)?,
+                created: false,
+            });
+        }
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let inserted = sqlx::query(
+            "INSERT INTO requests (id, item_id, item_version, item_hash, fields, requester, requester_id, team, environment, \
+             priority, idempotency_key, correlation_id, retry_of, state, rollback, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'submitted', 'none', $14, $14)",
+        )
+        .bind(new.id.clone())
+        .bind(new.item_id.clone())
+        .bind(new.item_version.clone())
+        .bind(new.item_hash.clone())
+        .bind(json(&new.fields))
+        .bind(json(&new.requester))
+        .bind(new.requester.id.clone())
+        .bind(new.team.clone())
+        .bind(new.environment.clone())
+        .bind(i64::from(new.priority))
+        .bind(new.idempotency_key.clone())
+        .bind(new.correlation_id.clone())
+        .bind(new.retry_of.clone())
+        .bind(ms(now))
+        .execute(&mut *tx)
+        .await;
+        if let Err(e) = inserted {
+            drop(tx);
+            // A concurrent submission with the same key won the race: return its request.
+            if let Some(key) = &new.idempotency_key
+                && let Some(row) = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {COLUMNS} FROM requests WHERE idempotency_key = $1"
+                )))
+                .bind(key.clone())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?
+            {
+                return Ok(Submitted {
+                    request: row_to_request(&row)?,
+                    created: false,
+                });
+            }
+            return Err(match &e {
+                sqlx::Error::Database(d) if d.is_unique_violation() => {
+                    StoreError::Duplicate(format!("request id {} exists", new.id))
+                }
+                _ => db(e),
+            });
+        }
+        insert_event(
+            &mut tx,
+            &new.id,
+            &new.correlation_id,
+            now,
+            &EventKind::StateChanged {
+                from: None,
+                to: RequestState::Submitted,
+                actor: actor.to_string(),
+                reason: None,
+            },
+        )
+        .await?;
+        let request = self.fetch(&mut tx, &new.id).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(Submitted {
+            request,
+            created: true,
+        })
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Request>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM requests WHERE id = $1"
+        )))
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.as_ref().map(row_to_request).transpose()
+    }
+
+    async fn list(&self, f: &RequestFilter) -> Result<Vec<Request>, StoreError> {
+        let mut sql = format!("SELECT {COLUMNS} FROM requests WHERE 1 = 1");
+        let mut binds: Vec<Bind> = Vec::new();
+        let mut n = 0;
+        let mut next = |binds: &mut Vec<Bind>, b: Bind| {
+            binds.push(b);
+            n += 1;
+            format!("${n}")
+        };
+        if !f.states.is_empty() {
+            let ps: Vec<String> = f
+                .states
+                .iter()
+                .map(|s| next(&mut binds, Bind::S(s.as_str().to_string())))
+                .collect();
+            sql.push_str(&format!(" AND state IN ({})", ps.join(", ")));
+        }
+        if let Some(u) = &f.requester {
+            let p = next(&mut binds, Bind::S(u.clone()));
+            sql.push_str(&format!(" AND requester_id = {p}"));
+        }
+        if let Some(t) = &f.team {
+            let p = next(&mut binds, Bind::S(t.clone()));
+            sql.push_str(&format!(" AND team = {p}"));
+        }
+        if let Some(i) = &f.item_id {
+            let p = next(&mut binds, Bind::S(i.clone()));
+            sql.push_str(&format!(" AND item_id = {p}"));
+        }
+        if let Some((t, id)) = &f.before {
+            let p1 = next(&mut binds, Bind::I(ms(*t)));
+            let p2 = next(&mut binds, Bind::S(id.clone()));
+            sql.push_str(&format!(
+                " AND (created_at < {p1} OR (created_at = {p1} AND id < {p2}))"
+            ));
+        }
+        sql.push_str(" ORDER BY created_at DESC, id DESC");
+        if f.limit > 0 {
+            sql.push_str(&format!(" LIMIT {}", f.limit));
+        }
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
+        for b in binds {
+            q = match b {
+                Bind::S(s) => q.bind(s),
+                Bind::I(i) => q.bind(i),
+            };
+        }
+        let rows = q.fetch_all(&self.pool).await.map_err(db)?;
+        rows.iter().map(row_to_request).collect()
+    }
+
+    async fn transition(
+        &self,
+        id: &str,
+        from: RequestState,
+        to: RequestState,
+        change: StateChange,
+        lease: Option<&Lease>,
+    ) -> Result<Request, StoreError> {
+        from.transition_to(to)?;
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let correlation_id = self.lock_fenced(&mut tx, id, lease).await?;
+        let clear_lease = if to.is_terminal() {
+            ", lease_owner = NULL, lease_expires_at = NULL"
+        } else {
+            ""
+        };
+        let n = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE requests SET state = $1, updated_at = $2{clear_lease} WHERE id = $3 AND state = $4"
+        )))
+        .bind(to.as_str().to_string())
+        .bind(ms(change.at))
+        .bind(id.to_string())
+        .bind(from.as_str().to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        if n == 0 {
+            let actual = self.fetch(&mut tx, id).await?.state;
+            return Err(StoreError::Conflict {
+                id: id.to_string(),
+                expected: from,
+                actual,
+            });
+        }
+        insert_event(
+            &mut tx,
+            id,
+            &correlation_id,
+            change.at,
+            &EventKind::StateChanged {
+                from: Some(from),
+                to,
+                actor: change.actor,
+                reason: change.reason,
+            },
+        )
+        .await?;
+        if to == RequestState::Queued && self.dialect == Dialect::Postgres {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(NOTIFY_CHANNEL)
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        let r = self.fetch(&mut tx, id).await?;
+        tx.commit().await.map_err(db)?;
+        if to == RequestState::Queued {
+            self.work.notify_waiters();
+        }
+        Ok(r)
+    }
+
+    async fn update(
+        &self,
+        id: &str,
+        patch: RequestPatch,
+        lease: Option<&Lease>,
+    ) -> Result<Request, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        self.lock_fenced(&mut tx, id, lease).await?;
+        let mut sets: Vec<String> = Vec::new();
+        let mut binds: Vec<Bind> = Vec::new();
+        let mut push = |sets: &mut Vec<String>, col: &str, b: Bind| {
+            binds.push(b);
+            sets.push(format!("{col} = ${}", binds.len()));
+        };
+        if let Some(r) = patch.rollback {
+            push(&mut sets, "rollback", Bind::S(rollback_name(r).to_string()));
+        }
+        if let Some(e) = patch.error {
+            push(&mut sets, "error", Bind::S(e));
+        }
+        if let Some(d) = patch.approval_due {
+            match d {
+                Some(d) => push(&mut sets, "approval_due", Bind::I(ms(d))),
+                None => sets.push("approval_due = NULL".into()),
+            }
+        }
+        if let Some(e) = patch.escalated {
+            push(&mut sets, "escalated", Bind::I(i64::from(e)));
+        }
+        if let Some(c) = patch.cancel_requested {
+            push(&mut sets, "cancel_requested", Bind::I(i64::from(c)));
+        }
+        if let Some(w) = patch.waiting_for {
+            match w {
+                Some(w) => push(&mut sets, "waiting_for", Bind::S(w)),
+                None => sets.push("waiting_for = NULL".into()),
+            }
+        }
+        if !sets.is_empty() {
+            let sql = format!(
+                "UPDATE requests SET {} WHERE id = ${}",
+                sets.join(", "),
+                binds.len() + 1
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
+            for b in binds {
+                q = match b {
+                    Bind::S(s) => q.bind(s),
+                    Bind::I(i) => q.bind(i),
+                };
+            }
+            q.bind(id.to_string()).execute(&mut *tx).await.map_err(db)?;
+        }
+        let r = self.fetch(&mut tx, id).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(r)
+    }
+
+    async fn append_event(
+        &self,
+        id: &str,
+        when: DateTime<Utc>,
+        kind: EventKind,
+        lease: Option<&Lease>,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let correlation_id = self.lock_fenced(&mut tx, id, lease).await?;
+        let seq = insert_event(&mut tx, id, &correlation_id, when, &kind).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(seq)
+    }
+
+    async fn events(
+        &self,
+        id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let lim = if limit > 0 {
+            format!(" LIMIT {limit}")
+        } else {
+            String::new()
+        };
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT seq, at, correlation_id, kind FROM events WHERE request_id = $1 AND seq > $2 ORDER BY seq{lim}"
+        )))
+        .bind(id.to_string())
+        .bind(after_seq as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                Ok(Event {
+                    seq: r.try_get::<i64, _>("seq").map_err(db)? as u64,
+                    request_id: id.to_string(),
+                    at: at(r.try_get("at").map_err(db)?),
+                    correlation_id: r.try_get("correlation_id").map_err(db)?,
+                    kind: parse(&r.try_get::<String, _>("kind").map_err(db)?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn claim(
+        &self,
+        worker_id: &str,
+        lease_for: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(Request, Lease)>, StoreError> {
+        let now_ms = ms(now);
+        let expires = ms(now + chrono::Duration::from_std(lease_for).unwrap_or_default());
+        let pick = "SELECT id FROM requests WHERE (state = 'queued' AND (lease_expires_at IS NULL OR lease_expires_at <= $3)) \
+             OR (state IN ('in_progress', 'post_fulfillment') AND waiting_for IS NULL \
+                 AND (lease_expires_at IS NULL OR lease_expires_at <= $3)) \
+             ORDER BY priority DESC, created_at, id LIMIT 1";
+        let lock = match self.dialect {
+            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+            Dialect::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE requests SET lease_owner = $1, lease_token = lease_token + 1, lease_expires_at = $2 \
+             WHERE id = ({pick}{lock}) RETURNING id, lease_token"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(worker_id.to_string())
+            .bind(expires)
+            .bind(now_ms)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        let Some(row) = row else { return Ok(None) };
+        let id: String = row.try_get("id").map_err(db)?;
+        let token: i64 = row.try_get("lease_token").map_err(db)?;
+        let request = self
+            .get(&id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(id.clone()))?;
+        Ok(Some((
+            request,
+            Lease {
+                request_id: id,
+                worker_id: worker_id.to_string(),
+                token: token as u64,
+                expires_at: at(expires),
+            },
+        )))
+    }
+
+    async fn heartbeat(
+        &self,
+        lease: &Lease,
+        lease_for: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Lease, StoreError> {
+        let expires = now + chrono::Duration::from_std(lease_for).unwrap_or_default();
+        let n = sqlx::query("UPDATE requests SET lease_expires_at = $1 WHERE id = $2 AND lease_owner = $3 AND lease_token = $4")
+            .bind(ms(expires))
+            .bind(lease.request_id.clone())
+            .bind(lease.worker_id.clone())
+            .bind(lease.token as i64)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        if n == 0 {
+            return Err(StoreError::LeaseLost(lease.request_id.clone()));
+        }
+        Ok(Lease {
+            expires_at: at(ms(expires)),
+            ..lease.clone()
+        })
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        sqlx::query("UPDATE requests SET lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 AND lease_owner = $2 AND lease_token = $3")
+            .bind(lease.request_id.clone())
+            .bind(lease.worker_id.clone())
+            .bind(lease.token as i64)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        self.work.notify_waiters();
+        if self.dialect == Dialect::Postgres {
+            let _ = sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(NOTIFY_CHANNEL)
+                .bind(lease.request_id.clone())
+                .execute(&self.pool)
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn start_attempt(&self, lease: &Lease, record: AttemptRecord) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        self.lock_fenced(&mut tx, &record.request_id, Some(lease))
+            .await?;
+        sqlx::query("INSERT INTO attempts (request_id, action_id, rollback, attempt, started_at, record) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(record.request_id.clone())
+            .bind(record.action_id.clone())
+            .bind(i64::from(record.rollback))
+            .bind(i64::from(record.attempt))
+            .bind(ms(record.started_at))
+            .bind(json(&record))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| match &e {
+                sqlx::Error::Database(d) if d.is_unique_violation() => {
+                    StoreError::Duplicate(format!("attempt {} of {} exists", record.attempt, record.action_id))
+                }
+                _ => db(e),
+            })?;
+        tx.commit().await.map_err(db)?;
+        Ok(())
+    }
+
+    async fn finish_attempt(
+        &self,
+        lease: &Lease,
+        action_id: &str,
+        rollback: bool,
+        attempt: u32,
+        outcome: AttemptOutcome,
+        when: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        self.lock_fenced(&mut tx, &lease.request_id, Some(lease))
+            .await?;
+        let key = (
+            lease.request_id.clone(),
+            action_id.to_string(),
+            i64::from(rollback),
+            i64::from(attempt),
+        );
+        let row = sqlx::query("SELECT record FROM attempts WHERE request_id = $1 AND action_id = $2 AND rollback = $3 AND attempt = $4")
+            .bind(key.0.clone())
+            .bind(key.1.clone())
+            .bind(key.2)
+            .bind(key.3)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?
+            .ok_or_else(|| StoreError::NotFound(format!("attempt {attempt} of {action_id} in {}", lease.request_id)))?;
+        let mut record: AttemptRecord = parse(&row.try_get::<String, _>("record").map_err(db)?)?;
+        record.outcome = outcome;
+        record.finished_at = Some(when);
+        sqlx::query("UPDATE attempts SET record = $5 WHERE request_id = $1 AND action_id = $2 AND rollback = $3 AND attempt = $4")
+            .bind(key.0)
+            .bind(key.1)
+            .bind(key.2)
+            .bind(key.3)
+            .bind(json(&record))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(())
+    }
+
+    async fn attempts(&self, id: &str) -> Result<Vec<AttemptRecord>, StoreError> {
+        let rows = sqlx::query("SELECT record FROM attempts WHERE request_id = $1 ORDER BY started_at, action_id, rollback, attempt")
+            .bind(id.to_string())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| parse(&r.try_get::<String, _>("record").map_err(db)?))
+            .collect()
+    }
+
+    async fn record_decision(
+        &self,
+        d: ApprovalDecision,
+    ) -> Result<Vec<ApprovalDecision>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        self.lock_fenced(&mut tx, &d.request_id, None).await?;
+        let seq: i64 = sqlx::query(
+            "SELECT COALESCE(MAX(seq), 0) + 1 AS next FROM decisions WHERE request_id = $1",
+        )
+        .bind(d.request_id.clone())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db)?
+        .try_get("next")
+        .map_err(db)?;
+        sqlx::query(
+            "INSERT INTO decisions (request_id, approver, seq, record) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(d.request_id.clone())
+        .bind(d.approver.clone())
+        .bind(seq)
+        .bind(json(&d))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(x) if x.is_unique_violation() => StoreError::Duplicate(format!(
+                "{} already decided on {}",
+                d.approver, d.request_id
+            )),
+            _ => db(e),
+        })?;
+        tx.commit().await.map_err(db)?;
+        self.decisions(&d.request_id).await
+    }
+
+    async fn decisions(&self, id: &str) -> Result<Vec<ApprovalDecision>, StoreError> {
+        let rows = sqlx::query("SELECT record FROM decisions WHERE request_id = $1 ORDER BY seq")
+            .bind(id.to_string())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| parse(&r.try_get::<String, _>("record").map_err(db)?))
+            .collect()
+    }
+
+    async fn set_quota_limit(
+        &self,
+        team: &str,
+        resource: &str,
+        limit: u64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO quota_limits (team, resource, lim) VALUES ($1, $2, $3) ON CONFLICT (team, resource) DO UPDATE SET lim = excluded.lim")
+            .bind(team.to_string())
+            .bind(resource.to_string())
+            .bind(limit as i64)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn reserve_quota(
+        &self,
+        request_id: &str,
+        team: &str,
+        resource: &str,
+        amount: u64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        // Serialise reservations of one team and resource: PostgreSQL locks the limit row,
+        // SQLite's write lock (taken by this no-op write) serialises every writer.
+        let limit: Option<i64> = match self.dialect {
+            Dialect::Postgres => sqlx::query(
+                "SELECT lim FROM quota_limits WHERE team = $1 AND resource = $2 FOR UPDATE",
+            )
+            .bind(team.to_string())
+            .bind(resource.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?
+            .map(|r| r.try_get("lim"))
+            .transpose()
+            .map_err(db)?,
+            Dialect::Sqlite => {
+                sqlx::query("UPDATE quota_limits SET lim = lim WHERE team = $1 AND resource = $2")
+                    .bind(team.to_string())
+                    .bind(resource.to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                sqlx::query("SELECT lim FROM quota_limits WHERE team = $1 AND resource = $2")
+                    .bind(team.to_string())
+                    .bind(resource.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db)?
+                    .map(|r| r.try_get("lim"))
+                    .transpose()
+                    .map_err(db)?
+            }
+        };
+        let used: i64 = sqlx::query("SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) AS used FROM quota_reservations WHERE team = $1 AND resource = $2 AND request_id <> $3")
+            .bind(team.to_string())
+            .bind(resource.to_string())
+            .bind(request_id.to_string())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?
+            .try_get::<i64, _>("used")
+            .map_err(db)?;
+        if let Some(limit) = limit
+            && (used as u64).saturating_add(amount) > limit as u64
+        {
+            return Err(StoreError::QuotaExceeded {
+                team: team.to_string(),
+                resource: resource.to_string(),
+                limit: limit as u64,
+                used: used as u64,
+                asked: amount,
+            });
+        }
+        let Ok(stored) = i64::try_from(amount) else {
+            return Err(StoreError::QuotaExceeded {
+                team: team.to_string(),
+                resource: resource.to_string(),
+                limit: limit.map(|l| l as u64).unwrap_or(i64::MAX as u64),
+                used: used as u64,
+                asked: amount,
+            });
+        };
+        sqlx::query("INSERT INTO quota_reservations (request_id, resource, team, amount) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (request_id, resource) DO UPDATE SET amount = excluded.amount, team = excluded.team")
+            .bind(request_id.to_string())
+            .bind(resource.to_string())
+            .bind(team.to_string())
+            .bind(stored)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(())
+    }
+
+    async fn release_quota(&self, request_id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM quota_reservations WHERE request_id = $1")
+            .bind(request_id.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn quota_usage(&self, team: &str) -> Result<Vec<QuotaUsage>, StoreError> {
+        let mut usage: std::collections::BTreeMap<String, QuotaUsage> =
+            std::collections::BTreeMap::new();
+        for r in sqlx::query("SELECT resource, lim FROM quota_limits WHERE team = $1")
+            .bind(team.to_string())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?
+        {
+            let resource: String = r.try_get("resource").map_err(db)?;
+            let lim: i64 = r.try_get("lim").map_err(db)?;
+            usage.insert(
+                resource.clone(),
+                QuotaUsage {
+                    resource,
+                    limit: Some(lim as u64),
+                    used: 0,
+                },
+            );
+        }
+        for r in sqlx::query("SELECT resource, CAST(SUM(amount) AS BIGINT) AS used FROM quota_reservations WHERE team = $1 GROUP BY resource")
+            .bind(team.to_string())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?
+        {
+            let resource: String = r.try_get("resource").map_err(db)?;
+            let used: i64 = r.try_get("used").map_err(db)?;
+            usage
+                .entry(resource.clone())
+                .or_insert(QuotaUsage {
+                    resource,
+                    limit: None,
+                    used: 0,
+                })
+                .used = used as u64;
+        }
+        Ok(usage.into_values().collect())
+    }
+
+    async fn audit(&self, record: AuditRecord) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO audit (at, target, record) VALUES ($1, $2, $3)")
+            .bind(ms(record.at))
+            .bind(record.target.clone())
+            .bind(json(&record))
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn audit_log(
+        &self,
+        target: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let lim = if limit > 0 {
+            format!(" LIMIT {limit}")
+        } else {
+            String::new()
+        };
+        let rows = match target {
+            Some(t) => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT record FROM audit WHERE target = $1 ORDER BY id{lim}"
+                )))
+                .bind(t.to_string())
+                .fetch_all(&self.pool)
+                .await
+            }
+            None => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT record FROM audit ORDER BY id{lim}"
+                )))
+                .fetch_all(&self.pool)
+                .await
+            }
+        }
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| parse(&r.try_get::<String, _>("record").map_err(db)?))
+            .collect()
+    }
+
+    async fn wait_for_work(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.work.notified()).await;
+    }
+}
+
+enum Bind {
+    S(String),
+    I(i64),
+}

@@ -1,0 +1,219 @@
+//! The shared `Store` conformance suite on SQLite and on PostgreSQL: one test per check and
+//! backend, each on a fresh database (a new SQLite file; a new PostgreSQL database created
+//! from `PAO_TEST_DATABASE_URL` and dropped afterwards).
+//!
+//! PostgreSQL tests need `PAO_TEST_DATABASE_URL` (e.g.
+//! `postgres://postgres@127.0.0.1:5432/postgres`). Without it they are skipped with a message,
+//! except under `CI=true`, where a missing database fails the run.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use pao_core::store::conformance;
+use pao_store::SqlStore;
+
+static N: AtomicUsize = AtomicUsize::new(0);
+
+async fn sqlite() -> (SqlStore, tempdir::Dir) {
+    let dir = tempdir::Dir::new("sqlite");
+    let url = format!("sqlite://{}/pao.db", dir.path.display());
+    (SqlStore::open(&url).await.expect("open sqlite"), dir)
+}
+
+/// A fresh PostgreSQL database, or `None` (skip) outside CI when none is configured.
+async fn postgres() -> Option<(SqlStore, PgDb)> {
+    let Ok(base) = std::env::var("PAO_TEST_DATABASE_URL") else {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("PAO_TEST_DATABASE_URL is not set; CI requires the PostgreSQL tests to run");
+        }
+        eprintln!("skipping: PAO_TEST_DATABASE_URL is not set");
+        return None;
+    };
+    let name = format!(
+        "pao_t_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    );
+    sqlx::any::install_default_drivers();
+    let admin = sqlx::AnyPool::connect(&base)
+        .await
+        .expect("connect to PAO_TEST_DATABASE_URL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin)
+        .await
+        .expect("create database");
+    let url = match base.rfind('/') {
+        Some(i) if base[..i].contains("://") && i > base.find("://").unwrap_or(0) + 2 => {
+            format!("{}/{name}", &base[..i])
+        }
+        _ => format!("{base}/{name}"),
+    };
+    let store = SqlStore::open_with(&url, 5).await.expect("open postgres");
+    Some((store, PgDb { admin, name }))
+}
+
+struct PgDb {
+    admin: sqlx::AnyPool,
+    name: String,
+}
+
+impl PgDb {
+    async fn drop_db(self, store: SqlStore) {
+        store.pool().close().await;
+        drop(store);
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )))
+        .execute(&self.admin)
+        .await;
+    }
+}
+
+mod tempdir {
+    pub struct Dir {
+        pub path: std::path::PathBuf,
+    }
+    impl Dir {
+        pub fn new(tag: &str) -> Dir {
+            let path = std::env::temp_dir().join(format!(
+                "pao-store-{tag}-{}-{}",
+                std::process::id(),
+                super::N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            ));
+            let _ = std::fs::remove_dir_all(&path);
+            std::fs::create_dir_all(&path).unwrap();
+            Dir { path }
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+macro_rules! checks {
+    ($($check:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let (store, _dir) = super::sqlite().await;
+                    pao_core::store::conformance::$check(&store).await;
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let Some((store, db)) = super::postgres().await else { return };
+                    pao_core::store::conformance::$check(&store).await;
+                    db.drop_db(store).await;
+                }
+            )*
+        }
+    };
+}
+
+checks!(
+    check_submit_creates_request_and_first_event,
+    check_submit_idempotent_by_key,
+    check_submit_distinct_keys,
+    check_submit_duplicate_id_refused,
+    check_submit_concurrent_same_key,
+    check_transition_appends_event,
+    check_transition_conflict,
+    check_transition_concurrent_one_wins,
+    check_transition_illegal_changes_nothing,
+    check_terminal_states_absorb,
+    check_not_found,
+    check_events_sequence_and_paging,
+    check_events_round_trip_every_kind,
+    check_claim_only_runnable,
+    check_claim_priority_then_age,
+    check_claim_blocked_until_lease_expires,
+    check_stale_lease_writes_refused,
+    check_heartbeat_extends,
+    check_release_makes_claimable,
+    check_terminal_transition_drops_lease,
+    check_waiting_for_not_claimable,
+    check_lease_fences_only_its_request,
+    check_attempts_journal,
+    check_finish_unknown_attempt,
+    check_list_filters,
+    check_list_pagination,
+    check_approvals,
+    check_quotas,
+    check_quota_concurrent_reservations,
+    check_quota_huge_amount,
+    check_audit,
+    check_update_patch,
+    check_wait_for_work_returns,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_all_on_sqlite() {
+    let dirs = std::sync::Mutex::new(Vec::new());
+    conformance::run_all(|| async {
+        let (s, d) = sqlite().await;
+        dirs.lock().unwrap().push(d);
+        s
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_and_purge_on_sqlite() {
+    use pao_core::store::Store;
+    let (store, dir) = sqlite().await;
+    let now = chrono::Utc::now();
+    let new = pao_core::store::NewRequest {
+        id: "r1".into(),
+        item_id: "i".into(),
+        item_version: "1".into(),
+        item_hash: "h".into(),
+        fields: serde_json::json!({}),
+        requester: pao_core::authz::Principal::new("u", &["t"], &[]),
+        team: "t".into(),
+        environment: None,
+        priority: 0,
+        idempotency_key: None,
+        correlation_id: "c".into(),
+        retry_of: None,
+    };
+    store.submit(new, "u", now).await.unwrap();
+    let copy = dir.path.join("backup.db");
+    store.backup_to(copy.to_str().unwrap()).await.unwrap();
+    let restored = SqlStore::open(&format!("sqlite://{}", copy.display()))
+        .await
+        .unwrap();
+    assert!(
+        restored.get("r1").await.unwrap().is_some(),
+        "the backup holds the request"
+    );
+    assert!(
+        store.backup_to(copy.to_str().unwrap()).await.is_err(),
+        "never overwrites"
+    );
+    // Live requests are never purged; their events are protected by a trigger too.
+    assert_eq!(
+        store
+            .purge(now + chrono::Duration::days(1), now)
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(
+        sqlx::query("DELETE FROM events")
+            .execute(store.pool())
+            .await
+            .is_err()
+    );
+    assert!(
+        sqlx::query("UPDATE events SET at = 0")
+            .execute(store.pool())
+            .await
+            .is_err()
+    );
+}
