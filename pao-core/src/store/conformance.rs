@@ -58,6 +58,58 @@ use crate::lifecycle::{IllegalTransition, RequestState as State};
 /// The lease every check asks for.
 const LEASE: Duration = Duration::from_secs(30);
 
+/// Calls `$callback!(check_a, check_b, ...)` with every check of the suite, so a backend's
+/// test file can generate one named test per check without repeating the list:
+///
+/// ```ignore
+/// macro_rules! checks {
+///     ($($check:ident),*) => { $( #[tokio::test] async fn $check() {
+///         pao_core::store::conformance::$check(&MyStore::new()).await;
+///     } )* };
+/// }
+/// pao_core::for_each_conformance_check!(checks);
+/// ```
+#[macro_export]
+macro_rules! for_each_conformance_check {
+    ($callback:ident) => {
+        $callback!(
+            check_submit_creates_request_and_first_event,
+            check_submit_idempotent_by_key,
+            check_submit_distinct_keys,
+            check_submit_duplicate_id_refused,
+            check_submit_concurrent_same_key,
+            check_transition_appends_event,
+            check_transition_conflict,
+            check_transition_concurrent_one_wins,
+            check_transition_illegal_changes_nothing,
+            check_terminal_states_absorb,
+            check_not_found,
+            check_events_sequence_and_paging,
+            check_events_round_trip_every_kind,
+            check_claim_only_runnable,
+            check_claim_priority_then_age,
+            check_claim_blocked_until_lease_expires,
+            check_stale_lease_writes_refused,
+            check_heartbeat_extends,
+            check_release_makes_claimable,
+            check_terminal_transition_drops_lease,
+            check_waiting_for_not_claimable,
+            check_lease_fences_only_its_request,
+            check_attempts_journal,
+            check_finish_unknown_attempt,
+            check_list_filters,
+            check_list_pagination,
+            check_approvals,
+            check_quotas,
+            check_quota_concurrent_reservations,
+            check_quota_huge_amount,
+            check_audit,
+            check_update_patch,
+            check_wait_for_work_returns,
+        );
+    };
+}
+
 /// Runs every check, each on a fresh store from `make`.
 pub async fn run_all<S, F, Fut>(make: F)
 where
@@ -77,41 +129,7 @@ where
             )*
         };
     }
-    run!(
-        check_submit_creates_request_and_first_event,
-        check_submit_idempotent_by_key,
-        check_submit_distinct_keys,
-        check_submit_duplicate_id_refused,
-        check_submit_concurrent_same_key,
-        check_transition_appends_event,
-        check_transition_conflict,
-        check_transition_concurrent_one_wins,
-        check_transition_illegal_changes_nothing,
-        check_terminal_states_absorb,
-        check_not_found,
-        check_events_sequence_and_paging,
-        check_events_round_trip_every_kind,
-        check_claim_only_runnable,
-        check_claim_priority_then_age,
-        check_claim_blocked_until_lease_expires,
-        check_stale_lease_writes_refused,
-        check_heartbeat_extends,
-        check_release_makes_claimable,
-        check_terminal_transition_drops_lease,
-        check_waiting_for_not_claimable,
-        check_lease_fences_only_its_request,
-        check_attempts_journal,
-        check_finish_unknown_attempt,
-        check_list_filters,
-        check_list_pagination,
-        check_approvals,
-        check_quotas,
-        check_quota_concurrent_reservations,
-        check_quota_huge_amount,
-        check_audit,
-        check_update_patch,
-        check_wait_for_work_returns,
-    );
+    crate::for_each_conformance_check!(run);
 }
 
 // ---------------------------------------------------------------------------------------------
