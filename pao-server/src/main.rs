@@ -9,9 +9,12 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use pao_core::catalog::{Catalog, LoadOptions, load_item, render_all};
 
-
 #[derive(Parser)]
-#[command(name = "pao", version, about = "PAO, the Platform Automation Orchestrator")]
+#[command(
+    name = "pao",
+    version,
+    about = "PAO, the Platform Automation Orchestrator"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -53,7 +56,9 @@ enum Command {
 }
 
 fn options(plugins: &[String]) -> LoadOptions {
-    plugins.iter().fold(LoadOptions::default(), |o, p| o.with_plugin(p, None))
+    plugins
+        .iter()
+        .fold(LoadOptions::default(), |o, p| o.with_plugin(p, None))
 }
 
 fn main() -> ExitCode {
@@ -69,7 +74,11 @@ fn main() -> ExitCode {
 fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Validate { dir, format, plugins } => {
+        Command::Validate {
+            dir,
+            format,
+            plugins,
+        } => {
             let catalog = Catalog::load(&dir, &options(&plugins))
                 .with_context(|| format!("cannot read catalog folder {}", dir.display()))?;
             match format {
@@ -87,7 +96,11 @@ fn run() -> anyhow::Result<ExitCode> {
                     println!("{}", serde_json::to_string_pretty(&out)?);
                 }
             }
-            Ok(if catalog.has_errors() { ExitCode::from(1) } else { ExitCode::SUCCESS })
+            Ok(if catalog.has_errors() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Schema { settings } => {
             let text = if settings {
@@ -99,7 +112,8 @@ fn run() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Form { file, plugins } => {
-            let source = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let source = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
             let name = file.to_string_lossy();
             let (item, diags) = load_item(&name, &source, &options(&plugins));
             let Some(item) = item else {

@@ -19,7 +19,14 @@ fn pao(args: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn validate_example_catalog_succeeds() {
-    let (code, out, _) = pao(&["validate", "examples/catalog", "--plugin", "servicenow-incident", "--plugin", "slack-notify"]);
+    let (code, out, _) = pao(&[
+        "validate",
+        "examples/catalog",
+        "--plugin",
+        "servicenow-incident",
+        "--plugin",
+        "slack-notify",
+    ]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("0 error(s)"), "{out}");
 }
@@ -28,8 +35,14 @@ fn validate_example_catalog_succeeds() {
 fn validate_without_the_plugins_reports_unknown_types() {
     let (code, out, _) = pao(&["validate", "examples/catalog"]);
     assert_eq!(code, 1);
-    assert!(out.contains("error[PAO-E006]: unknown action type `plugin:slack-notify`"), "{out}");
-    assert!(out.contains("no plugin `slack-notify` is installed"), "{out}");
+    assert!(
+        out.contains("error[PAO-E006]: unknown action type `plugin:slack-notify`"),
+        "{out}"
+    );
+    assert!(
+        out.contains("no plugin `slack-notify` is installed"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -50,7 +63,10 @@ fn validate_broken_catalog_fails_with_rustc_style_and_json_output() {
 fn validate_missing_folder_is_a_clear_error() {
     let (code, _, err) = pao(&["validate", "no/such/folder"]);
     assert_eq!(code, 2);
-    assert!(err.contains("cannot read catalog folder no/such/folder"), "{err}");
+    assert!(
+        err.contains("cannot read catalog folder no/such/folder"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -59,7 +75,10 @@ fn schema_prints_the_published_schema() {
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["$schema"], "https://json-schema.org/draft/2020-12/schema");
-    let on_disk = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/catalog-item.v2.schema.json")).unwrap();
+    let on_disk = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/catalog-item.v2.schema.json"),
+    )
+    .unwrap();
     assert_eq!(out, on_disk);
     let (_, out, _) = pao(&["schema", "--settings"]);
     assert!(out.contains("restricted_periods"));
@@ -67,7 +86,12 @@ fn schema_prints_the_published_schema() {
 
 #[test]
 fn form_prints_the_form_schema_or_diagnostics() {
-    let (code, out, _) = pao(&["form", "examples/catalog/database/postgres.yaml", "--plugin", "slack-notify"]);
+    let (code, out, _) = pao(&[
+        "form",
+        "examples/catalog/database/postgres.yaml",
+        "--plugin",
+        "slack-notify",
+    ]);
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["x-pao-item"]["id"], "database.postgres");
