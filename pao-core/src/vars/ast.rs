@@ -110,6 +110,21 @@ pub(crate) enum BinOp {
 }
 
 impl BinOp {
+    /// `==`, `!=`, `<`, `<=`, `>`, `>=`, `in`, `not in`: the operators that give a bool.
+    pub(crate) fn is_comparison(self) -> bool {
+        matches!(
+            self,
+            BinOp::Eq
+                | BinOp::Ne
+                | BinOp::Lt
+                | BinOp::Le
+                | BinOp::Gt
+                | BinOp::Ge
+                | BinOp::In
+                | BinOp::NotIn
+        )
+    }
+
     pub(crate) fn symbol(self) -> &'static str {
         match self {
             BinOp::Eq => "==",
@@ -172,8 +187,105 @@ pub(crate) enum Base {
 pub(crate) struct Path {
     pub base: Base,
     pub base_span: Span,
-    pub segs: Vec<Seg>,
+    pub segs: Segs,
     pub span: Span,
+    /// Some segment is written with `?.`, which makes the whole chain optional.
+    pub optional_chain: bool,
+    /// A scope (not `secrets`) or loop variable followed by literal keys and indexes only, none
+    /// optional, or a known `loop.<field>`: rendering can walk it over borrowed JSON without
+    /// any bookkeeping.
+    pub plain: bool,
+    /// For `loop.<field>`, the field, resolved once.
+    pub loop_field: Option<LoopField>,
+}
+
+/// The fields of `loop`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LoopField {
+    Index,
+    Index0,
+    First,
+    Last,
+    Length,
+    RevIndex,
+}
+
+impl Path {
+    /// Sets the flags derived from the base and segments, once they are final.
+    pub(crate) fn finish(&mut self) {
+        self.optional_chain = self.segs.iter().any(|s| s.optional);
+        if let (Base::LoopMeta(_), [seg]) = (&self.base, &*self.segs)
+            && !seg.optional
+            && let SegKind::Key(k) = &seg.kind
+        {
+            self.loop_field = match &**k {
+                "index" => Some(LoopField::Index),
+                "index0" => Some(LoopField::Index0),
+                "first" => Some(LoopField::First),
+                "last" => Some(LoopField::Last),
+                "length" => Some(LoopField::Length),
+                "revindex" => Some(LoopField::RevIndex),
+                _ => None,
+            };
+            self.plain = self.loop_field.is_some();
+            return;
+        }
+        self.plain = matches!(self.base, Base::Local(..))
+            || matches!(self.base, Base::Scope(s) if s != Scope::Secrets);
+        self.plain &= !self.optional_chain
+            && self
+                .segs
+                .iter()
+                .all(|s| matches!(s.kind, SegKind::Key(_) | SegKind::Index(_)));
+    }
+}
+
+/// The segments of a path. Nearly every path has one or two, kept inline so that compiling
+/// a path does not allocate a list for them.
+#[derive(Debug, Default)]
+pub(crate) enum Segs {
+    #[default]
+    Empty,
+    One([Seg; 1]),
+    Two([Seg; 2]),
+    Many(Vec<Seg>),
+}
+
+impl Segs {
+    pub(crate) fn push(&mut self, seg: Seg) {
+        *self = match std::mem::take(self) {
+            Segs::Empty => Segs::One([seg]),
+            Segs::One([a]) => Segs::Two([a, seg]),
+            Segs::Two([a, b]) => Segs::Many(vec![a, b, seg]),
+            Segs::Many(mut all) => {
+                all.push(seg);
+                Segs::Many(all)
+            }
+        };
+    }
+}
+
+impl std::ops::Deref for Segs {
+    type Target = [Seg];
+
+    #[inline]
+    fn deref(&self) -> &[Seg] {
+        match self {
+            Segs::Empty => &[],
+            Segs::One(s) => s,
+            Segs::Two(s) => s,
+            Segs::Many(s) => s,
+        }
+    }
+}
+
+impl<'s> IntoIterator for &'s Segs {
+    type Item = &'s Seg;
+    type IntoIter = std::slice::Iter<'s, Seg>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
 }
 
 #[derive(Debug)]

@@ -94,8 +94,14 @@ impl VarErrorKind {
 }
 
 /// An error from compiling, checking or rendering a template or expression.
-#[derive(Debug, Clone, PartialEq)]
-pub struct VarError {
+///
+/// The details live behind one pointer so that `Result<Val, VarError>`, which every step of
+/// evaluation returns, stays as small as the value.
+#[derive(Clone, PartialEq)]
+pub struct VarError(Box<Details>);
+
+#[derive(Clone, PartialEq)]
+struct Details {
     kind: VarErrorKind,
     message: String,
     span: Option<Span>,
@@ -103,63 +109,77 @@ pub struct VarError {
     source: Option<Arc<str>>,
 }
 
+impl fmt::Debug for VarError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VarError")
+            .field("kind", &self.0.kind)
+            .field("message", &self.0.message)
+            .field("span", &self.0.span)
+            .field("hint", &self.0.hint)
+            .field("source", &self.0.source)
+            .finish()
+    }
+}
+
 impl VarError {
+    #[cold]
     pub(crate) fn new(kind: VarErrorKind, message: impl Into<String>) -> VarError {
-        VarError {
+        VarError(Box::new(Details {
             kind,
             message: message.into(),
             span: None,
             hint: None,
             source: None,
-        }
+        }))
     }
 
+    #[cold]
     pub(crate) fn at(kind: VarErrorKind, span: Span, message: impl Into<String>) -> VarError {
         VarError::new(kind, message).with_span(span)
     }
 
     pub(crate) fn with_span(mut self, span: Span) -> VarError {
-        if self.span.is_none() {
-            self.span = Some(span);
+        if self.0.span.is_none() {
+            self.0.span = Some(span);
         }
         self
     }
 
     pub(crate) fn with_hint(mut self, hint: impl Into<String>) -> VarError {
-        self.hint = Some(hint.into());
+        self.0.hint = Some(hint.into());
         self
     }
 
     pub(crate) fn with_source(mut self, source: &Arc<str>) -> VarError {
-        if self.source.is_none() {
-            self.source = Some(source.clone());
+        if self.0.source.is_none() {
+            self.0.source = Some(source.clone());
         }
         self
     }
 
     /// The kind of error.
     pub fn kind(&self) -> VarErrorKind {
-        self.kind
+        self.0.kind
     }
 
     /// The message, without location.
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 
     /// How to fix it, when known.
     pub fn hint(&self) -> Option<&str> {
-        self.hint.as_deref()
+        self.0.hint.as_deref()
     }
 
     /// Where in the template the problem is.
     pub fn span(&self) -> Option<Span> {
-        self.span
+        self.0.span
     }
 
     /// 1-based line and column inside the template, when the error has a location.
     pub fn line_col(&self) -> Option<(usize, usize)> {
-        match (&self.source, self.span) {
+        match (&self.0.source, self.0.span) {
             (Some(src), Some(span)) => Some(span.line_col(src)),
             _ => None,
         }
@@ -167,8 +187,8 @@ impl VarError {
 
     /// The template source line with a caret under the problem, rustc style.
     pub fn snippet(&self) -> Option<String> {
-        let src = self.source.as_deref()?;
-        let span = self.span?;
+        let src = self.0.source.as_deref()?;
+        let span = self.0.span?;
         let (line, col) = span.line_col(src);
         let text = src.lines().nth(line - 1).unwrap_or("");
         let start = (span.start as usize).min(src.len());
@@ -191,14 +211,14 @@ impl VarError {
 
 impl fmt::Display for VarError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.message)?;
+        write!(f, "{}", self.0.message)?;
         if let Some((line, col)) = self.line_col() {
             write!(f, " (at line {line}, column {col})")?;
         }
         if let Some(snippet) = self.snippet() {
             write!(f, "\n{snippet}")?;
         }
-        if let Some(hint) = &self.hint {
+        if let Some(hint) = &self.0.hint {
             write!(f, "\nhint: {hint}")?;
         }
         Ok(())

@@ -10,7 +10,7 @@ use super::value::{Val, compare, equals};
 
 static NULL: Value = Value::Null;
 
-/// Hard cap on loop nesting, so loop frames live in a fixed array on the stack.
+/// Hard cap on loop nesting.
 pub(crate) const MAX_LOOP_DEPTH: usize = 16;
 
 /// The data a template is rendered against: the nine scopes plus `result`, each borrowed.
@@ -54,27 +54,65 @@ impl<'a> Context<'a> {
 
 pub(crate) struct Frame<'a> {
     pub item: Val<'a>,
+    /// The item as borrowed JSON, when the loop runs over a borrowed list.
+    pub json: Option<&'a Value>,
     pub index: usize,
     pub len: usize,
+}
+
+/// Loops nested this deep keep their frames inside [`State`]; deeper ones on the heap.
+const INLINE_FRAMES: usize = 2;
+
+/// The frames of the loops being run, one slot per nesting depth. Sized by the template's own
+/// nesting so that an expression or a loop-free template does not set up sixteen of them.
+enum Frames<'a> {
+    Inline([Option<Frame<'a>>; INLINE_FRAMES]),
+    Heap(Vec<Option<Frame<'a>>>),
+}
+
+impl<'a> Frames<'a> {
+    fn new(depth: usize) -> Frames<'a> {
+        if depth <= INLINE_FRAMES {
+            Frames::Inline([const { None }; INLINE_FRAMES])
+        } else {
+            Frames::Heap(std::iter::repeat_with(|| None).take(depth).collect())
+        }
+    }
+
+    #[inline]
+    fn get(&self, depth: usize) -> Option<&Frame<'a>> {
+        match self {
+            Frames::Inline(f) => f.get(depth)?.as_ref(),
+            Frames::Heap(f) => f.get(depth)?.as_ref(),
+        }
+    }
+
+    fn slot(&mut self, depth: usize) -> Option<&mut Option<Frame<'a>>> {
+        match self {
+            Frames::Inline(f) => f.get_mut(depth),
+            Frames::Heap(f) => f.get_mut(depth),
+        }
+    }
 }
 
 pub(crate) struct State<'a> {
     fuel: u64,
     loop_budget: u64,
     pub max_output: usize,
-    frames: [Option<Frame<'a>>; MAX_LOOP_DEPTH],
+    frames: Frames<'a>,
     pub secret_reads: u32,
     /// Secret values read and text derived from them, when the caller asked for them.
     pub tainted: Option<Vec<String>>,
 }
 
 impl<'a> State<'a> {
-    pub(crate) fn new(limits: &Limits, track_secrets: bool) -> State<'a> {
+    /// State for one render or evaluation of something with loops nested `loop_depth` deep.
+    pub(crate) fn new(limits: &Limits, track_secrets: bool, loop_depth: usize) -> State<'a> {
         State {
             fuel: limits.fuel,
             loop_budget: limits.max_loop_iterations,
             max_output: limits.max_output_bytes,
-            frames: [const { None }; MAX_LOOP_DEPTH],
+            frames: Frames::new(loop_depth),
             secret_reads: 0,
             tainted: track_secrets.then(Vec::new),
         }
@@ -82,15 +120,27 @@ impl<'a> State<'a> {
 
     #[inline]
     pub(crate) fn tick(&mut self, span: Span) -> Result<(), VarError> {
+        self.tick_at(|| span)
+    }
+
+    /// [`State::tick`] that works out where it is only when the fuel has run out.
+    #[inline]
+    pub(crate) fn tick_at(&mut self, span: impl FnOnce() -> Span) -> Result<(), VarError> {
         if self.fuel == 0 {
-            return Err(VarError::at(
-                VarErrorKind::Limit,
-                span,
-                "evaluation ran out of fuel (too many operations)",
-            )
-            .with_hint("simplify the template or raise `Limits::fuel`"));
+            return Err(out_of_fuel(span()));
         }
         self.fuel -= 1;
+        Ok(())
+    }
+
+    /// Charges `units` operations at once, for work proportional to a size (text produced,
+    /// items compared), so that fuel bounds memory and time and not just the number of steps.
+    pub(crate) fn charge(&mut self, units: u64, span: Span) -> Result<(), VarError> {
+        if units > self.fuel {
+            self.fuel = 0;
+            return self.tick(span);
+        }
+        self.fuel -= units;
         Ok(())
     }
 
@@ -114,6 +164,21 @@ pub(crate) fn render_nodes<'a>(
     for node in nodes {
         match node {
             Node::Text(t) => out.push_str(t),
+            // `upper`/`lower`/`trim` of a string write straight into the output.
+            Node::Interp(Expr::Call(call))
+                if st.tainted.is_none()
+                    && let Some(r) = functions::stream(call, ctx, st, out) =>
+            {
+                r?
+            }
+            // A plain path writes the JSON it finds, with no intermediate value.
+            Node::Interp(Expr::Path(p))
+                if p.plain
+                    && let Some(v) = walk_plain(p, ctx, st) =>
+            {
+                st.tick(Span::default())?;
+                v.write_to(out);
+            }
             Node::Interp(e) => {
                 let reads = st.secret_reads;
                 let start = out.len();
@@ -130,8 +195,8 @@ pub(crate) fn render_nodes<'a>(
             Node::If(branches, otherwise) => {
                 let mut taken = false;
                 for (cond, body) in branches.iter() {
-                    st.tick(cond.span())?;
-                    if eval(cond, ctx, st, false)?.truthy() {
+                    st.tick_at(|| cond.span())?;
+                    if eval_truthy(cond, ctx, st)? {
                         render_nodes(body, ctx, st, out, out_start)?;
                         taken = true;
                         break;
@@ -177,24 +242,41 @@ fn render_for<'a>(
                 }
                 st.loop_budget -= 1;
                 st.tick(f.span)?;
-                st.frames[depth] = Some(Frame { item, index, len });
+                let (item, json) = item;
+                let Some(slot) = st.frames.slot(depth) else {
+                    return Err(too_deep(f.span));
+                };
+                *slot = Some(Frame {
+                    item,
+                    json,
+                    index,
+                    len,
+                });
                 render_nodes(&f.body, ctx, st, out, out_start)?;
             }
         }};
     }
     match &iterable {
-        Val::Ref(Value::Array(items)) => iterate!(items.len(), items.iter().map(Val::from_ref)),
+        Val::Ref(Value::Array(items)) => {
+            iterate!(
+                items.len(),
+                items.iter().map(|v| (Val::from_ref(v), Some(v)))
+            )
+        }
         Val::Ref(Value::Object(map)) => {
-            iterate!(map.len(), map.keys().map(|k| Val::Str(k.as_str())))
+            iterate!(map.len(), map.keys().map(|k| (Val::Str(k.as_str()), None)))
         }
         Val::Owned(Value::Array(items)) => {
             iterate!(
                 items.len(),
-                items.iter().map(|v| Val::from_owned(v.clone()))
+                items.iter().map(|v| (Val::from_owned(v.clone()), None))
             )
         }
         Val::Owned(Value::Object(map)) => {
-            iterate!(map.len(), map.keys().map(|k| Val::String(k.clone())))
+            iterate!(
+                map.len(),
+                map.keys().map(|k| (Val::String(k.clone()), None))
+            )
         }
         other => {
             return Err(VarError::at(
@@ -205,8 +287,62 @@ fn render_for<'a>(
             .with_hint("loops take a list or an object (its keys)"));
         }
     }
-    st.frames[depth] = None;
+    if let Some(slot) = st.frames.slot(depth) {
+        *slot = None;
+    }
     Ok(())
+}
+
+#[cold]
+fn too_deep(span: Span) -> VarError {
+    VarError::at(VarErrorKind::Limit, span, "loops nested too deeply")
+}
+
+#[cold]
+fn out_of_fuel(span: Span) -> VarError {
+    VarError::at(
+        VarErrorKind::Limit,
+        span,
+        "evaluation ran out of fuel (too many operations)",
+    )
+    .with_hint("simplify the template or raise `Limits::fuel`")
+}
+
+/// Evaluates a condition straight to a bool: `&&`, `||` and comparisons, the usual shape of
+/// `when:` and `{% if %}`, never build an intermediate value. The same as
+/// `eval(expr)?.truthy()`, fuel included.
+pub(crate) fn eval_truthy<'a>(
+    expr: &'a Expr,
+    ctx: &Context<'a>,
+    st: &mut State<'a>,
+) -> Result<bool, VarError> {
+    match expr {
+        Expr::And(b) => {
+            st.tick(Span::default())?;
+            Ok(eval_truthy(&b.0, ctx, st)? && eval_truthy(&b.1, ctx, st)?)
+        }
+        Expr::Or(b) => {
+            st.tick(Span::default())?;
+            Ok(eval_truthy(&b.0, ctx, st)? || eval_truthy(&b.1, ctx, st)?)
+        }
+        Expr::Path(p)
+            if p.plain
+                && let Some(v) = walk_plain(p, ctx, st) =>
+        {
+            st.tick(Span::default())?;
+            Ok(v.truthy())
+        }
+        Expr::Binary(op, b, span) if op.is_comparison() => {
+            st.tick(Span::default())?;
+            let l = eval(&b.0, ctx, st, false)?;
+            let r = eval(&b.1, ctx, st, false)?;
+            if matches!(l, Val::Undef) || matches!(r, Val::Undef) {
+                return Ok(false);
+            }
+            compare_op(*op, &l, &r, *span)
+        }
+        _ => Ok(eval(expr, ctx, st, false)?.truthy()),
+    }
 }
 
 fn undefined_value(e: &Expr) -> VarError {
@@ -217,6 +353,9 @@ fn undefined_value(e: &Expr) -> VarError {
     )
 }
 
+/// Evaluates an expression. Constants and paths, the leaves of nearly every expression, are
+/// handled here; the rest in [`eval_compound`].
+#[inline]
 pub(crate) fn eval<'a>(
     expr: &'a Expr,
     ctx: &Context<'a>,
@@ -224,6 +363,17 @@ pub(crate) fn eval<'a>(
     lenient: bool,
 ) -> Result<Val<'a>, VarError> {
     st.tick(Span::default())?;
+    eval_untimed(expr, ctx, st, lenient)
+}
+
+/// [`eval`] without charging the node itself.
+#[inline]
+fn eval_untimed<'a>(
+    expr: &'a Expr,
+    ctx: &Context<'a>,
+    st: &mut State<'a>,
+    lenient: bool,
+) -> Result<Val<'a>, VarError> {
     match expr {
         Expr::Const(c, _) => Ok(match c {
             Const::Null => Val::Null,
@@ -233,6 +383,19 @@ pub(crate) fn eval<'a>(
             Const::Str(s) => Val::Str(s),
         }),
         Expr::Path(p) => eval_path(p, ctx, st, lenient),
+        _ => eval_compound(expr, ctx, st, lenient),
+    }
+}
+
+#[inline(never)]
+fn eval_compound<'a>(
+    expr: &'a Expr,
+    ctx: &Context<'a>,
+    st: &mut State<'a>,
+    lenient: bool,
+) -> Result<Val<'a>, VarError> {
+    match expr {
+        Expr::Const(..) | Expr::Path(_) => eval_untimed(expr, ctx, st, lenient),
         Expr::And(b) => {
             let l = eval(&b.0, ctx, st, lenient)?;
             if lenient && matches!(l, Val::Undef) {
@@ -298,7 +461,14 @@ pub(crate) fn eval<'a>(
             if matches!(l, Val::Undef) || matches!(r, Val::Undef) {
                 return Ok(Val::Undef);
             }
-            binary(*op, l, r, *span)
+            if op.is_comparison() {
+                return compare_op(*op, &l, &r, *span).map(Val::Bool);
+            }
+            let v = binary(*op, l, r, *span)?;
+            if matches!(op, BinOp::Concat | BinOp::Add) {
+                st.charge(functions::size_cost(&v), *span)?;
+            }
+            Ok(v)
         }
         Expr::Call(call) => functions::call(call, ctx, st, lenient),
         Expr::List(items, _) => {
@@ -326,6 +496,46 @@ pub(crate) fn eval<'a>(
     }
 }
 
+/// `==`, `!=`, `<`, `<=`, `>`, `>=`, `in` and `not in`.
+#[inline]
+fn compare_op(op: BinOp, l: &Val, r: &Val, span: Span) -> Result<bool, VarError> {
+    match op {
+        BinOp::Eq => Ok(equals(l, r)),
+        BinOp::Ne => Ok(!equals(l, r)),
+        BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => {
+            let Some(ord) = compare(l, r) else {
+                return Err(operand_types(op, l, r, span)
+                    .with_hint("order compares numbers with numbers and strings with strings"));
+            };
+            Ok(match op {
+                BinOp::Lt => ord.is_lt(),
+                BinOp::Le => ord.is_le(),
+                BinOp::Gt => ord.is_gt(),
+                _ => ord.is_ge(),
+            })
+        }
+        BinOp::In | BinOp::NotIn => match contains(r, l) {
+            Some(found) => Ok(found == (op == BinOp::In)),
+            None => Err(operand_types(op, l, r, span)),
+        },
+        _ => unreachable!("compare_op is only called for comparisons"),
+    }
+}
+
+#[cold]
+fn operand_types(op: BinOp, l: &Val, r: &Val, span: Span) -> VarError {
+    VarError::at(
+        VarErrorKind::Type,
+        span,
+        format!(
+            "cannot apply `{}` to {} and {}",
+            op.symbol(),
+            l.type_name(),
+            r.type_name()
+        ),
+    )
+}
+
 fn binary<'a>(op: BinOp, l: Val<'a>, r: Val<'a>, span: Span) -> Result<Val<'a>, VarError> {
     let type_err = |l: &Val, r: &Val| {
         VarError::at(
@@ -341,24 +551,14 @@ fn binary<'a>(op: BinOp, l: Val<'a>, r: Val<'a>, span: Span) -> Result<Val<'a>, 
     };
     let overflow = || VarError::at(VarErrorKind::Arithmetic, span, "integer overflow");
     match op {
-        BinOp::Eq => Ok(Val::Bool(equals(&l, &r))),
-        BinOp::Ne => Ok(Val::Bool(!equals(&l, &r))),
-        BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => {
-            let ord = compare(&l, &r).ok_or_else(|| {
-                type_err(&l, &r)
-                    .with_hint("order compares numbers with numbers and strings with strings")
-            })?;
-            Ok(Val::Bool(match op {
-                BinOp::Lt => ord.is_lt(),
-                BinOp::Le => ord.is_le(),
-                BinOp::Gt => ord.is_gt(),
-                _ => ord.is_ge(),
-            }))
-        }
-        BinOp::In | BinOp::NotIn => {
-            let found = contains(&r, &l).ok_or_else(|| type_err(&l, &r))?;
-            Ok(Val::Bool(found == (op == BinOp::In)))
-        }
+        BinOp::Eq
+        | BinOp::Ne
+        | BinOp::Lt
+        | BinOp::Le
+        | BinOp::Gt
+        | BinOp::Ge
+        | BinOp::In
+        | BinOp::NotIn => compare_op(op, &l, &r, span).map(Val::Bool),
         BinOp::Concat => {
             let mut s = String::new();
             functions::write_val(&l, &mut s);
@@ -458,7 +658,114 @@ pub(crate) fn contains(haystack: &Val, needle: &Val) -> Option<bool> {
     None
 }
 
+/// What a plain path finds: borrowed JSON, or a field of `loop`. Two words, so it comes back
+/// in registers.
+#[derive(Clone, Copy)]
+enum Found<'a> {
+    Json(&'a Value),
+    Int(i64),
+    Bool(bool),
+}
+
+impl<'a> Found<'a> {
+    #[inline]
+    fn into_val(self) -> Val<'a> {
+        match self {
+            Found::Json(v) => Val::from_ref(v),
+            Found::Int(i) => Val::Int(i),
+            Found::Bool(b) => Val::Bool(b),
+        }
+    }
+
+    #[inline]
+    fn truthy(self) -> bool {
+        match self {
+            Found::Json(v) => Val::from_ref(v).truthy(),
+            Found::Int(i) => i != 0,
+            Found::Bool(b) => b,
+        }
+    }
+
+    #[inline]
+    fn write_to(self, out: &mut String) {
+        match self {
+            Found::Json(v) => super::value::write_json_value(v, out),
+            Found::Int(i) => out.push_str(itoa::Buffer::new().format(i)),
+            Found::Bool(b) => out.push_str(if b { "true" } else { "false" }),
+        }
+    }
+}
+
+/// Walks a plain path (see [`Path::plain`]) over borrowed JSON. `None` when a link is missing
+/// or of the wrong type, the path starts at an unset scope or at a loop item that is not
+/// borrowed JSON: the general walk then decides what that means (an error, `Undef` or `null`)
+/// and says why.
+#[inline]
+fn walk_plain<'a>(p: &'a Path, ctx: &Context<'a>, st: &State<'a>) -> Option<Found<'a>> {
+    let mut cur: &'a Value = match &p.base {
+        Base::Scope(scope) => match ctx.get(*scope) {
+            Value::Null => return None,
+            v => v,
+        },
+        Base::Local(depth, _) => st.frames.get(*depth as usize)?.json?,
+        Base::LoopMeta(depth) => {
+            let frame = st.frames.get(*depth as usize)?;
+            let (index, len) = (frame.index, frame.len);
+            return Some(match p.loop_field? {
+                LoopField::Index => Found::Int(index as i64 + 1),
+                LoopField::Index0 => Found::Int(index as i64),
+                LoopField::First => Found::Bool(index == 0),
+                LoopField::Last => Found::Bool(index + 1 == len),
+                LoopField::Length => Found::Int(len as i64),
+                LoopField::RevIndex => Found::Int((len - index) as i64),
+            });
+        }
+        Base::Expr(_) => return None,
+    };
+    for seg in &p.segs {
+        cur = match (cur, &seg.kind) {
+            (Value::Object(m), SegKind::Key(k)) => get_key(m, k)?,
+            (Value::Array(a), SegKind::Index(i)) => index(a, *i)?,
+            _ => return None,
+        };
+    }
+    Some(Found::Json(cur))
+}
+
+/// `m.get(key)`, faster for the small objects templates mostly read: a scan that compares
+/// lengths and first bytes before calling `memcmp` beats the tree search's string ordering.
+#[inline]
+fn get_key<'v>(m: &'v Map<String, Value>, key: &str) -> Option<&'v Value> {
+    const SCAN_UP_TO: usize = 12;
+    if m.len() > SCAN_UP_TO {
+        return m.get(key);
+    }
+    let want = key.as_bytes();
+    let first = *want.first()?;
+    m.iter()
+        .find(|(k, _)| {
+            let k = k.as_bytes();
+            k.len() == want.len() && k[0] == first && k == want
+        })
+        .map(|(_, v)| v)
+}
+
 fn eval_path<'a>(
+    p: &'a Path,
+    ctx: &Context<'a>,
+    st: &mut State<'a>,
+    lenient: bool,
+) -> Result<Val<'a>, VarError> {
+    if p.plain
+        && let Some(v) = walk_plain(p, ctx, st)
+    {
+        return Ok(v.into_val());
+    }
+    eval_path_general(p, ctx, st, lenient)
+}
+
+#[inline(never)]
+fn eval_path_general<'a>(
     p: &'a Path,
     ctx: &Context<'a>,
     st: &mut State<'a>,
@@ -475,7 +782,7 @@ fn eval_path<'a>(
                 v => Val::from_ref(v),
             }
         }
-        Base::Local(depth, name) => match &st.frames[*depth as usize] {
+        Base::Local(depth, name) => match st.frames.get(*depth as usize) {
             Some(frame) => frame.item.clone(),
             None => {
                 return Err(VarError::at(
@@ -486,7 +793,7 @@ fn eval_path<'a>(
             }
         },
         Base::LoopMeta(depth) => {
-            let Some(frame) = &st.frames[*depth as usize] else {
+            let Some(frame) = st.frames.get(*depth as usize) else {
                 return Err(VarError::at(
                     VarErrorKind::Undefined,
                     p.base_span,
@@ -526,7 +833,7 @@ fn eval_path<'a>(
     };
     // One `?.` anywhere in the chain makes a missing link anywhere in it give null, so
     // `outputs.dns?.id` reads as "the id, if dns ran".
-    let optional_chain = p.segs.iter().any(|s| s.optional);
+    let optional_chain = p.optional_chain;
     for (i, seg) in segs.enumerate() {
         let seg_index = i + usize::from(matches!(p.base, Base::LoopMeta(_)));
         if matches!(cur, Val::Undef) {

@@ -267,9 +267,11 @@ pub(crate) fn call<'a>(
                 }
                 args.push(v.into_value());
             }
-            return (c.f)(&args)
+            let v = (c.f)(&args)
                 .map(Val::from_owned)
-                .map_err(|m| err(call, VarErrorKind::Function, m));
+                .map_err(|m| err(call, VarErrorKind::Function, m))?;
+            st.charge(size_cost(&v), call.span)?;
+            return Ok(v);
         }
     };
     // Guards evaluate their first arguments leniently and short-circuit.
@@ -309,7 +311,30 @@ pub(crate) fn call<'a>(
     }
     let n = call.args.len();
     let args: &[Val<'a>] = if many { &rest } else { &argv[..n] };
-    builtin(b, call, args, ctx, st)
+    let v = builtin(b, call, args, ctx, st)?;
+    // These pay as they go, before they allocate.
+    if !matches!(
+        b,
+        Builtin::Replace | Builtin::RegexReplace | Builtin::Join | Builtin::Range
+    ) {
+        st.charge(size_cost(&v), call.span)?;
+    }
+    Ok(v)
+}
+
+/// Bytes of new text that one unit of fuel pays for.
+pub(crate) const BYTES_PER_FUEL: usize = 64;
+
+/// The fuel a newly made value costs: one unit per [`BYTES_PER_FUEL`] bytes of text, one per
+/// item of a list or object. Without it, `x | replace('a', 'aaaa') | replace(...)` could grow
+/// a string to terabytes for the price of a few operations.
+pub(crate) fn size_cost(v: &Val) -> u64 {
+    match v {
+        Val::String(s) => (s.len() / BYTES_PER_FUEL) as u64,
+        Val::Owned(Value::Array(a)) => a.len() as u64,
+        Val::Owned(Value::Object(m)) => m.len() as u64,
+        _ => 0,
+    }
 }
 
 fn builtin<'a>(
@@ -347,7 +372,17 @@ fn builtin<'a>(
                     "the text to find is empty",
                 ));
             }
-            Val::String(s.replace(from, want_str(call, &args[2], "the replacement")?))
+            let to = want_str(call, &args[2], "the replacement")?;
+            // The exact length only matters when the text can grow.
+            let len = if to.len() <= from.len() {
+                s.len()
+            } else {
+                let hits = s.matches(from).count();
+                s.len()
+                    .saturating_add(hits.saturating_mul(to.len() - from.len()))
+            };
+            st.charge((len / BYTES_PER_FUEL) as u64, call.span)?;
+            Val::String(s.replace(from, to))
         }
         Builtin::Split => {
             let s = want_str(call, a0, "the text")?;
@@ -366,11 +401,16 @@ fn builtin<'a>(
                 None => "",
             };
             let mut out = String::new();
+            let mut owed = 0;
             for (i, item) in items.iter().enumerate() {
+                let before = out.len();
                 if i > 0 {
                     out.push_str(sep);
                 }
                 Val::from_ref(item).write_to(&mut out);
+                owed += out.len() - before;
+                st.charge((owed / BYTES_PER_FUEL) as u64, call.span)?;
+                owed %= BYTES_PER_FUEL;
             }
             Val::String(out)
         }
@@ -437,7 +477,27 @@ fn builtin<'a>(
             let s = want_str(call, a0, "the text")?;
             let re = regex_for(call, &args[1])?;
             let rep = want_str(call, &args[2], "the replacement")?;
-            Val::String(re.replace_all(s, rep).into_owned())
+            // What `replace_all` does, paying for each piece before writing it: a replacement
+            // like `$0$0$0` multiplies the text. A piece is at most the replacement plus, for
+            // each `$`, the whole match.
+            let refs = rep.matches('$').count();
+            let mut out = String::with_capacity(s.len());
+            let mut owed = s.len();
+            let mut last = 0;
+            for caps in re.captures_iter(s) {
+                let Some(m) = caps.get(0) else { continue };
+                owed = owed
+                    .saturating_add(rep.len())
+                    .saturating_add(refs.saturating_mul(m.len()));
+                st.charge((owed / BYTES_PER_FUEL) as u64, call.span)?;
+                owed %= BYTES_PER_FUEL;
+                out.push_str(&s[last..m.start()]);
+                caps.expand(rep, &mut out);
+                last = m.end();
+            }
+            st.charge((owed / BYTES_PER_FUEL) as u64, call.span)?;
+            out.push_str(&s[last..]);
+            Val::String(out)
         }
         Builtin::ToJson => {
             let pretty = matches!(args.get(1), Some(v) if v.truthy());
@@ -665,6 +725,8 @@ fn builtin<'a>(
             let items = list_of(call, a0)?;
             let mut out: Vec<Value> = Vec::with_capacity(items.len());
             for item in items {
+                // One operation per comparison: the work is quadratic.
+                st.charge(out.len() as u64, call.span)?;
                 if !out
                     .iter()
                     .any(|o| equals(&Val::from_ref(o), &Val::from_ref(item)))
@@ -675,21 +737,30 @@ fn builtin<'a>(
             Val::Owned(Value::Array(out))
         }
         Builtin::Sort => {
-            let mut items = list_of(call, a0)?.clone();
-            let mut failed = false;
-            items.sort_by(|x, y| {
-                compare(&Val::from_ref(x), &Val::from_ref(y)).unwrap_or_else(|| {
-                    failed = true;
-                    std::cmp::Ordering::Equal
-                })
-            });
-            if failed {
+            let items = list_of(call, a0)?;
+            // Only one kind of value has an order; checked first, because sorting with a
+            // comparison that is not a total order panics.
+            let kind = |v: &Value| match v {
+                Value::Number(_) => 1,
+                Value::String(_) => 2,
+                Value::Bool(_) => 3,
+                _ => 0,
+            };
+            if items.len() > 1
+                && items
+                    .iter()
+                    .any(|v| kind(v) == 0 || kind(v) != kind(&items[0]))
+            {
                 return Err(err(
                     call,
                     VarErrorKind::Type,
                     "can only sort a list of numbers or a list of strings",
                 ));
             }
+            let mut items = items.clone();
+            items.sort_by(|x, y| {
+                compare(&Val::from_ref(x), &Val::from_ref(y)).unwrap_or(std::cmp::Ordering::Equal)
+            });
             Val::Owned(Value::Array(items))
         }
         Builtin::First | Builtin::Last => {
@@ -940,7 +1011,8 @@ pub(crate) fn stream<'a>(
     let Func::Builtin(b) = &call.func else {
         return None;
     };
-    let streamable = matches!(b, Builtin::Upper | Builtin::Lower) || (*b == Builtin::Trim && call.args.len() == 1);
+    let streamable = matches!(b, Builtin::Upper | Builtin::Lower)
+        || (*b == Builtin::Trim && call.args.len() == 1);
     if !streamable {
         return None;
     }

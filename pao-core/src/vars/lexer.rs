@@ -4,8 +4,8 @@
 use super::error::{Span, VarError, VarErrorKind};
 
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Tok {
-    Ident(Box<str>),
+pub(crate) enum Tok<'s> {
+    Ident(&'s str),
     Int(i64),
     Float(f64),
     Str(Box<str>),
@@ -44,7 +44,7 @@ pub(crate) enum Tok {
     Eof,
 }
 
-impl Tok {
+impl Tok<'_> {
     pub(crate) fn describe(&self) -> String {
         match self {
             Tok::Ident(s) => format!("`{s}`"),
@@ -93,6 +93,18 @@ impl Tok {
     }
 }
 
+/// Bytes that continue an identifier: `_`, ASCII letters and digits.
+const IDENT_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c == b'_' || c.is_ascii_alphanumeric();
+        b += 1;
+    }
+    table
+};
+
 pub(crate) struct Lexer<'s> {
     src: &'s str,
     pos: usize,
@@ -116,7 +128,7 @@ impl<'s> Lexer<'s> {
         self.pos
     }
 
-    pub(crate) fn next_token(&mut self) -> Result<(Tok, Span), VarError> {
+    pub(crate) fn next_token(&mut self) -> Result<(Tok<'s>, Span), VarError> {
         let start = self.skip_ws();
         let bytes = self.src.as_bytes();
         if start >= bytes.len() {
@@ -158,17 +170,15 @@ impl<'s> Lexer<'s> {
             b'\'' | b'"' => return self.string(start, c),
             b'0'..=b'9' | b'.' => return self.number(start),
             c if c == b'_' || c.is_ascii_alphabetic() => {
-                let mut end = start + 1;
-                while end < bytes.len()
-                    && (bytes[end] == b'_' || bytes[end].is_ascii_alphanumeric())
-                {
-                    end += 1;
-                }
+                let end = start
+                    + 1
+                    + bytes[start + 1..]
+                        .iter()
+                        .take_while(|&&b| IDENT_BYTE[usize::from(b)])
+                        .count();
                 self.pos = end;
-                return Ok((
-                    Tok::Ident(self.src[start..end].into()),
-                    Span::new(start, end),
-                ));
+                let src: &'s str = self.src;
+                return Ok((Tok::Ident(&src[start..end]), Span::new(start, end)));
             }
             b'=' => {
                 return Err(VarError::at(
@@ -191,7 +201,7 @@ impl<'s> Lexer<'s> {
         Ok((tok, Span::new(start, start + len)))
     }
 
-    fn number(&mut self, start: usize) -> Result<(Tok, Span), VarError> {
+    fn number(&mut self, start: usize) -> Result<(Tok<'s>, Span), VarError> {
         let bytes = self.src.as_bytes();
         let mut end = start;
         let mut is_float = false;
@@ -218,7 +228,12 @@ impl<'s> Lexer<'s> {
         }
         self.pos = end;
         let span = Span::new(start, end);
-        let text: String = self.src[start..end].chars().filter(|c| *c != '_').collect();
+        let written = &self.src[start..end];
+        let text: std::borrow::Cow<'_, str> = if written.contains('_') {
+            written.chars().filter(|c| *c != '_').collect::<String>().into()
+        } else {
+            written.into()
+        };
         if is_float {
             text.parse::<f64>()
                 .map(|f| (Tok::Float(f), span))
@@ -242,7 +257,7 @@ impl<'s> Lexer<'s> {
         }
     }
 
-    fn string(&mut self, start: usize, quote: u8) -> Result<(Tok, Span), VarError> {
+    fn string(&mut self, start: usize, quote: u8) -> Result<(Tok<'s>, Span), VarError> {
         let mut out = String::new();
         let mut chars = self.src[start + 1..].char_indices();
         while let Some((i, c)) = chars.next() {

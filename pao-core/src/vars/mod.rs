@@ -34,6 +34,7 @@ mod parser;
 mod value;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::{Map, Value};
 
@@ -167,7 +168,8 @@ impl Engine {
         Ok(Template {
             single: matches!(nodes.as_slice(), [Node::Interp(_)]),
             uses_secrets: parser.uses_secrets,
-            size_hint: text_len + text_len / 4,
+            loop_depth: parser.loop_depth,
+            size_hint: AtomicUsize::new(text_len + text_len / 4),
             source: src,
             nodes,
             limits: self.limits.clone(),
@@ -266,7 +268,11 @@ pub struct Template {
     nodes: Vec<Node>,
     single: bool,
     uses_secrets: bool,
-    size_hint: usize,
+    /// How deep its loops nest.
+    loop_depth: usize,
+    /// Capacity for a new output buffer: the longest output so far, so a template renders
+    /// into one allocation from its second render on.
+    size_hint: AtomicUsize,
     limits: Limits,
 }
 
@@ -297,14 +303,22 @@ impl Template {
 
     /// Renders to a new string.
     pub fn render(&self, ctx: &Context<'_>) -> Result<String, VarError> {
-        let mut out = String::with_capacity(self.size_hint);
+        let mut out = String::with_capacity(self.size_hint.load(Ordering::Relaxed));
         self.render_to(ctx, &mut out)?;
+        self.learn_size(out.len());
         Ok(out)
+    }
+
+    fn learn_size(&self, len: usize) {
+        // Bounded so one huge output cannot make every later render reserve as much.
+        if len > self.size_hint.load(Ordering::Relaxed) && len <= 64 << 10 {
+            self.size_hint.store(len, Ordering::Relaxed);
+        }
     }
 
     /// Appends the rendered text to `out`.
     pub fn render_to(&self, ctx: &Context<'_>, out: &mut String) -> Result<(), VarError> {
-        let mut st = State::new(&self.limits, false);
+        let mut st = State::new(&self.limits, false, self.loop_depth);
         self.render_nodes(ctx, &mut st, out)
     }
 
@@ -315,22 +329,14 @@ impl Template {
         out: &mut String,
     ) -> Result<(), VarError> {
         let start = out.len();
-        // Fast path for `upper`/`lower`/`trim` at the top of an interpolation.
-        let r = if let [Node::Interp(Expr::Call(call))] = self.nodes.as_slice()
-            && st.tainted.is_none()
-            && let Some(r) = functions::stream(call, ctx, st, out)
-        {
-            r
-        } else {
-            eval::render_nodes(&self.nodes, ctx, st, out, start)
-        };
-        r.map_err(|e| e.with_source(&self.source))
+        eval::render_nodes(&self.nodes, ctx, st, out, start)
+            .map_err(|e| e.with_source(&self.source))
     }
 
     /// Renders to a JSON value: the expression's own type when the template is exactly one
     /// `${{ expr }}`, a string otherwise.
     pub fn render_value(&self, ctx: &Context<'_>) -> Result<Value, VarError> {
-        let mut st = State::new(&self.limits, false);
+        let mut st = State::new(&self.limits, false, self.loop_depth);
         self.render_value_with(ctx, &mut st)
     }
 
@@ -342,6 +348,16 @@ impl Template {
         if let [Node::Interp(expr)] = self.nodes.as_slice() {
             let reads = st.secret_reads;
             let v = eval::eval(expr, ctx, st, false).map_err(|e| e.with_source(&self.source))?;
+            // The same bound `render` puts on the text.
+            if v.as_str().is_some_and(|s| s.len() > st.max_output) {
+                return Err(VarError::at(
+                    VarErrorKind::Limit,
+                    expr.span(),
+                    format!("output larger than {} bytes", st.max_output),
+                )
+                .with_hint("raise `Limits::max_output_bytes` or shorten the template")
+                .with_source(&self.source));
+            }
             if let Some(t) = &mut st.tainted
                 && st.secret_reads != reads
                 && let Some(s) = v.as_str()
@@ -352,14 +368,15 @@ impl Template {
             }
             return Ok(v.into_value());
         }
-        let mut out = String::with_capacity(self.size_hint);
+        let mut out = String::with_capacity(self.size_hint.load(Ordering::Relaxed));
         self.render_nodes(ctx, st, &mut out)?;
+        self.learn_size(out.len());
         Ok(Value::String(out))
     }
 
     /// Renders to a value and reports the secret values that went into it.
     pub fn render_tracked(&self, ctx: &Context<'_>) -> Result<Rendered, VarError> {
-        let mut st = State::new(&self.limits, self.uses_secrets);
+        let mut st = State::new(&self.limits, self.uses_secrets, self.loop_depth);
         let value = self.render_value_with(ctx, &mut st)?;
         Ok(Rendered {
             value,
@@ -400,7 +417,7 @@ impl Expression {
 
     /// Evaluates to a JSON value.
     pub fn eval(&self, ctx: &Context<'_>) -> Result<Value, VarError> {
-        let mut st = State::new(&self.limits, false);
+        let mut st = State::new(&self.limits, false, 0);
         eval::eval(&self.expr, ctx, &mut st, false)
             .map(|v| v.into_value())
             .map_err(|e| e.with_source(&self.source))
@@ -408,10 +425,8 @@ impl Expression {
 
     /// Evaluates as a condition: `null`, `false`, `0`, `""`, `[]` and `{}` are false.
     pub fn eval_bool(&self, ctx: &Context<'_>) -> Result<bool, VarError> {
-        let mut st = State::new(&self.limits, false);
-        eval::eval(&self.expr, ctx, &mut st, false)
-            .map(|v| v.truthy())
-            .map_err(|e| e.with_source(&self.source))
+        let mut st = State::new(&self.limits, false, 0);
+        eval::eval_truthy(&self.expr, ctx, &mut st).map_err(|e| e.with_source(&self.source))
     }
 
     /// Whether the expression reads the `secrets` scope.
@@ -558,3 +573,8 @@ impl ValueTemplate {
 
 #[cfg(test)]
 mod tests;
+
+/// The Rust examples of the language reference, run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/variables.md")]
+pub struct LanguageReference;

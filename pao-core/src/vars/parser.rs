@@ -33,7 +33,7 @@ enum BinaryOp {
 pub(crate) struct Parser<'s, 'f> {
     src: &'s str,
     lex: Lexer<'s>,
-    peeked: Option<(Tok, Span)>,
+    peeked: Option<(Tok<'s>, Span)>,
     funcs: &'f Functions,
     limits: &'f Limits,
     /// Loop variable names, innermost last.
@@ -41,6 +41,8 @@ pub(crate) struct Parser<'s, 'f> {
     depth: usize,
     blocks: usize,
     pub(crate) uses_secrets: bool,
+    /// How deep loops nest in what was parsed.
+    pub(crate) loop_depth: usize,
 }
 
 /// How the text after a block tag is trimmed.
@@ -53,8 +55,8 @@ enum Trim {
     All,
 }
 
-struct Tag {
-    keyword: Box<str>,
+struct Tag<'s> {
+    keyword: &'s str,
     span: Span,
 }
 
@@ -70,6 +72,7 @@ impl<'s, 'f> Parser<'s, 'f> {
             depth: 0,
             blocks: 0,
             uses_secrets: false,
+            loop_depth: 0,
         }
     }
 
@@ -89,7 +92,7 @@ impl<'s, 'f> Parser<'s, 'f> {
         pos: &mut usize,
         trim: &mut Trim,
         until: &[&str],
-    ) -> Result<(Vec<Node>, Option<Tag>), VarError> {
+    ) -> Result<(Vec<Node>, Option<Tag<'s>>), VarError> {
         let src = self.src;
         let bytes = src.as_bytes();
         let mut nodes = Vec::new();
@@ -151,10 +154,10 @@ impl<'s, 'f> Parser<'s, 'f> {
                 .with_hint("blocks are if, elif, else, endif, for, endfor"));
             };
             let tag = Tag {
-                keyword: keyword.clone(),
+                keyword,
                 span: Span::new(tag_start, kw_span.end as usize),
             };
-            match &*keyword {
+            match keyword {
                 k if until.contains(&k) => {
                     if matches!(k, "elif") {
                         // The caller parses the condition.
@@ -220,7 +223,12 @@ impl<'s, 'f> Parser<'s, 'f> {
         Ok(())
     }
 
-    fn parse_if(&mut self, pos: &mut usize, trim: &mut Trim, tag: Tag) -> Result<Node, VarError> {
+    fn parse_if(
+        &mut self,
+        pos: &mut usize,
+        trim: &mut Trim,
+        tag: Tag<'s>,
+    ) -> Result<Node, VarError> {
         self.enter_block(tag.span)?;
         let mut branches = Vec::new();
         let mut cond = self.parse_expr()?;
@@ -230,7 +238,7 @@ impl<'s, 'f> Parser<'s, 'f> {
             let (body, end) = self.parse_nodes(pos, trim, &["elif", "else", "endif"])?;
             let end = end.expect("parse_nodes returns the end tag when `until` is set");
             branches.push((cond, body));
-            match &*end.keyword {
+            match end.keyword {
                 "elif" => {
                     cond = self.parse_expr()?;
                     *trim = self.block_end(pos)?;
@@ -250,7 +258,12 @@ impl<'s, 'f> Parser<'s, 'f> {
         Ok(Node::If(branches.into_boxed_slice(), else_body))
     }
 
-    fn parse_for(&mut self, pos: &mut usize, trim: &mut Trim, tag: Tag) -> Result<Node, VarError> {
+    fn parse_for(
+        &mut self,
+        pos: &mut usize,
+        trim: &mut Trim,
+        tag: Tag<'s>,
+    ) -> Result<Node, VarError> {
         self.enter_block(tag.span)?;
         let (tok, var_span) = self.next()?;
         let Tok::Ident(var) = tok else {
@@ -260,7 +273,7 @@ impl<'s, 'f> Parser<'s, 'f> {
                 format!("expected a loop variable name, found {}", tok.describe()),
             ));
         };
-        if SCOPE_NAMES.contains(&&*var) || &*var == "loop" || is_keyword(&var) {
+        if SCOPE_NAMES.contains(&var) || var == "loop" || is_keyword(var) {
             return Err(VarError::at(
                 VarErrorKind::Syntax,
                 var_span,
@@ -268,7 +281,7 @@ impl<'s, 'f> Parser<'s, 'f> {
             ));
         }
         match self.next()? {
-            (Tok::Ident(k), _) if &*k == "in" => {}
+            (Tok::Ident("in"), _) => {}
             (tok, span) => {
                 return Err(VarError::at(
                     VarErrorKind::Syntax,
@@ -287,7 +300,8 @@ impl<'s, 'f> Parser<'s, 'f> {
                 "loops nested too deeply",
             ));
         }
-        self.locals.push(var);
+        self.locals.push(var.into());
+        self.loop_depth = self.loop_depth.max(self.locals.len());
         let (body, _) = self.parse_nodes(pos, trim, &["endfor"])?;
         self.locals.pop();
         self.blocks -= 1;
@@ -322,7 +336,7 @@ impl<'s, 'f> Parser<'s, 'f> {
 
     fn parse_interp(&mut self, open: usize, pos: &mut usize) -> Result<Expr, VarError> {
         self.reset(*pos);
-        if let (Tok::RBrace, s) = self.peek()?.clone()
+        if let &(Tok::RBrace, s) = self.peek()?
             && self.src.as_bytes().get(s.end as usize) == Some(&b'}')
         {
             return Err(VarError::at(
@@ -372,29 +386,29 @@ impl<'s, 'f> Parser<'s, 'f> {
         self.peeked = None;
     }
 
-    fn peek(&mut self) -> Result<&(Tok, Span), VarError> {
+    fn peek(&mut self) -> Result<&(Tok<'s>, Span), VarError> {
         if self.peeked.is_none() {
             self.peeked = Some(self.lex.next_token()?);
         }
         Ok(self.peeked.as_ref().expect("just filled"))
     }
 
-    fn next(&mut self) -> Result<(Tok, Span), VarError> {
+    fn next(&mut self) -> Result<(Tok<'s>, Span), VarError> {
         match self.peeked.take() {
             Some(t) => Ok(t),
             None => self.lex.next_token(),
         }
     }
 
-    fn peek_is(&mut self, tok: &Tok) -> Result<bool, VarError> {
+    fn peek_is(&mut self, tok: &Tok<'_>) -> Result<bool, VarError> {
         Ok(&self.peek()?.0 == tok)
     }
 
     fn peek_ident(&mut self, word: &str) -> Result<bool, VarError> {
-        Ok(matches!(&self.peek()?.0, Tok::Ident(w) if &**w == word))
+        Ok(matches!(&self.peek()?.0, Tok::Ident(w) if *w == word))
     }
 
-    fn expect(&mut self, tok: Tok, what: &str) -> Result<Span, VarError> {
+    fn expect(&mut self, tok: Tok<'_>, what: &str) -> Result<Span, VarError> {
         let (t, span) = self.next()?;
         if t == tok {
             Ok(span)
@@ -490,7 +504,7 @@ impl<'s, 'f> Parser<'s, 'f> {
                 self.nest(op_span)?;
                 if op == BinaryOp::Op(BinOp::NotIn) {
                     match self.next()? {
-                        (Tok::Ident(w), _) if &*w == "in" => {}
+                        (Tok::Ident("in"), _) => {}
                         (tok, span) => {
                             return Err(VarError::at(
                                 VarErrorKind::Syntax,
@@ -618,18 +632,18 @@ impl<'s, 'f> Parser<'s, 'f> {
 
     fn make_call(
         &mut self,
-        name: Box<str>,
+        name: &str,
         name_span: Span,
         args: Vec<Expr>,
         span: Span,
     ) -> Result<Expr, VarError> {
-        let Some((func, min, max)) = self.funcs.resolve(&name) else {
+        let Some((func, min, max)) = self.funcs.resolve(name) else {
             let mut err = VarError::at(
                 VarErrorKind::UnknownFunction,
                 name_span,
                 format!("unknown function `{name}`"),
             );
-            if let Some(s) = did_you_mean(&name, self.funcs.names()) {
+            if let Some(s) = did_you_mean(name, self.funcs.names()) {
                 err = err.with_hint(format!("did you mean `{s}`?"));
             }
             return Err(err);
@@ -663,7 +677,7 @@ impl<'s, 'f> Parser<'s, 'f> {
         }
         Ok(Expr::Call(Box::new(Call {
             func,
-            name,
+            name: name.into(),
             args: args.into_boxed_slice(),
             span,
             regex,
@@ -714,7 +728,7 @@ impl<'s, 'f> Parser<'s, 'f> {
                     }
                     let key = match self.next()? {
                         (Tok::Str(s), _) => s,
-                        (Tok::Ident(s), _) => s,
+                        (Tok::Ident(s), _) => s.into(),
                         (tok, s) => {
                             return Err(VarError::at(
                                 VarErrorKind::Syntax,
@@ -743,7 +757,7 @@ impl<'s, 'f> Parser<'s, 'f> {
                 };
                 Expr::Object(entries.into_boxed_slice(), span.to(end))
             }
-            Tok::Ident(name) => match &*name {
+            Tok::Ident(name) => match name {
                 "true" => Expr::Const(Const::Bool(true), span),
                 "false" => Expr::Const(Const::Bool(false), span),
                 "null" => Expr::Const(Const::Null, span),
@@ -754,12 +768,15 @@ impl<'s, 'f> Parser<'s, 'f> {
                     self.make_call(name, span, args, span.to(end))?
                 }
                 _ => {
-                    let base = self.resolve_root(&name, span)?;
+                    let base = self.resolve_root(name, span)?;
                     path = Some(Path {
                         base,
                         base_span: span,
-                        segs: Vec::new(),
+                        segs: Segs::default(),
                         span,
+                        optional_chain: false,
+                        plain: false,
+                        loop_field: None,
                     });
                     Expr::Const(Const::Null, span)
                 }
@@ -795,7 +812,7 @@ impl<'s, 'f> Parser<'s, 'f> {
                     (kind, end)
                 } else {
                     match self.next()? {
-                        (Tok::Ident(name), s) => (SegKind::Key(name), s),
+                        (Tok::Ident(name), s) => (SegKind::Key(name.into()), s),
                         (Tok::Int(i), s) if i >= 0 => (SegKind::Index(i), s),
                         (tok, s) => {
                             return Err(VarError::at(
@@ -819,14 +836,18 @@ impl<'s, 'f> Parser<'s, 'f> {
                         Expr::Const(Const::Null, base_span),
                     )),
                     base_span,
-                    segs: Vec::new(),
+                    segs: Segs::default(),
                     span: base_span,
+                    optional_chain: false,
+                    plain: false,
+                    loop_field: None,
                 }
             });
             p.span = p.span.to(end);
             p.segs.push(seg);
         }
-        if let Some(p) = path {
+        if let Some(mut p) = path {
+            p.finish();
             if matches!(p.base, Base::Scope(Scope::Secrets)) {
                 self.uses_secrets = true;
             }
@@ -886,16 +907,16 @@ fn flush_text(nodes: &mut Vec<Node>, text: &mut String) {
 /// Offset of the next `${{`, `$${{` or `{%` in `s`.
 fn find_tag(s: &str) -> Option<usize> {
     let bytes = s.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'$' if bytes[i + 1..].starts_with(b"{{") || bytes[i + 1..].starts_with(b"${{") => {
-                return Some(i);
-            }
-            b'{' if bytes.get(i + 1) == Some(&b'%') => return Some(i),
-            _ => {}
+    for i in memchr::memchr2_iter(b'$', b'{', bytes) {
+        let rest = &bytes[i + 1..];
+        let found = if bytes[i] == b'$' {
+            rest.starts_with(b"{{") || rest.starts_with(b"${{")
+        } else {
+            rest.first() == Some(&b'%')
+        };
+        if found {
+            return Some(i);
         }
-        i += 1;
     }
     None
 }

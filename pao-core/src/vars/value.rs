@@ -163,6 +163,22 @@ impl<'a> Val<'a> {
     }
 }
 
+/// Writes borrowed JSON as `Val::from_ref(v).write_to(out)` would.
+#[inline]
+pub(crate) fn write_json_value(v: &Value, out: &mut String) {
+    match v {
+        Value::String(s) => out.push_str(s),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => out.push_str(itoa::Buffer::new().format(i)),
+            None => write_float(n.as_f64().unwrap_or(f64::NAN), out),
+        },
+        Value::Bool(true) => out.push_str("true"),
+        Value::Bool(false) => out.push_str("false"),
+        Value::Null => {}
+        Value::Array(_) | Value::Object(_) => write_json(v, out),
+    }
+}
+
 fn number<'a>(n: &Number) -> Val<'a> {
     if let Some(i) = n.as_i64() {
         Val::Int(i)
@@ -193,7 +209,9 @@ pub(crate) fn equals(a: &Val, b: &Val) -> bool {
         (Val::Undef | Val::Null, Val::Undef | Val::Null) => true,
         (Val::Bool(x), Val::Bool(y)) => x == y,
         (Val::Int(x), Val::Int(y)) => x == y,
-        (Val::Int(_) | Val::Float(_), Val::Int(_) | Val::Float(_)) => a.as_f64() == b.as_f64(),
+        (Val::Int(_) | Val::Float(_), Val::Int(_) | Val::Float(_)) => {
+            compare(a, b) == Some(Ordering::Equal)
+        }
         _ => match (a.as_str(), b.as_str()) {
             (Some(x), Some(y)) => x == y,
             (None, None) => match (a.as_json(), b.as_json()) {
@@ -224,10 +242,22 @@ fn json_equals(a: &Value, b: &Value) -> bool {
 pub(crate) fn compare(a: &Val, b: &Val) -> Option<Ordering> {
     match (a, b) {
         (Val::Int(x), Val::Int(y)) => Some(x.cmp(y)),
-        (Val::Int(_) | Val::Float(_), Val::Int(_) | Val::Float(_)) => {
-            a.as_f64()?.partial_cmp(&b.as_f64()?)
-        }
+        (Val::Int(x), Val::Float(y)) => cmp_int_float(*x, *y),
+        (Val::Float(x), Val::Int(y)) => cmp_int_float(*y, *x).map(Ordering::reverse),
+        (Val::Float(x), Val::Float(y)) => x.partial_cmp(y),
         (Val::Bool(x), Val::Bool(y)) => Some(x.cmp(y)),
         _ => Some(a.as_str()?.cmp(b.as_str()?)),
+    }
+}
+
+/// Compares an int with a float exactly. Converting the int to a float rounds above 2^53,
+/// which made `2^53 + 1` equal to `2^53` as a float but greater than `2^53` as an int: an
+/// order that is not total, on which `sort` panicked.
+fn cmp_int_float(i: i64, f: f64) -> Option<Ordering> {
+    match (i as f64).partial_cmp(&f)? {
+        // Rounding is monotonic, so a strict order survives it. Equal means `f` is a whole
+        // number of at most 2^63, which converts exactly.
+        Ordering::Equal => Some(i128::from(i).cmp(&(f as i128))),
+        o => Some(o),
     }
 }
