@@ -228,14 +228,15 @@ impl RunCtx {
             .unwrap_or(self.engine.config.default_timeout)
     }
 
-    /// Runs one action (or its rollback) with retries. Returns the output on success.
+    /// Runs one action (or its rollback) with retries. Returns the output on success, with
+    /// the number of the attempt that produced it.
     async fn attempt_loop(
         &self,
         spec: &ActionSpec,
         type_name: &str,
         input: &Value,
         rollback: Option<&Value>,
-    ) -> Result<ActionOutput, ActionError> {
+    ) -> Result<(ActionOutput, u32), ActionError> {
         let engine = &self.engine;
         let is_rollback = rollback.is_some();
         let Some(action) = engine.actions.get(type_name).cloned() else {
@@ -365,7 +366,7 @@ impl RunCtx {
             };
             let now = engine.clock.now();
             match result {
-                Ok(out) => return Ok(out),
+                Ok(out) => return Ok((out, attempt)),
                 Err(mut e) => {
                     e.message = self.scopes.redact(&e.message);
                     let will_retry = e.is_retryable() && attempt < retry.max_attempts;
@@ -472,7 +473,7 @@ impl RunCtx {
         };
         let type_name = spec.action_type.to_string();
         match self.attempt_loop(spec, &type_name, &input, None).await {
-            Ok(out) => {
+            Ok((out, attempt)) => {
                 let mut rendered = Map::new();
                 if let Some(c) = compiled {
                     let oc = ctx.with(Scope::Result, &out.result);
@@ -493,8 +494,7 @@ impl RunCtx {
                                         &self.lease,
                                         &spec.id,
                                         false,
-                                        last_attempt(&self.engine, &self.request.id, &spec.id)
-                                            .await,
+                                        attempt,
                                         AttemptOutcome::Failed { error: err.clone() },
                                         self.engine.clock.now(),
                                     )
@@ -505,7 +505,6 @@ impl RunCtx {
                     }
                 }
                 let outputs = Value::Object(rendered);
-                let attempt = last_attempt(&self.engine, &self.request.id, &spec.id).await;
                 let outcome = AttemptOutcome::Succeeded {
                     output: out.clone(),
                     outputs: outputs.clone(),
@@ -564,6 +563,17 @@ async fn last_attempt(engine: &Orchestrator, request_id: &str, action_id: &str) 
         .unwrap_or(1)
 }
 
+/// Aborts a task when dropped: the heartbeat must stop with the run it renews the lease for,
+/// also when the worker's future is dropped mid-run (an aborted task, a shutdown `select!`);
+/// otherwise it renews the lease forever and no other worker can take the request over.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// How a phase ended.
 enum PhaseEnd {
     Done,
@@ -600,7 +610,7 @@ impl Orchestrator {
             let cancel = cancel.clone();
             let lease_state = lease_state.clone();
             let id = request.id.clone();
-            tokio::spawn(async move {
+            AbortOnDrop(tokio::spawn(async move {
                 let every = engine.config.lease / 3;
                 loop {
                     engine.clock.sleep(every).await;
@@ -611,10 +621,15 @@ impl Orchestrator {
                         .await
                     {
                         Ok(l) => *lease_state.lock().await = l,
-                        Err(_) => {
+                        Err(StoreError::LeaseLost(_)) => {
                             cancel.cancel();
                             return;
                         }
+                        // A store hiccup (a dropped connection) is no lost lease, and no
+                        // reason to cancel the request: renew on the next beat. Should the
+                        // store stay away past the lease, another worker takes over and the
+                        // fence refuses this one's writes.
+                        Err(_) => {}
                     }
                     if let Ok(Some(r)) = engine.store.get(&id).await
                         && r.cancel_requested
@@ -622,11 +637,11 @@ impl Orchestrator {
                         cancel.cancel();
                     }
                 }
-            })
+            }))
         };
         let id = request.id.clone();
         let _ = self.clone().execute_inner(request, lease, cancel).await;
-        heartbeat.abort();
+        drop(heartbeat);
         if let Ok(mut m) = self.running.lock() {
             m.remove(&id);
         }
@@ -887,7 +902,10 @@ impl Orchestrator {
         });
         let out = match reused {
             Some(o) => Ok(o),
-            None => rc.attempt_loop(&spec, "jira", &ticket, None).await,
+            None => rc
+                .attempt_loop(&spec, "jira", &ticket, None)
+                .await
+                .map(|(out, _)| out),
         };
         match out {
             Ok(out) => {
@@ -983,24 +1001,77 @@ impl Orchestrator {
                 done.insert(i, r);
             }
         }
+        // Resuming after a crash: what this request already finished in this phase stays
+        // finished. Successes are reused in completion order (for rollback), failures for good
+        // are not tried again and stop the phase again, so a crash in the middle of a rollback
+        // or a cancellation resumes it instead of re-running undone actions.
+        let mut failure: Option<(String, bool)> = None;
+        let mut resumed = Vec::new();
+        for (i, n) in plan.nodes.iter().enumerate() {
+            if n.phase != phase || done.contains_key(&i) {
+                continue;
+            }
+            let last = rc.journal.iter().enumerate().rev().find(|(_, a)| {
+                a.request_id == rc.request.id && a.action_id == n.spec.id && !a.rollback
+            });
+            let Some((pos, a)) = last else { continue };
+            let max_attempts =
+                Retry::resolve(n.spec.retry.as_ref(), rc.defaults_retry()).max_attempts;
+            let r = match &a.outcome {
+                AttemptOutcome::Succeeded { output, outputs } => NodeResult::Succeeded {
+                    outputs: outputs.clone(),
+                    input: a.input.clone(),
+                    state: output.rollback_state.clone(),
+                },
+                AttemptOutcome::Failed { error }
+                    if error.class == ErrorClass::Permanent
+                        || (error.class == ErrorClass::Retryable && a.attempt >= max_attempts) =>
+                {
+                    NodeResult::Failed(error.clone())
+                }
+                _ => continue,
+            };
+            resumed.push((a.finished_at, pos, i, r));
+        }
+        resumed.sort_by_key(|(at, pos, ..)| (*at, *pos));
+        for (_, _, i, r) in resumed {
+            let n = &plan.nodes[i];
+            match (&r, n.on_failure()) {
+                (NodeResult::Succeeded { .. }, _) => order.push(i),
+                (NodeResult::Failed(_), OnFailure::Continue) => {}
+                (NodeResult::Failed(e), policy) => {
+                    failure.get_or_insert((
+                        format!("action `{}` failed: {}", n.spec.id, e.message),
+                        policy == OnFailure::Rollback,
+                    ));
+                }
+                _ => {}
+            }
+            done.insert(i, r);
+        }
         for (i, r) in done.iter() {
             if let NodeResult::Succeeded { outputs: o, .. } = r {
                 outputs.insert(plan.nodes[*i].spec.id.clone(), o.clone());
             }
         }
+        // Tasks share one copy of the outputs so far (copied on write only while an older
+        // task still reads it), and one copy of the run context.
+        let mut outputs = Arc::new(Value::Object(outputs));
+        let shared = Arc::new(rc.clone());
         let mut running: JoinSet<(usize, NodeResult)> = JoinSet::new();
         let mut in_flight: BTreeSet<usize> = BTreeSet::new();
-        let mut failure: Option<(String, bool)> = None;
+        // Nodes of this phase not started yet, in plan order: each pass looks at these only.
+        let mut pending: Vec<usize> = (0..plan.nodes.len())
+            .filter(|&i| plan.nodes[i].phase == phase && !done.contains_key(&i))
+            .collect();
         let mut abandoned = false;
         loop {
             let stopping = failure.is_some() || rc.cancel.is_cancelled() || abandoned;
             if !stopping {
-                for (i, n) in plan.nodes.iter().enumerate() {
-                    if n.phase != phase || done.contains_key(&i) || in_flight.contains(&i) {
-                        continue;
-                    }
+                pending.retain(|&i| {
+                    let n = &plan.nodes[i];
                     if !n.deps.iter().all(|d| done.contains_key(d)) {
-                        continue;
+                        return true;
                     }
                     if let Some(g) = n.group
                         && let Some(max) = plan.groups[g].max_concurrency
@@ -1010,14 +1081,15 @@ impl Orchestrator {
                             .count()
                             >= max as usize
                     {
-                        continue;
+                        return true;
                     }
                     in_flight.insert(i);
-                    let rc = rc.clone();
+                    let rc = shared.clone();
                     let spec = n.spec.clone();
-                    let snapshot = Value::Object(outputs.clone());
+                    let snapshot = outputs.clone();
                     running.spawn(async move { (i, rc.run_node(&spec, &snapshot).await) });
-                }
+                    false
+                });
             }
             let Some(joined) = running.join_next().await else {
                 break;
@@ -1031,7 +1103,9 @@ impl Orchestrator {
             let node = &plan.nodes[i];
             match &result {
                 NodeResult::Succeeded { outputs: o, .. } => {
-                    outputs.insert(node.spec.id.clone(), o.clone());
+                    if let Value::Object(m) = Arc::make_mut(&mut outputs) {
+                        m.insert(node.spec.id.clone(), o.clone());
+                    }
                     order.push(i);
                 }
                 NodeResult::Skipped => {}
@@ -1102,8 +1176,17 @@ impl Orchestrator {
                         .get(&n.spec.action_type.to_string())
                         .is_some_and(|a| a.describe().supports_rollback)
             })
+            // Undone before a crash: not twice.
+            .filter(|&i| {
+                !rc.journal.iter().any(|a| {
+                    a.request_id == rc.request.id
+                        && a.action_id == plan.nodes[i].spec.id
+                        && a.rollback
+                        && matches!(a.outcome, AttemptOutcome::Succeeded { .. })
+                })
+            })
             .collect();
-        if targets.is_empty() {
+        if targets.is_empty() && rc.request.rollback == RollbackStatus::None {
             return Some(true);
         }
         if self
@@ -1173,17 +1256,7 @@ impl Orchestrator {
                     .await
             };
             match result {
-                Ok(out) => {
-                    let attempt = self
-                        .store
-                        .attempts(&rc.request.id)
-                        .await
-                        .unwrap_or_default()
-                        .iter()
-                        .filter(|a| a.action_id == n.spec.id && a.rollback)
-                        .map(|a| a.attempt)
-                        .max()
-                        .unwrap_or(1);
+                Ok((out, attempt)) => {
                     let _ = self
                         .store
                         .finish_attempt(
