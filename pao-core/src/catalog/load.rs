@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
 
+use serde::Deserialize;
 use serde_json::Value;
 use sha2::Digest;
 
@@ -181,7 +182,9 @@ impl Catalog {
                 catalog.settings = Some(Arc::new(s));
             }
         }
-        let mut first_file: HashMap<String, String> = HashMap::new();
+        // Parse and check the files on every core; merge in file order, so diagnostics and
+        // duplicate-id decisions do not depend on scheduling.
+        let mut inputs = Vec::with_capacity(files.len());
         for path in files {
             if path == settings_path {
                 continue;
@@ -192,7 +195,55 @@ impl Catalog {
                 .to_string_lossy()
                 .replace('\\', "/");
             let bytes = std::fs::read(&path)?;
-            let (loaded, diags) = load_item_bytes(&rel, &bytes, opts, settings_env.as_ref());
+            inputs.push((rel, bytes));
+        }
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(inputs.len().max(1));
+        let chunk = inputs.len().div_ceil(threads).max(1);
+        let results: Vec<(Option<LoadedItem>, Vec<Diagnostic>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = inputs
+                .chunks(chunk)
+                .map(|part| {
+                    let env = settings_env.as_ref();
+                    let handle = scope.spawn(move || {
+                        part.iter()
+                            .map(|(rel, bytes)| load_item_bytes(rel, bytes, opts, env))
+                            .collect::<Vec<_>>()
+                    });
+                    (part, handle)
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|(part, h)| {
+                    // A panic is a loader bug; it must not shift results onto other files.
+                    h.join().unwrap_or_else(|_| {
+                        part.iter()
+                            .map(|(rel, _)| {
+                                let d = Diagnostic {
+                                    severity: Severity::Error,
+                                    code: codes::SCHEMA,
+                                    file: rel.clone(),
+                                    line: 1,
+                                    column: 1,
+                                    pointer: String::new(),
+                                    message:
+                                        "internal error while loading this file (please report it)"
+                                            .to_string(),
+                                    hint: None,
+                                    source_line: None,
+                                };
+                                (None, vec![d])
+                            })
+                            .collect()
+                    })
+                })
+                .collect()
+        });
+        let mut first_file: HashMap<String, String> = HashMap::new();
+        for ((rel, bytes), (loaded, diags)) in inputs.into_iter().zip(results) {
             let failed = loaded.is_none();
             catalog.diagnostics.extend(diags);
             match loaded {
@@ -468,7 +519,7 @@ pub fn load_settings(file: &str, source: &str) -> (Option<CatalogSettings>, Vec<
     if d.out.iter().any(Diagnostic::is_error) {
         return (None, d.out);
     }
-    let settings: CatalogSettings = match serde_json::from_value(d.doc.value.clone()) {
+    let settings: CatalogSettings = match CatalogSettings::deserialize(&d.doc.value) {
         Ok(s) => s,
         Err(e) => {
             d.error(codes::SCHEMA, "", e.to_string(), None);
@@ -644,6 +695,10 @@ fn schema_errors(
     item: bool,
     action_types: &BTreeSet<String>,
 ) {
+    // Valid documents (the common case) skip error collection, and the clone it needs.
+    if validator.is_valid(&d.doc.value) {
+        return;
+    }
     let value = d.doc.value.clone();
     let mut seen = BTreeSet::new();
     for err in validator.iter_errors(&value) {
@@ -866,7 +921,7 @@ fn load_item_bytes(
     if d.out.iter().any(Diagnostic::is_error) {
         return (None, d.out);
     }
-    let item: CatalogItem = match serde_json::from_value(d.doc.value.clone()) {
+    let item: CatalogItem = match CatalogItem::deserialize(&d.doc.value) {
         Ok(i) => i,
         Err(e) => {
             d.error(
