@@ -1068,3 +1068,53 @@ async fn post_fulfillment_runs_after_main_and_reads_its_outputs() {
         "a post-fulfillment failure does not undo the main actions"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn secret_fields_reach_actions_but_are_never_stored() {
+    let item = r#"presentation:
+  groups:
+    - id: g
+      title: G
+      fields:
+        - { id: db_password, type: secret, required: true }
+fulfillment:
+  mode: automated
+  actions:
+    - { id: a, type: "plugin:test", config: { password: "${{ secrets.db_password }}", fail: retryable, fail_times: 1, retry: x } }
+"#;
+    let h = harness(&[("sec", item)]);
+    let r = h
+        .engine
+        .submit(
+            &dev(),
+            "sec",
+            &json!({"db_password": "hunter2-very-secret"}),
+            SubmitOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r.fields,
+        json!({}),
+        "the secret is not in the stored fields"
+    );
+    h.engine.run_until_idle("w1").await.unwrap();
+    let r = h.store.get(&r.id).await.unwrap().unwrap();
+    assert_eq!(r.state, RequestState::Completed);
+    let attempts = h.store.attempts(&r.id).await.unwrap();
+    assert_eq!(
+        attempts[0].input["password"],
+        json!("[REDACTED]"),
+        "journaled input is redacted"
+    );
+    let everything = format!(
+        "{:?}{:?}{:?}",
+        h.store.events(&r.id, 0, 0).await.unwrap(),
+        attempts,
+        h.store.get(&r.id).await.unwrap()
+    );
+    assert!(
+        !everything.contains("hunter2-very-secret"),
+        "the secret value is stored nowhere"
+    );
+}

@@ -133,6 +133,19 @@ impl Scopes {
                 secrets.insert(name, Value::String(v));
             }
         }
+        // Secret form fields of this request, kept in memory by the engine that accepted it.
+        let from_form = engine
+            .field_secrets
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&request.id).cloned())
+            .unwrap_or_default();
+        for (k, v) in from_form {
+            if let Some(text) = v.as_str() {
+                s.secret_values.push(text.to_string());
+            }
+            secrets.insert(k, v);
+        }
         s.secrets = Value::Object(secrets);
         s.compute(item)?;
         Ok(s)

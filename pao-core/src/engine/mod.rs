@@ -137,6 +137,9 @@ pub struct Orchestrator {
     pub(crate) breakers: Breakers,
     pub(crate) config: EngineConfig,
     pub(crate) running: Mutex<HashMap<String, CancellationToken>>,
+    /// Values of `secret` form fields, by request: held in this process's memory only, never
+    /// stored, and readable by the request's templates as `secrets.<field_id>`.
+    pub(crate) field_secrets: Mutex<HashMap<String, Map<String, Value>>>,
     pub(crate) global_slots: Arc<tokio::sync::Semaphore>,
     pub(crate) item_slots: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
 }
@@ -208,6 +211,7 @@ impl OrchestratorBuilder {
             )),
             config: self.config,
             running: Mutex::default(),
+            field_secrets: Mutex::default(),
             item_slots: Mutex::default(),
         })
     }
@@ -312,8 +316,13 @@ impl Orchestrator {
                 reason,
             },
         });
-        if to.is_terminal() && to != RequestState::Completed {
-            self.store.release_quota(&request.id).await?;
+        if to.is_terminal() {
+            if let Ok(mut m) = self.field_secrets.lock() {
+                m.remove(&request.id);
+            }
+            if to != RequestState::Completed {
+                self.store.release_quota(&request.id).await?;
+            }
         }
         Ok(updated)
     }
@@ -416,6 +425,11 @@ impl Orchestrator {
             return Ok(submitted.request);
         }
         let request = submitted.request;
+        if !validated.secrets.is_empty()
+            && let Ok(mut m) = self.field_secrets.lock()
+        {
+            m.insert(request.id.clone(), validated.secrets.clone());
+        }
         self.audit(
             &who.id,
             "request.submit",
