@@ -50,7 +50,10 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 
 /// A [`Store`] on SQLite or PostgreSQL.
 pub struct SqlStore {
+    /// Reads (and, on PostgreSQL, everything).
     pool: AnyPool,
+    /// Writes: on SQLite a pool of one connection, on PostgreSQL the same pool as `pool`.
+    writer: AnyPool,
     dialect: Dialect,
     work: Arc<Notify>,
     listener: Option<tokio::task::JoinHandle<()>>,
@@ -107,7 +110,7 @@ impl SqlStore {
             url: redact_url(url),
             source,
         };
-        let pool = match dialect {
+        let (pool, writer) = match dialect {
             Dialect::Sqlite => {
                 let path = url
                     .trim_start_matches("sqlite://")
@@ -137,35 +140,69 @@ impl SqlStore {
                 first.close().await;
                 let sep = if url.contains('?') { '&' } else { '?' };
                 let any_url = format!("{url}{sep}mode=rwc");
-                AnyPoolOptions::new()
+                let sqlite_pool = |size: u32| {
+                    AnyPoolOptions::new()
+                        .max_connections(size)
+                        .after_connect(|conn, _| {
+                            Box::pin(async move {
+                                use sqlx::Executor;
+                                conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;")
+                                    .await?;
+                                Ok(())
+                            })
+                        })
+                        .connect(&any_url)
+                };
+                // SQLite has one writer. Writers on several connections of one process would
+                // meet in SQLite's busy handler, which sleeps (1, 2, 5, 10 ... ms) and retries:
+                // throughput fell to a quarter with four workers. One writer connection queues
+                // them in the pool instead, fairly and without sleeping; reads keep their own
+                // connections (WAL readers never block the writer).
+                let writer = sqlite_pool(1).await.map_err(connect_err)?;
+                let reader = if path == ":memory:" {
+                    // Every connection would open its own empty in-memory database.
+                    writer.clone()
+                } else {
+                    sqlite_pool(max_connections.max(1))
+                        .await
+                        .map_err(connect_err)?
+                };
+                (reader, writer)
+            }
+            Dialect::Postgres => {
+                let pool = AnyPoolOptions::new()
                     .max_connections(max_connections)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
                             use sqlx::Executor;
-                            conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;")
-                                .await?;
+                            conn.execute("SET statement_timeout = '30s'").await?;
                             Ok(())
                         })
                     })
-                    .connect(&any_url)
+                    .connect(url)
                     .await
-                    .map_err(connect_err)?
+                    .map_err(connect_err)?;
+                (pool.clone(), pool)
             }
-            Dialect::Postgres => AnyPoolOptions::new()
-                .max_connections(max_connections)
-                .after_connect(|conn, _| {
-                    Box::pin(async move {
-                        use sqlx::Executor;
-                        conn.execute("SET statement_timeout = '30s'").await?;
-                        Ok(())
-                    })
-                })
-                .connect(url)
-                .await
-                .map_err(connect_err)?,
         };
         match dialect {
-            Dialect::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
+            Dialect::Sqlite => {
+                // sqlx takes no lock for SQLite migrations: when two processes open a new
+                // file at once, the slower one fails on `CREATE TABLE` after the faster one
+                // committed. Each migration is one transaction, so running again is safe and
+                // then finds it applied.
+                let mut tries = 0;
+                loop {
+                    match SQLITE_MIGRATIONS.run(&writer).await {
+                        Ok(()) => break,
+                        Err(_) if tries < 5 => {
+                            tries += 1;
+                            tokio::time::sleep(Duration::from_millis(100 * tries)).await;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
             Dialect::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
         }
         let work = Arc::new(Notify::new());
@@ -175,6 +212,7 @@ impl SqlStore {
         };
         Ok(SqlStore {
             pool,
+            writer,
             dialect,
             work,
             listener,
@@ -186,9 +224,16 @@ impl SqlStore {
         self.dialect
     }
 
-    /// The pool, for operators' tooling.
+    /// The pool, for operators' tooling. On SQLite it is the pool the store reads with; writes
+    /// through it wait (busy_timeout) for the store's single writer connection.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// Closes the store's connections (the pool above and, on SQLite, the writer).
+    pub async fn close(&self) {
+        self.pool.close().await;
+        self.writer.close().await;
     }
 
     /// An online, consistent copy of a SQLite database into `path` (`VACUUM INTO`).
@@ -218,7 +263,7 @@ impl SqlStore {
         before: DateTime<Utc>,
         audit_before: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.writer.begin().await.map_err(db)?;
         let cutoff = ms(before);
         let ended = "state IN ('completed', 'failed', 'cancelled', 'rejected') AND updated_at < $1";
         for table in ["events", "attempts", "decisions", "quota_reservations"] {
@@ -332,7 +377,8 @@ fn row_to_request(row: &AnyRow) -> Result<Request, StoreError> {
     })
 }
 
-/// Appends an event inside a transaction, with the next sequence number of the request.
+/// Appends an event inside a transaction, with the next sequence number of the request. The
+/// caller holds the request's row lock, which keeps the numbers of one request in order.
 async fn insert_event(
     conn: &mut sqlx::AnyConnection,
     id: &str,
@@ -340,24 +386,60 @@ async fn insert_event(
     when: DateTime<Utc>,
     kind: &EventKind,
 ) -> Result<u64, StoreError> {
-    let seq: i64 =
-        sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 AS next FROM events WHERE request_id = $1")
-            .bind(id.to_string())
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(db)?
-            .try_get("next")
-            .map_err(db)?;
-    sqlx::query("INSERT INTO events (request_id, seq, at, correlation_id, kind) VALUES ($1, $2, $3, $4, $5)")
-        .bind(id.to_string())
-        .bind(seq)
-        .bind(ms(when))
-        .bind(correlation_id.to_string())
-        .bind(json(kind))
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
+    let seq: i64 = sqlx::query(
+        "INSERT INTO events (request_id, seq, at, correlation_id, kind) \
+         SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4 FROM events WHERE request_id = $1 RETURNING seq",
+    )
+    .bind(id.to_string())
+    .bind(ms(when))
+    .bind(correlation_id.to_string())
+    .bind(json(kind))
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db)?
+    .try_get("seq")
+    .map_err(db)?;
     Ok(seq as u64)
+}
+
+/// Why a fenced write on a request matched no row.
+async fn why_unmatched(
+    conn: &mut sqlx::AnyConnection,
+    id: &str,
+    lease: Option<&Lease>,
+    expected: Option<RequestState>,
+) -> StoreError {
+    let row =
+        match sqlx::query("SELECT state, lease_owner, lease_token FROM requests WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&mut *conn)
+            .await
+        {
+            Ok(Some(row)) => row,
+            Ok(None) => return StoreError::NotFound(id.to_string()),
+            Err(e) => return db(e),
+        };
+    if let Some(l) = lease {
+        let owner: Option<String> = row.try_get("lease_owner").unwrap_or(None);
+        let token: i64 = row.try_get("lease_token").unwrap_or(-1);
+        if owner.as_deref() != Some(l.worker_id.as_str()) || token != l.token as i64 {
+            return StoreError::LeaseLost(id.to_string());
+        }
+    }
+    let state: String = match row.try_get("state") {
+        Ok(s) => s,
+        Err(e) => return db(e),
+    };
+    match (expected, RequestState::parse(&state)) {
+        (Some(expected), Some(actual)) => StoreError::Conflict {
+            id: id.to_string(),
+            expected,
+            actual,
+        },
+        (_, None) => StoreError::Unavailable(format!("unknown state `{state}`")),
+        // Matched now: the row changed between the two statements; the caller retries.
+        (None, Some(_)) => StoreError::Unavailable(format!("request {id} changed; try again")),
+    }
 }
 
 impl SqlStore {
@@ -374,31 +456,23 @@ impl SqlStore {
         {
             return Err(StoreError::LeaseLost(id.to_string()));
         }
-        let updated = match lease {
-            Some(l) => sqlx::query("UPDATE requests SET updated_at = updated_at WHERE id = $1 AND lease_owner = $2 AND lease_token = $3")
+        let row = match lease {
+            Some(l) => sqlx::query("UPDATE requests SET updated_at = updated_at WHERE id = $1 AND lease_owner = $2 AND lease_token = $3 RETURNING correlation_id")
                 .bind(id.to_string())
                 .bind(l.worker_id.clone())
                 .bind(l.token as i64)
-                .execute(&mut *conn)
+                .fetch_optional(&mut *conn)
                 .await
-                .map_err(db)?
-                .rows_affected(),
-            None => sqlx::query("UPDATE requests SET updated_at = updated_at WHERE id = $1")
+                .map_err(db)?,
+            None => sqlx::query("UPDATE requests SET updated_at = updated_at WHERE id = $1 RETURNING correlation_id")
                 .bind(id.to_string())
-                .execute(&mut *conn)
+                .fetch_optional(&mut *conn)
                 .await
-                .map_err(db)?
-                .rows_affected(),
+                .map_err(db)?,
         };
-        let row = sqlx::query("SELECT correlation_id FROM requests WHERE id = $1")
-            .bind(id.to_string())
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(db)?;
-        match (updated, row) {
-            (_, None) => Err(StoreError::NotFound(id.to_string())),
-            (0, Some(_)) => Err(StoreError::LeaseLost(id.to_string())),
-            (_, Some(r)) => r.try_get::<String, _>("correlation_id").map_err(db),
+        match row {
+            Some(r) => r.try_get::<String, _>("correlation_id").map_err(db),
+            None => Err(why_unmatched(conn, id, lease, None).await),
         }
     }
 
@@ -437,12 +511,12 @@ impl Store for SqlStore {
                 created: false,
             });
         }
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        let inserted = sqlx::query(
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        let inserted = sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO requests (id, item_id, item_version, item_hash, fields, requester, requester_id, team, environment, \
              priority, idempotency_key, correlation_id, retry_of, state, rollback, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'submitted', 'none', $14, $14)",
-        )
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'submitted', 'none', $14, $14) RETURNING {COLUMNS}"
+        )))
         .bind(new.id.clone())
         .bind(new.item_id.clone())
         .bind(new.item_version.clone())
@@ -457,32 +531,36 @@ impl Store for SqlStore {
         .bind(new.correlation_id.clone())
         .bind(new.retry_of.clone())
         .bind(ms(now))
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await;
-        if let Err(e) = inserted {
-            drop(tx);
-            // A concurrent submission with the same key won the race: return its request.
-            if let Some(key) = &new.idempotency_key
-                && let Some(row) = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {COLUMNS} FROM requests WHERE idempotency_key = $1"
-                )))
-                .bind(key.clone())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db)?
-            {
-                return Ok(Submitted {
-                    request: row_to_request(&row)?,
-                    created: false,
+        let row = match inserted {
+            Ok(row) => row,
+            Err(e) => {
+                drop(tx);
+                // A concurrent submission with the same key won the race: return its request.
+                if let Some(key) = &new.idempotency_key
+                    && let Some(row) = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "SELECT {COLUMNS} FROM requests WHERE idempotency_key = $1"
+                    )))
+                    .bind(key.clone())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(db)?
+                {
+                    return Ok(Submitted {
+                        request: row_to_request(&row)?,
+                        created: false,
+                    });
+                }
+                return Err(match &e {
+                    sqlx::Error::Database(d) if d.is_unique_violation() => {
+                        StoreError::Duplicate(format!("request id {} exists", new.id))
+                    }
+                    _ => db(e),
                 });
             }
-            return Err(match &e {
-                sqlx::Error::Database(d) if d.is_unique_violation() => {
-                    StoreError::Duplicate(format!("request id {} exists", new.id))
-                }
-                _ => db(e),
-            });
-        }
+        };
+        let request = row_to_request(&row)?;
         insert_event(
             &mut tx,
             &new.id,
@@ -496,7 +574,6 @@ impl Store for SqlStore {
             },
         )
         .await?;
-        let request = self.fetch(&mut tx, &new.id).await?;
         tx.commit().await.map_err(db)?;
         Ok(Submitted {
             request,
@@ -575,36 +652,43 @@ impl Store for SqlStore {
         lease: Option<&Lease>,
     ) -> Result<Request, StoreError> {
         from.transition_to(to)?;
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        let correlation_id = self.lock_fenced(&mut tx, id, lease).await?;
+        if let Some(l) = lease
+            && l.request_id != id
+        {
+            return Err(StoreError::LeaseLost(id.to_string()));
+        }
+        let mut tx = self.writer.begin().await.map_err(db)?;
         let clear_lease = if to.is_terminal() {
             ", lease_owner = NULL, lease_expires_at = NULL"
         } else {
             ""
         };
-        let n = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE requests SET state = $1, updated_at = $2{clear_lease} WHERE id = $3 AND state = $4"
+        // The fence, the expected state and the change in one statement; only when it
+        // matches nothing is there a second one, to say why.
+        let fence = if lease.is_some() {
+            " AND lease_owner = $5 AND lease_token = $6"
+        } else {
+            ""
+        };
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE requests SET state = $1, updated_at = $2{clear_lease} WHERE id = $3 AND state = $4{fence} RETURNING {COLUMNS}"
         )))
         .bind(to.as_str().to_string())
         .bind(ms(change.at))
         .bind(id.to_string())
-        .bind(from.as_str().to_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?
-        .rows_affected();
-        if n == 0 {
-            let actual = self.fetch(&mut tx, id).await?.state;
-            return Err(StoreError::Conflict {
-                id: id.to_string(),
-                expected: from,
-                actual,
-            });
+        .bind(from.as_str().to_string());
+        if let Some(l) = lease {
+            q = q.bind(l.worker_id.clone()).bind(l.token as i64);
         }
+        let row = q.fetch_optional(&mut *tx).await.map_err(db)?;
+        let Some(row) = row else {
+            return Err(why_unmatched(&mut tx, id, lease, Some(from)).await);
+        };
+        let r = row_to_request(&row)?;
         insert_event(
             &mut tx,
             id,
-            &correlation_id,
+            &r.correlation_id,
             change.at,
             &EventKind::StateChanged {
                 from: Some(from),
@@ -622,7 +706,6 @@ impl Store for SqlStore {
                 .await
                 .map_err(db)?;
         }
-        let r = self.fetch(&mut tx, id).await?;
         tx.commit().await.map_err(db)?;
         if to == RequestState::Queued {
             self.work.notify_waiters();
@@ -636,7 +719,7 @@ impl Store for SqlStore {
         patch: RequestPatch,
         lease: Option<&Lease>,
     ) -> Result<Request, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.writer.begin().await.map_err(db)?;
         self.lock_fenced(&mut tx, id, lease).await?;
         let mut sets: Vec<String> = Vec::new();
         let mut binds: Vec<Bind> = Vec::new();
@@ -695,7 +778,7 @@ impl Store for SqlStore {
         kind: EventKind,
         lease: Option<&Lease>,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.writer.begin().await.map_err(db)?;
         let correlation_id = self.lock_fenced(&mut tx, id, lease).await?;
         let seq = insert_event(&mut tx, id, &correlation_id, when, &kind).await?;
         tx.commit().await.map_err(db)?;
@@ -750,24 +833,22 @@ impl Store for SqlStore {
             Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
             Dialect::Sqlite => "",
         };
+        // The claimed row comes back whole: no second read.
         let sql = format!(
             "UPDATE requests SET lease_owner = $1, lease_token = lease_token + 1, lease_expires_at = $2 \
-             WHERE id = ({pick}{lock}) RETURNING id, lease_token"
+             WHERE id = ({pick}{lock}) RETURNING {COLUMNS}, lease_token"
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
             .bind(worker_id.to_string())
             .bind(expires)
             .bind(now_ms)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.writer)
             .await
             .map_err(db)?;
         let Some(row) = row else { return Ok(None) };
-        let id: String = row.try_get("id").map_err(db)?;
+        let request = row_to_request(&row)?;
+        let id = request.id.clone();
         let token: i64 = row.try_get("lease_token").map_err(db)?;
-        let request = self
-            .get(&id)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(id.clone()))?;
         Ok(Some((
             request,
             Lease {
@@ -791,7 +872,7 @@ impl Store for SqlStore {
             .bind(lease.request_id.clone())
             .bind(lease.worker_id.clone())
             .bind(lease.token as i64)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(db)?
             .rows_affected();
@@ -805,26 +886,32 @@ impl Store for SqlStore {
     }
 
     async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
-        sqlx::query("UPDATE requests SET lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 AND lease_owner = $2 AND lease_token = $3")
+        let n = sqlx::query("UPDATE requests SET lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 AND lease_owner = $2 AND lease_token = $3")
             .bind(lease.request_id.clone())
             .bind(lease.worker_id.clone())
             .bind(lease.token as i64)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
-            .map_err(db)?;
+            .map_err(db)?
+            .rows_affected();
+        // Workers release after every run; only a request that is live again is news (a
+        // finished one dropped its lease already).
+        if n == 0 {
+            return Ok(());
+        }
         self.work.notify_waiters();
         if self.dialect == Dialect::Postgres {
             let _ = sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(NOTIFY_CHANNEL)
                 .bind(lease.request_id.clone())
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await;
         }
         Ok(())
     }
 
     async fn start_attempt(&self, lease: &Lease, record: AttemptRecord) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.writer.begin().await.map_err(db)?;
         self.lock_fenced(&mut tx, &record.request_id, Some(lease))
             .await?;
         sqlx::query("INSERT INTO attempts (request_id, action_id, rollback, attempt, started_at, record) VALUES ($1, $2, $3, $4, $5, $6)")
@@ -855,7 +942,7 @@ impl Store for SqlStore {
         outcome: AttemptOutcome,
         when: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.writer.begin().await.map_err(db)?;
         self.lock_fenced(&mut tx, &lease.request_id, Some(lease))
             .await?;
         let key = (
@@ -904,7 +991,7 @@ impl Store for SqlStore {
         &self,
         d: ApprovalDecision,
     ) -> Result<Vec<ApprovalDecision>, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.writer.begin().await.map_err(db)?;
         self.lock_fenced(&mut tx, &d.request_id, None).await?;
         let seq: i64 = sqlx::query(
             "SELECT COALESCE(MAX(seq), 0) + 1 AS next FROM decisions WHERE request_id = $1",
@@ -956,7 +1043,7 @@ impl Store for SqlStore {
             .bind(team.to_string())
             .bind(resource.to_string())
             .bind(limit as i64)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(db)?;
         Ok(())
@@ -969,7 +1056,7 @@ impl Store for SqlStore {
         resource: &str,
         amount: u64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.writer.begin().await.map_err(db)?;
         // Serialise reservations of one team and resource: PostgreSQL locks the limit row,
         // SQLite's write lock (taken by this no-op write) serialises every writer.
         let limit: Option<i64> = match self.dialect {
@@ -1047,7 +1134,7 @@ impl Store for SqlStore {
     async fn release_quota(&self, request_id: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM quota_reservations WHERE request_id = $1")
             .bind(request_id.to_string())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(db)?;
         Ok(())
@@ -1098,7 +1185,7 @@ impl Store for SqlStore {
             .bind(ms(record.at))
             .bind(record.target.clone())
             .bind(json(&record))
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(db)?;
         Ok(())

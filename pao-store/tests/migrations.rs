@@ -1,0 +1,155 @@
+//! Migrations: an empty database migrates to the latest schema, opening again changes nothing,
+//! and replicas that start at the same moment on one empty database all come up. The applied
+//! versions are checked against the migration files and printed.
+//!
+//! There is one migration so far (0001), so "migrating from each earlier version" is the
+//! empty-database case; a new migration adds its predecessor here.
+
+mod support;
+
+use pao_store::SqlStore;
+use sqlx::Row;
+use support::Db;
+
+/// Versions of the migration files of one dialect, from their names (`0001_init.sql`).
+fn files(dialect: &str) -> Vec<i64> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(dialect);
+    let mut v: Vec<i64> = std::fs::read_dir(&dir)
+        .expect("read the migrations folder")
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            name.split('_').next()?.parse().ok()
+        })
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+async fn applied(store: &SqlStore) -> Vec<(i64, bool, Vec<u8>)> {
+    sqlx::query("SELECT version, CASE WHEN success THEN 1 ELSE 0 END AS ok, checksum FROM _sqlx_migrations ORDER BY version")
+        .fetch_all(store.pool())
+        .await
+        .expect("read _sqlx_migrations")
+        .iter()
+        .map(|r| {
+            (
+                r.try_get::<i64, _>("version").expect("version"),
+                r.try_get::<i64, _>("ok").expect("success") == 1,
+                r.try_get::<Vec<u8>, _>("checksum").expect("checksum"),
+            )
+        })
+        .collect()
+}
+
+async fn migrate_empty_then_again(db: Db, dialect: &str) {
+    let first = SqlStore::open(&db.url)
+        .await
+        .expect("migrate an empty database");
+    let after_first = applied(&first).await;
+    let versions: Vec<i64> = after_first.iter().map(|(v, _, _)| *v).collect();
+    assert_eq!(
+        versions,
+        files(dialect),
+        "every migration file is applied, in order"
+    );
+    assert!(after_first.iter().all(|(_, ok, _)| *ok), "all succeeded");
+    // Every table the store writes exists.
+    for table in [
+        "requests",
+        "events",
+        "attempts",
+        "decisions",
+        "quota_limits",
+        "quota_reservations",
+        "audit",
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) AS n FROM {table}"
+        )))
+        .fetch_one(first.pool())
+        .await
+        .unwrap_or_else(|e| panic!("{dialect}: table {table} after migrating: {e}"));
+    }
+    first.pool().close().await;
+    drop(first);
+
+    let second = SqlStore::open(&db.url)
+        .await
+        .expect("open a migrated database again");
+    assert_eq!(
+        applied(&second).await,
+        after_first,
+        "opening again applies nothing"
+    );
+    println!(
+        "migrations on {dialect}: applied versions {versions:?}; opening again changed nothing"
+    );
+    second.pool().close().await;
+    drop(second);
+    db.cleanup().await;
+}
+
+/// Replicas starting together on one empty database: one migrates, the others wait for it.
+async fn replicas_start_together(db: Db, dialect: &str) {
+    let opens = (0..3).map(|_| {
+        let url = db.url.clone();
+        async move { SqlStore::open_with(&url, 2).await }
+    });
+    let mut stores = Vec::new();
+    for r in join_all(opens).await {
+        stores.push(r.unwrap_or_else(|e| panic!("{dialect}: a replica failed to start: {e}")));
+    }
+    let versions: Vec<i64> = applied(&stores[0])
+        .await
+        .iter()
+        .map(|(v, _, _)| *v)
+        .collect();
+    assert_eq!(versions, files(dialect));
+    for s in stores {
+        s.pool().close().await;
+    }
+    db.cleanup().await;
+}
+
+/// Runs the futures on their own tasks, at the same time.
+async fn join_all<F>(futs: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futs.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.expect("join"));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_empty_and_reopen_on_sqlite() {
+    migrate_empty_then_again(Db::sqlite("mig"), "sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_empty_and_reopen_on_postgres() {
+    let Some(db) = Db::postgres("mig").await else {
+        return;
+    };
+    migrate_empty_then_again(db, "postgres").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_start_together_on_sqlite() {
+    replicas_start_together(Db::sqlite("mig3"), "sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_start_together_on_postgres() {
+    let Some(db) = Db::postgres("mig3").await else {
+        return;
+    };
+    replicas_start_together(db, "postgres").await;
+}
