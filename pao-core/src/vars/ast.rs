@@ -240,28 +240,27 @@ impl Path {
     }
 }
 
-/// The segments of a path. Nearly every path has one or two, kept inline so that compiling
-/// a path does not allocate a list for them.
+/// The segments of a path. Most paths have one, kept inline so that compiling it does not
+/// allocate a list.
 #[derive(Debug, Default)]
 pub(crate) enum Segs {
     #[default]
     Empty,
-    One([Seg; 1]),
-    Two([Seg; 2]),
+    One(Seg),
     Many(Vec<Seg>),
 }
 
 impl Segs {
     pub(crate) fn push(&mut self, seg: Seg) {
-        *self = match std::mem::take(self) {
-            Segs::Empty => Segs::One([seg]),
-            Segs::One([a]) => Segs::Two([a, seg]),
-            Segs::Two([a, b]) => Segs::Many(vec![a, b, seg]),
-            Segs::Many(mut all) => {
-                all.push(seg);
-                Segs::Many(all)
+        match self {
+            Segs::Empty => *self = Segs::One(seg),
+            Segs::One(_) => {
+                if let Segs::One(first) = std::mem::take(self) {
+                    *self = Segs::Many(vec![first, seg]);
+                }
             }
-        };
+            Segs::Many(all) => all.push(seg),
+        }
     }
 }
 
@@ -272,9 +271,8 @@ impl std::ops::Deref for Segs {
     fn deref(&self) -> &[Seg] {
         match self {
             Segs::Empty => &[],
-            Segs::One(s) => s,
-            Segs::Two(s) => s,
-            Segs::Many(s) => s,
+            Segs::One(seg) => std::slice::from_ref(seg),
+            Segs::Many(all) => all,
         }
     }
 }
@@ -300,7 +298,7 @@ pub(crate) struct Seg {
 pub(crate) enum SegKind {
     Key(Box<str>),
     Index(i64),
-    Dyn(Expr),
+    Dyn(Box<Expr>),
 }
 
 #[derive(Debug, Clone)]

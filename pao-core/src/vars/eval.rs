@@ -66,13 +66,16 @@ const INLINE_FRAMES: usize = 2;
 /// The frames of the loops being run, one slot per nesting depth. Sized by the template's own
 /// nesting so that an expression or a loop-free template does not set up sixteen of them.
 enum Frames<'a> {
+    None,
     Inline([Option<Frame<'a>>; INLINE_FRAMES]),
     Heap(Vec<Option<Frame<'a>>>),
 }
 
 impl<'a> Frames<'a> {
     fn new(depth: usize) -> Frames<'a> {
-        if depth <= INLINE_FRAMES {
+        if depth == 0 {
+            Frames::None
+        } else if depth <= INLINE_FRAMES {
             Frames::Inline([const { None }; INLINE_FRAMES])
         } else {
             Frames::Heap(std::iter::repeat_with(|| None).take(depth).collect())
@@ -82,6 +85,7 @@ impl<'a> Frames<'a> {
     #[inline]
     fn get(&self, depth: usize) -> Option<&Frame<'a>> {
         match self {
+            Frames::None => None,
             Frames::Inline(f) => f.get(depth)?.as_ref(),
             Frames::Heap(f) => f.get(depth)?.as_ref(),
         }
@@ -89,6 +93,7 @@ impl<'a> Frames<'a> {
 
     fn slot(&mut self, depth: usize) -> Option<&mut Option<Frame<'a>>> {
         match self {
+            Frames::None => None,
             Frames::Inline(f) => f.get_mut(depth),
             Frames::Heap(f) => f.get_mut(depth),
         }
@@ -196,13 +201,24 @@ pub(crate) fn render_nodes<'a>(
                 let mut taken = false;
                 for (cond, body) in branches.iter() {
                     st.tick_at(|| cond.span())?;
-                    if eval_truthy(cond, ctx, st)? {
+                    // `{% if loop.last %}`, `{% if fields.flag %}`: read in place.
+                    let holds = match cond {
+                        Expr::Path(p)
+                            if p.plain
+                                && let Some(v) = walk_plain(p, ctx, st) =>
+                        {
+                            st.tick(Span::default())?;
+                            v.truthy()
+                        }
+                        _ => eval_truthy(cond, ctx, st)?,
+                    };
+                    if holds {
                         render_nodes(body, ctx, st, out, out_start)?;
                         taken = true;
                         break;
                     }
                 }
-                if !taken {
+                if !taken && !otherwise.is_empty() {
                     render_nodes(otherwise, ctx, st, out, out_start)?;
                 }
             }
@@ -334,8 +350,11 @@ pub(crate) fn eval_truthy<'a>(
         }
         Expr::Binary(op, b, span) if op.is_comparison() => {
             st.tick(Span::default())?;
-            let l = eval(&b.0, ctx, st, false)?;
-            let r = eval(&b.1, ctx, st, false)?;
+            let l = operand(&b.0, ctx, st)?;
+            let r = operand(&b.1, ctx, st)?;
+            if let Some(answer) = quick_compare(*op, &l, &r) {
+                return Ok(answer);
+            }
             if matches!(l, Val::Undef) || matches!(r, Val::Undef) {
                 return Ok(false);
             }
@@ -343,6 +362,43 @@ pub(crate) fn eval_truthy<'a>(
         }
         _ => Ok(eval(expr, ctx, st, false)?.truthy()),
     }
+}
+
+/// [`eval`] of one side of a comparison, with plain paths read in place.
+#[inline]
+fn operand<'a>(e: &'a Expr, ctx: &Context<'a>, st: &mut State<'a>) -> Result<Val<'a>, VarError> {
+    if let Expr::Path(p) = e
+        && p.plain
+        && let Some(v) = walk_plain(p, ctx, st)
+    {
+        st.tick(Span::default())?;
+        return Ok(v.into_val());
+    }
+    eval(e, ctx, st, false)
+}
+
+/// The comparisons of two ints or two strings, which need no error handling; `None` for the
+/// rest, which [`compare_op`] decides.
+#[inline]
+fn quick_compare(op: BinOp, l: &Val, r: &Val) -> Option<bool> {
+    let ord = match (l, r) {
+        (Val::Int(a), Val::Int(b)) => a.cmp(b),
+        (Val::Str(a), Val::Str(b)) => match op {
+            BinOp::Eq => return Some(a == b),
+            BinOp::Ne => return Some(a != b),
+            _ => a.cmp(b),
+        },
+        _ => return None,
+    };
+    Some(match op {
+        BinOp::Eq => ord.is_eq(),
+        BinOp::Ne => ord.is_ne(),
+        BinOp::Lt => ord.is_lt(),
+        BinOp::Le => ord.is_le(),
+        BinOp::Gt => ord.is_gt(),
+        BinOp::Ge => ord.is_ge(),
+        _ => return None,
+    })
 }
 
 fn undefined_value(e: &Expr) -> VarError {
@@ -700,7 +756,7 @@ impl<'a> Found<'a> {
 /// or of the wrong type, the path starts at an unset scope or at a loop item that is not
 /// borrowed JSON: the general walk then decides what that means (an error, `Undef` or `null`)
 /// and says why.
-#[inline]
+#[inline(always)]
 fn walk_plain<'a>(p: &'a Path, ctx: &Context<'a>, st: &State<'a>) -> Option<Found<'a>> {
     let mut cur: &'a Value = match &p.base {
         Base::Scope(scope) => match ctx.get(*scope) {

@@ -230,7 +230,11 @@ impl<'s> Lexer<'s> {
         let span = Span::new(start, end);
         let written = &self.src[start..end];
         let text: std::borrow::Cow<'_, str> = if written.contains('_') {
-            written.chars().filter(|c| *c != '_').collect::<String>().into()
+            written
+                .chars()
+                .filter(|c| *c != '_')
+                .collect::<String>()
+                .into()
         } else {
             written.into()
         };

@@ -2,6 +2,8 @@
 //! loosest to tightest: `?:`, `||`/`or`, `&&`/`and`, `not`, comparisons and `in`, `~`, `+ -`,
 //! `* / // %`, unary `- !`, filters `|`, postfix `. ?. []` and calls.
 
+use std::borrow::Cow;
+
 use regex::Regex;
 
 use super::Limits;
@@ -96,7 +98,9 @@ impl<'s, 'f> Parser<'s, 'f> {
         let src = self.src;
         let bytes = src.as_bytes();
         let mut nodes = Vec::new();
-        let mut text = String::new();
+        // Text since the last node: usually one slice of the source, owned only when pieces
+        // are joined (around `$${{`), so that a text node costs exactly one allocation.
+        let mut text: Cow<'s, str> = Cow::Borrowed("");
         loop {
             // Find the next tag start.
             let rest = &src[*pos..];
@@ -114,13 +118,17 @@ impl<'s, 'f> Parser<'s, 'f> {
                 Trim::None => {}
             }
             *trim = Trim::None;
-            text.push_str(chunk);
+            if text.is_empty() {
+                text = Cow::Borrowed(chunk);
+            } else {
+                text.to_mut().push_str(chunk);
+            }
             let Some(at) = next else {
                 *pos = src.len();
                 break;
             };
             if src[at..].starts_with("$${{") {
-                text.push_str("${{");
+                text.to_mut().push_str("${{");
                 *pos = at + 4;
                 continue;
             }
@@ -135,7 +143,10 @@ impl<'s, 'f> Parser<'s, 'f> {
             let trim_before = bytes.get(at + 2) == Some(&b'-');
             if trim_before {
                 let kept = text.trim_end().len();
-                text.truncate(kept);
+                match &mut text {
+                    Cow::Borrowed(t) => *t = &t[..kept],
+                    Cow::Owned(t) => t.truncate(kept),
+                }
             }
             flush_text(&mut nodes, &mut text);
             let tag_start = at;
@@ -807,7 +818,7 @@ impl<'s, 'f> Parser<'s, 'f> {
                     let kind = match index {
                         Expr::Const(Const::Str(s), _) => SegKind::Key(s),
                         Expr::Const(Const::Int(i), _) => SegKind::Index(i),
-                        other => SegKind::Dyn(other),
+                        other => SegKind::Dyn(Box::new(other)),
                     };
                     (kind, end)
                 } else {
@@ -898,9 +909,13 @@ fn is_keyword(s: &str) -> bool {
     matches!(s, "true" | "false" | "null" | "and" | "or" | "not" | "in")
 }
 
-fn flush_text(nodes: &mut Vec<Node>, text: &mut String) {
+fn flush_text(nodes: &mut Vec<Node>, text: &mut Cow<'_, str>) {
     if !text.is_empty() {
-        nodes.push(Node::Text(std::mem::take(text).into_boxed_str()));
+        let t = match std::mem::take(text) {
+            Cow::Borrowed(t) => Box::from(t),
+            Cow::Owned(t) => t.into_boxed_str(),
+        };
+        nodes.push(Node::Text(t));
     }
 }
 
