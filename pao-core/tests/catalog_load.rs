@@ -19,14 +19,22 @@ fn options() -> LoadOptions {
 
 const HEAD: &str = "apiVersion: pao.dev/v2\nkind: CatalogItem\nmetadata:\n  id: t.item\n  name: Test\n  description: A test item.\n  version: 1.0.0\n  category: compute\n  owner: { team: platform }\n";
 
-fn codes_of(yaml: &str) -> Vec<(String, usize)> {
+/// Diagnostics of one item, without PAO-W003 (unused fields), which has its own test: the
+/// snippets here declare fields they do not read.
+fn diags_of(yaml: &str) -> Vec<Diagnostic> {
     let (_, diags) = load_item("t.yaml", yaml, &options());
-    diags.iter().map(|d| (d.code.to_string(), d.line)).collect()
+    diags.into_iter().filter(|d| d.code != "PAO-W003").collect()
+}
+
+fn codes_of(yaml: &str) -> Vec<(String, usize)> {
+    diags_of(yaml)
+        .iter()
+        .map(|d| (d.code.to_string(), d.line))
+        .collect()
 }
 
 fn first(yaml: &str) -> Diagnostic {
-    let (_, diags) = load_item("t.yaml", yaml, &options());
-    diags
+    diags_of(yaml)
         .into_iter()
         .next()
         .unwrap_or_else(|| panic!("expected a diagnostic for:\n{yaml}"))
@@ -455,4 +463,28 @@ proptest! {
         let text: String = s.into_iter().collect();
         let _ = load_item("m.yaml", &text, &options());
     }
+}
+
+#[test]
+fn w003_unused_field() {
+    let manual = "fulfillment: { mode: manual, manual: { jira: { project: P, issue_type: Task, summary: \"${{ fields.used }}\" } } }\n";
+    let form = "presentation:\n  groups:\n    - id: g\n      title: G\n      fields:\n        - { id: used, type: text }\n        - { id: forgotten, type: text }\n";
+    let (item, diags) = load_item("t.yaml", &format!("{HEAD}{form}{manual}"), &options());
+    assert!(item.is_some(), "a warning does not stop the item");
+    let got: Vec<(&str, usize, &str)> = diags
+        .iter()
+        .map(|d| (d.code, d.line, d.message.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![(
+            "PAO-W003",
+            16,
+            "field `forgotten` is declared but never used"
+        )]
+    );
+    // A dynamic read (`fields[...]`) may read any field: no warning then.
+    let dynamic = manual.replace("fields.used", "fields['us' ~ 'ed'] ~ fields[fields.used]");
+    let (_, diags) = load_item("t.yaml", &format!("{HEAD}{form}{dynamic}"), &options());
+    assert!(diags.is_empty(), "{diags:?}");
 }

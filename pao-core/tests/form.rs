@@ -107,7 +107,8 @@ fulfillment: { mode: manual, manual: { jira: { project: P, issue_type: Task, sum
 
 fn item() -> LoadedItem {
     let (item, diags) = load_item("form.yaml", ITEM, &LoadOptions::default());
-    assert!(diags.is_empty(), "{diags:?}");
+    // The form's fields are read by nothing here, so PAO-W003 warnings are expected.
+    assert!(diags.iter().all(|d| d.code == "PAO-W003"), "{diags:?}");
     item.unwrap()
 }
 

@@ -73,6 +73,8 @@ pub mod codes {
     pub const DEPRECATED_NO_REPLACEMENT: &str = "PAO-W001";
     /// Retired item.
     pub const RETIRED: &str = "PAO-W002";
+    /// A field that no template, condition or action reads.
+    pub const UNUSED_FIELD: &str = "PAO-W003";
     /// A re-loaded item is broken; the last good version is kept.
     pub const KEPT_LAST_GOOD: &str = "PAO-W004";
 }

@@ -1481,6 +1481,12 @@ fn check_item(
         );
     }
 
+    // ---- fields nothing reads (only when every read is a literal path, and every template
+    // compiled: a broken template's reads are unknown)
+    if !d.out.iter().any(Diagnostic::is_error) {
+        warn_unused_fields(d, &fields, &compiled);
+    }
+
     // ---- lifecycle
     if let Some(l) = &item.lifecycle {
         match l.status {
@@ -1852,5 +1858,68 @@ pub fn valid_cidr(s: &str) -> bool {
         Ok(std::net::IpAddr::V4(_)) => bits <= 32,
         Ok(std::net::IpAddr::V6(_)) => bits <= 128,
         Err(_) => false,
+    }
+}
+
+/// PAO-W003: a field that no template, condition, source or action reads is collected and
+/// stored but never used. Skipped when some template reads `fields[...]` dynamically.
+fn warn_unused_fields(
+    d: &mut FileDiags,
+    fields: &BTreeMap<String, (&Field, String, bool)>,
+    compiled: &CompiledItem,
+) {
+    let mut used: BTreeSet<String> = BTreeSet::new();
+    let mut dynamic = false;
+    let mut note = |refs: Vec<crate::vars::Reference>| {
+        for r in refs {
+            if r.scope == crate::vars::Scope::Fields {
+                match r.path.first() {
+                    Some(f) => {
+                        used.insert(f.clone());
+                    }
+                    None => dynamic = true,
+                }
+            }
+        }
+    };
+    for (_, t) in &compiled.computed {
+        note(t.references());
+    }
+    for e in compiled.conditions.values() {
+        note(e.references());
+    }
+    if let Some(e) = &compiled.approval_required_when {
+        note(e.references());
+    }
+    for a in compiled.actions.values() {
+        if let Some(w) = &a.when {
+            note(w.references());
+        }
+        a.config.for_each_template(&mut |_, t| note(t.references()));
+        for (_, t) in &a.outputs {
+            note(t.references());
+        }
+        if let Some(rb) = &a.rollback {
+            rb.for_each_template(&mut |_, t| note(t.references()));
+        }
+    }
+    for t in compiled.sections.values() {
+        t.for_each_template(&mut |_, t| note(t.references()));
+    }
+    if dynamic {
+        return;
+    }
+    for (id, (_, ptr, _)) in fields {
+        if !used.contains(id) {
+            d.push(
+                Severity::Warning,
+                codes::UNUSED_FIELD,
+                &format!("{ptr}/id"),
+                format!("field `{id}` is declared but never used"),
+                Some(format!(
+                    "read it somewhere (`${{{{ fields.{id} }}}}` in an action, the ticket or a condition), or remove it from the form"
+                )),
+            );
+        }
     }
 }
