@@ -476,6 +476,26 @@ impl SqlStore {
         }
     }
 
+    /// The request submitted earlier with this idempotency key, as a `Submitted` that did not
+    /// create anything.
+    async fn by_idempotency_key(&self, key: Option<&str>) -> Result<Option<Submitted>, StoreError> {
+        let Some(key) = key else { return Ok(None) };
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM requests WHERE idempotency_key = $1"
+        )))
+        .bind(key.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.map(|row| {
+            Ok(Submitted {
+                request: row_to_request(&row)?,
+                created: false,
+            })
+        })
+        .transpose()
+    }
+
     async fn fetch(&self, conn: &mut sqlx::AnyConnection, id: &str) -> Result<Request, StoreError> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM requests WHERE id = $1"
@@ -497,19 +517,11 @@ impl Store for SqlStore {
         actor: &str,
         now: DateTime<Utc>,
     ) -> Result<Submitted, StoreError> {
-        if let Some(key) = &new.idempotency_key
-            && let Some(row) = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {COLUMNS} FROM requests WHERE idempotency_key = $1"
-            )))
-            .bind(key.clone())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db)?
+        if let Some(earlier) = self
+            .by_idempotency_key(new.idempotency_key.as_deref())
+            .await?
         {
-            return Ok(Submitted {
-                request: row_to_request(&row)?,
-                created: false,
-            });
+            return Ok(earlier);
         }
         let mut tx = self.writer.begin().await.map_err(db)?;
         let inserted = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -538,19 +550,11 @@ impl Store for SqlStore {
             Err(e) => {
                 drop(tx);
                 // A concurrent submission with the same key won the race: return its request.
-                if let Some(key) = &new.idempotency_key
-                    && let Some(row) = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "SELECT {COLUMNS} FROM requests WHERE idempotency_key = $1"
-                    )))
-                    .bind(key.clone())
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(db)?
+                if let Some(earlier) = self
+                    .by_idempotency_key(new.idempotency_key.as_deref())
+                    .await?
                 {
-                    return Ok(Submitted {
-                        request: row_to_request(&row)?,
-                        created: false,
-                    });
+                    return Ok(earlier);
                 }
                 return Err(match &e {
                     sqlx::Error::Database(d) if d.is_unique_violation() => {
