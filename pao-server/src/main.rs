@@ -45,6 +45,11 @@ enum Command {
         #[arg(long)]
         settings: bool,
     },
+    /// Administration of a PAO database.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// Print the form schema (JSON Schema 2020-12 + UI hints) of one item file.
     Form {
         /// The item file.
@@ -52,6 +57,22 @@ enum Command {
         /// Plugin action types to accept, repeatable.
         #[arg(long = "plugin")]
         plugins: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Write an online, consistent copy of a SQLite database to a new file.
+    Backup {
+        /// The new file (must not exist).
+        file: PathBuf,
+        /// The database URL.
+        #[arg(
+            long,
+            env = "PAO_DATABASE_URL",
+            default_value = "sqlite://./data/pao.db"
+        )]
+        database: String,
     },
 }
 
@@ -100,6 +121,24 @@ fn run() -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             } else {
                 ExitCode::SUCCESS
+            })
+        }
+        Command::Admin {
+            command: AdminCommand::Backup { file, database },
+        } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let store = pao_store::SqlStore::open(&database)
+                    .await
+                    .with_context(|| "cannot open the database")?;
+                store
+                    .backup_to(&file.to_string_lossy())
+                    .await
+                    .with_context(|| format!("backup to {} failed", file.display()))?;
+                println!("backed up to {}", file.display());
+                Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
             })
         }
         Command::Schema { settings } => {

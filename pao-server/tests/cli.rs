@@ -99,3 +99,20 @@ fn form_prints_the_form_schema_or_diagnostics() {
     assert_eq!(code, 1);
     assert!(err.contains("PAO-E004"), "{err}");
 }
+
+#[test]
+fn admin_backup_copies_a_sqlite_database_and_never_overwrites() {
+    let dir = std::env::temp_dir().join(format!("pao-cli-backup-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = format!("sqlite://{}/pao.db", dir.display());
+    let copy = dir.join("copy.db");
+    let copy = copy.to_str().unwrap();
+    let (code, out, err) = pao(&["admin", "backup", copy, "--database", &db]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(std::path::Path::new(copy).exists());
+    let (code, _, err) = pao(&["admin", "backup", copy, "--database", &db]);
+    assert_eq!(code, 2, "an existing file is never overwritten");
+    assert!(err.contains("backup to"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
