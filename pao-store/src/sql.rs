@@ -496,6 +496,22 @@ impl SqlStore {
         .transpose()
     }
 
+    /// The JSON documents in the `record` column of the rows `sql` selects for one request.
+    async fn records_of<T: serde::de::DeserializeOwned>(
+        &self,
+        sql: &'static str,
+        id: &str,
+    ) -> Result<Vec<T>, StoreError> {
+        let rows = sqlx::query(sql)
+            .bind(id.to_string())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| parse(&r.try_get::<String, _>("record").map_err(db)?))
+            .collect()
+    }
+
     async fn fetch(&self, conn: &mut sqlx::AnyConnection, id: &str) -> Result<Request, StoreError> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM requests WHERE id = $1"
@@ -981,14 +997,11 @@ impl Store for SqlStore {
     }
 
     async fn attempts(&self, id: &str) -> Result<Vec<AttemptRecord>, StoreError> {
-        let rows = sqlx::query("SELECT record FROM attempts WHERE request_id = $1 ORDER BY started_at, action_id, rollback, attempt")
-            .bind(id.to_string())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?;
-        rows.iter()
-            .map(|r| parse(&r.try_get::<String, _>("record").map_err(db)?))
-            .collect()
+        self.records_of(
+            "SELECT record FROM attempts WHERE request_id = $1 ORDER BY started_at, action_id, rollback, attempt",
+            id,
+        )
+        .await
     }
 
     async fn record_decision(
@@ -1027,14 +1040,11 @@ impl Store for SqlStore {
     }
 
     async fn decisions(&self, id: &str) -> Result<Vec<ApprovalDecision>, StoreError> {
-        let rows = sqlx::query("SELECT record FROM decisions WHERE request_id = $1 ORDER BY seq")
-            .bind(id.to_string())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?;
-        rows.iter()
-            .map(|r| parse(&r.try_get::<String, _>("record").map_err(db)?))
-            .collect()
+        self.records_of(
+            "SELECT record FROM decisions WHERE request_id = $1 ORDER BY seq",
+            id,
+        )
+        .await
     }
 
     async fn set_quota_limit(
