@@ -326,6 +326,11 @@ fn e017_too_large_or_too_deep() {
         "x".repeat(pao_core::catalog::MAX_FILE_BYTES)
     );
     assert_eq!(first(&big).code, "PAO-E017");
+    // A 10 MB file is refused before it is parsed.
+    let huge = format!("{HEAD}description: \"{}\"\n", "y".repeat(10 << 20));
+    let d = first(&huge);
+    assert_eq!(d.code, "PAO-E017");
+    assert!(d.message.contains("limit"), "{}", d.message);
     let deep = format!("{HEAD}x: {}{}\n", "[".repeat(100), "]".repeat(100));
     assert_eq!(first(&deep).code, "PAO-E017");
 }
