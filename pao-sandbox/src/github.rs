@@ -1,0 +1,3 @@
+//! Fake: GitHub REST API (workflow dispatch, runs, artifacts, app installation tokens).
+//!
+//! Placeholder; filled by the issue that needs it.

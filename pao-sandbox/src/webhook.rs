@@ -1,0 +1,3 @@
+//! Fake: A webhook receiver that verifies X-PAO-Signature and records deliveries.
+//!
+//! Placeholder; filled by the issue that needs it.
