@@ -26,8 +26,38 @@ enum Format {
     Json,
 }
 
+#[derive(clap::Args, Clone)]
+struct ServeArgs {
+    /// Configuration file (TOML).
+    #[arg(long, env = "PAO_CONFIG")]
+    config: Option<PathBuf>,
+    /// Listen address.
+    #[arg(long, env = "PAO_BIND")]
+    bind: Option<String>,
+    /// Database URL (`sqlite://./data/pao.db`, `postgres://...`).
+    #[arg(long = "database", env = "PAO_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Catalog folder.
+    #[arg(long, env = "PAO_CATALOG")]
+    catalog: Option<PathBuf>,
+    /// Workers in this process.
+    #[arg(long, env = "PAO_WORKERS")]
+    workers: Option<usize>,
+    /// `text` or `json` logs.
+    #[arg(long, env = "PAO_LOG_FORMAT")]
+    log_format: Option<String>,
+    /// Start local fakes of JIRA, GitHub, Terraform Cloud and the example REST services,
+    /// point the catalog at them and print development tokens.
+    #[arg(long)]
+    sandbox: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Run the API server with in-process workers.
+    Serve(ServeArgs),
+    /// Run workers only (no HTTP API), against the configured database.
+    Worker(ServeArgs),
     /// Validate every item of a catalog folder; exit 1 when any has errors.
     Validate {
         /// The catalog folder.
@@ -62,6 +92,11 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AdminCommand {
+    /// Print the `token_sha256` value of an API token for `[[auth.tokens]]`.
+    HashToken {
+        /// The token.
+        token: String,
+    },
     /// Write an online, consistent copy of a SQLite database to a new file.
     Backup {
         /// The new file (must not exist).
@@ -95,6 +130,14 @@ fn main() -> ExitCode {
 fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve(args) => serve::run(args, true),
+        Command::Worker(args) => serve::run(args, false),
+        Command::Admin {
+            command: AdminCommand::HashToken { token },
+        } => {
+            println!("{}", pao_server::config::hash_token(&token));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Validate {
             dir,
             format,
@@ -163,5 +206,106 @@ fn run() -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&form)?);
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+mod serve {
+    use std::process::ExitCode;
+
+    use anyhow::Context as _;
+    use pao_server::config::ServerConfig;
+    use pao_server::state::AppState;
+
+    use super::ServeArgs;
+
+    fn config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
+        let mut c = match &args.config {
+            Some(p) => ServerConfig::from_file(p)?,
+            None => ServerConfig::default(),
+        };
+        if let Some(v) = &args.bind {
+            c.bind = v.clone();
+        }
+        if let Some(v) = &args.database_url {
+            c.database_url = v.clone();
+        }
+        if let Some(v) = &args.catalog {
+            c.catalog = v.clone();
+        }
+        if let Some(v) = args.workers {
+            c.workers = v;
+        }
+        if let Some(v) = &args.log_format {
+            c.log_format = v.clone();
+        }
+        Ok(c)
+    }
+
+    fn init_logs(format: &str) {
+        let filter = tracing_subscriber::EnvFilter::try_from_env("PAO_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let b = tracing_subscriber::fmt().with_env_filter(filter);
+        if format == "json" {
+            let _ = b.json().try_init();
+        } else {
+            let _ = b.try_init();
+        }
+    }
+
+    pub fn run(args: ServeArgs, api: bool) -> anyhow::Result<ExitCode> {
+        let config = config(&args)?;
+        init_logs(&config.log_format);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async move {
+            let started = std::time::Instant::now();
+            let (config, over, banner) = if args.sandbox {
+                pao_server::sandbox::prepare(config).await?
+            } else {
+                let over = pao_server::sandbox::production_overrides(&config)?;
+                (config, over, None)
+            };
+            let workers = config.workers;
+            let bind = config.bind.clone();
+            let state = AppState::build(config, over).await?;
+            let catalog = state.orch.catalog();
+            let errors = catalog
+                .diagnostics()
+                .iter()
+                .filter(|d| d.is_error())
+                .count();
+            if errors > 0 {
+                eprint!("{}", pao_core::catalog::render_all(catalog.diagnostics()));
+                tracing::warn!(errors, "some catalog items have errors and are not offered");
+            }
+            let listener = if api {
+                Some(
+                    tokio::net::TcpListener::bind(&bind)
+                        .await
+                        .with_context(|| format!("cannot listen on {bind}"))?,
+                )
+            } else {
+                None
+            };
+            let running = pao_server::serve::start(state, listener, workers)?;
+            tracing::info!(
+                addr = %running.addr,
+                items = catalog.len(),
+                workers,
+                ready_ms = started.elapsed().as_millis() as u64,
+                "pao ready"
+            );
+            if let Some(b) = banner {
+                println!("{b}");
+            }
+            pao_server::serve::signal().await;
+            tracing::info!(
+                "shutting down: no new work is claimed; in-flight work finishes or is released"
+            );
+            running.shutdown.cancel();
+            let _ = running.done.await;
+            Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
+        })
     }
 }

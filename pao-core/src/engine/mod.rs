@@ -667,6 +667,15 @@ impl Orchestrator {
             .ok_or_else(|| EngineError::NotFound(format!("request {id}")))
     }
 
+    /// Whether `who` may approve or reject `request`: a designated approver (team, role or
+    /// user; escalation teams once escalated), not the requester unless self-approval is
+    /// allowed, or an admin. Lists of pending approvals use it.
+    pub fn may_decide(&self, who: &Principal, request: &Request) -> bool {
+        self.item(&request.item_id)
+            .map(|item| self.may_approve(who, &item, request).is_ok())
+            .unwrap_or(false)
+    }
+
     /// Whether `who` may decide on `request`.
     fn may_approve(
         &self,

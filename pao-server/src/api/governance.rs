@@ -1,0 +1,202 @@
+//! Approvals, cost estimates and quotas.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use pao_core::lifecycle::RequestState;
+use pao_core::store::{AttemptOutcome, AuditRecord, RequestFilter};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::requests::view;
+use super::{Body, OptBody, Query, visible_request};
+use crate::auth::{Admin, Caller};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Paging of `GET /approvals/pending`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PendingQuery {
+    /// At most this many (default 100).
+    pub limit: Option<usize>,
+}
+
+/// `GET /approvals/pending`: requests awaiting approval that the caller may decide on. The
+/// approval id is the request id (one approval step per request).
+pub async fn pending(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Query(q): Query<PendingQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let waiting = state
+        .store
+        .list(&RequestFilter {
+            states: vec![RequestState::AwaitingApproval],
+            ..RequestFilter::default()
+        })
+        .await?;
+    let mut out = Vec::new();
+    for r in waiting.iter().filter(|r| state.orch.may_decide(&who, r)) {
+        if out.len() >= limit {
+            break;
+        }
+        let decisions = state.store.decisions(&r.id).await?;
+        if decisions.iter().any(|d| d.approver == who.id) {
+            continue;
+        }
+        let mut v = view(r);
+        v["approval_id"] = json!(r.id);
+        v["decisions"] = serde_json::to_value(&decisions).unwrap_or(Value::Null);
+        out.push(v);
+    }
+    Ok(Json(json!({ "approvals": out })))
+}
+
+/// Body of `POST /approvals/{id}/approve`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveBody {
+    /// Optional comment.
+    pub comment: Option<String>,
+}
+
+/// `POST /approvals/{id}/approve`.
+pub async fn approve(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    OptBody(body): OptBody<ApproveBody>,
+) -> Result<Json<Value>, ApiError> {
+    visible_request(&state, &who, &id).await?;
+    let comment = body.comment;
+    let r = state.orch.approve(&who, &id, comment).await?;
+    Ok(Json(view(&r)))
+}
+
+/// Body of `POST /approvals/{id}/reject`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RejectBody {
+    /// Why (required).
+    pub reason: String,
+}
+
+/// `POST /approvals/{id}/reject`: a reason is required.
+pub async fn reject(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    Body(body): Body<RejectBody>,
+) -> Result<Json<Value>, ApiError> {
+    visible_request(&state, &who, &id).await?;
+    if body.reason.trim().is_empty() {
+        return Err(ApiError::unprocessable(
+            "PAO-API-INVALID-BODY",
+            "a rejection needs a reason",
+            json!([{ "pointer": "/reason", "message": "empty" }]),
+        ));
+    }
+    let r = state.orch.reject(&who, &id, &body.reason).await?;
+    Ok(Json(view(&r)))
+}
+
+/// `GET /cost/estimates/{request_id}`: the outputs of the request's `cost` actions and the
+/// item's declared monthly cost.
+pub async fn cost_estimate(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let r = visible_request(&state, &who, &id).await?;
+    let catalog = state.orch.catalog();
+    let item = catalog.get(&r.item_id);
+    let cost_actions: Vec<String> = item
+        .map(|i| {
+            pao_core::engine::plan::Plan::of(&i.item)
+                .nodes
+                .iter()
+                .filter(|n| n.spec.action_type.to_string() == "cost")
+                .map(|n| n.spec.id.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut estimates = Vec::new();
+    for a in state.store.attempts(&id).await? {
+        if a.rollback || !cost_actions.contains(&a.action_id) {
+            continue;
+        }
+        if let AttemptOutcome::Succeeded { output, outputs } = a.outcome {
+            estimates.push(json!({
+                "action_id": a.action_id,
+                "result": output.result,
+                "outputs": outputs,
+            }));
+        }
+    }
+    let declared = item.and_then(|i| i.item.metadata.cost.clone());
+    Ok(Json(json!({
+        "request_id": id,
+        "estimates": estimates,
+        "declared": declared,
+    })))
+}
+
+/// `GET /quota/usage/{team_id}`: members of the team and admins.
+pub async fn quota_usage(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(team): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    if !who.is_admin() && !who.teams.contains(&team) {
+        return Err(ApiError::forbidden(format!("you are not in team `{team}`")));
+    }
+    let usage = state.store.quota_usage(&team).await?;
+    Ok(Json(json!({ "team": team, "usage": usage })))
+}
+
+/// Body of `POST /quota/limits/{team_id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsBody {
+    /// Resource → limit.
+    pub limits: std::collections::BTreeMap<String, u64>,
+}
+
+/// `POST /quota/limits/{team_id}`: admins set a team's limits.
+pub async fn quota_limits(
+    State(state): State<AppState>,
+    Admin(who): Admin,
+    Path(team): Path<String>,
+    Body(body): Body<LimitsBody>,
+) -> Result<Json<Value>, ApiError> {
+    if body.limits.is_empty() {
+        return Err(ApiError::unprocessable(
+            "PAO-API-INVALID-BODY",
+            "`limits` is empty",
+            json!([{ "pointer": "/limits", "message": "empty" }]),
+        ));
+    }
+    for (resource, limit) in &body.limits {
+        if resource.trim().is_empty() {
+            return Err(ApiError::unprocessable(
+                "PAO-API-INVALID-BODY",
+                "a resource name is empty",
+                json!([{ "pointer": "/limits", "message": "empty key" }]),
+            ));
+        }
+        state.store.set_quota_limit(&team, resource, *limit).await?;
+    }
+    state
+        .store
+        .audit(AuditRecord {
+            at: state.orch.now(),
+            actor: who.id.clone(),
+            action: "quota.set_limits".into(),
+            target: format!("team:{team}"),
+            detail: json!(body.limits),
+        })
+        .await?;
+    let usage = state.store.quota_usage(&team).await?;
+    Ok(Json(json!({ "team": team, "usage": usage })))
+}

@@ -1,0 +1,302 @@
+//! The `/api/v1` surface. Handlers translate HTTP into `pao-core` calls and back; the rules
+//! live in `pao-core`. Every error is `application/problem+json` (see [`crate::error`]).
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use pao_core::authz::{Authorizer, ItemAccessAuthorizer, Permission, Principal};
+use pao_core::catalog::LoadedItem;
+use pao_core::store::Request as StoredRequest;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub mod admin;
+pub mod authoring;
+pub mod catalog;
+pub mod governance;
+pub mod requests;
+pub mod teams;
+pub mod webhooks;
+pub mod ws;
+
+/// The whole router, state applied.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        // Catalog
+        .route("/catalog", get(catalog::list))
+        .route("/catalog/search", get(catalog::search))
+        .route("/catalog/refresh", post(admin::refresh_catalog))
+        .route("/catalog/items/{item_id}", get(catalog::item))
+        .route("/catalog/items/{item_id}/schema", get(catalog::schema))
+        .route(
+            "/catalog/items/{item_id}/fields/{field_id}/options",
+            get(catalog::field_options),
+        )
+        .route("/catalog/validation/{item_id}", get(admin::validation))
+        .route("/catalog/{category}", get(catalog::by_category))
+        // Requests
+        .route("/requests", post(requests::submit).get(requests::list))
+        .route("/requests/{id}", get(requests::detail))
+        .route("/requests/{id}/status", get(requests::status))
+        .route("/requests/{id}/logs", get(requests::logs))
+        .route("/requests/{id}/retry", post(requests::retry))
+        .route("/requests/{id}/cancel", post(requests::cancel))
+        // Teams
+        .route("/teams/{team_id}/requests", get(teams::requests))
+        .route("/teams/{team_id}/catalog", get(teams::catalog))
+        .route("/teams/{team_id}/usage", get(teams::usage))
+        .route("/teams/{team_id}/analytics", get(teams::analytics))
+        .route("/teams/{team_id}/settings", get(teams::settings))
+        .route("/teams/{team_id}/config", post(teams::config))
+        // Authoring
+        .route("/validate/catalog-item", post(authoring::validate))
+        .route("/preview/form", post(authoring::preview_form))
+        .route("/test/variables", post(authoring::test_variables))
+        .route("/simulate/fulfillment", post(authoring::simulate))
+        // Admin
+        .route("/health", get(admin::health))
+        .route("/health/ready", get(admin::ready))
+        .route("/metrics", get(admin::metrics))
+        .route("/version", get(admin::version))
+        .route("/stats/usage", get(admin::stats_usage))
+        .route("/stats/performance", get(admin::stats_performance))
+        .route("/audit/requests", get(admin::audit))
+        // Governance
+        .route("/approvals/pending", get(governance::pending))
+        .route("/approvals/{id}/approve", post(governance::approve))
+        .route("/approvals/{id}/reject", post(governance::reject))
+        .route(
+            "/cost/estimates/{request_id}",
+            get(governance::cost_estimate),
+        )
+        .route("/quota/usage/{team_id}", get(governance::quota_usage))
+        .route("/quota/limits/{team_id}", post(governance::quota_limits))
+        // Webhooks
+        .route("/webhooks/github", post(webhooks::github))
+        .route("/webhooks/jira", post(webhooks::jira))
+        .route("/webhooks/terraform", post(webhooks::terraform))
+        .route("/webhooks/approval", post(webhooks::approval))
+        // WebSockets
+        .route("/ws/requests/{id}/status", get(ws::request_status))
+        .route("/ws/requests/{id}/logs", get(ws::request_logs))
+        .route("/ws/catalog/changes", get(ws::catalog_changes))
+        .route("/ws/notifications", get(ws::notifications))
+        .fallback(not_found);
+    let max_body = state.config.limits.max_body_bytes;
+    Router::new()
+        .nest("/api/v1", api)
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), rate_limit))
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(observe))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint")
+}
+
+/// Latency histogram by route, plus problem+json for axum's own plain-text rejections.
+async fn observe(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = req.method().to_string();
+    let resp = next.run(req).await;
+    let status = resp.status();
+    metrics::histogram!("pao_http_request_duration_seconds", "route" => route, "method" => method, "status" => status.as_u16().to_string())
+        .record(start.elapsed().as_secs_f64());
+    let is_problem = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if (status.is_client_error() || status.is_server_error()) && !is_problem {
+        // axum's extractor rejections (bad JSON, body too large, bad path) are plain text.
+        let (parts, body) = resp.into_parts();
+        let text = axum::body::to_bytes(body, 64 * 1024)
+            .await
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        let mut out = crate::error::rejection(parts.status, text).into_response();
+        for (k, v) in parts.headers.iter() {
+            if k != axum::http::header::CONTENT_TYPE && k != axum::http::header::CONTENT_LENGTH {
+                out.headers_mut().insert(k.clone(), v.clone());
+            }
+        }
+        return out;
+    }
+    resp
+}
+
+async fn rate_limit(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    // Probes and inbound webhooks authenticate differently (or not at all).
+    let open = path.starts_with("/api/v1/health")
+        || path == "/api/v1/version"
+        || path == "/api/v1/metrics"
+        || path.starts_with("/api/v1/webhooks/");
+    if !open && let Ok(p) = state.auth.authenticate(req.headers()) {
+        if let Err(wait) = state.limiter.check(&p.id) {
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "PAO-API-RATE-LIMITED",
+                format!("{} is over its request rate", p.id),
+            );
+            e.retry_after = Some(wait.as_secs().max(1));
+            return e.into_response();
+        }
+        req.extensions_mut().insert(Caller(p));
+    }
+    next.run(req).await
+}
+
+/// The item, if the caller may see it; 404 otherwise (existence is not leaked).
+pub fn visible_item(
+    state: &AppState,
+    who: &Principal,
+    item_id: &str,
+) -> Result<std::sync::Arc<LoadedItem>, ApiError> {
+    let catalog = state.orch.catalog();
+    match catalog.get(item_id) {
+        Some(item) if ItemAccessAuthorizer.allowed(who, Permission::View, &item.item, None) => {
+            Ok(item.clone())
+        }
+        _ => Err(ApiError::not_found(format!(
+            "catalog item `{item_id}` not found"
+        ))),
+    }
+}
+
+/// Whether the caller may see this request: its requester, its team, an approver, an admin.
+pub fn may_see_request(state: &AppState, who: &Principal, r: &StoredRequest) -> bool {
+    who.is_admin()
+        || r.requester.id == who.id
+        || who.teams.contains(&r.team)
+        || state.orch.may_decide(who, r)
+}
+
+/// The request, if the caller may see it; 404 otherwise.
+pub async fn visible_request(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+) -> Result<StoredRequest, ApiError> {
+    match state.store.get(id).await? {
+        Some(r) if may_see_request(state, who, &r) => Ok(r),
+        _ => Err(ApiError::not_found(format!("request {id} not found"))),
+    }
+}
+
+/// Opaque list cursors: base64 of the last item's sort key.
+pub mod cursor {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use chrono::{DateTime, Utc};
+
+    use crate::error::ApiError;
+
+    /// Encodes a (created_at, id) key.
+    pub fn encode(at: DateTime<Utc>, id: &str) -> String {
+        URL_SAFE_NO_PAD.encode(format!("{}|{id}", at.to_rfc3339()))
+    }
+
+    /// Decodes a cursor made by [`encode`].
+    pub fn decode(c: &str) -> Result<(DateTime<Utc>, String), ApiError> {
+        let bad = || ApiError::bad_request("`cursor` is not a cursor this API returned");
+        let raw = URL_SAFE_NO_PAD.decode(c).map_err(|_| bad())?;
+        let text = String::from_utf8(raw).map_err(|_| bad())?;
+        let (at, id) = text.split_once('|').ok_or_else(bad)?;
+        let at = DateTime::parse_from_rfc3339(at).map_err(|_| bad())?;
+        Ok((at.with_timezone(&Utc), id.to_string()))
+    }
+
+    /// Encodes a plain text key (catalog item ids).
+    pub fn encode_text(key: &str) -> String {
+        URL_SAFE_NO_PAD.encode(key)
+    }
+
+    /// Decodes [`encode_text`].
+    pub fn decode_text(c: &str) -> Result<String, ApiError> {
+        URL_SAFE_NO_PAD
+            .decode(c)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| ApiError::bad_request("`cursor` is not a cursor this API returned"))
+    }
+}
+
+/// JSON body extractor whose rejections are problem documents.
+pub struct Body<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for Body<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Body(v)),
+            Err(rej) => Err(crate::error::rejection(rej.status(), rej.body_text())),
+        }
+    }
+}
+
+/// Query extractor whose rejections are problem documents.
+pub struct Query<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for Query<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Query(v)),
+            Err(rej) => Err(ApiError::bad_request(rej.body_text())),
+        }
+    }
+}
+
+/// An optional JSON body: an empty body gives `T::default()`.
+pub struct OptBody<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for OptBody<T>
+where
+    T: serde::de::DeserializeOwned + Default,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|rej| crate::error::rejection(rej.status(), rej.body_text()))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptBody(T::default()));
+        }
+        serde_json::from_slice(&bytes).map(OptBody).map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "PAO-API-INVALID-BODY",
+                format!("invalid JSON body: {e}"),
+            )
+        })
+    }
+}

@@ -1,0 +1,423 @@
+//! Request lifecycle: submit (idempotent), list, details, status, logs, retry, cancel.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use pao_core::engine::SubmitOptions;
+use pao_core::lifecycle::RequestState;
+use pao_core::store::{AttemptOutcome, AttemptRecord, Event, EventKind, Request, RequestFilter};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Body, OptBody, Query, cursor, may_see_request, visible_request};
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Body of `POST /requests`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitBody {
+    /// The catalog item.
+    pub item_id: String,
+    /// Field values.
+    #[serde(default = "empty_object")]
+    pub fields: Value,
+    /// Higher runs first (-100..=100).
+    #[serde(default)]
+    pub priority: i32,
+    /// The team the request counts against (default: the caller's first team).
+    #[serde(default)]
+    pub team: Option<String>,
+}
+
+fn empty_object() -> Value {
+    json!({})
+}
+
+/// The public view of a request.
+pub fn view(r: &Request) -> Value {
+    json!({
+        "id": r.id,
+        "item_id": r.item_id,
+        "item_version": r.item_version,
+        "state": r.state,
+        "terminal": r.state.is_terminal(),
+        "requester": r.requester.id,
+        "team": r.team,
+        "environment": r.environment,
+        "priority": r.priority,
+        "fields": r.fields,
+        "correlation_id": r.correlation_id,
+        "retry_of": r.retry_of,
+        "rollback": r.rollback,
+        "error": r.error,
+        "approval_due": r.approval_due,
+        "escalated": r.escalated,
+        "cancel_requested": r.cancel_requested,
+        "waiting_for": r.waiting_for,
+        "created_at": r.created_at,
+        "updated_at": r.updated_at,
+    })
+}
+
+/// `POST /requests`: validates, checks prerequisites, decides on approval and persists.
+/// `201` for a new request, `200` when the `Idempotency-Key` was seen before.
+pub async fn submit(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    headers: HeaderMap,
+    Body(body): Body<SubmitBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    if !(-100..=100).contains(&body.priority) {
+        return Err(ApiError::unprocessable(
+            "PAO-API-INVALID-BODY",
+            "`priority` must be between -100 and 100",
+            json!([{ "pointer": "/priority", "message": "out of range" }]),
+        ));
+    }
+    if !body.fields.is_object() {
+        return Err(ApiError::unprocessable(
+            "PAO-API-INVALID-BODY",
+            "`fields` must be an object of field id to value",
+            json!([{ "pointer": "/fields", "message": "not an object" }]),
+        ));
+    }
+    let key = match headers.get("idempotency-key") {
+        Some(v) => {
+            let k = v
+                .to_str()
+                .map_err(|_| ApiError::bad_request("`Idempotency-Key` must be text"))?
+                .trim();
+            if k.is_empty() || k.len() > 200 {
+                return Err(ApiError::bad_request(
+                    "`Idempotency-Key` must be 1 to 200 characters",
+                ));
+            }
+            // Keys are per caller: two users never collide on the same key.
+            Some(format!("{}:{k}", who.id))
+        }
+        None => None,
+    };
+    // The item must be visible, or it does not exist for this caller.
+    super::visible_item(&state, &who, &body.item_id)?;
+    // Stores keep milliseconds; a request created by this call is never older than this.
+    let replay_before = chrono::SubsecRound::trunc_subsecs(state.orch.now(), 3);
+    let had_key = key.is_some();
+    let opts = SubmitOptions {
+        idempotency_key: key,
+        priority: body.priority,
+        team: body.team,
+        correlation_id: headers
+            .get("x-correlation-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+    };
+    let r = state
+        .orch
+        .submit(&who, &body.item_id, &body.fields, opts)
+        .await?;
+    // The store deduplicates on the key; a request older than this call is the earlier one.
+    if had_key && r.created_at < replay_before {
+        if r.item_id != body.item_id {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "PAO-API-IDEMPOTENCY-MISMATCH",
+                format!(
+                    "this Idempotency-Key was used for request {} of item `{}`",
+                    r.id, r.item_id
+                ),
+            ));
+        }
+        return Ok((StatusCode::OK, Json(view(&r))));
+    }
+    metrics::counter!("pao_requests_submitted_total", "item" => r.item_id.clone()).increment(1);
+    Ok((StatusCode::CREATED, Json(view(&r))))
+}
+
+/// Filters of `GET /requests`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Comma-separated states (`queued,in_progress`).
+    pub state: Option<String>,
+    /// Only this item.
+    pub item_id: Option<String>,
+    /// Only this team (the caller must belong to it, or be an admin).
+    pub team: Option<String>,
+    /// Admins: everyone's requests (`all=true`).
+    pub all: Option<bool>,
+    /// Page size (default 50, at most 500).
+    pub limit: Option<usize>,
+    /// From `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+pub(crate) fn parse_states(s: Option<&str>) -> Result<Vec<RequestState>, ApiError> {
+    let mut out = Vec::new();
+    for part in s
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        let st: RequestState = serde_json::from_value(Value::String(part.to_string()))
+            .map_err(|_| {
+                ApiError::bad_request(format!(
+                    "unknown state `{part}`; states: submitted, prerequisites, validation, awaiting_approval, queued, in_progress, post_fulfillment, completed, failed, cancelled, rejected"
+                ))
+            })?;
+        out.push(st);
+    }
+    Ok(out)
+}
+
+pub(crate) async fn page(
+    state: &AppState,
+    mut filter: RequestFilter,
+    limit: Option<usize>,
+    cur: Option<&str>,
+) -> Result<Value, ApiError> {
+    let limit = limit.unwrap_or(50).clamp(1, 500);
+    filter.limit = limit + 1;
+    filter.before = cur.map(cursor::decode).transpose()?;
+    let mut list = state.store.list(&filter).await?;
+    let more = list.len() > limit;
+    list.truncate(limit);
+    let next = if more {
+        list.last().map(|r| cursor::encode(r.created_at, &r.id))
+    } else {
+        None
+    };
+    Ok(json!({
+        "requests": list.iter().map(view).collect::<Vec<_>>(),
+        "next_cursor": next,
+    }))
+}
+
+/// `GET /requests`: the caller's requests (a team's with `team=`, everyone's for admins with
+/// `all=true`), newest first, cursor-paginated.
+pub async fn list(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let mut filter = RequestFilter {
+        states: parse_states(q.state.as_deref())?,
+        item_id: q.item_id.clone(),
+        ..RequestFilter::default()
+    };
+    match (&q.team, q.all) {
+        (Some(team), _) => {
+            if !who.is_admin() && !who.teams.contains(team) {
+                return Err(ApiError::forbidden(format!("you are not in team `{team}`")));
+            }
+            filter.team = Some(team.clone());
+        }
+        (None, Some(true)) if who.is_admin() => {}
+        (None, Some(true)) => return Err(ApiError::forbidden("`all=true` is for admins")),
+        _ => filter.requester = Some(who.id.clone()),
+    }
+    Ok(Json(
+        page(&state, filter, q.limit, q.cursor.as_deref()).await?,
+    ))
+}
+
+fn attempt_view(a: &AttemptRecord) -> Value {
+    let (status, outputs, error) = match &a.outcome {
+        AttemptOutcome::Running => ("running", Value::Null, Value::Null),
+        AttemptOutcome::Succeeded { outputs, .. } => ("succeeded", outputs.clone(), Value::Null),
+        AttemptOutcome::Failed { error } => (
+            "failed",
+            Value::Null,
+            json!({ "class": error.class, "message": error.message }),
+        ),
+        AttemptOutcome::Skipped => ("skipped", Value::Null, Value::Null),
+    };
+    json!({
+        "action_id": a.action_id,
+        "rollback": a.rollback,
+        "attempt": a.attempt,
+        "status": status,
+        "input": a.input,
+        "outputs": outputs,
+        "error": error,
+        "started_at": a.started_at,
+        "finished_at": a.finished_at,
+    })
+}
+
+/// `GET /requests/{id}`: the request with its attempts (timeline), outputs and decisions.
+pub async fn detail(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let r = visible_request(&state, &who, &id).await?;
+    let attempts = state.store.attempts(&id).await?;
+    let decisions = state.store.decisions(&id).await?;
+    let mut outputs = serde_json::Map::new();
+    for a in attempts.iter().filter(|a| !a.rollback) {
+        if let AttemptOutcome::Succeeded { outputs: o, .. } = &a.outcome {
+            outputs.insert(a.action_id.clone(), o.clone());
+        }
+    }
+    let mut v = view(&r);
+    v["outputs"] = Value::Object(outputs);
+    v["attempts"] = Value::Array(attempts.iter().map(attempt_view).collect());
+    v["approvals"] = serde_json::to_value(&decisions).unwrap_or(Value::Null);
+    v["status"] = status_of(&state, &r, &attempts);
+    Ok(Json(v))
+}
+
+/// Progress of a request: which actions are done, which run now.
+pub fn status_of(state: &AppState, r: &Request, attempts: &[AttemptRecord]) -> Value {
+    let total = state
+        .orch
+        .catalog()
+        .get(&r.item_id)
+        .map(|i| pao_core::engine::plan::Plan::of(&i.item).nodes.len())
+        .unwrap_or(0);
+    let mut done = std::collections::BTreeSet::new();
+    let mut running = std::collections::BTreeSet::new();
+    for a in attempts.iter().filter(|a| !a.rollback) {
+        match a.outcome {
+            AttemptOutcome::Succeeded { .. } | AttemptOutcome::Skipped => {
+                running.remove(&a.action_id);
+                done.insert(a.action_id.clone());
+            }
+            AttemptOutcome::Running => {
+                running.insert(a.action_id.clone());
+            }
+            AttemptOutcome::Failed { .. } => {
+                running.remove(&a.action_id);
+            }
+        }
+    }
+    let progress = if r.state == RequestState::Completed {
+        100
+    } else {
+        (done.len() * 100).checked_div(total).unwrap_or(0).min(99)
+    };
+    json!({
+        "id": r.id,
+        "state": r.state,
+        "terminal": r.state.is_terminal(),
+        "progress": progress,
+        "actions_done": done.len(),
+        "actions_total": total,
+        "current_actions": running,
+        "rollback": r.rollback,
+        "error": r.error,
+        "waiting_for": r.waiting_for,
+        "updated_at": r.updated_at,
+    })
+}
+
+/// `GET /requests/{id}/status`.
+pub async fn status(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let r = visible_request(&state, &who, &id).await?;
+    let attempts = state.store.attempts(&id).await?;
+    Ok(Json(status_of(&state, &r, &attempts)))
+}
+
+/// Paging of `GET /requests/{id}/logs`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsQuery {
+    /// Events after this sequence number (default 0: from the start).
+    pub after: Option<u64>,
+    /// At most this many (default 500, at most 5,000).
+    pub limit: Option<usize>,
+}
+
+/// One event as the API shows it.
+pub fn event_view(e: &Event) -> Value {
+    let mut v = serde_json::to_value(e).unwrap_or(Value::Null);
+    if let EventKind::Log { level, message, .. } = &e.kind {
+        v["line"] = json!(format!("[{level}] {message}"));
+    }
+    v
+}
+
+/// `GET /requests/{id}/logs`: the request's event stream (state changes, attempts, action
+/// log lines, decisions), redacted, from a sequence number.
+pub async fn logs(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    visible_request(&state, &who, &id).await?;
+    let limit = q.limit.unwrap_or(500).clamp(1, 5000);
+    let events = state.store.events(&id, q.after.unwrap_or(0), limit).await?;
+    let last = events.last().map(|e| e.seq);
+    Ok(Json(json!({
+        "request_id": id,
+        "events": events.iter().map(event_view).collect::<Vec<_>>(),
+        "next_after": last.or(q.after),
+    })))
+}
+
+/// Body of `POST /requests/{id}/retry`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBody {
+    /// Changed field values (merged over the failed request's).
+    pub fields: Option<Value>,
+}
+
+/// `POST /requests/{id}/retry`: a new request that resumes from the failed action.
+pub async fn retry(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    OptBody(body): OptBody<RetryBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let r = visible_request(&state, &who, &id).await?;
+    if let Some(f) = &body.fields
+        && !f.is_object()
+    {
+        return Err(ApiError::unprocessable(
+            "PAO-API-INVALID-BODY",
+            "`fields` must be an object",
+            json!([{ "pointer": "/fields", "message": "not an object" }]),
+        ));
+    }
+    let new = state.orch.retry(&who, &r.id, body.fields).await?;
+    Ok((StatusCode::CREATED, Json(view(&new))))
+}
+
+/// Body of `POST /requests/{id}/cancel`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelBody {
+    /// Why.
+    pub reason: Option<String>,
+}
+
+/// `POST /requests/{id}/cancel`: ends the request at once before work starts; while actions
+/// run, stops them and rolls back per policy (`202` until the worker finishes).
+pub async fn cancel(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    OptBody(body): OptBody<CancelBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let r = visible_request(&state, &who, &id).await?;
+    if !may_see_request(&state, &who, &r) {
+        return Err(ApiError::not_found(format!("request {id} not found")));
+    }
+    let reason = body.reason;
+    let out = state.orch.cancel(&who, &id, reason).await?;
+    let code = if out.state.is_terminal() {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((code, Json(view(&out))))
+}

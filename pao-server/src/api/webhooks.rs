@@ -1,0 +1,430 @@
+//! Inbound webhooks: GitHub (`X-Hub-Signature-256`), JIRA (shared secret; drives manual-mode
+//! completion), Terraform Cloud (`X-TFE-Notification-Signature`, HMAC-SHA512) and approvals
+//! from chat tools (`X-PAO-Signature` over `timestamp.body`). Signatures are compared in
+//! constant time; a delivery seen before, or a timestamp outside five minutes, is refused.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use hmac::{Hmac, Mac};
+use pao_core::authz::Principal;
+use pao_core::engine::ManualOutcome;
+use pao_core::lifecycle::RequestState;
+use pao_core::store::{AuditRecord, RequestFilter};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+const WINDOW: Duration = Duration::from_secs(300);
+
+/// Remembers deliveries for the replay window.
+#[derive(Default)]
+pub struct ReplayGuard {
+    seen: Mutex<HashMap<String, Instant>>,
+}
+
+impl ReplayGuard {
+    /// `false` when `id` was seen within the window.
+    pub fn first_time(&self, id: &str) -> bool {
+        let now = Instant::now();
+        let Ok(mut seen) = self.seen.lock() else {
+            return false;
+        };
+        seen.retain(|_, at| now.duration_since(*at) < WINDOW * 2);
+        if seen.contains_key(id) {
+            return false;
+        }
+        seen.insert(id.to_string(), now);
+        true
+    }
+}
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+}
+
+async fn secret(state: &AppState, name: Option<&String>, hook: &str) -> Result<String, ApiError> {
+    let name = name.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "PAO-API-WEBHOOK-DISABLED",
+            format!("the {hook} webhook is not configured (webhooks.{hook}_secret)"),
+        )
+    })?;
+    state
+        .secrets
+        .get(name)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("{hook} webhook secret: {e}")))
+}
+
+fn bad_signature() -> ApiError {
+    ApiError::unauthorized("signature missing or wrong")
+}
+
+fn verify_sha256(key: &str, message: &[u8], hex_sig: &str) -> Result<(), ApiError> {
+    let sig = hex::decode(hex_sig).map_err(|_| bad_signature())?;
+    let mut mac =
+        Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).map_err(|_| bad_signature())?;
+    mac.update(message);
+    mac.verify_slice(&sig).map_err(|_| bad_signature())
+}
+
+fn check_timestamp(ts: &str, now: chrono::DateTime<chrono::Utc>) -> Result<(), ApiError> {
+    let t: i64 = ts
+        .parse()
+        .map_err(|_| ApiError::unauthorized("timestamp is not unix seconds"))?;
+    if (now.timestamp() - t).unsigned_abs() > WINDOW.as_secs() {
+        return Err(ApiError::unauthorized(
+            "timestamp outside the five-minute window (replay?)",
+        ));
+    }
+    Ok(())
+}
+
+fn replayed() -> ApiError {
+    ApiError::conflict("this delivery was already processed")
+}
+
+async fn audit(state: &AppState, actor: &str, action: &str, target: &str, detail: Value) {
+    let _ = state
+        .store
+        .audit(AuditRecord {
+            at: state.orch.now(),
+            actor: actor.into(),
+            action: action.into(),
+            target: target.into(),
+            detail,
+        })
+        .await;
+}
+
+/// `POST /webhooks/github`: verified and recorded; `workflow_run` events are announced on
+/// `/ws/notifications`.
+pub async fn github(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let key = secret(
+        &state,
+        state.config.webhooks.github_secret.as_ref(),
+        "github",
+    )
+    .await?;
+    let sig = header(&headers, "x-hub-signature-256")
+        .and_then(|s| s.strip_prefix("sha256="))
+        .ok_or_else(bad_signature)?;
+    verify_sha256(&key, &body, sig)?;
+    let delivery = header(&headers, "x-github-delivery")
+        .ok_or_else(|| ApiError::bad_request("X-GitHub-Delivery is missing"))?;
+    if !state.replay.first_time(&format!("github:{delivery}")) {
+        return Err(replayed());
+    }
+    let event = header(&headers, "x-github-event")
+        .unwrap_or("unknown")
+        .to_string();
+    let payload: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("body is not JSON: {e}")))?;
+    audit(
+        &state,
+        "webhook:github",
+        "webhook.github",
+        &event,
+        json!({ "delivery": delivery }),
+    )
+    .await;
+    let _ = state.notifications.send(json!({
+        "source": "github",
+        "event": event,
+        "action": payload.get("action"),
+        "run_id": payload.pointer("/workflow_run/id"),
+        "conclusion": payload.pointer("/workflow_run/conclusion"),
+    }));
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "accepted": true, "event": event })),
+    ))
+}
+
+/// `POST /webhooks/jira`: a JIRA issue changed. When a manual-mode request waits for that
+/// issue and its status maps to an outcome, the request completes or fails.
+pub async fn jira(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let key = secret(&state, state.config.webhooks.jira_secret.as_ref(), "jira").await?;
+    let given = header(&headers, "x-pao-webhook-secret")
+        .map(str::to_string)
+        .or_else(|| q.get("secret").cloned())
+        .ok_or_else(bad_signature)?;
+    // Constant-time comparison through HMAC of both sides.
+    let digest = |s: &str| {
+        let mut m = Hmac::<sha2::Sha256>::new_from_slice(b"pao-jira").expect("any key length");
+        m.update(s.as_bytes());
+        m.finalize().into_bytes()
+    };
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"pao-jira").expect("any key length");
+    mac.update(given.as_bytes());
+    mac.verify_slice(&digest(&key))
+        .map_err(|_| bad_signature())?;
+    let payload: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("body is not JSON: {e}")))?;
+    let issue_key = payload
+        .pointer("/issue/key")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            ApiError::unprocessable(
+                "PAO-API-INVALID-BODY",
+                "`issue.key` is missing",
+                json!([{ "pointer": "/issue/key", "message": "required" }]),
+            )
+        })?
+        .to_string();
+    let ts = payload
+        .get("timestamp")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    if ts > 0 {
+        check_timestamp(&(ts / 1000).to_string(), state.orch.now())?;
+    }
+    let delivery = format!(
+        "jira:{issue_key}:{ts}:{}",
+        payload
+            .get("webhookEvent")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    );
+    if !state.replay.first_time(&delivery) {
+        return Err(replayed());
+    }
+    let status = payload
+        .pointer("/issue/fields/status/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let category = payload
+        .pointer("/issue/fields/status/statusCategory/key")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let resolution = payload
+        .pointer("/issue/fields/resolution/name")
+        .and_then(Value::as_str);
+    let outcome = jira_outcome(status, category, resolution);
+    let waiting = state
+        .store
+        .list(&RequestFilter {
+            states: vec![RequestState::InProgress],
+            ..RequestFilter::default()
+        })
+        .await?;
+    let Some(r) = waiting.into_iter().find(|r| {
+        r.waiting_for.as_deref().is_some_and(|w| {
+            w == issue_key || w.strip_prefix("manual:") == Some(issue_key.as_str())
+        })
+    }) else {
+        return Ok(Json(json!({ "matched": false, "issue": issue_key })));
+    };
+    let Some(outcome) = outcome else {
+        return Ok(Json(
+            json!({ "matched": true, "request_id": r.id, "resolved": false, "status": status }),
+        ));
+    };
+    let done = state
+        .orch
+        .resolve_manual(&r.id, outcome, &format!("jira:{issue_key}"))
+        .await?;
+    Ok(Json(
+        json!({ "matched": true, "request_id": done.id, "resolved": true, "state": done.state }),
+    ))
+}
+
+/// How a JIRA status ends a manual request: done with a negative resolution fails it,
+/// done otherwise completes it; anything else leaves it waiting.
+pub fn jira_outcome(
+    status: &str,
+    category: &str,
+    resolution: Option<&str>,
+) -> Option<ManualOutcome> {
+    let s = status.to_ascii_lowercase();
+    let negative = |r: &str| {
+        let r = r.to_ascii_lowercase();
+        [
+            "won't do",
+            "wont do",
+            "declined",
+            "rejected",
+            "cancelled",
+            "canceled",
+            "duplicate",
+        ]
+        .iter()
+        .any(|n| r.contains(n))
+    };
+    let done =
+        category == "done" || ["done", "closed", "resolved"].contains(&s.as_str()) || negative(&s);
+    if !done {
+        return None;
+    }
+    match resolution
+        .filter(|r| negative(r))
+        .or(negative(&s).then_some(status))
+    {
+        Some(r) => Some(ManualOutcome::Failed(format!("ticket resolved as {r}"))),
+        None => Some(ManualOutcome::Completed),
+    }
+}
+
+/// `POST /webhooks/terraform`: a Terraform Cloud run notification, verified with HMAC-SHA512.
+pub async fn terraform(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let key = secret(
+        &state,
+        state.config.webhooks.terraform_secret.as_ref(),
+        "terraform",
+    )
+    .await?;
+    let sig = header(&headers, "x-tfe-notification-signature").ok_or_else(bad_signature)?;
+    let sig = hex::decode(sig).map_err(|_| bad_signature())?;
+    let mut mac =
+        Hmac::<sha2::Sha512>::new_from_slice(key.as_bytes()).map_err(|_| bad_signature())?;
+    mac.update(&body);
+    mac.verify_slice(&sig).map_err(|_| bad_signature())?;
+    let payload: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("body is not JSON: {e}")))?;
+    let run = payload.get("run_id").and_then(Value::as_str).unwrap_or("");
+    let trigger = payload
+        .pointer("/notifications/0/trigger")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let at = payload
+        .pointer("/notifications/0/run_updated_at")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if !state
+        .replay
+        .first_time(&format!("tfc:{run}:{trigger}:{at}"))
+    {
+        return Err(replayed());
+    }
+    audit(
+        &state,
+        "webhook:terraform",
+        "webhook.terraform",
+        run,
+        json!({ "trigger": trigger }),
+    )
+    .await;
+    let _ = state
+        .notifications
+        .send(json!({ "source": "terraform", "run_id": run, "trigger": trigger }));
+    Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": true }))))
+}
+
+/// Body of `POST /webhooks/approval`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalHook {
+    /// The request (= approval id).
+    pub request_id: String,
+    /// Who decided, as the chat tool knows them.
+    pub approver: Principal,
+    /// Approve or reject.
+    pub approved: bool,
+    /// Comment, or the reason of a rejection (required then).
+    pub reason: Option<String>,
+}
+
+/// `POST /webhooks/approval`: a decision from a chat tool, signed like PAO's own outgoing
+/// webhooks (`X-PAO-Signature: sha256=<hex HMAC of "<X-PAO-Timestamp>.<body>">`). The
+/// engine still checks that the approver may decide.
+pub async fn approval(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let key = secret(
+        &state,
+        state.config.webhooks.approval_secret.as_ref(),
+        "approval",
+    )
+    .await?;
+    let ts = header(&headers, "x-pao-timestamp").ok_or_else(bad_signature)?;
+    let sig = header(&headers, "x-pao-signature")
+        .and_then(|s| s.strip_prefix("sha256="))
+        .ok_or_else(bad_signature)?;
+    let mut signed = Vec::with_capacity(ts.len() + 1 + body.len());
+    signed.extend_from_slice(ts.as_bytes());
+    signed.push(b'.');
+    signed.extend_from_slice(&body);
+    verify_sha256(&key, &signed, sig)?;
+    check_timestamp(ts, state.orch.now())?;
+    if !state.replay.first_time(&format!("approval:{sig}")) {
+        return Err(replayed());
+    }
+    let hook: ApprovalHook = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::unprocessable("PAO-API-INVALID-BODY", format!("{e}"), json!([])))?;
+    let r = if hook.approved {
+        state
+            .orch
+            .approve(&hook.approver, &hook.request_id, hook.reason)
+            .await?
+    } else {
+        let reason = hook
+            .reason
+            .filter(|r| !r.trim().is_empty())
+            .ok_or_else(|| {
+                ApiError::unprocessable(
+                    "PAO-API-INVALID-BODY",
+                    "a rejection needs a reason",
+                    json!([{ "pointer": "/reason", "message": "required" }]),
+                )
+            })?;
+        state
+            .orch
+            .reject(&hook.approver, &hook.request_id, &reason)
+            .await?
+    };
+    Ok(Json(super::requests::view(&r)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jira_outcomes() {
+        assert_eq!(jira_outcome("In Progress", "indeterminate", None), None);
+        assert_eq!(
+            jira_outcome("Done", "done", Some("Done")),
+            Some(ManualOutcome::Completed)
+        );
+        assert!(matches!(
+            jira_outcome("Done", "done", Some("Won't Do")),
+            Some(ManualOutcome::Failed(_))
+        ));
+        assert!(matches!(
+            jira_outcome("Declined", "", None),
+            Some(ManualOutcome::Failed(_))
+        ));
+    }
+
+    #[test]
+    fn replay_guard_refuses_second_delivery() {
+        let g = ReplayGuard::default();
+        assert!(g.first_time("a"));
+        assert!(!g.first_time("a"));
+        assert!(g.first_time("b"));
+    }
+}

@@ -1,0 +1,267 @@
+//! Server configuration: a TOML file (`--config pao.toml`) with environment overrides
+//! (`PAO_BIND`, `PAO_DATABASE_URL`, `PAO_CATALOG`, `PAO_WORKERS`, `PAO_LOG_FORMAT`) applied by
+//! the command line. Every key has a default, so `pao serve` runs with no file at all.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub bind: String,
+    /// `sqlite://./data/pao.db` (default) or `postgres://…`.
+    pub database_url: String,
+    /// Connections in the database pool (PostgreSQL); SQLite uses one writer.
+    pub database_pool: u32,
+    /// The catalog folder.
+    pub catalog: PathBuf,
+    /// Workers in this process (0 = API only).
+    pub workers: usize,
+    /// `text` or `json`.
+    pub log_format: String,
+    /// The URL clients reach this server at (`system.base_url`).
+    pub base_url: Option<String>,
+    /// Environment variables templates may read as `env.NAME`, with their values; a value of
+    /// `null`/absent reads the process environment.
+    pub env: BTreeMap<String, Option<String>>,
+    /// Secret values by name (development only; production uses a secret provider).
+    pub secrets: BTreeMap<String, String>,
+    /// Authentication.
+    pub auth: AuthConfig,
+    /// Limits on what clients send.
+    pub limits: LimitsConfig,
+    /// Shared secrets of the inbound webhooks.
+    pub webhooks: WebhookConfig,
+    /// Watch the catalog folder and reload on change.
+    pub watch_catalog: bool,
+    /// Seconds between catalog folder checks when watching.
+    pub watch_interval_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind: "127.0.0.1:8080".into(),
+            database_url: "sqlite://./data/pao.db".into(),
+            database_pool: 8,
+            catalog: PathBuf::from("catalog"),
+            workers: 2,
+            log_format: "text".into(),
+            base_url: None,
+            env: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+            auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
+            webhooks: WebhookConfig::default(),
+            watch_catalog: true,
+            watch_interval_secs: 2,
+        }
+    }
+}
+
+/// How callers prove who they are. Several modes can be on at once; a request is
+/// authenticated by the first that recognises it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// API tokens (`Authorization: Bearer <token>`), stored as SHA-256 hex digests.
+    pub tokens: Vec<TokenConfig>,
+    /// Trust identity headers set by an API gateway that already authenticated the caller.
+    pub trusted_header: Option<TrustedHeaderConfig>,
+    /// JWTs from an OIDC issuer.
+    pub oidc: Option<OidcConfig>,
+}
+
+/// One API token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Principal id.
+    pub id: String,
+    /// `sha256:<hex>` of the token (`pao admin hash-token` prints it).
+    pub token_sha256: String,
+    /// E-mail.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Display name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Teams.
+    #[serde(default)]
+    pub teams: Vec<String>,
+    /// Roles (`admin` for the admin endpoints).
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// Gateway headers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedHeaderConfig {
+    /// Header with the principal id.
+    #[serde(default = "default_user_header")]
+    pub user: String,
+    /// Header with comma-separated teams.
+    #[serde(default = "default_teams_header")]
+    pub teams: String,
+    /// Header with comma-separated roles.
+    #[serde(default = "default_roles_header")]
+    pub roles: String,
+    /// Header with the e-mail address.
+    #[serde(default = "default_email_header")]
+    pub email: String,
+}
+
+fn default_user_header() -> String {
+    "x-pao-user".into()
+}
+fn default_teams_header() -> String {
+    "x-pao-teams".into()
+}
+fn default_roles_header() -> String {
+    "x-pao-roles".into()
+}
+fn default_email_header() -> String {
+    "x-pao-email".into()
+}
+
+/// An OIDC issuer whose JWTs are accepted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// `iss` claim to require.
+    pub issuer: String,
+    /// `aud` claim to require.
+    pub audience: String,
+    /// Where the signing keys are (`<issuer>/.well-known/jwks.json` usually).
+    pub jwks_url: String,
+    /// Claim holding the teams.
+    #[serde(default = "default_teams_claim")]
+    pub teams_claim: String,
+    /// Claim holding the roles.
+    #[serde(default = "default_roles_claim")]
+    pub roles_claim: String,
+}
+
+fn default_teams_claim() -> String {
+    "groups".into()
+}
+fn default_roles_claim() -> String {
+    "roles".into()
+}
+
+/// Request limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest accepted request body, bytes.
+    pub max_body_bytes: usize,
+    /// Requests per second per principal (sustained).
+    pub rate_per_second: u32,
+    /// Burst above the sustained rate.
+    pub rate_burst: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_body_bytes: 1 << 20,
+            rate_per_second: 200,
+            rate_burst: 400,
+        }
+    }
+}
+
+/// Inbound webhook secrets, by secret name (resolved like other secrets).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    /// GitHub webhook secret (`X-Hub-Signature-256`).
+    pub github_secret: Option<String>,
+    /// JIRA shared secret (`?secret=` or `X-PAO-Webhook-Secret`).
+    pub jira_secret: Option<String>,
+    /// Terraform Cloud notification HMAC key (`X-TFE-Notification-Signature`).
+    pub terraform_secret: Option<String>,
+    /// Approval webhook HMAC key (`X-PAO-Signature`).
+    pub approval_secret: Option<String>,
+}
+
+/// Why the configuration could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys.
+    #[error("{path}: {message}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// What is wrong, with line and column.
+        message: String,
+    },
+}
+
+impl ServerConfig {
+    /// Reads a TOML file.
+    pub fn from_file(path: &Path) -> Result<ServerConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        ServerConfig::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<ServerConfig, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+}
+
+/// `sha256:<hex>` of a token, the form `auth.tokens[].token_sha256` takes.
+pub fn hash_token(token: &str) -> String {
+    use sha2::Digest;
+    format!(
+        "sha256:{}",
+        hex::encode(sha2::Sha256::digest(token.as_bytes()))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        let c = ServerConfig::from_toml("").unwrap();
+        assert_eq!(c.database_url, "sqlite://./data/pao.db");
+        assert_eq!(c.bind, "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn unknown_key_is_located() {
+        let e = ServerConfig::from_toml("bind = \"x\"\nwrokers = 3\n").unwrap_err();
+        assert!(e.contains("wrokers"), "{e}");
+        assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn token_hash_is_prefixed_sha256() {
+        assert_eq!(
+            hash_token("abc"),
+            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

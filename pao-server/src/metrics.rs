@@ -1,0 +1,71 @@
+//! Prometheus metrics: HTTP latency by route, requests by state, action attempts by outcome,
+//! breaker states, queue depth and WebSocket connections, rendered at `/api/v1/metrics`.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use pao_core::store::EventKind;
+
+/// The process's metrics recorder.
+#[derive(Clone)]
+pub struct Metrics {
+    handle: PrometheusHandle,
+}
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+impl Metrics {
+    /// Installs the global recorder once per process (later calls share it).
+    pub fn install() -> Metrics {
+        let handle = HANDLE
+            .get_or_init(|| {
+                let builder = PrometheusBuilder::new()
+                    .set_buckets_for_metric(
+                        metrics_exporter_prometheus::Matcher::Full(
+                            "pao_http_request_duration_seconds".into(),
+                        ),
+                        &[
+                            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                            2.5, 5.0,
+                        ],
+                    )
+                    .unwrap_or_else(|_| PrometheusBuilder::new());
+                let recorder = builder.build_recorder();
+                let handle = recorder.handle();
+                // Another recorder may already be installed (an embedder's); then ours only
+                // renders what it sees.
+                let _ = metrics::set_global_recorder(recorder);
+                handle
+            })
+            .clone();
+        Metrics { handle }
+    }
+
+    /// Prometheus text.
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+
+    /// Counts what an engine event says.
+    pub fn observe_event(&self, kind: &EventKind) {
+        match kind {
+            EventKind::StateChanged { to, .. } => {
+                metrics::counter!("pao_request_transitions_total", "to" => to.to_string())
+                    .increment(1);
+            }
+            EventKind::ActionSucceeded { rollback, .. } => {
+                metrics::counter!("pao_action_attempts_total", "outcome" => "succeeded", "rollback" => rollback.to_string()).increment(1);
+            }
+            EventKind::ActionFailed {
+                rollback, class, ..
+            } => {
+                let class = serde_json::to_value(class)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                metrics::counter!("pao_action_attempts_total", "outcome" => "failed", "class" => class, "rollback" => rollback.to_string()).increment(1);
+            }
+            _ => {}
+        }
+    }
+}

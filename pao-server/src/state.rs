@@ -1,0 +1,278 @@
+//! The server's shared state and how it is assembled from the configuration: store, catalog,
+//! action registry, orchestrator, authentication, live events and metrics.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use pao_core::action::ActionRegistry;
+use pao_core::catalog::{Catalog, LoadOptions};
+use pao_core::engine::{EngineConfig, Orchestrator};
+use pao_core::events::{EventSink, LiveEvent};
+use pao_core::secrets::{SecretProvider, StaticSecrets};
+use pao_core::store::Store;
+use serde_json::{Map, Value};
+use tokio::sync::broadcast;
+
+use crate::auth::Authenticator;
+use crate::config::ServerConfig;
+use crate::metrics::Metrics;
+
+/// Everything a handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The engine.
+    pub orch: Arc<Orchestrator>,
+    /// The store the engine uses.
+    pub store: Arc<dyn Store>,
+    /// Who is calling.
+    pub auth: Arc<Authenticator>,
+    /// Live events of this process.
+    pub events: broadcast::Sender<LiveEvent>,
+    /// Catalog change announcements.
+    pub catalog_changes: broadcast::Sender<Value>,
+    /// Where the catalog comes from and how it is loaded.
+    pub catalog_dir: Arc<PathBuf>,
+    /// Loader options (action types, plugin schemas).
+    pub load_options: Arc<LoadOptions>,
+    /// Serializes catalog reloads.
+    pub reload_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Prometheus.
+    pub metrics: Metrics,
+    /// Secrets of the inbound webhooks and the server.
+    pub secrets: Arc<dyn SecretProvider>,
+    /// The configuration.
+    pub config: Arc<ServerConfig>,
+    /// When the server started.
+    pub started: Instant,
+    /// Per-principal rate limiter.
+    pub limiter: Arc<crate::limits::PrincipalLimiter>,
+    /// Outbound HTTP (dynamic field options).
+    pub http: reqwest::Client,
+    /// The `env` scope templates see.
+    pub env: Arc<Map<String, Value>>,
+    /// Catalog search index.
+    pub search: crate::search::CatalogSearch,
+    /// Webhook deliveries seen recently.
+    pub replay: Arc<crate::api::webhooks::ReplayGuard>,
+    /// Notices for `/ws/notifications` (inbound webhooks).
+    pub notifications: broadcast::Sender<Value>,
+}
+
+/// The event sink the orchestrator publishes to: a broadcast channel for WebSockets plus
+/// metrics.
+pub struct ServerSink {
+    tx: broadcast::Sender<LiveEvent>,
+    metrics: Metrics,
+}
+
+impl EventSink for ServerSink {
+    fn publish(&self, event: LiveEvent) {
+        self.metrics.observe_event(&event.kind);
+        let _ = self.tx.send(event);
+    }
+}
+
+/// Things an embedder or a test may replace when assembling a server.
+#[derive(Default)]
+pub struct Overrides {
+    /// The action types (default: the built-ins configured from the config file).
+    pub actions: Option<ActionRegistry>,
+    /// The store (default: opened from `database_url`).
+    pub store: Option<Arc<dyn Store>>,
+    /// The secret provider (default: `[secrets]` of the config file).
+    pub secrets: Option<Arc<dyn SecretProvider>>,
+    /// Extra API tokens (token, principal).
+    pub tokens: Vec<(String, pao_core::authz::Principal)>,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The database could not be opened or migrated.
+    #[error("database {url}: {message}")]
+    Database {
+        /// URL without password.
+        url: String,
+        /// Cause.
+        message: String,
+    },
+    /// The catalog folder could not be read.
+    #[error("catalog folder {dir}: {source}")]
+    Catalog {
+        /// Folder.
+        dir: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+impl AppState {
+    /// Opens the store, loads the catalog and builds the orchestrator.
+    pub async fn build(config: ServerConfig, over: Overrides) -> Result<AppState, StartError> {
+        let metrics = Metrics::install();
+        let store: Arc<dyn Store> = match over.store {
+            Some(s) => s,
+            None => Arc::new(open_store(&config).await?),
+        };
+        let actions = over.actions.unwrap_or_default();
+        let load_options = actions.load_options();
+        let catalog = Catalog::load(&config.catalog, &load_options).map_err(|source| {
+            StartError::Catalog {
+                dir: config.catalog.clone(),
+                source,
+            }
+        })?;
+        let secrets: Arc<dyn SecretProvider> = match over.secrets {
+            Some(s) => s,
+            None => Arc::new(
+                config
+                    .secrets
+                    .iter()
+                    .fold(StaticSecrets::new(), |s, (k, v)| s.with(k, v)),
+            ),
+        };
+        let (tx, _) = broadcast::channel(4096);
+        let (changes, _) = broadcast::channel(256);
+        let sink = Arc::new(ServerSink {
+            tx: tx.clone(),
+            metrics: metrics.clone(),
+        });
+        let mut env = Map::new();
+        for (k, v) in &config.env {
+            let value = v.clone().or_else(|| std::env::var(k).ok());
+            if let Some(value) = value {
+                env.insert(k.clone(), Value::String(value));
+            }
+        }
+        let engine_config = EngineConfig {
+            instance: hostname(),
+            base_url: config
+                .base_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", config.bind)),
+            env: env.clone(),
+            ..EngineConfig::default()
+        };
+        let orch = Orchestrator::builder(catalog, store.clone())
+            .actions(actions)
+            .secrets(secrets.clone())
+            .events(sink)
+            .config(engine_config)
+            .build();
+        let mut auth = Authenticator::new(&config.auth);
+        for (token, p) in over.tokens {
+            auth.add_token(&token, p);
+        }
+        let limiter = Arc::new(crate::limits::PrincipalLimiter::new(
+            config.limits.rate_per_second,
+            config.limits.rate_burst,
+        ));
+        Ok(AppState {
+            orch,
+            store,
+            auth: Arc::new(auth),
+            events: tx,
+            catalog_changes: changes,
+            catalog_dir: Arc::new(config.catalog.clone()),
+            load_options: Arc::new(load_options),
+            reload_lock: Arc::default(),
+            metrics,
+            secrets,
+            config: Arc::new(config),
+            started: Instant::now(),
+            limiter,
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::limited(3))
+                .build()
+                .unwrap_or_default(),
+            env: Arc::new(env),
+            search: crate::search::CatalogSearch::new(),
+            replay: Arc::default(),
+            notifications: broadcast::channel(256).0,
+        })
+    }
+
+    /// The `env` scope.
+    pub fn orch_env(&self) -> Map<String, Value> {
+        (*self.env).clone()
+    }
+
+    /// Reloads the catalog folder. Broken items keep their last good version; returns what
+    /// changed (`added`, `changed`, `removed` item ids) and announces it on
+    /// `/ws/catalog/changes` when anything did.
+    pub async fn reload_catalog(&self) -> Result<Value, std::io::Error> {
+        let _guard = self.reload_lock.lock().await;
+        let old = self.orch.catalog();
+        let dir = self.catalog_dir.clone();
+        let opts = self.load_options.clone();
+        let old2 = old.clone();
+        let new = tokio::task::spawn_blocking(move || old2.reload(&dir, &opts))
+            .await
+            .map_err(std::io::Error::other)??;
+        let before = old.fingerprint();
+        let after = new.fingerprint();
+        let added: Vec<&String> = after.keys().filter(|k| !before.contains_key(*k)).collect();
+        let removed: Vec<&String> = before.keys().filter(|k| !after.contains_key(*k)).collect();
+        let changed: Vec<&String> = after
+            .iter()
+            .filter(|(k, v)| before.get(*k).is_some_and(|b| b != *v))
+            .map(|(k, _)| k)
+            .collect();
+        let summary = serde_json::json!({
+            "added": added,
+            "changed": changed,
+            "removed": removed,
+            "items": new.len(),
+            "errors": new.diagnostics().iter().filter(|d| d.is_error()).count(),
+        });
+        let any = !(added.is_empty() && removed.is_empty() && changed.is_empty());
+        self.orch.set_catalog(new);
+        if any {
+            let _ = self.catalog_changes.send(summary.clone());
+        }
+        Ok(summary)
+    }
+}
+
+async fn open_store(config: &ServerConfig) -> Result<pao_store::SqlStore, StartError> {
+    let url = &config.database_url;
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        let path = path.split('?').next().unwrap_or(path);
+        if let Some(parent) = std::path::Path::new(path).parent()
+            && !parent.as_os_str().is_empty()
+        {
+            let _ = std::fs::create_dir_all(parent);
+        }
+    }
+    pao_store::SqlStore::open_with(url, config.database_pool)
+        .await
+        .map_err(|e| StartError::Database {
+            url: redact_url(url),
+            message: e.to_string(),
+        })
+}
+
+/// A database URL without its password.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "pao".to_string())
+}
