@@ -112,9 +112,40 @@ async fn observe(req: Request, next: Next) -> Response {
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
     let method = req.method().to_string();
-    let resp = next.run(req).await;
+    // A request id for logs and the client (`X-Request-Id`), taken from the caller when it
+    // sent a sane one; the correlation id ties it to the PAO request it touches.
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let correlation_id = req
+        .headers()
+        .get("x-correlation-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let span = tracing::info_span!(
+        "http",
+        request_id = %request_id,
+        correlation_id = correlation_id.as_deref().unwrap_or(""),
+        method = %method,
+        route = %route,
+    );
+    let mut resp = tracing::Instrument::instrument(next.run(req), span.clone()).await;
     let status = resp.status();
-    metrics::histogram!("pao_http_request_duration_seconds", "route" => route, "method" => method, "status" => status.as_u16().to_string())
+    span.in_scope(|| {
+        tracing::info!(
+            status = status.as_u16(),
+            latency_ms = start.elapsed().as_secs_f64() * 1000.0,
+            "request"
+        )
+    });
+    if let Ok(v) = axum::http::HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    metrics::histogram!("pao_http_request_duration_seconds", "route" => route.clone(), "method" => method.clone(), "status" => status.as_u16().to_string())
         .record(start.elapsed().as_secs_f64());
     let is_problem = resp
         .headers()
@@ -145,7 +176,7 @@ async fn rate_limit(State(state): State<AppState>, mut req: Request, next: Next)
         || path == "/api/v1/version"
         || path == "/api/v1/metrics"
         || path.starts_with("/api/v1/webhooks/");
-    if !open && let Ok(p) = state.auth.authenticate(req.headers()) {
+    if !open && let Ok(p) = state.auth.authenticate(req.headers()).await {
         if let Err(wait) = state.limiter.check(&p.id) {
             let mut e = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,

@@ -33,15 +33,19 @@ pub struct StreamQuery {
     pub access_token: Option<String>,
 }
 
-fn caller(state: &AppState, headers: &HeaderMap, q: &StreamQuery) -> Result<Principal, ApiError> {
+async fn caller(
+    state: &AppState,
+    headers: &HeaderMap,
+    q: &StreamQuery,
+) -> Result<Principal, ApiError> {
     if let Some(t) = &q.access_token {
         let mut h = HeaderMap::new();
         let v = HeaderValue::from_str(&format!("Bearer {t}"))
             .map_err(|_| ApiError::unauthorized("bad access_token"))?;
         h.insert(header::AUTHORIZATION, v);
-        return state.auth.authenticate(&h);
+        return state.auth.authenticate(&h).await;
     }
-    state.auth.authenticate(headers)
+    state.auth.authenticate(headers).await
 }
 
 fn heartbeat(q: &StreamQuery) -> Duration {
@@ -64,7 +68,7 @@ pub async fn request_status(
     Query(q): Query<StreamQuery>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let who = caller(&state, &headers, &q)?;
+    let who = caller(&state, &headers, &q).await?;
     visible_request(&state, &who, &id).await?;
     Ok(ws.on_upgrade(move |socket| tail(state, socket, id, q, true)))
 }
@@ -78,7 +82,7 @@ pub async fn request_logs(
     Query(q): Query<StreamQuery>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let who = caller(&state, &headers, &q)?;
+    let who = caller(&state, &headers, &q).await?;
     visible_request(&state, &who, &id).await?;
     Ok(ws.on_upgrade(move |socket| tail(state, socket, id, q, false)))
 }
@@ -187,7 +191,7 @@ pub async fn catalog_changes(
     Query(q): Query<StreamQuery>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    caller(&state, &headers, &q)?;
+    caller(&state, &headers, &q).await?;
     let mut rx = state.catalog_changes.subscribe();
     Ok(ws.on_upgrade(move |mut socket| async move {
         let _g = Gauge::open();
@@ -228,7 +232,7 @@ pub async fn notifications(
     Query(q): Query<StreamQuery>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let who = caller(&state, &headers, &q)?;
+    let who = caller(&state, &headers, &q).await?;
     let mut events = state.events.subscribe();
     let mut notices = state.notifications.subscribe();
     Ok(ws.on_upgrade(move |mut socket| async move {
