@@ -120,7 +120,7 @@ async fn oidc_jwts_are_verified_against_the_issuers_jwks() {
     assert_eq!(code, 401);
     assert!(v["detail"].as_str().unwrap().contains("k9"), "{v}");
     let mut tampered = good.clone();
-    tampered.insert_str(good.find('.').unwrap() + 1, "e");
+    tampered.insert(good.find('.').unwrap() + 1, 'e');
     assert_eq!(s.get(&tampered, "/catalog").await.0, 401);
     // Keys are cached: one fetch, plus at most one look-again for the unknown kid.
     assert!(
