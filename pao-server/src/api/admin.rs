@@ -208,8 +208,9 @@ pub async fn stats_performance(
 }
 
 /// Filters of `GET /audit/requests`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// Only records about this target (a request id, `team:<id>`, `catalog`).
     pub target: Option<String>,

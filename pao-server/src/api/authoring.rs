@@ -14,7 +14,7 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// An item given inline (`yaml`) or by id (`item_id`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ItemSource {
     /// The item file's text.
@@ -24,6 +24,7 @@ pub struct ItemSource {
     /// File name used in diagnostics (default `item.yaml`).
     pub file: Option<String>,
     /// Field values (simulation only).
+    #[schema(value_type = Option<Object>)]
     pub fields: Option<Value>,
 }
 
@@ -98,7 +99,7 @@ pub async fn preview_form(
 }
 
 /// Body of `POST /test/variables`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TestVariables {
     /// A template (`Hello ${{ user.name }}`).
@@ -108,6 +109,7 @@ pub struct TestVariables {
     /// Scope values: `fields`, `user`, `metadata`, `request`, `system`, `env`, `outputs`,
     /// `computed`, `secrets`.
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub context: serde_json::Map<String, Value>,
 }
 

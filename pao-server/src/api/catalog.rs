@@ -26,8 +26,9 @@ pub const DEFAULT_CATEGORIES: &[&str] = &[
 ];
 
 /// Filters of `GET /catalog`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct CatalogQuery {
     /// Only this category.
     pub category: Option<String>,
@@ -168,8 +169,9 @@ pub async fn by_category(
 }
 
 /// Query of `GET /catalog/search`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct SearchQuery {
     /// The words.
     pub q: String,

@@ -14,8 +14,9 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// Paging of `GET /approvals/pending`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PendingQuery {
     /// At most this many (default 100).
     pub limit: Option<usize>,
@@ -54,7 +55,7 @@ pub async fn pending(
 }
 
 /// Body of `POST /approvals/{id}/approve`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApproveBody {
     /// Optional comment.
@@ -75,7 +76,7 @@ pub async fn approve(
 }
 
 /// Body of `POST /approvals/{id}/reject`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RejectBody {
     /// Why (required).
@@ -156,7 +157,7 @@ pub async fn quota_usage(
 }
 
 /// Body of `POST /quota/limits/{team_id}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsBody {
     /// Resource → limit.

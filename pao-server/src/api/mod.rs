@@ -8,7 +8,6 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use pao_core::authz::{Authorizer, ItemAccessAuthorizer, Permission, Principal};
 use pao_core::catalog::LoadedItem;
 use pao_core::store::Request as StoredRequest;
@@ -21,6 +20,7 @@ pub mod admin;
 pub mod authoring;
 pub mod catalog;
 pub mod governance;
+pub mod openapi;
 pub mod requests;
 pub mod teams;
 pub mod webhooks;
@@ -28,66 +28,20 @@ pub mod ws;
 
 /// The whole router, state applied.
 pub fn router(state: AppState) -> Router {
-    let api = Router::new()
-        // Catalog
-        .route("/catalog", get(catalog::list))
-        .route("/catalog/search", get(catalog::search))
-        .route("/catalog/refresh", post(admin::refresh_catalog))
-        .route("/catalog/items/{item_id}", get(catalog::item))
-        .route("/catalog/items/{item_id}/schema", get(catalog::schema))
-        .route(
-            "/catalog/items/{item_id}/fields/{field_id}/options",
-            get(catalog::field_options),
-        )
-        .route("/catalog/validation/{item_id}", get(admin::validation))
-        .route("/catalog/{category}", get(catalog::by_category))
-        // Requests
-        .route("/requests", post(requests::submit).get(requests::list))
-        .route("/requests/{id}", get(requests::detail))
-        .route("/requests/{id}/status", get(requests::status))
-        .route("/requests/{id}/logs", get(requests::logs))
-        .route("/requests/{id}/retry", post(requests::retry))
-        .route("/requests/{id}/cancel", post(requests::cancel))
-        // Teams
-        .route("/teams/{team_id}/requests", get(teams::requests))
-        .route("/teams/{team_id}/catalog", get(teams::catalog))
-        .route("/teams/{team_id}/usage", get(teams::usage))
-        .route("/teams/{team_id}/analytics", get(teams::analytics))
-        .route("/teams/{team_id}/settings", get(teams::settings))
-        .route("/teams/{team_id}/config", post(teams::config))
-        // Authoring
-        .route("/validate/catalog-item", post(authoring::validate))
-        .route("/preview/form", post(authoring::preview_form))
-        .route("/test/variables", post(authoring::test_variables))
-        .route("/simulate/fulfillment", post(authoring::simulate))
-        // Admin
-        .route("/health", get(admin::health))
-        .route("/health/ready", get(admin::ready))
-        .route("/metrics", get(admin::metrics))
-        .route("/version", get(admin::version))
-        .route("/stats/usage", get(admin::stats_usage))
-        .route("/stats/performance", get(admin::stats_performance))
-        .route("/audit/requests", get(admin::audit))
-        // Governance
-        .route("/approvals/pending", get(governance::pending))
-        .route("/approvals/{id}/approve", post(governance::approve))
-        .route("/approvals/{id}/reject", post(governance::reject))
-        .route(
-            "/cost/estimates/{request_id}",
-            get(governance::cost_estimate),
-        )
-        .route("/quota/usage/{team_id}", get(governance::quota_usage))
-        .route("/quota/limits/{team_id}", post(governance::quota_limits))
-        // Webhooks
-        .route("/webhooks/github", post(webhooks::github))
-        .route("/webhooks/jira", post(webhooks::jira))
-        .route("/webhooks/terraform", post(webhooks::terraform))
-        .route("/webhooks/approval", post(webhooks::approval))
-        // WebSockets
-        .route("/ws/requests/{id}/status", get(ws::request_status))
-        .route("/ws/requests/{id}/logs", get(ws::request_logs))
-        .route("/ws/catalog/changes", get(ws::catalog_changes))
-        .route("/ws/notifications", get(ws::notifications))
+    let mut by_path: std::collections::BTreeMap<
+        &'static str,
+        axum::routing::MethodRouter<AppState>,
+    > = std::collections::BTreeMap::new();
+    for e in openapi::endpoints() {
+        let handler = match by_path.remove(e.path) {
+            Some(existing) => existing.merge(e.handler),
+            None => e.handler,
+        };
+        by_path.insert(e.path, handler);
+    }
+    let api = by_path
+        .into_iter()
+        .fold(Router::new(), |r, (path, h)| r.route(path, h))
         .fallback(not_found);
     let max_body = state.config.limits.max_body_bytes;
     Router::new()

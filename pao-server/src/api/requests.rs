@@ -15,13 +15,14 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// Body of `POST /requests`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitBody {
     /// The catalog item.
     pub item_id: String,
     /// Field values.
     #[serde(default = "empty_object")]
+    #[schema(value_type = Object)]
     pub fields: Value,
     /// Higher runs first (-100..=100).
     #[serde(default)]
@@ -136,8 +137,9 @@ pub async fn submit(
 }
 
 /// Filters of `GET /requests`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Comma-separated states (`queued,in_progress`).
     pub state: Option<String>,
@@ -326,8 +328,9 @@ pub async fn status(
 }
 
 /// Paging of `GET /requests/{id}/logs`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct LogsQuery {
     /// Events after this sequence number (default 0: from the start).
     pub after: Option<u64>,
@@ -364,10 +367,11 @@ pub async fn logs(
 }
 
 /// Body of `POST /requests/{id}/retry`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryBody {
     /// Changed field values (merged over the failed request's).
+    #[schema(value_type = Option<Object>)]
     pub fields: Option<Value>,
 }
 
@@ -393,7 +397,7 @@ pub async fn retry(
 }
 
 /// Body of `POST /requests/{id}/cancel`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelBody {
     /// Why.

@@ -25,8 +25,9 @@ fn member(who: &Principal, team: &str) -> Result<(), ApiError> {
 }
 
 /// Filters of `GET /teams/{team_id}/requests`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct TeamRequestsQuery {
     /// Comma-separated states.
     pub state: Option<String>,
@@ -211,7 +212,7 @@ pub async fn settings(
 }
 
 /// Body of `POST /teams/{team_id}/config`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TeamConfigBody {
     /// Quota limits by resource.

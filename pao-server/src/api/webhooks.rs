@@ -333,12 +333,13 @@ pub async fn terraform(
 }
 
 /// Body of `POST /webhooks/approval`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalHook {
     /// The request (= approval id).
     pub request_id: String,
     /// Who decided, as the chat tool knows them.
+    #[schema(value_type = Object)]
     pub approver: Principal,
     /// Approve or reject.
     pub approved: bool,

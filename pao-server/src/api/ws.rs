@@ -22,8 +22,9 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// Query of every stream.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct StreamQuery {
     /// Resume after this event sequence number.
     pub after: Option<u64>,
