@@ -13,6 +13,7 @@
 //! # Ok(()) }
 //! ```
 
+mod group;
 mod sql;
 
 pub use pao_core;

@@ -11,7 +11,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use pao_core::lifecycle::RequestState;
 use pao_core::store::*;
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Row};
+use sqlx::{AnyConnection, AnyPool, Row};
 use tokio::sync::Notify;
 
 /// Which database is behind the pool.
@@ -54,6 +54,8 @@ pub struct SqlStore {
     pool: AnyPool,
     /// Writes: on SQLite a pool of one connection, on PostgreSQL the same pool as `pool`.
     writer: AnyPool,
+    /// SQLite: the group-committing writer over `writer`.
+    group: Option<Arc<crate::group::GroupWriter>>,
     dialect: Dialect,
     work: Arc<Notify>,
     listener: Option<tokio::task::JoinHandle<()>>,
@@ -210,13 +212,24 @@ impl SqlStore {
             Dialect::Postgres => Some(spawn_listener(url.to_string(), work.clone())),
             Dialect::Sqlite => None,
         };
+        let group = match dialect {
+            Dialect::Sqlite => Some(crate::group::GroupWriter::new(writer.clone())),
+            Dialect::Postgres => None,
+        };
         Ok(SqlStore {
             pool,
             writer,
+            group,
             dialect,
             work,
             listener,
         })
+    }
+
+    /// SQLite only: how many writes were committed and in how many commits (group commit puts
+    /// concurrent writes into one); `None` on PostgreSQL.
+    pub fn group_commit_stats(&self) -> Option<(u64, u64)> {
+        self.group.as_ref().map(|g| g.stats())
     }
 
     /// The database kind.
@@ -263,32 +276,36 @@ impl SqlStore {
         before: DateTime<Utc>,
         audit_before: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
-        let cutoff = ms(before);
-        let ended = "state IN ('completed', 'failed', 'cancelled', 'rejected') AND updated_at < $1";
-        for table in ["events", "attempts", "decisions", "quota_reservations"] {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
+        let n = self
+            .write(async |tx: &mut AnyConnection| {
+                let cutoff = ms(before);
+                let ended =
+                    "state IN ('completed', 'failed', 'cancelled', 'rejected') AND updated_at < $1";
+                for table in ["events", "attempts", "decisions", "quota_reservations"] {
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE request_id IN (SELECT id FROM requests WHERE {ended})"
             )))
             .bind(cutoff)
             .execute(&mut *tx)
             .await
             .map_err(db)?;
-        }
-        let n = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DELETE FROM requests WHERE {ended}"
-        )))
-        .bind(cutoff)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?
-        .rows_affected();
-        sqlx::query("DELETE FROM audit WHERE at < $1")
-            .bind(ms(audit_before))
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        tx.commit().await.map_err(db)?;
+                }
+                let n = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DELETE FROM requests WHERE {ended}"
+                )))
+                .bind(cutoff)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?
+                .rows_affected();
+                sqlx::query("DELETE FROM audit WHERE at < $1")
+                    .bind(ms(audit_before))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                Ok(n)
+            })
+            .await?;
         Ok(n)
     }
 }
@@ -443,6 +460,38 @@ async fn why_unmatched(
 }
 
 impl SqlStore {
+    /// Runs `op` as one transaction: group-committed on SQLite, its own transaction on
+    /// PostgreSQL (whose server already groups concurrent commits).
+    async fn write<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        F: AsyncFnOnce(&mut AnyConnection) -> Result<T, StoreError>,
+    {
+        match &self.group {
+            Some(g) => g.write(op).await,
+            None => {
+                let mut tx = self.writer.begin().await.map_err(db)?;
+                let v = op(&mut *tx).await?;
+                tx.commit().await.map_err(db)?;
+                Ok(v)
+            }
+        }
+    }
+
+    /// Runs `op` (one statement) outside an explicit transaction on PostgreSQL, in the group
+    /// commit on SQLite.
+    async fn write_auto<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        F: AsyncFnOnce(&mut AnyConnection) -> Result<T, StoreError>,
+    {
+        match &self.group {
+            Some(g) => g.write(op).await,
+            None => {
+                let mut c = self.writer.acquire().await.map_err(db)?;
+                op(&mut c).await
+            }
+        }
+    }
+
     /// Locks the request row for this transaction (a no-op update takes the write lock in both
     /// databases) after checking the fence; returns its correlation id.
     async fn lock_fenced(
@@ -539,32 +588,54 @@ impl Store for SqlStore {
         {
             return Ok(earlier);
         }
-        let mut tx = self.writer.begin().await.map_err(db)?;
-        let inserted = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO requests (id, item_id, item_version, item_hash, fields, requester, requester_id, team, environment, \
-             priority, idempotency_key, correlation_id, retry_of, state, rollback, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'submitted', 'none', $14, $14) RETURNING {COLUMNS}"
-        )))
-        .bind(new.id.clone())
-        .bind(new.item_id.clone())
-        .bind(new.item_version.clone())
-        .bind(new.item_hash.clone())
-        .bind(json(&new.fields))
-        .bind(json(&new.requester))
-        .bind(new.requester.id.clone())
-        .bind(new.team.clone())
-        .bind(new.environment.clone())
-        .bind(i64::from(new.priority))
-        .bind(new.idempotency_key.clone())
-        .bind(new.correlation_id.clone())
-        .bind(new.retry_of.clone())
-        .bind(ms(now))
-        .fetch_one(&mut *tx)
-        .await;
-        let row = match inserted {
-            Ok(row) => row,
+        let inserted = self
+            .write(async |tx: &mut AnyConnection| {
+                let inserted = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "INSERT INTO requests (id, item_id, item_version, item_hash, fields, requester, requester_id, team, environment, \
+                     priority, idempotency_key, correlation_id, retry_of, state, rollback, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'submitted', 'none', $14, $14) RETURNING {COLUMNS}"
+                )))
+                .bind(new.id.clone())
+                .bind(new.item_id.clone())
+                .bind(new.item_version.clone())
+                .bind(new.item_hash.clone())
+                .bind(json(&new.fields))
+                .bind(json(&new.requester))
+                .bind(new.requester.id.clone())
+                .bind(new.team.clone())
+                .bind(new.environment.clone())
+                .bind(i64::from(new.priority))
+                .bind(new.idempotency_key.clone())
+                .bind(new.correlation_id.clone())
+                .bind(new.retry_of.clone())
+                .bind(ms(now))
+                .fetch_one(&mut *tx)
+                .await;
+                // A failed insert wrote nothing: hand the error out to be looked at.
+                let row = match inserted {
+                    Ok(row) => row,
+                    Err(e) => return Ok(Err(e)),
+                };
+                let request = row_to_request(&row)?;
+                insert_event(
+                    tx,
+                    &new.id,
+                    &new.correlation_id,
+                    now,
+                    &EventKind::StateChanged {
+                        from: None,
+                        to: RequestState::Submitted,
+                        actor: actor.to_string(),
+                        reason: None,
+                    },
+                )
+                .await?;
+                Ok(Ok(request))
+            })
+            .await?;
+        let request = match inserted {
+            Ok(r) => r,
             Err(e) => {
-                drop(tx);
                 // A concurrent submission with the same key won the race: return its request.
                 if let Some(earlier) = self
                     .by_idempotency_key(new.idempotency_key.as_deref())
@@ -580,21 +651,6 @@ impl Store for SqlStore {
                 });
             }
         };
-        let request = row_to_request(&row)?;
-        insert_event(
-            &mut tx,
-            &new.id,
-            &new.correlation_id,
-            now,
-            &EventKind::StateChanged {
-                from: None,
-                to: RequestState::Submitted,
-                actor: actor.to_string(),
-                reason: None,
-            },
-        )
-        .await?;
-        tx.commit().await.map_err(db)?;
         Ok(Submitted {
             request,
             created: true,
@@ -677,7 +733,8 @@ impl Store for SqlStore {
         {
             return Err(StoreError::LeaseLost(id.to_string()));
         }
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let r = self
+            .write(async |tx: &mut AnyConnection| {
         let clear_lease = if to.is_terminal() {
             ", lease_owner = NULL, lease_expires_at = NULL"
         } else {
@@ -702,11 +759,11 @@ impl Store for SqlStore {
         }
         let row = q.fetch_optional(&mut *tx).await.map_err(db)?;
         let Some(row) = row else {
-            return Err(why_unmatched(&mut tx, id, lease, Some(from)).await);
+            return Err(why_unmatched(&mut *tx, id, lease, Some(from)).await);
         };
         let r = row_to_request(&row)?;
         insert_event(
-            &mut tx,
+            &mut *tx,
             id,
             &r.correlation_id,
             change.at,
@@ -726,7 +783,9 @@ impl Store for SqlStore {
                 .await
                 .map_err(db)?;
         }
-        tx.commit().await.map_err(db)?;
+        Ok(r)
+            })
+            .await?;
         if to == RequestState::Queued {
             self.work.notify_waiters();
         }
@@ -739,55 +798,58 @@ impl Store for SqlStore {
         patch: RequestPatch,
         lease: Option<&Lease>,
     ) -> Result<Request, StoreError> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
-        self.lock_fenced(&mut tx, id, lease).await?;
-        let mut sets: Vec<String> = Vec::new();
-        let mut binds: Vec<Bind> = Vec::new();
-        let mut push = |sets: &mut Vec<String>, col: &str, b: Bind| {
-            binds.push(b);
-            sets.push(format!("{col} = ${}", binds.len()));
-        };
-        if let Some(r) = patch.rollback {
-            push(&mut sets, "rollback", Bind::S(rollback_name(r).to_string()));
-        }
-        if let Some(e) = patch.error {
-            push(&mut sets, "error", Bind::S(e));
-        }
-        if let Some(d) = patch.approval_due {
-            match d {
-                Some(d) => push(&mut sets, "approval_due", Bind::I(ms(d))),
-                None => sets.push("approval_due = NULL".into()),
-            }
-        }
-        if let Some(e) = patch.escalated {
-            push(&mut sets, "escalated", Bind::I(i64::from(e)));
-        }
-        if let Some(c) = patch.cancel_requested {
-            push(&mut sets, "cancel_requested", Bind::I(i64::from(c)));
-        }
-        if let Some(w) = patch.waiting_for {
-            match w {
-                Some(w) => push(&mut sets, "waiting_for", Bind::S(w)),
-                None => sets.push("waiting_for = NULL".into()),
-            }
-        }
-        if !sets.is_empty() {
-            let sql = format!(
-                "UPDATE requests SET {} WHERE id = ${}",
-                sets.join(", "),
-                binds.len() + 1
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
-            for b in binds {
-                q = match b {
-                    Bind::S(s) => q.bind(s),
-                    Bind::I(i) => q.bind(i),
+        let r = self
+            .write(async |tx: &mut AnyConnection| {
+                self.lock_fenced(&mut *tx, id, lease).await?;
+                let mut sets: Vec<String> = Vec::new();
+                let mut binds: Vec<Bind> = Vec::new();
+                let mut push = |sets: &mut Vec<String>, col: &str, b: Bind| {
+                    binds.push(b);
+                    sets.push(format!("{col} = ${}", binds.len()));
                 };
-            }
-            q.bind(id.to_string()).execute(&mut *tx).await.map_err(db)?;
-        }
-        let r = self.fetch(&mut tx, id).await?;
-        tx.commit().await.map_err(db)?;
+                if let Some(r) = patch.rollback {
+                    push(&mut sets, "rollback", Bind::S(rollback_name(r).to_string()));
+                }
+                if let Some(e) = patch.error {
+                    push(&mut sets, "error", Bind::S(e));
+                }
+                if let Some(d) = patch.approval_due {
+                    match d {
+                        Some(d) => push(&mut sets, "approval_due", Bind::I(ms(d))),
+                        None => sets.push("approval_due = NULL".into()),
+                    }
+                }
+                if let Some(e) = patch.escalated {
+                    push(&mut sets, "escalated", Bind::I(i64::from(e)));
+                }
+                if let Some(c) = patch.cancel_requested {
+                    push(&mut sets, "cancel_requested", Bind::I(i64::from(c)));
+                }
+                if let Some(w) = patch.waiting_for {
+                    match w {
+                        Some(w) => push(&mut sets, "waiting_for", Bind::S(w)),
+                        None => sets.push("waiting_for = NULL".into()),
+                    }
+                }
+                if !sets.is_empty() {
+                    let sql = format!(
+                        "UPDATE requests SET {} WHERE id = ${}",
+                        sets.join(", "),
+                        binds.len() + 1
+                    );
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
+                    for b in binds {
+                        q = match b {
+                            Bind::S(s) => q.bind(s),
+                            Bind::I(i) => q.bind(i),
+                        };
+                    }
+                    q.bind(id.to_string()).execute(&mut *tx).await.map_err(db)?;
+                }
+                let r = self.fetch(&mut *tx, id).await?;
+                Ok(r)
+            })
+            .await?;
         Ok(r)
     }
 
@@ -798,10 +860,13 @@ impl Store for SqlStore {
         kind: EventKind,
         lease: Option<&Lease>,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
-        let correlation_id = self.lock_fenced(&mut tx, id, lease).await?;
-        let seq = insert_event(&mut tx, id, &correlation_id, when, &kind).await?;
-        tx.commit().await.map_err(db)?;
+        let seq = self
+            .write(async |tx: &mut AnyConnection| {
+                let correlation_id = self.lock_fenced(&mut *tx, id, lease).await?;
+                let seq = insert_event(&mut *tx, id, &correlation_id, when, &kind).await?;
+                Ok(seq)
+            })
+            .await?;
         Ok(seq)
     }
 
@@ -858,13 +923,17 @@ impl Store for SqlStore {
             "UPDATE requests SET lease_owner = $1, lease_token = lease_token + 1, lease_expires_at = $2 \
              WHERE id = ({pick}{lock}) RETURNING {COLUMNS}, lease_token"
         );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-            .bind(worker_id.to_string())
-            .bind(expires)
-            .bind(now_ms)
-            .fetch_optional(&self.writer)
-            .await
-            .map_err(db)?;
+        let row = self
+            .write_auto(async |c: &mut AnyConnection| {
+                sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                    .bind(worker_id.to_string())
+                    .bind(expires)
+                    .bind(now_ms)
+                    .fetch_optional(&mut *c)
+                    .await
+                    .map_err(db)
+            })
+            .await?;
         let Some(row) = row else { return Ok(None) };
         let request = row_to_request(&row)?;
         let id = request.id.clone();
@@ -887,15 +956,19 @@ impl Store for SqlStore {
         now: DateTime<Utc>,
     ) -> Result<Lease, StoreError> {
         let expires = now + chrono::Duration::from_std(lease_for).unwrap_or_default();
-        let n = sqlx::query("UPDATE requests SET lease_expires_at = $1 WHERE id = $2 AND lease_owner = $3 AND lease_token = $4")
-            .bind(ms(expires))
-            .bind(lease.request_id.clone())
-            .bind(lease.worker_id.clone())
-            .bind(lease.token as i64)
-            .execute(&self.writer)
-            .await
-            .map_err(db)?
-            .rows_affected();
+        let n = self
+            .write_auto(async |c: &mut AnyConnection| {
+                Ok(sqlx::query("UPDATE requests SET lease_expires_at = $1 WHERE id = $2 AND lease_owner = $3 AND lease_token = $4")
+                    .bind(ms(expires))
+                    .bind(lease.request_id.clone())
+                    .bind(lease.worker_id.clone())
+                    .bind(lease.token as i64)
+                    .execute(&mut *c)
+                    .await
+                    .map_err(db)?
+                    .rows_affected())
+            })
+            .await?;
         if n == 0 {
             return Err(StoreError::LeaseLost(lease.request_id.clone()));
         }
@@ -906,14 +979,18 @@ impl Store for SqlStore {
     }
 
     async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
-        let n = sqlx::query("UPDATE requests SET lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 AND lease_owner = $2 AND lease_token = $3")
-            .bind(lease.request_id.clone())
-            .bind(lease.worker_id.clone())
-            .bind(lease.token as i64)
-            .execute(&self.writer)
-            .await
-            .map_err(db)?
-            .rows_affected();
+        let n = self
+            .write_auto(async |c: &mut AnyConnection| {
+                Ok(sqlx::query("UPDATE requests SET lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 AND lease_owner = $2 AND lease_token = $3")
+                    .bind(lease.request_id.clone())
+                    .bind(lease.worker_id.clone())
+                    .bind(lease.token as i64)
+                    .execute(&mut *c)
+                    .await
+                    .map_err(db)?
+                    .rows_affected())
+            })
+            .await?;
         // Workers release after every run; only a request that is live again is news (a
         // finished one dropped its lease already).
         if n == 0 {
@@ -931,8 +1008,9 @@ impl Store for SqlStore {
     }
 
     async fn start_attempt(&self, lease: &Lease, record: AttemptRecord) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
-        self.lock_fenced(&mut tx, &record.request_id, Some(lease))
+        let () = self
+            .write(async |tx: &mut AnyConnection| {
+        self.lock_fenced(&mut *tx, &record.request_id, Some(lease))
             .await?;
         sqlx::query("INSERT INTO attempts (request_id, action_id, rollback, attempt, started_at, record) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(record.request_id.clone())
@@ -949,7 +1027,9 @@ impl Store for SqlStore {
                 }
                 _ => db(e),
             })?;
-        tx.commit().await.map_err(db)?;
+        Ok(())
+            })
+            .await?;
         Ok(())
     }
 
@@ -962,8 +1042,9 @@ impl Store for SqlStore {
         outcome: AttemptOutcome,
         when: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
-        self.lock_fenced(&mut tx, &lease.request_id, Some(lease))
+        let () = self
+            .write(async |tx: &mut AnyConnection| {
+        self.lock_fenced(&mut *tx, &lease.request_id, Some(lease))
             .await?;
         let key = (
             lease.request_id.clone(),
@@ -992,7 +1073,9 @@ impl Store for SqlStore {
             .execute(&mut *tx)
             .await
             .map_err(db)?;
-        tx.commit().await.map_err(db)?;
+        Ok(())
+            })
+            .await?;
         Ok(())
     }
 
@@ -1008,18 +1091,19 @@ impl Store for SqlStore {
         &self,
         d: ApprovalDecision,
     ) -> Result<Vec<ApprovalDecision>, StoreError> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
-        self.lock_fenced(&mut tx, &d.request_id, None).await?;
-        let seq: i64 = sqlx::query(
-            "SELECT COALESCE(MAX(seq), 0) + 1 AS next FROM decisions WHERE request_id = $1",
-        )
-        .bind(d.request_id.clone())
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db)?
-        .try_get("next")
-        .map_err(db)?;
-        sqlx::query(
+        let () = self
+            .write(async |tx: &mut AnyConnection| {
+                self.lock_fenced(&mut *tx, &d.request_id, None).await?;
+                let seq: i64 = sqlx::query(
+                    "SELECT COALESCE(MAX(seq), 0) + 1 AS next FROM decisions WHERE request_id = $1",
+                )
+                .bind(d.request_id.clone())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db)?
+                .try_get("next")
+                .map_err(db)?;
+                sqlx::query(
             "INSERT INTO decisions (request_id, approver, seq, record) VALUES ($1, $2, $3, $4)",
         )
         .bind(d.request_id.clone())
@@ -1035,7 +1119,9 @@ impl Store for SqlStore {
             )),
             _ => db(e),
         })?;
-        tx.commit().await.map_err(db)?;
+                Ok(())
+            })
+            .await?;
         self.decisions(&d.request_id).await
     }
 
@@ -1053,13 +1139,16 @@ impl Store for SqlStore {
         resource: &str,
         limit: u64,
     ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO quota_limits (team, resource, lim) VALUES ($1, $2, $3) ON CONFLICT (team, resource) DO UPDATE SET lim = excluded.lim")
-            .bind(team.to_string())
-            .bind(resource.to_string())
-            .bind(limit as i64)
-            .execute(&self.writer)
-            .await
-            .map_err(db)?;
+        self.write_auto(async |c: &mut AnyConnection| {
+            sqlx::query("INSERT INTO quota_limits (team, resource, lim) VALUES ($1, $2, $3) ON CONFLICT (team, resource) DO UPDATE SET lim = excluded.lim")
+                .bind(team.to_string())
+                .bind(resource.to_string())
+                .bind(limit as i64)
+                .execute(&mut *c)
+                .await
+                .map_err(db)
+        })
+        .await?;
         Ok(())
     }
 
@@ -1070,7 +1159,8 @@ impl Store for SqlStore {
         resource: &str,
         amount: u64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let () = self
+            .write(async |tx: &mut AnyConnection| {
         // Serialise reservations of one team and resource: PostgreSQL locks the limit row,
         // SQLite's write lock (taken by this no-op write) serialises every writer.
         let limit: Option<i64> = match self.dialect {
@@ -1141,16 +1231,21 @@ impl Store for SqlStore {
             .execute(&mut *tx)
             .await
             .map_err(db)?;
-        tx.commit().await.map_err(db)?;
+        Ok(())
+            })
+            .await?;
         Ok(())
     }
 
     async fn release_quota(&self, request_id: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM quota_reservations WHERE request_id = $1")
-            .bind(request_id.to_string())
-            .execute(&self.writer)
-            .await
-            .map_err(db)?;
+        self.write_auto(async |c: &mut AnyConnection| {
+            sqlx::query("DELETE FROM quota_reservations WHERE request_id = $1")
+                .bind(request_id.to_string())
+                .execute(&mut *c)
+                .await
+                .map_err(db)
+        })
+        .await?;
         Ok(())
     }
 
@@ -1195,13 +1290,16 @@ impl Store for SqlStore {
     }
 
     async fn audit(&self, record: AuditRecord) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO audit (at, target, record) VALUES ($1, $2, $3)")
-            .bind(ms(record.at))
-            .bind(record.target.clone())
-            .bind(json(&record))
-            .execute(&self.writer)
-            .await
-            .map_err(db)?;
+        self.write_auto(async |c: &mut AnyConnection| {
+            sqlx::query("INSERT INTO audit (at, target, record) VALUES ($1, $2, $3)")
+                .bind(ms(record.at))
+                .bind(record.target.clone())
+                .bind(json(&record))
+                .execute(&mut *c)
+                .await
+                .map_err(db)
+        })
+        .await?;
         Ok(())
     }
 
