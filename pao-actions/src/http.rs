@@ -52,14 +52,6 @@ impl Call {
         }
     }
 
-    pub fn get(url: impl Into<String>) -> Call {
-        Call::new(reqwest::Method::GET, url)
-    }
-
-    pub fn post(url: impl Into<String>, body: Value) -> Call {
-        Call::new(reqwest::Method::POST, url).json(body)
-    }
-
     pub fn json(mut self, body: Value) -> Call {
         self.body = CallBody::Json(body);
         self
@@ -379,14 +371,6 @@ pub(crate) async fn secret(ctx: &ActionContext, name: &str) -> Result<String, Ac
         }
         Err(e @ SecretError::Unavailable(_)) => Err(ActionError::retryable(e.to_string())),
         Err(e) => Err(ActionError::permanent(e.to_string())),
-    }
-}
-
-/// Registers the secret-bearing strings of an input for redaction (values the engine resolved
-/// from `secrets.*` are already known to the logger; this covers direct calls).
-pub(crate) fn register_secrets(ctx: &ActionContext, values: &[Option<&str>]) {
-    for v in values.iter().flatten() {
-        ctx.log.add_secret(v);
     }
 }
 

@@ -123,6 +123,7 @@ impl GithubFake {
             .route("/repos/{owner}/{repo}/actions/runs/{id}", get(get_run))
             .route("/repos/{owner}/{repo}/actions/runs/{id}/artifacts", get(artifacts))
             .route("/app/installations/{id}/access_tokens", post(installation_token))
+            .route("/repos/{owner}/{repo}", get(get_repo))
             .with_state(shared.clone());
         let router = faults::layer(router, &faults, error_body, "application/json; charset=utf-8");
         let server = FakeServer::start(router).await?;
@@ -389,5 +390,22 @@ async fn installation_token(
     json(
         201,
         json!({"token": token, "expires_at": expires, "permissions": {"actions": "write"}, "repository_selection": "all"}),
+    )
+}
+
+async fn get_repo(
+    State(s): State<Shared>,
+    Path((owner, repo)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorized(&s, &headers) {
+        return err(401);
+    }
+    if repo == "missing" {
+        return err(404);
+    }
+    json(
+        200,
+        json!({"name": repo, "full_name": format!("{owner}/{repo}"), "default_branch": "main", "private": true}),
     )
 }

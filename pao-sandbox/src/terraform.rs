@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::{get, patch, post};
@@ -109,6 +109,7 @@ impl TerraformFake {
         let router = Router::new()
             .route("/api/v2/organizations/{org}/workspaces", post(create_workspace))
             .route("/api/v2/organizations/{org}/workspaces/{name}", get(show_workspace))
+            .route("/api/v2/organizations/{org}/projects", get(list_projects))
             .route("/api/v2/workspaces/{id}/vars", get(list_vars).post(create_var))
             .route("/api/v2/workspaces/{id}/vars/{var}", patch(update_var))
             .route("/api/v2/workspaces/{id}/runs", get(list_runs))
@@ -502,4 +503,25 @@ async fn outputs(
         })
         .collect();
     ok(200, json!({"data": data}))
+}
+
+/// Every organization has the projects it is asked about (`filter[names]`), plus `Default Project`.
+async fn list_projects(
+    State(s): State<Shared>,
+    Path(_org): Path<String>,
+    headers: HeaderMap,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    if !authorized(&s, &headers) {
+        return err(401, "");
+    }
+    let name = q
+        .get("filter[names]")
+        .cloned()
+        .unwrap_or_else(|| "Default Project".into());
+    let id = format!("prj-{}", name.to_lowercase().replace(' ', "-"));
+    ok(
+        200,
+        json!({"data": [{"id": id, "type": "projects", "attributes": {"name": name}}]}),
+    )
 }
