@@ -201,8 +201,10 @@ impl RestAction {
         };
         ctx.log.add_secret(token);
         let ttl = v.get("expires_in").and_then(Value::as_u64).unwrap_or(3600);
-        // Renew a little early so a token never expires in flight.
-        let exp = Instant::now() + Duration::from_secs(ttl.saturating_sub(30).max(1));
+        // Renew early (30 s, or half the lifetime of a short-lived token) so a token never
+        // expires in flight.
+        let life = Duration::from_secs(ttl);
+        let exp = Instant::now() + life.saturating_sub(Duration::from_secs(30).min(life / 2));
         if let Ok(mut cache) = self.tokens.lock() {
             cache.insert(key, (token.to_string(), exp));
         }
