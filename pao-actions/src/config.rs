@@ -291,7 +291,10 @@ impl ActionsConfig {
             check_url(format!("github.{n}.api_url"), &i.api_url)?;
         }
         defaults("jira", self.jira.iter().map(|(n, i)| (n, i.default)))?;
-        defaults("terraform", self.terraform.iter().map(|(n, i)| (n, i.default)))?;
+        defaults(
+            "terraform",
+            self.terraform.iter().map(|(n, i)| (n, i.default)),
+        )?;
         defaults("github", self.github.iter().map(|(n, i)| (n, i.default)))?;
         if self.http.max_response_bytes == 0 {
             return Err(ConfigError::Invalid {

@@ -135,9 +135,7 @@ pub fn estimate(table: &PriceTable, input: &Value) -> Result<Value, ActionError>
                     .flatten()
                     .find(|x| &x.id == id)
                     .ok_or_else(|| {
-                        ActionError::permanent(format!(
-                            "discount `{id}` is not in the price table"
-                        ))
+                        ActionError::permanent(format!("discount `{id}` is not in the price table"))
                     })?;
                 (id.clone(), found.percent, found.skus.clone())
             }

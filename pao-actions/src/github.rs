@@ -35,8 +35,15 @@ pub struct GithubWorkflowAction {
 }
 
 impl GithubWorkflowAction {
-    pub(crate) fn new(http: Http, instances: BTreeMap<String, GithubInstance>) -> GithubWorkflowAction {
-        GithubWorkflowAction { http, instances, tokens: Mutex::new(HashMap::new()) }
+    pub(crate) fn new(
+        http: Http,
+        instances: BTreeMap<String, GithubInstance>,
+    ) -> GithubWorkflowAction {
+        GithubWorkflowAction {
+            http,
+            instances,
+            tokens: Mutex::new(HashMap::new()),
+        }
     }
 }
 
@@ -104,12 +111,21 @@ fn bool_of(v: &Option<Value>) -> Result<bool, ActionError> {
         Some(Value::Bool(b)) => Ok(*b),
         Some(Value::String(s)) if s == "true" => Ok(true),
         Some(Value::String(s)) if s == "false" => Ok(false),
-        Some(o) => Err(ActionError::permanent(format!("github_workflow config: wait must be true or false, not {o}"))),
+        Some(o) => Err(ActionError::permanent(format!(
+            "github_workflow config: wait must be true or false, not {o}"
+        ))),
     }
 }
 
 impl GithubWorkflowAction {
-    async fn app_token(&self, ctx: &ActionContext, inst: &GithubInstance, app_id: &str, key_secret: &str, installation: u64) -> Result<String, ActionError> {
+    async fn app_token(
+        &self,
+        ctx: &ActionContext,
+        inst: &GithubInstance,
+        app_id: &str,
+        key_secret: &str,
+        installation: u64,
+    ) -> Result<String, ActionError> {
         let cache_key = format!("{}|{app_id}|{installation}", inst.api_url);
         if let Ok(c) = self.tokens.lock()
             && let Some((t, exp)) = c.get(&cache_key)
@@ -120,18 +136,34 @@ impl GithubWorkflowAction {
         }
         let pem = secret(ctx, key_secret).await?;
         let key = jsonwebtoken::EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(|_| {
-            ActionError::permanent(format!("secret `{key_secret}` is not an RSA private key in PEM format"))
+            ActionError::permanent(format!(
+                "secret `{key_secret}` is not an RSA private key in PEM format"
+            ))
         })?;
         let now = chrono::Utc::now().timestamp();
         // GitHub allows 10 minutes; back-date for clock drift as GitHub recommends.
-        let claims = AppClaims { iat: now - 60, exp: now + 540, iss: app_id.to_string() };
-        let jwt = jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256), &claims, &key)
-            .map_err(|e| ActionError::permanent(format!("cannot sign the GitHub App JWT: {e}")))?;
+        let claims = AppClaims {
+            iat: now - 60,
+            exp: now + 540,
+            iss: app_id.to_string(),
+        };
+        let jwt = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+            &claims,
+            &key,
+        )
+        .map_err(|e| ActionError::permanent(format!("cannot sign the GitHub App JWT: {e}")))?;
         ctx.log.add_secret(&jwt);
-        let call = Call::new(reqwest::Method::POST, join(&inst.api_url, &format!("/app/installations/{installation}/access_tokens")))
-            .header("Authorization", format!("Bearer {jwt}"))
-            .header("Accept", "application/vnd.github+json")
-            .header("X-GitHub-Api-Version", "2022-11-28");
+        let call = Call::new(
+            reqwest::Method::POST,
+            join(
+                &inst.api_url,
+                &format!("/app/installations/{installation}/access_tokens"),
+            ),
+        )
+        .header("Authorization", format!("Bearer {jwt}"))
+        .header("Accept", "application/vnd.github+json")
+        .header("X-GitHub-Api-Version", "2022-11-28");
         let vendor = "GitHub App token endpoint";
         let r = self.http.send(ctx, vendor, &call).await?;
         if !r.is_success() {
@@ -149,29 +181,50 @@ impl GithubWorkflowAction {
             .map(|e| (e.timestamp() - now - 300).max(1) as u64)
             .unwrap_or(600);
         if let Ok(mut c) = self.tokens.lock() {
-            c.insert(cache_key, (token.to_string(), Instant::now() + Duration::from_secs(ttl)));
+            c.insert(
+                cache_key,
+                (token.to_string(), Instant::now() + Duration::from_secs(ttl)),
+            );
         }
         Ok(token.to_string())
     }
 
-    async fn site<'a>(&'a self, ctx: &ActionContext, name: Option<&str>) -> Result<Site<'a>, ActionError> {
-        let (name, inst) = pick("GitHub", &self.instances, name, |i| i.default).map_err(ActionError::permanent)?;
+    async fn site<'a>(
+        &'a self,
+        ctx: &ActionContext,
+        name: Option<&str>,
+    ) -> Result<Site<'a>, ActionError> {
+        let (name, inst) =
+            pick("GitHub", &self.instances, name, |i| i.default).map_err(ActionError::permanent)?;
         let token = if ctx.dry_run {
             "[REDACTED]".into()
         } else {
             match &inst.auth {
                 GithubAuth::Pat { token_secret } => secret(ctx, token_secret).await?,
-                GithubAuth::App { app_id, private_key_secret, installation_id } => {
-                    self.app_token(ctx, inst, app_id, private_key_secret, *installation_id).await?
+                GithubAuth::App {
+                    app_id,
+                    private_key_secret,
+                    installation_id,
+                } => {
+                    self.app_token(ctx, inst, app_id, private_key_secret, *installation_id)
+                        .await?
                 }
             }
         };
         Ok(Site { name, inst, token })
     }
 
-    async fn get_json(&self, ctx: &ActionContext, site: &Site<'_>, path: &str) -> Result<Value, ActionError> {
+    async fn get_json(
+        &self,
+        ctx: &ActionContext,
+        site: &Site<'_>,
+        path: &str,
+    ) -> Result<Value, ActionError> {
         let v = site.vendor();
-        let r = self.http.send(ctx, &v, &site.call(reqwest::Method::GET, path)).await?;
+        let r = self
+            .http
+            .send(ctx, &v, &site.call(reqwest::Method::GET, path))
+            .await?;
         if !r.is_success() {
             return Err(gh_error(&r, &v));
         }
@@ -179,12 +232,32 @@ impl GithubWorkflowAction {
     }
 
     /// The run whose title carries `corr`, if listed yet (newest first, two pages).
-    async fn find_run(&self, ctx: &ActionContext, site: &Site<'_>, base: &str, corr: &str) -> Result<Option<Value>, ActionError> {
+    async fn find_run(
+        &self,
+        ctx: &ActionContext,
+        site: &Site<'_>,
+        base: &str,
+        corr: &str,
+    ) -> Result<Option<Value>, ActionError> {
         for page in 1..=2 {
-            let v = self.get_json(ctx, site, &format!("{base}/runs?event=workflow_dispatch&per_page=50&page={page}")).await?;
-            let runs = v.get("workflow_runs").and_then(Value::as_array).cloned().unwrap_or_default();
+            let v = self
+                .get_json(
+                    ctx,
+                    site,
+                    &format!("{base}/runs?event=workflow_dispatch&per_page=50&page={page}"),
+                )
+                .await?;
+            let runs = v
+                .get("workflow_runs")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             if let Some(r) = runs.iter().find(|r| {
-                ["display_title", "name"].iter().any(|f| r.get(*f).and_then(Value::as_str).is_some_and(|t| t.contains(corr)))
+                ["display_title", "name"].iter().any(|f| {
+                    r.get(*f)
+                        .and_then(Value::as_str)
+                        .is_some_and(|t| t.contains(corr))
+                })
             }) {
                 return Ok(Some(r.clone()));
             }
@@ -210,31 +283,49 @@ impl GithubWorkflowAction {
             };
             inputs.insert(k.clone(), Value::String(s));
         }
-        inputs.insert(site.inst.correlation_input.clone(), Value::String(corr.clone()));
+        inputs.insert(
+            site.inst.correlation_input.clone(),
+            Value::String(corr.clone()),
+        );
         let repo_path = format!("/repos/{}/{}", seg(&cfg.owner), seg(&cfg.repo));
         let base = format!("{repo_path}/actions/workflows/{}", seg(&cfg.workflow));
         if ctx.dry_run {
             let call = site.call(reqwest::Method::POST, &format!("{base}/dispatches"))
                 .json(json!({"ref": cfg.git_ref.clone().unwrap_or_else(|| "<default branch>".into()), "inputs": inputs}));
-            return Ok(dry_run(ctx, &[&call], "then the run carrying the correlation input is looked up and polled"));
+            return Ok(dry_run(
+                ctx,
+                &[&call],
+                "then the run carrying the correlation input is looked up and polled",
+            ));
         }
         let run = match self.find_run(ctx, &site, &base, &corr).await? {
             Some(r) => {
-                ctx.log.info("the workflow run of an earlier attempt exists: following it");
+                ctx.log
+                    .info("the workflow run of an earlier attempt exists: following it");
                 r
             }
             None => {
                 let git_ref = match &cfg.git_ref {
                     Some(r) => r.clone(),
-                    None => self.get_json(ctx, &site, &repo_path).await?
-                        .get("default_branch").and_then(Value::as_str).unwrap_or("main").to_string(),
+                    None => self
+                        .get_json(ctx, &site, &repo_path)
+                        .await?
+                        .get("default_branch")
+                        .and_then(Value::as_str)
+                        .unwrap_or("main")
+                        .to_string(),
                 };
-                let call = site.call(reqwest::Method::POST, &format!("{base}/dispatches")).json(json!({"ref": git_ref, "inputs": inputs}));
+                let call = site
+                    .call(reqwest::Method::POST, &format!("{base}/dispatches"))
+                    .json(json!({"ref": git_ref, "inputs": inputs}));
                 let r = self.http.send(ctx, &site.vendor(), &call).await?;
                 if !r.is_success() {
                     return Err(gh_error(&r, &site.vendor()));
                 }
-                ctx.log.info(&format!("dispatched {} on {}/{}@{git_ref}", cfg.workflow, cfg.owner, cfg.repo));
+                ctx.log.info(&format!(
+                    "dispatched {} on {}/{}@{git_ref}",
+                    cfg.workflow, cfg.owner, cfg.repo
+                ));
                 let mut backoff = self.http.backoff();
                 let mut found = None;
                 for _ in 0..FIND_ATTEMPTS {
@@ -250,12 +341,17 @@ impl GithubWorkflowAction {
                 )))?
             }
         };
-        let id = run.get("id").and_then(Value::as_u64).ok_or_else(|| ActionError::permanent("GitHub listed a run without an id"))?;
+        let id = run
+            .get("id")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| ActionError::permanent("GitHub listed a run without an id"))?;
         let mut run = run;
         if wait {
             let mut backoff = self.http.backoff();
             loop {
-                run = self.get_json(ctx, &site, &format!("{repo_path}/actions/runs/{id}")).await?;
+                run = self
+                    .get_json(ctx, &site, &format!("{repo_path}/actions/runs/{id}"))
+                    .await?;
                 if run.get("status").and_then(Value::as_str) == Some("completed") {
                     break;
                 }
@@ -273,7 +369,13 @@ impl GithubWorkflowAction {
             )));
         }
         let artifacts = if wait {
-            let v = self.get_json(ctx, &site, &format!("{repo_path}/actions/runs/{id}/artifacts")).await?;
+            let v = self
+                .get_json(
+                    ctx,
+                    &site,
+                    &format!("{repo_path}/actions/runs/{id}/artifacts"),
+                )
+                .await?;
             let list: Vec<Value> = v.get("artifacts").and_then(Value::as_array).into_iter().flatten().map(|a| json!({
                 "id": a.get("id"), "name": a.get("name"), "size_in_bytes": a.get("size_in_bytes"),
                 "archive_download_url": a.get("archive_download_url"), "expired": a.get("expired"),
@@ -322,7 +424,11 @@ impl Action for GithubWorkflowAction {
         }
     }
 
-    async fn execute(&self, ctx: &ActionContext, input: &Value) -> Result<ActionOutput, ActionError> {
+    async fn execute(
+        &self,
+        ctx: &ActionContext,
+        input: &Value,
+    ) -> Result<ActionOutput, ActionError> {
         redacted(ctx, self.run(ctx, input).await)
     }
 }

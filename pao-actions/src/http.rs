@@ -277,7 +277,11 @@ impl Http {
                 return Err(too_large(vendor, cap));
             }
             let mut body = Vec::new();
-            while let Some(chunk) = resp.chunk().await.map_err(|e| transport(vendor, &e, secs))? {
+            while let Some(chunk) = resp
+                .chunk()
+                .await
+                .map_err(|e| transport(vendor, &e, secs))?
+            {
                 if body.len() + chunk.len() > cap {
                     return Err(too_large(vendor, cap));
                 }
@@ -375,7 +379,10 @@ pub(crate) async fn secret(ctx: &ActionContext, name: &str) -> Result<String, Ac
 }
 
 /// Last line of defence: no error message leaves an action with a known secret in it.
-pub(crate) fn redacted<T>(ctx: &ActionContext, r: Result<T, ActionError>) -> Result<T, ActionError> {
+pub(crate) fn redacted<T>(
+    ctx: &ActionContext,
+    r: Result<T, ActionError>,
+) -> Result<T, ActionError> {
     r.map_err(|mut e| {
         e.message = ctx.log.redact(&e.message);
         e
@@ -401,7 +408,11 @@ pub(crate) fn join(base: &str, path: &str) -> String {
 }
 
 /// The output of a dry run: the calls the action would make.
-pub(crate) fn dry_run(ctx: &ActionContext, calls: &[&Call], note: &str) -> pao_core::action::ActionOutput {
+pub(crate) fn dry_run(
+    ctx: &ActionContext,
+    calls: &[&Call],
+    note: &str,
+) -> pao_core::action::ActionOutput {
     let described: Vec<Value> = calls.iter().map(|c| c.describe(ctx)).collect();
     pao_core::action::ActionOutput {
         result: json!({"dry_run": true, "requests": described, "note": note}),

@@ -110,8 +110,7 @@ pub struct Builtins {
 impl Builtins {
     /// Takes the price table of a (re)loaded catalog's `catalog.yaml`.
     pub fn update_prices(&self, settings: Option<&CatalogSettings>) {
-        self.prices
-            .set(settings.and_then(|s| s.prices.clone()));
+        self.prices.set(settings.and_then(|s| s.prices.clone()));
     }
 }
 

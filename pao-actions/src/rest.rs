@@ -112,10 +112,12 @@ struct Poll {
 fn host(url: &str) -> String {
     reqwest::Url::parse(url)
         .ok()
-        .and_then(|u| u.host_str().map(|h| match u.port() {
-            Some(p) => format!("{h}:{p}"),
-            None => h.to_string(),
-        }))
+        .and_then(|u| {
+            u.host_str().map(|h| match u.port() {
+                Some(p) => format!("{h}:{p}"),
+                None => h.to_string(),
+            })
+        })
         .unwrap_or_else(|| "rest".into())
 }
 
@@ -157,8 +159,15 @@ fn extract(paths: &BTreeMap<String, String>, body: &Value) -> Result<Value, Acti
 }
 
 impl RestAction {
-    fn cache_key(token_url: &str, client_id: &str, scopes: &[String], aud: &Option<String>, secret: &str) -> String {
-        let digest = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(secret));
+    fn cache_key(
+        token_url: &str,
+        client_id: &str,
+        scopes: &[String],
+        aud: &Option<String>,
+        secret: &str,
+    ) -> String {
+        let digest =
+            sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(secret));
         format!(
             "{token_url}|{client_id}|{}|{}|{}",
             scopes.join(" "),
@@ -167,8 +176,20 @@ impl RestAction {
         )
     }
 
-    async fn oauth_token(&self, ctx: &ActionContext, auth: &Auth, fresh: bool) -> Result<String, ActionError> {
-        let Auth::OAuth2 { token_url, client_id, client_secret, scopes, audience } = auth else {
+    async fn oauth_token(
+        &self,
+        ctx: &ActionContext,
+        auth: &Auth,
+        fresh: bool,
+    ) -> Result<String, ActionError> {
+        let Auth::OAuth2 {
+            token_url,
+            client_id,
+            client_secret,
+            scopes,
+            audience,
+        } = auth
+        else {
             return Err(ActionError::permanent("not an OAuth 2.0 auth"));
         };
         let key = Self::cache_key(token_url, client_id, scopes, audience, client_secret);
@@ -194,10 +215,15 @@ impl RestAction {
         let mut call = Call::new(reqwest::Method::POST, token_url.clone());
         call.body = CallBody::Form(form);
         let vendor = format!("token endpoint {}", host(token_url));
-        let reply = self.http.send_ok(ctx, &vendor, &call, generic_message).await?;
+        let reply = self
+            .http
+            .send_ok(ctx, &vendor, &call, generic_message)
+            .await?;
         let v = reply.json(&vendor)?;
         let Some(token) = v.get("access_token").and_then(Value::as_str) else {
-            return Err(ActionError::permanent(format!("{vendor} answered without access_token")));
+            return Err(ActionError::permanent(format!(
+                "{vendor} answered without access_token"
+            )));
         };
         ctx.log.add_secret(token);
         let ttl = v.get("expires_in").and_then(Value::as_u64).unwrap_or(3600);
@@ -212,9 +238,20 @@ impl RestAction {
     }
 
     /// Builds the call; `token` is the OAuth token when auth is OAuth 2.0 (None in a dry run).
-    fn build(&self, cfg: &Config, url: &str, method: reqwest::Method, with_body: bool, token: Option<&str>, ctx: &ActionContext) -> Result<Call, ActionError> {
+    fn build(
+        &self,
+        cfg: &Config,
+        url: &str,
+        method: reqwest::Method,
+        with_body: bool,
+        token: Option<&str>,
+        ctx: &ActionContext,
+    ) -> Result<Call, ActionError> {
         let mut url = reqwest::Url::parse(url).map_err(|e| {
-            ActionError::permanent(format!("url `{}` is not an absolute URL: {e}", ctx.log.redact(url)))
+            ActionError::permanent(format!(
+                "url `{}` is not an absolute URL: {e}",
+                ctx.log.redact(url)
+            ))
         })?;
         if !cfg.query.is_empty() && with_body {
             let mut q = url.query_pairs_mut();
@@ -226,12 +263,19 @@ impl RestAction {
         match &cfg.auth {
             None | Some(Auth::None) => {}
             Some(Auth::Basic { username, password }) => {
-                let b = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+                let b = base64::engine::general_purpose::STANDARD
+                    .encode(format!("{username}:{password}"));
                 ctx.log.add_secret(&b);
                 headers.push(("Authorization".into(), format!("Basic {b}")));
             }
-            Some(Auth::Bearer { token }) => headers.push(("Authorization".into(), format!("Bearer {token}"))),
-            Some(Auth::ApiKey { name, value, location }) => {
+            Some(Auth::Bearer { token }) => {
+                headers.push(("Authorization".into(), format!("Bearer {token}")))
+            }
+            Some(Auth::ApiKey {
+                name,
+                value,
+                location,
+            }) => {
                 if location.as_deref() == Some("query") {
                     url.query_pairs_mut().append_pair(name, value);
                 } else {
@@ -240,7 +284,10 @@ impl RestAction {
             }
             Some(Auth::OAuth2 { .. }) => headers.push((
                 "Authorization".into(),
-                format!("Bearer {}", token.unwrap_or("[token from the token endpoint]")),
+                format!(
+                    "Bearer {}",
+                    token.unwrap_or("[token from the token endpoint]")
+                ),
             )),
         }
         for (k, v) in &cfg.headers {
@@ -252,7 +299,9 @@ impl RestAction {
         let body = match (with_body, &cfg.body, &cfg.form) {
             (false, _, _) => CallBody::None,
             (true, Some(b), _) => CallBody::Json(b.clone()),
-            (true, None, Some(f)) => CallBody::Form(f.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+            (true, None, Some(f)) => {
+                CallBody::Form(f.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            }
             _ => CallBody::None,
         };
         Ok(Call {
@@ -260,12 +309,22 @@ impl RestAction {
             url: url.to_string(),
             headers,
             body,
-            max_bytes: Some(cfg.max_response_bytes.unwrap_or(self.http.settings.max_response_bytes)),
+            max_bytes: Some(
+                cfg.max_response_bytes
+                    .unwrap_or(self.http.settings.max_response_bytes),
+            ),
         })
     }
 
     /// Sends with auth; a 401 with a cached OAuth token fetches a new one and tries once more.
-    async fn call(&self, ctx: &ActionContext, cfg: &Config, url: &str, method: reqwest::Method, with_body: bool) -> Result<Reply, ActionError> {
+    async fn call(
+        &self,
+        ctx: &ActionContext,
+        cfg: &Config,
+        url: &str,
+        method: reqwest::Method,
+        with_body: bool,
+    ) -> Result<Reply, ActionError> {
         let vendor = host(url);
         let oauth = matches!(cfg.auth, Some(Auth::OAuth2 { .. }));
         let token = match (&cfg.auth, oauth) {
@@ -274,8 +333,12 @@ impl RestAction {
         };
         let call = self.build(cfg, url, method.clone(), with_body, token.as_deref(), ctx)?;
         let reply = self.http.send(ctx, &vendor, &call).await?;
-        if reply.status == 401 && oauth && let Some(a) = &cfg.auth {
-            ctx.log.info("401 with a cached OAuth token: fetching a new token and trying again");
+        if reply.status == 401
+            && oauth
+            && let Some(a) = &cfg.auth
+        {
+            ctx.log
+                .info("401 with a cached OAuth token: fetching a new token and trying again");
             let token = self.oauth_token(ctx, a, true).await?;
             let call = self.build(cfg, url, method, with_body, Some(&token), ctx)?;
             return self.http.send(ctx, &vendor, &call).await;
@@ -288,9 +351,15 @@ impl RestAction {
             .headers
             .get("content-type")
             .is_some_and(|c| c.contains("json"));
-        let body = if is_json { reply.json(vendor)? } else { reply.json_or_text() };
+        let body = if is_json {
+            reply.json(vendor)?
+        } else {
+            reply.json_or_text()
+        };
         let extracted = extract(&cfg.extract, &body)?;
-        Ok(json!({"status": reply.status, "headers": reply.headers, "body": body, "extract": extracted}))
+        Ok(
+            json!({"status": reply.status, "headers": reply.headers, "body": body, "extract": extracted}),
+        )
     }
 
     async fn run(&self, ctx: &ActionContext, input: &Value) -> Result<ActionOutput, ActionError> {
@@ -304,13 +373,19 @@ impl RestAction {
             _ => {}
         }
         if cfg.body.is_some() && cfg.form.is_some() {
-            return Err(ActionError::permanent("rest config: body and form cannot be used together"));
+            return Err(ActionError::permanent(
+                "rest config: body and form cannot be used together",
+            ));
         }
         let method = reqwest::Method::from_bytes(cfg.method.as_deref().unwrap_or("GET").as_bytes())
             .map_err(|_| ActionError::permanent("rest config: invalid method"))?;
         if ctx.dry_run {
             let call = self.build(&cfg, &cfg.url, method, true, None, ctx)?;
-            let note = if cfg.poll.is_some() { "then polls until the condition holds" } else { "one call" };
+            let note = if cfg.poll.is_some() {
+                "then polls until the condition holds"
+            } else {
+                "one call"
+            };
             return Ok(dry_run(ctx, &[&call], note));
         }
         let vendor = host(&cfg.url);
@@ -329,11 +404,17 @@ impl RestAction {
         })
     }
 
-    async fn poll(&self, ctx: &ActionContext, cfg: &Config, poll: &Poll, first: Value) -> Result<Value, ActionError> {
+    async fn poll(
+        &self,
+        ctx: &ActionContext,
+        cfg: &Config,
+        poll: &Poll,
+        first: Value,
+    ) -> Result<Value, ActionError> {
         let engine = Engine::new();
-        let until = engine.compile_expression(&poll.until).map_err(|e| {
-            ActionError::permanent(format!("poll.until: {}", e.message()))
-        })?;
+        let until = engine
+            .compile_expression(&poll.until)
+            .map_err(|e| ActionError::permanent(format!("poll.until: {}", e.message())))?;
         let scopes: Vec<(Scope, &Value)> = poll
             .scopes
             .iter()
@@ -345,18 +426,23 @@ impl RestAction {
                 c.set(*s, v);
             }
             c.set(Scope::Result, result);
-            until.eval_bool(&c).map_err(|e| ActionError::permanent(format!("poll.until `{}`: {}", poll.until, e.message())))
+            until.eval_bool(&c).map_err(|e| {
+                ActionError::permanent(format!("poll.until `{}`: {}", poll.until, e.message()))
+            })
         };
         let url = match &poll.url {
             None => cfg.url.clone(),
             Some(t) => {
-                let tpl = engine.compile(t).map_err(|e| ActionError::permanent(format!("poll.url: {}", e.message())))?;
+                let tpl = engine
+                    .compile(t)
+                    .map_err(|e| ActionError::permanent(format!("poll.url: {}", e.message())))?;
                 let mut c = Context::new();
                 for (s, v) in &scopes {
                     c.set(*s, v);
                 }
                 c.set(Scope::Result, &first);
-                tpl.render(&c).map_err(|e| ActionError::permanent(format!("poll.url: {}", e.message())))?
+                tpl.render(&c)
+                    .map_err(|e| ActionError::permanent(format!("poll.url: {}", e.message())))?
             }
         };
         let interval = poll
@@ -372,7 +458,8 @@ impl RestAction {
         let mut polls = 0u32;
         loop {
             if holds(&result)? {
-                ctx.log.info(&format!("poll condition holds after {polls} poll(s)"));
+                ctx.log
+                    .info(&format!("poll condition holds after {polls} poll(s)"));
                 return Ok(result);
             }
             if timeout.is_some_and(|t| started.elapsed() >= t) {
@@ -385,7 +472,9 @@ impl RestAction {
                 _ = tokio::time::sleep(interval) => {}
                 _ = ctx.cancel.cancelled() => return Err(ActionError::cancelled()),
             }
-            let reply = self.call(ctx, cfg, &url, reqwest::Method::GET, false).await?;
+            let reply = self
+                .call(ctx, cfg, &url, reqwest::Method::GET, false)
+                .await?;
             polls += 1;
             if !reply.is_success() {
                 return Err(reply.error(&vendor, generic_message));
@@ -429,7 +518,11 @@ impl Action for RestAction {
             .unwrap_or_else(|| "rest".into())
     }
 
-    async fn execute(&self, ctx: &ActionContext, input: &Value) -> Result<ActionOutput, ActionError> {
+    async fn execute(
+        &self,
+        ctx: &ActionContext,
+        input: &Value,
+    ) -> Result<ActionOutput, ActionError> {
         redacted(ctx, self.run(ctx, input).await)
     }
 }

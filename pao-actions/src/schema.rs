@@ -10,7 +10,10 @@ use serde_json::{Value, json};
 pub(crate) fn config_schema(def: &str) -> Value {
     let item: Value = serde_json::from_str(pao_core::catalog::ITEM_SCHEMA).unwrap_or(Value::Null);
     let defs = item.get("$defs").cloned().unwrap_or_else(|| json!({}));
-    let mut schema = defs.get(def).cloned().unwrap_or_else(|| json!({"type": "object"}));
+    let mut schema = defs
+        .get(def)
+        .cloned()
+        .unwrap_or_else(|| json!({"type": "object"}));
     if let Value::Object(m) = &mut schema {
         m.insert(
             "$schema".into(),

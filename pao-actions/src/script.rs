@@ -121,7 +121,9 @@ fn run_with(
         .eval_with_scope::<Dynamic>(&mut scope, script)
         .map_err(|err| explain(&err, max_ops))?;
     rhai::serde::from_dynamic::<Value>(&out).map_err(|err| {
-        ActionError::permanent(format!("the script's result cannot be turned into JSON: {err}"))
+        ActionError::permanent(format!(
+            "the script's result cannot be turned into JSON: {err}"
+        ))
     })
 }
 
@@ -208,7 +210,11 @@ mod tests {
     #[test]
     fn runaway_loop_is_stopped() {
         let e = run("loop { }", &json!({}), Some(1000)).unwrap_err();
-        assert!(e.message.contains("budget of 1000 operations"), "{}", e.message);
+        assert!(
+            e.message.contains("budget of 1000 operations"),
+            "{}",
+            e.message
+        );
         assert!(!e.is_retryable());
     }
 
@@ -216,7 +222,12 @@ mod tests {
     fn big_strings_and_arrays_are_refused() {
         let e = run("let s = \"x\"; loop { s += s; }", &json!({}), None).unwrap_err();
         assert!(e.message.contains("sandbox limit"), "{}", e.message);
-        let e = run("let a = []; loop { a.push(1); }", &json!({}), Some(10_000_000)).unwrap_err();
+        let e = run(
+            "let a = []; loop { a.push(1); }",
+            &json!({}),
+            Some(10_000_000),
+        )
+        .unwrap_err();
         assert!(e.message.contains("sandbox limit"), "{}", e.message);
     }
 

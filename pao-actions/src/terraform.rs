@@ -27,7 +27,10 @@ pub struct TerraformAction {
 }
 
 impl TerraformAction {
-    pub(crate) fn new(http: Http, instances: BTreeMap<String, TerraformInstance>) -> TerraformAction {
+    pub(crate) fn new(
+        http: Http,
+        instances: BTreeMap<String, TerraformInstance>,
+    ) -> TerraformAction {
         TerraformAction { http, instances }
     }
 }
@@ -118,7 +121,13 @@ fn bool_of(v: &Option<Value>, default: bool) -> Result<bool, ActionError> {
 }
 
 const DONE: &[&str] = &["applied", "planned_and_finished", "planned_and_saved"];
-const FAILED: &[&str] = &["errored", "discarded", "canceled", "force_canceled", "policy_soft_failed"];
+const FAILED: &[&str] = &[
+    "errored",
+    "discarded",
+    "canceled",
+    "force_canceled",
+    "policy_soft_failed",
+];
 
 struct Site<'a> {
     name: &'a str,
@@ -140,20 +149,46 @@ impl Site<'_> {
 }
 
 impl TerraformAction {
-    async fn site<'a>(&'a self, ctx: &ActionContext, name: Option<&str>) -> Result<Site<'a>, ActionError> {
-        let (name, inst) = pick("Terraform", &self.instances, name, |i| i.default).map_err(ActionError::permanent)?;
-        let token = if ctx.dry_run { "[REDACTED]".into() } else { secret(ctx, &inst.token_secret).await? };
+    async fn site<'a>(
+        &'a self,
+        ctx: &ActionContext,
+        name: Option<&str>,
+    ) -> Result<Site<'a>, ActionError> {
+        let (name, inst) = pick("Terraform", &self.instances, name, |i| i.default)
+            .map_err(ActionError::permanent)?;
+        let token = if ctx.dry_run {
+            "[REDACTED]".into()
+        } else {
+            secret(ctx, &inst.token_secret).await?
+        };
         Ok(Site { name, inst, token })
     }
 
-    async fn json(&self, ctx: &ActionContext, site: &Site<'_>, call: &Call) -> Result<Value, ActionError> {
+    async fn json(
+        &self,
+        ctx: &ActionContext,
+        site: &Site<'_>,
+        call: &Call,
+    ) -> Result<Value, ActionError> {
         let v = site.vendor();
-        self.http.send_ok(ctx, &v, call, tfc_message).await?.json(&v)
+        self.http
+            .send_ok(ctx, &v, call, tfc_message)
+            .await?
+            .json(&v)
     }
 
     /// The workspace id, or `None` when it does not exist.
-    async fn find_workspace(&self, ctx: &ActionContext, site: &Site<'_>, org: &str, name: &str) -> Result<Option<String>, ActionError> {
-        let call = site.call(reqwest::Method::GET, &format!("/organizations/{}/workspaces/{}", seg(org), seg(name)));
+    async fn find_workspace(
+        &self,
+        ctx: &ActionContext,
+        site: &Site<'_>,
+        org: &str,
+        name: &str,
+    ) -> Result<Option<String>, ActionError> {
+        let call = site.call(
+            reqwest::Method::GET,
+            &format!("/organizations/{}/workspaces/{}", seg(org), seg(name)),
+        );
         let r = self.http.send(ctx, &site.vendor(), &call).await?;
         if r.status == 404 {
             return Ok(None);
@@ -162,24 +197,49 @@ impl TerraformAction {
             return Err(r.error(&site.vendor(), tfc_message));
         }
         let v = r.json(&site.vendor())?;
-        v.pointer("/data/id").and_then(Value::as_str).map(|s| Some(s.to_string())).ok_or_else(|| {
-            ActionError::permanent(format!("{} answered a workspace without an id", site.vendor()))
-        })
+        v.pointer("/data/id")
+            .and_then(Value::as_str)
+            .map(|s| Some(s.to_string()))
+            .ok_or_else(|| {
+                ActionError::permanent(format!(
+                    "{} answered a workspace without an id",
+                    site.vendor()
+                ))
+            })
     }
 
-    async fn project_id(&self, ctx: &ActionContext, site: &Site<'_>, org: &str, project: &str) -> Result<String, ActionError> {
+    async fn project_id(
+        &self,
+        ctx: &ActionContext,
+        site: &Site<'_>,
+        org: &str,
+        project: &str,
+    ) -> Result<String, ActionError> {
         if project.starts_with("prj-") {
             return Ok(project.to_string());
         }
-        let mut call = site.call(reqwest::Method::GET, &format!("/organizations/{}/projects", seg(org)));
+        let mut call = site.call(
+            reqwest::Method::GET,
+            &format!("/organizations/{}/projects", seg(org)),
+        );
         call.url = format!("{}?filter%5Bnames%5D={}", call.url, seg(project));
         let v = self.json(ctx, site, &call).await?;
-        v.pointer("/data/0/id").and_then(Value::as_str).map(str::to_string).ok_or_else(|| {
-            ActionError::permanent(format!("organization {org} has no project named {project}"))
-        })
+        v.pointer("/data/0/id")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| {
+                ActionError::permanent(format!("organization {org} has no project named {project}"))
+            })
     }
 
-    async fn create_workspace(&self, ctx: &ActionContext, site: &Site<'_>, org: &str, cfg: &Config, auto_apply: bool) -> Result<String, ActionError> {
+    async fn create_workspace(
+        &self,
+        ctx: &ActionContext,
+        site: &Site<'_>,
+        org: &str,
+        cfg: &Config,
+        auto_apply: bool,
+    ) -> Result<String, ActionError> {
         let mut attrs = json!({"name": cfg.workspace, "auto-apply": auto_apply});
         let vcs = match (&cfg.template, &cfg.vcs) {
             (Some(t), _) => {
@@ -193,9 +253,19 @@ impl TerraformAction {
                 if let Some(v) = &tpl.terraform_version {
                     attrs["terraform-version"] = json!(v);
                 }
-                Some((tpl.repository.clone(), tpl.branch.clone(), tpl.working_directory.clone(), None))
+                Some((
+                    tpl.repository.clone(),
+                    tpl.branch.clone(),
+                    tpl.working_directory.clone(),
+                    None,
+                ))
             }
-            (None, Some(v)) => Some((v.repository.clone(), v.branch.clone(), v.working_directory.clone(), v.oauth_token_id.clone())),
+            (None, Some(v)) => Some((
+                v.repository.clone(),
+                v.branch.clone(),
+                v.working_directory.clone(),
+                v.oauth_token_id.clone(),
+            )),
             (None, None) => None,
         };
         if let Some((repo, branch, wd, token)) = vcs {
@@ -219,29 +289,50 @@ impl TerraformAction {
             let id = self.project_id(ctx, site, org, p).await?;
             data["relationships"] = json!({"project": {"data": {"type": "projects", "id": id}}});
         }
-        let call = site.call(reqwest::Method::POST, &format!("/organizations/{}/workspaces", seg(org))).json(json!({"data": data}));
+        let call = site
+            .call(
+                reqwest::Method::POST,
+                &format!("/organizations/{}/workspaces", seg(org)),
+            )
+            .json(json!({"data": data}));
         let r = self.http.send(ctx, &site.vendor(), &call).await?;
         if r.status == 422 && String::from_utf8_lossy(&r.body).contains("already been taken") {
             // Created by a concurrent or earlier attempt.
-            return self.find_workspace(ctx, site, org, &cfg.workspace).await?.ok_or_else(|| {
-                ActionError::retryable(format!("workspace {} is being created", cfg.workspace))
-            });
+            return self
+                .find_workspace(ctx, site, org, &cfg.workspace)
+                .await?
+                .ok_or_else(|| {
+                    ActionError::retryable(format!("workspace {} is being created", cfg.workspace))
+                });
         }
         if !r.is_success() {
             return Err(r.error(&site.vendor(), tfc_message));
         }
         let v = r.json(&site.vendor())?;
-        ctx.log.info(&format!("created workspace {}", cfg.workspace));
-        v.pointer("/data/id").and_then(Value::as_str).map(str::to_string).ok_or_else(|| {
-            ActionError::permanent(format!("{} answered a workspace without an id", site.vendor()))
-        })
+        ctx.log
+            .info(&format!("created workspace {}", cfg.workspace));
+        v.pointer("/data/id")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| {
+                ActionError::permanent(format!(
+                    "{} answered a workspace without an id",
+                    site.vendor()
+                ))
+            })
     }
 
     fn var_attrs(ctx: &ActionContext, key: &str, raw: &Value) -> Result<Value, ActionError> {
         let var = match raw {
             Value::Object(_) => serde_json::from_value::<Variable>(raw.clone())
                 .map_err(|e| ActionError::permanent(format!("terraform variable {key}: {e}")))?,
-            other => Variable { value: other.clone(), sensitive: None, category: None, hcl: None, description: None },
+            other => Variable {
+                value: other.clone(),
+                sensitive: None,
+                category: None,
+                hcl: None,
+                description: None,
+            },
         };
         let hcl = var.hcl.unwrap_or(false);
         let value = match &var.value {
@@ -271,11 +362,20 @@ impl TerraformAction {
         Ok(a)
     }
 
-    async fn write_vars(&self, ctx: &ActionContext, site: &Site<'_>, ws: &str, vars: &BTreeMap<String, Value>) -> Result<(), ActionError> {
+    async fn write_vars(
+        &self,
+        ctx: &ActionContext,
+        site: &Site<'_>,
+        ws: &str,
+        vars: &BTreeMap<String, Value>,
+    ) -> Result<(), ActionError> {
         if vars.is_empty() {
             return Ok(());
         }
-        let call = site.call(reqwest::Method::GET, &format!("/workspaces/{}/vars", seg(ws)));
+        let call = site.call(
+            reqwest::Method::GET,
+            &format!("/workspaces/{}/vars", seg(ws)),
+        );
         let v = self.json(ctx, site, &call).await?;
         let existing: BTreeMap<(String, String), String> = v
             .get("data")
@@ -294,52 +394,100 @@ impl TerraformAction {
             .collect();
         for (key, raw) in vars {
             let attrs = Self::var_attrs(ctx, key, raw)?;
-            let cat = attrs["category"].as_str().unwrap_or("terraform").to_string();
+            let cat = attrs["category"]
+                .as_str()
+                .unwrap_or("terraform")
+                .to_string();
             let call = match existing.get(&(key.clone(), cat)) {
                 Some(id) => site
-                    .call(reqwest::Method::PATCH, &format!("/workspaces/{}/vars/{}", seg(ws), seg(id)))
+                    .call(
+                        reqwest::Method::PATCH,
+                        &format!("/workspaces/{}/vars/{}", seg(ws), seg(id)),
+                    )
                     .json(json!({"data": {"type": "vars", "id": id, "attributes": attrs}})),
                 None => site
-                    .call(reqwest::Method::POST, &format!("/workspaces/{}/vars", seg(ws)))
+                    .call(
+                        reqwest::Method::POST,
+                        &format!("/workspaces/{}/vars", seg(ws)),
+                    )
                     .json(json!({"data": {"type": "vars", "attributes": attrs}})),
             };
-            self.http.send_ok(ctx, &site.vendor(), &call, tfc_message).await?;
+            self.http
+                .send_ok(ctx, &site.vendor(), &call, tfc_message)
+                .await?;
         }
         ctx.log.info(&format!("wrote {} variable(s)", vars.len()));
         Ok(())
     }
 
-    async fn find_run(&self, ctx: &ActionContext, site: &Site<'_>, ws: &str, tag: &str) -> Result<Option<String>, ActionError> {
-        let call = site.call(reqwest::Method::GET, &format!("/workspaces/{}/runs?page%5Bsize%5D=50", seg(ws)));
+    async fn find_run(
+        &self,
+        ctx: &ActionContext,
+        site: &Site<'_>,
+        ws: &str,
+        tag: &str,
+    ) -> Result<Option<String>, ActionError> {
+        let call = site.call(
+            reqwest::Method::GET,
+            &format!("/workspaces/{}/runs?page%5Bsize%5D=50", seg(ws)),
+        );
         let v = self.json(ctx, site, &call).await?;
-        Ok(v.get("data").and_then(Value::as_array).into_iter().flatten()
-            .find(|r| r.pointer("/attributes/message").and_then(Value::as_str).is_some_and(|m| m.contains(tag)))
+        Ok(v.get("data")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find(|r| {
+                r.pointer("/attributes/message")
+                    .and_then(Value::as_str)
+                    .is_some_and(|m| m.contains(tag))
+            })
             .and_then(|r| r.get("id")?.as_str().map(str::to_string)))
     }
 
-    async fn wait_run(&self, ctx: &ActionContext, site: &Site<'_>, run: &str) -> Result<String, ActionError> {
+    async fn wait_run(
+        &self,
+        ctx: &ActionContext,
+        site: &Site<'_>,
+        run: &str,
+    ) -> Result<String, ActionError> {
         let mut backoff = self.http.backoff();
         let mut told = false;
         loop {
             let call = site.call(reqwest::Method::GET, &format!("/runs/{}", seg(run)));
             let v = self.json(ctx, site, &call).await?;
-            let status = v.pointer("/data/attributes/status").and_then(Value::as_str).unwrap_or("").to_string();
+            let status = v
+                .pointer("/data/attributes/status")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
             if DONE.contains(&status.as_str()) {
                 return Ok(status);
             }
             if FAILED.contains(&status.as_str()) {
-                return Err(ActionError::permanent(format!("Terraform run {run} ended {status}")));
+                return Err(ActionError::permanent(format!(
+                    "Terraform run {run} ended {status}"
+                )));
             }
             if status == "planned" && !told {
                 told = true;
-                ctx.log.info(&format!("run {run} is planned and waits for a confirmation in Terraform"));
+                ctx.log.info(&format!(
+                    "run {run} is planned and waits for a confirmation in Terraform"
+                ));
             }
             backoff.wait(ctx).await?;
         }
     }
 
-    async fn outputs(&self, ctx: &ActionContext, site: &Site<'_>, ws: &str) -> Result<Value, ActionError> {
-        let call = site.call(reqwest::Method::GET, &format!("/workspaces/{}/current-state-version-outputs", seg(ws)));
+    async fn outputs(
+        &self,
+        ctx: &ActionContext,
+        site: &Site<'_>,
+        ws: &str,
+    ) -> Result<Value, ActionError> {
+        let call = site.call(
+            reqwest::Method::GET,
+            &format!("/workspaces/{}/current-state-version-outputs", seg(ws)),
+        );
         let r = self.http.send(ctx, &site.vendor(), &call).await?;
         if r.status == 404 {
             return Ok(json!({}));
@@ -349,33 +497,67 @@ impl TerraformAction {
         }
         let v = r.json(&site.vendor())?;
         let mut out = Map::new();
-        for o in v.get("data").and_then(Value::as_array).into_iter().flatten() {
-            let Some(name) = o.pointer("/attributes/name").and_then(Value::as_str) else { continue };
+        for o in v
+            .get("data")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let Some(name) = o.pointer("/attributes/name").and_then(Value::as_str) else {
+                continue;
+            };
             let sensitive = o.pointer("/attributes/sensitive") == Some(&json!(true));
             // Sensitive outputs stay in Terraform: PAO results are stored and shown.
             if !sensitive {
-                out.insert(name.to_string(), o.pointer("/attributes/value").cloned().unwrap_or(Value::Null));
+                out.insert(
+                    name.to_string(),
+                    o.pointer("/attributes/value")
+                        .cloned()
+                        .unwrap_or(Value::Null),
+                );
             }
         }
         Ok(Value::Object(out))
     }
 
-    async fn run(&self, ctx: &ActionContext, input: &Value, force_destroy: bool) -> Result<ActionOutput, ActionError> {
+    async fn run(
+        &self,
+        ctx: &ActionContext,
+        input: &Value,
+        force_destroy: bool,
+    ) -> Result<ActionOutput, ActionError> {
         let cfg: Config = serde_json::from_value(input.clone())
             .map_err(|e| ActionError::permanent(format!("terraform config: {e}")))?;
         let destroy = cfg.destroy || force_destroy;
         let auto_apply = bool_of(&cfg.auto_apply, true)?;
         if cfg.template.is_some() && cfg.vcs.is_some() {
-            return Err(ActionError::permanent("terraform config: template and vcs cannot be used together"));
+            return Err(ActionError::permanent(
+                "terraform config: template and vcs cannot be used together",
+            ));
         }
         let site = self.site(ctx, cfg.instance.as_deref()).await?;
-        let org = cfg.organization.clone().or_else(|| site.inst.organization.clone()).ok_or_else(|| {
-            ActionError::permanent(format!("terraform: no organization given and instance {} has none", site.name))
-        })?;
+        let org = cfg
+            .organization
+            .clone()
+            .or_else(|| site.inst.organization.clone())
+            .ok_or_else(|| {
+                ActionError::permanent(format!(
+                    "terraform: no organization given and instance {} has none",
+                    site.name
+                ))
+            })?;
         let tag = format!("[pao:{}]", ctx.idempotency_key);
-        let message = format!("{} {tag}", cfg.message.clone().unwrap_or_else(|| format!("PAO request {}", ctx.request_id)));
+        let message = format!(
+            "{} {tag}",
+            cfg.message
+                .clone()
+                .unwrap_or_else(|| format!("PAO request {}", ctx.request_id))
+        );
         if ctx.dry_run {
-            let find = site.call(reqwest::Method::GET, &format!("/organizations/{org}/workspaces/{}", cfg.workspace));
+            let find = site.call(
+                reqwest::Method::GET,
+                &format!("/organizations/{org}/workspaces/{}", cfg.workspace),
+            );
             let run = site.call(reqwest::Method::POST, "/runs").json(json!({"data": {"type": "runs", "attributes": {
                 "message": message, "is-destroy": destroy, "auto-apply": auto_apply},
                 "relationships": {"workspace": {"data": {"type": "workspaces", "id": "<workspace id>"}}}}}));
@@ -387,27 +569,41 @@ impl TerraformAction {
                 }
                 vars.insert(k.clone(), a);
             }
-            let mut out = dry_run(ctx, &[&find, &run], "the workspace is created when missing, variables written, then the run is polled");
+            let mut out = dry_run(
+                ctx,
+                &[&find, &run],
+                "the workspace is created when missing, variables written, then the run is polled",
+            );
             out.result["variables"] = crate::redact_json(ctx, &Value::Object(vars));
             return Ok(out);
         }
-        let ws = match self.find_workspace(ctx, &site, &org, &cfg.workspace).await? {
+        let ws = match self
+            .find_workspace(ctx, &site, &org, &cfg.workspace)
+            .await?
+        {
             Some(id) => id,
             None if destroy => {
-                ctx.log.info(&format!("workspace {} does not exist: nothing to destroy", cfg.workspace));
+                ctx.log.info(&format!(
+                    "workspace {} does not exist: nothing to destroy",
+                    cfg.workspace
+                ));
                 return Ok(ActionOutput {
                     result: json!({"run_id": null, "status": "no_workspace", "workspace": cfg.workspace, "outputs": {}}),
                     rollback_state: Value::Null,
                 });
             }
-            None => self.create_workspace(ctx, &site, &org, &cfg, auto_apply).await?,
+            None => {
+                self.create_workspace(ctx, &site, &org, &cfg, auto_apply)
+                    .await?
+            }
         };
         if !destroy {
             self.write_vars(ctx, &site, &ws, &cfg.variables).await?;
         }
         let run = match self.find_run(ctx, &site, &ws, &tag).await? {
             Some(r) => {
-                ctx.log.info(&format!("run {r} was queued by an earlier attempt"));
+                ctx.log
+                    .info(&format!("run {r} was queued by an earlier attempt"));
                 r
             }
             None => {
@@ -415,16 +611,32 @@ impl TerraformAction {
                     "attributes": {"message": message, "is-destroy": destroy, "auto-apply": auto_apply},
                     "relationships": {"workspace": {"data": {"type": "workspaces", "id": ws}}}}}));
                 let v = self.json(ctx, &site, &call).await?;
-                let id = v.pointer("/data/id").and_then(Value::as_str).ok_or_else(|| {
-                    ActionError::permanent(format!("{} answered a run without an id", site.vendor()))
-                })?;
-                ctx.log.info(&format!("queued {}run {id}", if destroy { "destroy " } else { "" }));
+                let id = v
+                    .pointer("/data/id")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| {
+                        ActionError::permanent(format!(
+                            "{} answered a run without an id",
+                            site.vendor()
+                        ))
+                    })?;
+                ctx.log.info(&format!(
+                    "queued {}run {id}",
+                    if destroy { "destroy " } else { "" }
+                ));
                 id.to_string()
             }
         };
         let status = self.wait_run(ctx, &site, &run).await?;
-        let outputs = if destroy { json!({}) } else { self.outputs(ctx, &site, &ws).await? };
-        let url = join(&site.inst.url, &format!("/app/{org}/workspaces/{}/runs/{run}", cfg.workspace));
+        let outputs = if destroy {
+            json!({})
+        } else {
+            self.outputs(ctx, &site, &ws).await?
+        };
+        let url = join(
+            &site.inst.url,
+            &format!("/app/{org}/workspaces/{}/runs/{run}", cfg.workspace),
+        );
         Ok(ActionOutput {
             result: json!({"run_id": run, "status": status, "workspace_id": ws, "workspace": cfg.workspace, "outputs": outputs, "url": url}),
             rollback_state: json!({"workspace_id": ws, "run_id": run}),
@@ -466,11 +678,20 @@ impl Action for TerraformAction {
         }
     }
 
-    async fn execute(&self, ctx: &ActionContext, input: &Value) -> Result<ActionOutput, ActionError> {
+    async fn execute(
+        &self,
+        ctx: &ActionContext,
+        input: &Value,
+    ) -> Result<ActionOutput, ActionError> {
         redacted(ctx, self.run(ctx, input, false).await)
     }
 
-    async fn rollback(&self, ctx: &ActionContext, input: &Value, _state: &Value) -> Result<(), ActionError> {
+    async fn rollback(
+        &self,
+        ctx: &ActionContext,
+        input: &Value,
+        _state: &Value,
+    ) -> Result<(), ActionError> {
         redacted(ctx, self.run(ctx, input, true).await.map(|_| ()))
     }
 }

@@ -92,8 +92,12 @@ impl WebhookAction {
             return Ok(dry_run(ctx, &[&call], "the webhook would be delivered"));
         }
         let vendor = host(&cfg.url);
-        let reply = self.http.send_ok(ctx, &vendor, &call, generic_message).await?;
-        ctx.log.info(&format!("webhook delivered to {vendor}: {}", reply.status));
+        let reply = self
+            .http
+            .send_ok(ctx, &vendor, &call, generic_message)
+            .await?;
+        ctx.log
+            .info(&format!("webhook delivered to {vendor}: {}", reply.status));
         Ok(ActionOutput {
             result: json!({"status": reply.status, "body": reply.json_or_text()}),
             rollback_state: Value::Null,

@@ -11,10 +11,17 @@ use serde_json::json;
 use support::*;
 
 fn settings() -> pao_core::catalog::model::CatalogSettings {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/catalog/catalog.yaml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/catalog/catalog.yaml"
+    );
     let src = std::fs::read_to_string(path).unwrap();
     let (s, d) = load_settings("catalog.yaml", &src);
-    assert!(d.iter().all(|d| d.severity != pao_core::catalog::Severity::Error), "{d:?}");
+    assert!(
+        d.iter()
+            .all(|d| d.severity != pao_core::catalog::Severity::Error),
+        "{d:?}"
+    );
     s.unwrap()
 }
 
@@ -44,8 +51,21 @@ async fn estimate_with_region_discounts_and_breakdown() {
     assert_eq!(r["currency"], "USD");
 
     // Unknown SKU, currency mismatch: permanent.
-    assert_permanent(&cost.execute(&s.ctx("c"), &json!({"items": [{"sku": "gpu.huge"}]})).await.unwrap_err());
-    assert_permanent(&cost.execute(&s.ctx("c"), &json!({"items": [{"sku": "vm.small"}], "currency": "EUR"})).await.unwrap_err());
+    assert_permanent(
+        &cost
+            .execute(&s.ctx("c"), &json!({"items": [{"sku": "gpu.huge"}]}))
+            .await
+            .unwrap_err(),
+    );
+    assert_permanent(
+        &cost
+            .execute(
+                &s.ctx("c"),
+                &json!({"items": [{"sku": "vm.small"}], "currency": "EUR"}),
+            )
+            .await
+            .unwrap_err(),
+    );
 
     // A reload replaces the table.
     builtins.update_prices(None);
@@ -68,7 +88,13 @@ async fn script_through_the_action_and_cancellation_of_a_runaway() {
     assert_eq!(out.result["count"], 2);
     assert_eq!(out.result["restarts"][1]["deployment"], "worker");
 
-    let e = script.execute(&s.ctx("s"), &json!({"script": "throw \"bad restart target: x\""})).await.unwrap_err();
+    let e = script
+        .execute(
+            &s.ctx("s"),
+            &json!({"script": "throw \"bad restart target: x\""}),
+        )
+        .await
+        .unwrap_err();
     assert_permanent(&e);
     assert!(e.message.contains("bad restart target"), "{}", e.message);
 
@@ -80,7 +106,13 @@ async fn script_through_the_action_and_cancellation_of_a_runaway() {
         c.cancel();
     });
     let started = std::time::Instant::now();
-    let e = script.execute(&ctx, &json!({"script": "loop { }", "max_operations": 10_000_000_000u64})).await.unwrap_err();
+    let e = script
+        .execute(
+            &ctx,
+            &json!({"script": "loop { }", "max_operations": 10_000_000_000u64}),
+        )
+        .await
+        .unwrap_err();
     assert_eq!(e.class, pao_core::action::ErrorClass::Cancelled);
     assert!(started.elapsed() < Duration::from_secs(5));
 }

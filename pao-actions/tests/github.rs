@@ -18,14 +18,25 @@ fn input() -> serde_json::Value {
 #[tokio::test]
 async fn dispatches_finds_the_run_and_waits_for_success() {
     let s = sandbox().await;
-    let out = s.run("github_workflow", "pao-r1-argocd", &input()).await.unwrap();
+    let out = s
+        .run("github_workflow", "pao-r1-argocd", &input())
+        .await
+        .unwrap();
     assert_eq!(out.result["conclusion"], "success");
-    assert!(out.result["url"].as_str().unwrap().contains("/actions/runs/"));
+    assert!(
+        out.result["url"]
+            .as_str()
+            .unwrap()
+            .contains("/actions/runs/")
+    );
     assert_eq!(out.result["artifacts"][0]["name"], "provision-report");
     let runs = s.fakes.github.runs();
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].inputs["pao_correlation_id"], "pao-r1-argocd");
-    assert_eq!(runs[0].inputs["replicas"], "3", "inputs are sent as strings");
+    assert_eq!(
+        runs[0].inputs["replicas"], "3",
+        "inputs are sent as strings"
+    );
     assert_eq!(out.result["run_id"], runs[0].id);
 }
 
@@ -42,9 +53,16 @@ async fn rerun_follows_the_dispatched_run() {
 async fn failed_run_is_permanent_with_its_url() {
     let s = sandbox().await;
     s.fakes.github.conclude_with("failure");
-    let e = s.run("github_workflow", "k-fail", &input()).await.unwrap_err();
+    let e = s
+        .run("github_workflow", "k-fail", &input())
+        .await
+        .unwrap_err();
     assert_permanent(&e);
-    assert!(e.message.contains("concluded failure") && e.message.contains("https://github.com/"), "{}", e.message);
+    assert!(
+        e.message.contains("concluded failure") && e.message.contains("https://github.com/"),
+        "{}",
+        e.message
+    );
 }
 
 #[tokio::test]
@@ -55,7 +73,11 @@ async fn no_wait_returns_after_the_run_appears() {
     i.as_object_mut().unwrap().remove("ref");
     let out = s.run("github_workflow", "k-nowait", &i).await.unwrap();
     assert_eq!(out.result["conclusion"], serde_json::Value::Null);
-    assert_eq!(s.fakes.github.runs()[0].git_ref, "main", "default branch from the repository");
+    assert_eq!(
+        s.fakes.github.runs()[0].git_ref,
+        "main",
+        "default branch from the repository"
+    );
 }
 
 #[tokio::test]
@@ -67,22 +89,37 @@ async fn fault_classes_with_github_messages() {
     assert!(e.message.contains("Bad credentials"), "{}", e.message);
     let mut missing = input();
     missing["repo"] = json!("missing");
-    let e = s.run("github_workflow", "f404", &missing).await.unwrap_err();
+    let e = s
+        .run("github_workflow", "f404", &missing)
+        .await
+        .unwrap_err();
     assert_permanent(&e);
     assert!(e.message.contains("Not Found"), "{}", e.message);
-    s.fakes.github.faults.inject(Fault::RateLimited { retry_after_secs: 60 }, 1);
+    s.fakes.github.faults.inject(
+        Fault::RateLimited {
+            retry_after_secs: 60,
+        },
+        1,
+    );
     let e = s.run("github_workflow", "f", &input()).await.unwrap_err();
     assert_eq!(e.retry_after, Some(Duration::from_secs(60)));
     s.fakes.github.faults.inject(Fault::Status(502), 1);
     assert_retryable(&s.run("github_workflow", "f", &input()).await.unwrap_err());
-    s.fakes.github.faults.inject(Fault::Delay(Duration::from_secs(2)), 1);
+    s.fakes
+        .github
+        .faults
+        .inject(Fault::Delay(Duration::from_secs(2)), 1);
     assert_retryable(&s.run("github_workflow", "f", &input()).await.unwrap_err());
     s.fakes.github.faults.inject(Fault::MalformedJson, 1);
     assert_permanent(&s.run("github_workflow", "f", &input()).await.unwrap_err());
     s.fakes.github.faults.inject(Fault::Oversized(2 << 20), 1);
     assert_permanent(&s.run("github_workflow", "f", &input()).await.unwrap_err());
     s.run("github_workflow", "f", &input()).await.unwrap();
-    assert_eq!(s.fakes.github.runs().len(), 1, "one dispatch in spite of the faults");
+    assert_eq!(
+        s.fakes.github.runs().len(),
+        1,
+        "one dispatch in spite of the faults"
+    );
 }
 
 /// A throwaway 2048-bit key made for this test only.
@@ -108,6 +145,10 @@ async fn github_app_auth_mints_and_caches_an_installation_token() {
     let mut ctx = s.ctx("app-2");
     ctx.secrets = secrets;
     action.execute(&ctx, &input()).await.unwrap();
-    assert_eq!(s.fakes.github.installation_tokens().len(), 1, "token cached");
+    assert_eq!(
+        s.fakes.github.installation_tokens().len(),
+        1,
+        "token cached"
+    );
     assert_eq!(s.fakes.github.runs().len(), 2);
 }

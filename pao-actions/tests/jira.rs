@@ -4,8 +4,8 @@ mod support;
 
 use std::time::Duration;
 
-use pao_actions::jira::{TicketOutcome, adf_to_text, ticket_outcome};
 use pao_actions::JiraOutcomes;
+use pao_actions::jira::{TicketOutcome, adf_to_text, ticket_outcome};
 use pao_sandbox::Fault;
 use serde_json::json;
 use support::*;
@@ -26,15 +26,24 @@ async fn creates_an_issue_with_adf_and_returns_key_id_url() {
     let out = s.run("jira", "pao-r1-ticket", &create()).await.unwrap();
     let key = out.result["key"].as_str().unwrap().to_string();
     assert!(key.starts_with("DBA-"));
-    assert_eq!(out.result["url"], format!("{}/browse/{key}", s.fakes.jira.url()));
+    assert_eq!(
+        out.result["url"],
+        format!("{}/browse/{key}", s.fakes.jira.url())
+    );
     assert_eq!(out.result["status"], "To Do");
     let issue = s.fakes.jira.issue(&key).unwrap();
     assert_eq!(issue.created_via, 3);
     assert_eq!(issue.fields["description"]["type"], "doc");
-    assert_eq!(adf_to_text(&issue.fields["description"]), "Requested by Ada.\nEndpoint: db:5432\n");
+    assert_eq!(
+        adf_to_text(&issue.fields["description"]),
+        "Requested by Ada.\nEndpoint: db:5432\n"
+    );
     assert_eq!(issue.fields["priority"]["name"], "High");
     assert_eq!(issue.fields["customfield_10042"], "sev1");
-    assert_eq!(issue.fields["labels"], json!(["pao", "postgres", "pao-r1-ticket"]));
+    assert_eq!(
+        issue.fields["labels"],
+        json!(["pao", "postgres", "pao-r1-ticket"])
+    );
 }
 
 #[tokio::test]
@@ -43,9 +52,16 @@ async fn v2_sends_text_and_bearer_auth() {
     let mut input = create();
     input["instance"] = json!("jira-onprem");
     let out = s.run("jira", "k-v2", &input).await.unwrap();
-    let issue = s.fakes.jira.issue(out.result["key"].as_str().unwrap()).unwrap();
+    let issue = s
+        .fakes
+        .jira
+        .issue(out.result["key"].as_str().unwrap())
+        .unwrap();
     assert_eq!(issue.created_via, 2);
-    assert_eq!(issue.fields["description"], "Requested by **Ada**.\nEndpoint: db:5432");
+    assert_eq!(
+        issue.fields["description"],
+        "Requested by **Ada**.\nEndpoint: db:5432"
+    );
 }
 
 #[tokio::test]
@@ -71,7 +87,10 @@ async fn transition_comment_and_link_on_an_existing_issue() {
     let issue = s.fakes.jira.issue(key).unwrap();
     assert_eq!(issue.comments.len(), 1);
     assert_eq!(issue.comments[0]["type"], "doc");
-    assert_eq!(issue.links, vec![("Relates".to_string(), "OPS-1".to_string())]);
+    assert_eq!(
+        issue.links,
+        vec![("Relates".to_string(), "OPS-1".to_string())]
+    );
 }
 
 #[tokio::test]
@@ -79,11 +98,19 @@ async fn unknown_transition_is_permanent_and_lists_the_choices() {
     let s = sandbox().await;
     let a = s.run("jira", "k-ut", &create()).await.unwrap();
     let e = s
-        .run("jira", "k-ut2", &json!({"issue_key": a.result["key"], "transition": "Teleport"}))
+        .run(
+            "jira",
+            "k-ut2",
+            &json!({"issue_key": a.result["key"], "transition": "Teleport"}),
+        )
         .await
         .unwrap_err();
     assert_permanent(&e);
-    assert!(e.message.contains("no transition `Teleport`"), "{}", e.message);
+    assert!(
+        e.message.contains("no transition `Teleport`"),
+        "{}",
+        e.message
+    );
     assert!(e.message.contains("Done"), "{}", e.message);
 }
 
@@ -92,12 +119,18 @@ async fn rollback_cancels_with_a_comment() {
     let s = sandbox().await;
     let out = s.run("jira", "k-rb", &create()).await.unwrap();
     let key = out.result["key"].as_str().unwrap().to_string();
-    s.action("jira").rollback(&s.ctx("k-rb-rollback"), &create(), &out.rollback_state).await.unwrap();
+    s.action("jira")
+        .rollback(&s.ctx("k-rb-rollback"), &create(), &out.rollback_state)
+        .await
+        .unwrap();
     let issue = s.fakes.jira.issue(&key).unwrap();
     assert_eq!(issue.status, "Cancelled");
     assert_eq!(issue.comments.len(), 1);
     // Twice is fine: already cancelled.
-    s.action("jira").rollback(&s.ctx("k-rb-rollback"), &create(), &out.rollback_state).await.unwrap();
+    s.action("jira")
+        .rollback(&s.ctx("k-rb-rollback"), &create(), &out.rollback_state)
+        .await
+        .unwrap();
     assert_eq!(s.fakes.jira.issue(&key).unwrap().comments.len(), 1);
 }
 
@@ -114,7 +147,14 @@ async fn bad_credentials_are_permanent_with_jira_message() {
 #[tokio::test]
 async fn missing_issue_is_permanent() {
     let s = sandbox().await;
-    let e = s.run("jira", "k404", &json!({"issue_key": "NOPE-9", "comment": "x"})).await.unwrap_err();
+    let e = s
+        .run(
+            "jira",
+            "k404",
+            &json!({"issue_key": "NOPE-9", "comment": "x"}),
+        )
+        .await
+        .unwrap_err();
     assert_permanent(&e);
     assert!(e.message.contains("Issue does not exist"), "{}", e.message);
 }
@@ -126,13 +166,22 @@ async fn field_errors_carry_jira_errors_map() {
     input["summary"] = json!("");
     let e = s.run("jira", "k400", &input).await.unwrap_err();
     assert_permanent(&e);
-    assert!(e.message.contains("summary: You must specify a summary"), "{}", e.message);
+    assert!(
+        e.message.contains("summary: You must specify a summary"),
+        "{}",
+        e.message
+    );
 }
 
 #[tokio::test]
 async fn rate_limit_is_retryable_with_retry_after() {
     let s = sandbox().await;
-    s.fakes.jira.faults.inject(Fault::RateLimited { retry_after_secs: 7 }, 1);
+    s.fakes.jira.faults.inject(
+        Fault::RateLimited {
+            retry_after_secs: 7,
+        },
+        1,
+    );
     let e = s.run("jira", "k429", &create()).await.unwrap_err();
     assert_retryable(&e);
     assert_eq!(e.retry_after, Some(Duration::from_secs(7)));
@@ -151,7 +200,10 @@ async fn server_error_then_success_creates_one_issue() {
 #[tokio::test]
 async fn timeout_is_retryable() {
     let s = sandbox().await;
-    s.fakes.jira.faults.inject(Fault::Delay(Duration::from_secs(2)), 1);
+    s.fakes
+        .jira
+        .faults
+        .inject(Fault::Delay(Duration::from_secs(2)), 1);
     let e = s.run("jira", "kto", &create()).await.unwrap_err();
     assert_retryable(&e);
     assert!(e.message.contains("did not answer"), "{}", e.message);
@@ -178,7 +230,10 @@ async fn oversized_response_is_refused() {
 #[tokio::test]
 async fn cancellation_stops_the_call() {
     let s = sandbox().await;
-    s.fakes.jira.faults.inject(Fault::Delay(Duration::from_millis(400)), 1);
+    s.fakes
+        .jira
+        .faults
+        .inject(Fault::Delay(Duration::from_millis(400)), 1);
     let ctx = s.ctx("kcancel");
     let c = ctx.cancel.clone();
     tokio::spawn(async move {
@@ -207,14 +262,41 @@ async fn dry_run_describes_without_calling() {
 #[test]
 fn status_to_outcome() {
     let o = JiraOutcomes::default();
-    assert_eq!(ticket_outcome(&o, "In Progress", None), TicketOutcome::Pending);
-    assert_eq!(ticket_outcome(&o, "done", Some("Done")), TicketOutcome::Completed);
-    assert!(matches!(ticket_outcome(&o, "Closed", Some("Won't Fix")), TicketOutcome::Failed(_)));
-    assert!(matches!(ticket_outcome(&o, "Won't Do", None), TicketOutcome::Failed(_)));
-    assert!(matches!(ticket_outcome(&o, "Cancelled", None), TicketOutcome::Cancelled(_)));
-    assert_eq!(ticket_outcome(&o, "Done", None).into_manual(), Some(pao_core::engine::ManualOutcome::Completed));
+    assert_eq!(
+        ticket_outcome(&o, "In Progress", None),
+        TicketOutcome::Pending
+    );
+    assert_eq!(
+        ticket_outcome(&o, "done", Some("Done")),
+        TicketOutcome::Completed
+    );
+    assert!(matches!(
+        ticket_outcome(&o, "Closed", Some("Won't Fix")),
+        TicketOutcome::Failed(_)
+    ));
+    assert!(matches!(
+        ticket_outcome(&o, "Won't Do", None),
+        TicketOutcome::Failed(_)
+    ));
+    assert!(matches!(
+        ticket_outcome(&o, "Cancelled", None),
+        TicketOutcome::Cancelled(_)
+    ));
+    assert_eq!(
+        ticket_outcome(&o, "Done", None).into_manual(),
+        Some(pao_core::engine::ManualOutcome::Completed)
+    );
     assert_eq!(TicketOutcome::Pending.into_manual(), None);
-    let custom = JiraOutcomes { completed: vec!["Provisioned".into()], ..JiraOutcomes::default() };
-    assert_eq!(ticket_outcome(&custom, "Provisioned", None), TicketOutcome::Completed);
-    assert_eq!(ticket_outcome(&custom, "Done", None), TicketOutcome::Pending);
+    let custom = JiraOutcomes {
+        completed: vec!["Provisioned".into()],
+        ..JiraOutcomes::default()
+    };
+    assert_eq!(
+        ticket_outcome(&custom, "Provisioned", None),
+        TicketOutcome::Completed
+    );
+    assert_eq!(
+        ticket_outcome(&custom, "Done", None),
+        TicketOutcome::Pending
+    );
 }

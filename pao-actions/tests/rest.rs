@@ -37,7 +37,13 @@ async fn idempotency_key_makes_a_rerun_a_replay() {
     let b = s.run("rest", "pao-r-idem", &dns_record(&s)).await.unwrap();
     assert_eq!(a.result["body"], b.result["body"]);
     assert_eq!(b.result["headers"]["idempotent-replayed"], "true");
-    let effects: Vec<_> = s.fakes.rest.effects().into_iter().filter(|e| e.idempotency_key.as_deref() == Some("pao-r-idem")).collect();
+    let effects: Vec<_> = s
+        .fakes
+        .rest
+        .effects()
+        .into_iter()
+        .filter(|e| e.idempotency_key.as_deref() == Some("pao-r-idem"))
+        .collect();
     assert_eq!(effects.len(), 1);
 }
 
@@ -61,7 +67,11 @@ async fn basic_bearer_and_query_key_auth() {
     // Second create: Kubernetes' own Status body in a permanent error.
     let e = s.run("rest", "k-kube-2", &kube).await.unwrap_err();
     assert_permanent(&e);
-    assert!(e.message.contains("409") && e.message.contains("already exists"), "{}", e.message);
+    assert!(
+        e.message.contains("409") && e.message.contains("already exists"),
+        "{}",
+        e.message
+    );
     let wrong = json!({"url": format!("{}/v1/zones/z/status", s.url("PAO_DNS_API_URL")),
         "auth": {"kind": "api_key", "name": "api_key", "value": "nope", "in": "query"}});
     let e = s.run("rest", "k-q", &wrong).await.unwrap_err();
@@ -109,7 +119,11 @@ async fn bad_client_secret_is_permanent_with_the_idp_message() {
     c["auth"]["client_secret"] = json!("wrong-secret-value");
     let e = s.run("rest", "bad", &c).await.unwrap_err();
     assert_permanent(&e);
-    assert!(e.message.contains("Client authentication failed"), "{}", e.message);
+    assert!(
+        e.message.contains("Client authentication failed"),
+        "{}",
+        e.message
+    );
     assert!(!e.message.contains("wrong-secret-value"));
 }
 
@@ -126,7 +140,12 @@ async fn polls_until_the_condition_holds() {
     });
     let out = s.run("rest", "poll-1", &input).await.unwrap();
     assert_eq!(out.result["body"]["state"], "DONE");
-    assert!(out.result["body"]["cache"]["primary_endpoint"].as_str().unwrap().starts_with("sessions."));
+    assert!(
+        out.result["body"]["cache"]["primary_endpoint"]
+            .as_str()
+            .unwrap()
+            .starts_with("sessions.")
+    );
 }
 
 #[tokio::test]
@@ -148,14 +167,22 @@ async fn fault_classes() {
     let input = dns_record(&s);
     s.fakes.rest.faults.inject(Fault::Status(404), 1);
     assert_permanent(&s.run("rest", "f404", &input).await.unwrap_err());
-    s.fakes.rest.faults.inject(Fault::RateLimited { retry_after_secs: 3 }, 1);
+    s.fakes.rest.faults.inject(
+        Fault::RateLimited {
+            retry_after_secs: 3,
+        },
+        1,
+    );
     let e = s.run("rest", "f429", &input).await.unwrap_err();
     assert_retryable(&e);
     assert_eq!(e.retry_after, Some(Duration::from_secs(3)));
     s.fakes.rest.faults.inject(Fault::Status(503), 1);
     assert_retryable(&s.run("rest", "f5xx", &input).await.unwrap_err());
     s.run("rest", "f5xx", &input).await.unwrap();
-    s.fakes.rest.faults.inject(Fault::Delay(Duration::from_secs(2)), 1);
+    s.fakes
+        .rest
+        .faults
+        .inject(Fault::Delay(Duration::from_secs(2)), 1);
     let e = s.run("rest", "fto", &input).await.unwrap_err();
     assert_retryable(&e);
     s.fakes.rest.faults.inject(Fault::MalformedJson, 1);
@@ -174,7 +201,11 @@ async fn response_cap_from_config() {
     s.fakes.rest.faults.inject(Fault::Oversized(5000), 1);
     let e = s.run("rest", "cap", &input).await.unwrap_err();
     assert_permanent(&e);
-    assert!(e.message.contains("larger than the 1000 bytes"), "{}", e.message);
+    assert!(
+        e.message.contains("larger than the 1000 bytes"),
+        "{}",
+        e.message
+    );
 }
 
 #[tokio::test]
@@ -184,9 +215,20 @@ async fn rollback_by_delete_accepts_listed_statuses() {
     let id = out.result["body"]["id"].as_str().unwrap().to_string();
     let del = json!({"method": "DELETE", "url": format!("{}/v1/zones/db.example.internal/records/{id}", s.url("PAO_DNS_API_URL")),
         "auth": {"kind": "api_key", "name": "X-API-Key", "value": s.secret("dns_api_key")}, "success_status": [204, 404]});
-    assert_eq!(s.run("rest", "rb-rollback", &del).await.unwrap().result["status"], 204);
-    assert_eq!(s.run("rest", "rb-rollback2", &del).await.unwrap().result["status"], 404);
-    assert!(s.fakes.rest.resources("/dns/v1/zones/db.example.internal/records").is_empty());
+    assert_eq!(
+        s.run("rest", "rb-rollback", &del).await.unwrap().result["status"],
+        204
+    );
+    assert_eq!(
+        s.run("rest", "rb-rollback2", &del).await.unwrap().result["status"],
+        404
+    );
+    assert!(
+        s.fakes
+            .rest
+            .resources("/dns/v1/zones/db.example.internal/records")
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -194,9 +236,16 @@ async fn dry_run_redacts_auth() {
     let s = sandbox().await;
     let mut ctx = s.ctx("dry");
     ctx.dry_run = true;
-    let out = s.action("rest").execute(&ctx, &oauth_call(&s)).await.unwrap();
+    let out = s
+        .action("rest")
+        .execute(&ctx, &oauth_call(&s))
+        .await
+        .unwrap();
     let text = out.result.to_string();
     assert!(!text.contains(&s.secret("idp_admin_client_secret")));
-    assert_eq!(out.result["requests"][0]["headers"]["Authorization"], "[REDACTED]");
+    assert_eq!(
+        out.result["requests"][0]["headers"]["Authorization"],
+        "[REDACTED]"
+    );
     assert_eq!(s.fakes.rest.token_requests(), 0);
 }

@@ -21,7 +21,13 @@ async fn sandbox_actions_config_deserializes_and_validates() {
     assert!(c.github.contains_key("github-example"));
     // Every secret named by the config is in the sandbox's secrets.
     let secrets = fakes.secrets();
-    for name in ["jira_cloud_api_token", "jira_onprem_pat", "tfc_token", "github_token", "hook_hmac"] {
+    for name in [
+        "jira_cloud_api_token",
+        "jira_onprem_pat",
+        "tfc_token",
+        "github_token",
+        "hook_hmac",
+    ] {
         assert!(secrets.contains_key(name), "{name}");
     }
     // Unknown keys are refused.
@@ -34,10 +40,26 @@ async fn sandbox_actions_config_deserializes_and_validates() {
 fn config_validation_errors() {
     let two_defaults: ActionsConfig = serde_json::from_value(json!({"github": {
         "a": {"auth": {"kind": "pat", "token_secret": "t"}, "default": true},
-        "b": {"auth": {"kind": "pat", "token_secret": "t"}, "default": true}}})).unwrap();
-    assert!(two_defaults.validate().unwrap_err().to_string().contains("more than one"));
-    let bad_url: ActionsConfig = serde_json::from_value(json!({"terraform": {"t": {"url": "app.terraform.io", "token_secret": "x"}}})).unwrap();
-    assert!(bad_url.validate().unwrap_err().to_string().contains("terraform.t.url"));
+        "b": {"auth": {"kind": "pat", "token_secret": "t"}, "default": true}}}))
+    .unwrap();
+    assert!(
+        two_defaults
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("more than one")
+    );
+    let bad_url: ActionsConfig = serde_json::from_value(
+        json!({"terraform": {"t": {"url": "app.terraform.io", "token_secret": "x"}}}),
+    )
+    .unwrap();
+    assert!(
+        bad_url
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("terraform.t.url")
+    );
 }
 
 #[tokio::test]
@@ -71,12 +93,34 @@ async fn secrets_never_appear_in_logs_errors_or_outputs() {
     // An error body that echoes the credential back must not leak it either.
     let echo = json!({"url": format!("{}/v1/zones/z/status?api_key={}", s.url("PAO_DNS_API_URL"), s.secret("dns_api_key")),
         "auth": {"kind": "api_key", "name": "X-API-Key", "value": s.secret("dns_api_key")}});
-    let cases = [("jira", jira), ("terraform", tf), ("github_workflow", gh), ("rest", rest), ("rest", basic), ("webhook", hook), ("rest", echo)];
-    let faults = [None, Some(Fault::Status(401)), Some(Fault::Status(500)), Some(Fault::RateLimited { retry_after_secs: 1 }),
-                  Some(Fault::Delay(Duration::from_secs(2))), Some(Fault::MalformedJson)];
+    let cases = [
+        ("jira", jira),
+        ("terraform", tf),
+        ("github_workflow", gh),
+        ("rest", rest),
+        ("rest", basic),
+        ("webhook", hook),
+        ("rest", echo),
+    ];
+    let faults = [
+        None,
+        Some(Fault::Status(401)),
+        Some(Fault::Status(500)),
+        Some(Fault::RateLimited {
+            retry_after_secs: 1,
+        }),
+        Some(Fault::Delay(Duration::from_secs(2))),
+        Some(Fault::MalformedJson),
+    ];
     for (i, (ty, input)) in cases.iter().enumerate() {
         for (j, fault) in faults.iter().enumerate() {
-            for f in [&s.fakes.jira.faults, &s.fakes.github.faults, &s.fakes.terraform.faults, &s.fakes.rest.faults, &s.fakes.webhook.faults] {
+            for f in [
+                &s.fakes.jira.faults,
+                &s.fakes.github.faults,
+                &s.fakes.terraform.faults,
+                &s.fakes.rest.faults,
+                &s.fakes.webhook.faults,
+            ] {
                 f.clear();
                 if let Some(fault) = fault {
                     f.inject(fault.clone(), 1);

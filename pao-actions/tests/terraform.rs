@@ -28,11 +28,20 @@ async fn creates_workspace_sets_vars_runs_and_reads_outputs() {
     let out = s.run("terraform", "pao-r1-tf", &input()).await.unwrap();
     assert_eq!(out.result["status"], "applied");
     assert_eq!(out.result["outputs"]["port"], 5432);
-    assert_eq!(out.result["outputs"]["endpoint"], "pg-orders.db.example.internal");
-    assert!(out.result["outputs"].get("admin_password").is_none(), "sensitive outputs stay in Terraform");
+    assert_eq!(
+        out.result["outputs"]["endpoint"],
+        "pg-orders.db.example.internal"
+    );
+    assert!(
+        out.result["outputs"].get("admin_password").is_none(),
+        "sensitive outputs stay in Terraform"
+    );
     let ws = &s.fakes.terraform.workspaces()[0];
     assert_eq!(ws.name, "pg-orders");
-    assert_eq!(ws.attributes["vcs-repo"]["identifier"], "example/terraform-aws-postgres");
+    assert_eq!(
+        ws.attributes["vcs-repo"]["identifier"],
+        "example/terraform-aws-postgres"
+    );
     assert_eq!(ws.vars["master_password"].1["sensitive"], true);
     assert_eq!(ws.vars["extensions"].1["value"], "[\"pgcrypto\"]");
     assert_eq!(ws.vars["extensions"].1["hcl"], true);
@@ -86,13 +95,23 @@ async fn errored_run_is_permanent() {
 async fn rollback_queues_a_destroy_run() {
     let s = sandbox().await;
     let out = s.run("terraform", "k-rb", &input()).await.unwrap();
-    s.action("terraform").rollback(&s.ctx("k-rb-rollback"), &input(), &out.rollback_state).await.unwrap();
+    s.action("terraform")
+        .rollback(&s.ctx("k-rb-rollback"), &input(), &out.rollback_state)
+        .await
+        .unwrap();
     let runs = s.fakes.terraform.runs();
     assert_eq!(runs.len(), 2);
     assert!(runs[1].is_destroy);
     assert_eq!(runs[1].status, "applied");
     // The catalog's rollback form: a terraform action with destroy: true.
-    let r = s.run("terraform", "k-rb2", &json!({"instance": "tfc-main", "workspace": "never-created", "destroy": true})).await.unwrap();
+    let r = s
+        .run(
+            "terraform",
+            "k-rb2",
+            &json!({"instance": "tfc-main", "workspace": "never-created", "destroy": true}),
+        )
+        .await
+        .unwrap();
     assert_eq!(r.result["status"], "no_workspace");
 }
 
@@ -113,16 +132,27 @@ async fn fault_classes_with_jsonapi_errors() {
     let e = s.run("terraform", "f", &input()).await.unwrap_err();
     assert_permanent(&e);
     assert!(e.message.contains("unauthorized"), "{}", e.message);
-    s.fakes.terraform.faults.inject(Fault::RateLimited { retry_after_secs: 5 }, 1);
+    s.fakes.terraform.faults.inject(
+        Fault::RateLimited {
+            retry_after_secs: 5,
+        },
+        1,
+    );
     let e = s.run("terraform", "f", &input()).await.unwrap_err();
     assert_eq!(e.retry_after, Some(Duration::from_secs(5)));
     s.fakes.terraform.faults.inject(Fault::Status(500), 1);
     assert_retryable(&s.run("terraform", "f", &input()).await.unwrap_err());
-    s.fakes.terraform.faults.inject(Fault::Delay(Duration::from_secs(2)), 1);
+    s.fakes
+        .terraform
+        .faults
+        .inject(Fault::Delay(Duration::from_secs(2)), 1);
     assert_retryable(&s.run("terraform", "f", &input()).await.unwrap_err());
     s.fakes.terraform.faults.inject(Fault::MalformedJson, 1);
     assert_permanent(&s.run("terraform", "f", &input()).await.unwrap_err());
-    s.fakes.terraform.faults.inject(Fault::Oversized(2 << 20), 1);
+    s.fakes
+        .terraform
+        .faults
+        .inject(Fault::Oversized(2 << 20), 1);
     assert_permanent(&s.run("terraform", "f", &input()).await.unwrap_err());
     // After the faults: one workspace, one run.
     s.run("terraform", "f", &input()).await.unwrap();
@@ -136,7 +166,10 @@ async fn workspace_is_created_in_another_organization_without_project() {
     i["organization"] = json!("other-org");
     i["project"] = json!(null);
     i.as_object_mut().unwrap().remove("project");
-    assert_eq!(s.run("terraform", "o", &i).await.unwrap().result["status"], "applied");
+    assert_eq!(
+        s.run("terraform", "o", &i).await.unwrap().result["status"],
+        "applied"
+    );
 }
 
 #[tokio::test]
@@ -146,6 +179,9 @@ async fn dry_run_hides_sensitive_values() {
     ctx.dry_run = true;
     let out = s.action("terraform").execute(&ctx, &input()).await.unwrap();
     assert!(!out.result.to_string().contains("s3cr3t-master-pw"));
-    assert_eq!(out.result["variables"]["master_password"]["value"], "[REDACTED]");
+    assert_eq!(
+        out.result["variables"]["master_password"]["value"],
+        "[REDACTED]"
+    );
     assert!(s.fakes.terraform.faults.requests().is_empty());
 }

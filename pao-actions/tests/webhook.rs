@@ -23,7 +23,11 @@ async fn signed_delivery_is_accepted_by_a_verifying_receiver() {
     assert_eq!(d.len(), 1);
     assert_eq!(d[0].path, "/cmdb/databases");
     assert_eq!(d[0].body, json!({"name": "orders", "port": 5432}));
-    assert!(d[0].headers.iter().any(|(n, v)| n == "x-pao-event" && v == "db.created"));
+    assert!(
+        d[0].headers
+            .iter()
+            .any(|(n, v)| n == "x-pao-event" && v == "db.created")
+    );
 }
 
 #[tokio::test]
@@ -63,17 +67,31 @@ async fn fault_classes() {
     let i = input(&s);
     s.fakes.webhook.faults.inject(Fault::Status(404), 1);
     assert_permanent(&s.run("webhook", "f", &i).await.unwrap_err());
-    s.fakes.webhook.faults.inject(Fault::RateLimited { retry_after_secs: 9 }, 1);
-    assert_eq!(s.run("webhook", "f", &i).await.unwrap_err().retry_after, Some(Duration::from_secs(9)));
+    s.fakes.webhook.faults.inject(
+        Fault::RateLimited {
+            retry_after_secs: 9,
+        },
+        1,
+    );
+    assert_eq!(
+        s.run("webhook", "f", &i).await.unwrap_err().retry_after,
+        Some(Duration::from_secs(9))
+    );
     s.fakes.webhook.faults.inject(Fault::Status(500), 1);
     assert_retryable(&s.run("webhook", "f", &i).await.unwrap_err());
-    s.fakes.webhook.faults.inject(Fault::Delay(Duration::from_secs(2)), 1);
+    s.fakes
+        .webhook
+        .faults
+        .inject(Fault::Delay(Duration::from_secs(2)), 1);
     assert_retryable(&s.run("webhook", "f", &i).await.unwrap_err());
     s.fakes.webhook.faults.inject(Fault::Oversized(2 << 20), 1);
     assert_permanent(&s.run("webhook", "f", &i).await.unwrap_err());
     // A receiver's 2xx body need not be JSON.
     s.fakes.webhook.faults.inject(Fault::MalformedJson, 1);
-    assert_eq!(s.run("webhook", "f", &i).await.unwrap().result["status"], 200);
+    assert_eq!(
+        s.run("webhook", "f", &i).await.unwrap().result["status"],
+        200
+    );
     s.run("webhook", "f", &i).await.unwrap();
     assert_eq!(s.fakes.webhook.deliveries().len(), 1);
 }

@@ -32,7 +32,9 @@ impl Action for Capture {
     }
     async fn execute(&self, _: &ActionContext, input: &Value) -> Result<ActionOutput, ActionError> {
         self.0.lock().unwrap().push(input.clone());
-        Ok(ActionOutput::new(json!({"body": {"serial": 7}, "extract": {"op": "op-1"}})))
+        Ok(ActionOutput::new(
+            json!({"body": {"serial": 7}, "extract": {"op": "op-1"}}),
+        ))
     }
 }
 
@@ -67,11 +69,19 @@ async fn poll_block_is_deferred_with_its_scopes() {
     env.insert("API".into(), json!("http://api.test"));
     let engine = Orchestrator::builder(cat, store.clone())
         .actions(registry)
-        .config(EngineConfig { env, ..EngineConfig::default() })
+        .config(EngineConfig {
+            env,
+            ..EngineConfig::default()
+        })
         .build();
     let who = Principal::new("ada", &[], &[]);
     let r = engine
-        .submit(&who, "poller", &json!({"zone": "z1"}), SubmitOptions::default())
+        .submit(
+            &who,
+            "poller",
+            &json!({"zone": "z1"}),
+            SubmitOptions::default(),
+        )
         .await
         .unwrap();
     engine.run_until_idle("w").await.unwrap();
@@ -79,11 +89,23 @@ async fn poll_block_is_deferred_with_its_scopes() {
     assert_eq!(r.state, RequestState::Completed, "{:?}", r.error);
     let inputs = capture.0.lock().unwrap().clone();
     let verify = &inputs[1];
-    assert_eq!(verify["url"], "http://api.test/zones/z1/status", "outside poll: rendered");
-    assert_eq!(verify["poll"]["url"], "${{ env.API }}/operations/${{ result.extract.op }}");
-    assert_eq!(verify["poll"]["until"], "result.body.serial >= outputs.record.serial");
+    assert_eq!(
+        verify["url"], "http://api.test/zones/z1/status",
+        "outside poll: rendered"
+    );
+    assert_eq!(
+        verify["poll"]["url"],
+        "${{ env.API }}/operations/${{ result.extract.op }}"
+    );
+    assert_eq!(
+        verify["poll"]["until"],
+        "result.body.serial >= outputs.record.serial"
+    );
     assert_eq!(verify["poll"]["interval"], "5s");
     assert_eq!(verify["poll"]["scopes"]["env"]["API"], "http://api.test");
     assert_eq!(verify["poll"]["scopes"]["outputs"]["record"]["serial"], 7);
-    assert!(verify["poll"]["scopes"].get("fields").is_none(), "only the scopes poll reads");
+    assert!(
+        verify["poll"]["scopes"].get("fields").is_none(),
+        "only the scopes poll reads"
+    );
 }

@@ -149,10 +149,12 @@ pub(crate) fn layer(
     content_type: &'static str,
 ) -> axum::Router {
     let faults = faults.clone();
-    router.layer(axum::middleware::from_fn(move |req: Request, next: Next| {
-        let faults = faults.clone();
-        apply(faults, error_body, content_type, req, next)
-    }))
+    router.layer(axum::middleware::from_fn(
+        move |req: Request, next: Next| {
+            let faults = faults.clone();
+            apply(faults, error_body, content_type, req, next)
+        },
+    ))
 }
 
 /// Decodes `Authorization: Basic` into (user, password).

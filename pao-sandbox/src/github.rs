@@ -119,13 +119,27 @@ impl GithubFake {
                 "/repos/{owner}/{repo}/actions/workflows/{wf}/dispatches",
                 post(dispatch),
             )
-            .route("/repos/{owner}/{repo}/actions/workflows/{wf}/runs", get(list_runs))
+            .route(
+                "/repos/{owner}/{repo}/actions/workflows/{wf}/runs",
+                get(list_runs),
+            )
             .route("/repos/{owner}/{repo}/actions/runs/{id}", get(get_run))
-            .route("/repos/{owner}/{repo}/actions/runs/{id}/artifacts", get(artifacts))
-            .route("/app/installations/{id}/access_tokens", post(installation_token))
+            .route(
+                "/repos/{owner}/{repo}/actions/runs/{id}/artifacts",
+                get(artifacts),
+            )
+            .route(
+                "/app/installations/{id}/access_tokens",
+                post(installation_token),
+            )
             .route("/repos/{owner}/{repo}", get(get_repo))
             .with_state(shared.clone());
-        let router = faults::layer(router, &faults, error_body, "application/json; charset=utf-8");
+        let router = faults::layer(
+            router,
+            &faults,
+            error_body,
+            "application/json; charset=utf-8",
+        );
         let server = FakeServer::start(router).await?;
         if let Ok(mut b) = shared.base.lock() {
             *b = server.url();
@@ -145,7 +159,10 @@ impl GithubFake {
 
     /// Every dispatched run.
     pub fn runs(&self) -> Vec<FakeRun> {
-        self.inner.lock().map(|i| i.runs.clone()).unwrap_or_default()
+        self.inner
+            .lock()
+            .map(|i| i.runs.clone())
+            .unwrap_or_default()
     }
 
     /// Makes later runs conclude with this (`success` by default, or `failure`...).
@@ -265,7 +282,11 @@ async fn list_runs(
         .and_then(|p| p.parse().ok())
         .unwrap_or(30)
         .clamp(1, 100);
-    let page: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1).max(1);
+    let page: usize = q
+        .get("page")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1)
+        .max(1);
     let Ok(mut i) = s.inner.lock() else {
         return err(500);
     };
@@ -362,7 +383,9 @@ fn valid_app_jwt(s: &Shared, token: &str) -> bool {
     let now = chrono::Utc::now().timestamp();
     h.get("alg") == Some(&json!("RS256"))
         && iss == s.creds.app_id
-        && c.get("exp").and_then(Value::as_i64).is_some_and(|e| e > now)
+        && c.get("exp")
+            .and_then(Value::as_i64)
+            .is_some_and(|e| e > now)
 }
 
 async fn installation_token(

@@ -280,8 +280,15 @@ async fn create_issue(
     if project.is_empty() {
         errors.insert("project".into(), json!("Specify a valid project ID or key"));
     }
-    if fields.get("summary").and_then(Value::as_str).is_none_or(str::is_empty) {
-        errors.insert("summary".into(), json!("You must specify a summary of the issue."));
+    if fields
+        .get("summary")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        errors.insert(
+            "summary".into(),
+            json!("You must specify a summary of the issue."),
+        );
     }
     if fields.pointer("/issuetype/name").is_none() && fields.pointer("/issuetype/id").is_none() {
         errors.insert("issuetype".into(), json!("Specify an issue type"));
@@ -386,7 +393,10 @@ async fn do_transition(
         return not_found();
     };
     let id = body.pointer("/transition/id").and_then(Value::as_str);
-    match WORKFLOW.iter().find(|(tid, _, to)| Some(*tid) == id && *to != issue.status) {
+    match WORKFLOW
+        .iter()
+        .find(|(tid, _, to)| Some(*tid) == id && *to != issue.status)
+    {
         Some((_, _, to)) => {
             issue.status = to.to_string();
             axum::http::StatusCode::NO_CONTENT.into_response()
@@ -415,13 +425,22 @@ async fn add_comment(
         return not_found();
     };
     let Some(text) = body.get("body").cloned() else {
-        return json(400, json!({"errorMessages": [], "errors": {"comment": "Comment body can not be empty!"}}));
+        return json(
+            400,
+            json!({"errorMessages": [], "errors": {"comment": "Comment body can not be empty!"}}),
+        );
     };
     if v == 3 && text.get("type") != Some(&json!("doc")) {
-        return json(400, json!({"errorMessages": [], "errors": {"comment": "Comment body must be an Atlassian Document"}}));
+        return json(
+            400,
+            json!({"errorMessages": [], "errors": {"comment": "Comment body must be an Atlassian Document"}}),
+        );
     }
     issue.comments.push(text.clone());
-    json(201, json!({"id": (issue.comments.len() + 10000).to_string(), "body": text}))
+    json(
+        201,
+        json!({"id": (issue.comments.len() + 10000).to_string(), "body": text}),
+    )
 }
 
 async fn add_link(
@@ -437,16 +456,28 @@ async fn add_link(
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    let inward = body.pointer("/inwardIssue/key").and_then(Value::as_str).unwrap_or("");
-    let outward = body.pointer("/outwardIssue/key").and_then(Value::as_str).unwrap_or("");
+    let inward = body
+        .pointer("/inwardIssue/key")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let outward = body
+        .pointer("/outwardIssue/key")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let Ok(mut i) = s.inner.lock() else {
         return json(500, error_body(500, "lock"));
     };
     if !i.issues.contains_key(inward) || !i.issues.contains_key(outward) {
-        return json(404, json!({"errorMessages": ["No issue link can be created: issue not found."], "errors": {}}));
+        return json(
+            404,
+            json!({"errorMessages": ["No issue link can be created: issue not found."], "errors": {}}),
+        );
     }
     if !["Relates", "Blocks", "Duplicate", "Cloners"].contains(&ty.as_str()) {
-        return json(404, json!({"errorMessages": [format!("No issue link type with name '{ty}' found.")], "errors": {}}));
+        return json(
+            404,
+            json!({"errorMessages": [format!("No issue link type with name '{ty}' found.")], "errors": {}}),
+        );
     }
     if let Some(issue) = i.issues.get_mut(inward) {
         issue.links.push((ty, outward.to_string()));
@@ -460,7 +491,13 @@ async fn search_get(
     headers: HeaderMap,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Response {
-    search(s, v, headers, q.into_iter().map(|(k, v)| (k, json!(v))).collect()).await
+    search(
+        s,
+        v,
+        headers,
+        q.into_iter().map(|(k, v)| (k, json!(v))).collect(),
+    )
+    .await
 }
 
 async fn search_post(
@@ -469,7 +506,12 @@ async fn search_post(
     headers: HeaderMap,
     axum::Json(body): axum::Json<Value>,
 ) -> Response {
-    let q = body.as_object().cloned().unwrap_or_default().into_iter().collect();
+    let q = body
+        .as_object()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     search(s, v, headers, q).await
 }
 
@@ -484,7 +526,11 @@ fn matches_jql(issue: &FakeIssue, jql: &str) -> Result<bool, String> {
             "labels" => has_label(&issue.fields, value),
             "project" => issue.key.starts_with(&format!("{value}-")),
             "key" | "issuekey" => issue.key == value,
-            other => return Err(format!("Field '{other}' does not exist or you do not have permission to view it.")),
+            other => {
+                return Err(format!(
+                    "Field '{other}' does not exist or you do not have permission to view it."
+                ));
+            }
         };
         if !ok {
             return Ok(false);
@@ -493,20 +539,22 @@ fn matches_jql(issue: &FakeIssue, jql: &str) -> Result<bool, String> {
     Ok(true)
 }
 
-async fn search(
-    s: Shared,
-    v: String,
-    headers: HeaderMap,
-    q: BTreeMap<String, Value>,
-) -> Response {
+async fn search(s: Shared, v: String, headers: HeaderMap, q: BTreeMap<String, Value>) -> Response {
     if !authorized(&s, &headers) {
         return unauthorized();
     }
     let v = version(&v).unwrap_or(2);
-    let jql = q.get("jql").and_then(Value::as_str).unwrap_or("").to_string();
+    let jql = q
+        .get("jql")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let num = |k: &str, d: usize| {
         q.get(k)
-            .and_then(|x| x.as_u64().or_else(|| x.as_str().and_then(|s| s.parse().ok())))
+            .and_then(|x| {
+                x.as_u64()
+                    .or_else(|| x.as_str().and_then(|s| s.parse().ok()))
+            })
             .map(|x| x as usize)
             .unwrap_or(d)
     };

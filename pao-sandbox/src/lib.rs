@@ -132,7 +132,10 @@ impl VendorFakes {
         let c = &self.rest.credentials;
         let client = |id: &str| c.oauth_clients.get(id).cloned().unwrap_or_default();
         [
-            ("jira_cloud_api_token", self.jira.credentials.api_token.clone()),
+            (
+                "jira_cloud_api_token",
+                self.jira.credentials.api_token.clone(),
+            ),
             ("jira_onprem_pat", self.jira.credentials.pat.clone()),
             ("github_token", self.github.credentials.pat.clone()),
             ("tfc_token", self.terraform.token.clone()),
@@ -148,7 +151,10 @@ impl VendorFakes {
             ("cert_service_token", c.static_tokens[0].clone()),
             ("redis_admin_token", c.static_tokens[1].clone()),
             ("inventory_token", "sandbox-inventory-token".to_string()),
-            ("pg_master_password", "sandbox-pg-master-password".to_string()),
+            (
+                "pg_master_password",
+                "sandbox-pg-master-password".to_string(),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

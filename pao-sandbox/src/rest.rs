@@ -173,10 +173,12 @@ impl RestFake {
             .route("/redis/v2/operations/{id}", get(redis_operation))
             .with_state(s.clone());
         let s2 = s.clone();
-        let api = api.layer(axum::middleware::from_fn(move |req: Request, next: Next| {
-            let s = s2.clone();
-            idempotency(s, req, next)
-        }));
+        let api = api.layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| {
+                let s = s2.clone();
+                idempotency(s, req, next)
+            },
+        ));
         let router = faults::layer(api, &faults, error_body, "application/json");
         let server = FakeServer::start(router).await?;
         Ok(RestFake {
@@ -196,7 +198,10 @@ impl RestFake {
 
     /// State-changing calls, replays excluded.
     pub fn effects(&self) -> Vec<Effect> {
-        self.inner.lock().map(|i| i.effects.clone()).unwrap_or_default()
+        self.inner
+            .lock()
+            .map(|i| i.effects.clone())
+            .unwrap_or_default()
     }
 
     /// How many OAuth 2.0 tokens were issued.
@@ -263,7 +268,9 @@ async fn idempotency(s: Shared, req: Request, next: Next) -> Response {
         return resp;
     }
     let (parts, body) = resp.into_parts();
-    let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+    let bytes = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
     if let Ok(mut i) = s.inner.lock() {
         i.effects.push(Effect {
             method: method.to_string(),
@@ -361,7 +368,10 @@ async fn dns_create(
             .is_some_and(|c| c.values().any(|r| r["name"] == json!(name)))
     });
     if exists {
-        return json(409, error_body(409, &format!("record {name} already exists")));
+        return json(
+            409,
+            error_body(409, &format!("record {name} already exists")),
+        );
     }
     let id = next_id(&s, "rec-");
     let mut rec = body.clone();
@@ -443,7 +453,11 @@ async fn dns_delete_named(
     if !dns_auth(&s, &h) {
         return unauthorized();
     }
-    if remove(&s, &format!("/dns/v1/zones/{zone}/records"), &format!("{name}/{ty}")) {
+    if remove(
+        &s,
+        &format!("/dns/v1/zones/{zone}/records"),
+        &format!("{name}/{ty}"),
+    ) {
         bump_serial(&s, &zone);
         axum::http::StatusCode::NO_CONTENT.into_response()
     } else {
@@ -461,7 +475,10 @@ async fn dns_status(State(s): State<Shared>, Path(zone): Path<String>, h: Header
         .ok()
         .and_then(|i| i.zone_serials.get(&zone).copied())
         .unwrap_or(2026010100);
-    json(200, json!({"zone": zone, "serial": serial, "in_sync": true}))
+    json(
+        200,
+        json!({"zone": zone, "serial": serial, "in_sync": true}),
+    )
 }
 
 // ---- Kubernetes
@@ -505,7 +522,10 @@ async fn kube(
         Method::DELETE => {
             let (parent, name) = col.rsplit_once('/').unwrap_or((&col, ""));
             if remove(&s, parent, name) {
-                json(200, json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}))
+                json(
+                    200,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+                )
             } else {
                 kube_status(404, "NotFound", &format!("\"{name}\" not found"))
             }
@@ -554,7 +574,12 @@ async fn kafka_topic(
         "partitions_count": body.get("partitions_count"), "replication_factor": body.get("replication_factor"),
         "is_internal": false,
     });
-    if store(&s, &format!("/kafka/v3/clusters/{c}/topics"), name, topic.clone()) {
+    if store(
+        &s,
+        &format!("/kafka/v3/clusters/{c}/topics"),
+        name,
+        topic.clone(),
+    ) {
         json(201, topic)
     } else {
         kafka_error(400, 40002, &format!("Topic '{name}' already exists."))
@@ -572,11 +597,19 @@ async fn kafka_delete(
     if remove(&s, &format!("/kafka/v3/clusters/{c}/topics"), &name) {
         axum::http::StatusCode::NO_CONTENT.into_response()
     } else {
-        kafka_error(404, 40403, "This server does not host this topic-partition.")
+        kafka_error(
+            404,
+            40403,
+            "This server does not host this topic-partition.",
+        )
     }
 }
 
-async fn kafka_acls(State(s): State<Shared>, h: HeaderMap, axum::Json(body): axum::Json<Value>) -> Response {
+async fn kafka_acls(
+    State(s): State<Shared>,
+    h: HeaderMap,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
     if !kafka_auth(&s, &h) {
         return kafka_error(401, 40101, "Unauthorized");
     }
@@ -624,7 +657,11 @@ async fn vault_write(
     )
 }
 
-async fn cert_issue(State(s): State<Shared>, h: HeaderMap, axum::Json(body): axum::Json<Value>) -> Response {
+async fn cert_issue(
+    State(s): State<Shared>,
+    h: HeaderMap,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
     if !oauth_ok(&s, &h) {
         return unauthorized();
     }
@@ -637,11 +674,20 @@ async fn cert_issue(State(s): State<Shared>, h: HeaderMap, axum::Json(body): axu
         "not_after": (chrono::Utc::now() + chrono::Duration::days(90)).to_rfc3339(),
         "stored_at": body.get("store_at").cloned().unwrap_or(Value::Null),
     });
-    store(&s, "/vault/v1/cert-service/certificates", &serial, cert.clone());
+    store(
+        &s,
+        "/vault/v1/cert-service/certificates",
+        &serial,
+        cert.clone(),
+    );
     json(201, cert)
 }
 
-async fn cert_revoke(State(s): State<Shared>, Path(serial): Path<String>, h: HeaderMap) -> Response {
+async fn cert_revoke(
+    State(s): State<Shared>,
+    Path(serial): Path<String>,
+    h: HeaderMap,
+) -> Response {
     if !oauth_ok(&s, &h) {
         return unauthorized();
     }
@@ -666,16 +712,24 @@ async fn grafana_get(State(s): State<Shared>, Path(uid): Path<String>, h: Header
     if !grafana_auth(&s, &h) {
         return grafana_err(401, "Unauthorized");
     }
-    let stored = s
-        .inner
-        .lock()
-        .ok()
-        .and_then(|i| i.resources.get("/grafana/dashboards").and_then(|c| c.get(&uid)).cloned());
+    let stored = s.inner.lock().ok().and_then(|i| {
+        i.resources
+            .get("/grafana/dashboards")
+            .and_then(|c| c.get(&uid))
+            .cloned()
+    });
     let dash = stored.unwrap_or_else(|| json!({"uid": uid, "title": format!("Template {uid}"), "panels": [], "schemaVersion": 39}));
-    json(200, json!({"dashboard": dash, "meta": {"slug": uid, "folderUid": "pao-templates"}}))
+    json(
+        200,
+        json!({"dashboard": dash, "meta": {"slug": uid, "folderUid": "pao-templates"}}),
+    )
 }
 
-async fn grafana_delete(State(s): State<Shared>, Path(uid): Path<String>, h: HeaderMap) -> Response {
+async fn grafana_delete(
+    State(s): State<Shared>,
+    Path(uid): Path<String>,
+    h: HeaderMap,
+) -> Response {
     if !grafana_auth(&s, &h) {
         return grafana_err(401, "Unauthorized");
     }
@@ -686,12 +740,21 @@ async fn grafana_delete(State(s): State<Shared>, Path(uid): Path<String>, h: Hea
     }
 }
 
-async fn grafana_folder(State(s): State<Shared>, h: HeaderMap, axum::Json(body): axum::Json<Value>) -> Response {
+async fn grafana_folder(
+    State(s): State<Shared>,
+    h: HeaderMap,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
     if !grafana_auth(&s, &h) {
         return grafana_err(401, "Unauthorized");
     }
-    let uid = body.get("uid").and_then(Value::as_str).unwrap_or("folder").to_string();
-    let folder = json!({"uid": uid, "title": body.get("title"), "url": format!("/dashboards/f/{uid}")});
+    let uid = body
+        .get("uid")
+        .and_then(Value::as_str)
+        .unwrap_or("folder")
+        .to_string();
+    let folder =
+        json!({"uid": uid, "title": body.get("title"), "url": format!("/dashboards/f/{uid}")});
     if store(&s, "/grafana/folders", &uid, folder.clone()) {
         json(200, folder)
     } else {
@@ -699,7 +762,11 @@ async fn grafana_folder(State(s): State<Shared>, h: HeaderMap, axum::Json(body):
     }
 }
 
-async fn grafana_dashboard(State(s): State<Shared>, h: HeaderMap, axum::Json(body): axum::Json<Value>) -> Response {
+async fn grafana_dashboard(
+    State(s): State<Shared>,
+    h: HeaderMap,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
     if !grafana_auth(&s, &h) {
         return grafana_err(401, "Unauthorized");
     }
@@ -719,10 +786,15 @@ async fn grafana_dashboard(State(s): State<Shared>, h: HeaderMap, axum::Json(bod
         .replace(' ', "-");
     let mut stored = d.clone();
     stored["uid"] = json!(uid);
-    if !store(&s, "/grafana/dashboards", &uid, stored) && body.get("overwrite") != Some(&json!(true)) {
+    if !store(&s, "/grafana/dashboards", &uid, stored)
+        && body.get("overwrite") != Some(&json!(true))
+    {
         return grafana_err(412, "A dashboard with the same uid already exists");
     }
-    json(200, json!({"id": 1, "uid": uid, "url": format!("/d/{uid}/{slug}"), "status": "success", "version": 1, "slug": slug}))
+    json(
+        200,
+        json!({"id": 1, "uid": uid, "url": format!("/d/{uid}/{slug}"), "status": "success", "version": 1, "slug": slug}),
+    )
 }
 
 // ---- Identity provider
@@ -740,15 +812,22 @@ async fn token(State(s): State<Shared>, h: HeaderMap, body: axum::body::Bytes) -
         return json(400, json!({"error": "unsupported_grant_type"}));
     }
     if s.creds.oauth_clients.get(&id) != Some(&secret) {
-        return json(401, json!({"error": "invalid_client", "error_description": "Client authentication failed"}));
+        return json(
+            401,
+            json!({"error": "invalid_client", "error_description": "Client authentication failed"}),
+        );
     }
     let ttl = s.token_ttl.lock().map(|t| *t).unwrap_or(3600);
     let token = format!("at-{}", uuid::Uuid::new_v4().simple());
     if let Ok(mut i) = s.inner.lock() {
         i.token_requests += 1;
-        i.tokens.push((token.clone(), chrono::Utc::now().timestamp() + ttl));
+        i.tokens
+            .push((token.clone(), chrono::Utc::now().timestamp() + ttl));
     }
-    json(200, json!({"access_token": token, "token_type": "Bearer", "expires_in": ttl, "scope": form.get("scope")}))
+    json(
+        200,
+        json!({"access_token": token, "token_type": "Bearer", "expires_in": ttl, "scope": form.get("scope")}),
+    )
 }
 
 fn form_urlencoded(body: &[u8]) -> BTreeMap<String, String> {
@@ -780,7 +859,11 @@ fn form_urlencoded(body: &[u8]) -> BTreeMap<String, String> {
         .collect()
 }
 
-async fn idp_create(State(s): State<Shared>, h: HeaderMap, axum::Json(body): axum::Json<Value>) -> Response {
+async fn idp_create(
+    State(s): State<Shared>,
+    h: HeaderMap,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
     if !oauth_ok(&s, &h) {
         return unauthorized();
     }
@@ -804,7 +887,11 @@ async fn idp_delete(State(s): State<Shared>, Path(id): Path<String>, h: HeaderMa
 
 // ---- Redis admin
 
-async fn redis_create(State(s): State<Shared>, h: HeaderMap, axum::Json(body): axum::Json<Value>) -> Response {
+async fn redis_create(
+    State(s): State<Shared>,
+    h: HeaderMap,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
     if !oauth_ok(&s, &h) {
         return unauthorized();
     }
@@ -816,10 +903,17 @@ async fn redis_create(State(s): State<Shared>, h: HeaderMap, axum::Json(body): a
     if let Ok(mut i) = s.inner.lock() {
         i.operations.insert(op.clone(), (0, cache.clone()));
     }
-    json(202, json!({"operation_id": op, "state": "PENDING", "cache": {"id": id}}))
+    json(
+        202,
+        json!({"operation_id": op, "state": "PENDING", "cache": {"id": id}}),
+    )
 }
 
-async fn redis_operation(State(s): State<Shared>, Path(id): Path<String>, h: HeaderMap) -> Response {
+async fn redis_operation(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    h: HeaderMap,
+) -> Response {
     if !oauth_ok(&s, &h) {
         return unauthorized();
     }
@@ -831,7 +925,10 @@ async fn redis_operation(State(s): State<Shared>, Path(id): Path<String>, h: Hea
     };
     *reads += 1;
     let state = if *reads >= 2 { "DONE" } else { "RUNNING" };
-    json(200, json!({"operation_id": id, "state": state, "cache": cache}))
+    json(
+        200,
+        json!({"operation_id": id, "state": state, "cache": cache}),
+    )
 }
 
 async fn redis_delete(State(s): State<Shared>, Path(id): Path<String>, h: HeaderMap) -> Response {
@@ -839,7 +936,10 @@ async fn redis_delete(State(s): State<Shared>, Path(id): Path<String>, h: Header
         return unauthorized();
     }
     if remove(&s, "/redis/v2/caches", &id) {
-        json(202, json!({"operation_id": next_id(&s, "op-"), "state": "PENDING"}))
+        json(
+            202,
+            json!({"operation_id": next_id(&s, "op-"), "state": "PENDING"}),
+        )
     } else {
         json(404, error_body(404, "cache not found"))
     }

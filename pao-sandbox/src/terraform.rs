@@ -107,10 +107,19 @@ impl TerraformFake {
             token: token.clone(),
         };
         let router = Router::new()
-            .route("/api/v2/organizations/{org}/workspaces", post(create_workspace))
-            .route("/api/v2/organizations/{org}/workspaces/{name}", get(show_workspace))
+            .route(
+                "/api/v2/organizations/{org}/workspaces",
+                post(create_workspace),
+            )
+            .route(
+                "/api/v2/organizations/{org}/workspaces/{name}",
+                get(show_workspace),
+            )
             .route("/api/v2/organizations/{org}/projects", get(list_projects))
-            .route("/api/v2/workspaces/{id}/vars", get(list_vars).post(create_var))
+            .route(
+                "/api/v2/workspaces/{id}/vars",
+                get(list_vars).post(create_var),
+            )
             .route("/api/v2/workspaces/{id}/vars/{var}", patch(update_var))
             .route("/api/v2/workspaces/{id}/runs", get(list_runs))
             .route(
@@ -146,7 +155,10 @@ impl TerraformFake {
 
     /// Every run.
     pub fn runs(&self) -> Vec<FakeTfRun> {
-        self.inner.lock().map(|i| i.runs.clone()).unwrap_or_default()
+        self.inner
+            .lock()
+            .map(|i| i.runs.clone())
+            .unwrap_or_default()
     }
 
     /// The next run's plan errors.
@@ -215,13 +227,20 @@ async fn create_workspace(
         .pointer("/data/attributes")
         .cloned()
         .unwrap_or_else(|| json!({}));
-    let Some(name) = attrs.get("name").and_then(Value::as_str).map(str::to_string) else {
+    let Some(name) = attrs
+        .get("name")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+    else {
         return err(422, "Name can't be blank");
     };
     let Ok(mut i) = s.inner.lock() else {
         return err(500, "internal");
     };
-    if i.workspaces.iter().any(|w| w.organization == org && w.name == name) {
+    if i.workspaces
+        .iter()
+        .any(|w| w.organization == org && w.name == name)
+    {
         return json_as(
             422,
             &json!({"errors": [{"status": "422", "title": "invalid attribute", "detail": "Name has already been taken", "source": {"pointer": "/data/attributes/name"}}]}),
@@ -277,7 +296,10 @@ async fn create_var(
     if !authorized(&s, &headers) {
         return err(401, "");
     }
-    let attrs = body.pointer("/data/attributes").cloned().unwrap_or(Value::Null);
+    let attrs = body
+        .pointer("/data/attributes")
+        .cloned()
+        .unwrap_or(Value::Null);
     let Some(key) = attrs.get("key").and_then(Value::as_str).map(str::to_string) else {
         return err(422, "Key can't be blank");
     };
@@ -309,7 +331,10 @@ async fn update_var(
     if !authorized(&s, &headers) {
         return err(401, "");
     }
-    let attrs = body.pointer("/data/attributes").cloned().unwrap_or(Value::Null);
+    let attrs = body
+        .pointer("/data/attributes")
+        .cloned()
+        .unwrap_or(Value::Null);
     let Ok(mut i) = s.inner.lock() else {
         return err(500, "internal");
     };
@@ -325,8 +350,15 @@ async fn update_var(
         }
     }
     let vid = vid.clone();
-    let a = w.vars.values().find(|(x, _)| *x == vid).map(|(_, a)| a.clone());
-    ok(200, json!({"data": var_json(&vid, &a.unwrap_or(Value::Null))}))
+    let a = w
+        .vars
+        .values()
+        .find(|(x, _)| *x == vid)
+        .map(|(_, a)| a.clone());
+    ok(
+        200,
+        json!({"data": var_json(&vid, &a.unwrap_or(Value::Null))}),
+    )
 }
 
 async fn create_run(
@@ -342,7 +374,10 @@ async fn create_run(
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    let attrs = body.pointer("/data/attributes").cloned().unwrap_or(Value::Null);
+    let attrs = body
+        .pointer("/data/attributes")
+        .cloned()
+        .unwrap_or(Value::Null);
     let Ok(mut i) = s.inner.lock() else {
         return err(500, "internal");
     };
@@ -381,11 +416,7 @@ fn advance(r: &mut FakeTfRun) {
     .to_string();
 }
 
-async fn show_run(
-    State(s): State<Shared>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
+async fn show_run(State(s): State<Shared>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     if !authorized(&s, &headers) {
         return err(401, "");
     }
@@ -460,12 +491,24 @@ async fn run_action(
 fn canned_outputs(w: &FakeWorkspace) -> Vec<(String, Value, bool)> {
     let n = &w.name;
     vec![
-        ("endpoint".into(), json!(format!("{n}.db.example.internal")), false),
+        (
+            "endpoint".into(),
+            json!(format!("{n}.db.example.internal")),
+            false,
+        ),
         ("port".into(), json!(5432), false),
         ("private_ip".into(), json!("10.20.30.40"), false),
         ("public_ip".into(), json!(""), false),
-        ("instance_id".into(), json!(format!("i-{}", &w.id[3..])), false),
-        ("bucket_arn".into(), json!(format!("arn:aws:s3:::{n}")), false),
+        (
+            "instance_id".into(),
+            json!(format!("i-{}", &w.id[3..])),
+            false,
+        ),
+        (
+            "bucket_arn".into(),
+            json!(format!("arn:aws:s3:::{n}")),
+            false,
+        ),
         (
             "bucket_regional_domain_name".into(),
             json!(format!("{n}.s3.eu-west-1.amazonaws.com")),
@@ -475,11 +518,7 @@ fn canned_outputs(w: &FakeWorkspace) -> Vec<(String, Value, bool)> {
     ]
 }
 
-async fn outputs(
-    State(s): State<Shared>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
+async fn outputs(State(s): State<Shared>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     if !authorized(&s, &headers) {
         return err(401, "");
     }
@@ -489,7 +528,11 @@ async fn outputs(
     let Some(w) = i.workspaces.iter().find(|w| w.id == id) else {
         return err(404, "");
     };
-    if !i.runs.iter().any(|r| r.workspace_id == id && r.status == "applied") {
+    if !i
+        .runs
+        .iter()
+        .any(|r| r.workspace_id == id && r.status == "applied")
+    {
         return err(404, "");
     }
     let data: Vec<Value> = canned_outputs(w)

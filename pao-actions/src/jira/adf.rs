@@ -28,9 +28,9 @@ fn push_inline(stack: &mut [Value], inline: Value) {
     if is_block_container(top) {
         let content = top.get_mut("content").and_then(Value::as_array_mut);
         if let Some(content) = content {
-            let last_is_open_para = content
-                .last()
-                .is_some_and(|l| l.get("type") == Some(&json!("paragraph")) && l.get("_open").is_some());
+            let last_is_open_para = content.last().is_some_and(|l| {
+                l.get("type") == Some(&json!("paragraph")) && l.get("_open").is_some()
+            });
             if !last_is_open_para {
                 content.push(json!({"type": "paragraph", "_open": true, "content": []}));
             }
@@ -85,7 +85,9 @@ pub fn markdown_to_adf(markdown: &str) -> Value {
                             CodeBlockKind::Fenced(l) if !l.is_empty() => json!(l.to_string()),
                             _ => Value::Null,
                         };
-                        Some(json!({"type": "codeBlock", "attrs": {"language": lang}, "content": []}))
+                        Some(
+                            json!({"type": "codeBlock", "attrs": {"language": lang}, "content": []}),
+                        )
                     }
                     Tag::List(Some(n)) => {
                         Some(json!({"type": "orderedList", "attrs": {"order": n}, "content": []}))
@@ -105,7 +107,8 @@ pub fn markdown_to_adf(markdown: &str) -> Value {
                         None
                     }
                     Tag::Link { dest_url, .. } => {
-                        marks.push(json!({"type": "link", "attrs": {"href": dest_url.to_string()}}));
+                        marks
+                            .push(json!({"type": "link", "attrs": {"href": dest_url.to_string()}}));
                         None
                     }
                     _ => None,
@@ -147,7 +150,11 @@ pub fn markdown_to_adf(markdown: &str) -> Value {
                 _ => {}
             },
             Event::Text(t) => {
-                let node = if in_code { text(&t, &[]) } else { text(&t, &marks) };
+                let node = if in_code {
+                    text(&t, &[])
+                } else {
+                    text(&t, &marks)
+                };
                 push_inline(&mut stack, node);
             }
             Event::Code(t) => {
@@ -174,7 +181,9 @@ pub fn markdown_to_adf(markdown: &str) -> Value {
             push_child(parent, n);
         }
     }
-    let mut doc = stack.pop().unwrap_or_else(|| json!({"type": "doc", "version": 1, "content": []}));
+    let mut doc = stack
+        .pop()
+        .unwrap_or_else(|| json!({"type": "doc", "version": 1, "content": []}));
     strip_open(&mut doc);
     doc
 }
@@ -187,7 +196,12 @@ pub fn adf_to_text(doc: &Value) -> String {
             Some("text") => out.push_str(v.get("text").and_then(Value::as_str).unwrap_or("")),
             Some("hardBreak") => out.push('\n'),
             _ => {
-                for c in v.get("content").and_then(Value::as_array).into_iter().flatten() {
+                for c in v
+                    .get("content")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
                     walk(c, out);
                 }
                 if matches!(
@@ -216,12 +230,17 @@ mod tests {
         assert_eq!(c.len(), 2);
         assert_eq!(c[0]["type"], "paragraph");
         assert_eq!(c[0]["content"][1]["type"], "hardBreak");
-        assert_eq!(adf_to_text(&d), "Requested by Ada.\nEndpoint: db:5432\nSecond paragraph\n");
+        assert_eq!(
+            adf_to_text(&d),
+            "Requested by Ada.\nEndpoint: db:5432\nSecond paragraph\n"
+        );
     }
 
     #[test]
     fn markdown_structures() {
-        let d = markdown_to_adf("# Title\n\n- **bold** item\n- `code` [link](https://x.example)\n\n```sql\nselect 1\n```\n");
+        let d = markdown_to_adf(
+            "# Title\n\n- **bold** item\n- `code` [link](https://x.example)\n\n```sql\nselect 1\n```\n",
+        );
         let c = d["content"].as_array().unwrap();
         assert_eq!(c[0]["type"], "heading");
         assert_eq!(c[0]["attrs"]["level"], 1);
@@ -229,7 +248,10 @@ mod tests {
         let item = &c[1]["content"][0];
         assert_eq!(item["type"], "listItem");
         assert_eq!(item["content"][0]["type"], "paragraph");
-        assert_eq!(item["content"][0]["content"][0]["marks"][0]["type"], "strong");
+        assert_eq!(
+            item["content"][0]["content"][0]["marks"][0]["type"],
+            "strong"
+        );
         let second = &c[1]["content"][1]["content"][0]["content"];
         assert_eq!(second[0]["marks"][0]["type"], "code");
         assert_eq!(second[2]["marks"][0]["attrs"]["href"], "https://x.example");

@@ -189,7 +189,10 @@ struct Site<'a> {
 
 impl Site<'_> {
     fn api(&self, path: &str) -> String {
-        join(&self.inst.url, &format!("/rest/api/{}{path}", self.inst.api_version))
+        join(
+            &self.inst.url,
+            &format!("/rest/api/{}{path}", self.inst.api_version),
+        )
     }
 
     fn call(&self, method: reqwest::Method, path: &str) -> Call {
@@ -241,13 +244,23 @@ impl JiraAction {
         Ok(Site { name, inst, auth })
     }
 
-    async fn json(&self, ctx: &ActionContext, site: &Site<'_>, call: &Call) -> Result<Value, ActionError> {
+    async fn json(
+        &self,
+        ctx: &ActionContext,
+        site: &Site<'_>,
+        call: &Call,
+    ) -> Result<Value, ActionError> {
         let vendor = site.vendor();
         let r = self.http.send_ok(ctx, &vendor, call, jira_message).await?;
         r.json(&vendor)
     }
 
-    fn create_fields(&self, cfg: &Config, site: &Site<'_>, label: &str) -> Result<Value, ActionError> {
+    fn create_fields(
+        &self,
+        cfg: &Config,
+        site: &Site<'_>,
+        label: &str,
+    ) -> Result<Value, ActionError> {
         let (Some(project), Some(issue_type), Some(summary)) =
             (&cfg.project, &cfg.issue_type, &cfg.summary)
         else {
@@ -272,7 +285,12 @@ impl JiraAction {
             fields["description"] = site.text(d);
         }
         if !cfg.components.is_empty() {
-            fields["components"] = json!(cfg.components.iter().map(|c| json!({"name": c})).collect::<Vec<_>>());
+            fields["components"] = json!(
+                cfg.components
+                    .iter()
+                    .map(|c| json!({"name": c}))
+                    .collect::<Vec<_>>()
+            );
         }
         if let Some(p) = &cfg.priority {
             fields["priority"] = json!({"name": p});
@@ -283,20 +301,37 @@ impl JiraAction {
         Ok(json!({"fields": fields}))
     }
 
-    async fn find_by_label(&self, ctx: &ActionContext, site: &Site<'_>, label: &str) -> Result<Option<(String, String)>, ActionError> {
+    async fn find_by_label(
+        &self,
+        ctx: &ActionContext,
+        site: &Site<'_>,
+        label: &str,
+    ) -> Result<Option<(String, String)>, ActionError> {
         let jql = format!("labels = \"{label}\"");
-        let path = if site.inst.api_version >= 3 { "/search/jql" } else { "/search" };
+        let path = if site.inst.api_version >= 3 {
+            "/search/jql"
+        } else {
+            "/search"
+        };
         let mut call = site.call(reqwest::Method::GET, path);
-        let mut url = reqwest::Url::parse(&call.url).map_err(|e| ActionError::permanent(format!("JIRA url: {e}")))?;
+        let mut url = reqwest::Url::parse(&call.url)
+            .map_err(|e| ActionError::permanent(format!("JIRA url: {e}")))?;
         url.query_pairs_mut()
             .append_pair("jql", &jql)
             .append_pair("fields", "summary,status")
             .append_pair("maxResults", "2");
         call.url = url.to_string();
         let v = self.json(ctx, site, &call).await?;
-        let issues = v.get("issues").and_then(Value::as_array).cloned().unwrap_or_default();
+        let issues = v
+            .get("issues")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         if issues.len() > 1 {
-            ctx.log.warn(&format!("{} issues carry label {label}; using the first", issues.len()));
+            ctx.log.warn(&format!(
+                "{} issues carry label {label}; using the first",
+                issues.len()
+            ));
         }
         Ok(issues.first().and_then(|i| {
             Some((
@@ -306,52 +341,119 @@ impl JiraAction {
         }))
     }
 
-    async fn status(&self, ctx: &ActionContext, site: &Site<'_>, key: &str) -> Result<(String, String), ActionError> {
-        let call = site.call(reqwest::Method::GET, &format!("/issue/{}?fields=status", seg(key)));
+    async fn status(
+        &self,
+        ctx: &ActionContext,
+        site: &Site<'_>,
+        key: &str,
+    ) -> Result<(String, String), ActionError> {
+        let call = site.call(
+            reqwest::Method::GET,
+            &format!("/issue/{}?fields=status", seg(key)),
+        );
         let v = self.json(ctx, site, &call).await?;
-        let id = v.get("id").and_then(Value::as_str).unwrap_or("").to_string();
-        let status = v.pointer("/fields/status/name").and_then(Value::as_str).unwrap_or("").to_string();
+        let id = v
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let status = v
+            .pointer("/fields/status/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         if v.get("key").is_none() {
-            return Err(ActionError::permanent(format!("{} answered an issue without a key", site.vendor())));
+            return Err(ActionError::permanent(format!(
+                "{} answered an issue without a key",
+                site.vendor()
+            )));
         }
         Ok((id, status))
     }
 
     /// Applies a transition by id, name or target status name. `Ok(false)` when the issue is
     /// already in the target status.
-    async fn transition(&self, ctx: &ActionContext, site: &Site<'_>, key: &str, wanted: &str, current: &str) -> Result<bool, ActionError> {
-        let call = site.call(reqwest::Method::GET, &format!("/issue/{}/transitions", seg(key)));
+    async fn transition(
+        &self,
+        ctx: &ActionContext,
+        site: &Site<'_>,
+        key: &str,
+        wanted: &str,
+        current: &str,
+    ) -> Result<bool, ActionError> {
+        let call = site.call(
+            reqwest::Method::GET,
+            &format!("/issue/{}/transitions", seg(key)),
+        );
         let v = self.json(ctx, site, &call).await?;
-        let list = v.get("transitions").and_then(Value::as_array).cloned().unwrap_or_default();
-        let s = |t: &Value, p: &str| t.pointer(p).and_then(Value::as_str).unwrap_or("").to_string();
-        let found = list.iter().find(|t| s(t, "/id") == wanted || s(t, "/name").eq_ignore_ascii_case(wanted))
-            .or_else(|| list.iter().find(|t| s(t, "/to/name").eq_ignore_ascii_case(wanted)));
+        let list = v
+            .get("transitions")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let s = |t: &Value, p: &str| {
+            t.pointer(p)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        let found = list
+            .iter()
+            .find(|t| s(t, "/id") == wanted || s(t, "/name").eq_ignore_ascii_case(wanted))
+            .or_else(|| {
+                list.iter()
+                    .find(|t| s(t, "/to/name").eq_ignore_ascii_case(wanted))
+            });
         let Some(t) = found else {
             if current.eq_ignore_ascii_case(wanted) {
                 return Ok(false);
             }
-            let names: Vec<String> = list.iter().map(|t| format!("{} (→ {})", s(t, "/name"), s(t, "/to/name"))).collect();
+            let names: Vec<String> = list
+                .iter()
+                .map(|t| format!("{} (→ {})", s(t, "/name"), s(t, "/to/name")))
+                .collect();
             return Err(ActionError::permanent(format!(
                 "{key} has no transition `{wanted}` from status {current}; available: {}",
-                if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
             )));
         };
         if s(t, "/to/name").eq_ignore_ascii_case(current) {
             return Ok(false);
         }
         let call = site
-            .call(reqwest::Method::POST, &format!("/issue/{}/transitions", seg(key)))
+            .call(
+                reqwest::Method::POST,
+                &format!("/issue/{}/transitions", seg(key)),
+            )
             .json(json!({"transition": {"id": s(t, "/id")}}));
-        self.http.send_ok(ctx, &site.vendor(), &call, jira_message).await?;
-        ctx.log.info(&format!("{key}: transition {}", s(t, "/name")));
+        self.http
+            .send_ok(ctx, &site.vendor(), &call, jira_message)
+            .await?;
+        ctx.log
+            .info(&format!("{key}: transition {}", s(t, "/name")));
         Ok(true)
     }
 
-    async fn comment(&self, ctx: &ActionContext, site: &Site<'_>, key: &str, text: &str) -> Result<(), ActionError> {
+    async fn comment(
+        &self,
+        ctx: &ActionContext,
+        site: &Site<'_>,
+        key: &str,
+        text: &str,
+    ) -> Result<(), ActionError> {
         let call = site
-            .call(reqwest::Method::POST, &format!("/issue/{}/comment", seg(key)))
+            .call(
+                reqwest::Method::POST,
+                &format!("/issue/{}/comment", seg(key)),
+            )
             .json(json!({"body": site.text(text)}));
-        self.http.send_ok(ctx, &site.vendor(), &call, jira_message).await?;
+        self.http
+            .send_ok(ctx, &site.vendor(), &call, jira_message)
+            .await?;
         Ok(())
     }
 
@@ -363,31 +465,55 @@ impl JiraAction {
         if ctx.dry_run {
             let mut calls = Vec::new();
             if cfg.issue_key.is_none() {
-                calls.push(site.call(reqwest::Method::POST, "/issue").json(self.create_fields(&cfg, &site, &label)?));
+                calls.push(
+                    site.call(reqwest::Method::POST, "/issue")
+                        .json(self.create_fields(&cfg, &site, &label)?),
+                );
             }
-            let key = cfg.issue_key.clone().unwrap_or_else(|| "<new issue>".into());
+            let key = cfg
+                .issue_key
+                .clone()
+                .unwrap_or_else(|| "<new issue>".into());
             if let Some(t) = &cfg.transition {
-                calls.push(site.call(reqwest::Method::POST, &format!("/issue/{key}/transitions")).json(json!({"transition": {"name": t}})));
+                calls.push(
+                    site.call(reqwest::Method::POST, &format!("/issue/{key}/transitions"))
+                        .json(json!({"transition": {"name": t}})),
+                );
             }
             if let Some(c) = &cfg.comment {
-                calls.push(site.call(reqwest::Method::POST, &format!("/issue/{key}/comment")).json(json!({"body": site.text(c)})));
+                calls.push(
+                    site.call(reqwest::Method::POST, &format!("/issue/{key}/comment"))
+                        .json(json!({"body": site.text(c)})),
+                );
             }
             let refs: Vec<&Call> = calls.iter().collect();
-            return Ok(dry_run(ctx, &refs, "an issue labelled with the idempotency key is searched first and reused"));
+            return Ok(dry_run(
+                ctx,
+                &refs,
+                "an issue labelled with the idempotency key is searched first and reused",
+            ));
         }
         let (key, mut id, created) = match cfg.issue_key.as_deref().filter(|k| !k.is_empty()) {
             Some(k) => (k.to_string(), String::new(), false),
             None => match self.find_by_label(ctx, &site, &label).await? {
                 Some((k, i)) => {
-                    ctx.log.info(&format!("{k} already exists from an earlier attempt (label {label})"));
+                    ctx.log.info(&format!(
+                        "{k} already exists from an earlier attempt (label {label})"
+                    ));
                     (k, i, false)
                 }
                 None => {
                     let body = self.create_fields(&cfg, &site, &label)?;
                     let call = site.call(reqwest::Method::POST, "/issue").json(body);
                     let v = self.json(ctx, &site, &call).await?;
-                    let (Some(k), Some(i)) = (v.get("key").and_then(Value::as_str), v.get("id").and_then(Value::as_str)) else {
-                        return Err(ActionError::permanent(format!("{} answered a create without key and id", site.vendor())));
+                    let (Some(k), Some(i)) = (
+                        v.get("key").and_then(Value::as_str),
+                        v.get("id").and_then(Value::as_str),
+                    ) else {
+                        return Err(ActionError::permanent(format!(
+                            "{} answered a create without key and id",
+                            site.vendor()
+                        )));
                     };
                     ctx.log.info(&format!("created {k}"));
                     (k.to_string(), i.to_string(), true)
@@ -404,7 +530,9 @@ impl JiraAction {
                 "inwardIssue": {"key": key},
                 "outwardIssue": {"key": l.issue_key},
             }));
-            self.http.send_ok(ctx, &site.vendor(), &call, jira_message).await?;
+            self.http
+                .send_ok(ctx, &site.vendor(), &call, jira_message)
+                .await?;
         }
         if let Some(c) = &cfg.comment {
             self.comment(ctx, &site, &key, c).await?;
@@ -421,11 +549,20 @@ impl JiraAction {
         })
     }
 
-    async fn undo(&self, ctx: &ActionContext, input: &Value, state: &Value) -> Result<(), ActionError> {
-        let instance = state.get("instance").and_then(Value::as_str)
+    async fn undo(
+        &self,
+        ctx: &ActionContext,
+        input: &Value,
+        state: &Value,
+    ) -> Result<(), ActionError> {
+        let instance = state
+            .get("instance")
+            .and_then(Value::as_str)
             .or_else(|| input.get("instance").and_then(Value::as_str));
         let Some(key) = state.get("key").and_then(Value::as_str) else {
-            return Err(ActionError::permanent("jira rollback: no issue key in the rollback state"));
+            return Err(ActionError::permanent(
+                "jira rollback: no issue key in the rollback state",
+            ));
         };
         let site = self.site(ctx, instance).await?;
         if ctx.dry_run {
@@ -438,12 +575,19 @@ impl JiraAction {
         let status = match self.status(ctx, &site, key).await {
             Ok((_, s)) => s,
             Err(e) if e.message.contains(" 404 ") => {
-                ctx.log.info(&format!("{key} no longer exists: nothing to cancel"));
+                ctx.log
+                    .info(&format!("{key} no longer exists: nothing to cancel"));
                 return Ok(());
             }
             Err(e) => return Err(e),
         };
-        if site.inst.outcomes.cancelled.iter().any(|c| c.eq_ignore_ascii_case(&status)) {
+        if site
+            .inst
+            .outcomes
+            .cancelled
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(&status))
+        {
             return Ok(());
         }
         let wanted = site.inst.cancel_transition.clone();
@@ -466,9 +610,16 @@ impl JiraAction {
             Err(e) => return Err(e),
         };
         if moved {
-            self.comment(ctx, &site, key, &format!(
-                "Cancelled by PAO: request {} was rolled back.", ctx.request_id
-            )).await?;
+            self.comment(
+                ctx,
+                &site,
+                key,
+                &format!(
+                    "Cancelled by PAO: request {} was rolled back.",
+                    ctx.request_id
+                ),
+            )
+            .await?;
         }
         Ok(())
     }
@@ -502,11 +653,20 @@ impl Action for JiraAction {
         }
     }
 
-    async fn execute(&self, ctx: &ActionContext, input: &Value) -> Result<ActionOutput, ActionError> {
+    async fn execute(
+        &self,
+        ctx: &ActionContext,
+        input: &Value,
+    ) -> Result<ActionOutput, ActionError> {
         redacted(ctx, self.run(ctx, input).await)
     }
 
-    async fn rollback(&self, ctx: &ActionContext, input: &Value, state: &Value) -> Result<(), ActionError> {
+    async fn rollback(
+        &self,
+        ctx: &ActionContext,
+        input: &Value,
+        state: &Value,
+    ) -> Result<(), ActionError> {
         redacted(ctx, self.undo(ctx, input, state).await)
     }
 }

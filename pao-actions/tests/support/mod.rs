@@ -70,7 +70,12 @@ impl Sandbox {
         self.fakes.secrets()[name].clone()
     }
 
-    pub async fn run(&self, ty: &str, key: &str, input: &Value) -> Result<ActionOutput, ActionError> {
+    pub async fn run(
+        &self,
+        ty: &str,
+        key: &str,
+        input: &Value,
+    ) -> Result<ActionOutput, ActionError> {
         self.action(ty).execute(&self.ctx(key), input).await
     }
 }
@@ -80,5 +85,9 @@ pub fn assert_retryable(e: &ActionError) {
 }
 
 pub fn assert_permanent(e: &ActionError) {
-    assert_eq!(e.class, pao_core::action::ErrorClass::Permanent, "expected permanent: {e:?}");
+    assert_eq!(
+        e.class,
+        pao_core::action::ErrorClass::Permanent,
+        "expected permanent: {e:?}"
+    );
 }

@@ -1531,7 +1531,10 @@ fn render_config(
                 .compile_expression(src)
                 .map(|e| e.references())
                 .unwrap_or_default(),
-            (_, Value::String(src)) => engine.compile(src).map(|t| t.references()).unwrap_or_default(),
+            (_, Value::String(src)) => engine
+                .compile(src)
+                .map(|t| t.references())
+                .unwrap_or_default(),
             _ => Vec::new(),
         };
         read.extend(refs.into_iter().map(|r| r.scope));
