@@ -300,3 +300,19 @@ fn status_to_outcome() {
         TicketOutcome::Pending
     );
 }
+
+#[tokio::test]
+async fn rerun_of_a_comment_does_not_comment_twice() {
+    let s = sandbox().await;
+    let a = s.run("jira", "k-c", &create()).await.unwrap();
+    let input =
+        json!({"issue_key": a.result["key"], "comment": "Check is live: https://x.example/run/1"});
+    s.run("jira", "k-c2", &input).await.unwrap();
+    s.run("jira", "k-c2", &input).await.unwrap();
+    let issue = s
+        .fakes
+        .jira
+        .issue(a.result["key"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(issue.comments.len(), 1);
+}

@@ -185,3 +185,17 @@ async fn dry_run_hides_sensitive_values() {
     );
     assert!(s.fakes.terraform.faults.requests().is_empty());
 }
+
+#[tokio::test]
+async fn not_found_beyond_a_missing_workspace_is_permanent() {
+    let s = sandbox().await;
+    // The workspace lookup and then the create both answer 404 (e.g. a wrong organization).
+    s.fakes.terraform.faults.inject(Fault::Status(404), 2);
+    let e = s.run("terraform", "k404", &input()).await.unwrap_err();
+    assert_permanent(&e);
+    assert!(
+        e.message.contains("404") && e.message.contains("not found"),
+        "{}",
+        e.message
+    );
+}

@@ -113,7 +113,10 @@ impl JiraFake {
                 "/rest/api/{v}/issue/{key}/transitions",
                 get(list_transitions).post(do_transition),
             )
-            .route("/rest/api/{v}/issue/{key}/comment", post(add_comment))
+            .route(
+                "/rest/api/{v}/issue/{key}/comment",
+                get(list_comments).post(add_comment),
+            )
             .route("/rest/api/{v}/issueLink", post(add_link))
             .route("/rest/api/{v}/search", get(search_get).post(search_post))
             .route("/rest/api/{v}/search/jql", get(search_get))
@@ -584,4 +587,41 @@ async fn search(s: Shared, v: String, headers: HeaderMap, q: BTreeMap<String, Va
         out["nextPageToken"] = json!((start + max).to_string());
     }
     json(200, out)
+}
+
+/// `GET .../comment`: `startAt`/`maxResults` paged, like JIRA.
+async fn list_comments(
+    State(s): State<Shared>,
+    Path((_v, key)): Path<(String, String)>,
+    headers: HeaderMap,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    if !authorized(&s, &headers) {
+        return unauthorized();
+    }
+    let start: usize = q.get("startAt").and_then(|x| x.parse().ok()).unwrap_or(0);
+    let max: usize = q
+        .get("maxResults")
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(50)
+        .clamp(1, 100);
+    let Ok(mut i) = s.inner.lock() else {
+        return json(500, error_body(500, "lock"));
+    };
+    let Some(issue) = find(&mut i, &key) else {
+        return not_found();
+    };
+    let total = issue.comments.len();
+    let page: Vec<Value> = issue
+        .comments
+        .iter()
+        .enumerate()
+        .skip(start)
+        .take(max)
+        .map(|(n, b)| json!({"id": (n + 10001).to_string(), "body": b}))
+        .collect();
+    json(
+        200,
+        json!({"startAt": start, "maxResults": max, "total": total, "comments": page}),
+    )
 }

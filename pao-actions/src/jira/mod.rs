@@ -438,6 +438,35 @@ impl JiraAction {
         Ok(true)
     }
 
+    /// Whether the issue already has a comment with this text (a re-run after a crash must
+    /// not comment twice). Looks at the last 100 comments.
+    async fn has_comment(
+        &self,
+        ctx: &ActionContext,
+        site: &Site<'_>,
+        key: &str,
+        text: &str,
+    ) -> Result<bool, ActionError> {
+        let call = site.call(
+            reqwest::Method::GET,
+            &format!(
+                "/issue/{}/comment?orderBy=-created&maxResults=100",
+                seg(key)
+            ),
+        );
+        let v = self.json(ctx, site, &call).await?;
+        let want = site.text(text);
+        Ok(v.get("comments")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.get("body"))
+            .any(|b| match (b, &want) {
+                (Value::String(b), Value::String(w)) => b.trim() == w.trim(),
+                (b, w) => adf_to_text(b).trim() == adf_to_text(w).trim(),
+            }))
+    }
+
     async fn comment(
         &self,
         ctx: &ActionContext,
@@ -535,7 +564,13 @@ impl JiraAction {
                 .await?;
         }
         if let Some(c) = &cfg.comment {
-            self.comment(ctx, &site, &key, c).await?;
+            if self.has_comment(ctx, &site, &key, c).await? {
+                ctx.log.info(&format!(
+                    "{key} already has this comment from an earlier attempt"
+                ));
+            } else {
+                self.comment(ctx, &site, &key, c).await?;
+            }
         }
         if let Some(t) = &cfg.transition
             && self.transition(ctx, &site, &key, t, &status).await?
