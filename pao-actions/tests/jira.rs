@@ -316,3 +316,33 @@ async fn rerun_of_a_comment_does_not_comment_twice() {
         .unwrap();
     assert_eq!(issue.comments.len(), 1);
 }
+
+#[tokio::test]
+async fn a_server_can_poll_a_manual_ticket_outcome() {
+    let s = sandbox().await;
+    let tickets = pao_actions::jira::JiraTickets::new(&s.config).unwrap();
+    let out = s.run("jira", "k-manual", &create()).await.unwrap();
+    let key = out.result["key"].as_str().unwrap();
+    let outcome = |status: &'static str| {
+        s.fakes.jira.set_status(key, status);
+        tickets.outcome(s.secrets.clone(), Some("jira-cloud"), key)
+    };
+    assert_eq!(
+        outcome("In Progress").await.unwrap(),
+        TicketOutcome::Pending
+    );
+    assert_eq!(outcome("Done").await.unwrap(), TicketOutcome::Completed);
+    assert!(matches!(
+        outcome("Won't Do").await.unwrap(),
+        TicketOutcome::Failed(_)
+    ));
+    assert!(matches!(
+        outcome("Cancelled").await.unwrap(),
+        TicketOutcome::Cancelled(_)
+    ));
+    let e = tickets
+        .outcome(s.secrets.clone(), None, "NOPE-1")
+        .await
+        .unwrap_err();
+    assert_permanent(&e);
+}

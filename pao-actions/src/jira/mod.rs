@@ -180,6 +180,64 @@ impl ActionsConfig {
     }
 }
 
+/// Reads manual-mode tickets: what a server polls when JIRA cannot call its webhook.
+#[derive(Debug, Clone)]
+pub struct JiraTickets {
+    action: JiraAction,
+}
+
+impl JiraTickets {
+    /// A reader over the JIRA instances of `config`.
+    pub fn new(config: &ActionsConfig) -> Result<JiraTickets, crate::ConfigError> {
+        config.validate()?;
+        Ok(JiraTickets {
+            action: JiraAction::new(Http::new(&config.http)?, config.jira.clone()),
+        })
+    }
+
+    /// The outcome of ticket `key` on `instance` (or the default one) as it stands now,
+    /// with the credentials read from `secrets`.
+    pub async fn outcome(
+        &self,
+        secrets: std::sync::Arc<dyn pao_core::secrets::SecretProvider>,
+        instance: Option<&str>,
+        key: &str,
+    ) -> Result<TicketOutcome, ActionError> {
+        let ctx = ActionContext {
+            request_id: String::new(),
+            action_id: "manual-ticket".into(),
+            attempt: 1,
+            idempotency_key: pao_core::action::IdempotencyKey(format!("poll-{key}")),
+            deadline: None,
+            cancel: tokio_util::sync::CancellationToken::new(),
+            log: pao_core::action::ActionLogger::default(),
+            secrets,
+            dry_run: false,
+        };
+        let r = async {
+            let site = self.action.site(&ctx, instance).await?;
+            let call = site.call(
+                reqwest::Method::GET,
+                &format!("/issue/{}?fields=status,resolution", seg(key)),
+            );
+            let v = self.action.json(&ctx, &site, &call).await?;
+            let status = v
+                .pointer("/fields/status/name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    ActionError::permanent(format!(
+                        "{} answered {key} without a status",
+                        site.vendor()
+                    ))
+                })?;
+            let resolution = v.pointer("/fields/resolution/name").and_then(Value::as_str);
+            Ok(ticket_outcome(&site.inst.outcomes, status, resolution))
+        }
+        .await;
+        redacted(&ctx, r)
+    }
+}
+
 /// One instance, resolved for a call.
 struct Site<'a> {
     name: &'a str,
