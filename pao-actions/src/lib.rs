@@ -148,7 +148,8 @@ pub fn register_builtins(
     registry.register(Arc::new(cost::CostAction::new(prices.clone())));
     #[cfg(feature = "script")]
     registry.register(Arc::new(script::ScriptAction::new()));
-    #[cfg(not(feature = "http"))]
+    // With every action feature off there is nothing to register.
+    #[cfg(not(any(feature = "http", feature = "cost", feature = "script")))]
     let _ = registry;
     Ok(Builtins { prices })
 }

@@ -12,6 +12,22 @@
 //! assert!(server.url().starts_with("http://127.0.0.1:"));
 //! # });
 //! ```
+//!
+//! [`VendorFakes`] starts every fake the built-in actions talk to and says how to reach them:
+//! `env()` for the engine's `env` scope, `secrets()` for the secret provider and
+//! `actions_config_json()` for `pao-actions`' `ActionsConfig`. Tests inject faults
+//! ([`Fault`]) and read each fake's state (issues, runs, effects, deliveries).
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! use pao_sandbox::{Fault, VendorFakes};
+//! let fakes = VendorFakes::start_all().await.unwrap();
+//! assert!(fakes.env()["PAO_DNS_API_URL"].ends_with("/dns"));
+//! assert!(fakes.secrets().contains_key("hook_hmac"));
+//! assert_eq!(fakes.actions_config_json()["jira"]["jira-cloud"]["api_version"], 3);
+//! fakes.jira.faults.inject(Fault::RateLimited { retry_after_secs: 5 }, 1);
+//! # });
+//! ```
 
 mod faults;
 pub mod github;
