@@ -247,13 +247,15 @@ impl RestAction {
         token: Option<&str>,
         ctx: &ActionContext,
     ) -> Result<Call, ActionError> {
+        // Polls of the action's own URL keep its query; a separate status URL has its own.
+        let same_url = url == cfg.url;
         let mut url = reqwest::Url::parse(url).map_err(|e| {
             ActionError::permanent(format!(
                 "url `{}` is not an absolute URL: {e}",
                 ctx.log.redact(url)
             ))
         })?;
-        if !cfg.query.is_empty() && with_body {
+        if !cfg.query.is_empty() && (with_body || same_url) {
             let mut q = url.query_pairs_mut();
             for (k, v) in &cfg.query {
                 q.append_pair(k, &query_value(v));
