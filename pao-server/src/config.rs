@@ -40,6 +40,9 @@ pub struct ServerConfig {
     pub watch_catalog: bool,
     /// Seconds between catalog folder checks when watching.
     pub watch_interval_secs: u64,
+    /// The built-in actions: JIRA, Terraform and GitHub instances, HTTP settings
+    /// (see `docs/actions.md`).
+    pub actions: pao_actions::ActionsConfig,
 }
 
 impl Default for ServerConfig {
@@ -59,6 +62,7 @@ impl Default for ServerConfig {
             webhooks: WebhookConfig::default(),
             watch_catalog: true,
             watch_interval_secs: 2,
+            actions: pao_actions::ActionsConfig::default(),
         }
     }
 }

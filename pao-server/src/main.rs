@@ -260,11 +260,11 @@ mod serve {
             .build()?;
         runtime.block_on(async move {
             let started = std::time::Instant::now();
-            let (config, over, banner) = if args.sandbox {
-                pao_server::sandbox::prepare(config).await?
+            let (config, over, _sandbox, banner) = if args.sandbox {
+                let (c, o, s, b) = pao_server::sandbox::prepare(config).await?;
+                (c, o, Some(s), Some(b))
             } else {
-                let over = pao_server::sandbox::production_overrides(&config)?;
-                (config, over, None)
+                (config, Default::default(), None, None)
             };
             let workers = config.workers;
             let bind = config.bind.clone();
@@ -297,7 +297,11 @@ mod serve {
                 "pao ready"
             );
             if let Some(b) = banner {
-                println!("{b}");
+                println!("{}", b.replace("{addr}", &running.addr.to_string()));
+            }
+            if api {
+                // Scripts (and the sandbox test) read the bound address from here.
+                println!("listening on http://{}", running.addr);
             }
             pao_server::serve::signal().await;
             tracing::info!(

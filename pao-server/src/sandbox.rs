@@ -1,6 +1,7 @@
-//! `pao serve --sandbox`: development tokens and (with the actions crate) local fakes of the
-//! services the example catalog talks to, so a newcomer sees a request complete without any
-//! external account. Also where the production action registry is assembled.
+//! `pao serve --sandbox`: starts local fakes of JIRA, GitHub, Terraform Cloud, the example
+//! catalog's REST services and a webhook receiver (`pao-sandbox`), points the built-in actions
+//! and the `env` scope at them, fills the secrets they accept, and adds development tokens, so
+//! a newcomer sees a request reach `Completed` without any external account.
 
 use pao_core::authz::Principal;
 
@@ -11,40 +12,64 @@ use crate::state::Overrides;
 pub fn dev_tokens() -> Vec<(String, Principal)> {
     let mut alice = Principal::new(
         "alice",
-        &["platform", "data-platform", "app-team"],
+        &["platform", "data-platform", "app-team", "payments"],
         &["developer"],
     );
     alice.email = Some("alice@example.com".into());
     alice.name = Some("Alice Developer".into());
-    let mut bob = Principal::new(
-        "bob",
-        &["platform-leads", "data-platform-leads", "security"],
-        &["approver"],
-    );
+    // Two approvers, so items that need two approvals can be walked through too.
+    let approver_teams = [
+        "compute-platform",
+        "security-engineering",
+        "identity-team",
+        "network-engineering",
+        "messaging-platform",
+        "data-platform-leads",
+    ];
+    let mut bob = Principal::new("bob", &approver_teams, &["approver", "developer"]);
     bob.email = Some("bob@example.com".into());
+    bob.name = Some("Bob Approver".into());
+    let mut carol = Principal::new("carol", &approver_teams, &["approver", "developer"]);
+    carol.email = Some("carol@example.com".into());
+    carol.name = Some("Carol Approver".into());
     let mut admin = Principal::new("admin", &["platform-admins"], &["admin"]);
     admin.email = Some("admin@example.com".into());
     vec![
         ("dev-alice".into(), alice),
         ("dev-bob".into(), bob),
+        ("dev-carol".into(), carol),
         ("dev-admin".into(), admin),
     ]
 }
 
-/// Prepares a sandbox: development tokens and a banner telling how to use them.
-pub async fn prepare(
-    config: ServerConfig,
-) -> anyhow::Result<(ServerConfig, Overrides, Option<String>)> {
-    let mut over = production_overrides(&config)?;
-    over.tokens = dev_tokens();
-    let banner = format!(
-        "PAO sandbox on http://{bind}\n  developer: Authorization: Bearer dev-alice\n  approver:  Authorization: Bearer dev-bob\n  admin:     Authorization: Bearer dev-admin",
-        bind = config.bind
-    );
-    Ok((config, over, Some(banner)))
+/// A started sandbox: the fakes run as long as this lives.
+pub struct Sandbox {
+    /// The vendor fakes.
+    pub fakes: pao_sandbox::VendorFakes,
 }
 
-/// The overrides of a normal start: the configured action types.
-pub fn production_overrides(_config: &ServerConfig) -> anyhow::Result<Overrides> {
-    Ok(Overrides::default())
+/// Starts the fakes and returns the configuration pointing at them, the overrides with the
+/// development tokens, and a banner for the terminal.
+pub async fn prepare(
+    mut config: ServerConfig,
+) -> anyhow::Result<(ServerConfig, Overrides, Sandbox, String)> {
+    let fakes = pao_sandbox::VendorFakes::start_all().await?;
+    for (k, v) in fakes.env() {
+        config.env.insert(k, Some(v));
+    }
+    for (k, v) in fakes.secrets() {
+        config.secrets.insert(k, v);
+    }
+    config.actions = serde_json::from_value(fakes.actions_config_json())?;
+    let over = Overrides {
+        tokens: dev_tokens(),
+        ..Overrides::default()
+    };
+    let banner = format!(
+        "PAO sandbox on http://{{addr}} (fakes: JIRA {jira}, GitHub {gh}, Terraform {tf})\n  developer: Authorization: Bearer dev-alice\n  approvers: Authorization: Bearer dev-bob, dev-carol\n  admin:     Authorization: Bearer dev-admin",
+        jira = fakes.jira.url(),
+        gh = fakes.github.url(),
+        tf = fakes.terraform.url(),
+    );
+    Ok((config, over, Sandbox { fakes }, banner))
 }

@@ -57,6 +57,8 @@ pub struct AppState {
     pub replay: Arc<crate::api::webhooks::ReplayGuard>,
     /// Notices for `/ws/notifications` (inbound webhooks).
     pub notifications: broadcast::Sender<Value>,
+    /// Handles of the built-in actions (the cost action's price table), when registered here.
+    pub builtins: Option<pao_actions::Builtins>,
 }
 
 /// The event sink the orchestrator publishes to: a broadcast channel for WebSockets plus
@@ -97,6 +99,9 @@ pub enum StartError {
         /// Cause.
         message: String,
     },
+    /// The actions configuration is invalid.
+    #[error("actions configuration: {0}")]
+    Actions(String),
     /// The catalog folder could not be read.
     #[error("catalog folder {dir}: {source}")]
     Catalog {
@@ -110,12 +115,23 @@ pub enum StartError {
 impl AppState {
     /// Opens the store, loads the catalog and builds the orchestrator.
     pub async fn build(config: ServerConfig, over: Overrides) -> Result<AppState, StartError> {
+        // reqwest is built without a TLS provider of its own; ring is ours (an embedder that
+        // installed another one keeps it).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let metrics = Metrics::install();
         let store: Arc<dyn Store> = match over.store {
             Some(s) => s,
             None => Arc::new(open_store(&config).await?),
         };
-        let actions = over.actions.unwrap_or_default();
+        let (actions, builtins) = match over.actions {
+            Some(a) => (a, None),
+            None => {
+                let mut registry = ActionRegistry::new();
+                let b = pao_actions::register_builtins(&mut registry, &config.actions, None)
+                    .map_err(|e| StartError::Actions(e.to_string()))?;
+                (registry, Some(b))
+            }
+        };
         let load_options = actions.load_options();
         let catalog = Catalog::load(&config.catalog, &load_options).map_err(|source| {
             StartError::Catalog {
@@ -123,6 +139,9 @@ impl AppState {
                 source,
             }
         })?;
+        if let Some(b) = &builtins {
+            b.update_prices(catalog.settings());
+        }
         let secrets: Arc<dyn SecretProvider> = match over.secrets {
             Some(s) => s,
             None => Arc::new(
@@ -190,6 +209,7 @@ impl AppState {
             search: crate::search::CatalogSearch::new(),
             replay: Arc::default(),
             notifications: broadcast::channel(256).0,
+            builtins,
         })
     }
 
@@ -227,6 +247,9 @@ impl AppState {
             "errors": new.diagnostics().iter().filter(|d| d.is_error()).count(),
         });
         let any = !(added.is_empty() && removed.is_empty() && changed.is_empty());
+        if let Some(b) = &self.builtins {
+            b.update_prices(new.settings());
+        }
         self.orch.set_catalog(new);
         if any {
             let _ = self.catalog_changes.send(summary.clone());

@@ -26,7 +26,7 @@ use crate::store::{
     AttemptOutcome, AttemptRecord, EventKind, Lease, Request, RequestPatch, RollbackStatus,
     StoreError,
 };
-use crate::vars::{Context, Scope};
+use crate::vars::{Context, Engine, LocatedVarError, Scope, ValueTemplate};
 
 /// The owned values behind a request's template context.
 #[derive(Debug, Clone, Default)]
@@ -473,7 +473,7 @@ impl RunCtx {
                 };
             }
         }
-        let input = match compiled.map(|c| c.config.render(&ctx)) {
+        let input = match compiled.map(|c| render_config(&c.config, &spec.config, &ctx)) {
             Some(Ok(v)) => v,
             Some(Err(e)) => {
                 return NodeResult::Failed(ActionError::permanent(format!(
@@ -1401,7 +1401,7 @@ impl Orchestrator {
                 },
                 None => Some(true),
             };
-            let input = match compiled.map(|c| c.config.render(&ctx)) {
+            let input = match compiled.map(|c| render_config(&c.config, &n.spec.config, &ctx)) {
                 Some(Ok(v)) => v,
                 Some(Err(e)) => {
                     problems.push(format!(
@@ -1500,6 +1500,55 @@ impl Orchestrator {
             problems,
         })
     }
+}
+
+/// Renders an action's config. A `poll` block (REST actions polling an asynchronous API) may
+/// read `result`, which exists only once the first call was made: it is passed on unrendered,
+/// with the values of the non-secret scopes it reads under `poll.scopes`, and the action
+/// renders it after each response.
+fn render_config(
+    template: &ValueTemplate,
+    raw: &Value,
+    ctx: &Context<'_>,
+) -> Result<Value, LocatedVarError> {
+    let (ValueTemplate::Object(entries), Some(Value::Object(poll))) = (template, raw.get("poll"))
+    else {
+        return template.render(ctx);
+    };
+    let mut out = Map::new();
+    for (k, t) in entries.iter().filter(|(k, _)| k != "poll") {
+        let v = t.render(ctx).map_err(|mut e| {
+            e.pointer = format!("/{k}{}", e.pointer);
+            e
+        })?;
+        out.insert(k.clone(), v);
+    }
+    let engine = Engine::new();
+    let mut read = BTreeSet::new();
+    for (k, v) in poll {
+        let refs = match (k.as_str(), v) {
+            ("until", Value::String(src)) => engine
+                .compile_expression(src)
+                .map(|e| e.references())
+                .unwrap_or_default(),
+            (_, Value::String(src)) => engine
+                .compile(src)
+                .map(|t| t.references())
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        read.extend(refs.into_iter().map(|r| r.scope));
+    }
+    let mut scopes = Map::new();
+    for scope in read {
+        if !matches!(scope, Scope::Secrets | Scope::Result) {
+            scopes.insert(scope.name().to_string(), ctx.get(scope).clone());
+        }
+    }
+    let mut poll = poll.clone();
+    poll.insert("scopes".into(), Value::Object(scopes));
+    out.insert("poll".into(), Value::Object(poll));
+    Ok(Value::Object(out))
 }
 
 /// The result of [`Orchestrator::simulate`].

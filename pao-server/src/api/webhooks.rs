@@ -218,7 +218,15 @@ pub async fn jira(
     let resolution = payload
         .pointer("/issue/fields/resolution/name")
         .and_then(Value::as_str);
-    let outcome = jira_outcome(status, category, resolution);
+    // The operator's status mapping of the default JIRA instance when there is one.
+    let outcome = match state
+        .config
+        .actions
+        .jira_ticket_outcome(None, status, resolution)
+    {
+        Ok(o) => o.into_manual(),
+        Err(_) => jira_outcome(status, category, resolution),
+    };
     let waiting = state
         .store
         .list(&RequestFilter {

@@ -1,0 +1,159 @@
+//! `pao serve --sandbox` as a newcomer runs it: the real binary on the example catalog with
+//! the local fakes; a request submitted with curl-like calls reaches `Completed`, and one that
+//! needs approval completes after the approver approves.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+struct Server {
+    child: Child,
+    base: String,
+    _dir: std::path::PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start() -> Server {
+    let dir = std::env::temp_dir().join(format!("pao-sandbox-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let catalog = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/catalog");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pao"))
+        .args(["serve", "--sandbox", "--bind", "127.0.0.1:0", "--catalog"])
+        .arg(&catalog)
+        .current_dir(&dir)
+        .env_remove("PAO_DATABASE_URL")
+        .env_remove("PAO_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("pao starts");
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("listening on ") {
+                let _ = tx.send(url.to_string());
+            }
+        }
+    });
+    let started = Instant::now();
+    let base = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the server says where it listens");
+    eprintln!("ready after {:?}", started.elapsed());
+    Server {
+        child,
+        base,
+        _dir: dir,
+    }
+}
+
+async fn wait_state(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    id: &str,
+    want: &str,
+) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..300 {
+        last = http
+            .get(format!("{base}/api/v1/requests/{id}/status"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if last["state"] == want {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{id} did not reach {want}: {last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newcomer_sees_requests_complete_in_the_sandbox() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let s = start();
+    let http = reqwest::Client::new();
+    let base = s.base.clone();
+    let ready = http
+        .get(format!("{base}/api/v1/health/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+
+    // A DNS record through the REST fakes.
+    let r: Value = http
+        .post(format!("{base}/api/v1/requests"))
+        .bearer_auth("dev-alice")
+        .json(&json!({ "item_id": "networking.dns-record", "fields": { "zone": "example.internal", "name": "orders", "record_type": "CNAME", "target": "lb.example.internal", "ttl": 300 } }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = r["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"))
+        .to_string();
+    let st = wait_state(&http, &base, "dev-alice", &id, "completed").await;
+    assert_eq!(st["progress"], 100);
+
+    // A VM with a public IP needs two approvals: cost estimate, bob and carol approve, then
+    // the Terraform Cloud fake and the webhook receiver.
+    let r: Value = http
+        .post(format!("{base}/api/v1/requests"))
+        .bearer_auth("dev-alice")
+        .json(&json!({ "item_id": "compute.virtual-machine", "fields": { "hostname": "build-01", "environment": "dev", "region": "eu-west-1", "os": "ubuntu-24.04", "size": "small", "disk_gb": 50, "public_ip": true, "ssh_cidr": "203.0.113.0/24", "expires_on": (chrono::Utc::now() + chrono::Duration::days(30)).format("%Y-%m-%d").to_string() } }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    if let Some(id) = r["id"].as_str() {
+        assert_eq!(r["state"], "awaiting_approval", "{r}");
+        for approver in ["dev-bob", "dev-carol"] {
+            let ok = http
+                .post(format!("{base}/api/v1/approvals/{id}/approve"))
+                .bearer_auth(approver)
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(ok.status(), 200, "{}", ok.text().await.unwrap());
+        }
+        let st = wait_state(&http, &base, "dev-alice", id, "completed").await;
+        assert_eq!(st["actions_done"], st["actions_total"]);
+        let cost: Value = http
+            .get(format!("{base}/api/v1/cost/estimates/{id}"))
+            .bearer_auth("dev-alice")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(
+            cost["estimates"][0]["result"]["monthly"].is_number(),
+            "{cost}"
+        );
+    } else {
+        panic!("the VM request was refused: {r}");
+    }
+}
