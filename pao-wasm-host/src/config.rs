@@ -1,6 +1,9 @@
 //! What the host, a plugin and the operator each decide: [`HostConfig`] (the process),
-//! [`Manifest`] (the plugin asks), [`Grant`] (the operator allows). A plugin gets the
-//! intersection of what it asks for and what it is granted, within the host's ceilings.
+//! [`Manifest`] (the plugin asks), [`Grant`] (the operator allows). The operator's grant is
+//! what a plugin gets (hosts differ between deployments: a sandbox on 127.0.0.1, a customer's
+//! own ServiceNow instance); the manifest's requests are what the operator reviews, and the
+//! loader warns where the two differ. Limits are the lower of manifest and grant, within the
+//! host's ceilings.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -224,12 +227,8 @@ pub struct Effective {
 }
 
 impl Effective {
-    /// Requests ∩ grant, limits capped by the host.
+    /// The grant's capabilities, limits the lower of manifest and grant, capped by the host.
     pub fn resolve(host: &HostConfig, manifest: &Manifest, grant: &Grant) -> Effective {
-        let asked = &manifest.capabilities;
-        let pick = |req: &[String], ok: &[String]| -> Vec<String> {
-            req.iter().filter(|r| ok.contains(r)).cloned().collect()
-        };
         let min = |a: Option<u64>, b: Option<u64>| match (a, b) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -246,9 +245,9 @@ impl Effective {
             .unwrap_or(d.timeout)
             .min(host.max_timeout);
         Effective {
-            http_hosts: pick(&asked.http_hosts, &grant.http_hosts),
-            secrets: pick(&asked.secrets, &grant.secrets),
-            kv: asked.kv && grant.kv,
+            http_hosts: grant.http_hosts.clone(),
+            secrets: grant.secrets.clone(),
+            kv: grant.kv,
             limits: Limits {
                 memory_bytes: memory,
                 timeout,
@@ -267,7 +266,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_plugin_gets_what_it_asks_for_and_is_granted_within_the_ceilings() {
+    fn a_plugin_gets_its_grant_and_the_lowest_limits() {
         let host = HostConfig {
             max_memory_bytes: 16 << 20,
             ..HostConfig::default()
@@ -290,7 +289,7 @@ mod tests {
             .http_hosts(["b.example", "c.example"])
             .secrets(["s2"]);
         let e = Effective::resolve(&host, &manifest, &grant);
-        assert_eq!(e.http_hosts, vec!["b.example"]);
+        assert_eq!(e.http_hosts, vec!["b.example", "c.example"]);
         assert_eq!(e.secrets, vec!["s2"]);
         assert!(!e.kv, "kv was asked for but not granted");
         assert_eq!(e.limits.memory_bytes, 16 << 20);

@@ -294,11 +294,16 @@ impl PluginHost {
         plugin.descriptor.sample_output = json("sample output", &d.sample_output)?;
         plugin.descriptor.supports_rollback = d.supports_rollback;
         plugin.version = d.version;
-        let asked = &plugin.shared.effective;
-        for h in &d.requested.http_hosts {
-            if !asked.http_hosts.contains(h) {
-                tracing::warn!(plugin = %manifest.name, host = %h, "the plugin asks for a host that is not both in its manifest and granted");
-            }
+        let granted = &plugin.shared.effective;
+        let asked = &manifest.capabilities;
+        for h in asked.http_hosts.iter().filter(|h| !granted.http_hosts.contains(h)) {
+            tracing::warn!(plugin = %manifest.name, host = %h, "requested host not granted: calls to it will be denied");
+        }
+        for s in asked.secrets.iter().filter(|s| !granted.secrets.contains(s)) {
+            tracing::warn!(plugin = %manifest.name, secret = %s, "requested secret not granted: reads of it will be denied");
+        }
+        for s in granted.secrets.iter().filter(|s| !asked.secrets.contains(s)) {
+            tracing::warn!(plugin = %manifest.name, secret = %s, "secret granted but not requested by the manifest");
         }
         tracing::info!(plugin = %manifest.name, version = %plugin.version, "plugin loaded");
         Ok(Arc::new(plugin))
