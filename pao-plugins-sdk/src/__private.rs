@@ -75,17 +75,21 @@ pub fn validate<P: Plugin>(input: String) -> Result<(), Vec<wit::Violation>> {
     P::validate(&input).map_err(to_wit_violations)
 }
 
-pub fn execute<P: Plugin>(ctx: wit::Context, input: String) -> Result<wit::Output, wit::ActionError> {
+pub fn execute<P: Plugin>(
+    ctx: wit::Context,
+    input: String,
+) -> Result<wit::Output, wit::ActionError> {
     let run = || -> Result<String, Error> {
         let input: P::Input = parse("input", &input)?;
         let out = P::execute(&Host::new(&WasmHost), &context(ctx), input)?;
         serde_json::to_string(&out).map_err(|e| Error::failed(format!("output: {e}")))
     };
-    run().map(|value| wit::Output {
-        value,
-        rollback_state: None,
-    })
-    .map_err(to_wit_error)
+    run()
+        .map(|value| wit::Output {
+            value,
+            rollback_state: None,
+        })
+        .map_err(to_wit_error)
 }
 
 pub fn rollback<P: Plugin>(

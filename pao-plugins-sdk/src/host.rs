@@ -1,7 +1,9 @@
 //! [`Host`]: everything a plugin can reach outside its own memory. Backed by the contract's
 //! imports in a real component ([`WasmHost`]) and by a [`crate::MockHost`] in native tests.
 
-use crate::types::{HeaderValue, HttpError, HttpRequest, HttpResponse, KvError, Level, SecretError};
+use crate::types::{
+    HeaderValue, HttpError, HttpRequest, HttpResponse, KvError, Level, SecretError,
+};
 
 /// The host's services, as an object-safe trait: implement it to fake the host.
 pub trait HostApi {
@@ -136,9 +138,10 @@ impl HttpRequestBuilder<'_> {
 
     /// Adds a header whose `{{secret:NAME}}` placeholders the host fills in.
     pub fn header_with_secrets(mut self, name: &str, template: &str) -> Self {
-        self.request
-            .headers
-            .push((name.to_string(), HeaderValue::WithSecrets(template.to_string())));
+        self.request.headers.push((
+            name.to_string(),
+            HeaderValue::WithSecrets(template.to_string()),
+        ));
         self
     }
 

@@ -108,7 +108,9 @@ impl MockHost {
 
     /// Answers with a fixed JSON response.
     pub fn on_json(self, method: &str, url_prefix: &str, status: u16, body: Value) -> MockHost {
-        self.on(method, url_prefix, move |_| Ok(HttpResponse::json(status, body.clone())))
+        self.on(method, url_prefix, move |_| {
+            Ok(HttpResponse::json(status, body.clone()))
+        })
     }
 
     /// The requests sent so far.
@@ -161,9 +163,10 @@ impl MockHost {
                 HttpError::InvalidRequest("unterminated `{{secret:` placeholder".to_string())
             })?;
             let name = after[..end].trim();
-            let value = self.secrets.get(name).ok_or_else(|| {
-                HttpError::Denied(format!("secret `{name}` is not granted"))
-            })?;
+            let value = self
+                .secrets
+                .get(name)
+                .ok_or_else(|| HttpError::Denied(format!("secret `{name}` is not granted")))?;
             out.push_str(value);
             rest = &after[end + 2..];
         }
@@ -176,7 +179,11 @@ fn base64(input: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in input.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -294,21 +301,42 @@ mod tests {
 
     #[test]
     fn secret_references_are_filled_and_ungranted_ones_denied() {
-        let mock = MockHost::new()
-            .secret("tok", "s3cr3t")
-            .on_json("GET", "https://api.example/", 200, serde_json::json!({"ok": true}));
+        let mock = MockHost::new().secret("tok", "s3cr3t").on_json(
+            "GET",
+            "https://api.example/",
+            200,
+            serde_json::json!({"ok": true}),
+        );
         let h = mock.host();
-        let r = h.get("https://api.example/x").bearer_secret("tok").send().unwrap();
+        let r = h
+            .get("https://api.example/x")
+            .bearer_secret("tok")
+            .send()
+            .unwrap();
         assert!(r.is_success());
-        assert_eq!(mock.requests()[0].header("authorization"), Some("Bearer s3cr3t"));
-        let e = h.get("https://api.example/x").bearer_secret("other").send().unwrap_err();
+        assert_eq!(
+            mock.requests()[0].header("authorization"),
+            Some("Bearer s3cr3t")
+        );
+        let e = h
+            .get("https://api.example/x")
+            .bearer_secret("other")
+            .send()
+            .unwrap_err();
         assert!(matches!(e, HttpError::Denied(_)));
     }
 
     #[test]
     fn hosts_outside_the_allow_list_are_denied() {
         let mock = MockHost::new().allow_hosts(&["api.example"]);
-        let e = mock.host().get("https://evil.example:8443/").send().unwrap_err();
-        assert_eq!(e, HttpError::Denied("host `evil.example` is not granted".to_string()));
+        let e = mock
+            .host()
+            .get("https://evil.example:8443/")
+            .send()
+            .unwrap_err();
+        assert_eq!(
+            e,
+            HttpError::Denied("host `evil.example` is not granted".to_string())
+        );
     }
 }

@@ -52,7 +52,9 @@ pub(crate) fn compile(
         // fails those checks is recompiled below.
         match unsafe { Component::deserialize_file(engine, file) } {
             Ok(c) => return Ok(c),
-            Err(e) => tracing::warn!(cache = %file.display(), error = %e, "recompiling a stale cached plugin"),
+            Err(e) => {
+                tracing::warn!(cache = %file.display(), error = %e, "recompiling a stale cached plugin")
+            }
         }
     }
     let component = Component::new(engine, bytes).map_err(|e| LoadError::Invalid {

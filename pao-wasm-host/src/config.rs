@@ -298,7 +298,8 @@ mod tests {
 
     #[test]
     fn unknown_manifest_keys_are_refused() {
-        let r: Result<Manifest, _> = toml::from_str("name = \"x\"\nversion = \"1\"\nnetwork = true\n");
+        let r: Result<Manifest, _> =
+            toml::from_str("name = \"x\"\nversion = \"1\"\nnetwork = true\n");
         assert!(r.is_err());
     }
 }

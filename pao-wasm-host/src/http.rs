@@ -99,9 +99,8 @@ pub(crate) async fn send(
                 (format!("Basic {b64}"), true)
             }
         };
-        let mut value = HeaderValue::from_str(&value).map_err(|_| {
-            HttpError::InvalidRequest(format!("bad value for header `{}`", h.name))
-        })?;
+        let mut value = HeaderValue::from_str(&value)
+            .map_err(|_| HttpError::InvalidRequest(format!("bad value for header `{}`", h.name)))?;
         if is_secret {
             value.set_sensitive(true);
             secret.append(name, value);
@@ -222,7 +221,10 @@ mod tests {
         assert!(allowed(&["slack.com"], "https://slack.com/api"));
         assert!(!allowed(&["slack.com"], "https://evil-slack.com/"));
         assert!(!allowed(&["slack.com"], "https://slack.com.evil.io/"));
-        assert!(allowed(&["*.service-now.com"], "https://acme.service-now.com/"));
+        assert!(allowed(
+            &["*.service-now.com"],
+            "https://acme.service-now.com/"
+        ));
         assert!(!allowed(&["*.service-now.com"], "https://service-now.com/"));
         assert!(allowed(&["127.0.0.1:8080"], "http://127.0.0.1:8080/x"));
         assert!(!allowed(&["127.0.0.1:8080"], "http://127.0.0.1:8081/x"));

@@ -207,7 +207,11 @@ impl PluginHost {
             path: wasm.to_path_buf(),
             source,
         })?;
-        let grant = grants.plugins.get(&manifest.name).cloned().unwrap_or_default();
+        let grant = grants
+            .plugins
+            .get(&manifest.name)
+            .cloned()
+            .unwrap_or_default();
         if !grants.plugins.contains_key(&manifest.name) {
             tracing::warn!(plugin = %manifest.name, "no grant for this plugin: it runs without HTTP, secrets or kv");
         }
@@ -223,8 +227,12 @@ impl PluginHost {
         grant: &Grant,
     ) -> Result<Arc<WasmAction>, LoadError> {
         let inner = &self.inner;
-        let component =
-            compile::compile(&inner.engine, inner.config.cache_dir.as_deref(), path, bytes)?;
+        let component = compile::compile(
+            &inner.engine,
+            inner.config.cache_dir.as_deref(),
+            path,
+            bytes,
+        )?;
         check_contract(&inner.engine, &component, path)?;
         let link = |e: wasmtime::Error| LoadError::Link {
             path: path.to_path_buf(),
@@ -288,7 +296,9 @@ impl PluginHost {
         };
         plugin.descriptor.config_schema = json("input schema", &d.input_schema)?;
         if let Err(e) = jsonschema::validator_for(&plugin.descriptor.config_schema) {
-            return Err(describe_err(format!("input schema is not a JSON Schema: {e}")));
+            return Err(describe_err(format!(
+                "input schema is not a JSON Schema: {e}"
+            )));
         }
         plugin.descriptor.output_schema = json("output schema", &d.output_schema)?;
         plugin.descriptor.sample_output = json("sample output", &d.sample_output)?;
@@ -296,13 +306,25 @@ impl PluginHost {
         plugin.version = d.version;
         let granted = &plugin.shared.effective;
         let asked = &manifest.capabilities;
-        for h in asked.http_hosts.iter().filter(|h| !granted.http_hosts.contains(h)) {
+        for h in asked
+            .http_hosts
+            .iter()
+            .filter(|h| !granted.http_hosts.contains(h))
+        {
             tracing::warn!(plugin = %manifest.name, host = %h, "requested host not granted: calls to it will be denied");
         }
-        for s in asked.secrets.iter().filter(|s| !granted.secrets.contains(s)) {
+        for s in asked
+            .secrets
+            .iter()
+            .filter(|s| !granted.secrets.contains(s))
+        {
             tracing::warn!(plugin = %manifest.name, secret = %s, "requested secret not granted: reads of it will be denied");
         }
-        for s in granted.secrets.iter().filter(|s| !asked.secrets.contains(s)) {
+        for s in granted
+            .secrets
+            .iter()
+            .filter(|s| !asked.secrets.contains(s))
+        {
             tracing::warn!(plugin = %manifest.name, secret = %s, "secret granted but not requested by the manifest");
         }
         tracing::info!(plugin = %manifest.name, version = %plugin.version, "plugin loaded");

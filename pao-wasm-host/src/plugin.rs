@@ -180,9 +180,9 @@ impl WasmAction {
 
     fn from_wit(&self, e: WitError) -> PluginError {
         self.error(match e {
-            WitError::InvalidInput(v) => {
-                PluginErrorKind::InvalidInput(v.into_iter().map(|v| (v.pointer, v.message)).collect())
-            }
+            WitError::InvalidInput(v) => PluginErrorKind::InvalidInput(
+                v.into_iter().map(|v| (v.pointer, v.message)).collect(),
+            ),
             WitError::Denied(m) => PluginErrorKind::Denied(m),
             WitError::Retryable(r) => PluginErrorKind::Retryable {
                 message: r.message,
@@ -194,7 +194,11 @@ impl WasmAction {
     }
 
     /// `execute`, with the typed error. [`Action::execute`] converts it to an `ActionError`.
-    pub async fn run(&self, ctx: &ActionContext, input: &Value) -> Result<ActionOutput, PluginError> {
+    pub async fn run(
+        &self,
+        ctx: &ActionContext,
+        input: &Value,
+    ) -> Result<ActionOutput, PluginError> {
         let wctx = self.wit_context(ctx);
         let input = input.to_string();
         let out = self
@@ -205,7 +209,9 @@ impl WasmAction {
             .map_err(|e| self.from_wit(e))?;
         let parse = |what: &str, text: &str| {
             serde_json::from_str::<Value>(text).map_err(|e| {
-                self.error(PluginErrorKind::BadOutput(format!("{what} is not JSON: {e}")))
+                self.error(PluginErrorKind::BadOutput(format!(
+                    "{what} is not JSON: {e}"
+                )))
             })
         };
         let result = parse("result", &out.value)?;
@@ -281,7 +287,11 @@ impl Action for WasmAction {
         self.descriptor.type_name.clone()
     }
 
-    async fn execute(&self, ctx: &ActionContext, input: &Value) -> Result<ActionOutput, ActionError> {
+    async fn execute(
+        &self,
+        ctx: &ActionContext,
+        input: &Value,
+    ) -> Result<ActionOutput, ActionError> {
         self.run(ctx, input).await.map_err(ActionError::from)
     }
 

@@ -83,7 +83,12 @@ async fn slack_notify_posts_once_per_action_and_rolls_back() {
     let out = action.execute(&ctx, &input).await.unwrap();
     assert_eq!(out.result["channel"], "CDATAPLATFORM");
     let lines = ctx.log.drain();
-    assert!(lines.iter().any(|l| l.message.starts_with("posted to CDATAPLATFORM")), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.message.starts_with("posted to CDATAPLATFORM")),
+        "{lines:?}"
+    );
 
     // A retry of the same action (same idempotency key) does not post again.
     let mut retry = common::context(secrets());
@@ -103,7 +108,9 @@ async fn slack_notify_posts_once_per_action_and_rolls_back() {
 
 #[tokio::test]
 async fn slack_errors_keep_their_class() {
-    let slack = SlackFake::start_with_token("xoxb-another-token").await.unwrap();
+    let slack = SlackFake::start_with_token("xoxb-another-token")
+        .await
+        .unwrap();
     let sn = ServiceNowFake::start().await.unwrap();
     let (registry, _dir) = load(&grants(&slack, &sn)).await;
     let action = registry.get("plugin:slack-notify").unwrap().clone();
@@ -191,7 +198,12 @@ async fn without_grants_the_examples_reach_nothing() {
         .await
         .unwrap_err();
     assert_eq!(e.class, ErrorClass::Permanent);
-    assert!(e.message.contains("is not granted to plugin `slack-notify`"), "{}", e.message);
+    assert!(
+        e.message
+            .contains("is not granted to plugin `slack-notify`"),
+        "{}",
+        e.message
+    );
     assert!(slack.ledger().is_empty());
 }
 
@@ -202,7 +214,11 @@ async fn the_example_catalog_passes_the_schemas_the_plugins_describe() {
     let (registry, _dir) = load(&grants(&slack, &sn)).await;
     // The built-in types as the server registers them, plus the plugins' schemas.
     let from_registry = registry.load_options();
-    assert!(from_registry.plugin_config_schemas.contains_key("plugin:slack-notify"));
+    assert!(
+        from_registry
+            .plugin_config_schemas
+            .contains_key("plugin:slack-notify")
+    );
     let mut opts = pao_core::catalog::LoadOptions::default();
     opts.action_types.extend(from_registry.action_types);
     opts.plugin_config_schemas = from_registry.plugin_config_schemas;
@@ -215,7 +231,11 @@ async fn the_example_catalog_passes_the_schemas_the_plugins_describe() {
     assert!(plugin_errors.is_empty(), "{plugin_errors:#?}");
 
     // And the schemas do bite: a wrong config is caught at load time.
-    let schema = &registry.get("plugin:slack-notify").unwrap().describe().config_schema;
+    let schema = &registry
+        .get("plugin:slack-notify")
+        .unwrap()
+        .describe()
+        .config_schema;
     let v = jsonschema::validator_for(schema).unwrap();
     assert!(v.is_valid(&json!({ "channel": "#x", "text": "hi" })));
     assert!(!v.is_valid(&json!({ "channel": "#x" })));

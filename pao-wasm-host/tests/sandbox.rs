@@ -56,13 +56,10 @@ fn secrets() -> StaticSecrets {
 
 async fn run(p: &WasmAction, input: Value) -> Result<Value, PluginErrorKind> {
     let ctx = common::context(secrets());
-    p.run(&ctx, &input)
-        .await
-        .map(|o| o.result)
-        .map_err(|e| {
-            assert_eq!(e.plugin, "probe", "errors name the plugin");
-            e.kind
-        })
+    p.run(&ctx, &input).await.map(|o| o.result).map_err(|e| {
+        assert_eq!(e.plugin, "probe", "errors name the plugin");
+        e.kind
+    })
 }
 
 /// `/hello` echoes the Authorization header; `/same` redirects to `/hello` on the same
@@ -87,12 +84,18 @@ async fn echo_server() -> FakeServer {
 #[tokio::test]
 async fn a_host_not_granted_is_denied() {
     let p = probe(Grant::default().http_hosts(["api.example.com"])).await;
-    let e = run(&p, json!({ "probe": "http", "url": "http://127.0.0.1:9/x" }))
-        .await
-        .unwrap_err();
+    let e = run(
+        &p,
+        json!({ "probe": "http", "url": "http://127.0.0.1:9/x" }),
+    )
+    .await
+    .unwrap_err();
     match e {
         PluginErrorKind::Denied(m) => {
-            assert!(m.contains("host `127.0.0.1` is not granted to plugin `probe`"), "{m}")
+            assert!(
+                m.contains("host `127.0.0.1` is not granted to plugin `probe`"),
+                "{m}"
+            )
         }
         other => panic!("expected denied, got {other:?}"),
     }
@@ -109,19 +112,31 @@ async fn a_granted_host_answers_and_secret_headers_are_filled_host_side() {
     )
     .await;
     let url = format!("{}/hello", server.url());
-    let out = run(&p, json!({ "probe": "http", "url": url, "bearer": "granted_token" }))
-        .await
-        .unwrap();
-    assert_eq!(out, json!({ "status": 200, "body": "Bearer tok-granted-123" }));
+    let out = run(
+        &p,
+        json!({ "probe": "http", "url": url, "bearer": "granted_token" }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        out,
+        json!({ "status": 200, "body": "Bearer tok-granted-123" })
+    );
     // Same-host redirects are followed.
-    let out = run(&p, json!({ "probe": "http", "url": format!("{}/same", server.url()) }))
-        .await
-        .unwrap();
+    let out = run(
+        &p,
+        json!({ "probe": "http", "url": format!("{}/same", server.url()) }),
+    )
+    .await
+    .unwrap();
     assert_eq!(out["status"], 200);
     // A secret that is not granted cannot be referenced either.
-    let e = run(&p, json!({ "probe": "http", "url": url, "bearer": "other_secret" }))
-        .await
-        .unwrap_err();
+    let e = run(
+        &p,
+        json!({ "probe": "http", "url": url, "bearer": "other_secret" }),
+    )
+    .await
+    .unwrap_err();
     assert!(
         matches!(&e, PluginErrorKind::Denied(m) if m.contains("secret `other_secret` is not granted")),
         "{e:?}"
@@ -187,9 +202,16 @@ async fn an_infinite_loop_is_stopped_within_the_timeout() {
     assert!(took < Duration::from_millis(1500), "took {took:?}");
     // Through the Action trait a timeout is worth retrying, and says which plugin.
     let ctx = common::context(secrets());
-    let ae = p.execute(&ctx, &json!({ "probe": "loop" })).await.unwrap_err();
+    let ae = p
+        .execute(&ctx, &json!({ "probe": "loop" }))
+        .await
+        .unwrap_err();
     assert_eq!(ae.class, ErrorClass::Retryable);
-    assert!(ae.message.starts_with("plugin `probe`: stopped after"), "{}", ae.message);
+    assert!(
+        ae.message.starts_with("plugin `probe`: stopped after"),
+        "{}",
+        ae.message
+    );
 }
 
 #[tokio::test]
@@ -248,9 +270,12 @@ async fn only_granted_secrets_can_be_read_and_they_are_redacted_from_logs() {
         "{e:?}"
     );
     let ctx = common::context(secrets());
-    p.run(&ctx, &json!({ "probe": "log-secret", "name": "granted_token" }))
-        .await
-        .unwrap();
+    p.run(
+        &ctx,
+        &json!({ "probe": "log-secret", "name": "granted_token" }),
+    )
+    .await
+    .unwrap();
     let lines = ctx.log.drain();
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0].message, "the token is [REDACTED]");
@@ -282,7 +307,9 @@ async fn a_panic_is_a_typed_error_with_its_message() {
 #[tokio::test]
 async fn kv_is_per_plugin_and_only_when_granted() {
     let p = probe(Grant::default().kv()).await;
-    let out = run(&p, json!({ "probe": "kv", "value": "v1" })).await.unwrap();
+    let out = run(&p, json!({ "probe": "kv", "value": "v1" }))
+        .await
+        .unwrap();
     assert_eq!(out, json!({ "value": "v1" }));
     let denied = probe(Grant::default()).await;
     let e = run(&denied, json!({ "probe": "kv", "value": "v1" }))
@@ -356,16 +383,22 @@ async fn load_raw(bytes: &[u8]) -> Result<Arc<WasmAction>, LoadError> {
 
 #[tokio::test]
 async fn malformed_and_non_component_files_are_clear_load_errors() {
-    let e = load_raw(b"MZ\x90\x00 definitely not wasm").await.unwrap_err();
+    let e = load_raw(b"MZ\x90\x00 definitely not wasm")
+        .await
+        .unwrap_err();
     assert!(matches!(e, LoadError::NotWasm(_)), "{e}");
     assert!(e.to_string().contains("is not a WebAssembly file"), "{e}");
 
-    let e = load_wat("(module (func (export \"run\")))").await.unwrap_err();
+    let e = load_wat("(module (func (export \"run\")))")
+        .await
+        .unwrap_err();
     assert!(matches!(e, LoadError::CoreModule(_)), "{e}");
     assert!(e.to_string().contains("--target wasm32-wasip2"), "{e}");
 
     // A component header followed by garbage.
-    let e = load_raw(b"\0asm\x0d\x00\x01\x00\xff\xff\xff").await.unwrap_err();
+    let e = load_raw(b"\0asm\x0d\x00\x01\x00\xff\xff\xff")
+        .await
+        .unwrap_err();
     assert!(matches!(e, LoadError::Invalid { .. }), "{e}");
 
     let e = load_wat("(component)").await.unwrap_err();
@@ -384,7 +417,9 @@ async fn a_wrong_contract_version_names_the_supported_range() {
     let text = e.to_string();
     assert!(matches!(e, LoadError::ContractVersion { .. }), "{text}");
     assert!(
-        text.contains("targets contract pao:action@0.2.0, but this host supports pao:action@>=0.1.0, <0.2.0"),
+        text.contains(
+            "targets contract pao:action@0.2.0, but this host supports pao:action@>=0.1.0, <0.2.0"
+        ),
         "{text}"
     );
 }
@@ -414,7 +449,11 @@ async fn a_plugin_folder_needs_manifests_that_match() {
     .unwrap();
     let dir = common::plugin_dir(&[]);
     std::fs::copy(&wasm, dir.path().join("probe.wasm")).unwrap();
-    let e = host.load_dir(dir.path(), &Grants::new()).await.map(|_| ()).unwrap_err();
+    let e = host
+        .load_dir(dir.path(), &Grants::new())
+        .await
+        .map(|_| ())
+        .unwrap_err();
     assert!(matches!(e, LoadError::MissingManifest { .. }), "{e}");
 
     std::fs::write(
@@ -422,7 +461,11 @@ async fn a_plugin_folder_needs_manifests_that_match() {
         "name = \"other\"\nversion = \"0.1.0\"\n",
     )
     .unwrap();
-    let e = host.load_dir(dir.path(), &Grants::new()).await.map(|_| ()).unwrap_err();
+    let e = host
+        .load_dir(dir.path(), &Grants::new())
+        .await
+        .map(|_| ())
+        .unwrap_err();
     assert!(
         e.to_string()
             .contains("calls itself `probe` but its manifest says `other`"),
@@ -434,7 +477,11 @@ async fn a_plugin_folder_needs_manifests_that_match() {
         "name = \"probe\"\nversion = \"0.1.0\"\nshell = true\n",
     )
     .unwrap();
-    let e = host.load_dir(dir.path(), &Grants::new()).await.map(|_| ()).unwrap_err();
+    let e = host
+        .load_dir(dir.path(), &Grants::new())
+        .await
+        .map(|_| ())
+        .unwrap_err();
     assert!(matches!(e, LoadError::Manifest { .. }), "{e}");
 }
 

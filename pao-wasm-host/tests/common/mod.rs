@@ -47,7 +47,15 @@ pub fn build_plugin(package: &str) -> PathBuf {
     let status = std::process::Command::new(cargo)
         .current_dir(workspace_root())
         .env_remove("CARGO_TARGET_DIR")
-        .args(["build", "--release", "--locked", "--target", "wasm32-wasip2", "-p", package])
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            package,
+        ])
         .arg("--target-dir")
         .arg(&target_dir)
         .status()

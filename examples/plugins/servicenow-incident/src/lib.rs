@@ -187,7 +187,10 @@ impl Plugin for ServiceNowIncident {
         let user = ctx.setting("username").unwrap_or("pao.integration");
         let password = format!("{{{{secret:{SECRET}}}}}");
         if ctx.dry_run {
-            host.info(&format!("dry run: would open an incident at {base}: {}", input.short_description));
+            host.info(&format!(
+                "dry run: would open an incident at {base}: {}",
+                input.short_description
+            ));
             return Ok(Output {
                 sys_id: String::new(),
                 number: "INC-DRY-RUN".to_string(),
@@ -214,7 +217,10 @@ impl Plugin for ServiceNowIncident {
             result: Vec<Record>,
         }
         if let Some(r) = resp.json_body::<Many>()?.result.into_iter().next() {
-            host.info(&format!("incident {} already exists for this request, not creating another", r.number));
+            host.info(&format!(
+                "incident {} already exists for this request, not creating another",
+                r.number
+            ));
             return Ok(output(&base, r, true));
         }
         let mut body = serde_json::Map::new();
@@ -310,7 +316,12 @@ mod tests {
     fn creates_an_incident_tagged_with_the_idempotency_key() {
         let mock = MockHost::new()
             .secret(SECRET, "pw")
-            .on_json("GET", &format!("{BASE}/api/now/table/incident?"), 200, json!({ "result": [] }))
+            .on_json(
+                "GET",
+                &format!("{BASE}/api/now/table/incident?"),
+                200,
+                json!({ "result": [] }),
+            )
             .on_json(
                 "POST",
                 &format!("{BASE}/api/now/table/incident"),
@@ -322,9 +333,16 @@ mod tests {
         assert_eq!(out["existing"], false);
         let reqs = mock.requests();
         assert_eq!(reqs.len(), 2);
-        assert!(reqs[0].url.contains("correlation_id%3Dpao-req-1-act-1"), "{}", reqs[0].url);
+        assert!(
+            reqs[0].url.contains("correlation_id%3Dpao-req-1-act-1"),
+            "{}",
+            reqs[0].url
+        );
         // "pao.integration:pw"
-        assert_eq!(reqs[1].header("authorization"), Some("Basic cGFvLmludGVncmF0aW9uOnB3"));
+        assert_eq!(
+            reqs[1].header("authorization"),
+            Some("Basic cGFvLmludGVncmF0aW9uOnB3")
+        );
         let body = reqs[1].json();
         assert_eq!(body["correlation_id"], "pao-req-1-act-1");
         assert_eq!(body["impact"], "2");
@@ -347,9 +365,14 @@ mod tests {
     #[test]
     fn server_errors_are_retryable_and_auth_errors_are_not() {
         let mock = MockHost::new().secret(SECRET, "pw").on("GET", BASE, |_| {
-            Ok(HttpResponse::json(503, json!({ "error": { "message": "down" }, "status": "failure" })))
+            Ok(HttpResponse::json(
+                503,
+                json!({ "error": { "message": "down" }, "status": "failure" }),
+            ))
         });
-        let e = mock.execute::<ServiceNowIncident>(&ctx(), input()).unwrap_err();
+        let e = mock
+            .execute::<ServiceNowIncident>(&ctx(), input())
+            .unwrap_err();
         assert!(matches!(e, Error::Retryable { .. }), "{e:?}");
 
         let mock = MockHost::new().secret(SECRET, "pw").on_json(
@@ -358,7 +381,9 @@ mod tests {
             401,
             json!({ "error": { "message": "User Not Authenticated" }, "status": "failure" }),
         );
-        let e = mock.execute::<ServiceNowIncident>(&ctx(), input()).unwrap_err();
+        let e = mock
+            .execute::<ServiceNowIncident>(&ctx(), input())
+            .unwrap_err();
         assert!(matches!(&e, Error::Failed(m) if m.contains("401")), "{e:?}");
     }
 
@@ -393,7 +418,10 @@ mod tests {
         let mut i = input();
         i["impact"] = json!("5");
         let e = mock.validate::<ServiceNowIncident>(i).unwrap_err();
-        assert!(matches!(&e, Error::InvalidInput(v) if v[0].pointer == "/impact"), "{e:?}");
+        assert!(
+            matches!(&e, Error::InvalidInput(v) if v[0].pointer == "/impact"),
+            "{e:?}"
+        );
         let mut i = input();
         i["urgency"] = json!("${{ fields.urgency }}");
         assert!(mock.validate::<ServiceNowIncident>(i).is_ok());

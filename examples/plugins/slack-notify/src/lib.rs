@@ -57,7 +57,12 @@ fn api(ctx: &Context, method: &str) -> String {
 }
 
 /// Sends one Web API call and checks Slack's `ok` flag.
-fn call(host: &Host, ctx: &Context, method: &str, body: serde_json::Value) -> Result<SlackReply, Error> {
+fn call(
+    host: &Host,
+    ctx: &Context,
+    method: &str,
+    body: serde_json::Value,
+) -> Result<SlackReply, Error> {
     let resp = host
         .post(&api(ctx, method))
         .bearer_secret(SECRET)
@@ -75,9 +80,9 @@ fn call(host: &Host, ctx: &Context, method: &str, body: serde_json::Value) -> Re
         "ratelimited" | "internal_error" | "service_unavailable" | "fatal_error" => {
             Error::retryable(format!("Slack {method}: {code}"))
         }
-        "invalid_auth" | "not_authed" | "token_revoked" | "account_inactive" => {
-            Error::failed(format!("Slack {method}: {code}: check the `{SECRET}` secret"))
-        }
+        "invalid_auth" | "not_authed" | "token_revoked" | "account_inactive" => Error::failed(
+            format!("Slack {method}: {code}: check the `{SECRET}` secret"),
+        ),
         _ => Error::failed(format!("Slack {method}: {code}")),
     })
 }
@@ -117,7 +122,12 @@ impl Plugin for SlackNotify {
     fn validate(input: &Input) -> Result<(), Vec<Violation>> {
         let c = input.channel.trim();
         // A template (`${{ ... }}`) is only known at run time.
-        if !c.contains("${{") && !(c.starts_with('#') || c.starts_with('C') || c.starts_with('G') || c.starts_with('D')) {
+        if !c.contains("${{")
+            && !(c.starts_with('#')
+                || c.starts_with('C')
+                || c.starts_with('G')
+                || c.starts_with('D'))
+        {
             return Err(vec![Violation::new(
                 "/channel",
                 "a channel is `#name` or a channel id (C…, G…, D…)",
@@ -140,7 +150,10 @@ impl Plugin for SlackNotify {
         if let Ok(Some(done)) = host.kv_get(&key)
             && let Ok(out) = serde_json::from_str::<Output>(&done)
         {
-            host.info(&format!("already posted to {} (ts {}), not posting again", out.channel, out.ts));
+            host.info(&format!(
+                "already posted to {} (ts {}), not posting again",
+                out.channel, out.ts
+            ));
             return Ok(out);
         }
         let mut body = json!({ "channel": input.channel, "text": input.text });
@@ -150,7 +163,9 @@ impl Plugin for SlackNotify {
         let reply = call(host, ctx, "chat.postMessage", body)?;
         let out = Output {
             channel: reply.channel.unwrap_or(input.channel),
-            ts: reply.ts.ok_or_else(|| Error::failed("Slack chat.postMessage: no `ts` in the reply"))?,
+            ts: reply
+                .ts
+                .ok_or_else(|| Error::failed("Slack chat.postMessage: no `ts` in the reply"))?,
             dry_run: false,
         };
         if let Ok(text) = serde_json::to_string(&out) {
@@ -164,14 +179,22 @@ impl Plugin for SlackNotify {
         if output.dry_run || ctx.dry_run {
             return Ok(());
         }
-        match call(host, ctx, "chat.delete", json!({ "channel": output.channel, "ts": output.ts })) {
+        match call(
+            host,
+            ctx,
+            "chat.delete",
+            json!({ "channel": output.channel, "ts": output.ts }),
+        ) {
             Ok(_) => {}
             // Already gone: the rollback's effect is there.
             Err(Error::Failed(m)) if m.ends_with("message_not_found") => {}
             Err(e) => return Err(e),
         }
         let _ = host.kv_delete(&format!("posted:{}", ctx.idempotency_key));
-        host.info(&format!("deleted message {} in {}", output.ts, output.channel));
+        host.info(&format!(
+            "deleted message {} in {}",
+            output.ts, output.channel
+        ));
         Ok(())
     }
 }
@@ -189,13 +212,22 @@ mod tests {
 
     #[test]
     fn posts_with_the_bot_token_and_returns_the_message_id() {
-        let mock = MockHost::new()
-            .secret(SECRET, "xoxb-test")
-            .on_json("POST", "https://slack.com/api/chat.postMessage", 200, ok_reply());
+        let mock = MockHost::new().secret(SECRET, "xoxb-test").on_json(
+            "POST",
+            "https://slack.com/api/chat.postMessage",
+            200,
+            ok_reply(),
+        );
         let out = mock
-            .execute::<SlackNotify>(&Context::test(), json!({ "channel": "#platform", "text": "hi" }))
+            .execute::<SlackNotify>(
+                &Context::test(),
+                json!({ "channel": "#platform", "text": "hi" }),
+            )
             .unwrap();
-        assert_eq!(out, json!({ "channel": "C0PLATFORM", "ts": "1700000000.000200", "dry_run": false }));
+        assert_eq!(
+            out,
+            json!({ "channel": "C0PLATFORM", "ts": "1700000000.000200", "dry_run": false })
+        );
         let req = &mock.requests()[0];
         assert_eq!(req.header("authorization"), Some("Bearer xoxb-test"));
         assert_eq!(req.json(), json!({ "channel": "#platform", "text": "hi" }));
@@ -203,11 +235,16 @@ mod tests {
 
     #[test]
     fn a_retry_of_the_same_action_does_not_post_twice() {
-        let mock = MockHost::new()
-            .secret(SECRET, "xoxb-test")
-            .on_json("POST", "https://slack.com/api/chat.postMessage", 200, ok_reply());
+        let mock = MockHost::new().secret(SECRET, "xoxb-test").on_json(
+            "POST",
+            "https://slack.com/api/chat.postMessage",
+            200,
+            ok_reply(),
+        );
         let input = json!({ "channel": "#platform", "text": "hi" });
-        let first = mock.execute::<SlackNotify>(&Context::test(), input.clone()).unwrap();
+        let first = mock
+            .execute::<SlackNotify>(&Context::test(), input.clone())
+            .unwrap();
         let mut retry = Context::test();
         retry.attempt = 2;
         let second = mock.execute::<SlackNotify>(&retry, input).unwrap();
@@ -217,23 +254,40 @@ mod tests {
 
     #[test]
     fn slack_errors_are_classified() {
-        let mock = MockHost::new()
-            .secret(SECRET, "bad")
-            .on_json("POST", "https://slack.com/api/chat.postMessage", 200, json!({ "ok": false, "error": "invalid_auth" }));
+        let mock = MockHost::new().secret(SECRET, "bad").on_json(
+            "POST",
+            "https://slack.com/api/chat.postMessage",
+            200,
+            json!({ "ok": false, "error": "invalid_auth" }),
+        );
         let e = mock
             .execute::<SlackNotify>(&Context::test(), json!({ "channel": "#x", "text": "hi" }))
             .unwrap_err();
-        assert!(matches!(&e, Error::Failed(m) if m.contains("invalid_auth")), "{e:?}");
+        assert!(
+            matches!(&e, Error::Failed(m) if m.contains("invalid_auth")),
+            "{e:?}"
+        );
 
-        let limited = MockHost::new().secret(SECRET, "t").on("POST", "https://slack.com/", |_| {
-            let mut r = HttpResponse::json(429, json!({ "ok": false, "error": "ratelimited" }));
-            r.headers.push(("retry-after".to_string(), "3".to_string()));
-            Ok(r)
-        });
+        let limited = MockHost::new()
+            .secret(SECRET, "t")
+            .on("POST", "https://slack.com/", |_| {
+                let mut r = HttpResponse::json(429, json!({ "ok": false, "error": "ratelimited" }));
+                r.headers.push(("retry-after".to_string(), "3".to_string()));
+                Ok(r)
+            });
         let e = limited
             .execute::<SlackNotify>(&Context::test(), json!({ "channel": "#x", "text": "hi" }))
             .unwrap_err();
-        assert!(matches!(e, Error::Retryable { retry_after_ms: Some(3000), .. }), "{e:?}");
+        assert!(
+            matches!(
+                e,
+                Error::Retryable {
+                    retry_after_ms: Some(3000),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
     }
 
     #[test]
@@ -241,16 +295,21 @@ mod tests {
         let mock = MockHost::new();
         let mut ctx = Context::test();
         ctx.dry_run = true;
-        let out = mock.execute::<SlackNotify>(&ctx, json!({ "channel": "#x", "text": "hi" })).unwrap();
+        let out = mock
+            .execute::<SlackNotify>(&ctx, json!({ "channel": "#x", "text": "hi" }))
+            .unwrap();
         assert_eq!(out["dry_run"], true);
         assert!(mock.requests().is_empty());
     }
 
     #[test]
     fn rollback_deletes_the_message() {
-        let mock = MockHost::new()
-            .secret(SECRET, "t")
-            .on_json("POST", "https://hooks.test/api/chat.delete", 200, json!({ "ok": true }));
+        let mock = MockHost::new().secret(SECRET, "t").on_json(
+            "POST",
+            "https://hooks.test/api/chat.delete",
+            200,
+            json!({ "ok": true }),
+        );
         let ctx = Context::test().with_setting("api_url", "https://hooks.test/api/");
         mock.rollback::<SlackNotify>(
             &ctx,
@@ -258,14 +317,22 @@ mod tests {
             json!({ "channel": "C1", "ts": "1.2" }),
         )
         .unwrap();
-        assert_eq!(mock.requests()[0].json(), json!({ "channel": "C1", "ts": "1.2" }));
+        assert_eq!(
+            mock.requests()[0].json(),
+            json!({ "channel": "C1", "ts": "1.2" })
+        );
     }
 
     #[test]
     fn bad_channels_and_unknown_fields_are_refused() {
         let mock = MockHost::new();
-        let e = mock.validate::<SlackNotify>(json!({ "channel": "platform", "text": "x" })).unwrap_err();
+        let e = mock
+            .validate::<SlackNotify>(json!({ "channel": "platform", "text": "x" }))
+            .unwrap_err();
         assert!(matches!(&e, Error::InvalidInput(v) if v[0].pointer == "/channel"));
-        assert!(mock.validate::<SlackNotify>(json!({ "channel": "#p", "text": "x", "colour": 1 })).is_err());
+        assert!(
+            mock.validate::<SlackNotify>(json!({ "channel": "#p", "text": "x", "colour": 1 }))
+                .is_err()
+        );
     }
 }

@@ -32,7 +32,13 @@ impl Plugin for Probe {
     }
 
     fn execute(host: &Host, ctx: &Context, input: Value) -> Result<Value, Error> {
-        let arg = |k: &str| input.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        let arg = |k: &str| {
+            input
+                .get(k)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
         match arg("probe").as_str() {
             "ok" => Ok(json!({ "ok": true, "attempt": ctx.attempt })),
             "http" => {
@@ -104,7 +110,9 @@ mod tests {
 
     #[test]
     fn the_trivial_probe_answers() {
-        let out = MockHost::new().execute::<Probe>(&Context::test(), json!({ "probe": "ok" })).unwrap();
+        let out = MockHost::new()
+            .execute::<Probe>(&Context::test(), json!({ "probe": "ok" }))
+            .unwrap();
         assert_eq!(out, json!({ "ok": true, "attempt": 1 }));
     }
 }
