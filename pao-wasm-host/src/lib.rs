@@ -263,7 +263,6 @@ impl PluginHost {
             version: manifest.version.clone(),
             path: path.to_path_buf(),
             fuel_enabled: inner.config.fuel,
-            tick: EPOCH_TICK,
         };
         let describe_err = |message: String| LoadError::Describe {
             path: path.to_path_buf(),

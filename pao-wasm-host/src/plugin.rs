@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use pao_core::action::{Action, ActionContext, ActionDescriptor, ActionError, ActionOutput};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
-use wasmtime::Store;
+use wasmtime::{Store, UpdateDeadline};
 
 use crate::bindings::exports::pao::action::action::{
     ActionError as WitError, Context as WitContext, Guest,
@@ -26,7 +26,6 @@ pub struct WasmAction {
     pub(crate) version: String,
     pub(crate) path: PathBuf,
     pub(crate) fuel_enabled: bool,
-    pub(crate) tick: Duration,
 }
 
 impl std::fmt::Debug for WasmAction {
@@ -67,7 +66,11 @@ impl WasmAction {
         }
     }
 
-    fn store(&self, scope: Option<CallScope>) -> Result<Store<CallState>, PluginError> {
+    fn store(
+        &self,
+        scope: Option<CallScope>,
+        timeout: Duration,
+    ) -> Result<Store<CallState>, PluginError> {
         let limits = &self.shared.effective.limits;
         let mut store = Store::new(
             self.pre.engine(),
@@ -79,9 +82,17 @@ impl WasmAction {
                 .set_fuel(limits.fuel.unwrap_or(u64::MAX))
                 .map_err(|e| self.error(PluginErrorKind::Trap(format!("{e:#}"))))?;
         }
-        let ticks = limits.timeout.as_millis() / self.tick.as_millis().max(1) + 1;
-        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
-        store.epoch_deadline_trap();
+        // At every epoch tick, guest code either yields to the executor (so cancellation and
+        // the outer timeout are observed even in a tight loop) or, past its deadline, traps.
+        let deadline = Instant::now() + timeout;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
         Ok(store)
     }
 
@@ -98,7 +109,7 @@ impl WasmAction {
         if let Some(deadline) = scope.as_ref().and_then(|s| s.deadline) {
             timeout = timeout.min(deadline.saturating_duration_since(Instant::now()));
         }
-        let mut store = self.store(scope)?;
+        let mut store = self.store(scope, timeout)?;
         let run = async {
             let instance: Bindings = self.pre.instantiate_async(&mut store).await?;
             f(instance.pao_action_action(), &mut store).await
@@ -114,7 +125,7 @@ impl WasmAction {
         match outcome {
             Err(_elapsed) => Err(self.error(PluginErrorKind::Timeout(timeout))),
             Ok(Ok(r)) => Ok(r),
-            Ok(Err(e)) => Err(self.classify(e, store.data(), &limits)),
+            Ok(Err(e)) => Err(self.classify(e, store.data(), &limits, timeout)),
         }
     }
 
@@ -123,12 +134,13 @@ impl WasmAction {
         e: wasmtime::Error,
         state: &CallState,
         limits: &crate::config::Limits,
+        timeout: Duration,
     ) -> PluginError {
         if state.limiter.hit {
             return self.error(PluginErrorKind::MemoryLimit(limits.memory_bytes));
         }
         let kind = match e.downcast_ref::<wasmtime::Trap>() {
-            Some(wasmtime::Trap::Interrupt) => PluginErrorKind::Timeout(limits.timeout),
+            Some(wasmtime::Trap::Interrupt) => PluginErrorKind::Timeout(timeout),
             Some(wasmtime::Trap::OutOfFuel) => {
                 PluginErrorKind::OutOfFuel(limits.fuel.unwrap_or(u64::MAX))
             }

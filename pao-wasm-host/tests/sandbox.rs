@@ -327,18 +327,16 @@ async fn cancellation_stops_a_call() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         cancel.cancel();
     });
-    // The loop runs on this task; epoch interruption (2 s manifest timeout) or the
-    // cancellation ends it, whichever the runtime observes first.
+    // The guest yields at every epoch tick, so even a tight loop sees the cancellation long
+    // before its 2 s timeout.
     let started = Instant::now();
     let e = p.run(&ctx, &json!({ "probe": "loop" })).await.unwrap_err();
+    assert_eq!(e.kind, PluginErrorKind::Cancelled);
     assert!(
-        matches!(
-            e.kind,
-            PluginErrorKind::Cancelled | PluginErrorKind::Timeout(_)
-        ),
-        "{e:?}"
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
     );
-    assert!(started.elapsed() < Duration::from_secs(4));
 }
 
 #[tokio::test]
