@@ -149,7 +149,7 @@ fn admit(
     headers: &HeaderMap,
     method: &str,
     path: String,
-) -> Result<usize, Response> {
+) -> Result<usize, Box<Response>> {
     let idx = s.ledger.len();
     s.ledger.push(LedgerEntry {
         method: method.to_string(),
@@ -161,7 +161,7 @@ fn admit(
         let status = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
         let r = failure(status, "Service Unavailable", "injected by the sandbox");
         s.ledger[idx].status = status_of(&r);
-        return Err(r);
+        return Err(Box::new(r));
     }
     let auth = headers
         .get(header::AUTHORIZATION)
@@ -173,7 +173,7 @@ fn admit(
             "Required to provide Auth information",
         );
         s.ledger[idx].status = status_of(&r);
-        return Err(r);
+        return Err(Box::new(r));
     }
     Ok(idx)
 }
@@ -220,7 +220,7 @@ async fn list(
         format!("/api/now/table/incident?sysparm_query={query}"),
     ) {
         Ok(i) => i,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let limit = q
         .get("sysparm_limit")
@@ -244,7 +244,7 @@ async fn create(State(state): Shared, headers: HeaderMap, body: String) -> Respo
     };
     let idx = match admit(&mut s, &headers, "POST", "/api/now/table/incident".into()) {
         Ok(i) => i,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(&body) else {
         let r = failure(
@@ -284,7 +284,7 @@ async fn read(State(state): Shared, headers: HeaderMap, Path(sys_id): Path<Strin
     let path = format!("/api/now/table/incident/{sys_id}");
     let idx = match admit(&mut s, &headers, "GET", path) {
         Ok(i) => i,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let found = s
         .incidents
@@ -318,7 +318,7 @@ async fn update(
     let path = format!("/api/now/table/incident/{sys_id}");
     let idx = match admit(&mut s, &headers, "PATCH", path) {
         Ok(i) => i,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(&body) else {
         let r = failure(

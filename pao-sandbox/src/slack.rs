@@ -162,16 +162,16 @@ fn reply(
 }
 
 /// Checks the bearer token and the rate limit; `Err` is the reply to send.
-fn admit(s: &mut SlackState, headers: &HeaderMap, method: &str) -> Result<(), Response> {
+fn admit(s: &mut SlackState, headers: &HeaderMap, method: &str) -> Result<(), Box<Response>> {
     if s.rate_limit_next > 0 {
         s.rate_limit_next -= 1;
-        return Err(reply(
+        return Err(Box::new(reply(
             s,
             method,
             StatusCode::TOO_MANY_REQUESTS,
             json!({ "ok": false, "error": "ratelimited" }),
             Some((header::RETRY_AFTER, "1")),
-        ));
+        )));
     }
     let auth = headers
         .get(header::AUTHORIZATION)
@@ -182,13 +182,13 @@ fn admit(s: &mut SlackState, headers: &HeaderMap, method: &str) -> Result<(), Re
         Some(_) => None,
     };
     match error {
-        Some(e) => Err(reply(
+        Some(e) => Err(Box::new(reply(
             s,
             method,
             StatusCode::OK,
             json!({ "ok": false, "error": e }),
             None,
-        )),
+        ))),
         None => Ok(()),
     }
 }
@@ -206,7 +206,7 @@ async fn post_message(State(state): Shared, headers: HeaderMap, body: String) ->
     };
     const M: &str = "chat.postMessage";
     if let Err(r) = admit(&mut s, &headers, M) {
-        return r;
+        return *r;
     }
     let Ok(body) = serde_json::from_str::<Value>(&body) else {
         return reply(
@@ -265,7 +265,7 @@ async fn delete_message(State(state): Shared, headers: HeaderMap, body: String) 
     };
     const M: &str = "chat.delete";
     if let Err(r) = admit(&mut s, &headers, M) {
-        return r;
+        return *r;
     }
     let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     let channel = channel_id(body.get("channel").and_then(Value::as_str).unwrap_or(""));

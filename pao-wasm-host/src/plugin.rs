@@ -190,7 +190,7 @@ impl WasmAction {
         }
     }
 
-    fn from_wit(&self, e: WitError) -> PluginError {
+    fn plugin_error(&self, e: WitError) -> PluginError {
         self.error(match e {
             WitError::InvalidInput(v) => PluginErrorKind::InvalidInput(
                 v.into_iter().map(|v| (v.pointer, v.message)).collect(),
@@ -218,7 +218,7 @@ impl WasmAction {
                 g.call_execute(s, &wctx, &input).await
             })
             .await?
-            .map_err(|e| self.from_wit(e))?;
+            .map_err(|e| self.plugin_error(e))?;
         let parse = |what: &str, text: &str| {
             serde_json::from_str::<Value>(text).map_err(|e| {
                 self.error(PluginErrorKind::BadOutput(format!(
@@ -251,7 +251,7 @@ impl WasmAction {
             g.call_rollback(s, &wctx, &input, &state).await
         })
         .await?
-        .map_err(|e| self.from_wit(e))
+        .map_err(|e| self.plugin_error(e))
     }
 
     /// `validate`, with the typed error: the plugin's own checks beyond the JSON Schema.

@@ -77,8 +77,7 @@ async fn echo_server() -> FakeServer {
         )
         .route("/same", get(|| async { Redirect::temporary("/hello") }))
         .route("/big", get(|| async { "x".repeat(100_000) }));
-    let server = FakeServer::start(router).await.unwrap();
-    server
+    FakeServer::start(router).await.unwrap()
 }
 
 #[tokio::test]

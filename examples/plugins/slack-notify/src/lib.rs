@@ -122,12 +122,9 @@ impl Plugin for SlackNotify {
     fn validate(input: &Input) -> Result<(), Vec<Violation>> {
         let c = input.channel.trim();
         // A template (`${{ ... }}`) is only known at run time.
-        if !c.contains("${{")
-            && !(c.starts_with('#')
-                || c.starts_with('C')
-                || c.starts_with('G')
-                || c.starts_with('D'))
-        {
+        let templated = c.contains("${{");
+        let looks_right = c.starts_with(['#', 'C', 'G', 'D']);
+        if !templated && !looks_right {
             return Err(vec![Violation::new(
                 "/channel",
                 "a channel is `#name` or a channel id (C…, G…, D…)",
