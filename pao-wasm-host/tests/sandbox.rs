@@ -169,6 +169,37 @@ async fn a_redirect_to_a_host_not_granted_is_denied() {
 }
 
 #[tokio::test]
+async fn secret_headers_do_not_follow_a_redirect_to_another_origin() {
+    let target = echo_server().await;
+    let port = target.addr().port();
+    let away = format!("http://localhost:{port}/hello");
+    let redirector = FakeServer::start(Router::new().route(
+        "/away",
+        get(move || {
+            let away = away.clone();
+            async move { Redirect::temporary(&away) }
+        }),
+    ))
+    .await
+    .unwrap();
+    // Both hosts are granted: the redirect is followed, the bearer token is not.
+    let p = probe(
+        Grant::default()
+            .http_hosts(["127.0.0.1", "localhost"])
+            .secrets(["granted_token"]),
+    )
+    .await;
+    let url = format!("{}/away", redirector.url());
+    let out = run(
+        &p,
+        json!({ "probe": "http", "url": url, "bearer": "granted_token" }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out, json!({ "status": 200, "body": "none" }));
+}
+
+#[tokio::test]
 async fn responses_over_the_cap_are_refused() {
     let server = echo_server().await;
     let mut grant = Grant::default().http_hosts(["127.0.0.1"]);
