@@ -297,6 +297,31 @@ mod tests {
     }
 
     #[test]
+    fn grants_read_from_the_servers_toml() {
+        let grants: Grants = toml::from_str(
+            r#"
+            [plugins.slack-notify]
+            http_hosts = ["slack.com"]
+            secrets = ["slack_bot_token"]
+            kv = true
+            settings = { api_url = "https://slack.com/api" }
+            limits = { timeout_ms = 5000 }
+            "#,
+        )
+        .unwrap();
+        let g = &grants.plugins["slack-notify"];
+        assert_eq!(g.http_hosts, vec!["slack.com"]);
+        assert!(g.kv);
+        assert_eq!(g.settings["api_url"], "https://slack.com/api");
+        assert_eq!(g.limits.timeout_ms, Some(5000));
+        let typo: Result<Grants, _> = toml::from_str("[plugins.x]\nhttp_host = [\"a\"]\n");
+        assert!(
+            typo.is_err(),
+            "a misspelt grant must not silently grant nothing"
+        );
+    }
+
+    #[test]
     fn unknown_manifest_keys_are_refused() {
         let r: Result<Manifest, _> =
             toml::from_str("name = \"x\"\nversion = \"1\"\nnetwork = true\n");
