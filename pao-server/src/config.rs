@@ -43,6 +43,22 @@ pub struct ServerConfig {
     /// The built-in actions: JIRA, Terraform and GitHub instances, HTTP settings
     /// (see `docs/actions.md`).
     pub actions: pao_actions::ActionsConfig,
+    /// WASM plugin actions.
+    pub plugins: PluginsConfig,
+}
+
+/// Where plugins come from and what each may do.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginsConfig {
+    /// Folder of `<name>.wasm` + `<name>.toml` (`scripts/build-plugins` writes
+    /// `target/plugins`). No folder, no plugins.
+    pub dir: Option<PathBuf>,
+    /// Where compiled plugins are cached between starts (default `data/plugin-cache`).
+    pub cache_dir: Option<PathBuf>,
+    /// What each plugin may reach: hosts, secrets, key-value store, settings, lower limits
+    /// (`[plugins.grants.slack-notify]`). A plugin without a grant reaches nothing.
+    pub grants: BTreeMap<String, pao_wasm_host::Grant>,
 }
 
 impl Default for ServerConfig {
@@ -63,6 +79,7 @@ impl Default for ServerConfig {
             watch_catalog: true,
             watch_interval_secs: 2,
             actions: pao_actions::ActionsConfig::default(),
+            plugins: PluginsConfig::default(),
         }
     }
 }

@@ -46,7 +46,14 @@ pub fn dev_tokens() -> Vec<(String, Principal)> {
 pub struct Sandbox {
     /// The vendor fakes.
     pub fakes: pao_sandbox::VendorFakes,
+    /// The Slack fake (the `slack-notify` example plugin).
+    pub slack: pao_sandbox::slack::SlackFake,
+    /// The ServiceNow fake (the `servicenow-incident` example plugin).
+    pub servicenow: pao_sandbox::servicenow::ServiceNowFake,
 }
+
+/// Where `scripts/build-plugins` puts the example plugins.
+pub const DEFAULT_PLUGIN_DIR: &str = "target/plugins";
 
 /// Starts the fakes and returns the configuration pointing at them, the overrides with the
 /// development tokens, and a banner for the terminal.
@@ -61,6 +68,51 @@ pub async fn prepare(
         config.secrets.insert(k, v);
     }
     config.actions = serde_json::from_value(fakes.actions_config_json())?;
+    // The example plugins, when built, talk to their fakes.
+    let slack = pao_sandbox::slack::SlackFake::start().await?;
+    let servicenow = pao_sandbox::servicenow::ServiceNowFake::start().await?;
+    let mut plugin_note = String::new();
+    if config.plugins.dir.is_none() {
+        let dir = std::path::PathBuf::from(DEFAULT_PLUGIN_DIR);
+        if dir.join("slack-notify.wasm").exists() {
+            config.plugins.dir = Some(dir);
+        } else {
+            plugin_note = format!(
+                "\n  (items using the example plugins are off: run scripts/build-plugins to build them into {DEFAULT_PLUGIN_DIR})"
+            );
+        }
+    }
+    let host = |url: String| url.trim_start_matches("http://").to_string();
+    config.secrets.insert(
+        "slack_bot_token".into(),
+        pao_sandbox::slack::SANDBOX_TOKEN.into(),
+    );
+    config.secrets.insert(
+        "servicenow_password".into(),
+        pao_sandbox::servicenow::SANDBOX_PASSWORD.into(),
+    );
+    config
+        .plugins
+        .grants
+        .entry("slack-notify".into())
+        .or_insert_with(|| {
+            pao_wasm_host::Grant::default()
+                .http_hosts([host(slack.url())])
+                .secrets(["slack_bot_token"])
+                .kv()
+                .setting("api_url", &slack.api_url())
+        });
+    config
+        .plugins
+        .grants
+        .entry("servicenow-incident".into())
+        .or_insert_with(|| {
+            pao_wasm_host::Grant::default()
+                .http_hosts([host(servicenow.url())])
+                .secrets(["servicenow_password"])
+                .setting("instance_url", &servicenow.url())
+                .setting("username", pao_sandbox::servicenow::SANDBOX_USER)
+        });
     let over = Overrides {
         tokens: dev_tokens(),
         ..Overrides::default()
@@ -70,6 +122,15 @@ pub async fn prepare(
         jira = fakes.jira.url(),
         gh = fakes.github.url(),
         tf = fakes.terraform.url(),
-    );
-    Ok((config, over, Sandbox { fakes }, banner))
+    ) + plugin_note.as_str();
+    Ok((
+        config,
+        over,
+        Sandbox {
+            fakes,
+            slack,
+            servicenow,
+        },
+        banner,
+    ))
 }

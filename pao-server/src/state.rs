@@ -59,6 +59,8 @@ pub struct AppState {
     pub notifications: broadcast::Sender<Value>,
     /// Handles of the built-in actions (the cost action's price table), when registered here.
     pub builtins: Option<pao_actions::Builtins>,
+    /// The WASM plugin host, when plugins were loaded.
+    pub plugins: Option<pao_wasm_host::PluginHost>,
 }
 
 /// The event sink the orchestrator publishes to: a broadcast channel for WebSockets plus
@@ -99,6 +101,9 @@ pub enum StartError {
         /// Cause.
         message: String,
     },
+    /// A plugin could not be loaded.
+    #[error("plugins: {0}")]
+    Plugins(String),
     /// The actions configuration is invalid.
     #[error("actions configuration: {0}")]
     Actions(String),
@@ -123,13 +128,14 @@ impl AppState {
             Some(s) => s,
             None => Arc::new(open_store(&config).await?),
         };
-        let (actions, builtins) = match over.actions {
-            Some(a) => (a, None),
+        let (actions, builtins, plugins) = match over.actions {
+            Some(a) => (a, None, None),
             None => {
                 let mut registry = ActionRegistry::new();
                 let b = pao_actions::register_builtins(&mut registry, &config.actions, None)
                     .map_err(|e| StartError::Actions(e.to_string()))?;
-                (registry, Some(b))
+                let host = load_plugins(&config, &mut registry).await?;
+                (registry, Some(b), host)
             }
         };
         let load_options = actions.load_options();
@@ -210,6 +216,7 @@ impl AppState {
             replay: Arc::default(),
             notifications: broadcast::channel(256).0,
             builtins,
+            plugins,
         })
     }
 
@@ -256,6 +263,40 @@ impl AppState {
         }
         Ok(summary)
     }
+}
+
+/// Loads the plugin folder, if one is configured, into `registry`.
+async fn load_plugins(
+    config: &ServerConfig,
+    registry: &mut ActionRegistry,
+) -> Result<Option<pao_wasm_host::PluginHost>, StartError> {
+    let Some(dir) = &config.plugins.dir else {
+        return Ok(None);
+    };
+    let host = pao_wasm_host::PluginHost::new(pao_wasm_host::HostConfig {
+        // Compiling a plugin takes seconds; the cache makes later starts instant.
+        cache_dir: Some(
+            config
+                .plugins
+                .cache_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("data/plugin-cache")),
+        ),
+        ..pao_wasm_host::HostConfig::default()
+    })
+    .map_err(|e| StartError::Plugins(e.to_string()))?;
+    let grants = pao_wasm_host::Grants {
+        plugins: config.plugins.grants.clone(),
+    };
+    for action in host
+        .load_dir(dir, &grants)
+        .await
+        .map_err(|e| StartError::Plugins(e.to_string()))?
+    {
+        tracing::info!(plugin = %action.describe().type_name, "plugin loaded");
+        registry.register(action);
+    }
+    Ok(Some(host))
 }
 
 async fn open_store(config: &ServerConfig) -> Result<pao_store::SqlStore, StartError> {

@@ -25,9 +25,30 @@ fn start() -> Server {
     let dir = std::env::temp_dir().join(format!("pao-sandbox-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let catalog = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/catalog");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let catalog = root.join("examples/catalog");
+    // The example plugins, built for wasm32-wasip2 the way the README says.
+    let plugins = dir.join("plugins");
+    let built = Command::new(root.join("scripts/build-plugins"))
+        .arg(&plugins)
+        .status()
+        .expect("scripts/build-plugins runs");
+    assert!(built.success(), "scripts/build-plugins failed");
+    std::fs::write(
+        dir.join("pao.toml"),
+        format!("[plugins]\ndir = {:?}\n", plugins.display().to_string()),
+    )
+    .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_pao"))
-        .args(["serve", "--sandbox", "--bind", "127.0.0.1:0", "--catalog"])
+        .args([
+            "serve",
+            "--sandbox",
+            "--config",
+            "pao.toml",
+            "--bind",
+            "127.0.0.1:0",
+            "--catalog",
+        ])
         .arg(&catalog)
         .current_dir(&dir)
         .env_remove("PAO_DATABASE_URL")
@@ -113,6 +134,55 @@ async fn a_newcomer_sees_requests_complete_in_the_sandbox() {
         .to_string();
     let st = wait_state(&http, &base, "dev-alice", &id, "completed").await;
     assert_eq!(st["progress"], 100);
+
+    // Every example item loaded, the plugin ones included.
+    let cat: Value = http
+        .get(format!("{base}/api/v1/catalog?limit=100"))
+        .bearer_auth("dev-admin")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cat["total"], 16, "{cat}");
+
+    // A security incident through the ServiceNow plugin (a WASM component) and its fake.
+    let r: Value = http
+        .post(format!("{base}/api/v1/requests"))
+        .bearer_auth("dev-alice")
+        .json(&json!({ "item_id": "security.secret-rotation", "fields": { "secret_path": "apps/payments/orders/db_password", "generate": true, "restart_targets": ["eu-1/payments/api"], "compromised": true, "exposure_details": "Printed in a CI log." } }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = r["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"))
+        .to_string();
+    if r["state"] == "awaiting_approval" {
+        for approver in ["dev-bob", "dev-carol"] {
+            http.post(format!("{base}/api/v1/approvals/{id}/approve"))
+                .bearer_auth(approver)
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    wait_state(&http, &base, "dev-alice", &id, "completed").await;
+    let d: Value = http
+        .get(format!("{base}/api/v1/requests/{id}"))
+        .bearer_auth("dev-alice")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(d["outputs"]["incident"].is_object(), "{}", d["outputs"]);
 
     // A VM with a public IP needs two approvals: cost estimate, bob and carol approve, then
     // the Terraform Cloud fake and the webhook receiver.
