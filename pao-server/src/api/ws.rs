@@ -156,6 +156,18 @@ async fn tail(state: AppState, mut socket: WebSocket, id: String, q: StreamQuery
                 && r.state.is_terminal()
                 && r.rollback != pao_core::store::RollbackStatus::InProgress
             {
+                // Events committed between the read above and this one still go out.
+                for e in state.store.events(&id, after, 0).await.unwrap_or_default() {
+                    after = e.seq;
+                    if !send(
+                        &mut socket,
+                        json!({ "type": "event", "event": event_view(&e) }),
+                    )
+                    .await
+                    {
+                        return;
+                    }
+                }
                 break;
             }
         }
