@@ -4,7 +4,8 @@
 //! Server and load share the machine's cores, as they would on a 2-core host running both.
 //!
 //! `cargo bench -p pao-server --bench load` (env: `PAO_LOAD_SECS`, default 5;
-//! `PAO_LOAD_CONNECTIONS`, default 64; `PAO_LOAD_DATABASE_URL` to use PostgreSQL).
+//! `PAO_LOAD_CONNECTIONS`, default `16,64`: each endpoint runs at each count;
+//! `PAO_LOAD_DATABASE_URL` to use PostgreSQL).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -165,10 +166,11 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5.0);
-    let conns: usize = std::env::var("PAO_LOAD_CONNECTIONS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(64);
+    let levels: Vec<usize> = std::env::var("PAO_LOAD_CONNECTIONS")
+        .unwrap_or_else(|_| "16,64".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -213,24 +215,22 @@ fn main() {
         let running = pao_server::serve::start(state.clone(), Some(listener), 0).unwrap();
         let addr = running.addr;
         println!(
-            "PAO load bench: {conns} connections, {secs} s per endpoint, database {}",
-            if url.starts_with("sqlite") {
-                "SQLite"
-            } else {
-                "PostgreSQL"
-            }
+            "PAO load bench: {levels:?} connections, {secs} s per endpoint and level, database {}",
+            if url.starts_with("sqlite") { "SQLite" } else { "PostgreSQL" }
         );
-
-        let r = run(
-            "GET /api/v1/catalog",
-            addr,
-            conns,
-            secs,
-            Arc::new(|_| get("/api/v1/catalog".into(), "t-alice")),
-            200,
-        )
-        .await;
-        r.print();
+        for &conns in &levels {
+            let r = run(
+                "GET /api/v1/catalog",
+                addr,
+                conns,
+                secs,
+                Arc::new(|_| get("/api/v1/catalog".into(), "t-alice")),
+                200,
+            )
+            .await;
+            print!("{conns:>3} conn  ");
+            r.print();
+        }
 
         // A few requests whose status is read.
         let client = reqwest::Client::new();
@@ -249,42 +249,45 @@ fn main() {
             ids.push(v["id"].as_str().unwrap().to_string());
         }
         let ids = Arc::new(ids);
-        let r = run(
-            "GET /api/v1/requests/{id}/status",
-            addr,
-            conns,
-            secs,
-            Arc::new(move |i| {
-                get(
-                    format!("/api/v1/requests/{}/status", ids[i % ids.len()]),
-                    "t-alice",
-                )
-            }),
-            200,
-        )
-        .await;
-        r.print();
+        for &conns in &levels {
+            let ids = ids.clone();
+            let r = run(
+                "GET /api/v1/requests/{id}/status",
+                addr,
+                conns,
+                secs,
+                Arc::new(move |i| {
+                    get(format!("/api/v1/requests/{}/status", ids[i % ids.len()]), "t-alice")
+                }),
+                200,
+            )
+            .await;
+            print!("{conns:>3} conn  ");
+            r.print();
+        }
 
-        let r = run(
-            "POST /api/v1/requests",
-            addr,
-            conns,
-            secs,
-            Arc::new(|i| {
-                let body =
-                    json!({ "item_id": "test.echo", "fields": { "name": format!("load-{i}") } })
+        for &conns in &levels {
+            let r = run(
+                "POST /api/v1/requests",
+                addr,
+                conns,
+                secs,
+                Arc::new(move |i| {
+                    let body = json!({ "item_id": "test.echo", "fields": { "name": format!("load-{conns}-{i}") } })
                         .to_string();
-                Request::post("/api/v1/requests")
-                    .header("host", "pao")
-                    .header("authorization", "Bearer t-alice")
-                    .header("content-type", "application/json")
-                    .body(Full::new(Bytes::from(body)))
-                    .unwrap()
-            }),
-            201,
-        )
-        .await;
-        r.print();
+                    Request::post("/api/v1/requests")
+                        .header("host", "pao")
+                        .header("authorization", "Bearer t-alice")
+                        .header("content-type", "application/json")
+                        .body(Full::new(Bytes::from(body)))
+                        .unwrap()
+                }),
+                201,
+            )
+            .await;
+            print!("{conns:>3} conn  ");
+            r.print();
+        }
         running.shutdown.cancel();
         let _ = running.done.await;
         let _ = std::fs::remove_dir_all(&dir);

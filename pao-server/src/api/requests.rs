@@ -278,7 +278,7 @@ pub fn status_of(state: &AppState, r: &Request, attempts: &[AttemptRecord]) -> V
         .orch
         .catalog()
         .get(&r.item_id)
-        .map(|i| pao_core::engine::plan::Plan::of(&i.item).nodes.len())
+        .map(|i| i.compiled.actions.len())
         .unwrap_or(0);
     let mut done = std::collections::BTreeSet::new();
     let mut running = std::collections::BTreeSet::new();
