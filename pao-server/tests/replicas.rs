@@ -7,50 +7,19 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-struct Replica {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(config: &std::path::Path, cwd: &std::path::Path) -> Replica {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pao"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .current_dir(cwd)
-        .env_remove("PAO_DATABASE_URL")
-        .env_remove("PAO_BIND")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("pao starts");
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if let Some(url) = line.strip_prefix("listening on ") {
-                let _ = tx.send(url.to_string());
-            }
-        }
-    });
-    let base = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("replica listens");
-    Replica { child, base }
+fn spawn(config: &std::path::Path, cwd: &std::path::Path) -> support::PaoProcess {
+    let args = [
+        std::ffi::OsStr::new("serve"),
+        std::ffi::OsStr::new("--config"),
+        config.as_os_str(),
+    ];
+    support::spawn_pao(&args, cwd, Duration::from_secs(60))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

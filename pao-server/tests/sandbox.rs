@@ -2,26 +2,14 @@
 //! the local fakes; a request submitted with curl-like calls reaches `Completed`, and one that
 //! needs approval completes after the approver approves.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod support;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-struct Server {
-    child: Child,
-    base: String,
-    _dir: std::path::PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start() -> Server {
+fn start() -> (support::PaoProcess, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("pao-sandbox-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -39,43 +27,24 @@ fn start() -> Server {
         format!("[plugins]\ndir = {:?}\n", plugins.display().to_string()),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pao"))
-        .args([
-            "serve",
-            "--sandbox",
-            "--config",
-            "pao.toml",
-            "--bind",
-            "127.0.0.1:0",
-            "--catalog",
-        ])
-        .arg(&catalog)
-        .current_dir(&dir)
-        .env_remove("PAO_DATABASE_URL")
-        .env_remove("PAO_CONFIG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("pao starts");
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if let Some(url) = line.strip_prefix("listening on ") {
-                let _ = tx.send(url.to_string());
-            }
-        }
-    });
     let started = Instant::now();
-    let base = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the server says where it listens");
+    let args: Vec<&std::ffi::OsStr> = [
+        "serve",
+        "--sandbox",
+        "--config",
+        "pao.toml",
+        "--bind",
+        "127.0.0.1:0",
+        "--catalog",
+    ]
+    .iter()
+    .map(std::ffi::OsStr::new)
+    .chain([catalog.as_os_str()])
+    .collect();
+    // The first start compiles the plugins (seconds in a debug build); later ones use the cache.
+    let p = support::spawn_pao(&args, &dir, Duration::from_secs(120));
     eprintln!("ready after {:?}", started.elapsed());
-    Server {
-        child,
-        base,
-        _dir: dir,
-    }
+    (p, dir)
 }
 
 async fn wait_state(
@@ -107,7 +76,7 @@ async fn wait_state(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newcomer_sees_requests_complete_in_the_sandbox() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let s = start();
+    let (s, _dir) = start();
     let http = reqwest::Client::new();
     let base = s.base.clone();
     let ready = http

@@ -206,6 +206,7 @@ pub struct TestServer {
     pub catalog_dir: PathBuf,
     pub database_url: String,
     running: Option<pao_server::serve::Running>,
+    _inventory: pao_sandbox::FakeServer,
 }
 
 impl TestServer {
@@ -320,6 +321,11 @@ pub async fn spawn_with(db: Db, tweak: impl FnOnce(&mut ServerConfig)) -> Option
     config.webhooks.github_secret = Some("github_hook".into());
     config.webhooks.terraform_secret = Some("tfc_hook".into());
     config.webhooks.approval_secret = Some("approval_hook".into());
+    // Dynamic field options come from an inventory service on 127.0.0.1.
+    let inventory = inventory().await;
+    config
+        .env
+        .insert("PAO_OPTIONS_URL".into(), Some(inventory.url()));
     tweak(&mut config);
     let workers = config.workers;
     let over = Overrides {
@@ -342,7 +348,35 @@ pub async fn spawn_with(db: Db, tweak: impl FnOnce(&mut ServerConfig)) -> Option
         catalog_dir,
         database_url,
         running: Some(running),
+        _inventory: inventory,
     })
+}
+
+/// A small inventory API for `source.http` fields: regions, and the VPCs of a region.
+async fn inventory() -> pao_sandbox::FakeServer {
+    use axum::extract::Path as P;
+    let router = axum::Router::new()
+        .route(
+            "/regions",
+            axum::routing::get(|| async {
+                axum::Json(json!({ "regions": [
+                    { "id": "eu-west-1", "name": "Europe (Ireland)" },
+                    { "id": "us-east-1", "name": "US East (Virginia)" }
+                ] }))
+            }),
+        )
+        .route(
+            "/regions/{region}/vpcs",
+            axum::routing::get(|P(region): P<String>| async move {
+                axum::Json(json!([
+                    format!("{region}-vpc-a"),
+                    format!("{region}-vpc-b")
+                ]))
+            }),
+        );
+    pao_sandbox::FakeServer::start(router)
+        .await
+        .expect("inventory starts")
 }
 
 /// Runs a test body against SQLite and PostgreSQL.
@@ -367,4 +401,47 @@ macro_rules! on_both {
             }
         }
     };
+}
+
+/// A `pao` process started by a test; killed when dropped.
+pub struct PaoProcess {
+    pub child: std::process::Child,
+    /// `http://127.0.0.1:<port>`, read from its `listening on` line.
+    pub base: String,
+}
+
+impl Drop for PaoProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the `pao` binary with `args` in `cwd` and waits (up to `within`) until it says where
+/// it listens.
+pub fn spawn_pao(args: &[&std::ffi::OsStr], cwd: &Path, within: Duration) -> PaoProcess {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pao"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("PAO_DATABASE_URL")
+        .env_remove("PAO_CONFIG")
+        .env_remove("PAO_BIND")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("pao starts");
+    let out = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("listening on ") {
+                let _ = tx.send(url.to_string());
+            }
+        }
+    });
+    let base = rx
+        .recv_timeout(within)
+        .expect("the server says where it listens");
+    PaoProcess { child, base }
 }
