@@ -178,6 +178,11 @@ pub fn estimate(table: &PriceTable, input: &Value) -> Result<Value, ActionError>
 
 #[async_trait]
 impl Action for CostAction {
+    // A cost estimate has no effect: running it is its own dry run.
+    fn supports_dry_run(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> ActionDescriptor {
         ActionDescriptor {
             type_name: "cost".into(),

@@ -393,6 +393,11 @@ impl GithubWorkflowAction {
 
 #[async_trait]
 impl Action for GithubWorkflowAction {
+    // `execute` describes its calls without making them when `ctx.dry_run` is set.
+    fn supports_dry_run(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> ActionDescriptor {
         ActionDescriptor {
             type_name: "github_workflow".into(),

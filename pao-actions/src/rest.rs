@@ -488,6 +488,11 @@ impl RestAction {
 
 #[async_trait]
 impl Action for RestAction {
+    // `execute` describes its calls without making them when `ctx.dry_run` is set.
+    fn supports_dry_run(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> ActionDescriptor {
         ActionDescriptor {
             type_name: "rest".into(),

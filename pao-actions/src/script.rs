@@ -129,6 +129,11 @@ fn run_with(
 
 #[async_trait]
 impl Action for ScriptAction {
+    // `execute` describes its calls without making them when `ctx.dry_run` is set.
+    fn supports_dry_run(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> ActionDescriptor {
         ActionDescriptor {
             type_name: "script".into(),

@@ -646,6 +646,11 @@ impl TerraformAction {
 
 #[async_trait]
 impl Action for TerraformAction {
+    // `execute` describes its calls without making them when `ctx.dry_run` is set.
+    fn supports_dry_run(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> ActionDescriptor {
         ActionDescriptor {
             type_name: "terraform".into(),

@@ -107,6 +107,11 @@ impl WebhookAction {
 
 #[async_trait]
 impl Action for WebhookAction {
+    // `execute` describes its calls without making them when `ctx.dry_run` is set.
+    fn supports_dry_run(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> ActionDescriptor {
         ActionDescriptor {
             type_name: "webhook".into(),

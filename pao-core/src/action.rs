@@ -304,6 +304,13 @@ pub trait Action: Send + Sync {
         input: &Value,
     ) -> Result<ActionOutput, ActionError>;
 
+    /// Whether `execute` honours `ctx.dry_run`: describes the call it would make and makes
+    /// none. Only such actions are asked during a simulation; the others show their rendered
+    /// input alone. Answer `true` only when a dry run has no effect anywhere.
+    fn supports_dry_run(&self) -> bool {
+        false
+    }
+
     /// Undoes a completed execution, given its input and rollback state.
     async fn rollback(
         &self,

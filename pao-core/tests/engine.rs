@@ -908,6 +908,10 @@ fulfillment:
         .await
         .unwrap();
     assert!(h.ledger.calls().is_empty());
+    assert!(
+        s.actions.iter().all(|a| a.request.is_none()),
+        "an action that cannot dry-run is not asked"
+    );
     assert!(!s.approval_required);
     assert_eq!(s.actions[0].input, json!({"token": "[secret:api_token]"}));
     assert_eq!(s.actions[1].will_run, Some(false));

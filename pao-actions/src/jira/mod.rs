@@ -720,6 +720,11 @@ impl JiraAction {
 
 #[async_trait]
 impl Action for JiraAction {
+    // `execute` describes its calls without making them when `ctx.dry_run` is set.
+    fn supports_dry_run(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> ActionDescriptor {
         ActionDescriptor {
             type_name: "jira".into(),

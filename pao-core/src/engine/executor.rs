@@ -1465,6 +1465,37 @@ impl Orchestrator {
                 } else {
                     rc_timeout
                 };
+            // Actions that can describe their call without making it show what they would
+            // send; secrets are placeholders, never fetched.
+            let request = match action {
+                Some(a) if a.supports_dry_run() && will_run == Some(true) && !input.is_null() => {
+                    let ctx = ActionContext {
+                        request_id: "simulation".into(),
+                        action_id: n.spec.id.clone(),
+                        attempt: 1,
+                        idempotency_key: IdempotencyKey::for_action("simulation", &n.spec.id),
+                        deadline: None,
+                        cancel: CancellationToken::new(),
+                        log: ActionLogger::default(),
+                        secrets: Arc::new(PlaceholderSecrets),
+                        dry_run: true,
+                    };
+                    match tokio::time::timeout(Duration::from_secs(5), a.execute(&ctx, &input))
+                        .await
+                    {
+                        Ok(Ok(out)) => Some(out.result),
+                        Ok(Err(e)) => {
+                            problems.push(format!("{}: dry run: {}", n.spec.id, e.message));
+                            None
+                        }
+                        Err(_) => {
+                            problems.push(format!("{}: dry run took more than 5 s", n.spec.id));
+                            None
+                        }
+                    }
+                }
+                _ => None,
+            };
             actions.push(SimulatedAction {
                 id: n.spec.id.clone(),
                 action_type: type_name,
@@ -1481,6 +1512,7 @@ impl Orchestrator {
                     .collect(),
                 will_run,
                 input,
+                request,
                 sample_output: sample,
                 timeout_ms: rc_timeout,
                 latest_finish_ms: finish_ms[i],
@@ -1587,10 +1619,23 @@ pub struct SimulatedAction {
     pub will_run: Option<bool>,
     /// The input it would get.
     pub input: Value,
+    /// What it would send (its dry run), for action types that can say without sending.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<Value>,
     /// The sample output its type describes.
     pub sample_output: Value,
     /// Its timeout.
     pub timeout_ms: u64,
     /// When it would finish at the latest, from the start.
     pub latest_finish_ms: u64,
+}
+
+/// The secret provider of simulations: every name reads as `[secret:<name>]`.
+struct PlaceholderSecrets;
+
+#[async_trait::async_trait]
+impl crate::secrets::SecretProvider for PlaceholderSecrets {
+    async fn get(&self, name: &str) -> Result<String, crate::secrets::SecretError> {
+        Ok(format!("[secret:{name}]"))
+    }
 }
