@@ -7,61 +7,20 @@
 //! `PAO_LOAD_CONNECTIONS`, default `16,64`: each endpoint runs at each count;
 //! `PAO_LOAD_DATABASE_URL` to use PostgreSQL).
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
-use pao_core::action::{
-    Action, ActionContext, ActionDescriptor, ActionError, ActionOutput, ActionRegistry,
-};
-use pao_core::authz::Principal;
 use pao_server::config::ServerConfig;
 use pao_server::state::{AppState, Overrides};
 use serde_json::{Value, json};
-
-struct Noop;
-
-#[async_trait]
-impl Action for Noop {
-    fn describe(&self) -> ActionDescriptor {
-        ActionDescriptor {
-            type_name: "plugin:echo".into(),
-            config_schema: json!({ "type": "object" }),
-            output_schema: json!({ "type": "object" }),
-            supports_rollback: true,
-            sample_output: json!({ "echo": "x" }),
-        }
-    }
-    async fn execute(&self, _: &ActionContext, input: &Value) -> Result<ActionOutput, ActionError> {
-        Ok(ActionOutput::new(json!({ "echo": input["message"] })))
-    }
-    async fn rollback(&self, _: &ActionContext, _: &Value, _: &Value) -> Result<(), ActionError> {
-        Ok(())
-    }
-}
-
-struct JiraStub;
-
-#[async_trait]
-impl Action for JiraStub {
-    fn describe(&self) -> ActionDescriptor {
-        ActionDescriptor {
-            type_name: "jira".into(),
-            config_schema: json!({ "type": "object" }),
-            output_schema: json!({ "type": "object" }),
-            supports_rollback: false,
-            sample_output: json!({ "key": "X-1" }),
-        }
-    }
-    async fn execute(&self, _: &ActionContext, _: &Value) -> Result<ActionOutput, ActionError> {
-        Ok(ActionOutput::new(json!({ "key": "X-1" })))
-    }
-}
 
 struct Report {
     name: &'static str,
@@ -162,12 +121,15 @@ fn get(path: String, token: &'static str) -> Request<Full<Bytes>> {
 }
 
 fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this once as a smoke test,
+    // briefly and at low concurrency.
+    let bench = std::env::args().any(|a| a == "--bench");
     let secs: f64 = std::env::var("PAO_LOAD_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(5.0);
+        .unwrap_or(if bench { 5.0 } else { 0.2 });
     let levels: Vec<usize> = std::env::var("PAO_LOAD_CONNECTIONS")
-        .unwrap_or_else(|_| "16,64".into())
+        .unwrap_or_else(|_| if bench { "16,64" } else { "4" }.into())
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
@@ -194,14 +156,13 @@ fn main() {
         };
         // One bench principal sends everything: per-principal limiting would measure the limiter.
         config.limits.rate_per_second = 0;
-        let mut registry = ActionRegistry::new();
-        registry.register(Arc::new(Noop));
-        registry.register(Arc::new(JiraStub));
-        let mut alice = Principal::new("alice", &["app-team"], &["developer"]);
-        alice.email = Some("alice@example.com".into());
+        // The API tests' actions: `plugin:echo` returns at once.
         let over = Overrides {
-            actions: Some(registry),
-            tokens: vec![("t-alice".into(), alice)],
+            actions: Some(support::registry()),
+            tokens: vec![(
+                "t-alice".into(),
+                support::principal("alice", &["app-team"], &["developer"]),
+            )],
             ..Overrides::default()
         };
         let state = AppState::build(config, over).await.unwrap();
@@ -230,6 +191,7 @@ fn main() {
             .await;
             print!("{conns:>3} conn  ");
             r.print();
+            assert!(bench || r.errors == 0, "{}: {} error answers", r.name, r.errors);
         }
 
         // A few requests whose status is read.
@@ -264,6 +226,7 @@ fn main() {
             .await;
             print!("{conns:>3} conn  ");
             r.print();
+            assert!(bench || r.errors == 0, "{}: {} error answers", r.name, r.errors);
         }
 
         for &conns in &levels {
@@ -287,6 +250,7 @@ fn main() {
             .await;
             print!("{conns:>3} conn  ");
             r.print();
+            assert!(bench || r.errors == 0, "{}: {} error answers", r.name, r.errors);
         }
         running.shutdown.cancel();
         let _ = running.done.await;

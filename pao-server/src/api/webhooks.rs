@@ -218,15 +218,7 @@ pub async fn jira(
     let resolution = payload
         .pointer("/issue/fields/resolution/name")
         .and_then(Value::as_str);
-    // The operator's status mapping of the default JIRA instance when there is one.
-    let outcome = match state
-        .config
-        .actions
-        .jira_ticket_outcome(None, status, resolution)
-    {
-        Ok(o) => o.into_manual(),
-        Err(_) => jira_outcome(status, category, resolution),
-    };
+    let outcome = jira_outcome(&state.config.actions, status, category, resolution);
     let waiting = state
         .store
         .list(&RequestFilter {
@@ -255,40 +247,28 @@ pub async fn jira(
     ))
 }
 
-/// How a JIRA status ends a manual request: done with a negative resolution fails it,
-/// done otherwise completes it; anything else leaves it waiting.
+/// How a JIRA status ends a manual request: the status → outcome mapping of the default JIRA
+/// instance (`pao-actions`; its defaults when no instance is configured). A status in JIRA's
+/// `done` category that the mapping does not name ends the ticket as `Done` would.
 pub fn jira_outcome(
+    actions: &pao_actions::ActionsConfig,
     status: &str,
     category: &str,
     resolution: Option<&str>,
 ) -> Option<ManualOutcome> {
-    let s = status.to_ascii_lowercase();
-    let negative = |r: &str| {
-        let r = r.to_ascii_lowercase();
-        [
-            "won't do",
-            "wont do",
-            "declined",
-            "rejected",
-            "cancelled",
-            "canceled",
-            "duplicate",
-        ]
-        .iter()
-        .any(|n| r.contains(n))
+    use pao_actions::jira::{TicketOutcome, ticket_outcome};
+    let map = |s: &str| {
+        actions
+            .jira_ticket_outcome(None, s, resolution)
+            .unwrap_or_else(|_| {
+                ticket_outcome(&pao_actions::JiraOutcomes::default(), s, resolution)
+            })
     };
-    let done =
-        category == "done" || ["done", "closed", "resolved"].contains(&s.as_str()) || negative(&s);
-    if !done {
-        return None;
+    match map(status) {
+        TicketOutcome::Pending if category == "done" => map("Done"),
+        o => o,
     }
-    match resolution
-        .filter(|r| negative(r))
-        .or(negative(&s).then_some(status))
-    {
-        Some(r) => Some(ManualOutcome::Failed(format!("ticket resolved as {r}"))),
-        None => Some(ManualOutcome::Completed),
-    }
+    .into_manual()
 }
 
 /// `POST /webhooks/terraform`: a Terraform Cloud run notification, verified with HMAC-SHA512.
@@ -414,17 +394,21 @@ mod tests {
 
     #[test]
     fn jira_outcomes() {
-        assert_eq!(jira_outcome("In Progress", "indeterminate", None), None);
+        let none = pao_actions::ActionsConfig::default();
         assert_eq!(
-            jira_outcome("Done", "done", Some("Done")),
+            jira_outcome(&none, "In Progress", "indeterminate", None),
+            None
+        );
+        assert_eq!(
+            jira_outcome(&none, "Done", "done", Some("Done")),
             Some(ManualOutcome::Completed)
         );
         assert!(matches!(
-            jira_outcome("Done", "done", Some("Won't Do")),
+            jira_outcome(&none, "Done", "done", Some("Won't Do")),
             Some(ManualOutcome::Failed(_))
         ));
         assert!(matches!(
-            jira_outcome("Declined", "", None),
+            jira_outcome(&none, "Declined", "", None),
             Some(ManualOutcome::Failed(_))
         ));
     }
