@@ -52,6 +52,12 @@ async fn exec(conn: &mut AnyConnection, sql: &'static str) -> Result<(), StoreEr
     sqlx::query(sql).execute(conn).await.map(|_| ()).map_err(db)
 }
 
+/// Undoes the write in the current savepoint and leaves it.
+async fn undo_write(conn: &mut AnyConnection) -> Result<(), StoreError> {
+    exec(conn, "ROLLBACK TO SAVEPOINT pao_write").await?;
+    exec(conn, "RELEASE SAVEPOINT pao_write").await
+}
+
 impl GroupWriter {
     pub(crate) fn new(pool: AnyPool) -> Arc<GroupWriter> {
         Arc::new(GroupWriter {
@@ -97,10 +103,7 @@ impl GroupWriter {
         let leave = match b.conn.as_mut() {
             Some(conn) => match &result {
                 Ok(_) => exec(conn, "RELEASE SAVEPOINT pao_write").await,
-                Err(_) => match exec(conn, "ROLLBACK TO SAVEPOINT pao_write").await {
-                    Ok(()) => exec(conn, "RELEASE SAVEPOINT pao_write").await,
-                    Err(e) => Err(e),
-                },
+                Err(_) => undo_write(conn).await,
             },
             None => Err(StoreError::Unavailable("writer connection lost".into())),
         };
@@ -143,8 +146,7 @@ impl GroupWriter {
         };
         if b.in_op {
             // A caller was dropped inside its write: undo what it did.
-            exec(conn, "ROLLBACK TO SAVEPOINT pao_write").await?;
-            exec(conn, "RELEASE SAVEPOINT pao_write").await?;
+            undo_write(conn).await?;
             b.in_op = false;
         }
         if !b.open {
@@ -191,11 +193,7 @@ impl GroupWriter {
                 // Only reachable if a writer was dropped between its write and its savepoint
                 // release; undo that write before committing the rest.
                 if let Some(conn) = b.conn.as_mut() {
-                    let undo = async {
-                        exec(conn, "ROLLBACK TO SAVEPOINT pao_write").await?;
-                        exec(conn, "RELEASE SAVEPOINT pao_write").await
-                    };
-                    if undo.await.is_err() {
+                    if undo_write(conn).await.is_err() {
                         self.abort(&mut b).await;
                         return Err(StoreError::Unavailable(
                             "the write batch was rolled back".into(),

@@ -9,7 +9,7 @@ use pao_core::store::{AttemptOutcome, AttemptRecord, Event, EventKind, Request, 
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Body, OptBody, Query, cursor, may_see_request, visible_request};
+use super::{Body, OptBody, Query, cursor, visible_request};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -412,10 +412,7 @@ pub async fn cancel(
     Path(id): Path<String>,
     OptBody(body): OptBody<CancelBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let r = visible_request(&state, &who, &id).await?;
-    if !may_see_request(&state, &who, &r) {
-        return Err(ApiError::not_found(format!("request {id} not found")));
-    }
+    visible_request(&state, &who, &id).await?;
     let reason = body.reason;
     let out = state.orch.cancel(&who, &id, reason).await?;
     let code = if out.state.is_terminal() {
