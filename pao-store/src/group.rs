@@ -192,13 +192,13 @@ impl GroupWriter {
             if b.in_op {
                 // Only reachable if a writer was dropped between its write and its savepoint
                 // release; undo that write before committing the rest.
-                if let Some(conn) = b.conn.as_mut() {
-                    if undo_write(conn).await.is_err() {
-                        self.abort(&mut b).await;
-                        return Err(StoreError::Unavailable(
-                            "the write batch was rolled back".into(),
-                        ));
-                    }
+                if let Some(conn) = b.conn.as_mut()
+                    && undo_write(conn).await.is_err()
+                {
+                    self.abort(&mut b).await;
+                    return Err(StoreError::Unavailable(
+                        "the write batch was rolled back".into(),
+                    ));
                 }
                 b.in_op = false;
             }
