@@ -854,6 +854,26 @@ async fn quota_and_idempotent_submission() {
         _ => None,
     });
     assert!(reason.unwrap().contains("quota `databases`"));
+    let states: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::StateChanged { to, .. } => Some(*to),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            RequestState::Submitted,
+            RequestState::Prerequisites,
+            RequestState::Rejected
+        ],
+        "a request over quota is stored as rejected, nothing of its admission half-done"
+    );
+    let audit = h.store.audit_log(Some(&r2.id), 0).await.unwrap();
+    assert_eq!(audit.len(), 1, "its submission is audited once: {audit:?}");
+    let usage = h.store.quota_usage("payments").await.unwrap();
+    assert_eq!(usage[0].used, 2, "only the first request holds quota");
     // Cancelling the first frees its quota.
     h.engine.cancel(&dev(), &r1.id, None).await.unwrap();
     let r3 = h

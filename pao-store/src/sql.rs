@@ -419,6 +419,92 @@ async fn insert_event(
     Ok(seq as u64)
 }
 
+/// Journals an attempt's start inside a transaction.
+async fn insert_attempt(
+    conn: &mut sqlx::AnyConnection,
+    record: &AttemptRecord,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO attempts (request_id, action_id, rollback, attempt, started_at, record) VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(record.request_id.clone())
+        .bind(record.action_id.clone())
+        .bind(i64::from(record.rollback))
+        .bind(i64::from(record.attempt))
+        .bind(ms(record.started_at))
+        .bind(json(record))
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Duplicate(format!(
+                "attempt {} of {} exists",
+                record.attempt, record.action_id
+            )),
+            _ => db(e),
+        })?;
+    Ok(())
+}
+
+/// Appends an audit record inside a transaction.
+async fn insert_audit(
+    conn: &mut sqlx::AnyConnection,
+    record: &AuditRecord,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO audit (at, target, record) VALUES ($1, $2, $3)")
+        .bind(ms(record.at))
+        .bind(record.target.clone())
+        .bind(json(record))
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+/// Appends several events of one request in one statement, numbered after its last one. The
+/// caller holds the request's row lock.
+async fn insert_events(
+    conn: &mut sqlx::AnyConnection,
+    id: &str,
+    correlation_id: &str,
+    events: &[(DateTime<Utc>, EventKind)],
+) -> Result<(), StoreError> {
+    match events {
+        [] => Ok(()),
+        [(when, kind)] => insert_event(conn, id, correlation_id, *when, kind)
+            .await
+            .map(|_| ()),
+        _ => {
+            let values: Vec<String> = (0..events.len())
+                .map(|i| format!("(${}, ${}, ${})", 3 + 3 * i, 4 + 3 * i, 5 + 3 * i))
+                .collect();
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO events (request_id, seq, at, correlation_id, kind) \
+                 SELECT $1, last.m + v.column1, v.column2, $2, v.column3 \
+                 FROM (SELECT COALESCE(MAX(seq), 0) AS m FROM events WHERE request_id = $1) AS last, \
+                 (VALUES {}) AS v",
+                values.join(", ")
+            )))
+            .bind(id.to_string())
+            .bind(correlation_id.to_string());
+            for (i, (when, kind)) in events.iter().enumerate() {
+                q = q.bind(i as i64 + 1).bind(ms(*when)).bind(json(kind));
+            }
+            q.execute(&mut *conn).await.map_err(db)?;
+            Ok(())
+        }
+    }
+}
+
+fn queues(writes: &[Write]) -> bool {
+    writes.iter().any(|w| {
+        matches!(
+            w,
+            Write::Transition {
+                to: RequestState::Queued,
+                ..
+            }
+        )
+    })
+}
+
 /// Why a fenced write on a request matched no row.
 async fn why_unmatched(
     conn: &mut sqlx::AnyConnection,
@@ -490,6 +576,256 @@ impl SqlStore {
                 op(&mut c).await
             }
         }
+    }
+
+    /// Reserves quota inside a transaction (see [`Store::reserve_quota`]).
+    async fn reserve_in(
+        &self,
+        tx: &mut AnyConnection,
+        request_id: &str,
+        team: &str,
+        resource: &str,
+        amount: u64,
+    ) -> Result<(), StoreError> {
+        // Serialise reservations of one team and resource: PostgreSQL locks the limit row,
+        // SQLite's write lock (taken by this no-op write) serialises every writer.
+        let limit: Option<i64> = match self.dialect {
+            Dialect::Postgres => sqlx::query(
+                "SELECT lim FROM quota_limits WHERE team = $1 AND resource = $2 FOR UPDATE",
+            )
+            .bind(team.to_string())
+            .bind(resource.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?
+            .map(|r| r.try_get("lim"))
+            .transpose()
+            .map_err(db)?,
+            Dialect::Sqlite => {
+                sqlx::query("UPDATE quota_limits SET lim = lim WHERE team = $1 AND resource = $2")
+                    .bind(team.to_string())
+                    .bind(resource.to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                sqlx::query("SELECT lim FROM quota_limits WHERE team = $1 AND resource = $2")
+                    .bind(team.to_string())
+                    .bind(resource.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db)?
+                    .map(|r| r.try_get("lim"))
+                    .transpose()
+                    .map_err(db)?
+            }
+        };
+        let used: i64 = sqlx::query("SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) AS used FROM quota_reservations WHERE team = $1 AND resource = $2 AND request_id <> $3")
+            .bind(team.to_string())
+            .bind(resource.to_string())
+            .bind(request_id.to_string())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?
+            .try_get::<i64, _>("used")
+            .map_err(db)?;
+        if let Some(limit) = limit
+            && (used as u64).saturating_add(amount) > limit as u64
+        {
+            return Err(StoreError::QuotaExceeded {
+                team: team.to_string(),
+                resource: resource.to_string(),
+                limit: limit as u64,
+                used: used as u64,
+                asked: amount,
+            });
+        }
+        let Ok(stored) = i64::try_from(amount) else {
+            return Err(StoreError::QuotaExceeded {
+                team: team.to_string(),
+                resource: resource.to_string(),
+                limit: limit.map(|l| l as u64).unwrap_or(i64::MAX as u64),
+                used: used as u64,
+                asked: amount,
+            });
+        };
+        sqlx::query("INSERT INTO quota_reservations (request_id, resource, team, amount) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (request_id, resource) DO UPDATE SET amount = excluded.amount, team = excluded.team")
+            .bind(request_id.to_string())
+            .bind(resource.to_string())
+            .bind(team.to_string())
+            .bind(stored)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// Applies a batch inside a transaction. `current` is the request when the caller has
+    /// just written it (a submission); otherwise its row is locked and read here, and the
+    /// fence checked once.
+    async fn apply_in(
+        &self,
+        tx: &mut AnyConnection,
+        id: &str,
+        lease: Option<&Lease>,
+        writes: Vec<Write>,
+        current: Option<Request>,
+    ) -> Result<Request, StoreError> {
+        if let Some(l) = lease
+            && l.request_id != id
+        {
+            return Err(StoreError::LeaseLost(id.to_string()));
+        }
+        let mut r = match current {
+            Some(r) => r,
+            None => {
+                let lock = match self.dialect {
+                    Dialect::Postgres => " FOR UPDATE",
+                    Dialect::Sqlite => "",
+                };
+                let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {COLUMNS}, lease_owner, lease_token FROM requests WHERE id = $1{lock}"
+                )))
+                .bind(id.to_string())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?
+                .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+                if let Some(l) = lease {
+                    let owner: Option<String> = row.try_get("lease_owner").map_err(db)?;
+                    let token: i64 = row.try_get("lease_token").map_err(db)?;
+                    if owner.as_deref() != Some(l.worker_id.as_str()) || token != l.token as i64 {
+                        return Err(StoreError::LeaseLost(id.to_string()));
+                    }
+                }
+                row_to_request(&row)?
+            }
+        };
+        let leased = || lease.ok_or_else(|| StoreError::LeaseLost(id.to_string()));
+        let mut changed = false;
+        let mut terminal = false;
+        let mut events: Vec<(DateTime<Utc>, EventKind)> = Vec::new();
+        for w in writes {
+            match w {
+                Write::Transition { from, to, change } => {
+                    if r.state != from {
+                        return Err(StoreError::Conflict {
+                            id: id.to_string(),
+                            expected: from,
+                            actual: r.state,
+                        });
+                    }
+                    from.transition_to(to)?;
+                    r.state = to;
+                    r.updated_at = at(ms(change.at));
+                    changed = true;
+                    terminal |= to.is_terminal();
+                    events.push((
+                        change.at,
+                        EventKind::StateChanged {
+                            from: Some(from),
+                            to,
+                            actor: change.actor,
+                            reason: change.reason,
+                        },
+                    ));
+                }
+                Write::Patch(p) => {
+                    if let Some(v) = p.rollback {
+                        r.rollback = v;
+                    }
+                    if let Some(v) = p.error {
+                        r.error = Some(v);
+                    }
+                    if let Some(v) = p.approval_due {
+                        r.approval_due = v.map(|d| at(ms(d)));
+                    }
+                    if let Some(v) = p.escalated {
+                        r.escalated = v;
+                    }
+                    if let Some(v) = p.cancel_requested {
+                        r.cancel_requested = v;
+                    }
+                    if let Some(v) = p.waiting_for {
+                        r.waiting_for = v;
+                    }
+                    changed = true;
+                }
+                Write::Event { at, kind } => events.push((at, kind)),
+                Write::StartAttempt(record) => {
+                    leased()?;
+                    if record.request_id != id {
+                        return Err(StoreError::LeaseLost(id.to_string()));
+                    }
+                    insert_attempt(&mut *tx, &record).await?;
+                }
+                Write::FinishAttempt(record) => {
+                    leased()?;
+                    let n = sqlx::query("UPDATE attempts SET record = $5 WHERE request_id = $1 AND action_id = $2 AND rollback = $3 AND attempt = $4")
+                        .bind(id.to_string())
+                        .bind(record.action_id.clone())
+                        .bind(i64::from(record.rollback))
+                        .bind(i64::from(record.attempt))
+                        .bind(json(&record))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db)?
+                        .rows_affected();
+                    if n == 0 {
+                        return Err(StoreError::NotFound(format!(
+                            "attempt {} of {} in {id}",
+                            record.attempt, record.action_id
+                        )));
+                    }
+                }
+                Write::ReserveQuota { resource, amount } => {
+                    let team = r.team.clone();
+                    self.reserve_in(&mut *tx, id, &team, &resource, amount)
+                        .await?;
+                }
+                Write::ReleaseQuota => {
+                    sqlx::query("DELETE FROM quota_reservations WHERE request_id = $1")
+                        .bind(id.to_string())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                }
+                Write::Audit(a) => insert_audit(&mut *tx, &a).await?,
+            }
+        }
+        if changed {
+            let clear_lease = if terminal {
+                ", lease_owner = NULL, lease_expires_at = NULL"
+            } else {
+                ""
+            };
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE requests SET state = $1, updated_at = $2, rollback = $3, error = $4, approval_due = $5, \
+                 escalated = $6, cancel_requested = $7, waiting_for = $8{clear_lease} WHERE id = $9"
+            )))
+            .bind(r.state.as_str().to_string())
+            .bind(ms(r.updated_at))
+            .bind(rollback_name(r.rollback).to_string())
+            .bind(r.error.clone())
+            .bind(r.approval_due.map(ms))
+            .bind(i64::from(r.escalated))
+            .bind(i64::from(r.cancel_requested))
+            .bind(r.waiting_for.clone())
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        insert_events(&mut *tx, id, &r.correlation_id, &events).await?;
+        if r.state == RequestState::Queued && changed && self.dialect == Dialect::Postgres {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(NOTIFY_CHANNEL)
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        Ok(r)
     }
 
     /// Locks the request row for this transaction (a no-op update takes the write lock in both
@@ -582,12 +918,23 @@ impl Store for SqlStore {
         actor: &str,
         now: DateTime<Utc>,
     ) -> Result<Submitted, StoreError> {
+        self.submit_with(new, actor, now, Vec::new()).await
+    }
+
+    async fn submit_with(
+        &self,
+        new: NewRequest,
+        actor: &str,
+        now: DateTime<Utc>,
+        writes: Vec<Write>,
+    ) -> Result<Submitted, StoreError> {
         if let Some(earlier) = self
             .by_idempotency_key(new.idempotency_key.as_deref())
             .await?
         {
             return Ok(earlier);
         }
+        let wakes = queues(&writes);
         let inserted = self
             .write(async |tx: &mut AnyConnection| {
                 let inserted = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -630,6 +977,12 @@ impl Store for SqlStore {
                     },
                 )
                 .await?;
+                if writes.is_empty() {
+                    return Ok(Ok(request));
+                }
+                let request = self
+                    .apply_in(&mut *tx, &new.id, None, writes, Some(request))
+                    .await?;
                 Ok(Ok(request))
             })
             .await?;
@@ -651,10 +1004,31 @@ impl Store for SqlStore {
                 });
             }
         };
+        if wakes {
+            self.work.notify_waiters();
+        }
         Ok(Submitted {
             request,
             created: true,
         })
+    }
+
+    async fn apply(
+        &self,
+        id: &str,
+        lease: Option<&Lease>,
+        writes: Vec<Write>,
+    ) -> Result<Request, StoreError> {
+        let wakes = queues(&writes);
+        let r = self
+            .write(async |tx: &mut AnyConnection| {
+                self.apply_in(&mut *tx, id, lease, writes, None).await
+            })
+            .await?;
+        if wakes {
+            self.work.notify_waiters();
+        }
+        Ok(r)
     }
 
     async fn get(&self, id: &str) -> Result<Option<Request>, StoreError> {
@@ -910,14 +1284,17 @@ impl Store for SqlStore {
     ) -> Result<Option<(Request, Lease)>, StoreError> {
         let now_ms = ms(now);
         let expires = ms(now + chrono::Duration::from_std(lease_for).unwrap_or_default());
-        let pick = "SELECT id FROM requests WHERE (state = 'queued' AND (lease_expires_at IS NULL OR lease_expires_at <= $3)) \
-             OR (state IN ('in_progress', 'post_fulfillment') AND waiting_for IS NULL \
-                 AND (lease_expires_at IS NULL OR lease_expires_at <= $3)) \
-             ORDER BY priority DESC, created_at, id LIMIT 1";
-        let lock = match self.dialect {
-            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
-            Dialect::Sqlite => "",
+        // The predicate is the one of the partial index `requests_runnable` (a queued request
+        // never waits for anything outside), which the scan walks in claim order.
+        let (hint, lock) = match self.dialect {
+            Dialect::Postgres => ("", " FOR UPDATE SKIP LOCKED"),
+            Dialect::Sqlite => (" INDEXED BY requests_runnable", ""),
         };
+        let pick = format!(
+            "SELECT id FROM requests{hint} WHERE state IN ('queued', 'in_progress', 'post_fulfillment') \
+             AND waiting_for IS NULL AND (lease_expires_at IS NULL OR lease_expires_at <= $3) \
+             ORDER BY priority DESC, created_at, id LIMIT 1"
+        );
         // The claimed row comes back whole: no second read.
         let sql = format!(
             "UPDATE requests SET lease_owner = $1, lease_token = lease_token + 1, lease_expires_at = $2 \
@@ -1008,29 +1385,12 @@ impl Store for SqlStore {
     }
 
     async fn start_attempt(&self, lease: &Lease, record: AttemptRecord) -> Result<(), StoreError> {
-        let () = self
-            .write(async |tx: &mut AnyConnection| {
-        self.lock_fenced(&mut *tx, &record.request_id, Some(lease))
-            .await?;
-        sqlx::query("INSERT INTO attempts (request_id, action_id, rollback, attempt, started_at, record) VALUES ($1, $2, $3, $4, $5, $6)")
-            .bind(record.request_id.clone())
-            .bind(record.action_id.clone())
-            .bind(i64::from(record.rollback))
-            .bind(i64::from(record.attempt))
-            .bind(ms(record.started_at))
-            .bind(json(&record))
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| match &e {
-                sqlx::Error::Database(d) if d.is_unique_violation() => {
-                    StoreError::Duplicate(format!("attempt {} of {} exists", record.attempt, record.action_id))
-                }
-                _ => db(e),
-            })?;
-        Ok(())
-            })
-            .await?;
-        Ok(())
+        self.write(async |tx: &mut AnyConnection| {
+            self.lock_fenced(&mut *tx, &record.request_id, Some(lease))
+                .await?;
+            insert_attempt(&mut *tx, &record).await
+        })
+        .await
     }
 
     async fn finish_attempt(
@@ -1159,82 +1519,11 @@ impl Store for SqlStore {
         resource: &str,
         amount: u64,
     ) -> Result<(), StoreError> {
-        let () = self
-            .write(async |tx: &mut AnyConnection| {
-        // Serialise reservations of one team and resource: PostgreSQL locks the limit row,
-        // SQLite's write lock (taken by this no-op write) serialises every writer.
-        let limit: Option<i64> = match self.dialect {
-            Dialect::Postgres => sqlx::query(
-                "SELECT lim FROM quota_limits WHERE team = $1 AND resource = $2 FOR UPDATE",
-            )
-            .bind(team.to_string())
-            .bind(resource.to_string())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db)?
-            .map(|r| r.try_get("lim"))
-            .transpose()
-            .map_err(db)?,
-            Dialect::Sqlite => {
-                sqlx::query("UPDATE quota_limits SET lim = lim WHERE team = $1 AND resource = $2")
-                    .bind(team.to_string())
-                    .bind(resource.to_string())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db)?;
-                sqlx::query("SELECT lim FROM quota_limits WHERE team = $1 AND resource = $2")
-                    .bind(team.to_string())
-                    .bind(resource.to_string())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db)?
-                    .map(|r| r.try_get("lim"))
-                    .transpose()
-                    .map_err(db)?
-            }
-        };
-        let used: i64 = sqlx::query("SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) AS used FROM quota_reservations WHERE team = $1 AND resource = $2 AND request_id <> $3")
-            .bind(team.to_string())
-            .bind(resource.to_string())
-            .bind(request_id.to_string())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db)?
-            .try_get::<i64, _>("used")
-            .map_err(db)?;
-        if let Some(limit) = limit
-            && (used as u64).saturating_add(amount) > limit as u64
-        {
-            return Err(StoreError::QuotaExceeded {
-                team: team.to_string(),
-                resource: resource.to_string(),
-                limit: limit as u64,
-                used: used as u64,
-                asked: amount,
-            });
-        }
-        let Ok(stored) = i64::try_from(amount) else {
-            return Err(StoreError::QuotaExceeded {
-                team: team.to_string(),
-                resource: resource.to_string(),
-                limit: limit.map(|l| l as u64).unwrap_or(i64::MAX as u64),
-                used: used as u64,
-                asked: amount,
-            });
-        };
-        sqlx::query("INSERT INTO quota_reservations (request_id, resource, team, amount) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (request_id, resource) DO UPDATE SET amount = excluded.amount, team = excluded.team")
-            .bind(request_id.to_string())
-            .bind(resource.to_string())
-            .bind(team.to_string())
-            .bind(stored)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        Ok(())
-            })
-            .await?;
-        Ok(())
+        self.write(async |tx: &mut AnyConnection| {
+            self.reserve_in(tx, request_id, team, resource, amount)
+                .await
+        })
+        .await
     }
 
     async fn release_quota(&self, request_id: &str) -> Result<(), StoreError> {
@@ -1290,17 +1579,8 @@ impl Store for SqlStore {
     }
 
     async fn audit(&self, record: AuditRecord) -> Result<(), StoreError> {
-        self.write_auto(async |c: &mut AnyConnection| {
-            sqlx::query("INSERT INTO audit (at, target, record) VALUES ($1, $2, $3)")
-                .bind(ms(record.at))
-                .bind(record.target.clone())
-                .bind(json(&record))
-                .execute(&mut *c)
-                .await
-                .map_err(db)
-        })
-        .await?;
-        Ok(())
+        self.write_auto(async |c: &mut AnyConnection| insert_audit(&mut *c, &record).await)
+            .await
     }
 
     async fn audit_log(

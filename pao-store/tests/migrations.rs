@@ -2,8 +2,9 @@
 //! and replicas that start at the same moment on one empty database all come up. The applied
 //! versions are checked against the migration files and printed.
 //!
-//! There is one migration so far (0001), so "migrating from each earlier version" is the
-//! empty-database case; a new migration adds its predecessor here.
+//! From each earlier version: the database is migrated up to that version only, a request
+//! is stored with that version's schema, and opening the store applies the rest and keeps
+//! the request readable and claimable.
 
 mod support;
 
@@ -152,4 +153,86 @@ async fn replicas_start_together_on_postgres() {
         return;
     };
     replicas_start_together(db, "postgres").await;
+}
+
+/// Migrates to each earlier version, stores a queued request with that schema, then opens the
+/// store (which applies the rest): the request reads back and is claimed.
+async fn migrate_from_each_earlier(make: impl AsyncFn(i64) -> Option<Db>, dialect: &str) {
+    let all = files(dialect);
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(dialect);
+    for &version in &all[..all.len() - 1] {
+        let Some(db) = make(version).await else {
+            return;
+        };
+        sqlx::any::install_default_drivers();
+        let url = if dialect == "sqlite" {
+            format!("{}?mode=rwc", db.url)
+        } else {
+            db.url.clone()
+        };
+        let pool = sqlx::AnyPool::connect(&url).await.expect("connect");
+        let migrator = sqlx::migrate::Migrator::new(dir.as_path())
+            .await
+            .expect("read the migrations");
+        migrator
+            .run_to(version, &pool)
+            .await
+            .unwrap_or_else(|e| panic!("{dialect}: migrate to {version}: {e}"));
+        sqlx::query(
+            "INSERT INTO requests (id, item_id, item_version, item_hash, fields, requester, requester_id, team, \
+             priority, correlation_id, state, rollback, created_at, updated_at) \
+             VALUES ('old-1', 'pg', '1.0.0', 'sha256:x', '{\"name\":\"a\"}', \
+             '{\"id\":\"ada\",\"teams\":[\"t\"],\"roles\":[\"developer\"]}', 'ada', 't', 0, 'c-1', 'queued', 'none', 1, 1)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap_or_else(|e| panic!("{dialect}: a request in the version {version} schema: {e}"));
+        pool.close().await;
+        let store = SqlStore::open(&db.url)
+            .await
+            .unwrap_or_else(|e| panic!("{dialect}: migrate from version {version}: {e}"));
+        let versions: Vec<i64> = applied(&store).await.iter().map(|(v, _, _)| *v).collect();
+        assert_eq!(
+            versions, all,
+            "{dialect}: from {version}, every later migration is applied"
+        );
+        use pao_core::store::Store;
+        let r = store.get("old-1").await.expect("get").unwrap_or_else(|| {
+            panic!("{dialect}: the request stored at version {version} is gone")
+        });
+        assert_eq!(r.fields["name"], "a");
+        let claimed = store
+            .claim("w", std::time::Duration::from_secs(30), chrono::Utc::now())
+            .await
+            .expect("claim");
+        assert_eq!(
+            claimed.map(|(r, _)| r.id).as_deref(),
+            Some("old-1"),
+            "{dialect}: the request queued at version {version} is claimable after migrating"
+        );
+        println!("migrations on {dialect}: from version {version} to {all:?}: data kept");
+        store.pool().close().await;
+        drop(store);
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_from_each_earlier_version_on_sqlite() {
+    migrate_from_each_earlier(
+        async |v| Some(Db::sqlite(&format!("mig-from-{v}"))),
+        "sqlite",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_from_each_earlier_version_on_postgres() {
+    migrate_from_each_earlier(
+        async |v| Db::postgres(&format!("migfrom{v}")).await,
+        "postgres",
+    )
+    .await;
 }

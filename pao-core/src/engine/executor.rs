@@ -24,7 +24,7 @@ use crate::catalog::model::{ActionSpec, FulfillmentMode, OnFailure};
 use crate::lifecycle::RequestState;
 use crate::store::{
     AttemptOutcome, AttemptRecord, EventKind, Lease, Request, RequestPatch, RollbackStatus,
-    StoreError,
+    StateChange, StoreError, Write,
 };
 use crate::vars::{Context, Engine, LocatedVarError, Scope, ValueTemplate};
 
@@ -193,6 +193,64 @@ enum NodeResult {
     Abandoned,
 }
 
+/// The writes of one run that wait for its next durable write.
+///
+/// A run writes when it must: an attempt's start before the action is called (the journal
+/// entry an idempotent resume relies on), a failure at once, and the end of the request.
+/// What may wait — the move to `InProgress`, an action's log lines, a success while no other
+/// action of the request runs (the next start or the final transition follows at once) —
+/// rides along with that write in the same transaction, so a one-action request costs three
+/// durable writes (claim, start, finish + end) instead of eight.
+#[derive(Default)]
+pub(crate) struct RunWrites {
+    pending: std::sync::Mutex<Vec<Write>>,
+    /// A terminal transition was written (the lease went with it).
+    ended: std::sync::atomic::AtomicBool,
+}
+
+impl RunWrites {
+    fn push(&self, w: Write) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.push(w);
+        }
+    }
+
+    fn push_all(&self, ws: impl IntoIterator<Item = Write>) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.extend(ws);
+        }
+    }
+
+    fn take(&self) -> Vec<Write> {
+        self.pending
+            .lock()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pending.lock().map(|p| p.is_empty()).unwrap_or(true)
+    }
+}
+
+fn state_change(
+    from: RequestState,
+    to: RequestState,
+    actor: &str,
+    reason: Option<String>,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Write {
+    Write::Transition {
+        from,
+        to,
+        change: StateChange {
+            actor: actor.to_string(),
+            reason,
+            at,
+        },
+    }
+}
+
 /// Shared, cheap-to-clone data for node tasks.
 #[derive(Clone)]
 struct RunCtx {
@@ -203,6 +261,7 @@ struct RunCtx {
     scopes: Arc<Scopes>,
     cancel: CancellationToken,
     journal: Arc<Vec<AttemptRecord>>,
+    writes: Arc<RunWrites>,
 }
 
 impl RunCtx {
@@ -210,10 +269,27 @@ impl RunCtx {
         self.scopes.context().with(Scope::Outputs, outputs)
     }
 
-    async fn emit(&self, kind: EventKind) -> Result<(), StoreError> {
+    /// Appends an event with the run's next write.
+    fn emit(&self, kind: EventKind) {
+        self.writes.push(Write::Event {
+            at: self.engine.clock.now(),
+            kind,
+        });
+    }
+
+    /// Writes what waits, with `extra`, now.
+    async fn flush_with(&self, extra: Vec<Write>) -> Result<Request, StoreError> {
         self.engine
-            .emit(&self.request, kind, Some(&self.lease))
+            .commit_run(&self.writes, &self.request, &self.lease, extra)
             .await
+    }
+
+    /// Writes what waits, if anything does.
+    async fn flush(&self) -> Result<(), StoreError> {
+        if !self.writes.is_empty() {
+            self.flush_with(Vec::new()).await?;
+        }
+        Ok(())
     }
 
     fn defaults_retry(&self) -> Option<&crate::catalog::model::RetryPolicy> {
@@ -242,14 +318,15 @@ impl RunCtx {
     }
 
     /// Runs one action (or its rollback) with retries. Returns the output on success, with
-    /// the number of the attempt that produced it.
+    /// the journal record of the attempt that produced it (still `Running`: the caller
+    /// writes its end).
     async fn attempt_loop(
         &self,
         spec: &ActionSpec,
         type_name: &str,
         input: &Value,
         rollback: Option<&Value>,
-    ) -> Result<(ActionOutput, u32), ActionError> {
+    ) -> Result<(ActionOutput, AttemptRecord), ActionError> {
         let engine = &self.engine;
         let is_rollback = rollback.is_some();
         let Some(action) = engine.actions.get(type_name).cloned() else {
@@ -281,6 +358,7 @@ impl RunCtx {
             .max()
             .unwrap_or(0)
             + 1;
+        let mut current: Option<AttemptRecord> = None;
         loop {
             if self.cancel.is_cancelled() && !is_rollback {
                 return Err(ActionError::cancelled());
@@ -306,21 +384,21 @@ impl RunCtx {
                     finished_at: None,
                     outcome: AttemptOutcome::Running,
                 };
-                if engine
-                    .store
-                    .start_attempt(&self.lease, record)
-                    .await
-                    .is_err()
-                {
-                    return Err(lease_lost());
-                }
-                let _ = self
-                    .emit(EventKind::ActionStarted {
+                // The journal entry is durable before the action is called, with what
+                // waited for it.
+                let started = Write::StartAttempt(record.clone());
+                let event = Write::Event {
+                    at: now,
+                    kind: EventKind::ActionStarted {
                         action_id: spec.id.clone(),
                         attempt,
                         rollback: is_rollback,
-                    })
-                    .await;
+                    },
+                };
+                if self.flush_with(vec![started, event]).await.is_err() {
+                    return Err(lease_lost());
+                }
+                current = Some(record);
                 let child = if is_rollback {
                     CancellationToken::new()
                 } else {
@@ -360,13 +438,11 @@ impl RunCtx {
                     _ = child.cancelled() => Err(ActionError::cancelled()),
                 };
                 for line in ctx.log.drain() {
-                    let _ = self
-                        .emit(EventKind::Log {
-                            action_id: Some(spec.id.clone()),
-                            level: line.level,
-                            message: line.message,
-                        })
-                        .await;
+                    self.emit(EventKind::Log {
+                        action_id: Some(spec.id.clone()),
+                        level: line.level,
+                        message: line.message,
+                    });
                 }
                 match &r {
                     Ok(_) => engine.breakers.record(&target, true, engine.clock.now()),
@@ -378,38 +454,34 @@ impl RunCtx {
                 r
             };
             let now = engine.clock.now();
-            match result {
-                Ok(out) => return Ok((out, attempt)),
-                Err(mut e) => {
+            match (result, current.take()) {
+                (Ok(out), Some(record)) => return Ok((out, record)),
+                (Ok(_), None) => return Err(lease_lost()),
+                (Err(mut e), started) => {
                     e.message = self.scopes.redact(&e.message);
                     let will_retry = e.is_retryable() && attempt < retry.max_attempts;
-                    let started = !e.message.starts_with("circuit breaker");
-                    if started
-                        && engine
-                            .store
-                            .finish_attempt(
-                                &self.lease,
-                                &spec.id,
-                                is_rollback,
-                                attempt,
-                                AttemptOutcome::Failed { error: e.clone() },
-                                now,
-                            )
-                            .await
-                            .is_err()
-                    {
-                        return Err(lease_lost());
+                    // A failure is written at once (with what waited), so watchers see it
+                    // during the backoff.
+                    let mut writes = Vec::new();
+                    if let Some(mut record) = started {
+                        record.outcome = AttemptOutcome::Failed { error: e.clone() };
+                        record.finished_at = Some(now);
+                        writes.push(Write::FinishAttempt(record));
                     }
-                    let _ = self
-                        .emit(EventKind::ActionFailed {
+                    writes.push(Write::Event {
+                        at: now,
+                        kind: EventKind::ActionFailed {
                             action_id: spec.id.clone(),
                             attempt,
                             rollback: is_rollback,
                             class: e.class,
                             error: e.message.clone(),
                             will_retry,
-                        })
-                        .await;
+                        },
+                    });
+                    if self.flush_with(writes).await.is_err() {
+                        return Err(lease_lost());
+                    }
                     if !will_retry {
                         return Err(e);
                     }
@@ -435,12 +507,10 @@ impl RunCtx {
         if let Some(when) = compiled.and_then(|c| c.when.as_ref()) {
             match when.eval_bool(&ctx) {
                 Ok(false) => {
-                    let _ = self
-                        .emit(EventKind::ActionSkipped {
-                            action_id: spec.id.clone(),
-                            reason: format!("when `{}` is false", when.source()),
-                        })
-                        .await;
+                    self.emit(EventKind::ActionSkipped {
+                        action_id: spec.id.clone(),
+                        reason: format!("when `{}` is false", when.source()),
+                    });
                     return NodeResult::Skipped;
                 }
                 Ok(true) => {}
@@ -486,7 +556,8 @@ impl RunCtx {
         };
         let type_name = spec.action_type.to_string();
         match self.attempt_loop(spec, &type_name, &input, None).await {
-            Ok((out, attempt)) => {
+            Ok((out, mut record)) => {
+                let attempt = record.attempt;
                 let mut rendered = Map::new();
                 if let Some(c) = compiled {
                     let oc = ctx.with(Scope::Result, &out.result);
@@ -500,51 +571,40 @@ impl RunCtx {
                                     "outputs.{k}: {}",
                                     self.scopes.redact(e.message())
                                 ));
-                                let _ = self
-                                    .engine
-                                    .store
-                                    .finish_attempt(
-                                        &self.lease,
-                                        &spec.id,
-                                        false,
-                                        attempt,
-                                        AttemptOutcome::Failed { error: err.clone() },
-                                        self.engine.clock.now(),
-                                    )
-                                    .await;
+                                record.outcome = AttemptOutcome::Failed { error: err.clone() };
+                                record.finished_at = Some(self.engine.clock.now());
+                                if self
+                                    .flush_with(vec![Write::FinishAttempt(record)])
+                                    .await
+                                    .is_err()
+                                {
+                                    return NodeResult::Abandoned;
+                                }
                                 return NodeResult::Failed(err);
                             }
                         }
                     }
                 }
                 let outputs = Value::Object(rendered);
-                let outcome = AttemptOutcome::Succeeded {
+                record.outcome = AttemptOutcome::Succeeded {
                     output: out.clone(),
                     outputs: outputs.clone(),
                 };
-                if self
-                    .engine
-                    .store
-                    .finish_attempt(
-                        &self.lease,
-                        &spec.id,
-                        false,
-                        attempt,
-                        outcome,
-                        self.engine.clock.now(),
-                    )
-                    .await
-                    .is_err()
-                {
-                    return NodeResult::Abandoned;
-                }
-                let _ = self
-                    .emit(EventKind::ActionSucceeded {
-                        action_id: spec.id.clone(),
-                        attempt,
-                        rollback: false,
-                    })
-                    .await;
+                let now = self.engine.clock.now();
+                record.finished_at = Some(now);
+                // Written with the run's next write: the phase loop flushes at once when
+                // other actions still run.
+                self.writes.push_all([
+                    Write::FinishAttempt(record),
+                    Write::Event {
+                        at: now,
+                        kind: EventKind::ActionSucceeded {
+                            action_id: spec.id.clone(),
+                            attempt,
+                            rollback: false,
+                        },
+                    },
+                ]);
                 NodeResult::Succeeded {
                     outputs,
                     input,
@@ -561,19 +621,6 @@ const LEASE_LOST: &str = "lease lost";
 
 fn lease_lost() -> ActionError {
     ActionError::permanent(LEASE_LOST)
-}
-
-async fn last_attempt(engine: &Orchestrator, request_id: &str, action_id: &str) -> u32 {
-    engine
-        .store
-        .attempts(request_id)
-        .await
-        .unwrap_or_default()
-        .iter()
-        .filter(|a| a.action_id == action_id && !a.rollback)
-        .map(|a| a.attempt)
-        .max()
-        .unwrap_or(1)
 }
 
 /// Aborts a task when dropped: the heartbeat must stop with the run it renews the lease for,
@@ -653,40 +700,88 @@ impl Orchestrator {
             }))
         };
         let id = request.id.clone();
-        let _ = self.clone().execute_inner(request, lease, cancel).await;
+        let writes = Arc::new(RunWrites::default());
+        let shell = Request {
+            fields: Value::Null,
+            ..request.clone()
+        };
+        let _ = self
+            .clone()
+            .execute_inner(request, lease, cancel, writes.clone())
+            .await;
         drop(heartbeat);
         if let Ok(mut m) = self.running.lock() {
             m.remove(&id);
         }
-        // Give the request back if it is still live (manual waits, lost races).
         let current = lease_state.lock().await.clone();
-        let _ = self.store.release(&current).await;
+        // Whatever still waits (a path that ended without a final write).
+        if !writes.is_empty() {
+            let _ = self.commit_run(&writes, &shell, &current, Vec::new()).await;
+        }
+        // Give the request back if it is still live (manual waits, lost races); a terminal
+        // transition dropped the lease already.
+        if !writes.ended.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = self.store.release(&current).await;
+        }
+    }
+
+    /// Writes what waits in `writes` with `extra`, in one durable write under the lease.
+    async fn commit_run(
+        &self,
+        writes: &RunWrites,
+        request: &Request,
+        lease: &Lease,
+        extra: Vec<Write>,
+    ) -> Result<Request, StoreError> {
+        let mut all = writes.take();
+        all.extend(extra);
+        let ends = all
+            .iter()
+            .any(|w| matches!(w, Write::Transition { to, .. } if to.is_terminal()));
+        let r = self.commit(request, Some(lease), all).await?;
+        if ends {
+            writes
+                .ended
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(r)
+    }
+
+    /// Moves the request to `to` under the lease, with what waits.
+    async fn move_run(
+        &self,
+        writes: &RunWrites,
+        request: &Request,
+        lease: &Lease,
+        to: RequestState,
+        reason: Option<String>,
+    ) -> Result<Request, StoreError> {
+        let actor = format!("worker:{}", lease.worker_id);
+        let change = state_change(request.state, to, &actor, reason, self.clock.now());
+        self.commit_run(writes, request, lease, vec![change]).await
     }
 
     async fn fail(
         &self,
+        writes: &RunWrites,
         request: &Request,
         lease: &Lease,
         reason: String,
     ) -> Result<Request, StoreError> {
-        self.store
-            .update(
-                &request.id,
-                RequestPatch {
-                    error: Some(reason.clone()),
-                    ..RequestPatch::default()
-                },
-                Some(lease),
-            )
-            .await?;
-        self.move_to(
-            request,
+        let actor = format!("worker:{}", lease.worker_id);
+        let patch = Write::Patch(RequestPatch {
+            error: Some(reason.clone()),
+            ..RequestPatch::default()
+        });
+        let change = state_change(
+            request.state,
             RequestState::Failed,
-            &format!("worker:{}", lease.worker_id),
+            &actor,
             Some(reason),
-            Some(lease),
-        )
-        .await
+            self.clock.now(),
+        );
+        self.commit_run(writes, request, lease, vec![patch, change])
+            .await
     }
 
     async fn execute_inner(
@@ -694,51 +789,43 @@ impl Orchestrator {
         mut request: Request,
         lease: Lease,
         cancel: CancellationToken,
+        writes: Arc<RunWrites>,
     ) -> Result<(), StoreError> {
         let actor = format!("worker:{}", lease.worker_id);
+        // A queued request never ran: it has no attempts of its own. Its move to
+        // `InProgress` waits for the run's first write.
+        let fresh = request.state == RequestState::Queued;
+        if fresh {
+            writes.push(state_change(
+                RequestState::Queued,
+                RequestState::InProgress,
+                &actor,
+                None,
+                self.clock.now(),
+            ));
+            request.state = RequestState::InProgress;
+        }
         let Some(item) = self.catalog().get(&request.item_id).cloned() else {
-            if request.state == RequestState::Queued {
-                request = self
-                    .move_to(
-                        &request,
-                        RequestState::InProgress,
-                        &actor,
-                        None,
-                        Some(&lease),
-                    )
-                    .await?;
-            }
-            self.fail(
-                &request,
-                &lease,
-                format!(
-                    "catalog item `{}` is no longer in the catalog",
-                    request.item_id
-                ),
-            )
-            .await?;
+            let reason = format!(
+                "catalog item `{}` is no longer in the catalog",
+                request.item_id
+            );
+            self.fail(&writes, &request, &lease, reason).await?;
             return Ok(());
         };
-        if request.state == RequestState::Queued {
-            request = self
-                .move_to(
-                    &request,
-                    RequestState::InProgress,
-                    &actor,
-                    None,
-                    Some(&lease),
-                )
-                .await?;
-        }
         let scopes = match Scopes::for_run(&self, &request, &item).await {
             Ok(s) => Arc::new(s),
             Err(e) => {
-                self.fail(&request, &lease, e).await?;
+                self.fail(&writes, &request, &lease, e).await?;
                 return Ok(());
             }
         };
         // The journal: this request's attempts, and those of the requests it retries.
-        let mut journal = self.store.attempts(&request.id).await?;
+        let mut journal = if fresh {
+            Vec::new()
+        } else {
+            self.store.attempts(&request.id).await?
+        };
         let mut prior = request.retry_of.clone();
         let mut hops = 0;
         while let Some(pid) = prior {
@@ -759,6 +846,7 @@ impl Orchestrator {
             scopes,
             cancel: cancel.clone(),
             journal: Arc::new(journal),
+            writes: writes.clone(),
         };
         if item.item.fulfillment.mode == FulfillmentMode::Manual
             && request.state == RequestState::InProgress
@@ -776,23 +864,17 @@ impl Orchestrator {
                 PhaseEnd::Done => {
                     let has_post = plan.nodes.iter().any(|n| n.phase == Phase::Post);
                     if !has_post {
-                        self.move_to(
-                            &request,
-                            RequestState::Completed,
-                            &actor,
-                            None,
-                            Some(&lease),
-                        )
-                        .await?;
+                        self.move_run(&writes, &request, &lease, RequestState::Completed, None)
+                            .await?;
                         return Ok(());
                     }
                     request = self
-                        .move_to(
+                        .move_run(
+                            &writes,
                             &request,
+                            &lease,
                             RequestState::PostFulfillment,
-                            &actor,
                             None,
-                            Some(&lease),
                         )
                         .await?;
                 }
@@ -802,12 +884,12 @@ impl Orchestrator {
                     if complete.is_none() {
                         return Ok(());
                     }
-                    self.move_to(
+                    self.move_run(
+                        &writes,
                         &request,
+                        &lease,
                         RequestState::Cancelled,
-                        &actor,
                         Some("cancelled".into()),
-                        Some(&lease),
                     )
                     .await?;
                     return Ok(());
@@ -821,7 +903,7 @@ impl Orchestrator {
                     {
                         return Ok(());
                     }
-                    self.fail(&request, &lease, error).await?;
+                    self.fail(&writes, &request, &lease, error).await?;
                     return Ok(());
                 }
             }
@@ -833,29 +915,28 @@ impl Orchestrator {
                 .await
             {
                 PhaseEnd::Done => {
-                    self.move_to(
-                        &request,
-                        RequestState::Completed,
-                        &actor,
-                        None,
-                        Some(&lease),
-                    )
-                    .await?;
+                    self.move_run(&writes, &request, &lease, RequestState::Completed, None)
+                        .await?;
                 }
                 PhaseEnd::Abandoned => {}
                 PhaseEnd::Cancelled => {
-                    self.move_to(
+                    self.move_run(
+                        &writes,
                         &request,
+                        &lease,
                         RequestState::Cancelled,
-                        &actor,
                         Some("cancelled".into()),
-                        Some(&lease),
                     )
                     .await?;
                 }
                 PhaseEnd::Failed { error, .. } => {
-                    self.fail(&request, &lease, format!("post-fulfillment: {error}"))
-                        .await?;
+                    self.fail(
+                        &writes,
+                        &request,
+                        &lease,
+                        format!("post-fulfillment: {error}"),
+                    )
+                    .await?;
                 }
             }
         }
@@ -870,6 +951,7 @@ impl Orchestrator {
         }
         let Some(manual) = rc.item.item.fulfillment.manual.as_ref() else {
             self.fail(
+                &rc.writes,
                 &request,
                 lease,
                 "manual mode without a ticket definition".into(),
@@ -883,6 +965,7 @@ impl Orchestrator {
                 Ok(v) => v.get("jira").cloned().unwrap_or(Value::Null),
                 Err(e) => {
                     self.fail(
+                        &rc.writes,
                         &request,
                         lease,
                         format!("manual ticket{}: {}", e.pointer, e.error.message()),
@@ -914,59 +997,47 @@ impl Orchestrator {
             _ => None,
         });
         let out = match reused {
-            Some(o) => Ok(o),
+            Some(o) => Ok((o, None)),
             None => rc
                 .attempt_loop(&spec, "jira", &ticket, None)
                 .await
-                .map(|(out, _)| out),
+                .map(|(out, record)| (out, Some(record))),
         };
         match out {
-            Ok(out) => {
-                let attempt = last_attempt(self, &request.id, TICKET).await;
-                let _ = self
-                    .store
-                    .finish_attempt(
-                        lease,
-                        TICKET,
-                        false,
-                        attempt,
-                        AttemptOutcome::Succeeded {
-                            output: out.clone(),
-                            outputs: Value::Null,
-                        },
-                        self.clock.now(),
-                    )
-                    .await;
+            Ok((out, record)) => {
                 let key = out
                     .result
                     .get("key")
                     .and_then(Value::as_str)
                     .map(str::to_string)
                     .unwrap_or_else(|| "ticket".to_string());
-                self.store
-                    .update(
-                        &request.id,
-                        RequestPatch {
-                            waiting_for: Some(Some(format!("manual:{key}"))),
-                            ..RequestPatch::default()
-                        },
-                        Some(lease),
-                    )
-                    .await?;
-                self.emit(
-                    &request,
-                    EventKind::Log {
+                let mut writes = Vec::new();
+                if let Some(mut record) = record {
+                    record.outcome = AttemptOutcome::Succeeded {
+                        output: out.clone(),
+                        outputs: Value::Null,
+                    };
+                    record.finished_at = Some(self.clock.now());
+                    writes.push(Write::FinishAttempt(record));
+                }
+                writes.push(Write::Patch(RequestPatch {
+                    waiting_for: Some(Some(format!("manual:{key}"))),
+                    ..RequestPatch::default()
+                }));
+                writes.push(Write::Event {
+                    at: self.clock.now(),
+                    kind: EventKind::Log {
                         action_id: Some(TICKET.into()),
                         level: "info".into(),
                         message: format!("waiting for ticket {key} to be resolved"),
                     },
-                    Some(lease),
-                )
-                .await?;
+                });
+                rc.flush_with(writes).await?;
             }
             Err(e) if e.message == LEASE_LOST => {}
             Err(e) => {
                 self.fail(
+                    &rc.writes,
                     &request,
                     lease,
                     format!("creating the manual ticket failed: {}", e.message),
@@ -1126,16 +1197,14 @@ impl Orchestrator {
                 NodeResult::Failed(e) if e.class == ErrorClass::Cancelled => {}
                 NodeResult::Failed(e) => match node.on_failure() {
                     OnFailure::Continue => {
-                        let _ = rc
-                            .emit(EventKind::Log {
-                                action_id: Some(node.spec.id.clone()),
-                                level: "warn".into(),
-                                message: format!(
-                                    "failed, continuing (on_failure: continue): {}",
-                                    e.message
-                                ),
-                            })
-                            .await;
+                        rc.emit(EventKind::Log {
+                            action_id: Some(node.spec.id.clone()),
+                            level: "warn".into(),
+                            message: format!(
+                                "failed, continuing (on_failure: continue): {}",
+                                e.message
+                            ),
+                        });
                     }
                     OnFailure::Fail => {
                         failure.get_or_insert((
@@ -1152,6 +1221,12 @@ impl Orchestrator {
                 },
             }
             done.insert(i, result);
+            // A success waits for the run's next write only when that write follows at
+            // once (the next start, or the phase's end); while other actions still run it
+            // is written now, so watchers do not wait for the slowest action to see it.
+            if !running.is_empty() && !abandoned && rc.flush().await.is_err() {
+                abandoned = true;
+            }
         }
         if abandoned {
             return PhaseEnd::Abandoned;
@@ -1175,7 +1250,6 @@ impl Orchestrator {
         order: &[usize],
         cancelling: bool,
     ) -> Option<bool> {
-        let lease = &rc.lease;
         let targets: Vec<usize> = order
             .iter()
             .rev()
@@ -1202,19 +1276,11 @@ impl Orchestrator {
         if targets.is_empty() && rc.request.rollback == RollbackStatus::None {
             return Some(true);
         }
-        if self
-            .store
-            .update(
-                &rc.request.id,
-                RequestPatch {
-                    rollback: Some(RollbackStatus::InProgress),
-                    ..RequestPatch::default()
-                },
-                Some(lease),
-            )
-            .await
-            .is_err()
-        {
+        let started = Write::Patch(RequestPatch {
+            rollback: Some(RollbackStatus::InProgress),
+            ..RequestPatch::default()
+        });
+        if rc.flush_with(vec![started]).await.is_err() {
             return None;
         }
         let mut outputs = Map::new();
@@ -1242,20 +1308,14 @@ impl Orchestrator {
                     Ok(v) => (spec.action_type.to_string(), v),
                     Err(e) => {
                         complete = false;
-                        let _ = rc
-                            .emit(EventKind::ActionFailed {
-                                action_id: n.spec.id.clone(),
-                                attempt: 0,
-                                rollback: true,
-                                class: ErrorClass::Permanent,
-                                error: format!(
-                                    "rollback config{}: {}",
-                                    e.pointer,
-                                    e.error.message()
-                                ),
-                                will_retry: false,
-                            })
-                            .await;
+                        rc.emit(EventKind::ActionFailed {
+                            action_id: n.spec.id.clone(),
+                            attempt: 0,
+                            rollback: true,
+                            class: ErrorClass::Permanent,
+                            error: format!("rollback config{}: {}", e.pointer, e.error.message()),
+                            will_retry: false,
+                        });
                         continue;
                     }
                 },
@@ -1269,28 +1329,28 @@ impl Orchestrator {
                     .await
             };
             match result {
-                Ok((out, attempt)) => {
-                    let _ = self
-                        .store
-                        .finish_attempt(
-                            lease,
-                            &n.spec.id,
-                            true,
-                            attempt,
-                            AttemptOutcome::Succeeded {
-                                output: out,
-                                outputs: Value::Null,
-                            },
-                            self.clock.now(),
-                        )
-                        .await;
-                    let _ = rc
-                        .emit(EventKind::ActionSucceeded {
+                Ok((out, mut record)) => {
+                    let attempt = record.attempt;
+                    record.outcome = AttemptOutcome::Succeeded {
+                        output: out,
+                        outputs: Value::Null,
+                    };
+                    record.finished_at = Some(self.clock.now());
+                    let event = Write::Event {
+                        at: self.clock.now(),
+                        kind: EventKind::ActionSucceeded {
                             action_id: n.spec.id.clone(),
                             attempt,
                             rollback: true,
-                        })
-                        .await;
+                        },
+                    };
+                    if rc
+                        .flush_with(vec![Write::FinishAttempt(record), event])
+                        .await
+                        .is_err()
+                    {
+                        return None;
+                    }
                 }
                 Err(e) if e.message == LEASE_LOST => return None,
                 Err(_) => complete = false,
@@ -1301,17 +1361,12 @@ impl Orchestrator {
         } else {
             RollbackStatus::Incomplete
         };
-        self.store
-            .update(
-                &rc.request.id,
-                RequestPatch {
-                    rollback: Some(status),
-                    ..RequestPatch::default()
-                },
-                Some(lease),
-            )
-            .await
-            .ok()?;
+        rc.flush_with(vec![Write::Patch(RequestPatch {
+            rollback: Some(status),
+            ..RequestPatch::default()
+        })])
+        .await
+        .ok()?;
         Some(complete)
     }
 

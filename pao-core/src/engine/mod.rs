@@ -40,7 +40,7 @@ use crate::lifecycle::RequestState;
 use crate::secrets::{SecretProvider, StaticSecrets};
 use crate::store::{
     ApprovalDecision, AuditRecord, EventKind, Lease, NewRequest, Request, RequestFilter,
-    RequestPatch, StateChange, Store, StoreError,
+    RequestPatch, StateChange, Store, StoreError, Write,
 };
 
 pub use executor::{SimulatedAction, Simulation};
@@ -295,34 +295,40 @@ impl Orchestrator {
         reason: Option<String>,
         lease: Option<&Lease>,
     ) -> Result<Request, StoreError> {
-        let at = self.clock.now();
         let change = StateChange {
             actor: actor.to_string(),
-            reason: reason.clone(),
-            at,
+            reason,
+            at: self.clock.now(),
         };
-        let updated = self
-            .store
-            .transition(&request.id, request.state, to, change, lease)
-            .await?;
-        self.sink.publish(LiveEvent {
-            request_id: request.id.clone(),
-            correlation_id: request.correlation_id.clone(),
-            at,
-            kind: EventKind::StateChanged {
-                from: Some(request.state),
+        self.commit(
+            request,
+            lease,
+            vec![Write::Transition {
+                from: request.state,
                 to,
-                actor: actor.to_string(),
-                reason,
-            },
-        });
-        if to.is_terminal() {
-            if let Ok(mut m) = self.field_secrets.lock() {
-                m.remove(&request.id);
-            }
-            if to != RequestState::Completed {
-                self.store.release_quota(&request.id).await?;
-            }
+                change,
+            }],
+        )
+        .await
+    }
+
+    /// Applies `writes` to `request` in one durable write ([`Store::apply`]) and then
+    /// publishes their transitions and events to the live sink. A transition to a terminal
+    /// state other than `Completed` returns the request's quota in the same write.
+    pub(crate) async fn commit(
+        &self,
+        request: &Request,
+        lease: Option<&Lease>,
+        mut writes: Vec<Write>,
+    ) -> Result<Request, StoreError> {
+        let terminal = release_quota_on_failure(&mut writes);
+        let live = live_events(request, &writes);
+        let updated = self.store.apply(&request.id, lease, writes).await?;
+        for e in live {
+            self.sink.publish(e);
+        }
+        if terminal && let Ok(mut m) = self.field_secrets.lock() {
+            m.remove(&request.id);
         }
         Ok(updated)
     }
@@ -420,47 +426,130 @@ impl Orchestrator {
                 .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
             retry_of,
         };
-        let submitted = self.store.submit(new, &who.id, now).await?;
+        // Admission is decided before anything is written, and stored with the request in
+        // one durable write: audit, prerequisites, quota reservation, the approval decision.
+        let provisional = provisional_request(&new, now);
+        let mut writes = vec![Write::Audit(AuditRecord {
+            at: now,
+            actor: who.id.clone(),
+            action: "request.submit".to_string(),
+            target: new.id.clone(),
+            detail: json!({ "item": item_id }),
+        })];
+        writes.extend(self.admission(&provisional, &item));
+        release_quota_on_failure(&mut writes);
+        // A worker may claim the request the moment it is stored: its secrets go first.
+        let has_secrets = !validated.secrets.is_empty();
+        if has_secrets && let Ok(mut m) = self.field_secrets.lock() {
+            m.insert(new.id.clone(), validated.secrets.clone());
+        }
+        let forget_secrets = || {
+            if has_secrets && let Ok(mut m) = self.field_secrets.lock() {
+                m.remove(&provisional.id);
+            }
+        };
+        let live = live_events(&provisional, &writes);
+        let (submitted, live) = match self
+            .store
+            .submit_with(new.clone(), &who.id, now, writes)
+            .await
+        {
+            Ok(s) => (s, live),
+            // The reservation lost against the team's limit (checked in the same write):
+            // the request is stored as rejected, with the reason.
+            Err(e @ StoreError::QuotaExceeded { .. }) => {
+                forget_secrets();
+                let reason = e.to_string();
+                match self.store.get(&new.id).await? {
+                    // A store whose batches are not atomic kept part of the admission.
+                    Some(partial) => {
+                        let r = self
+                            .move_to(
+                                &partial,
+                                RequestState::Rejected,
+                                "system",
+                                Some(reason),
+                                None,
+                            )
+                            .await?;
+                        return Ok(r);
+                    }
+                    None => {
+                        let at = self.clock.now();
+                        let step = |from, to, reason| Write::Transition {
+                            from,
+                            to,
+                            change: StateChange {
+                                actor: "system".to_string(),
+                                reason,
+                                at,
+                            },
+                        };
+                        let writes = vec![
+                            Write::Audit(AuditRecord {
+                                at: now,
+                                actor: who.id.clone(),
+                                action: "request.submit".to_string(),
+                                target: new.id.clone(),
+                                detail: json!({ "item": item_id }),
+                            }),
+                            step(RequestState::Submitted, RequestState::Prerequisites, None),
+                            step(
+                                RequestState::Prerequisites,
+                                RequestState::Rejected,
+                                Some(reason),
+                            ),
+                        ];
+                        let live = live_events(&provisional, &writes);
+                        (
+                            self.store.submit_with(new, &who.id, now, writes).await?,
+                            live,
+                        )
+                    }
+                }
+            }
+            Err(e) => {
+                forget_secrets();
+                return Err(e.into());
+            }
+        };
         if !submitted.created {
+            // The idempotency key was seen before: the earlier request, nothing new.
+            forget_secrets();
             return Ok(submitted.request);
         }
-        let request = submitted.request;
-        if !validated.secrets.is_empty()
-            && let Ok(mut m) = self.field_secrets.lock()
-        {
-            m.insert(request.id.clone(), validated.secrets.clone());
+        for e in live {
+            self.sink.publish(e);
         }
-        self.audit(
-            &who.id,
-            "request.submit",
-            &request.id,
-            json!({ "item": item_id }),
-        )
-        .await?;
-        self.run_admission(request, &item).await
+        if submitted.request.state.is_terminal() {
+            forget_secrets();
+        }
+        Ok(submitted.request)
     }
 
-    /// Prerequisites, validation and the approval decision.
-    async fn run_admission(
-        &self,
-        request: Request,
-        item: &LoadedItem,
-    ) -> Result<Request, EngineError> {
-        let request = self
-            .move_to(&request, RequestState::Prerequisites, "system", None, None)
-            .await?;
+    /// The admission of a new request, decided without writing: `Prerequisites` (lifecycle,
+    /// restricted change periods, quota), `Validation`, then the approval decision, ending in
+    /// `AwaitingApproval`, `Queued` or `Rejected`. The quota reservation is one of the writes,
+    /// so the store checks it against the limit atomically.
+    fn admission(&self, request: &Request, item: &LoadedItem) -> Vec<Write> {
+        use RequestState as S;
+        let at = self.clock.now();
+        let step = |from, to, reason: Option<String>| Write::Transition {
+            from,
+            to,
+            change: StateChange {
+                actor: "system".to_string(),
+                reason,
+                at,
+            },
+        };
+        let mut w = vec![step(S::Submitted, S::Prerequisites, None)];
         // Lifecycle.
         match item.item.lifecycle.as_ref().and_then(|l| l.status) {
             Some(LifecycleStatus::Retired) => {
-                return Ok(self
-                    .move_to(
-                        &request,
-                        RequestState::Rejected,
-                        "system",
-                        Some(format!("item `{}` is retired", item.id())),
-                        None,
-                    )
-                    .await?);
+                let reason = format!("item `{}` is retired", item.id());
+                w.push(step(S::Prerequisites, S::Rejected, Some(reason)));
+                return w;
             }
             Some(LifecycleStatus::Deprecated) => {
                 let replacement = item
@@ -469,47 +558,38 @@ impl Orchestrator {
                     .as_ref()
                     .and_then(|l| l.deprecation.as_ref())
                     .and_then(|d| d.replacement.clone());
-                let msg = match replacement {
+                let message = match replacement {
                     Some(r) => format!("item `{}` is deprecated; use `{r}`", item.id()),
                     None => format!("item `{}` is deprecated", item.id()),
                 };
-                self.emit(
-                    &request,
-                    EventKind::Log {
+                w.push(Write::Event {
+                    at,
+                    kind: EventKind::Log {
                         action_id: None,
                         level: "warn".into(),
-                        message: msg,
+                        message,
                     },
-                    None,
-                )
-                .await?;
+                });
             }
             _ => {}
         }
         // Restricted change periods.
         let mut force_approval = false;
-        if let Some(period) = self.active_restriction(item, &request) {
+        if let Some(period) = self.active_restriction(item, request) {
             match period.policy {
                 RestrictionPolicy::Refuse => {
                     let reason = period
                         .message
                         .clone()
                         .unwrap_or_else(|| format!("changes are frozen during `{}`", period.name));
-                    return Ok(self
-                        .move_to(
-                            &request,
-                            RequestState::Rejected,
-                            "system",
-                            Some(reason),
-                            None,
-                        )
-                        .await?);
+                    w.push(step(S::Prerequisites, S::Rejected, Some(reason)));
+                    return w;
                 }
                 RestrictionPolicy::RequireApproval => force_approval = true,
             }
         }
         // Quota.
-        let scopes = executor::Scopes::for_admission(self, &request, item);
+        let scopes = executor::Scopes::for_admission(self, request, item);
         let ctx = scopes.context();
         if let Some(q) = item
             .item
@@ -533,40 +613,16 @@ impl Orchestrator {
                 },
             };
             let Some(amount) = amount else {
-                let r = self
-                    .move_to(
-                        &request,
-                        RequestState::Rejected,
-                        "system",
-                        Some("quota amount is not a whole number".into()),
-                        None,
-                    )
-                    .await?;
-                return Ok(r);
+                let reason = "quota amount is not a whole number".to_string();
+                w.push(step(S::Prerequisites, S::Rejected, Some(reason)));
+                return w;
             };
-            match self
-                .store
-                .reserve_quota(&request.id, &request.team, &q.resource, amount)
-                .await
-            {
-                Ok(()) => {}
-                Err(e @ StoreError::QuotaExceeded { .. }) => {
-                    return Ok(self
-                        .move_to(
-                            &request,
-                            RequestState::Rejected,
-                            "system",
-                            Some(e.to_string()),
-                            None,
-                        )
-                        .await?);
-                }
-                Err(e) => return Err(e.into()),
-            }
+            w.push(Write::ReserveQuota {
+                resource: q.resource.clone(),
+                amount,
+            });
         }
-        let request = self
-            .move_to(&request, RequestState::Validation, "system", None, None)
-            .await?;
+        w.push(step(S::Prerequisites, S::Validation, None));
         // Approval.
         let approval = item.item.fulfillment.approval.as_ref();
         let needed = force_approval
@@ -575,15 +631,8 @@ impl Orchestrator {
                     Ok(b) => b,
                     Err(e) => {
                         let reason = format!("approval rule failed: {}", e.message());
-                        return Ok(self
-                            .move_to(
-                                &request,
-                                RequestState::Rejected,
-                                "system",
-                                Some(reason),
-                                None,
-                            )
-                            .await?);
+                        w.push(step(S::Validation, S::Rejected, Some(reason)));
+                        return w;
                     }
                 },
                 (Some(_), None) => true,
@@ -594,32 +643,18 @@ impl Orchestrator {
                 approval.and_then(|a| a.timeout.as_deref()),
                 Duration::from_secs(72 * 3600),
             );
-            let due = self.clock.now() + chrono::Duration::from_std(timeout).unwrap_or_default();
-            self.store
-                .update(
-                    &request.id,
-                    RequestPatch {
-                        approval_due: Some(Some(due)),
-                        ..RequestPatch::default()
-                    },
-                    None,
-                )
-                .await?;
+            let due = at + chrono::Duration::from_std(timeout).unwrap_or_default();
+            w.push(Write::Patch(RequestPatch {
+                approval_due: Some(Some(due)),
+                ..RequestPatch::default()
+            }));
             let reason =
                 force_approval.then(|| "restricted change period: approval required".to_string());
-            return Ok(self
-                .move_to(
-                    &request,
-                    RequestState::AwaitingApproval,
-                    "system",
-                    reason,
-                    None,
-                )
-                .await?);
+            w.push(step(S::Validation, S::AwaitingApproval, reason));
+        } else {
+            w.push(step(S::Validation, S::Queued, None));
         }
-        Ok(self
-            .move_to(&request, RequestState::Queued, "system", None, None)
-            .await?)
+        w
     }
 
     fn active_restriction(
@@ -1165,4 +1200,74 @@ impl Orchestrator {
     pub fn now(&self) -> DateTime<Utc> {
         self.clock.now()
     }
+}
+
+/// The request a submission will store, for deciding its admission before writing.
+fn provisional_request(new: &NewRequest, now: DateTime<Utc>) -> Request {
+    Request {
+        id: new.id.clone(),
+        item_id: new.item_id.clone(),
+        item_version: new.item_version.clone(),
+        item_hash: new.item_hash.clone(),
+        fields: new.fields.clone(),
+        requester: new.requester.clone(),
+        team: new.team.clone(),
+        environment: new.environment.clone(),
+        priority: new.priority,
+        idempotency_key: new.idempotency_key.clone(),
+        correlation_id: new.correlation_id.clone(),
+        retry_of: new.retry_of.clone(),
+        state: RequestState::Submitted,
+        rollback: crate::store::RollbackStatus::None,
+        error: None,
+        approval_due: None,
+        escalated: false,
+        cancel_requested: false,
+        waiting_for: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// Appends a quota release to a batch that ends the request other than `Completed`; returns
+/// whether the batch ends the request at all.
+fn release_quota_on_failure(writes: &mut Vec<Write>) -> bool {
+    let end = writes.iter().rev().find_map(|w| match w {
+        Write::Transition { to, .. } if to.is_terminal() => Some(*to),
+        _ => None,
+    });
+    if end.is_some_and(|to| to != RequestState::Completed)
+        && !writes.iter().any(|w| matches!(w, Write::ReleaseQuota))
+    {
+        writes.push(Write::ReleaseQuota);
+    }
+    end.is_some()
+}
+
+/// What the live sink hears about a batch once it is stored.
+fn live_events(request: &Request, writes: &[Write]) -> Vec<LiveEvent> {
+    writes
+        .iter()
+        .filter_map(|w| {
+            let (at, kind) = match w {
+                Write::Transition { from, to, change } => (
+                    change.at,
+                    EventKind::StateChanged {
+                        from: Some(*from),
+                        to: *to,
+                        actor: change.actor.clone(),
+                        reason: change.reason.clone(),
+                    },
+                ),
+                Write::Event { at, kind } => (*at, kind.clone()),
+                _ => return None,
+            };
+            Some(LiveEvent {
+                request_id: request.id.clone(),
+                correlation_id: request.correlation_id.clone(),
+                at,
+                kind,
+            })
+        })
+        .collect()
 }

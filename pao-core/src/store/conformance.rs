@@ -49,7 +49,7 @@ use serde_json::json;
 use super::{
     ApprovalDecision, AttemptOutcome, AttemptRecord, AuditRecord, Event, EventKind, Lease,
     NewRequest, QuotaUsage, Request, RequestFilter, RequestPatch, RollbackStatus, StateChange,
-    Store, StoreError,
+    Store, StoreError, Write,
 };
 use crate::action::{ActionError, ActionOutput, ErrorClass, IdempotencyKey};
 use crate::authz::Principal;
@@ -106,6 +106,11 @@ macro_rules! for_each_conformance_check {
             check_audit,
             check_update_patch,
             check_wait_for_work_returns,
+            check_apply_commits_a_batch,
+            check_apply_all_or_nothing,
+            check_apply_fenced,
+            check_submit_with_admits_in_one_write,
+            check_submit_with_all_or_nothing,
         );
     };
 }
@@ -2522,4 +2527,497 @@ pub async fn check_wait_for_work_returns(store: &dyn Store) {
             .is_ok(),
         "wait_for_work(50 ms) with queued work did not return within {guard:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batches
+
+fn kinds(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| match &e.kind {
+            EventKind::StateChanged { to, .. } => format!("state:{to}"),
+            EventKind::ActionStarted { action_id, .. } => format!("started:{action_id}"),
+            EventKind::ActionSucceeded { action_id, .. } => format!("succeeded:{action_id}"),
+            EventKind::Log { message, .. } => format!("log:{message}"),
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
+fn succeeded(mut record: AttemptRecord, at: DateTime<Utc>) -> AttemptRecord {
+    record.outcome = AttemptOutcome::Succeeded {
+        output: ActionOutput {
+            result: json!({ "id": 7 }),
+            rollback_state: json!({ "undo": 7 }),
+        },
+        outputs: json!({ "id": 7 }),
+    };
+    record.finished_at = Some(at);
+    record
+}
+
+/// `apply` writes a transition, an attempt start and an event together (seqs consecutive, in
+/// batch order), then an attempt's finish, a log and the final transition; the terminal
+/// transition drops the lease as `transition` does.
+pub async fn check_apply_commits_a_batch(store: &dyn Store) {
+    submit(store, new_request("b-1"), t(0)).await;
+    queue(store, "b-1", t(1)).await;
+    let (_, lease) = must_claim(store, "w1", t(2)).await;
+    let started = attempt("b-1", "create", false, 1, t(3));
+    let r = ok(
+        "apply start batch",
+        store
+            .apply(
+                "b-1",
+                Some(&lease),
+                vec![
+                    Write::Transition {
+                        from: State::Queued,
+                        to: State::InProgress,
+                        change: change("worker:w1", None, t(3)),
+                    },
+                    Write::StartAttempt(started.clone()),
+                    Write::Event {
+                        at: t(3),
+                        kind: EventKind::ActionStarted {
+                            action_id: "create".into(),
+                            attempt: 1,
+                            rollback: false,
+                        },
+                    },
+                ],
+            )
+            .await,
+    );
+    assert_eq!(
+        r.state,
+        State::InProgress,
+        "apply returns the request after the batch"
+    );
+    assert_eq!(r.updated_at, t(3), "the transition sets updated_at");
+    assert_eq!(get(store, "b-1").await.state, State::InProgress);
+    assert_eq!(
+        ok("attempts", store.attempts("b-1").await),
+        vec![started.clone()],
+        "the started attempt is journaled"
+    );
+    let events = all_events(store, "b-1").await;
+    assert_eq!(
+        kinds(&events),
+        [
+            "state:submitted",
+            "state:prerequisites",
+            "state:validation",
+            "state:queued",
+            "state:in_progress",
+            "started:create"
+        ],
+        "batch events follow earlier ones in batch order"
+    );
+    assert_eq!(
+        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=6).collect::<Vec<u64>>(),
+        "seqs stay consecutive"
+    );
+    assert!(
+        events.iter().all(|e| e.correlation_id == "corr-b-1"),
+        "batch events carry the correlation id"
+    );
+    let finished = succeeded(started, t(4));
+    let r = ok(
+        "apply finish batch",
+        store
+            .apply(
+                "b-1",
+                Some(&lease),
+                vec![
+                    Write::FinishAttempt(finished.clone()),
+                    Write::Event {
+                        at: t(4),
+                        kind: EventKind::ActionSucceeded {
+                            action_id: "create".into(),
+                            attempt: 1,
+                            rollback: false,
+                        },
+                    },
+                    Write::Event {
+                        at: t(4),
+                        kind: log("done"),
+                    },
+                    Write::Patch(RequestPatch {
+                        error: Some("none really".into()),
+                        ..RequestPatch::default()
+                    }),
+                    Write::Transition {
+                        from: State::InProgress,
+                        to: State::Completed,
+                        change: change("worker:w1", Some("all done"), t(5)),
+                    },
+                    Write::Audit(AuditRecord {
+                        at: t(5),
+                        actor: "worker:w1".into(),
+                        action: "request.complete".into(),
+                        target: "b-1".into(),
+                        detail: json!({ "n": 1 }),
+                    }),
+                ],
+            )
+            .await,
+    );
+    assert_eq!(r.state, State::Completed);
+    assert_eq!(
+        r.error.as_deref(),
+        Some("none really"),
+        "a patch in a batch applies"
+    );
+    let stored = get(store, "b-1").await;
+    assert_eq!(stored, r, "the stored request is the one apply returned");
+    assert_eq!(
+        ok("attempts", store.attempts("b-1").await),
+        vec![finished],
+        "the finished attempt replaces the running one"
+    );
+    let events = all_events(store, "b-1").await;
+    assert_eq!(
+        kinds(&events)[6..],
+        ["succeeded:create", "log:done", "state:completed"],
+        "events of the second batch in order"
+    );
+    assert_eq!(events.last().map(|e| e.seq), Some(9));
+    match &events[8].kind {
+        EventKind::StateChanged {
+            from,
+            actor,
+            reason,
+            ..
+        } => {
+            assert_eq!(*from, Some(State::InProgress));
+            assert_eq!(actor, "worker:w1");
+            assert_eq!(reason.as_deref(), Some("all done"));
+        }
+        other => panic!("expected a state change, got {other:?}"),
+    }
+    assert_eq!(
+        ok("audit", store.audit_log(Some("b-1"), 0).await).len(),
+        1,
+        "the audit record of the batch is stored"
+    );
+    expect_lease_lost(
+        "a write under the lease after the terminal batch",
+        store
+            .append_event("b-1", t(6), log("late"), Some(&lease))
+            .await,
+    );
+}
+
+/// A batch whose last write fails stores nothing of the batch: not its transition, events,
+/// attempts, patch, audit or quota.
+pub async fn check_apply_all_or_nothing(store: &dyn Store) {
+    ok("limit", store.set_quota_limit("team-a", "db", 1).await);
+    submit(store, new_request("n-1"), t(0)).await;
+    queue(store, "n-1", t(1)).await;
+    let (_, lease) = must_claim(store, "w1", t(2)).await;
+    let before = get(store, "n-1").await;
+    let events_before = all_events(store, "n-1").await;
+    let prefix = || {
+        vec![
+            Write::Transition {
+                from: State::Queued,
+                to: State::InProgress,
+                change: change("worker:w1", None, t(3)),
+            },
+            Write::StartAttempt(attempt("n-1", "a", false, 1, t(3))),
+            Write::Event {
+                at: t(3),
+                kind: log("x"),
+            },
+            Write::Patch(RequestPatch {
+                error: Some("patched".into()),
+                ..RequestPatch::default()
+            }),
+            Write::ReserveQuota {
+                resource: "db".into(),
+                amount: 1,
+            },
+            Write::Audit(AuditRecord {
+                at: t(3),
+                actor: "w1".into(),
+                action: "x".into(),
+                target: "n-1".into(),
+                detail: json!(null),
+            }),
+        ]
+    };
+    let failing: Vec<(&str, Write, fn(&StoreError) -> bool)> = vec![
+        (
+            "a transition from a state the request is no longer in",
+            Write::Transition {
+                from: State::Queued,
+                to: State::InProgress,
+                change: change("worker:w1", None, t(3)),
+            },
+            |e| matches!(e, StoreError::Conflict { .. }),
+        ),
+        (
+            "an illegal transition",
+            Write::Transition {
+                from: State::InProgress,
+                to: State::Queued,
+                change: change("worker:w1", None, t(3)),
+            },
+            |e| matches!(e, StoreError::Illegal(_)),
+        ),
+        (
+            "finishing an attempt never started",
+            Write::FinishAttempt(succeeded(attempt("n-1", "zzz", false, 1, t(3)), t(4))),
+            |e| matches!(e, StoreError::NotFound(_)),
+        ),
+        (
+            "starting the same attempt twice",
+            Write::StartAttempt(attempt("n-1", "a", false, 1, t(3))),
+            |e| matches!(e, StoreError::Duplicate(_)),
+        ),
+        (
+            "quota over the limit",
+            Write::ReserveQuota {
+                resource: "db".into(),
+                amount: 5,
+            },
+            |e| matches!(e, StoreError::QuotaExceeded { .. }),
+        ),
+    ];
+    for (what, last, expected) in failing {
+        let mut writes = prefix();
+        writes.push(last);
+        match store.apply("n-1", Some(&lease), writes).await {
+            Err(e) if expected(&e) => {}
+            other => panic!("a batch ending in {what}: unexpected result {other:?}"),
+        }
+        assert_eq!(
+            get(store, "n-1").await,
+            before,
+            "{what}: the request is unchanged"
+        );
+        assert_eq!(
+            all_events(store, "n-1").await,
+            events_before,
+            "{what}: no event of the batch is stored"
+        );
+        assert!(
+            ok("attempts", store.attempts("n-1").await).is_empty(),
+            "{what}: no attempt of the batch is stored"
+        );
+        assert!(
+            ok("audit", store.audit_log(Some("n-1"), 0).await).is_empty(),
+            "{what}: no audit record of the batch is stored"
+        );
+        assert_eq!(
+            used(store, "team-a", "db").await,
+            0,
+            "{what}: no quota reserved"
+        );
+    }
+    // The same batch without the failing write goes through whole.
+    let r = ok(
+        "the batch alone",
+        store.apply("n-1", Some(&lease), prefix()).await,
+    );
+    assert_eq!(r.state, State::InProgress);
+    assert_eq!(used(store, "team-a", "db").await, 1);
+    assert_eq!(ok("attempts", store.attempts("n-1").await).len(), 1);
+}
+
+/// A batch under a stale lease, or a lease on another request, stores nothing; a batch on an
+/// unknown request is `NotFound`.
+pub async fn check_apply_fenced(store: &dyn Store) {
+    submit(store, new_request("f-1"), t(0)).await;
+    submit(store, new_request("f-2"), t(0)).await;
+    queue(store, "f-1", t(1)).await;
+    let (_, old) = must_claim(store, "w1", t(2)).await;
+    // The lease expires and another worker takes over.
+    let (_, new) = must_claim(
+        store,
+        "w2",
+        t(2) + chrono::Duration::seconds(LEASE.as_secs() as i64 + 1),
+    )
+    .await;
+    let events_before = all_events(store, "f-1").await;
+    let batch = || {
+        vec![
+            Write::Event {
+                at: t(100),
+                kind: log("stale"),
+            },
+            Write::Transition {
+                from: State::Queued,
+                to: State::InProgress,
+                change: change("worker:w1", None, t(100)),
+            },
+        ]
+    };
+    expect_lease_lost(
+        "a batch under a lease taken over",
+        store.apply("f-1", Some(&old), batch()).await,
+    );
+    expect_lease_lost(
+        "a batch on another request than the lease's",
+        store
+            .apply(
+                "f-2",
+                Some(&new),
+                vec![Write::Event {
+                    at: t(100),
+                    kind: log("x"),
+                }],
+            )
+            .await,
+    );
+    expect_lease_lost(
+        "an attempt start without a lease",
+        store
+            .apply(
+                "f-1",
+                None,
+                vec![Write::StartAttempt(attempt("f-1", "a", false, 1, t(100)))],
+            )
+            .await,
+    );
+    assert_eq!(
+        all_events(store, "f-1").await,
+        events_before,
+        "nothing of the refused batches"
+    );
+    assert_eq!(get(store, "f-1").await.state, State::Queued);
+    expect_not_found(
+        "a batch on an unknown request",
+        store
+            .apply(
+                "nope",
+                None,
+                vec![Write::Event {
+                    at: t(1),
+                    kind: log("x"),
+                }],
+            )
+            .await,
+    );
+    let r = ok(
+        "the new lease's batch",
+        store.apply("f-1", Some(&new), batch()).await,
+    );
+    assert_eq!(r.state, State::InProgress);
+}
+
+fn admission(id: &str, quota: u64) -> Vec<Write> {
+    vec![
+        Write::Audit(AuditRecord {
+            at: t(0),
+            actor: "ada".into(),
+            action: "request.submit".into(),
+            target: id.into(),
+            detail: json!({ "item": "postgres-database" }),
+        }),
+        Write::Transition {
+            from: State::Submitted,
+            to: State::Prerequisites,
+            change: change("system", None, t(0)),
+        },
+        Write::ReserveQuota {
+            resource: "db".into(),
+            amount: quota,
+        },
+        Write::Transition {
+            from: State::Prerequisites,
+            to: State::Validation,
+            change: change("system", None, t(0)),
+        },
+        Write::Patch(RequestPatch {
+            approval_due: Some(Some(t(3600))),
+            ..RequestPatch::default()
+        }),
+        Write::Transition {
+            from: State::Validation,
+            to: State::AwaitingApproval,
+            change: change("system", Some("needs a yes"), t(0)),
+        },
+    ]
+}
+
+/// `submit_with` stores the request and its admission writes together; a second submission
+/// with the same key returns the first request and applies nothing.
+pub async fn check_submit_with_admits_in_one_write(store: &dyn Store) {
+    ok("limit", store.set_quota_limit("team-a", "db", 3).await);
+    let mut new = new_request("s-1");
+    new.idempotency_key = Some("key-s".into());
+    let s = ok(
+        "submit_with",
+        store
+            .submit_with(new.clone(), "ada", t(0), admission("s-1", 2))
+            .await,
+    );
+    assert!(s.created);
+    assert_eq!(s.request.state, State::AwaitingApproval);
+    assert_eq!(s.request.approval_due, Some(t(3600)));
+    assert_eq!(get(store, "s-1").await, s.request, "stored as returned");
+    assert_eq!(
+        kinds(&all_events(store, "s-1").await),
+        [
+            "state:submitted",
+            "state:prerequisites",
+            "state:validation",
+            "state:awaiting_approval"
+        ]
+    );
+    assert_eq!(used(store, "team-a", "db").await, 2);
+    assert_eq!(ok("audit", store.audit_log(Some("s-1"), 0).await).len(), 1);
+    // The same key again: the first request, nothing applied twice.
+    let mut again = new.clone();
+    again.id = "s-1-again".into();
+    let s2 = ok(
+        "submit_with again",
+        store
+            .submit_with(again, "ada", t(1), admission("s-1-again", 1))
+            .await,
+    );
+    assert!(!s2.created, "the same key does not create");
+    assert_eq!(s2.request.id, "s-1");
+    assert_eq!(
+        used(store, "team-a", "db").await,
+        2,
+        "no second reservation"
+    );
+    assert_eq!(all_events(store, "s-1").await.len(), 4);
+    assert!(ok("get", store.get("s-1-again").await).is_none());
+}
+
+/// A failing admission batch stores nothing: no request, no event, no audit, and its
+/// idempotency key stays free.
+pub async fn check_submit_with_all_or_nothing(store: &dyn Store) {
+    ok("limit", store.set_quota_limit("team-a", "db", 1).await);
+    let mut new = new_request("s-2");
+    new.idempotency_key = Some("key-2".into());
+    match store
+        .submit_with(new.clone(), "ada", t(0), admission("s-2", 5))
+        .await
+    {
+        Err(StoreError::QuotaExceeded {
+            asked: 5, limit: 1, ..
+        }) => {}
+        other => panic!("an admission over quota: expected QuotaExceeded, got {other:?}"),
+    }
+    assert!(
+        ok("get", store.get("s-2").await).is_none(),
+        "no request stored"
+    );
+    assert!(all_events(store, "s-2").await.is_empty(), "no event stored");
+    assert!(ok("audit", store.audit_log(Some("s-2"), 0).await).is_empty());
+    assert_eq!(used(store, "team-a", "db").await, 0);
+    assert!(
+        ok("list", store.list(&RequestFilter::default()).await).is_empty(),
+        "no request listed"
+    );
+    // The key is free: a plain submission with it creates the request.
+    let s = ok("submit after", store.submit(new, "ada", t(1)).await);
+    assert!(s.created, "the key of a failed admission is not taken");
 }

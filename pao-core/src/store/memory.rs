@@ -86,18 +86,83 @@ impl Inner {
     }
 }
 
-#[async_trait]
-impl Store for MemoryStore {
-    async fn submit(
-        &self,
+/// What a failed batch restores: the parts of one request's state a batch can touch.
+struct Undo {
+    id: String,
+    request: Option<Request>,
+    lease: Option<(String, u64, DateTime<Utc>)>,
+    events: usize,
+    attempts: Option<Vec<AttemptRecord>>,
+    reservations: Vec<((String, String), (String, u64))>,
+    audit: usize,
+}
+
+impl Inner {
+    fn undo_point(&self, id: &str) -> Undo {
+        Undo {
+            id: id.to_string(),
+            request: self.requests.get(id).cloned(),
+            lease: self.leases.get(id).cloned(),
+            events: self.events.get(id).map_or(0, Vec::len),
+            attempts: self.attempts.get(id).cloned(),
+            reservations: self
+                .reservations
+                .iter()
+                .filter(|((rid, _), _)| rid == id)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            audit: self.audit.len(),
+        }
+    }
+
+    fn restore(&mut self, u: Undo) {
+        let id = u.id;
+        match u.request {
+            Some(r) => {
+                self.requests.insert(id.clone(), r);
+            }
+            None => {
+                if let Some(r) = self.requests.remove(&id)
+                    && let Some(k) = r.idempotency_key
+                {
+                    self.by_key.remove(&k);
+                }
+                self.order.retain(|o| *o != id);
+            }
+        }
+        match u.lease {
+            Some(l) => {
+                self.leases.insert(id.clone(), l);
+            }
+            None => {
+                self.leases.remove(&id);
+            }
+        }
+        if let Some(list) = self.events.get_mut(&id) {
+            list.truncate(u.events);
+        }
+        match u.attempts {
+            Some(a) => {
+                self.attempts.insert(id.clone(), a);
+            }
+            None => {
+                self.attempts.remove(&id);
+            }
+        }
+        self.reservations.retain(|(rid, _), _| *rid != id);
+        self.reservations.extend(u.reservations);
+        self.audit.truncate(u.audit);
+    }
+
+    fn submit_in(
+        &mut self,
         new: NewRequest,
         actor: &str,
         now: DateTime<Utc>,
     ) -> Result<Submitted, StoreError> {
-        let mut g = self.lock()?;
         if let Some(key) = &new.idempotency_key
-            && let Some(id) = g.by_key.get(key)
-            && let Some(existing) = g.requests.get(id)
+            && let Some(id) = self.by_key.get(key)
+            && let Some(existing) = self.requests.get(id)
         {
             return Ok(Submitted {
                 request: existing.clone(),
@@ -127,18 +192,18 @@ impl Store for MemoryStore {
             created_at: now,
             updated_at: now,
         };
-        if g.requests.contains_key(&request.id) {
+        if self.requests.contains_key(&request.id) {
             return Err(StoreError::Duplicate(format!(
                 "request id {} exists",
                 request.id
             )));
         }
         if let Some(key) = &new.idempotency_key {
-            g.by_key.insert(key.clone(), request.id.clone());
+            self.by_key.insert(key.clone(), request.id.clone());
         }
-        g.order.push(request.id.clone());
-        g.requests.insert(request.id.clone(), request.clone());
-        g.push_event(
+        self.order.push(request.id.clone());
+        self.requests.insert(request.id.clone(), request.clone());
+        self.push_event(
             &request.id,
             now,
             EventKind::StateChanged {
@@ -152,6 +217,308 @@ impl Store for MemoryStore {
             request,
             created: true,
         })
+    }
+
+    fn transition_in(
+        &mut self,
+        id: &str,
+        from: RequestState,
+        to: RequestState,
+        change: StateChange,
+        lease: Option<&Lease>,
+    ) -> Result<Request, StoreError> {
+        self.fence(id, lease)?;
+        let r = self
+            .requests
+            .get_mut(id)
+            .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+        if r.state != from {
+            return Err(StoreError::Conflict {
+                id: id.to_string(),
+                expected: from,
+                actual: r.state,
+            });
+        }
+        from.transition_to(to)?;
+        r.state = to;
+        r.updated_at = change.at;
+        let out = r.clone();
+        self.push_event(
+            id,
+            change.at,
+            EventKind::StateChanged {
+                from: Some(from),
+                to,
+                actor: change.actor,
+                reason: change.reason,
+            },
+        );
+        if to.is_terminal() {
+            self.leases.remove(id);
+        }
+        Ok(out)
+    }
+
+    fn update_in(
+        &mut self,
+        id: &str,
+        patch: RequestPatch,
+        lease: Option<&Lease>,
+    ) -> Result<Request, StoreError> {
+        self.fence(id, lease)?;
+        let r = self
+            .requests
+            .get_mut(id)
+            .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+        if let Some(v) = patch.rollback {
+            r.rollback = v;
+        }
+        if let Some(v) = patch.error {
+            r.error = Some(v);
+        }
+        if let Some(v) = patch.approval_due {
+            r.approval_due = v;
+        }
+        if let Some(v) = patch.escalated {
+            r.escalated = v;
+        }
+        if let Some(v) = patch.cancel_requested {
+            r.cancel_requested = v;
+        }
+        if let Some(v) = patch.waiting_for {
+            r.waiting_for = v;
+        }
+        Ok(r.clone())
+    }
+
+    fn event_in(
+        &mut self,
+        id: &str,
+        at: DateTime<Utc>,
+        kind: EventKind,
+        lease: Option<&Lease>,
+    ) -> Result<u64, StoreError> {
+        self.fence(id, lease)?;
+        if !self.requests.contains_key(id) {
+            return Err(StoreError::NotFound(id.to_string()));
+        }
+        Ok(self.push_event(id, at, kind))
+    }
+
+    fn start_in(&mut self, lease: &Lease, record: AttemptRecord) -> Result<(), StoreError> {
+        self.fence(&record.request_id, Some(lease))?;
+        let list = self.attempts.entry(record.request_id.clone()).or_default();
+        if list.iter().any(|a| {
+            a.action_id == record.action_id
+                && a.rollback == record.rollback
+                && a.attempt == record.attempt
+        }) {
+            return Err(StoreError::Duplicate(format!(
+                "attempt {} of {} exists",
+                record.attempt, record.action_id
+            )));
+        }
+        list.push(record);
+        Ok(())
+    }
+
+    fn finish_in(
+        &mut self,
+        lease: &Lease,
+        action_id: &str,
+        rollback: bool,
+        attempt: u32,
+        outcome: AttemptOutcome,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.fence(&lease.request_id, Some(lease))?;
+        let list = self.attempts.entry(lease.request_id.clone()).or_default();
+        match list
+            .iter_mut()
+            .rev()
+            .find(|a| a.action_id == action_id && a.rollback == rollback && a.attempt == attempt)
+        {
+            Some(a) => {
+                a.outcome = outcome;
+                a.finished_at = Some(at);
+                Ok(())
+            }
+            None => Err(StoreError::NotFound(format!(
+                "attempt {attempt} of {action_id} in {}",
+                lease.request_id
+            ))),
+        }
+    }
+
+    fn reserve_in(
+        &mut self,
+        request_id: &str,
+        team: &str,
+        resource: &str,
+        amount: u64,
+    ) -> Result<(), StoreError> {
+        let key = (request_id.to_string(), resource.to_string());
+        let used: u64 = self
+            .reservations
+            .iter()
+            .filter(|((rid, res), (t, _))| res == resource && t == team && *rid != request_id)
+            .map(|(_, (_, a))| *a)
+            .fold(0, u64::saturating_add);
+        if let Some(limit) = self
+            .limits
+            .get(&(team.to_string(), resource.to_string()))
+            .copied()
+            && used.saturating_add(amount) > limit
+        {
+            return Err(StoreError::QuotaExceeded {
+                team: team.to_string(),
+                resource: resource.to_string(),
+                limit,
+                used,
+                asked: amount,
+            });
+        }
+        self.reservations.insert(key, (team.to_string(), amount));
+        Ok(())
+    }
+
+    /// Applies a batch; the caller restores the undo point when it fails.
+    fn apply_in(
+        &mut self,
+        id: &str,
+        lease: Option<&Lease>,
+        writes: Vec<Write>,
+    ) -> Result<Request, StoreError> {
+        self.fence(id, lease)?;
+        let leased = || lease.ok_or_else(|| StoreError::LeaseLost(id.to_string()));
+        for w in writes {
+            match w {
+                Write::Transition { from, to, change } => {
+                    self.transition_in(id, from, to, change, lease)?;
+                }
+                Write::Patch(p) => {
+                    self.update_in(id, p, lease)?;
+                }
+                Write::Event { at, kind } => {
+                    self.event_in(id, at, kind, lease)?;
+                }
+                Write::StartAttempt(r) => {
+                    if r.request_id != id {
+                        return Err(StoreError::LeaseLost(id.to_string()));
+                    }
+                    self.start_in(leased()?, r)?
+                }
+                Write::FinishAttempt(r) => {
+                    let at = r.finished_at.unwrap_or(r.started_at);
+                    self.finish_in(
+                        leased()?,
+                        &r.action_id,
+                        r.rollback,
+                        r.attempt,
+                        r.outcome,
+                        at,
+                    )?
+                }
+                Write::ReserveQuota { resource, amount } => {
+                    let team = self
+                        .requests
+                        .get(id)
+                        .ok_or_else(|| StoreError::NotFound(id.to_string()))?
+                        .team
+                        .clone();
+                    self.reserve_in(id, &team, &resource, amount)?
+                }
+                Write::ReleaseQuota => self.reservations.retain(|(rid, _), _| rid != id),
+                Write::Audit(a) => self.audit.push(a),
+            }
+        }
+        self.requests
+            .get(id)
+            .cloned()
+            .ok_or_else(|| StoreError::NotFound(id.to_string()))
+    }
+}
+
+fn queues(writes: &[Write]) -> bool {
+    writes.iter().any(|w| {
+        matches!(
+            w,
+            Write::Transition {
+                to: RequestState::Queued,
+                ..
+            }
+        )
+    })
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn submit(
+        &self,
+        new: NewRequest,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Submitted, StoreError> {
+        self.lock()?.submit_in(new, actor, now)
+    }
+
+    async fn submit_with(
+        &self,
+        new: NewRequest,
+        actor: &str,
+        now: DateTime<Utc>,
+        writes: Vec<Write>,
+    ) -> Result<Submitted, StoreError> {
+        let wakes = queues(&writes);
+        let mut g = self.lock()?;
+        let undo = g.undo_point(&new.id);
+        let submitted = g.submit_in(new, actor, now)?;
+        if !submitted.created {
+            return Ok(submitted);
+        }
+        match g.apply_in(&submitted.request.id, None, writes) {
+            Ok(request) => {
+                drop(g);
+                if wakes {
+                    self.work.notify_waiters();
+                }
+                Ok(Submitted {
+                    request,
+                    created: true,
+                })
+            }
+            Err(e) => {
+                g.restore(undo);
+                Err(e)
+            }
+        }
+    }
+
+    async fn apply(
+        &self,
+        id: &str,
+        lease: Option<&Lease>,
+        writes: Vec<Write>,
+    ) -> Result<Request, StoreError> {
+        let wakes = queues(&writes);
+        let mut g = self.lock()?;
+        if !g.requests.contains_key(id) {
+            return Err(StoreError::NotFound(id.to_string()));
+        }
+        let undo = g.undo_point(id);
+        match g.apply_in(id, lease, writes) {
+            Ok(r) => {
+                drop(g);
+                if wakes {
+                    self.work.notify_waiters();
+                }
+                Ok(r)
+            }
+            Err(e) => {
+                g.restore(undo);
+                Err(e)
+            }
+        }
     }
 
     async fn get(&self, id: &str) -> Result<Option<Request>, StoreError> {
@@ -191,37 +558,7 @@ impl Store for MemoryStore {
         change: StateChange,
         lease: Option<&Lease>,
     ) -> Result<Request, StoreError> {
-        let mut g = self.lock()?;
-        g.fence(id, lease)?;
-        let r = g
-            .requests
-            .get_mut(id)
-            .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
-        if r.state != from {
-            return Err(StoreError::Conflict {
-                id: id.to_string(),
-                expected: from,
-                actual: r.state,
-            });
-        }
-        from.transition_to(to)?;
-        r.state = to;
-        r.updated_at = change.at;
-        let out = r.clone();
-        g.push_event(
-            id,
-            change.at,
-            EventKind::StateChanged {
-                from: Some(from),
-                to,
-                actor: change.actor,
-                reason: change.reason,
-            },
-        );
-        if to.is_terminal() {
-            g.leases.remove(id);
-        }
-        drop(g);
+        let out = self.lock()?.transition_in(id, from, to, change, lease)?;
         if to == RequestState::Queued {
             self.work.notify_waiters();
         }
@@ -234,31 +571,7 @@ impl Store for MemoryStore {
         patch: RequestPatch,
         lease: Option<&Lease>,
     ) -> Result<Request, StoreError> {
-        let mut g = self.lock()?;
-        g.fence(id, lease)?;
-        let r = g
-            .requests
-            .get_mut(id)
-            .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
-        if let Some(v) = patch.rollback {
-            r.rollback = v;
-        }
-        if let Some(v) = patch.error {
-            r.error = Some(v);
-        }
-        if let Some(v) = patch.approval_due {
-            r.approval_due = v;
-        }
-        if let Some(v) = patch.escalated {
-            r.escalated = v;
-        }
-        if let Some(v) = patch.cancel_requested {
-            r.cancel_requested = v;
-        }
-        if let Some(v) = patch.waiting_for {
-            r.waiting_for = v;
-        }
-        Ok(r.clone())
+        self.lock()?.update_in(id, patch, lease)
     }
 
     async fn append_event(
@@ -268,12 +581,7 @@ impl Store for MemoryStore {
         kind: EventKind,
         lease: Option<&Lease>,
     ) -> Result<u64, StoreError> {
-        let mut g = self.lock()?;
-        g.fence(id, lease)?;
-        if !g.requests.contains_key(id) {
-            return Err(StoreError::NotFound(id.to_string()));
-        }
-        Ok(g.push_event(id, at, kind))
+        self.lock()?.event_in(id, at, kind, lease)
     }
 
     async fn events(
@@ -370,13 +678,7 @@ impl Store for MemoryStore {
     }
 
     async fn start_attempt(&self, lease: &Lease, record: AttemptRecord) -> Result<(), StoreError> {
-        let mut g = self.lock()?;
-        g.fence(&record.request_id, Some(lease))?;
-        g.attempts
-            .entry(record.request_id.clone())
-            .or_default()
-            .push(record);
-        Ok(())
+        self.lock()?.start_in(lease, record)
     }
 
     async fn finish_attempt(
@@ -388,24 +690,8 @@ impl Store for MemoryStore {
         outcome: AttemptOutcome,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let mut g = self.lock()?;
-        g.fence(&lease.request_id, Some(lease))?;
-        let list = g.attempts.entry(lease.request_id.clone()).or_default();
-        match list
-            .iter_mut()
-            .rev()
-            .find(|a| a.action_id == action_id && a.rollback == rollback && a.attempt == attempt)
-        {
-            Some(a) => {
-                a.outcome = outcome;
-                a.finished_at = Some(at);
-                Ok(())
-            }
-            None => Err(StoreError::NotFound(format!(
-                "attempt {attempt} of {action_id} in {}",
-                lease.request_id
-            ))),
-        }
+        self.lock()?
+            .finish_in(lease, action_id, rollback, attempt, outcome, at)
     }
 
     async fn attempts(&self, id: &str) -> Result<Vec<AttemptRecord>, StoreError> {
@@ -454,30 +740,7 @@ impl Store for MemoryStore {
         resource: &str,
         amount: u64,
     ) -> Result<(), StoreError> {
-        let mut g = self.lock()?;
-        let key = (request_id.to_string(), resource.to_string());
-        let used: u64 = g
-            .reservations
-            .iter()
-            .filter(|((rid, res), (t, _))| res == resource && t == team && *rid != request_id)
-            .map(|(_, (_, a))| *a)
-            .fold(0, u64::saturating_add);
-        if let Some(limit) = g
-            .limits
-            .get(&(team.to_string(), resource.to_string()))
-            .copied()
-            && used.saturating_add(amount) > limit
-        {
-            return Err(StoreError::QuotaExceeded {
-                team: team.to_string(),
-                resource: resource.to_string(),
-                limit,
-                used,
-                asked: amount,
-            });
-        }
-        g.reservations.insert(key, (team.to_string(), amount));
-        Ok(())
+        self.lock()?.reserve_in(request_id, team, resource, amount)
     }
 
     async fn release_quota(&self, request_id: &str) -> Result<(), StoreError> {

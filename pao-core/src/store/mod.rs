@@ -407,6 +407,50 @@ pub enum StoreError {
     Unavailable(String),
 }
 
+/// One change in an atomic [`Store::apply`] (or [`Store::submit_with`]) batch.
+///
+/// A batch is how the engine keeps the number of durable writes per step small: a state
+/// change, its events, the attempt journal, quota and audit of one moment commit in one
+/// transaction, and a fenced batch checks the lease once.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    /// Moves the request from `from` to `to` with its `StateChanged` event, as
+    /// [`Store::transition`] does (a terminal state drops the lease).
+    Transition {
+        /// The state the request must be in.
+        from: RequestState,
+        /// The new state.
+        to: RequestState,
+        /// Who and why.
+        change: StateChange,
+    },
+    /// Changes non-state fields, as [`Store::update`].
+    Patch(RequestPatch),
+    /// Appends an event, as [`Store::append_event`].
+    Event {
+        /// When.
+        at: DateTime<Utc>,
+        /// What.
+        kind: EventKind,
+    },
+    /// Journals the start of an attempt, as [`Store::start_attempt`] (needs the lease).
+    StartAttempt(AttemptRecord),
+    /// Journals the end of an attempt: the record as it was started, with its outcome and
+    /// `finished_at` set (needs the lease).
+    FinishAttempt(AttemptRecord),
+    /// Reserves quota for the request's team, as [`Store::reserve_quota`].
+    ReserveQuota {
+        /// The resource.
+        resource: String,
+        /// How much.
+        amount: u64,
+    },
+    /// Returns the request's quota, as [`Store::release_quota`].
+    ReleaseQuota,
+    /// Appends an audit record.
+    Audit(AuditRecord),
+}
+
 /// A submission's result.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Submitted {
@@ -427,6 +471,87 @@ pub trait Store: Send + Sync {
         actor: &str,
         now: DateTime<Utc>,
     ) -> Result<Submitted, StoreError>;
+
+    /// Submits like [`Store::submit`] and, when this call created the request, applies
+    /// `writes` to it, all in one transaction: either the request exists with every write, or
+    /// nothing was stored. The engine admits a request this way (audit, prerequisites, quota,
+    /// approval decision) in one durable write.
+    ///
+    /// The default implementation is not atomic: it submits, then calls [`Store::apply`]; a
+    /// failing write leaves the request in the state it had reached. The stores of this
+    /// workspace override it.
+    async fn submit_with(
+        &self,
+        request: NewRequest,
+        actor: &str,
+        now: DateTime<Utc>,
+        writes: Vec<Write>,
+    ) -> Result<Submitted, StoreError> {
+        let submitted = self.submit(request, actor, now).await?;
+        if !submitted.created || writes.is_empty() {
+            return Ok(submitted);
+        }
+        let request = self.apply(&submitted.request.id, None, writes).await?;
+        Ok(Submitted {
+            request,
+            created: true,
+        })
+    }
+
+    /// Applies `writes` to one request in order, atomically: one transaction, the fence
+    /// checked once. Any failing write (a state conflict, a lost lease, an exceeded quota)
+    /// fails the whole batch and nothing of it is stored. Returns the request after the
+    /// batch.
+    ///
+    /// The default implementation calls the single-write methods one after another and is
+    /// therefore not atomic; the stores of this workspace override it.
+    async fn apply(
+        &self,
+        id: &str,
+        lease: Option<&Lease>,
+        writes: Vec<Write>,
+    ) -> Result<Request, StoreError> {
+        let leased = || lease.ok_or_else(|| StoreError::LeaseLost(id.to_string()));
+        for w in writes {
+            match w {
+                Write::Transition { from, to, change } => {
+                    self.transition(id, from, to, change, lease).await?;
+                }
+                Write::Patch(p) => {
+                    self.update(id, p, lease).await?;
+                }
+                Write::Event { at, kind } => {
+                    self.append_event(id, at, kind, lease).await?;
+                }
+                Write::StartAttempt(r) => self.start_attempt(leased()?, r).await?,
+                Write::FinishAttempt(r) => {
+                    let at = r.finished_at.unwrap_or(r.started_at);
+                    self.finish_attempt(
+                        leased()?,
+                        &r.action_id,
+                        r.rollback,
+                        r.attempt,
+                        r.outcome,
+                        at,
+                    )
+                    .await?
+                }
+                Write::ReserveQuota { resource, amount } => {
+                    let team = self
+                        .get(id)
+                        .await?
+                        .ok_or_else(|| StoreError::NotFound(id.to_string()))?
+                        .team;
+                    self.reserve_quota(id, &team, &resource, amount).await?
+                }
+                Write::ReleaseQuota => self.release_quota(id).await?,
+                Write::Audit(a) => self.audit(a).await?,
+            }
+        }
+        self.get(id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(id.to_string()))
+    }
 
     /// One request.
     async fn get(&self, id: &str) -> Result<Option<Request>, StoreError>;

@@ -45,6 +45,23 @@ impl<S: Store> Store for InstrumentedStore<S> {
     ) -> Result<Submitted, StoreError> {
         self.inner.submit(request, actor, now).await
     }
+    async fn submit_with(
+        &self,
+        request: NewRequest,
+        actor: &str,
+        now: DateTime<Utc>,
+        writes: Vec<Write>,
+    ) -> Result<Submitted, StoreError> {
+        self.inner.submit_with(request, actor, now, writes).await
+    }
+    async fn apply(
+        &self,
+        id: &str,
+        lease: Option<&Lease>,
+        writes: Vec<Write>,
+    ) -> Result<Request, StoreError> {
+        self.inner.apply(id, lease, writes).await
+    }
     async fn get(&self, id: &str) -> Result<Option<Request>, StoreError> {
         self.inner.get(id).await
     }
