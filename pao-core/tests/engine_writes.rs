@@ -1,0 +1,384 @@
+//! How many durable writes the engine makes, counted at the [`Store`] boundary: a submission
+//! is one write (request, audit and admission together), a one-action run is a claim and two
+//! writes (the attempt's start, then its end with the request's), and what a run defers is
+//! never held back from watchers while another action of the request still runs.
+
+mod engine_support;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use engine_support::*;
+use pao_core::action::ActionRegistry;
+use pao_core::clock::TokioClock;
+use pao_core::engine::{EngineConfig, Orchestrator, SubmitOptions};
+use pao_core::events::{EventSink, LiveEvent};
+use pao_core::lifecycle::RequestState;
+use pao_core::store::*;
+use serde_json::json;
+
+/// Counts the calls of every writing method of the store it wraps.
+#[derive(Default)]
+struct Counting {
+    inner: MemoryStore,
+    calls: Mutex<BTreeMap<&'static str, usize>>,
+}
+
+impl Counting {
+    fn hit(&self, what: &'static str) {
+        *self.calls.lock().unwrap().entry(what).or_default() += 1;
+    }
+    fn take(&self) -> BTreeMap<&'static str, usize> {
+        std::mem::take(&mut *self.calls.lock().unwrap())
+    }
+}
+
+#[async_trait]
+impl Store for Counting {
+    async fn submit(
+        &self,
+        r: NewRequest,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Submitted, StoreError> {
+        self.hit("submit");
+        self.inner.submit(r, actor, now).await
+    }
+    async fn submit_with(
+        &self,
+        r: NewRequest,
+        actor: &str,
+        now: DateTime<Utc>,
+        writes: Vec<Write>,
+    ) -> Result<Submitted, StoreError> {
+        self.hit("submit_with");
+        self.inner.submit_with(r, actor, now, writes).await
+    }
+    async fn apply(
+        &self,
+        id: &str,
+        lease: Option<&Lease>,
+        writes: Vec<Write>,
+    ) -> Result<Request, StoreError> {
+        self.hit("apply");
+        self.inner.apply(id, lease, writes).await
+    }
+    async fn get(&self, id: &str) -> Result<Option<Request>, StoreError> {
+        self.inner.get(id).await
+    }
+    async fn list(&self, f: &RequestFilter) -> Result<Vec<Request>, StoreError> {
+        self.inner.list(f).await
+    }
+    async fn transition(
+        &self,
+        id: &str,
+        from: RequestState,
+        to: RequestState,
+        change: StateChange,
+        lease: Option<&Lease>,
+    ) -> Result<Request, StoreError> {
+        self.hit("transition");
+        self.inner.transition(id, from, to, change, lease).await
+    }
+    async fn update(
+        &self,
+        id: &str,
+        patch: RequestPatch,
+        lease: Option<&Lease>,
+    ) -> Result<Request, StoreError> {
+        self.hit("update");
+        self.inner.update(id, patch, lease).await
+    }
+    async fn append_event(
+        &self,
+        id: &str,
+        at: DateTime<Utc>,
+        kind: EventKind,
+        lease: Option<&Lease>,
+    ) -> Result<u64, StoreError> {
+        self.hit("append_event");
+        self.inner.append_event(id, at, kind, lease).await
+    }
+    async fn events(&self, id: &str, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        self.inner.events(id, after, limit).await
+    }
+    async fn claim(
+        &self,
+        worker: &str,
+        lease_for: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(Request, Lease)>, StoreError> {
+        let got = self.inner.claim(worker, lease_for, now).await?;
+        if got.is_some() {
+            self.hit("claim");
+        }
+        Ok(got)
+    }
+    async fn heartbeat(
+        &self,
+        lease: &Lease,
+        lease_for: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Lease, StoreError> {
+        self.hit("heartbeat");
+        self.inner.heartbeat(lease, lease_for, now).await
+    }
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        self.hit("release");
+        self.inner.release(lease).await
+    }
+    async fn start_attempt(&self, lease: &Lease, record: AttemptRecord) -> Result<(), StoreError> {
+        self.hit("start_attempt");
+        self.inner.start_attempt(lease, record).await
+    }
+    async fn finish_attempt(
+        &self,
+        lease: &Lease,
+        action_id: &str,
+        rollback: bool,
+        attempt: u32,
+        outcome: AttemptOutcome,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.hit("finish_attempt");
+        self.inner
+            .finish_attempt(lease, action_id, rollback, attempt, outcome, at)
+            .await
+    }
+    async fn attempts(&self, id: &str) -> Result<Vec<AttemptRecord>, StoreError> {
+        self.inner.attempts(id).await
+    }
+    async fn record_decision(
+        &self,
+        d: ApprovalDecision,
+    ) -> Result<Vec<ApprovalDecision>, StoreError> {
+        self.hit("record_decision");
+        self.inner.record_decision(d).await
+    }
+    async fn decisions(&self, id: &str) -> Result<Vec<ApprovalDecision>, StoreError> {
+        self.inner.decisions(id).await
+    }
+    async fn set_quota_limit(&self, team: &str, res: &str, limit: u64) -> Result<(), StoreError> {
+        self.inner.set_quota_limit(team, res, limit).await
+    }
+    async fn reserve_quota(
+        &self,
+        id: &str,
+        team: &str,
+        res: &str,
+        amount: u64,
+    ) -> Result<(), StoreError> {
+        self.hit("reserve_quota");
+        self.inner.reserve_quota(id, team, res, amount).await
+    }
+    async fn release_quota(&self, id: &str) -> Result<(), StoreError> {
+        self.hit("release_quota");
+        self.inner.release_quota(id).await
+    }
+    async fn quota_usage(&self, team: &str) -> Result<Vec<QuotaUsage>, StoreError> {
+        self.inner.quota_usage(team).await
+    }
+    async fn audit(&self, record: AuditRecord) -> Result<(), StoreError> {
+        self.hit("audit");
+        self.inner.audit(record).await
+    }
+    async fn audit_log(
+        &self,
+        target: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        self.inner.audit_log(target, limit).await
+    }
+    async fn wait_for_work(&self, timeout: Duration) {
+        self.inner.wait_for_work(timeout).await
+    }
+}
+
+/// Live events as the sink heard them, with the request's stored events at that moment.
+#[derive(Default)]
+struct Heard(Mutex<Vec<LiveEvent>>);
+
+impl EventSink for Heard {
+    fn publish(&self, event: LiveEvent) {
+        self.0.lock().unwrap().push(event);
+    }
+}
+
+fn setup(items: &[(&str, &str)]) -> (Arc<Orchestrator>, Arc<Counting>, Arc<Ledger>, Arc<Heard>) {
+    let ledger = Arc::new(Ledger::default());
+    let mut registry = ActionRegistry::new();
+    registry.register(Arc::new(TestAction {
+        ledger: ledger.clone(),
+    }));
+    let store = Arc::new(Counting::default());
+    let heard = Arc::new(Heard::default());
+    let clock = Arc::new(TokioClock::starting_at(
+        chrono::DateTime::parse_from_rfc3339("2026-03-02T09:00:00Z")
+            .unwrap()
+            .to_utc(),
+    ));
+    let engine = Orchestrator::builder(catalog(items, &registry), store.clone())
+        .actions(registry)
+        .clock(clock)
+        .events(heard.clone())
+        .config(EngineConfig::default())
+        .build();
+    (engine, store, ledger, heard)
+}
+
+const ONE: &str = r#"fulfillment:
+  mode: automated
+  actions:
+    - { id: only, type: "plugin:test", config: { result: { id: 1 } }, outputs: { id: "${{ result.id }}" } }
+"#;
+
+const TWO: &str = r#"fulfillment:
+  mode: automated
+  actions:
+    - { id: first, type: "plugin:test", config: {} }
+    - { id: second, type: "plugin:test", config: {} }
+"#;
+
+fn counts(pairs: &[(&'static str, usize)]) -> BTreeMap<&'static str, usize> {
+    pairs.iter().copied().collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_submission_is_one_write_and_a_one_action_run_two_after_the_claim() {
+    let (engine, store, ledger, heard) = setup(&[("one", ONE)]);
+    let r = engine
+        .submit(&dev(), "one", &json!({}), SubmitOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(r.state, RequestState::Queued);
+    assert_eq!(
+        store.take(),
+        counts(&[("submit_with", 1)]),
+        "request, audit, admission: one write"
+    );
+    assert_eq!(engine.run_until_idle("w1").await.unwrap(), 1);
+    assert_eq!(
+        store.take(),
+        counts(&[("apply", 2), ("claim", 1)]),
+        "claim, start (with the move to InProgress), finish with the end; no release after a terminal state"
+    );
+    assert_eq!(ledger.executed(), vec!["only"]);
+    let stored = store.get(&r.id).await.unwrap().unwrap();
+    assert_eq!(stored.state, RequestState::Completed);
+    // Everything the run wrote is there, in order.
+    let kinds: Vec<String> = store
+        .events(&r.id, 0, 0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| match &e.kind {
+            EventKind::StateChanged { to, .. } => format!("state:{to}"),
+            EventKind::ActionStarted { action_id, .. } => format!("started:{action_id}"),
+            EventKind::ActionSucceeded { action_id, .. } => format!("succeeded:{action_id}"),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "state:submitted",
+            "state:prerequisites",
+            "state:validation",
+            "state:queued",
+            "state:in_progress",
+            "started:only",
+            "succeeded:only",
+            "state:completed"
+        ]
+    );
+    let attempts = store.attempts(&r.id).await.unwrap();
+    assert!(
+        matches!(&attempts[0].outcome, AttemptOutcome::Succeeded { outputs, .. } if outputs == &json!({"id": 1})),
+        "{attempts:?}"
+    );
+    // The live sink heard what was stored (all but the first event, which no one can be
+    // subscribed to yet), in the same order.
+    let live: Vec<_> = heard
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| e.kind.clone())
+        .collect();
+    let stored_kinds: Vec<_> = store
+        .events(&r.id, 1, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(live, stored_kinds);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_chain_writes_each_success_with_the_next_start() {
+    let (engine, store, ledger, _) = setup(&[("two", TWO)]);
+    engine
+        .submit(&dev(), "two", &json!({}), SubmitOptions::default())
+        .await
+        .unwrap();
+    store.take();
+    engine.run_until_idle("w1").await.unwrap();
+    assert_eq!(ledger.executed(), vec!["first", "second"]);
+    assert_eq!(
+        store.take(),
+        counts(&[("apply", 3), ("claim", 1)]),
+        "start first; finish first + start second; finish second + complete"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_success_is_written_at_once_while_another_action_still_runs() {
+    let item = r#"fulfillment:
+  mode: automated
+  actions:
+    - parallel:
+        id: grp
+        actions:
+          - { id: fast, type: "plugin:test", config: { sleep_ms: 1000 } }
+          - { id: slow, type: "plugin:test", config: { sleep_ms: 600000 } }
+"#;
+    let (engine, store, _, heard) = setup(&[("par", item)]);
+    let r = engine
+        .submit(&dev(), "par", &json!({}), SubmitOptions::default())
+        .await
+        .unwrap();
+    let run = {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.run_until_idle("w1").await })
+    };
+    // Ten minutes of the slow action; look after one.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let events = store.events(&r.id, 0, 0).await.unwrap();
+    assert!(
+        events.iter().any(|e| matches!(&e.kind, EventKind::ActionSucceeded { action_id, .. } if action_id == "fast")),
+        "the fast action's success is stored while the slow one runs: {events:?}"
+    );
+    assert!(
+        heard.0.lock().unwrap().iter().any(|e| matches!(&e.kind, EventKind::ActionSucceeded { action_id, .. } if action_id == "fast")),
+        "and watchers heard it"
+    );
+    let attempts = store.attempts(&r.id).await.unwrap();
+    let fast = attempts.iter().find(|a| a.action_id == "fast").unwrap();
+    assert!(
+        matches!(fast.outcome, AttemptOutcome::Succeeded { .. }),
+        "its journal entry is finished: {fast:?}"
+    );
+    assert_eq!(
+        store.get(&r.id).await.unwrap().unwrap().state,
+        RequestState::InProgress
+    );
+    assert_eq!(run.await.unwrap().unwrap(), 1);
+    assert_eq!(
+        store.get(&r.id).await.unwrap().unwrap().state,
+        RequestState::Completed
+    );
+}
