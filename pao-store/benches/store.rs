@@ -266,7 +266,9 @@ async fn drain(e: &Engine, workers: usize) -> (Duration, u64) {
 
 async fn throughput(b: &Backend, o: &Opts) {
     let most = o.workers.iter().copied().max().unwrap_or(4);
-    let pool = o.pool.unwrap_or((most.max(o.submitters) as u32 + 2).min(30));
+    let pool = o
+        .pool
+        .unwrap_or((most.max(o.submitters) as u32 + 2).min(30));
     let e = engine(&b.url, pool, Duration::from_secs(30)).await;
     // Submissions.
     let n = o.requests;

@@ -281,7 +281,13 @@ impl SqlStore {
                 let cutoff = ms(before);
                 let ended =
                     "state IN ('completed', 'failed', 'cancelled', 'rejected') AND updated_at < $1";
-                for table in ["events", "attempts", "decisions", "quota_reservations"] {
+                release_in(
+                    &mut *tx,
+                    &format!("request_id IN (SELECT id FROM requests WHERE {ended})"),
+                    cutoff,
+                )
+                .await?;
+                for table in ["events", "attempts", "decisions"] {
                     sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE request_id IN (SELECT id FROM requests WHERE {ended})"
             )))
@@ -493,6 +499,32 @@ async fn insert_events(
     }
 }
 
+/// Returns the reservations matching `filter` (over `quota_reservations`, one bind `$1`):
+/// their amounts leave the running totals, then the rows go.
+async fn release_in<B>(conn: &mut AnyConnection, filter: &str, bind: B) -> Result<(), StoreError>
+where
+    B: for<'q> sqlx::Encode<'q, sqlx::Any> + sqlx::Type<sqlx::Any> + Clone + Send,
+{
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE quota_totals SET used = used - COALESCE((SELECT SUM(r.amount) FROM quota_reservations r \
+         WHERE r.team = quota_totals.team AND r.resource = quota_totals.resource AND r.{filter}), 0) \
+         WHERE EXISTS (SELECT 1 FROM quota_reservations r WHERE r.team = quota_totals.team \
+         AND r.resource = quota_totals.resource AND r.{filter})"
+    )))
+    .bind(bind.clone())
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM quota_reservations WHERE {filter}"
+    )))
+    .bind(bind)
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
 fn queues(writes: &[Write]) -> bool {
     writes.iter().any(|w| {
         matches!(
@@ -578,7 +610,10 @@ impl SqlStore {
         }
     }
 
-    /// Reserves quota inside a transaction (see [`Store::reserve_quota`]).
+    /// Reserves quota inside a transaction (see [`Store::reserve_quota`]). The team's running
+    /// total (`quota_totals`) is created or locked first, which serialises reservations of one
+    /// team and resource in PostgreSQL (SQLite has a single writer anyway); the limit is checked
+    /// against it, not against a sum over every reservation.
     async fn reserve_in(
         &self,
         tx: &mut AnyConnection,
@@ -587,67 +622,82 @@ impl SqlStore {
         resource: &str,
         amount: u64,
     ) -> Result<(), StoreError> {
-        // Serialise reservations of one team and resource: PostgreSQL locks the limit row,
-        // SQLite's write lock (taken by this no-op write) serialises every writer.
-        let limit: Option<i64> = match self.dialect {
-            Dialect::Postgres => sqlx::query(
-                "SELECT lim FROM quota_limits WHERE team = $1 AND resource = $2 FOR UPDATE",
-            )
-            .bind(team.to_string())
-            .bind(resource.to_string())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db)?
-            .map(|r| r.try_get("lim"))
-            .transpose()
-            .map_err(db)?,
-            Dialect::Sqlite => {
-                sqlx::query("UPDATE quota_limits SET lim = lim WHERE team = $1 AND resource = $2")
-                    .bind(team.to_string())
-                    .bind(resource.to_string())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db)?;
-                sqlx::query("SELECT lim FROM quota_limits WHERE team = $1 AND resource = $2")
-                    .bind(team.to_string())
-                    .bind(resource.to_string())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db)?
-                    .map(|r| r.try_get("lim"))
-                    .transpose()
-                    .map_err(db)?
-            }
+        let total: i64 = sqlx::query(
+            "INSERT INTO quota_totals (team, resource, used) VALUES ($1, $2, 0) \
+             ON CONFLICT (team, resource) DO UPDATE SET used = quota_totals.used RETURNING used",
+        )
+        .bind(team.to_string())
+        .bind(resource.to_string())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db)?
+        .try_get("used")
+        .map_err(db)?;
+        let row = sqlx::query(
+            "SELECT (SELECT lim FROM quota_limits WHERE team = $1 AND resource = $2) AS lim, \
+             (SELECT amount FROM quota_reservations WHERE request_id = $3 AND resource = $2) AS prev, \
+             (SELECT team FROM quota_reservations WHERE request_id = $3 AND resource = $2) AS prev_team",
+        )
+        .bind(team.to_string())
+        .bind(resource.to_string())
+        .bind(request_id.to_string())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db)?;
+        let limit: Option<i64> = row.try_get("lim").map_err(db)?;
+        let prev: Option<i64> = row.try_get("prev").map_err(db)?;
+        let prev_team: Option<String> = row.try_get("prev_team").map_err(db)?;
+        // This request's earlier reservation is replaced, not added to.
+        let same_team = prev_team.as_deref() == Some(team);
+        let used = if same_team {
+            total - prev.unwrap_or(0)
+        } else {
+            total
         };
-        let used: i64 = sqlx::query("SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) AS used FROM quota_reservations WHERE team = $1 AND resource = $2 AND request_id <> $3")
-            .bind(team.to_string())
-            .bind(resource.to_string())
-            .bind(request_id.to_string())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db)?
-            .try_get::<i64, _>("used")
-            .map_err(db)?;
+        let used = used.max(0) as u64;
         if let Some(limit) = limit
-            && (used as u64).saturating_add(amount) > limit as u64
+            && used.saturating_add(amount) > limit as u64
         {
             return Err(StoreError::QuotaExceeded {
                 team: team.to_string(),
                 resource: resource.to_string(),
                 limit: limit as u64,
-                used: used as u64,
+                used,
                 asked: amount,
             });
         }
-        let Ok(stored) = i64::try_from(amount) else {
+        let Some(stored) = i64::try_from(amount)
+            .ok()
+            .filter(|a| (used as i64).checked_add(*a).is_some())
+        else {
             return Err(StoreError::QuotaExceeded {
                 team: team.to_string(),
                 resource: resource.to_string(),
                 limit: limit.map(|l| l as u64).unwrap_or(i64::MAX as u64),
-                used: used as u64,
+                used,
                 asked: amount,
             });
         };
+        sqlx::query("UPDATE quota_totals SET used = $3 WHERE team = $1 AND resource = $2")
+            .bind(team.to_string())
+            .bind(resource.to_string())
+            .bind(used as i64 + stored)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        if let (Some(p), Some(pt)) = (prev, prev_team.as_deref())
+            && pt != team
+        {
+            sqlx::query(
+                "UPDATE quota_totals SET used = used - $3 WHERE team = $1 AND resource = $2",
+            )
+            .bind(pt.to_string())
+            .bind(resource.to_string())
+            .bind(p)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
         sqlx::query("INSERT INTO quota_reservations (request_id, resource, team, amount) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (request_id, resource) DO UPDATE SET amount = excluded.amount, team = excluded.team")
             .bind(request_id.to_string())
@@ -784,11 +834,7 @@ impl SqlStore {
                         .await?;
                 }
                 Write::ReleaseQuota => {
-                    sqlx::query("DELETE FROM quota_reservations WHERE request_id = $1")
-                        .bind(id.to_string())
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db)?;
+                    release_in(&mut *tx, "request_id = $1", id.to_string()).await?
                 }
                 Write::Audit(a) => insert_audit(&mut *tx, &a).await?,
             }
@@ -1527,15 +1573,10 @@ impl Store for SqlStore {
     }
 
     async fn release_quota(&self, request_id: &str) -> Result<(), StoreError> {
-        self.write_auto(async |c: &mut AnyConnection| {
-            sqlx::query("DELETE FROM quota_reservations WHERE request_id = $1")
-                .bind(request_id.to_string())
-                .execute(&mut *c)
-                .await
-                .map_err(db)
+        self.write(async |tx: &mut AnyConnection| {
+            release_in(&mut *tx, "request_id = $1", request_id.to_string()).await
         })
-        .await?;
-        Ok(())
+        .await
     }
 
     async fn quota_usage(&self, team: &str) -> Result<Vec<QuotaUsage>, StoreError> {
@@ -1558,7 +1599,7 @@ impl Store for SqlStore {
                 },
             );
         }
-        for r in sqlx::query("SELECT resource, CAST(SUM(amount) AS BIGINT) AS used FROM quota_reservations WHERE team = $1 GROUP BY resource")
+        for r in sqlx::query("SELECT resource, used FROM quota_totals WHERE team = $1 AND used > 0")
             .bind(team.to_string())
             .fetch_all(&self.pool)
             .await

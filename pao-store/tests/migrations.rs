@@ -189,6 +189,10 @@ async fn migrate_from_each_earlier(make: impl AsyncFn(i64) -> Option<Db>, dialec
         .execute(&pool)
         .await
         .unwrap_or_else(|e| panic!("{dialect}: a request in the version {version} schema: {e}"));
+        sqlx::query("INSERT INTO quota_reservations (request_id, resource, team, amount) VALUES ('old-1', 'db', 't', 2)")
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{dialect}: a reservation in the version {version} schema: {e}"));
         pool.close().await;
         let store = SqlStore::open(&db.url)
             .await
@@ -203,6 +207,14 @@ async fn migrate_from_each_earlier(make: impl AsyncFn(i64) -> Option<Db>, dialec
             panic!("{dialect}: the request stored at version {version} is gone")
         });
         assert_eq!(r.fields["name"], "a");
+        let used = |u: Vec<pao_core::store::QuotaUsage>| u.iter().map(|q| q.used).sum::<u64>();
+        assert_eq!(
+            used(store.quota_usage("t").await.expect("usage")),
+            2,
+            "{dialect}: the reservation made at version {version} still counts"
+        );
+        store.release_quota("old-1").await.expect("release");
+        assert_eq!(used(store.quota_usage("t").await.expect("usage")), 0);
         let claimed = store
             .claim("w", std::time::Duration::from_secs(30), chrono::Utc::now())
             .await

@@ -2241,6 +2241,20 @@ pub async fn check_quotas(store: &dyn Store) {
         usage(store, "team-nobody").await.is_empty(),
         "unknown team: empty usage"
     );
+    // Re-reserving a request's resource under another team moves it there.
+    ok(
+        "reserve q-3 again for team-a",
+        store.reserve_quota("q-3", "team-a", "databases", 3).await,
+    );
+    assert_eq!(
+        usage(store, "team-b").await,
+        vec![quota("databases", Some(1), 0)],
+        "team-b no longer holds q-3's reservation"
+    );
+    assert_eq!(used(store, "team-a", "databases").await, 4, "1 + 3");
+    ok("release q-3", store.release_quota("q-3").await);
+    assert_eq!(used(store, "team-a", "databases").await, 1);
+    assert_eq!(used(store, "team-b", "databases").await, 0);
 }
 
 /// Two reservations racing that together exceed the limit: exactly one succeeds.
