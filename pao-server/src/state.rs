@@ -18,9 +18,21 @@ use crate::auth::Authenticator;
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 
-/// Everything a handler can reach.
+/// Everything a handler can reach: one shared [`AppStateInner`]. Cloning it (axum does for
+/// every extractor and middleware that takes the state) is one reference count.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppStateInner>);
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateInner;
+
+    fn deref(&self) -> &AppStateInner {
+        &self.0
+    }
+}
+
+/// What [`AppState`] shares.
+pub struct AppStateInner {
     /// The engine.
     pub orch: Arc<Orchestrator>,
     /// The store the engine uses.
@@ -193,7 +205,7 @@ impl AppState {
             config.limits.rate_per_second,
             config.limits.rate_burst,
         ));
-        Ok(AppState {
+        Ok(AppState(Arc::new(AppStateInner {
             orch,
             store,
             auth: Arc::new(auth),
@@ -217,7 +229,7 @@ impl AppState {
             notifications: broadcast::channel(256).0,
             builtins,
             plugins,
-        })
+        })))
     }
 
     /// The `env` scope.

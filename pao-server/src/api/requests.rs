@@ -323,7 +323,21 @@ pub async fn status(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let r = visible_request(&state, &who, &id).await?;
-    let attempts = state.store.attempts(&id).await?;
+    // A request that never reached `InProgress` has no attempts: no second read.
+    let never_ran = matches!(
+        r.state,
+        RequestState::Submitted
+            | RequestState::Prerequisites
+            | RequestState::Validation
+            | RequestState::AwaitingApproval
+            | RequestState::Queued
+            | RequestState::Rejected
+    );
+    let attempts = if never_ran {
+        Vec::new()
+    } else {
+        state.store.attempts(&id).await?
+    };
     Ok(Json(status_of(&state, &r, &attempts)))
 }
 
