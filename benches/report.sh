@@ -23,7 +23,7 @@ exec python3 - "$criterion_dir" "$estimate" <<'PY'
 import json, os, sys
 
 root, estimate = sys.argv[1], sys.argv[2]
-GROUPS = ["small", "jira20", "filters3", "loop20", "cond_expr", "catalog_item",
+GROUPS = ["small", "jira20", "filters3", "loop20", "loop20_rich", "cond_expr", "catalog_item",
           "compile_jira20", "error_undefined"]
 PEERS = ["minijinja", "tera", "handlebars", "upon", "rhai"]
 

@@ -1,7 +1,8 @@
 //! PAO's variable engine against its peers, on the same fixtures, in the same run.
 //!
 //! Groups: `small` (2 variables), `jira20` (20 variables over 8 scopes), `filters3` (three
-//! chained filters), `loop20` (a loop over 20 objects), `cond_expr` (a `when:` condition to a
+//! chained filters), `loop20` (a loop over 20 objects, one value each), `loop20_rich` (the same
+//! loop with the index, three values and two conditionals per line), `cond_expr` (a `when:` condition to a
 //! bool), `catalog_item` (every template, condition and computed value of one catalog item),
 //! `compile_jira20` (compiling the jira20 template) and `error_undefined` (time to get the
 //! error for a misspelt variable, strict mode).
@@ -33,7 +34,7 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use pao_benches::{
     SCOPES, catalog_item, cond_expr, context_json, error_undefined, filters3, jira20, loop20,
-    pao_context, small,
+    loop20_rich, pao_context, small,
 };
 use pao_core::vars::{Engine, Expression, Template};
 use serde_json::Value;
@@ -326,6 +327,21 @@ fn bench_loop20(c: &mut Criterion) {
             handlebars: loop20::HANDLEBARS,
             upon: loop20::UPON,
             native: loop20::native,
+        },
+    );
+}
+
+fn bench_loop20_rich(c: &mut Criterion) {
+    template_group(
+        c,
+        TemplateFixture {
+            group: "loop20_rich",
+            pao: loop20_rich::PAO,
+            minijinja: loop20_rich::MINIJINJA,
+            tera: loop20_rich::TERA,
+            handlebars: loop20_rich::HANDLEBARS,
+            upon: loop20_rich::UPON,
+            native: loop20_rich::native,
         },
     );
 }
@@ -701,6 +717,7 @@ criterion_group!(
     bench_jira20,
     bench_filters3,
     bench_loop20,
+    bench_loop20_rich,
     bench_cond_expr,
     bench_catalog_item,
     bench_compile_jira20,

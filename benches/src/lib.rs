@@ -279,6 +279,56 @@ pub mod filters3 {
 pub mod loop20 {
     use super::*;
 
+    /// PAO (and minijinja with `${{ }}` delimiters and trim_blocks): one line per host, the
+    /// host's name read from the loop item.
+    pub const PAO: &str = "Hosts:
+{% for h in outputs.inventory.hosts %}
+- ${{ h.name }}
+{% endfor %}
+";
+    /// minijinja, configured with PAO's delimiters and trim_blocks.
+    pub const MINIJINJA: &str = PAO;
+    /// tera (no trim_blocks: `-%}` does it).
+    pub const TERA: &str = "Hosts:
+{% for h in outputs.inventory.hosts -%}
+- {{ h.name }}
+{% endfor -%}
+";
+    /// handlebars.
+    pub const HANDLEBARS: &str = "Hosts:
+{{#each outputs.inventory.hosts as |h|}}
+- {{h.name}}
+{{/each}}
+";
+    /// upon.
+    pub const UPON: &str = "Hosts:
+{% for h in outputs.inventory.hosts -%}
+- ${{ h.name }}
+{% endfor -%}
+";
+
+    /// Hand-written floor.
+    pub fn native(c: &Value) -> String {
+        let mut o = String::with_capacity(512);
+        o.push_str("Hosts:\n");
+        let hosts = c["outputs"]["inventory"]["hosts"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        for h in hosts {
+            o.push_str("- ");
+            o.push_str(s(h, &["name"]));
+            o.push('\n');
+        }
+        o
+    }
+}
+
+/// 20 hosts, each line with `loop.index`, three fields and two conditionals on `loop.first`
+/// and `loop.last`: six dynamic pieces per iteration.
+pub mod loop20_rich {
+    use super::*;
+
     /// PAO (and minijinja with `${{ }}` delimiters and trim_blocks).
     pub const PAO: &str = "Hosts:
 {% for h in outputs.inventory.hosts %}

@@ -382,3 +382,59 @@ async fn a_success_is_written_at_once_while_another_action_still_runs() {
         RequestState::Completed
     );
 }
+
+/// A worker killed the moment an action's call returns (at the same instant of the paused
+/// clock) leaves no success unrecorded: the next worker does not call the action again. The
+/// deferred success is written in the task that made the call, before it yields.
+#[tokio::test(start_paused = true)]
+async fn a_crash_as_the_last_call_returns_does_not_repeat_it() {
+    for (name, item) in [
+        (
+            "last",
+            r#"fulfillment:
+  mode: automated
+  actions:
+    - { id: first, type: "plugin:test", config: {} }
+    - { id: last, type: "plugin:test", config: { sleep_ms: 10 } }
+"#,
+        ),
+        (
+            "post",
+            r#"fulfillment:
+  mode: automated
+  actions:
+    - { id: skipped, type: "plugin:test", when: "false", config: {} }
+  post_fulfillment:
+    - { id: post, type: "plugin:test", config: { sleep_ms: 10 } }
+"#,
+        ),
+    ] {
+        let (engine, store, ledger, _) = setup(&[("it", item)]);
+        let r = engine
+            .submit(&dev(), "it", &json!({}), SubmitOptions::default())
+            .await
+            .unwrap();
+        let doomed = {
+            let engine = engine.clone();
+            tokio::spawn(async move { engine.run_until_idle("doomed").await })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        doomed.abort();
+        let _ = doomed.await;
+        tokio::time::sleep(EngineConfig::default().lease + Duration::from_secs(1)).await;
+        engine.run_until_idle("w1").await.unwrap();
+        assert_eq!(
+            store.get(&r.id).await.unwrap().unwrap().state,
+            RequestState::Completed,
+            "{name}"
+        );
+        for (key, n) in ledger.effects() {
+            assert_eq!(n, 1, "{name}: {key} succeeded {n} times");
+        }
+        assert!(
+            ledger.executed().contains(&name.to_string()),
+            "{name}: {:?}",
+            ledger.executed()
+        );
+    }
+}

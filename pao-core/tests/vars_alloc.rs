@@ -2,7 +2,7 @@
 //! enough, rendering the benchmark fixtures and evaluating a condition make zero heap
 //! allocations. A counting global allocator checks it.
 //!
-//! The fixtures are copies of those in `benches/src/lib.rs` (`small`, `jira20`, `loop20`,
+//! The fixtures are copies of those in `benches/src/lib.rs` (`small`, `jira20`, `loop20_rich`,
 //! `cond_expr`); `pao-core` cannot depend on the benchmark crate.
 
 use std::alloc::{GlobalAlloc, Layout, System};

@@ -3,9 +3,11 @@
 //! anything.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use sha2::Digest;
@@ -197,9 +199,9 @@ enum NodeResult {
 ///
 /// A run writes when it must: an attempt's start before the action is called (the journal
 /// entry an idempotent resume relies on), a failure at once, and the end of the request.
-/// What may wait — the move to `InProgress`, an action's log lines, a success while no other
-/// action of the request runs (the next start or the final transition follows at once) —
-/// rides along with that write in the same transaction, so a one-action request costs three
+/// What may wait — the move to `InProgress`, an action's log lines, the success of an action
+/// the phase loop ran alone in its own task (the next start or the final transition follows
+/// with no task switch in between) — rides along with that write in the same transaction, so a one-action request costs three
 /// durable writes (claim, start, finish + end) instead of eight.
 #[derive(Default)]
 pub(crate) struct RunWrites {
@@ -501,7 +503,9 @@ impl RunCtx {
     }
 
     /// Runs one plan node: `when`, journal reuse, render, attempts, outputs.
-    async fn run_node(&self, spec: &ActionSpec, outputs: &Value) -> NodeResult {
+    /// Runs one plan node. `inline`: the phase loop awaits this node alone, so its success
+    /// may wait for the run's next write; a node running beside others writes it at once.
+    async fn run_node(&self, spec: &ActionSpec, outputs: &Value, inline: bool) -> NodeResult {
         let compiled = self.item.compiled.actions.get(&spec.id);
         let ctx = self.context(outputs);
         if let Some(when) = compiled.and_then(|c| c.when.as_ref()) {
@@ -592,9 +596,7 @@ impl RunCtx {
                 };
                 let now = self.engine.clock.now();
                 record.finished_at = Some(now);
-                // Written with the run's next write: the phase loop flushes at once when
-                // other actions still run.
-                self.writes.push_all([
+                let finished = [
                     Write::FinishAttempt(record),
                     Write::Event {
                         at: now,
@@ -604,7 +606,12 @@ impl RunCtx {
                             rollback: false,
                         },
                     },
-                ]);
+                ];
+                if inline {
+                    self.writes.push_all(finished);
+                } else if self.flush_with(finished.into()).await.is_err() {
+                    return NodeResult::Abandoned;
+                }
                 NodeResult::Succeeded {
                     outputs,
                     input,
@@ -1151,6 +1158,7 @@ impl Orchestrator {
         let mut abandoned = false;
         loop {
             let stopping = failure.is_some() || rc.cancel.is_cancelled() || abandoned;
+            let mut ready = Vec::new();
             if !stopping {
                 pending.retain(|&i| {
                     let n = &plan.nodes[i];
@@ -1168,20 +1176,41 @@ impl Orchestrator {
                         return true;
                     }
                     in_flight.insert(i);
-                    let rc = shared.clone();
-                    let spec = n.spec.clone();
-                    let snapshot = outputs.clone();
-                    running.spawn(async move { (i, rc.run_node(&spec, &snapshot).await) });
+                    ready.push(i);
                     false
                 });
             }
-            let Some(joined) = running.join_next().await else {
-                break;
-            };
-            let Ok((i, result)) = joined else {
-                // A panicking action is a failed action, not a crashed worker.
-                failure.get_or_insert(("an action panicked".to_string(), true));
-                continue;
+            let (i, result) = if let [i] = ready[..]
+                && in_flight.len() == 1
+            {
+                // The only action that can run now runs in this task: its success then
+                // waits for the write that follows at once (the next start, or the phase's
+                // end), with no task switch between the call's return and that write.
+                let call = AssertUnwindSafe(rc.run_node(&plan.nodes[i].spec, &outputs, true));
+                match call.catch_unwind().await {
+                    Ok(r) => (i, r),
+                    Err(_) => {
+                        in_flight.remove(&i);
+                        failure.get_or_insert(("an action panicked".to_string(), true));
+                        continue;
+                    }
+                }
+            } else {
+                for i in ready {
+                    let rc = shared.clone();
+                    let spec = plan.nodes[i].spec.clone();
+                    let snapshot = outputs.clone();
+                    running.spawn(async move { (i, rc.run_node(&spec, &snapshot, false).await) });
+                }
+                let Some(joined) = running.join_next().await else {
+                    break;
+                };
+                let Ok(joined) = joined else {
+                    // A panicking action is a failed action, not a crashed worker.
+                    failure.get_or_insert(("an action panicked".to_string(), true));
+                    continue;
+                };
+                joined
             };
             in_flight.remove(&i);
             let node = &plan.nodes[i];
@@ -1221,9 +1250,7 @@ impl Orchestrator {
                 },
             }
             done.insert(i, result);
-            // A success waits for the run's next write only when that write follows at
-            // once (the next start, or the phase's end); while other actions still run it
-            // is written now, so watchers do not wait for the slowest action to see it.
+            // What waits (skips, logs) is not held back while other actions still run.
             if !running.is_empty() && !abandoned && rc.flush().await.is_err() {
                 abandoned = true;
             }
