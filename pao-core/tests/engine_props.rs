@@ -811,6 +811,7 @@ async fn check_case(case: &Case) -> Result<(), TestCaseError> {
                     action_id,
                     attempt,
                     rollback: false,
+                    ..
                 } if members.contains(action_id)
                     && !dead.contains(&(action_id.clone(), *attempt)) =>
                 {

@@ -53,17 +53,26 @@ impl Metrics {
                 metrics::counter!("pao_request_transitions_total", "to" => to.to_string())
                     .increment(1);
             }
-            EventKind::ActionSucceeded { rollback, .. } => {
-                metrics::counter!("pao_action_attempts_total", "outcome" => "succeeded", "rollback" => rollback.to_string()).increment(1);
+            EventKind::ActionSucceeded {
+                rollback,
+                action_type,
+                ..
+            } => {
+                let kind = action_type.clone().unwrap_or_else(|| "unknown".into());
+                metrics::counter!("pao_action_attempts_total", "type" => kind, "outcome" => "succeeded", "rollback" => rollback.to_string()).increment(1);
             }
             EventKind::ActionFailed {
-                rollback, class, ..
+                rollback,
+                class,
+                action_type,
+                ..
             } => {
                 let class = serde_json::to_value(class)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_string))
                     .unwrap_or_default();
-                metrics::counter!("pao_action_attempts_total", "outcome" => "failed", "class" => class, "rollback" => rollback.to_string()).increment(1);
+                let kind = action_type.clone().unwrap_or_else(|| "unknown".into());
+                metrics::counter!("pao_action_attempts_total", "type" => kind, "outcome" => "failed", "class" => class, "rollback" => rollback.to_string()).increment(1);
             }
             _ => {}
         }

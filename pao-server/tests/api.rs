@@ -450,6 +450,28 @@ async fn cancel_and_retry(s: &TestServer) {
     let id = r["id"].as_str().unwrap().to_string();
     let st = s.wait_state(ALICE, &id, "failed").await;
     assert_eq!(st["rollback"], "complete", "{st}");
+    // Action attempts are counted by type and outcome.
+    let text = s
+        .http
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let attempts: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("pao_action_attempts_total{"))
+        .collect();
+    for want in ["outcome=\"succeeded\"", "outcome=\"failed\""] {
+        assert!(
+            attempts
+                .iter()
+                .any(|l| l.contains("type=\"plugin:echo\"") && l.contains(want)),
+            "no plugin:echo attempt with {want}: {attempts:?}"
+        );
+    }
     let (code, _) = s
         .post(CAROL, &format!("/requests/{id}/retry"), json!({}))
         .await;

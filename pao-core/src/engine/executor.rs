@@ -393,6 +393,7 @@ impl RunCtx {
                     at: now,
                     kind: EventKind::ActionStarted {
                         action_id: spec.id.clone(),
+                        action_type: Some(type_name.to_string()),
                         attempt,
                         rollback: is_rollback,
                     },
@@ -474,6 +475,7 @@ impl RunCtx {
                         at: now,
                         kind: EventKind::ActionFailed {
                             action_id: spec.id.clone(),
+                            action_type: Some(type_name.to_string()),
                             attempt,
                             rollback: is_rollback,
                             class: e.class,
@@ -602,6 +604,7 @@ impl RunCtx {
                         at: now,
                         kind: EventKind::ActionSucceeded {
                             action_id: spec.id.clone(),
+                            action_type: Some(type_name.clone()),
                             attempt,
                             rollback: false,
                         },
@@ -1337,6 +1340,10 @@ impl Orchestrator {
                         complete = false;
                         rc.emit(EventKind::ActionFailed {
                             action_id: n.spec.id.clone(),
+                            action_type: Some(n.spec.rollback.as_ref().map_or_else(
+                                || n.spec.action_type.to_string(),
+                                |r| r.action_type.to_string(),
+                            )),
                             attempt: 0,
                             rollback: true,
                             class: ErrorClass::Permanent,
@@ -1367,6 +1374,7 @@ impl Orchestrator {
                         at: self.clock.now(),
                         kind: EventKind::ActionSucceeded {
                             action_id: n.spec.id.clone(),
+                            action_type: Some(type_name.clone()),
                             attempt,
                             rollback: true,
                         },

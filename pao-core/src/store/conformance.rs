@@ -1070,11 +1070,13 @@ pub async fn check_events_round_trip_every_kind(store: &dyn Store) {
     let kinds = vec![
         EventKind::ActionStarted {
             action_id: "provision".to_string(),
+            action_type: Some("terraform".to_string()),
             attempt: 1,
             rollback: false,
         },
         EventKind::ActionFailed {
             action_id: "provision".to_string(),
+            action_type: Some("terraform".to_string()),
             attempt: 1,
             rollback: false,
             class: ErrorClass::Retryable,
@@ -1083,11 +1085,13 @@ pub async fn check_events_round_trip_every_kind(store: &dyn Store) {
         },
         EventKind::ActionSucceeded {
             action_id: "provision".to_string(),
+            action_type: Some("plugin:slack-notify".to_string()),
             attempt: 2,
             rollback: false,
         },
         EventKind::ActionSucceeded {
             action_id: "provision".to_string(),
+            action_type: None,
             attempt: 1,
             rollback: true,
         },
@@ -2596,6 +2600,7 @@ pub async fn check_apply_commits_a_batch(store: &dyn Store) {
                         at: t(3),
                         kind: EventKind::ActionStarted {
                             action_id: "create".into(),
+                            action_type: Some("rest".into()),
                             attempt: 1,
                             rollback: false,
                         },
@@ -2651,6 +2656,7 @@ pub async fn check_apply_commits_a_batch(store: &dyn Store) {
                         at: t(4),
                         kind: EventKind::ActionSucceeded {
                             action_id: "create".into(),
+                            action_type: Some("rest".into()),
                             attempt: 1,
                             rollback: false,
                         },

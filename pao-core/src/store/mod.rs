@@ -168,6 +168,10 @@ pub enum EventKind {
     ActionStarted {
         /// Action.
         action_id: String,
+        /// The action's type (`rest`, `plugin:slack-notify`); absent in events stored before
+        /// it was recorded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        action_type: Option<String>,
         /// Attempt number.
         attempt: u32,
         /// Whether this is a rollback.
@@ -177,6 +181,10 @@ pub enum EventKind {
     ActionSucceeded {
         /// Action.
         action_id: String,
+        /// The action's type (`rest`, `plugin:slack-notify`); absent in events stored before
+        /// it was recorded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        action_type: Option<String>,
         /// Attempt number.
         attempt: u32,
         /// Whether this is a rollback.
@@ -186,6 +194,10 @@ pub enum EventKind {
     ActionFailed {
         /// Action.
         action_id: String,
+        /// The action's type (`rest`, `plugin:slack-notify`); absent in events stored before
+        /// it was recorded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        action_type: Option<String>,
         /// Attempt number.
         attempt: u32,
         /// Whether this is a rollback.
