@@ -45,7 +45,8 @@ if all(r["pao"] is None for r in results.values()):
     print(f"no results under {root}; run: cargo bench -p pao-benches --bench vars", file=sys.stderr)
     sys.exit(2)
 
-header = ["group", "pao ns", "fastest peer", "peer ns", "pao/peer", "pao/minijinja", "native ns"]
+header = ["group", "pao ns", "fastest peer", "peer ns", "pao/peer", "pao/minijinja", "native ns",
+          "pao/native"]
 rows = []
 for g in GROUPS:
     r = results[g]
@@ -53,8 +54,10 @@ for g in GROUPS:
     best = min(peers, key=lambda p: p[1]) if peers else (None, None)
     ratio = r["pao"] / best[1] if r["pao"] and best[1] else None
     mj = r["pao"] / r["minijinja"] if r["pao"] and r["minijinja"] else None
+    nat = r["pao"] / r["native"] if r["pao"] and r["native"] else None
     rows.append([g, ns(r["pao"]), best[0] or "-", ns(best[1]),
-                 f"{ratio:.2f}x" if ratio else "-", f"{mj:.2f}x" if mj else "-", ns(r["native"])])
+                 f"{ratio:.2f}x" if ratio else "-", f"{mj:.2f}x" if mj else "-", ns(r["native"]),
+                 f"{nat:.2f}x" if nat else "-"])
 
 widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
 def line(cells):

@@ -2769,7 +2769,8 @@ pub async fn check_apply_all_or_nothing(store: &dyn Store) {
             }),
         ]
     };
-    let failing: Vec<(&str, Write, fn(&StoreError) -> bool)> = vec![
+    type IsExpected = fn(&StoreError) -> bool;
+    let failing: Vec<(&str, Write, IsExpected)> = vec![
         (
             "a transition from a state the request is no longer in",
             Write::Transition {
