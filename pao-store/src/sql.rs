@@ -464,6 +464,39 @@ async fn insert_audit(
     Ok(())
 }
 
+/// The insert of `n` events of one request, numbered after its last one, with its parameters
+/// from `$base`: the request id, its correlation id, then (number, time, kind) per event.
+fn events_sql(n: usize, base: usize) -> String {
+    let values: Vec<String> = (0..n)
+        .map(|i| {
+            let p = base + 2 + 3 * i;
+            format!("(${p}, ${}, ${})", p + 1, p + 2)
+        })
+        .collect();
+    format!(
+        "INSERT INTO events (request_id, seq, at, correlation_id, kind) \
+         SELECT ${base}, last.m + v.column1, v.column2, ${}, v.column3 \
+         FROM (SELECT COALESCE(MAX(seq), 0) AS m FROM events WHERE request_id = ${base}) AS last, \
+         (VALUES {}) AS v",
+        base + 1,
+        values.join(", ")
+    )
+}
+
+/// Binds the parameters of [`events_sql`] after those already bound.
+fn bind_events<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    id: &str,
+    correlation_id: &str,
+    events: &[(DateTime<Utc>, EventKind)],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    q = q.bind(id.to_string()).bind(correlation_id.to_string());
+    for (i, (when, kind)) in events.iter().enumerate() {
+        q = q.bind(i as i64 + 1).bind(ms(*when)).bind(json(kind));
+    }
+    q
+}
+
 /// Appends several events of one request in one statement, numbered after its last one. The
 /// caller holds the request's row lock.
 async fn insert_events(
@@ -478,22 +511,11 @@ async fn insert_events(
             .await
             .map(|_| ()),
         _ => {
-            let values: Vec<String> = (0..events.len())
-                .map(|i| format!("(${}, ${}, ${})", 3 + 3 * i, 4 + 3 * i, 5 + 3 * i))
-                .collect();
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "INSERT INTO events (request_id, seq, at, correlation_id, kind) \
-                 SELECT $1, last.m + v.column1, v.column2, $2, v.column3 \
-                 FROM (SELECT COALESCE(MAX(seq), 0) AS m FROM events WHERE request_id = $1) AS last, \
-                 (VALUES {}) AS v",
-                values.join(", ")
-            )))
-            .bind(id.to_string())
-            .bind(correlation_id.to_string());
-            for (i, (when, kind)) in events.iter().enumerate() {
-                q = q.bind(i as i64 + 1).bind(ms(*when)).bind(json(kind));
-            }
-            q.execute(&mut *conn).await.map_err(db)?;
+            let q = sqlx::query(sqlx::AssertSqlSafe(events_sql(events.len(), 1)));
+            bind_events(q, id, correlation_id, events)
+                .execute(&mut *conn)
+                .await
+                .map_err(db)?;
             Ok(())
         }
     }
@@ -839,30 +861,46 @@ impl SqlStore {
                 Write::Audit(a) => insert_audit(&mut *tx, &a).await?,
             }
         }
-        if changed {
-            let clear_lease = if terminal {
-                ", lease_owner = NULL, lease_expires_at = NULL"
-            } else {
-                ""
-            };
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "UPDATE requests SET state = $1, updated_at = $2, rollback = $3, error = $4, approval_due = $5, \
-                 escalated = $6, cancel_requested = $7, waiting_for = $8{clear_lease} WHERE id = $9"
-            )))
-            .bind(r.state.as_str().to_string())
-            .bind(ms(r.updated_at))
-            .bind(rollback_name(r.rollback).to_string())
-            .bind(r.error.clone())
-            .bind(r.approval_due.map(ms))
-            .bind(i64::from(r.escalated))
-            .bind(i64::from(r.cancel_requested))
-            .bind(r.waiting_for.clone())
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+        let clear_lease = if terminal {
+            ", lease_owner = NULL, lease_expires_at = NULL"
+        } else {
+            ""
+        };
+        let update = format!(
+            "UPDATE requests SET state = $1, updated_at = $2, rollback = $3, error = $4, approval_due = $5, \
+             escalated = $6, cancel_requested = $7, waiting_for = $8{clear_lease} WHERE id = $9"
+        );
+        let bind_update = |q: sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments>| {
+            q.bind(r.state.as_str().to_string())
+                .bind(ms(r.updated_at))
+                .bind(rollback_name(r.rollback).to_string())
+                .bind(r.error.clone())
+                .bind(r.approval_due.map(ms))
+                .bind(i64::from(r.escalated))
+                .bind(i64::from(r.cancel_requested))
+                .bind(r.waiting_for.clone())
+                .bind(id.to_string())
+        };
+        if changed && !events.is_empty() && self.dialect == Dialect::Postgres {
+            // One round trip: the row's update as a data-modifying CTE of the events' insert.
+            let sql = format!(
+                "WITH changed AS ({update}) {}",
+                events_sql(events.len(), 10)
+            );
+            let q = bind_update(sqlx::query(sqlx::AssertSqlSafe(sql)));
+            bind_events(q, id, &r.correlation_id, &events)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        } else {
+            if changed {
+                bind_update(sqlx::query(sqlx::AssertSqlSafe(update)))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            }
+            insert_events(&mut *tx, id, &r.correlation_id, &events).await?;
         }
-        insert_events(&mut *tx, id, &r.correlation_id, &events).await?;
         if r.state == RequestState::Queued && changed && self.dialect == Dialect::Postgres {
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(NOTIFY_CHANNEL)
