@@ -11,7 +11,11 @@
 //!   refused with [`StoreError::LeaseLost`];
 //! - the journal of action attempts ([`Store::start_attempt`], [`Store::finish_attempt`]) is
 //!   what lets a new worker resume without re-running finished actions;
-//! - submission is idempotent by `idempotency_key`; events and audit records are append-only.
+//! - submission is idempotent by `idempotency_key`; events and audit records are append-only;
+//! - several changes of one request commit together through [`Store::apply`] (and a request
+//!   with its admission through [`Store::submit_with`]): all of them or none, the fence checked
+//!   once. The engine writes through these, so each durable write it waits for carries
+//!   everything that was ready.
 
 pub mod conformance;
 mod memory;
