@@ -148,7 +148,47 @@ async fn backup_and_purge_on_sqlite() {
         correlation_id: "c".into(),
         retry_of: None,
     };
-    store.submit(new, "u", now).await.unwrap();
+    store.submit(new.clone(), "u", now).await.unwrap();
+    // r2 runs to `Completed` holding 2 units of quota: a completed request keeps its
+    // reservation until it is purged.
+    use pao_core::lifecycle::RequestState as S;
+    use pao_core::store::{StateChange, Write};
+    let step = |from, to| Write::Transition {
+        from,
+        to,
+        change: StateChange {
+            actor: "system".into(),
+            reason: None,
+            at: now,
+        },
+    };
+    let r2 = pao_core::store::NewRequest {
+        id: "r2".into(),
+        ..new
+    };
+    let admitted = vec![
+        step(S::Submitted, S::Prerequisites),
+        Write::ReserveQuota {
+            resource: "db".into(),
+            amount: 2,
+        },
+        step(S::Prerequisites, S::Validation),
+        step(S::Validation, S::Queued),
+    ];
+    store.submit_with(r2, "u", now, admitted).await.unwrap();
+    let (claimed, lease) = store
+        .claim("w", std::time::Duration::from_secs(30), now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.id, "r2");
+    let ran = vec![
+        step(S::Queued, S::InProgress),
+        step(S::InProgress, S::Completed),
+    ];
+    store.apply("r2", Some(&lease), ran).await.unwrap();
+    let used = |u: Vec<pao_core::store::QuotaUsage>| u.iter().map(|q| q.used).sum::<u64>();
+    assert_eq!(used(store.quota_usage("t").await.unwrap()), 2);
     let copy = dir.path.join("backup.db");
     store.backup_to(copy.to_str().unwrap()).await.unwrap();
     let restored = SqlStore::open(&format!("sqlite://{}", copy.display()))
@@ -162,13 +202,25 @@ async fn backup_and_purge_on_sqlite() {
         store.backup_to(copy.to_str().unwrap()).await.is_err(),
         "never overwrites"
     );
-    // Live requests are never purged; their events are protected by a trigger too.
+    // Ended requests older than the cutoff go, with their quota; live ones never do, and
+    // their events are protected by a trigger too.
     assert_eq!(
         store
             .purge(now + chrono::Duration::days(1), now)
             .await
             .unwrap(),
-        0
+        1,
+        "only the completed r2 is purged"
+    );
+    assert!(store.get("r2").await.unwrap().is_none());
+    assert!(
+        store.get("r1").await.unwrap().is_some(),
+        "the live r1 stays"
+    );
+    assert_eq!(
+        used(store.quota_usage("t").await.unwrap()),
+        0,
+        "the purged request's quota is returned"
     );
     assert!(
         sqlx::query("DELETE FROM events")
