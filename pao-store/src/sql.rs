@@ -134,11 +134,13 @@ impl SqlStore {
                     .foreign_keys(true);
                 // Connect once with the typed options so the file exists with WAL on, then pool
                 // through `Any` with the same pragmas in the URL.
-                let first = sqlx::sqlite::SqlitePoolOptions::new()
-                    .max_connections(1)
-                    .connect_with(opts)
-                    .await
-                    .map_err(connect_err)?;
+                let first = busy_retry(|| {
+                    sqlx::sqlite::SqlitePoolOptions::new()
+                        .max_connections(1)
+                        .connect_with(opts.clone())
+                })
+                .await
+                .map_err(connect_err)?;
                 first.close().await;
                 let sep = if url.contains('?') { '&' } else { '?' };
                 let any_url = format!("{url}{sep}mode=rwc");
@@ -148,7 +150,9 @@ impl SqlStore {
                         .after_connect(|conn, _| {
                             Box::pin(async move {
                                 use sqlx::Executor;
-                                conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;")
+                                // The busy timeout first: setting the journal mode waits for a
+                                // lock while another process migrates the same new file.
+                                conn.execute("PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
                                     .await?;
                                 Ok(())
                             })
@@ -160,12 +164,12 @@ impl SqlStore {
                 // throughput fell to a quarter with four workers. One writer connection queues
                 // them in the pool instead, fairly and without sleeping; reads keep their own
                 // connections (WAL readers never block the writer).
-                let writer = sqlite_pool(1).await.map_err(connect_err)?;
+                let writer = busy_retry(|| sqlite_pool(1)).await.map_err(connect_err)?;
                 let reader = if path == ":memory:" {
                     // Every connection would open its own empty in-memory database.
                     writer.clone()
                 } else {
-                    sqlite_pool(max_connections.max(1))
+                    busy_retry(|| sqlite_pool(max_connections.max(1)))
                         .await
                         .map_err(connect_err)?
                 };
@@ -313,6 +317,28 @@ impl SqlStore {
             })
             .await?;
         Ok(n)
+    }
+}
+
+/// Retries opening SQLite while the file is locked: setting up a connection (WAL mode) can
+/// meet another process creating or migrating the same new file, and SQLite then answers
+/// `SQLITE_BUSY` at once instead of waiting for its busy timeout.
+async fn busy_retry<T, F, Fut>(mut open: F) -> Result<T, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
+    let mut tries = 0u64;
+    loop {
+        match open().await {
+            Err(sqlx::Error::Database(e))
+                if tries < 10 && matches!(e.code().as_deref(), Some("5" | "261" | "517")) =>
+            {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(50 * tries)).await;
+            }
+            other => return other,
+        }
     }
 }
 
@@ -547,24 +573,11 @@ where
     Ok(())
 }
 
-fn queues(writes: &[Write]) -> bool {
-    writes.iter().any(|w| {
-        matches!(
-            w,
-            Write::Transition {
-                to: RequestState::Queued,
-                ..
-            }
-        )
-    })
-}
-
 /// Why a fenced write on a request matched no row.
 async fn why_unmatched(
     conn: &mut sqlx::AnyConnection,
     id: &str,
     lease: Option<&Lease>,
-    expected: Option<RequestState>,
 ) -> StoreError {
     let row =
         match sqlx::query("SELECT state, lease_owner, lease_token FROM requests WHERE id = $1")
@@ -583,20 +596,8 @@ async fn why_unmatched(
             return StoreError::LeaseLost(id.to_string());
         }
     }
-    let state: String = match row.try_get("state") {
-        Ok(s) => s,
-        Err(e) => return db(e),
-    };
-    match (expected, RequestState::parse(&state)) {
-        (Some(expected), Some(actual)) => StoreError::Conflict {
-            id: id.to_string(),
-            expected,
-            actual,
-        },
-        (_, None) => StoreError::Unavailable(format!("unknown state `{state}`")),
-        // Matched now: the row changed between the two statements; the caller retries.
-        (None, Some(_)) => StoreError::Unavailable(format!("request {id} changed; try again")),
-    }
+    // Matched now: the row changed between the two statements; the caller retries.
+    StoreError::Unavailable(format!("request {id} changed; try again"))
 }
 
 impl SqlStore {
@@ -941,7 +942,7 @@ impl SqlStore {
         };
         match row {
             Some(r) => r.try_get::<String, _>("correlation_id").map_err(db),
-            None => Err(why_unmatched(conn, id, lease, None).await),
+            None => Err(why_unmatched(conn, id, lease).await),
         }
     }
 
@@ -980,18 +981,6 @@ impl SqlStore {
             .map(|r| parse(&r.try_get::<String, _>("record").map_err(db)?))
             .collect()
     }
-
-    async fn fetch(&self, conn: &mut sqlx::AnyConnection, id: &str) -> Result<Request, StoreError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM requests WHERE id = $1"
-        )))
-        .bind(id.to_string())
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(db)?
-        .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
-        row_to_request(&row)
-    }
 }
 
 #[async_trait]
@@ -1018,7 +1007,7 @@ impl Store for SqlStore {
         {
             return Ok(earlier);
         }
-        let wakes = queues(&writes);
+        let wakes = Write::queues(&writes);
         let inserted = self
             .write(async |tx: &mut AnyConnection| {
                 let inserted = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -1103,7 +1092,7 @@ impl Store for SqlStore {
         lease: Option<&Lease>,
         writes: Vec<Write>,
     ) -> Result<Request, StoreError> {
-        let wakes = queues(&writes);
+        let wakes = Write::queues(&writes);
         let r = self
             .write(async |tx: &mut AnyConnection| {
                 self.apply_in(&mut *tx, id, lease, writes, None).await
@@ -1186,68 +1175,8 @@ impl Store for SqlStore {
         lease: Option<&Lease>,
     ) -> Result<Request, StoreError> {
         from.transition_to(to)?;
-        if let Some(l) = lease
-            && l.request_id != id
-        {
-            return Err(StoreError::LeaseLost(id.to_string()));
-        }
-        let r = self
-            .write(async |tx: &mut AnyConnection| {
-        let clear_lease = if to.is_terminal() {
-            ", lease_owner = NULL, lease_expires_at = NULL"
-        } else {
-            ""
-        };
-        // The fence, the expected state and the change in one statement; only when it
-        // matches nothing is there a second one, to say why.
-        let fence = if lease.is_some() {
-            " AND lease_owner = $5 AND lease_token = $6"
-        } else {
-            ""
-        };
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE requests SET state = $1, updated_at = $2{clear_lease} WHERE id = $3 AND state = $4{fence} RETURNING {COLUMNS}"
-        )))
-        .bind(to.as_str().to_string())
-        .bind(ms(change.at))
-        .bind(id.to_string())
-        .bind(from.as_str().to_string());
-        if let Some(l) = lease {
-            q = q.bind(l.worker_id.clone()).bind(l.token as i64);
-        }
-        let row = q.fetch_optional(&mut *tx).await.map_err(db)?;
-        let Some(row) = row else {
-            return Err(why_unmatched(&mut *tx, id, lease, Some(from)).await);
-        };
-        let r = row_to_request(&row)?;
-        insert_event(
-            &mut *tx,
-            id,
-            &r.correlation_id,
-            change.at,
-            &EventKind::StateChanged {
-                from: Some(from),
-                to,
-                actor: change.actor,
-                reason: change.reason,
-            },
-        )
-        .await?;
-        if to == RequestState::Queued && self.dialect == Dialect::Postgres {
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(NOTIFY_CHANNEL)
-                .bind(id.to_string())
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-        }
-        Ok(r)
-            })
-            .await?;
-        if to == RequestState::Queued {
-            self.work.notify_waiters();
-        }
-        Ok(r)
+        self.apply(id, lease, vec![Write::Transition { from, to, change }])
+            .await
     }
 
     async fn update(
@@ -1256,59 +1185,7 @@ impl Store for SqlStore {
         patch: RequestPatch,
         lease: Option<&Lease>,
     ) -> Result<Request, StoreError> {
-        let r = self
-            .write(async |tx: &mut AnyConnection| {
-                self.lock_fenced(&mut *tx, id, lease).await?;
-                let mut sets: Vec<String> = Vec::new();
-                let mut binds: Vec<Bind> = Vec::new();
-                let mut push = |sets: &mut Vec<String>, col: &str, b: Bind| {
-                    binds.push(b);
-                    sets.push(format!("{col} = ${}", binds.len()));
-                };
-                if let Some(r) = patch.rollback {
-                    push(&mut sets, "rollback", Bind::S(rollback_name(r).to_string()));
-                }
-                if let Some(e) = patch.error {
-                    push(&mut sets, "error", Bind::S(e));
-                }
-                if let Some(d) = patch.approval_due {
-                    match d {
-                        Some(d) => push(&mut sets, "approval_due", Bind::I(ms(d))),
-                        None => sets.push("approval_due = NULL".into()),
-                    }
-                }
-                if let Some(e) = patch.escalated {
-                    push(&mut sets, "escalated", Bind::I(i64::from(e)));
-                }
-                if let Some(c) = patch.cancel_requested {
-                    push(&mut sets, "cancel_requested", Bind::I(i64::from(c)));
-                }
-                if let Some(w) = patch.waiting_for {
-                    match w {
-                        Some(w) => push(&mut sets, "waiting_for", Bind::S(w)),
-                        None => sets.push("waiting_for = NULL".into()),
-                    }
-                }
-                if !sets.is_empty() {
-                    let sql = format!(
-                        "UPDATE requests SET {} WHERE id = ${}",
-                        sets.join(", "),
-                        binds.len() + 1
-                    );
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
-                    for b in binds {
-                        q = match b {
-                            Bind::S(s) => q.bind(s),
-                            Bind::I(i) => q.bind(i),
-                        };
-                    }
-                    q.bind(id.to_string()).execute(&mut *tx).await.map_err(db)?;
-                }
-                let r = self.fetch(&mut *tx, id).await?;
-                Ok(r)
-            })
-            .await?;
-        Ok(r)
+        self.apply(id, lease, vec![Write::Patch(patch)]).await
     }
 
     async fn append_event(
@@ -1469,12 +1346,10 @@ impl Store for SqlStore {
     }
 
     async fn start_attempt(&self, lease: &Lease, record: AttemptRecord) -> Result<(), StoreError> {
-        self.write(async |tx: &mut AnyConnection| {
-            self.lock_fenced(&mut *tx, &record.request_id, Some(lease))
-                .await?;
-            insert_attempt(&mut *tx, &record).await
-        })
-        .await
+        let id = record.request_id.clone();
+        self.apply(&id, Some(lease), vec![Write::StartAttempt(record)])
+            .await
+            .map(|_| ())
     }
 
     async fn finish_attempt(

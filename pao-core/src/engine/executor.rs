@@ -235,7 +235,8 @@ impl RunWrites {
     }
 }
 
-fn state_change(
+/// A transition write by `actor`.
+pub(crate) fn state_change(
     from: RequestState,
     to: RequestState,
     actor: &str,
@@ -745,9 +746,7 @@ impl Orchestrator {
     ) -> Result<Request, StoreError> {
         let mut all = writes.take();
         all.extend(extra);
-        let ends = all
-            .iter()
-            .any(|w| matches!(w, Write::Transition { to, .. } if to.is_terminal()));
+        let ends = Write::final_state(&all).is_some_and(|to| to.is_terminal());
         let r = self.commit(request, Some(lease), all).await?;
         if ends {
             writes

@@ -429,13 +429,14 @@ impl Orchestrator {
         // Admission is decided before anything is written, and stored with the request in
         // one durable write: audit, prerequisites, quota reservation, the approval decision.
         let provisional = provisional_request(&new, now);
-        let mut writes = vec![Write::Audit(AuditRecord {
+        let audited = Write::Audit(AuditRecord {
             at: now,
             actor: who.id.clone(),
             action: "request.submit".to_string(),
             target: new.id.clone(),
             detail: json!({ "item": item_id }),
-        })];
+        });
+        let mut writes = vec![audited.clone()];
         writes.extend(self.admission(&provisional, &item));
         release_quota_on_failure(&mut writes);
         // A worker may claim the request the moment it is stored: its secrets go first.
@@ -476,23 +477,11 @@ impl Orchestrator {
                     }
                     None => {
                         let at = self.clock.now();
-                        let step = |from, to, reason| Write::Transition {
-                            from,
-                            to,
-                            change: StateChange {
-                                actor: "system".to_string(),
-                                reason,
-                                at,
-                            },
+                        let step = |from, to, reason| {
+                            executor::state_change(from, to, "system", reason, at)
                         };
                         let writes = vec![
-                            Write::Audit(AuditRecord {
-                                at: now,
-                                actor: who.id.clone(),
-                                action: "request.submit".to_string(),
-                                target: new.id.clone(),
-                                detail: json!({ "item": item_id }),
-                            }),
+                            audited,
                             step(RequestState::Submitted, RequestState::Prerequisites, None),
                             step(
                                 RequestState::Prerequisites,
@@ -534,14 +523,8 @@ impl Orchestrator {
     fn admission(&self, request: &Request, item: &LoadedItem) -> Vec<Write> {
         use RequestState as S;
         let at = self.clock.now();
-        let step = |from, to, reason: Option<String>| Write::Transition {
-            from,
-            to,
-            change: StateChange {
-                actor: "system".to_string(),
-                reason,
-                at,
-            },
+        let step = |from, to, reason: Option<String>| {
+            executor::state_change(from, to, "system", reason, at)
         };
         let mut w = vec![step(S::Submitted, S::Prerequisites, None)];
         // Lifecycle.
@@ -1232,10 +1215,7 @@ fn provisional_request(new: &NewRequest, now: DateTime<Utc>) -> Request {
 /// Appends a quota release to a batch that ends the request other than `Completed`; returns
 /// whether the batch ends the request at all.
 fn release_quota_on_failure(writes: &mut Vec<Write>) -> bool {
-    let end = writes.iter().rev().find_map(|w| match w {
-        Write::Transition { to, .. } if to.is_terminal() => Some(*to),
-        _ => None,
-    });
+    let end = Write::final_state(writes).filter(|to| to.is_terminal());
     if end.is_some_and(|to| to != RequestState::Completed)
         && !writes.iter().any(|w| matches!(w, Write::ReleaseQuota))
     {

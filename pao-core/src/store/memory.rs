@@ -439,18 +439,6 @@ impl Inner {
     }
 }
 
-fn queues(writes: &[Write]) -> bool {
-    writes.iter().any(|w| {
-        matches!(
-            w,
-            Write::Transition {
-                to: RequestState::Queued,
-                ..
-            }
-        )
-    })
-}
-
 #[async_trait]
 impl Store for MemoryStore {
     async fn submit(
@@ -469,7 +457,7 @@ impl Store for MemoryStore {
         now: DateTime<Utc>,
         writes: Vec<Write>,
     ) -> Result<Submitted, StoreError> {
-        let wakes = queues(&writes);
+        let wakes = Write::queues(&writes);
         let mut g = self.lock()?;
         let undo = g.undo_point(&new.id);
         let submitted = g.submit_in(new, actor, now)?;
@@ -500,7 +488,7 @@ impl Store for MemoryStore {
         lease: Option<&Lease>,
         writes: Vec<Write>,
     ) -> Result<Request, StoreError> {
-        let wakes = queues(&writes);
+        let wakes = Write::queues(&writes);
         let mut g = self.lock()?;
         if !g.requests.contains_key(id) {
             return Err(StoreError::NotFound(id.to_string()));

@@ -467,6 +467,29 @@ pub enum Write {
     Audit(AuditRecord),
 }
 
+impl Write {
+    /// The state the last transition of a batch moves its request to, if the batch has one.
+    pub fn final_state(writes: &[Write]) -> Option<RequestState> {
+        writes.iter().rev().find_map(|w| match w {
+            Write::Transition { to, .. } => Some(*to),
+            _ => None,
+        })
+    }
+
+    /// Whether a batch queues its request (news for idle workers).
+    pub fn queues(writes: &[Write]) -> bool {
+        writes.iter().any(|w| {
+            matches!(
+                w,
+                Write::Transition {
+                    to: RequestState::Queued,
+                    ..
+                }
+            )
+        })
+    }
+}
+
 /// A submission's result.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Submitted {
