@@ -124,6 +124,90 @@ proptest! {
     }
 }
 
+/// A field value for a comparison: strings that often equal, or differ in one byte from, the
+/// literal they are compared with; ints, big unsigned ints, floats, bools, null, lists.
+fn field_value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        4 => "[ab]{0,20}".prop_map(Value::from),
+        2 => any::<i64>().prop_map(Value::from),
+        1 => (-5i64..5).prop_map(Value::from),
+        1 => Just(json!(u64::MAX)),
+        1 => (-5.0f64..5.0).prop_map(Value::from),
+        1 => any::<bool>().prop_map(Value::from),
+        1 => Just(Value::Null),
+        1 => Just(json!(["a"])),
+    ]
+}
+
+/// A literal for the right-hand side, often derived from the field value.
+fn literal_for(v: &Value, pick: u8, at: usize) -> String {
+    let quote = |s: &str| format!("'{s}'");
+    match (v, pick % 4) {
+        (Value::String(s), 0) => quote(s),
+        (Value::String(s), 1) if !s.is_empty() => {
+            // The same length, one byte changed.
+            let mut b = s.clone().into_bytes();
+            let i = at % b.len();
+            b[i] = if b[i] == b'a' { b'b' } else { b'a' };
+            quote(&String::from_utf8(b).unwrap())
+        }
+        // Literals are i64 (`-i64::MIN` does not parse) or floats.
+        (Value::Number(n), 0) if n.is_f64() => n.to_string(),
+        (Value::Number(n), 0 | 1) => match n.as_i64() {
+            Some(i) if i > i64::MIN => i.saturating_add(i64::from(pick % 4)).to_string(),
+            _ => "0".into(),
+        },
+        (_, 2) => format!("{}", at as i64 - 3),
+        (_, 3) => "2.5".into(),
+        _ => quote("ab"),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+    /// `path <op> literal` as a condition (`eval_bool`, which compares in place), as a value
+    /// (`eval`, the general evaluator) and as an `{% if %}` in a template all agree: the same
+    /// answer or the same kind of error. String equality also agrees with Rust's `==`.
+    #[test]
+    fn comparisons_agree_however_they_are_evaluated(
+        v in field_value(),
+        pick in any::<u8>(),
+        at in 0usize..20,
+        op in prop_oneof![Just("=="), Just("!="), Just("<"), Just("<="), Just(">"), Just(">=")],
+        missing in proptest::bool::weighted(0.1),
+    ) {
+        let lit = literal_for(&v, pick, at);
+        let fields = if missing { json!({}) } else { json!({ "x": v.clone() }) };
+        let ctx = Context::new().with(Scope::Fields, &fields);
+        let engine = Engine::new();
+        let src = format!("fields.x {op} {lit}");
+        let expr = engine.compile_expression(&src).unwrap();
+        let as_bool = expr.eval_bool(&ctx);
+        let as_value = expr.eval(&ctx);
+        let template = engine
+            .compile(&format!("{{% if {src} %}}y{{% else %}}n{{% endif %}}"))
+            .unwrap()
+            .render(&ctx);
+        match (&as_bool, &as_value) {
+            (Ok(b), Ok(val)) => {
+                prop_assert_eq!(&json!(b), val, "{}", src);
+                prop_assert_eq!(template.unwrap(), if *b { "y" } else { "n" }, "{}", src);
+            }
+            (Err(a), Err(b)) => {
+                prop_assert_eq!(a.kind(), b.kind(), "{}: {} / {}", src, a, b);
+                prop_assert_eq!(template.unwrap_err().kind(), a.kind(), "{}", src);
+            }
+            _ => prop_assert!(false, "{}: eval_bool {:?}, eval {:?}", src, as_bool, as_value),
+        }
+        if let (Value::String(s), Some(l)) = (&v, lit.strip_prefix('\'').and_then(|l| l.strip_suffix('\''))) {
+            if !missing && op == "==" {
+                prop_assert_eq!(as_bool.unwrap(), s == l, "{}", src);
+            }
+        }
+    }
+}
+
 /// Token soup: mostly valid pieces of the language in random order.
 fn expression_soup() -> impl Strategy<Value = String> {
     let token = prop_oneof![

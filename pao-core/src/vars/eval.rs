@@ -53,6 +53,7 @@ impl<'a> Context<'a> {
 }
 
 pub(crate) struct Frame<'a> {
+    /// The item, when it is not borrowed JSON (`Undef` when it is).
     pub item: Val<'a>,
     /// The item as borrowed JSON, when the loop runs over a borrowed list.
     pub json: Option<&'a Value>,
@@ -159,6 +160,9 @@ impl<'a> State<'a> {
     }
 }
 
+/// Renders a list of nodes. Text and plain paths, what most nodes are, are written here; the
+/// rest in [`render_node`], out of line, so that this function (entered once per loop item and
+/// branch taken) stays small.
 pub(crate) fn render_nodes<'a>(
     nodes: &'a [Node],
     ctx: &Context<'a>,
@@ -169,13 +173,6 @@ pub(crate) fn render_nodes<'a>(
     for node in nodes {
         match node {
             Node::Text(t) => out.push_str(t),
-            // `upper`/`lower`/`trim` of a string write straight into the output.
-            Node::Interp(Expr::Call(call))
-                if st.tainted.is_none()
-                    && let Some(r) = functions::stream(call, ctx, st, out) =>
-            {
-                r?
-            }
             // A plain path writes the JSON it finds, with no intermediate value.
             Node::Interp(Expr::Path(p))
                 if p.plain
@@ -184,55 +181,79 @@ pub(crate) fn render_nodes<'a>(
                 st.tick(Span::default())?;
                 v.write_to(out);
             }
-            Node::Interp(e) => {
-                let reads = st.secret_reads;
-                let start = out.len();
-                let v = eval(e, ctx, st, false)?;
-                if let Val::Undef = v {
-                    return Err(undefined_value(e));
-                }
-                functions::write_val(&v, out);
-                if st.secret_reads != reads && st.tainted.is_some() {
-                    let piece = out[start..].to_owned();
-                    st.taint(&piece);
-                }
-            }
-            Node::If(branches, otherwise) => {
-                let mut taken = false;
-                for (cond, body) in branches.iter() {
-                    st.tick_at(|| cond.span())?;
-                    // `{% if loop.last %}`, `{% if fields.flag %}`: read in place.
-                    let holds = match cond {
-                        Expr::Path(p)
-                            if p.plain
-                                && let Some(v) = walk_plain(p, ctx, st) =>
-                        {
-                            st.tick(Span::default())?;
-                            v.truthy()
-                        }
-                        _ => eval_truthy(cond, ctx, st)?,
-                    };
-                    if holds {
-                        render_nodes(body, ctx, st, out, out_start)?;
-                        taken = true;
-                        break;
-                    }
-                }
-                if !taken && !otherwise.is_empty() {
-                    render_nodes(otherwise, ctx, st, out, out_start)?;
-                }
-            }
-            Node::For(f) => render_for(f, ctx, st, out, out_start)?,
+            _ => render_node(node, ctx, st, out, out_start)?,
         }
         if out.len() - out_start > st.max_output {
-            return Err(VarError::new(
-                VarErrorKind::Limit,
-                format!("output larger than {} bytes", st.max_output),
-            )
-            .with_hint("raise `Limits::max_output_bytes` or shorten the template"));
+            return Err(output_too_large(st.max_output));
         }
     }
     Ok(())
+}
+
+#[inline(never)]
+fn render_node<'a>(
+    node: &'a Node,
+    ctx: &Context<'a>,
+    st: &mut State<'a>,
+    out: &mut String,
+    out_start: usize,
+) -> Result<(), VarError> {
+    match node {
+        Node::Text(t) => out.push_str(t),
+        // `upper`/`lower`/`trim` of a string write straight into the output.
+        Node::Interp(Expr::Call(call))
+            if st.tainted.is_none()
+                && let Some(r) = functions::stream(call, ctx, st, out) =>
+        {
+            r?
+        }
+        Node::Interp(e) => {
+            let reads = st.secret_reads;
+            let start = out.len();
+            let v = eval(e, ctx, st, false)?;
+            if let Val::Undef = v {
+                return Err(undefined_value(e));
+            }
+            functions::write_val(&v, out);
+            if st.secret_reads != reads && st.tainted.is_some() {
+                let piece = out[start..].to_owned();
+                st.taint(&piece);
+            }
+        }
+        Node::If(branches, otherwise) => {
+            for (cond, body) in branches.iter() {
+                st.tick_at(|| cond.span())?;
+                // `{% if loop.last %}`, `{% if fields.flag %}`: read in place.
+                let holds = match cond {
+                    Expr::Path(p)
+                        if p.plain
+                            && let Some(v) = walk_plain(p, ctx, st) =>
+                    {
+                        st.tick(Span::default())?;
+                        v.truthy()
+                    }
+                    _ => eval_truthy(cond, ctx, st)?,
+                };
+                if holds {
+                    return render_nodes(body, ctx, st, out, out_start);
+                }
+            }
+            if !otherwise.is_empty() {
+                render_nodes(otherwise, ctx, st, out, out_start)?;
+            }
+        }
+        Node::For(f) => render_for(f, ctx, st, out, out_start)?,
+    }
+    Ok(())
+}
+
+#[cold]
+fn output_too_large(max: usize) -> VarError {
+    VarError::new(
+        VarErrorKind::Limit,
+        format!("output larger than {max} bytes"),
+    )
+    .with_hint("raise `Limits::max_output_bytes` or shorten the template")
 }
 
 fn render_for<'a>(
@@ -244,10 +265,21 @@ fn render_for<'a>(
 ) -> Result<(), VarError> {
     let iterable = eval(&f.iter, ctx, st, false)?;
     let depth = f.depth as usize;
+    // The frame is set up once and then updated field by field: writing a whole new frame
+    // per item made the CPU stall on reading back the item it had just stored piecewise.
     macro_rules! iterate {
-        ($len:expr, $items:expr) => {{
+        ($len:expr, $items:expr, |$frame:ident, $item:ident| $set:expr) => {{
             let len = $len;
-            for (index, item) in $items.enumerate() {
+            let Some(slot) = st.frames.slot(depth) else {
+                return Err(too_deep(f.span));
+            };
+            *slot = Some(Frame {
+                item: Val::Undef,
+                json: None,
+                index: 0,
+                len,
+            });
+            for (index, $item) in $items.enumerate() {
                 if st.loop_budget == 0 {
                     return Err(VarError::at(
                         VarErrorKind::Limit,
@@ -258,41 +290,29 @@ fn render_for<'a>(
                 }
                 st.loop_budget -= 1;
                 st.tick(f.span)?;
-                let (item, json) = item;
-                let Some(slot) = st.frames.slot(depth) else {
-                    return Err(too_deep(f.span));
-                };
-                *slot = Some(Frame {
-                    item,
-                    json,
-                    index,
-                    len,
-                });
+                if let Some(Some($frame)) = st.frames.slot(depth) {
+                    $frame.index = index;
+                    $set;
+                }
                 render_nodes(&f.body, ctx, st, out, out_start)?;
             }
         }};
     }
     match &iterable {
         Val::Ref(Value::Array(items)) => {
-            iterate!(
-                items.len(),
-                items.iter().map(|v| (Val::from_ref(v), Some(v)))
-            )
+            iterate!(items.len(), items.iter(), |frame, v| frame.json = Some(v))
         }
         Val::Ref(Value::Object(map)) => {
-            iterate!(map.len(), map.keys().map(|k| (Val::Str(k.as_str()), None)))
+            iterate!(map.len(), map.keys(), |frame, k| frame.item =
+                Val::Str(k.as_str()))
         }
         Val::Owned(Value::Array(items)) => {
-            iterate!(
-                items.len(),
-                items.iter().map(|v| (Val::from_owned(v.clone()), None))
-            )
+            iterate!(items.len(), items.iter(), |frame, v| frame.item =
+                Val::from_owned(v.clone()))
         }
         Val::Owned(Value::Object(map)) => {
-            iterate!(
-                map.len(),
-                map.keys().map(|k| (Val::String(k.clone()), None))
-            )
+            iterate!(map.len(), map.keys(), |frame, k| frame.item =
+                Val::String(k.clone()))
         }
         other => {
             return Err(VarError::at(
@@ -350,6 +370,17 @@ pub(crate) fn eval_truthy<'a>(
         }
         Expr::Binary(op, b, span) if op.is_comparison() => {
             st.tick(Span::default())?;
+            // `fields.env == 'prod'`, `fields.replicas > 2`: the path is read in place and
+            // compared with the literal, with nothing but two words moving in between. The
+            // same fuel as the general way below: one for each side.
+            if let (Expr::Path(p), Expr::Const(c, _)) = (&b.0, &b.1)
+                && p.plain
+                && let Some(found) = walk_plain(p, ctx, st)
+                && let Some(answer) = compare_with_const(*op, found, c)
+            {
+                st.charge(2, Span::default())?;
+                return Ok(answer);
+            }
             let l = operand(&b.0, ctx, st)?;
             let r = operand(&b.1, ctx, st)?;
             if let Some(answer) = quick_compare(*op, &l, &r) {
@@ -381,15 +412,36 @@ fn operand<'a>(e: &'a Expr, ctx: &Context<'a>, st: &mut State<'a>) -> Result<Val
 /// rest, which [`compare_op`] decides.
 #[inline]
 fn quick_compare(op: BinOp, l: &Val, r: &Val) -> Option<bool> {
-    let ord = match (l, r) {
-        (Val::Int(a), Val::Int(b)) => a.cmp(b),
-        (Val::Str(a), Val::Str(b)) => match op {
-            BinOp::Eq => return Some(a == b),
-            BinOp::Ne => return Some(a != b),
-            _ => a.cmp(b),
-        },
-        _ => return None,
-    };
+    match (l, r) {
+        (Val::Int(a), Val::Int(b)) => ordered(op, a.cmp(b)),
+        (Val::Str(a), Val::Str(b)) => compare_strs(op, a, b),
+        _ => None,
+    }
+}
+
+/// [`quick_compare`] of what a plain path found with a literal.
+#[inline]
+fn compare_with_const(op: BinOp, l: Found, r: &Const) -> Option<bool> {
+    match (l, r) {
+        (Found::Json(Value::String(a)), Const::Str(b)) => compare_strs(op, a, b),
+        (Found::Json(Value::Number(n)), Const::Int(b)) => ordered(op, n.as_i64()?.cmp(b)),
+        (Found::Int(a), Const::Int(b)) => ordered(op, a.cmp(b)),
+        _ => None,
+    }
+}
+
+#[inline]
+fn compare_strs(op: BinOp, a: &str, b: &str) -> Option<bool> {
+    match op {
+        BinOp::Eq => Some(a.len() == b.len() && same_bytes(a.as_bytes(), b.as_bytes())),
+        BinOp::Ne => Some(!(a.len() == b.len() && same_bytes(a.as_bytes(), b.as_bytes()))),
+        _ => ordered(op, a.cmp(b)),
+    }
+}
+
+/// Whether `ord` satisfies an order or equality operator; `None` for `in` and the rest.
+#[inline]
+fn ordered(op: BinOp, ord: std::cmp::Ordering) -> Option<bool> {
     Some(match op {
         BinOp::Eq => ord.is_eq(),
         BinOp::Ne => ord.is_ne(),
@@ -801,9 +853,32 @@ fn get_key<'v>(m: &'v Map<String, Value>, key: &str) -> Option<&'v Value> {
     m.iter()
         .find(|(k, _)| {
             let k = k.as_bytes();
-            k.len() == want.len() && k[0] == first && k == want
+            k.len() == want.len() && k[0] == first && same_bytes(k, want)
         })
         .map(|(_, v)| v)
+}
+
+/// `a == b` for slices of the same length, without a call to `memcmp` for the short keys and
+/// values templates compare: two overlapping word loads cover 4 to 16 bytes.
+#[inline(always)]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    debug_assert_eq!(a.len(), b.len());
+    let n = a.len();
+    fn word<const N: usize>(s: &[u8], at: usize) -> [u8; N] {
+        s[at..at + N].try_into().unwrap_or([0; N])
+    }
+    match n {
+        0..4 => a.iter().zip(b).all(|(x, y)| x == y),
+        4..=8 => {
+            u32::from_ne_bytes(word(a, 0)) == u32::from_ne_bytes(word(b, 0))
+                && u32::from_ne_bytes(word(a, n - 4)) == u32::from_ne_bytes(word(b, n - 4))
+        }
+        9..=16 => {
+            u64::from_ne_bytes(word(a, 0)) == u64::from_ne_bytes(word(b, 0))
+                && u64::from_ne_bytes(word(a, n - 8)) == u64::from_ne_bytes(word(b, n - 8))
+        }
+        _ => a == b,
+    }
 }
 
 fn eval_path<'a>(
@@ -839,7 +914,10 @@ fn eval_path_general<'a>(
             }
         }
         Base::Local(depth, name) => match st.frames.get(*depth as usize) {
-            Some(frame) => frame.item.clone(),
+            Some(frame) => match frame.json {
+                Some(v) => Val::from_ref(v),
+                None => frame.item.clone(),
+            },
             None => {
                 return Err(VarError::at(
                     VarErrorKind::Undefined,

@@ -22,7 +22,10 @@ fn fixture() -> Fixture {
             "labels": {"team": "data", "tier": "gold"}, "nums": [3, 1, 2], "text": "  padded  "
         }),
         user: json!({"id": "u1", "email": "ada@example.com", "name": "Ada", "teams": ["data"], "roles": ["developer"]}),
-        outputs: json!({"tf": {"endpoint": "db.internal", "port": 5432}}),
+        outputs: json!({
+            "tf": {"endpoint": "db.internal", "port": 5432},
+            "hosts": [{"name": "a", "ip": "10.0.0.1"}, {"name": "b", "zone": "z"}]
+        }),
         secrets: json!({"token": "s3cr3t"}),
         system: json!({"now": "2026-11-29T10:00:00Z", "version": "0.1.0"}),
         computed: json!({"db_name": "billing-db-prod"}),
@@ -547,6 +550,21 @@ fn for_blocks_and_loop_variables() {
     assert_eq!(
         render("{% for i in range(3) %}${{ i * 2 }}{% endfor %}"),
         "024"
+    );
+    // Items of a borrowed list of objects: read in place, through `?.`, with a dynamic key
+    // from an inner loop; and loops at the same depth, borrowed after built and built after
+    // borrowed, each see only their own items.
+    assert_eq!(
+        render(
+            "{% for h in outputs.hosts %}{% for k in ['name'] %}${{ h[k] }}{% endfor %}=${{ default(h?.zone, '-') }}/${{ h.name }};{% endfor %}"
+        ),
+        "a=-/a;b=z/b;"
+    );
+    assert_eq!(
+        render(
+            "{% for t in ['x'] %}${{ t }}{% endfor %}{% for h in outputs.hosts %}${{ h?.name }}${{ loop.length }}{% endfor %}{% for t in ['y', 'z'] %}${{ t }}${{ t | upper }}{% endfor %}"
+        ),
+        "xa2b2yYzZ"
     );
     let e = render_err("{% for t in fields.name %}x{% endfor %}");
     assert_eq!(e.kind(), VarErrorKind::Type);
