@@ -697,7 +697,8 @@ impl<'s, 'f> Parser<'s, 'f> {
 
     fn parse_postfix(&mut self) -> Result<Expr, VarError> {
         let (tok, span) = self.next()?;
-        let mut path: Option<Path> = None;
+        // Built in place on the heap: a path is moved nowhere once started.
+        let mut path: Option<Box<Path>> = None;
         let mut expr = match tok {
             Tok::Int(i) => Expr::Const(Const::Int(i), span),
             Tok::Float(f) => Expr::Const(Const::Float(f), span),
@@ -780,7 +781,7 @@ impl<'s, 'f> Parser<'s, 'f> {
                 }
                 _ => {
                     let base = self.resolve_root(name, span)?;
-                    path = Some(Path {
+                    path = Some(Box::new(Path {
                         base,
                         base_span: span,
                         segs: Segs::default(),
@@ -788,7 +789,7 @@ impl<'s, 'f> Parser<'s, 'f> {
                         optional_chain: false,
                         plain: false,
                         loop_field: None,
-                    });
+                    }));
                     Expr::Const(Const::Null, span)
                 }
             },
@@ -841,7 +842,7 @@ impl<'s, 'f> Parser<'s, 'f> {
             };
             let p = path.get_or_insert_with(|| {
                 let base_span = expr.span();
-                Path {
+                Box::new(Path {
                     base: Base::Expr(std::mem::replace(
                         &mut expr,
                         Expr::Const(Const::Null, base_span),
@@ -852,7 +853,7 @@ impl<'s, 'f> Parser<'s, 'f> {
                     optional_chain: false,
                     plain: false,
                     loop_field: None,
-                }
+                })
             });
             p.span = p.span.to(end);
             p.segs.push(seg);
@@ -862,7 +863,7 @@ impl<'s, 'f> Parser<'s, 'f> {
             if matches!(p.base, Base::Scope(Scope::Secrets)) {
                 self.uses_secrets = true;
             }
-            return Ok(Expr::Path(Box::new(p)));
+            return Ok(Expr::Path(p));
         }
         Ok(expr)
     }
