@@ -172,7 +172,7 @@ pub(crate) fn render_nodes<'a>(
 ) -> Result<(), VarError> {
     for node in nodes {
         match node {
-            Node::Text(t) => out.push_str(t),
+            Node::Text(t) => push_text(out, t),
             // A plain path writes the JSON it finds, with no intermediate value.
             Node::Interp(Expr::Path(p))
                 if p.plain
@@ -188,6 +188,20 @@ pub(crate) fn render_nodes<'a>(
         }
     }
     Ok(())
+}
+
+/// `out.push_str(text)`, without a call to `memcpy` for the one- and two-byte pieces between
+/// values (`", "`, `"\n"`), which are most text nodes of a loop body.
+#[inline(always)]
+fn push_text(out: &mut String, text: &str) {
+    match text.as_bytes() {
+        [a] if a.is_ascii() => out.push(char::from(*a)),
+        [a, b] if a.is_ascii() && b.is_ascii() => {
+            out.push(char::from(*a));
+            out.push(char::from(*b));
+        }
+        _ => out.push_str(text),
+    }
 }
 
 #[inline(never)]
