@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use compact_str::CompactString;
 use regex::Regex;
 
 use super::error::Span;
@@ -296,7 +297,7 @@ pub(crate) struct Seg {
 
 #[derive(Debug)]
 pub(crate) enum SegKind {
-    Key(Box<str>),
+    Key(CompactString),
     Index(i64),
     Dyn(Box<Expr>),
 }
@@ -319,7 +320,7 @@ pub(crate) struct Call {
 
 #[derive(Debug)]
 pub(crate) enum Node {
-    Text(Box<str>),
+    Text(CompactString),
     Interp(Expr),
     If(Box<[(Expr, Vec<Node>)]>, Vec<Node>),
     For(Box<ForNode>),

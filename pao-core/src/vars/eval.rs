@@ -999,7 +999,7 @@ fn eval_path_general<'a>(
                 dyn_key = match k {
                     Val::Int(i) => SegKind::Index(i),
                     Val::Str(s) => SegKind::Key(s.into()),
-                    Val::String(s) => SegKind::Key(s.into()),
+                    Val::String(s) => SegKind::Key(s.as_str().into()),
                     other => {
                         return Err(VarError::at(
                             VarErrorKind::Type,

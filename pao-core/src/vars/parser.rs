@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 
+use compact_str::CompactString;
 use regex::Regex;
 
 use super::Limits;
@@ -817,14 +818,14 @@ impl<'s, 'f> Parser<'s, 'f> {
                     let index = self.parse_expr()?;
                     let end = self.expect(Tok::RBracket, "`]`")?;
                     let kind = match index {
-                        Expr::Const(Const::Str(s), _) => SegKind::Key(s),
+                        Expr::Const(Const::Str(s), _) => SegKind::Key(CompactString::from(s)),
                         Expr::Const(Const::Int(i), _) => SegKind::Index(i),
                         other => SegKind::Dyn(Box::new(other)),
                     };
                     (kind, end)
                 } else {
                     match self.next()? {
-                        (Tok::Ident(name), s) => (SegKind::Key(name.into()), s),
+                        (Tok::Ident(name), s) => (SegKind::Key(CompactString::from(name)), s),
                         (Tok::Int(i), s) if i >= 0 => (SegKind::Index(i), s),
                         (tok, s) => {
                             return Err(VarError::at(
@@ -913,8 +914,8 @@ fn is_keyword(s: &str) -> bool {
 fn flush_text(nodes: &mut Vec<Node>, text: &mut Cow<'_, str>) {
     if !text.is_empty() {
         let t = match std::mem::take(text) {
-            Cow::Borrowed(t) => Box::from(t),
-            Cow::Owned(t) => t.into_boxed_str(),
+            Cow::Borrowed(t) => CompactString::from(t),
+            Cow::Owned(t) => CompactString::from(t),
         };
         nodes.push(Node::Text(t));
     }
