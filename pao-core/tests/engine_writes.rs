@@ -387,8 +387,20 @@ async fn a_success_is_written_at_once_while_another_action_still_runs() {
 /// A worker killed the moment an action's call returns (at the same instant of the paused
 /// clock) leaves no success unrecorded: the next worker does not call the action again. The
 /// deferred success is written in the task that made the call, before it yields.
+///
+/// Which of the two wakes at that instant tokio polls first (the test's sleep or the
+/// action's) is the runtime's choice, so the kill comes both before and after the worker task
+/// had its turn: killed before, the call never returned and runs once on the next worker;
+/// killed after, its success was already stored. (The first version of the deferral, which
+/// handed the success from a spawned task to the phase loop, lost it in the first case.)
 #[tokio::test(start_paused = true)]
 async fn a_crash_as_the_last_call_returns_does_not_repeat_it() {
+    for yield_first in [false, true] {
+        crash_as_the_call_returns(yield_first).await;
+    }
+}
+
+async fn crash_as_the_call_returns(yield_first: bool) {
     for (name, item) in [
         (
             "last",
@@ -420,6 +432,9 @@ async fn a_crash_as_the_last_call_returns_does_not_repeat_it() {
             tokio::spawn(async move { engine.run_until_idle("doomed").await })
         };
         tokio::time::sleep(Duration::from_millis(10)).await;
+        if yield_first {
+            tokio::task::yield_now().await;
+        }
         doomed.abort();
         let _ = doomed.await;
         tokio::time::sleep(EngineConfig::default().lease + Duration::from_secs(1)).await;
@@ -427,10 +442,13 @@ async fn a_crash_as_the_last_call_returns_does_not_repeat_it() {
         assert_eq!(
             store.get(&r.id).await.unwrap().unwrap().state,
             RequestState::Completed,
-            "{name}"
+            "{name}, yield first: {yield_first}"
         );
         for (key, n) in ledger.effects() {
-            assert_eq!(n, 1, "{name}: {key} succeeded {n} times");
+            assert_eq!(
+                n, 1,
+                "{name} (yield first: {yield_first}): {key} succeeded {n} times"
+            );
         }
         assert!(
             ledger.executed().contains(&name.to_string()),
