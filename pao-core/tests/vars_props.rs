@@ -200,10 +200,12 @@ proptest! {
             }
             _ => prop_assert!(false, "{}: eval_bool {:?}, eval {:?}", src, as_bool, as_value),
         }
-        if let (Value::String(s), Some(l)) = (&v, lit.strip_prefix('\'').and_then(|l| l.strip_suffix('\''))) {
-            if !missing && op == "==" {
-                prop_assert_eq!(as_bool.unwrap(), s == l, "{}", src);
-            }
+        let quoted = lit.strip_prefix('\'').and_then(|l| l.strip_suffix('\''));
+        if let (Value::String(s), Some(l)) = (&v, quoted)
+            && !missing
+            && op == "=="
+        {
+            prop_assert_eq!(as_bool.unwrap(), s == l, "{}", src);
         }
     }
 }
