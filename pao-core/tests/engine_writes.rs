@@ -9,8 +9,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use engine_support::*;
 use pao_core::action::ActionRegistry;
 use pao_core::clock::TokioClock;
@@ -20,181 +18,23 @@ use pao_core::lifecycle::RequestState;
 use pao_core::store::*;
 use serde_json::json;
 
-/// Counts the calls of every writing method of the store it wraps.
+/// Counts the calls of every writing method of the store it wraps (claims that found work).
 #[derive(Default)]
-struct Counting {
-    inner: MemoryStore,
-    calls: Mutex<BTreeMap<&'static str, usize>>,
-}
+struct Writes(Mutex<BTreeMap<&'static str, usize>>);
 
-impl Counting {
-    fn hit(&self, what: &'static str) {
-        *self.calls.lock().unwrap().entry(what).or_default() += 1;
-    }
-    fn take(&self) -> BTreeMap<&'static str, usize> {
-        std::mem::take(&mut *self.calls.lock().unwrap())
-    }
-}
-
-#[async_trait]
-impl Store for Counting {
-    async fn submit(
-        &self,
-        r: NewRequest,
-        actor: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Submitted, StoreError> {
-        self.hit("submit");
-        self.inner.submit(r, actor, now).await
-    }
-    async fn submit_with(
-        &self,
-        r: NewRequest,
-        actor: &str,
-        now: DateTime<Utc>,
-        writes: Vec<Write>,
-    ) -> Result<Submitted, StoreError> {
-        self.hit("submit_with");
-        self.inner.submit_with(r, actor, now, writes).await
-    }
-    async fn apply(
-        &self,
-        id: &str,
-        lease: Option<&Lease>,
-        writes: Vec<Write>,
-    ) -> Result<Request, StoreError> {
-        self.hit("apply");
-        self.inner.apply(id, lease, writes).await
-    }
-    async fn get(&self, id: &str) -> Result<Option<Request>, StoreError> {
-        self.inner.get(id).await
-    }
-    async fn list(&self, f: &RequestFilter) -> Result<Vec<Request>, StoreError> {
-        self.inner.list(f).await
-    }
-    async fn transition(
-        &self,
-        id: &str,
-        from: RequestState,
-        to: RequestState,
-        change: StateChange,
-        lease: Option<&Lease>,
-    ) -> Result<Request, StoreError> {
-        self.hit("transition");
-        self.inner.transition(id, from, to, change, lease).await
-    }
-    async fn update(
-        &self,
-        id: &str,
-        patch: RequestPatch,
-        lease: Option<&Lease>,
-    ) -> Result<Request, StoreError> {
-        self.hit("update");
-        self.inner.update(id, patch, lease).await
-    }
-    async fn append_event(
-        &self,
-        id: &str,
-        at: DateTime<Utc>,
-        kind: EventKind,
-        lease: Option<&Lease>,
-    ) -> Result<u64, StoreError> {
-        self.hit("append_event");
-        self.inner.append_event(id, at, kind, lease).await
-    }
-    async fn events(&self, id: &str, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
-        self.inner.events(id, after, limit).await
-    }
-    async fn claim(
-        &self,
-        worker: &str,
-        lease_for: Duration,
-        now: DateTime<Utc>,
-    ) -> Result<Option<(Request, Lease)>, StoreError> {
-        let got = self.inner.claim(worker, lease_for, now).await?;
-        if got.is_some() {
-            self.hit("claim");
+impl StoreObserver for Writes {
+    fn after(&self, call: StoreCall, _: Duration, outcome: CallOutcome) {
+        if call.writes() && outcome != CallOutcome::Empty {
+            *self.0.lock().unwrap().entry(call.name()).or_default() += 1;
         }
-        Ok(got)
     }
-    async fn heartbeat(
-        &self,
-        lease: &Lease,
-        lease_for: Duration,
-        now: DateTime<Utc>,
-    ) -> Result<Lease, StoreError> {
-        self.hit("heartbeat");
-        self.inner.heartbeat(lease, lease_for, now).await
-    }
-    async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
-        self.hit("release");
-        self.inner.release(lease).await
-    }
-    async fn start_attempt(&self, lease: &Lease, record: AttemptRecord) -> Result<(), StoreError> {
-        self.hit("start_attempt");
-        self.inner.start_attempt(lease, record).await
-    }
-    async fn finish_attempt(
-        &self,
-        lease: &Lease,
-        action_id: &str,
-        rollback: bool,
-        attempt: u32,
-        outcome: AttemptOutcome,
-        at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        self.hit("finish_attempt");
-        self.inner
-            .finish_attempt(lease, action_id, rollback, attempt, outcome, at)
-            .await
-    }
-    async fn attempts(&self, id: &str) -> Result<Vec<AttemptRecord>, StoreError> {
-        self.inner.attempts(id).await
-    }
-    async fn record_decision(
-        &self,
-        d: ApprovalDecision,
-    ) -> Result<Vec<ApprovalDecision>, StoreError> {
-        self.hit("record_decision");
-        self.inner.record_decision(d).await
-    }
-    async fn decisions(&self, id: &str) -> Result<Vec<ApprovalDecision>, StoreError> {
-        self.inner.decisions(id).await
-    }
-    async fn set_quota_limit(&self, team: &str, res: &str, limit: u64) -> Result<(), StoreError> {
-        self.inner.set_quota_limit(team, res, limit).await
-    }
-    async fn reserve_quota(
-        &self,
-        id: &str,
-        team: &str,
-        res: &str,
-        amount: u64,
-    ) -> Result<(), StoreError> {
-        self.hit("reserve_quota");
-        self.inner.reserve_quota(id, team, res, amount).await
-    }
-    async fn release_quota(&self, id: &str) -> Result<(), StoreError> {
-        self.hit("release_quota");
-        self.inner.release_quota(id).await
-    }
-    async fn quota_usage(&self, team: &str) -> Result<Vec<QuotaUsage>, StoreError> {
-        self.inner.quota_usage(team).await
-    }
-    async fn audit(&self, record: AuditRecord) -> Result<(), StoreError> {
-        self.hit("audit");
-        self.inner.audit(record).await
-    }
-    async fn audit_log(
-        &self,
-        target: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<AuditRecord>, StoreError> {
-        self.inner.audit_log(target, limit).await
-    }
-    async fn wait_for_work(&self, timeout: Duration) {
-        self.inner.wait_for_work(timeout).await
-    }
+}
+
+type Counting = Observed<MemoryStore, Writes>;
+
+/// The calls counted so far, forgotten.
+fn take(store: &Counting) -> BTreeMap<&'static str, usize> {
+    std::mem::take(&mut *store.observer.0.lock().unwrap())
 }
 
 /// Live events as the sink heard them, with the request's stored events at that moment.
@@ -255,13 +95,13 @@ async fn a_submission_is_one_write_and_a_one_action_run_two_after_the_claim() {
         .unwrap();
     assert_eq!(r.state, RequestState::Queued);
     assert_eq!(
-        store.take(),
+        take(&store),
         counts(&[("submit_with", 1)]),
         "request, audit, admission: one write"
     );
     assert_eq!(engine.run_until_idle("w1").await.unwrap(), 1);
     assert_eq!(
-        store.take(),
+        take(&store),
         counts(&[("apply", 2), ("claim", 1)]),
         "claim, start (with the move to InProgress), finish with the end; no release after a terminal state"
     );
@@ -325,11 +165,11 @@ async fn a_chain_writes_each_success_with_the_next_start() {
         .submit(&dev(), "two", &json!({}), SubmitOptions::default())
         .await
         .unwrap();
-    store.take();
+    take(&store);
     engine.run_until_idle("w1").await.unwrap();
     assert_eq!(ledger.executed(), vec!["first", "second"]);
     assert_eq!(
-        store.take(),
+        take(&store),
         counts(&[("apply", 3), ("claim", 1)]),
         "start first; finish first + start second; finish second + complete"
     );

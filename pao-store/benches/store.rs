@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use instrumented::InstrumentedStore;
+use instrumented::{InstrumentedStore, instrumented};
 use pao_core::action::ActionRegistry;
 use pao_core::authz::Principal;
 use pao_core::engine::{EngineConfig, Orchestrator, SubmitOptions};
@@ -182,7 +182,7 @@ struct Engine {
 }
 
 async fn engine(url: &str, pool: u32, lease: Duration) -> Engine {
-    let store = Arc::new(InstrumentedStore::new(
+    let store = Arc::new(instrumented(
         SqlStore::open_with(url, pool).await.expect("open"),
     ));
     let noop = Arc::new(fixture::NoopAction::default());
@@ -284,10 +284,10 @@ async fn throughput(b: &Backend, o: &Opts) {
         if round > 0 {
             submit_many(&e, fixture::NOOP_1, n, o.submitters).await;
         }
-        e.store.take_claims();
+        e.store.observer.take_claims();
         // One-action requests.
         let (took, steps) = drain(&e, workers).await;
-        let claims = e.store.take_claims();
+        let claims = e.store.observer.take_claims();
         println!(
             "{:<8} steps, 1-action item: {steps} in {:.2}s = {:.0} steps/s ({workers} worker loops)",
             b.name,
@@ -298,9 +298,9 @@ async fn throughput(b: &Backend, o: &Opts) {
         // Ten-action requests.
         let m = (n / 10).max(1);
         submit_many(&e, fixture::NOOP_10, m, o.submitters).await;
-        e.store.take_claims();
+        e.store.observer.take_claims();
         let (took, steps) = drain(&e, workers).await;
-        let claims = e.store.take_claims();
+        let claims = e.store.observer.take_claims();
         println!(
             "{:<8} steps, 10-action item: {steps} in {:.2}s = {:.0} steps/s ({workers} worker loops)",
             b.name,

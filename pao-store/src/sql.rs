@@ -781,47 +781,17 @@ impl SqlStore {
         for w in writes {
             match w {
                 Write::Transition { from, to, change } => {
-                    if r.state != from {
-                        return Err(StoreError::Conflict {
-                            id: id.to_string(),
-                            expected: from,
-                            actual: r.state,
-                        });
-                    }
-                    from.transition_to(to)?;
-                    r.state = to;
-                    r.updated_at = at(ms(change.at));
+                    let when = change.at;
+                    let event = r.apply_transition(from, to, change)?;
+                    // Stored to the millisecond.
+                    r.updated_at = at(ms(when));
                     changed = true;
                     terminal |= to.is_terminal();
-                    events.push((
-                        change.at,
-                        EventKind::StateChanged {
-                            from: Some(from),
-                            to,
-                            actor: change.actor,
-                            reason: change.reason,
-                        },
-                    ));
+                    events.push((when, event));
                 }
                 Write::Patch(p) => {
-                    if let Some(v) = p.rollback {
-                        r.rollback = v;
-                    }
-                    if let Some(v) = p.error {
-                        r.error = Some(v);
-                    }
-                    if let Some(v) = p.approval_due {
-                        r.approval_due = v.map(|d| at(ms(d)));
-                    }
-                    if let Some(v) = p.escalated {
-                        r.escalated = v;
-                    }
-                    if let Some(v) = p.cancel_requested {
-                        r.cancel_requested = v;
-                    }
-                    if let Some(v) = p.waiting_for {
-                        r.waiting_for = v;
-                    }
+                    p.apply_to(&mut r);
+                    r.approval_due = r.approval_due.map(|d| at(ms(d)));
                     changed = true;
                 }
                 Write::Event { at, kind } => events.push((at, kind)),

@@ -190,13 +190,13 @@ async fn transient_heartbeat_failure(db: Db) {
     use pao_core::engine::{EngineConfig, Orchestrator, SubmitOptions};
     use pao_core::lifecycle::RequestState;
     use pao_core::store::Store;
-    use support::instrumented::InstrumentedStore;
+    use support::instrumented::instrumented;
 
     let ledger = Ledger::start_with_delay(Duration::from_millis(600)).await;
-    let store = Arc::new(InstrumentedStore::new(
+    let store = Arc::new(instrumented(
         pao_store::SqlStore::open(&db.url).await.expect("open"),
     ));
-    store.fail_heartbeats.store(1, Ordering::SeqCst);
+    store.observer.fail_heartbeats.store(1, Ordering::SeqCst);
     let mut registry = ActionRegistry::new();
     registry.register(Arc::new(fixture::LedgerAction {
         port: ledger.port,
@@ -229,7 +229,7 @@ async fn transient_heartbeat_failure(db: Db) {
         db.kind
     );
     assert!(
-        store.heartbeats.load(Ordering::SeqCst) >= 2,
+        store.observer.heartbeats.load(Ordering::SeqCst) >= 2,
         "the action outlived several heartbeats"
     );
     assert_eq!(ledger.applied().len(), 1);

@@ -53,6 +53,14 @@ impl MemoryStore {
 }
 
 impl Inner {
+    /// The request, after [`Inner::fence`].
+    fn fenced(&mut self, id: &str, lease: Option<&Lease>) -> Result<&mut Request, StoreError> {
+        self.fence(id, lease)?;
+        self.requests
+            .get_mut(id)
+            .ok_or_else(|| StoreError::NotFound(id.to_string()))
+    }
+
     fn fence(&self, id: &str, lease: Option<&Lease>) -> Result<(), StoreError> {
         let Some(lease) = lease else { return Ok(()) };
         // Tokens count per request, so a lease on another request can carry the same numbers.
@@ -227,32 +235,11 @@ impl Inner {
         change: StateChange,
         lease: Option<&Lease>,
     ) -> Result<Request, StoreError> {
-        self.fence(id, lease)?;
-        let r = self
-            .requests
-            .get_mut(id)
-            .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
-        if r.state != from {
-            return Err(StoreError::Conflict {
-                id: id.to_string(),
-                expected: from,
-                actual: r.state,
-            });
-        }
-        from.transition_to(to)?;
-        r.state = to;
-        r.updated_at = change.at;
+        let r = self.fenced(id, lease)?;
+        let at = change.at;
+        let event = r.apply_transition(from, to, change)?;
         let out = r.clone();
-        self.push_event(
-            id,
-            change.at,
-            EventKind::StateChanged {
-                from: Some(from),
-                to,
-                actor: change.actor,
-                reason: change.reason,
-            },
-        );
+        self.push_event(id, at, event);
         if to.is_terminal() {
             self.leases.remove(id);
         }
@@ -265,29 +252,8 @@ impl Inner {
         patch: RequestPatch,
         lease: Option<&Lease>,
     ) -> Result<Request, StoreError> {
-        self.fence(id, lease)?;
-        let r = self
-            .requests
-            .get_mut(id)
-            .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
-        if let Some(v) = patch.rollback {
-            r.rollback = v;
-        }
-        if let Some(v) = patch.error {
-            r.error = Some(v);
-        }
-        if let Some(v) = patch.approval_due {
-            r.approval_due = v;
-        }
-        if let Some(v) = patch.escalated {
-            r.escalated = v;
-        }
-        if let Some(v) = patch.cancel_requested {
-            r.cancel_requested = v;
-        }
-        if let Some(v) = patch.waiting_for {
-            r.waiting_for = v;
-        }
+        let r = self.fenced(id, lease)?;
+        patch.apply_to(r);
         Ok(r.clone())
     }
 

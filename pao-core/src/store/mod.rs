@@ -19,6 +19,7 @@
 
 pub mod conformance;
 mod memory;
+mod observed;
 
 use std::time::Duration;
 
@@ -28,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use memory::MemoryStore;
+pub use observed::{CallOutcome, Observed, StoreCall, StoreObserver};
 
 use crate::action::{ActionError, ActionOutput, ErrorClass, IdempotencyKey};
 use crate::authz::Principal;
@@ -140,6 +142,59 @@ pub struct RequestPatch {
     pub cancel_requested: Option<bool>,
     /// Set or clear what the request waits for.
     pub waiting_for: Option<Option<String>>,
+}
+
+impl Request {
+    /// Moves this copy of the request from `from` to `to`, as every store applies a
+    /// [`Write::Transition`]: `Conflict` when it is not in `from`, `Illegal` when the lifecycle
+    /// has no such move. Returns the event that records it.
+    pub fn apply_transition(
+        &mut self,
+        from: RequestState,
+        to: RequestState,
+        change: StateChange,
+    ) -> Result<EventKind, StoreError> {
+        if self.state != from {
+            return Err(StoreError::Conflict {
+                id: self.id.clone(),
+                expected: from,
+                actual: self.state,
+            });
+        }
+        from.transition_to(to)?;
+        self.state = to;
+        self.updated_at = change.at;
+        Ok(EventKind::StateChanged {
+            from: Some(from),
+            to,
+            actor: change.actor,
+            reason: change.reason,
+        })
+    }
+}
+
+impl RequestPatch {
+    /// Sets the fields this patch names on `request`.
+    pub fn apply_to(self, request: &mut Request) {
+        if let Some(v) = self.rollback {
+            request.rollback = v;
+        }
+        if let Some(v) = self.error {
+            request.error = Some(v);
+        }
+        if let Some(v) = self.approval_due {
+            request.approval_due = v;
+        }
+        if let Some(v) = self.escalated {
+            request.escalated = v;
+        }
+        if let Some(v) = self.cancel_requested {
+            request.cancel_requested = v;
+        }
+        if let Some(v) = self.waiting_for {
+            request.waiting_for = v;
+        }
+    }
 }
 
 /// Who changed the state and why.

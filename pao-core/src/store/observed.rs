@@ -1,0 +1,354 @@
+//! [`Observed`]: a [`Store`] that forwards every call to another and tells a
+//! [`StoreObserver`] about it, for metrics, tests that count writes, and fault injection.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::*;
+
+/// A [`Store`] method, as an [`Observed`] store reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[allow(missing_docs)]
+pub enum StoreCall {
+    Submit,
+    SubmitWith,
+    Apply,
+    Get,
+    List,
+    Transition,
+    Update,
+    AppendEvent,
+    Events,
+    Claim,
+    Heartbeat,
+    Release,
+    StartAttempt,
+    FinishAttempt,
+    Attempts,
+    RecordDecision,
+    Decisions,
+    SetQuotaLimit,
+    ReserveQuota,
+    ReleaseQuota,
+    QuotaUsage,
+    Audit,
+    AuditLog,
+    WaitForWork,
+}
+
+impl StoreCall {
+    /// The method's name (`"submit_with"`, `"claim"`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreCall::Submit => "submit",
+            StoreCall::SubmitWith => "submit_with",
+            StoreCall::Apply => "apply",
+            StoreCall::Get => "get",
+            StoreCall::List => "list",
+            StoreCall::Transition => "transition",
+            StoreCall::Update => "update",
+            StoreCall::AppendEvent => "append_event",
+            StoreCall::Events => "events",
+            StoreCall::Claim => "claim",
+            StoreCall::Heartbeat => "heartbeat",
+            StoreCall::Release => "release",
+            StoreCall::StartAttempt => "start_attempt",
+            StoreCall::FinishAttempt => "finish_attempt",
+            StoreCall::Attempts => "attempts",
+            StoreCall::RecordDecision => "record_decision",
+            StoreCall::Decisions => "decisions",
+            StoreCall::SetQuotaLimit => "set_quota_limit",
+            StoreCall::ReserveQuota => "reserve_quota",
+            StoreCall::ReleaseQuota => "release_quota",
+            StoreCall::QuotaUsage => "quota_usage",
+            StoreCall::Audit => "audit",
+            StoreCall::AuditLog => "audit_log",
+            StoreCall::WaitForWork => "wait_for_work",
+        }
+    }
+
+    /// Whether the method writes (a claim writes the lease it takes).
+    pub fn writes(self) -> bool {
+        !matches!(
+            self,
+            StoreCall::Get
+                | StoreCall::List
+                | StoreCall::Events
+                | StoreCall::Attempts
+                | StoreCall::Decisions
+                | StoreCall::QuotaUsage
+                | StoreCall::AuditLog
+                | StoreCall::WaitForWork
+        )
+    }
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallOutcome {
+    /// It succeeded.
+    Done,
+    /// It succeeded and found nothing: a claim without work, a `get` of an unknown id.
+    Empty,
+    /// It returned an error.
+    Failed,
+}
+
+/// Hears about every call of an [`Observed`] store. Both methods default to doing nothing.
+pub trait StoreObserver: Send + Sync {
+    /// Before the call reaches the store. An error is returned in its place and the store is
+    /// not called (fault injection). `wait_for_work` cannot fail and ignores it.
+    fn before(&self, call: StoreCall) -> Result<(), StoreError> {
+        let _ = call;
+        Ok(())
+    }
+
+    /// After the store returned, with how long it took (wall time).
+    fn after(&self, call: StoreCall, took: Duration, outcome: CallOutcome) {
+        let _ = (call, took, outcome);
+    }
+}
+
+/// A store that forwards every call, batches included, to `inner` and reports it to
+/// `observer`.
+///
+/// ```
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use pao_core::store::{CallOutcome, MemoryStore, Observed, Store, StoreCall, StoreObserver};
+///
+/// #[derive(Default)]
+/// struct Reads(AtomicUsize);
+/// impl StoreObserver for Reads {
+///     fn after(&self, call: StoreCall, _: std::time::Duration, _: CallOutcome) {
+///         if !call.writes() {
+///             self.0.fetch_add(1, Ordering::Relaxed);
+///         }
+///     }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let store = Observed::new(MemoryStore::default(), Reads::default());
+/// assert!(store.get("nope").await.unwrap().is_none());
+/// assert_eq!(store.observer.0.load(Ordering::Relaxed), 1);
+/// # });
+/// ```
+#[derive(Debug, Default)]
+pub struct Observed<S, O> {
+    /// The store that does the work.
+    pub inner: S,
+    /// Who hears about it.
+    pub observer: O,
+}
+
+impl<S: Store, O: StoreObserver> Observed<S, O> {
+    /// Wraps `inner`.
+    pub fn new(inner: S, observer: O) -> Observed<S, O> {
+        Observed { inner, observer }
+    }
+
+    async fn observe<T>(
+        &self,
+        call: StoreCall,
+        empty: impl FnOnce(&T) -> bool,
+        run: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        self.observer.before(call)?;
+        let started = Instant::now();
+        let result = run.await;
+        let outcome = match &result {
+            Ok(v) if empty(v) => CallOutcome::Empty,
+            Ok(_) => CallOutcome::Done,
+            Err(_) => CallOutcome::Failed,
+        };
+        self.observer.after(call, started.elapsed(), outcome);
+        result
+    }
+
+    async fn forward<T>(
+        &self,
+        call: StoreCall,
+        run: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        self.observe(call, |_| false, run).await
+    }
+}
+
+#[async_trait]
+impl<S: Store, O: StoreObserver> Store for Observed<S, O> {
+    async fn submit(
+        &self,
+        request: NewRequest,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Submitted, StoreError> {
+        let run = self.inner.submit(request, actor, now);
+        self.forward(StoreCall::Submit, run).await
+    }
+    async fn submit_with(
+        &self,
+        request: NewRequest,
+        actor: &str,
+        now: DateTime<Utc>,
+        writes: Vec<Write>,
+    ) -> Result<Submitted, StoreError> {
+        let run = self.inner.submit_with(request, actor, now, writes);
+        self.forward(StoreCall::SubmitWith, run).await
+    }
+    async fn apply(
+        &self,
+        id: &str,
+        lease: Option<&Lease>,
+        writes: Vec<Write>,
+    ) -> Result<Request, StoreError> {
+        let run = self.inner.apply(id, lease, writes);
+        self.forward(StoreCall::Apply, run).await
+    }
+    async fn get(&self, id: &str) -> Result<Option<Request>, StoreError> {
+        let run = self.inner.get(id);
+        self.observe(StoreCall::Get, Option::is_none, run).await
+    }
+    async fn list(&self, filter: &RequestFilter) -> Result<Vec<Request>, StoreError> {
+        self.forward(StoreCall::List, self.inner.list(filter)).await
+    }
+    async fn transition(
+        &self,
+        id: &str,
+        from: RequestState,
+        to: RequestState,
+        change: StateChange,
+        lease: Option<&Lease>,
+    ) -> Result<Request, StoreError> {
+        let run = self.inner.transition(id, from, to, change, lease);
+        self.forward(StoreCall::Transition, run).await
+    }
+    async fn update(
+        &self,
+        id: &str,
+        patch: RequestPatch,
+        lease: Option<&Lease>,
+    ) -> Result<Request, StoreError> {
+        let run = self.inner.update(id, patch, lease);
+        self.forward(StoreCall::Update, run).await
+    }
+    async fn append_event(
+        &self,
+        id: &str,
+        at: DateTime<Utc>,
+        kind: EventKind,
+        lease: Option<&Lease>,
+    ) -> Result<u64, StoreError> {
+        let run = self.inner.append_event(id, at, kind, lease);
+        self.forward(StoreCall::AppendEvent, run).await
+    }
+    async fn events(
+        &self,
+        id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let run = self.inner.events(id, after_seq, limit);
+        self.forward(StoreCall::Events, run).await
+    }
+    async fn claim(
+        &self,
+        worker_id: &str,
+        lease_for: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(Request, Lease)>, StoreError> {
+        let run = self.inner.claim(worker_id, lease_for, now);
+        self.observe(StoreCall::Claim, Option::is_none, run).await
+    }
+    async fn heartbeat(
+        &self,
+        lease: &Lease,
+        lease_for: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Lease, StoreError> {
+        let run = self.inner.heartbeat(lease, lease_for, now);
+        self.forward(StoreCall::Heartbeat, run).await
+    }
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        self.forward(StoreCall::Release, self.inner.release(lease))
+            .await
+    }
+    async fn start_attempt(&self, lease: &Lease, record: AttemptRecord) -> Result<(), StoreError> {
+        let run = self.inner.start_attempt(lease, record);
+        self.forward(StoreCall::StartAttempt, run).await
+    }
+    async fn finish_attempt(
+        &self,
+        lease: &Lease,
+        action_id: &str,
+        rollback: bool,
+        attempt: u32,
+        outcome: AttemptOutcome,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let run = self
+            .inner
+            .finish_attempt(lease, action_id, rollback, attempt, outcome, at);
+        self.forward(StoreCall::FinishAttempt, run).await
+    }
+    async fn attempts(&self, id: &str) -> Result<Vec<AttemptRecord>, StoreError> {
+        self.forward(StoreCall::Attempts, self.inner.attempts(id))
+            .await
+    }
+    async fn record_decision(
+        &self,
+        decision: ApprovalDecision,
+    ) -> Result<Vec<ApprovalDecision>, StoreError> {
+        let run = self.inner.record_decision(decision);
+        self.forward(StoreCall::RecordDecision, run).await
+    }
+    async fn decisions(&self, id: &str) -> Result<Vec<ApprovalDecision>, StoreError> {
+        self.forward(StoreCall::Decisions, self.inner.decisions(id))
+            .await
+    }
+    async fn set_quota_limit(
+        &self,
+        team: &str,
+        resource: &str,
+        limit: u64,
+    ) -> Result<(), StoreError> {
+        let run = self.inner.set_quota_limit(team, resource, limit);
+        self.forward(StoreCall::SetQuotaLimit, run).await
+    }
+    async fn reserve_quota(
+        &self,
+        request_id: &str,
+        team: &str,
+        resource: &str,
+        amount: u64,
+    ) -> Result<(), StoreError> {
+        let run = self.inner.reserve_quota(request_id, team, resource, amount);
+        self.forward(StoreCall::ReserveQuota, run).await
+    }
+    async fn release_quota(&self, request_id: &str) -> Result<(), StoreError> {
+        let run = self.inner.release_quota(request_id);
+        self.forward(StoreCall::ReleaseQuota, run).await
+    }
+    async fn quota_usage(&self, team: &str) -> Result<Vec<QuotaUsage>, StoreError> {
+        self.forward(StoreCall::QuotaUsage, self.inner.quota_usage(team))
+            .await
+    }
+    async fn audit(&self, record: AuditRecord) -> Result<(), StoreError> {
+        self.forward(StoreCall::Audit, self.inner.audit(record))
+            .await
+    }
+    async fn audit_log(
+        &self,
+        target: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let run = self.inner.audit_log(target, limit);
+        self.forward(StoreCall::AuditLog, run).await
+    }
+    async fn wait_for_work(&self, timeout: Duration) {
+        let started = Instant::now();
+        self.inner.wait_for_work(timeout).await;
+        self.observer
+            .after(StoreCall::WaitForWork, started.elapsed(), CallOutcome::Done);
+    }
+}
