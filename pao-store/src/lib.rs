@@ -14,6 +14,7 @@
 //! ```
 
 mod group;
+mod one_statement;
 mod sql;
 
 pub use pao_core;

@@ -358,11 +358,11 @@ fn spawn_listener(url: String, work: Arc<Notify>) -> tokio::task::JoinHandle<()>
     })
 }
 
-fn db(e: sqlx::Error) -> StoreError {
+pub(crate) fn db(e: sqlx::Error) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
-fn ms(t: DateTime<Utc>) -> i64 {
+pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
@@ -370,7 +370,7 @@ fn at(v: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(v).single().unwrap_or_default()
 }
 
-fn json<T: serde::Serialize>(v: &T) -> String {
+pub(crate) fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".to_string())
 }
 
@@ -379,11 +379,11 @@ fn parse<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, StoreError> {
         .map_err(|e| StoreError::Unavailable(format!("corrupt stored document: {e}")))
 }
 
-const COLUMNS: &str = "id, item_id, item_version, item_hash, fields, requester, team, environment, priority, \
+pub(crate) const COLUMNS: &str = "id, item_id, item_version, item_hash, fields, requester, team, environment, priority, \
     idempotency_key, correlation_id, retry_of, state, rollback, error, approval_due, escalated, cancel_requested, \
     waiting_for, created_at, updated_at";
 
-fn rollback_name(r: RollbackStatus) -> &'static str {
+pub(crate) fn rollback_name(r: RollbackStatus) -> &'static str {
     match r {
         RollbackStatus::None => "none",
         RollbackStatus::InProgress => "in_progress",
@@ -392,7 +392,7 @@ fn rollback_name(r: RollbackStatus) -> &'static str {
     }
 }
 
-fn row_to_request(row: &AnyRow) -> Result<Request, StoreError> {
+pub(crate) fn row_to_request(row: &AnyRow) -> Result<Request, StoreError> {
     let get_s = |c: &str| row.try_get::<String, _>(c).map_err(db);
     let get_os = |c: &str| row.try_get::<Option<String>, _>(c).map_err(db);
     let get_i = |c: &str| row.try_get::<i64, _>(c).map_err(db);
@@ -573,31 +573,42 @@ where
     Ok(())
 }
 
+/// The request's state, read after a fenced write matched no row: `NotFound` when there is
+/// no such request, `LeaseLost` when `lease` no longer holds it.
+pub(crate) async fn fenced_state(
+    conn: &mut sqlx::AnyConnection,
+    id: &str,
+    lease: Option<&Lease>,
+) -> Result<RequestState, StoreError> {
+    let row = sqlx::query("SELECT state, lease_owner, lease_token FROM requests WHERE id = $1")
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db)?
+        .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+    if let Some(l) = lease {
+        let owner: Option<String> = row.try_get("lease_owner").unwrap_or(None);
+        let token: i64 = row.try_get("lease_token").unwrap_or(-1);
+        if owner.as_deref() != Some(l.worker_id.as_str()) || token != l.token as i64 {
+            return Err(StoreError::LeaseLost(id.to_string()));
+        }
+    }
+    let state: String = row.try_get("state").map_err(db)?;
+    RequestState::parse(&state)
+        .ok_or_else(|| StoreError::Unavailable(format!("unknown state `{state}`")))
+}
+
 /// Why a fenced write on a request matched no row.
 async fn why_unmatched(
     conn: &mut sqlx::AnyConnection,
     id: &str,
     lease: Option<&Lease>,
 ) -> StoreError {
-    let row =
-        match sqlx::query("SELECT state, lease_owner, lease_token FROM requests WHERE id = $1")
-            .bind(id.to_string())
-            .fetch_optional(&mut *conn)
-            .await
-        {
-            Ok(Some(row)) => row,
-            Ok(None) => return StoreError::NotFound(id.to_string()),
-            Err(e) => return db(e),
-        };
-    if let Some(l) = lease {
-        let owner: Option<String> = row.try_get("lease_owner").unwrap_or(None);
-        let token: i64 = row.try_get("lease_token").unwrap_or(-1);
-        if owner.as_deref() != Some(l.worker_id.as_str()) || token != l.token as i64 {
-            return StoreError::LeaseLost(id.to_string());
-        }
+    match fenced_state(conn, id, lease).await {
+        Err(e) => e,
+        // Matched now: the row changed between the two statements; the caller retries.
+        Ok(_) => StoreError::Unavailable(format!("request {id} changed; try again")),
     }
-    // Matched now: the row changed between the two statements; the caller retries.
-    StoreError::Unavailable(format!("request {id} changed; try again"))
 }
 
 impl SqlStore {
@@ -1062,6 +1073,13 @@ impl Store for SqlStore {
         lease: Option<&Lease>,
         writes: Vec<Write>,
     ) -> Result<Request, StoreError> {
+        if self.group.is_none()
+            && self.dialect == Dialect::Postgres
+            && let Some(plan) = crate::one_statement::plan(id, lease, &writes)
+        {
+            let mut c = self.writer.acquire().await.map_err(db)?;
+            return crate::one_statement::run(&mut c, id, lease, &plan).await;
+        }
         let wakes = Write::queues(&writes);
         let r = self
             .write(async |tx: &mut AnyConnection| {

@@ -109,6 +109,8 @@ macro_rules! for_each_conformance_check {
             check_apply_commits_a_batch,
             check_apply_all_or_nothing,
             check_apply_fenced,
+            check_apply_worker_batches_all_or_nothing,
+            check_apply_concurrent_batches_number_events,
             check_submit_with_admits_in_one_write,
             check_submit_with_all_or_nothing,
         );
@@ -2928,6 +2930,243 @@ pub async fn check_apply_fenced(store: &dyn Store) {
         store.apply("f-1", Some(&new), batch()).await,
     );
     assert_eq!(r.state, State::InProgress);
+}
+
+/// The batches a worker writes (transitions, patches, events, attempt starts and finishes,
+/// nothing else): a stale `from` on the first transition, an attempt finished that was never
+/// started or one started twice stores nothing of the batch; patches in one batch apply in
+/// order, field by field.
+pub async fn check_apply_worker_batches_all_or_nothing(store: &dyn Store) {
+    submit(store, new_request("w-1"), t(0)).await;
+    queue(store, "w-1", t(1)).await;
+    let (_, lease) = must_claim(store, "w1", t(2)).await;
+    let running = attempt("w-1", "a", false, 1, t(3));
+    ok(
+        "the first batch",
+        store
+            .apply(
+                "w-1",
+                Some(&lease),
+                vec![
+                    Write::Transition {
+                        from: State::Queued,
+                        to: State::InProgress,
+                        change: change("worker:w1", None, t(3)),
+                    },
+                    Write::StartAttempt(running.clone()),
+                ],
+            )
+            .await,
+    );
+    let before = get(store, "w-1").await;
+    let events_before = all_events(store, "w-1").await;
+    let attempts_before = ok("attempts", store.attempts("w-1").await);
+    let patch = |error: &str| {
+        Write::Patch(RequestPatch {
+            error: Some(error.into()),
+            ..RequestPatch::default()
+        })
+    };
+    let to_post = || Write::Transition {
+        from: State::InProgress,
+        to: State::PostFulfillment,
+        change: change("worker:w1", None, t(4)),
+    };
+    let event = || Write::Event {
+        at: t(4),
+        kind: log("x"),
+    };
+    type IsExpected = fn(&StoreError) -> bool;
+    let failing: Vec<(&str, Vec<Write>, IsExpected)> = vec![
+        (
+            "a first transition from a state the request is not in",
+            vec![
+                event(),
+                patch("p"),
+                Write::StartAttempt(attempt("w-1", "b", false, 1, t(4))),
+                Write::Transition {
+                    from: State::PostFulfillment,
+                    to: State::Completed,
+                    change: change("worker:w1", None, t(4)),
+                },
+            ],
+            |e| {
+                matches!(
+                    e,
+                    StoreError::Conflict {
+                        expected: State::PostFulfillment,
+                        actual: State::InProgress,
+                        ..
+                    }
+                )
+            },
+        ),
+        (
+            "finishing an attempt never started",
+            vec![
+                event(),
+                patch("p"),
+                Write::FinishAttempt(succeeded(attempt("w-1", "zzz", false, 1, t(3)), t(4))),
+                to_post(),
+            ],
+            |e| matches!(e, StoreError::NotFound(_)),
+        ),
+        (
+            "finishing an attempt never started, without a transition",
+            vec![
+                patch("p"),
+                Write::FinishAttempt(succeeded(attempt("w-1", "a", false, 2, t(3)), t(4))),
+            ],
+            |e| matches!(e, StoreError::NotFound(_)),
+        ),
+        (
+            "starting an attempt that exists",
+            vec![event(), Write::StartAttempt(running.clone()), to_post()],
+            |e| matches!(e, StoreError::Duplicate(_)),
+        ),
+    ];
+    for (what, writes, expected) in failing {
+        match store.apply("w-1", Some(&lease), writes).await {
+            Err(e) if expected(&e) => {}
+            other => panic!("a batch with {what}: unexpected result {other:?}"),
+        }
+        assert_eq!(
+            get(store, "w-1").await,
+            before,
+            "{what}: the request is unchanged"
+        );
+        assert_eq!(
+            all_events(store, "w-1").await,
+            events_before,
+            "{what}: no event of the batch is stored"
+        );
+        assert_eq!(
+            ok("attempts", store.attempts("w-1").await),
+            attempts_before,
+            "{what}: no attempt of the batch is stored or finished"
+        );
+    }
+    // The last batch of the run: two patches (the later wins where both set a field), the
+    // finish, an event and two transitions to the end.
+    let r = ok(
+        "the last batch",
+        store
+            .apply(
+                "w-1",
+                Some(&lease),
+                vec![
+                    Write::Patch(RequestPatch {
+                        error: Some("first".into()),
+                        escalated: Some(true),
+                        waiting_for: Some(Some("ticket".into())),
+                        ..RequestPatch::default()
+                    }),
+                    Write::FinishAttempt(succeeded(running.clone(), t(4))),
+                    Write::Patch(RequestPatch {
+                        error: Some("second".into()),
+                        waiting_for: Some(None),
+                        ..RequestPatch::default()
+                    }),
+                    event(),
+                    to_post(),
+                    Write::Transition {
+                        from: State::PostFulfillment,
+                        to: State::Completed,
+                        change: change("worker:w1", Some("done"), t(5)),
+                    },
+                ],
+            )
+            .await,
+    );
+    assert_eq!(r.state, State::Completed);
+    assert_eq!(r.error.as_deref(), Some("second"), "the later patch wins");
+    assert!(r.escalated, "a field only the earlier patch sets is kept");
+    assert_eq!(
+        r.waiting_for, None,
+        "the later patch clears what the earlier set"
+    );
+    assert_eq!(r.updated_at, t(5), "the last transition's time");
+    assert_eq!(get(store, "w-1").await, r, "stored as returned");
+    let attempts = ok("attempts", store.attempts("w-1").await);
+    assert_eq!(
+        attempts,
+        vec![succeeded(running, t(4))],
+        "the attempt is finished"
+    );
+    let events = all_events(store, "w-1").await;
+    assert_eq!(
+        kinds(&events[events_before.len()..]),
+        ["log:x", "state:post_fulfillment", "state:completed"]
+    );
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    let expected: Vec<u64> = (1..=events.len() as u64).collect();
+    assert_eq!(seqs, expected, "event numbers stay consecutive");
+    expect_lease_lost(
+        "a write after the terminal batch",
+        store
+            .append_event("w-1", t(6), log("late"), Some(&lease))
+            .await,
+    );
+}
+
+/// Batches and single events written at once on one request all land, each batch's events
+/// numbered together, with no number missing or taken twice.
+pub async fn check_apply_concurrent_batches_number_events(store: &dyn Store) {
+    submit(store, new_request("c-1"), t(0)).await;
+    let lease = run(store, "c-1", "w1", t(1)).await;
+    let before = all_events(store, "c-1").await.len();
+    let batches = (0..8).map(|i| {
+        let lease = lease.clone();
+        async move {
+            let writes = vec![
+                Write::Event {
+                    at: t(2),
+                    kind: log(&format!("batch {i} first")),
+                },
+                Write::Event {
+                    at: t(2),
+                    kind: log(&format!("batch {i} second")),
+                },
+            ];
+            ok(
+                &format!("batch {i}"),
+                store.apply("c-1", Some(&lease), writes).await,
+            );
+        }
+    });
+    let singles = (0..4).map(|i| async move {
+        ok(
+            &format!("event {i}"),
+            store
+                .append_event("c-1", t(2), log(&format!("single {i}")), None)
+                .await,
+        );
+    });
+    tokio::join!(
+        futures_util::future::join_all(batches),
+        futures_util::future::join_all(singles)
+    );
+    let events = all_events(store, "c-1").await;
+    assert_eq!(
+        events.len(),
+        before + 8 * 2 + 4,
+        "every event is stored once"
+    );
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    let expected: Vec<u64> = (1..=events.len() as u64).collect();
+    assert_eq!(seqs, expected, "numbers are consecutive, none taken twice");
+    let names = kinds(&events);
+    for i in 0..8 {
+        let first = names
+            .iter()
+            .position(|n| *n == format!("log:batch {i} first"))
+            .unwrap_or_else(|| panic!("batch {i}'s first event is missing: {names:?}"));
+        assert_eq!(
+            names.get(first + 1).map(String::as_str),
+            Some(format!("log:batch {i} second").as_str()),
+            "batch {i}'s events are numbered together"
+        );
+    }
 }
 
 fn admission(id: &str, quota: u64) -> Vec<Write> {

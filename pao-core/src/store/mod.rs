@@ -161,14 +161,25 @@ impl Request {
                 actual: self.state,
             });
         }
-        from.transition_to(to)?;
+        let at = change.at;
+        let event = change.into_event(from, to)?;
         self.state = to;
-        self.updated_at = change.at;
+        self.updated_at = at;
+        Ok(event)
+    }
+}
+
+impl StateChange {
+    /// The `StateChanged` event of a move from `from` to `to`, or `Illegal` when the lifecycle
+    /// has no such move. It does not look at any request: a store that checks `from` itself
+    /// (in SQL, say) builds the event with this.
+    pub fn into_event(self, from: RequestState, to: RequestState) -> Result<EventKind, StoreError> {
+        from.transition_to(to)?;
         Ok(EventKind::StateChanged {
             from: Some(from),
             to,
-            actor: change.actor,
-            reason: change.reason,
+            actor: self.actor,
+            reason: self.reason,
         })
     }
 }
