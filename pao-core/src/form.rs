@@ -736,7 +736,10 @@ mod pattern_tests {
             let re = pattern("^[a-z]+-[0-9]+$").expect("compiles");
             assert!(re.is_match("app-12"));
             assert!(!re.is_match("App-12"));
-            assert!(pattern("([unclosed").is_none(), "an invalid pattern stays invalid");
+            assert!(
+                pattern("([unclosed").is_none(),
+                "an invalid pattern stays invalid"
+            );
         }
         // More distinct patterns than are kept: answers stay right across the start-over.
         for i in 0..(super::PATTERNS_KEPT + 10) {

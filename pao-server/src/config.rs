@@ -45,6 +45,10 @@ pub struct ServerConfig {
     pub actions: pao_actions::ActionsConfig,
     /// WASM plugin actions.
     pub plugins: PluginsConfig,
+    /// Ended requests kept in memory for `GET /requests/{id}/status` (0 = none).
+    pub finished_cache_entries: usize,
+    /// Seconds an ended request is served from memory (a purge shows within this time).
+    pub finished_cache_secs: u64,
 }
 
 /// Where plugins come from and what each may do.
@@ -80,6 +84,8 @@ impl Default for ServerConfig {
             watch_interval_secs: 2,
             actions: pao_actions::ActionsConfig::default(),
             plugins: PluginsConfig::default(),
+            finished_cache_entries: 10_000,
+            finished_cache_secs: 10,
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod finished;
 pub mod limits;
 pub mod metrics;
 pub mod options;

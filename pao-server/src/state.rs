@@ -59,6 +59,8 @@ pub struct AppStateInner {
     pub started: Instant,
     /// Per-principal rate limiter.
     pub limiter: Arc<crate::limits::PrincipalLimiter>,
+    /// Ended requests served from memory by `GET /requests/{id}/status`.
+    pub finished: Arc<crate::finished::FinishedRequests>,
     /// Outbound HTTP (dynamic field options).
     pub http: reqwest::Client,
     /// The `env` scope templates see.
@@ -205,6 +207,10 @@ impl AppState {
             config.limits.rate_per_second,
             config.limits.rate_burst,
         ));
+        let finished = Arc::new(crate::finished::FinishedRequests::new(
+            config.finished_cache_entries,
+            std::time::Duration::from_secs(config.finished_cache_secs),
+        ));
         Ok(AppState(Arc::new(AppStateInner {
             orch,
             store,
@@ -219,6 +225,7 @@ impl AppState {
             config: Arc::new(config),
             started: Instant::now(),
             limiter,
+            finished,
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::limited(3))
                 .build()

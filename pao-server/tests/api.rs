@@ -194,8 +194,16 @@ async fn request_lifecycle(s: &TestServer) {
     // Visibility: the team sees it, an outsider gets 404, an admin sees it.
     let (code, _) = s.get(CAROL, &format!("/requests/{id}")).await;
     assert_eq!(code, 404);
+    // The status of an ended request is served from memory after its first read (the wait
+    // above): still only to who may see it, and the same as the stored one.
     let (code, _) = s.get(CAROL, &format!("/requests/{id}/status")).await;
     assert_eq!(code, 404);
+    let (code, again) = s.get(ALICE, &format!("/requests/{id}/status")).await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        again, st,
+        "an ended request's status from memory is the stored one"
+    );
     let (code, _) = s.get(CAROL, &format!("/requests/{id}/logs")).await;
     assert_eq!(code, 404);
     let (code, _) = s.get(ADMIN, &format!("/requests/{id}")).await;

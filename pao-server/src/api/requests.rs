@@ -322,6 +322,13 @@ pub async fn status(
     Caller(who): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    // An ended request no longer changes: served from memory, after the same visibility check.
+    if let Some(f) = state.finished.get(&id) {
+        if !super::may_see_request(&state, &who, &f.request) {
+            return Err(ApiError::not_found(format!("request {id} not found")));
+        }
+        return Ok(Json(status_of(&state, &f.request, &f.attempts)));
+    }
     let r = visible_request(&state, &who, &id).await?;
     // A request that never reached `InProgress` has no attempts: no second read.
     let never_ran = matches!(
@@ -338,6 +345,8 @@ pub async fn status(
     } else {
         state.store.attempts(&id).await?
     };
+    // Read after the request was seen ended, so the journal is final too.
+    state.finished.put(&r, &attempts);
     Ok(Json(status_of(&state, &r, &attempts)))
 }
 
