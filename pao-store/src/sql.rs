@@ -58,7 +58,8 @@ pub struct SqlStore {
     group: Option<Arc<crate::group::GroupWriter>>,
     dialect: Dialect,
     work: Arc<Notify>,
-    listener: Option<tokio::task::JoinHandle<()>>,
+    /// PostgreSQL: the LISTEN task; SQLite: the WAL checkpointer.
+    background: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -71,8 +72,8 @@ impl std::fmt::Debug for SqlStore {
 
 impl Drop for SqlStore {
     fn drop(&mut self) {
-        if let Some(l) = &self.listener {
-            l.abort();
+        if let Some(task) = &self.background {
+            task.abort();
         }
     }
 }
@@ -112,7 +113,7 @@ impl SqlStore {
             url: redact_url(url),
             source,
         };
-        let (pool, writer) = match dialect {
+        let (pool, writer, wal) = match dialect {
             Dialect::Sqlite => {
                 let path = url
                     .trim_start_matches("sqlite://")
@@ -151,8 +152,11 @@ impl SqlStore {
                             Box::pin(async move {
                                 use sqlx::Executor;
                                 // The busy timeout first: setting the journal mode waits for a
-                                // lock while another process migrates the same new file.
-                                conn.execute("PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+                                // lock while another process migrates the same new file. No
+                                // automatic checkpoints: they would run inside a commit of the
+                                // single writer and stall every write queued behind it; a
+                                // background task checkpoints instead (`spawn_checkpointer`).
+                                conn.execute("PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0;")
                                     .await?;
                                 Ok(())
                             })
@@ -173,7 +177,7 @@ impl SqlStore {
                         .await
                         .map_err(connect_err)?
                 };
-                (reader, writer)
+                (reader, writer, path != ":memory:")
             }
             Dialect::Postgres => {
                 let pool = AnyPoolOptions::new()
@@ -188,7 +192,7 @@ impl SqlStore {
                     .connect(url)
                     .await
                     .map_err(connect_err)?;
-                (pool.clone(), pool)
+                (pool.clone(), pool, false)
             }
         };
         match dialect {
@@ -212,8 +216,9 @@ impl SqlStore {
             Dialect::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
         }
         let work = Arc::new(Notify::new());
-        let listener = match dialect {
+        let background = match dialect {
             Dialect::Postgres => Some(spawn_listener(url.to_string(), work.clone())),
+            Dialect::Sqlite if wal => Some(spawn_checkpointer(pool.clone())),
             Dialect::Sqlite => None,
         };
         let group = match dialect {
@@ -226,7 +231,7 @@ impl SqlStore {
             group,
             dialect,
             work,
-            listener,
+            background,
         })
     }
 
@@ -340,6 +345,39 @@ where
             other => return other,
         }
     }
+}
+
+/// How often the SQLite WAL is checkpointed.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// WAL frames beyond which a checkpoint that readers kept from finishing is forced
+/// (`TRUNCATE` waits for them), so the WAL file stays bounded (about 40 MB of 4 KiB pages).
+const WAL_FRAMES_FORCE: i64 = 10_000;
+
+/// SQLite: copies the WAL into the database file off the write path, on a reader connection
+/// (`PASSIVE`: it never waits for the writer, and the writer never waits for it).
+fn spawn_checkpointer(reader: AnyPool) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            // (busy, frames in the WAL, frames copied)
+            let Ok(row) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .fetch_one(&reader)
+                .await
+            else {
+                continue;
+            };
+            let frames: i64 = row.try_get(1).unwrap_or(0);
+            let copied: i64 = row.try_get(2).unwrap_or(0);
+            if frames >= WAL_FRAMES_FORCE && copied < frames {
+                let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .execute(&reader)
+                    .await;
+            }
+        }
+    })
 }
 
 fn spawn_listener(url: String, work: Arc<Notify>) -> tokio::task::JoinHandle<()> {
@@ -611,6 +649,56 @@ async fn why_unmatched(
     }
 }
 
+/// What a batch applies to.
+enum Current {
+    /// The stored request.
+    Stored,
+    /// A request being submitted, with its first event: not stored yet.
+    New(Request, (DateTime<Utc>, EventKind)),
+}
+
+/// Inserts a submitted request as it stands after its admission writes; `Duplicate` when its
+/// id or idempotency key is taken.
+async fn insert_request(conn: &mut AnyConnection, r: &Request) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO requests (id, item_id, item_version, item_hash, fields, requester, requester_id, team, environment, \
+         priority, idempotency_key, correlation_id, retry_of, state, rollback, error, approval_due, escalated, \
+         cancel_requested, waiting_for, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
+    )
+    .bind(r.id.clone())
+    .bind(r.item_id.clone())
+    .bind(r.item_version.clone())
+    .bind(r.item_hash.clone())
+    .bind(json(&r.fields))
+    .bind(json(&r.requester))
+    .bind(r.requester.id.clone())
+    .bind(r.team.clone())
+    .bind(r.environment.clone())
+    .bind(i64::from(r.priority))
+    .bind(r.idempotency_key.clone())
+    .bind(r.correlation_id.clone())
+    .bind(r.retry_of.clone())
+    .bind(r.state.as_str().to_string())
+    .bind(rollback_name(r.rollback).to_string())
+    .bind(r.error.clone())
+    .bind(r.approval_due.map(ms))
+    .bind(i64::from(r.escalated))
+    .bind(i64::from(r.cancel_requested))
+    .bind(r.waiting_for.clone())
+    .bind(ms(r.created_at))
+    .bind(ms(r.updated_at))
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => {
+            StoreError::Duplicate(format!("request id {} exists", r.id))
+        }
+        _ => db(e),
+    })?;
+    Ok(())
+}
+
 impl SqlStore {
     /// Runs `op` as one transaction: group-committed on SQLite, its own transaction on
     /// PostgreSQL (whose server already groups concurrent commits).
@@ -744,25 +832,29 @@ impl SqlStore {
         Ok(())
     }
 
-    /// Applies a batch inside a transaction. `current` is the request when the caller has
-    /// just written it (a submission); otherwise its row is locked and read here, and the
-    /// fence checked once.
+    /// Applies a batch inside a transaction, to the stored request (its row is locked and read
+    /// here, and the fence checked once) or to a new one, inserted at the end.
     async fn apply_in(
         &self,
         tx: &mut AnyConnection,
         id: &str,
         lease: Option<&Lease>,
         writes: Vec<Write>,
-        current: Option<Request>,
+        current: Current,
     ) -> Result<Request, StoreError> {
         if let Some(l) = lease
             && l.request_id != id
         {
             return Err(StoreError::LeaseLost(id.to_string()));
         }
+        let mut events: Vec<(DateTime<Utc>, EventKind)> = Vec::new();
+        let new = matches!(current, Current::New(..));
         let mut r = match current {
-            Some(r) => r,
-            None => {
+            Current::New(r, first) => {
+                events.push(first);
+                r
+            }
+            Current::Stored => {
                 let lock = match self.dialect {
                     Dialect::Postgres => " FOR UPDATE",
                     Dialect::Sqlite => "",
@@ -788,7 +880,6 @@ impl SqlStore {
         let leased = || lease.ok_or_else(|| StoreError::LeaseLost(id.to_string()));
         let mut changed = false;
         let mut terminal = false;
-        let mut events: Vec<(DateTime<Utc>, EventKind)> = Vec::new();
         for w in writes {
             match w {
                 Write::Transition { from, to, change } => {
@@ -863,7 +954,10 @@ impl SqlStore {
                 .bind(r.waiting_for.clone())
                 .bind(id.to_string())
         };
-        if changed && !events.is_empty() && self.dialect == Dialect::Postgres {
+        if new {
+            insert_request(&mut *tx, &r).await?;
+            insert_events(&mut *tx, id, &r.correlation_id, &events).await?;
+        } else if changed && !events.is_empty() && self.dialect == Dialect::Postgres {
             // One round trip: the row's update as a data-modifying CTE of the events' insert.
             let sql = format!(
                 "WITH changed AS ({update}) {}",
@@ -989,74 +1083,40 @@ impl Store for SqlStore {
             return Ok(earlier);
         }
         let wakes = Write::queues(&writes);
+        let id = new.id.clone();
+        let key = new.idempotency_key.clone();
+        let first = EventKind::StateChanged {
+            from: None,
+            to: RequestState::Submitted,
+            actor: actor.to_string(),
+            reason: None,
+        };
+        let submitted = new.into_submitted(at(ms(now)));
+        // The admission writes are applied to the new request in memory and the row is
+        // inserted once, at the end, with its final state, and its first event goes with the
+        // batch's: fewer statements on the single writer.
         let inserted = self
             .write(async |tx: &mut AnyConnection| {
-                let inserted = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "INSERT INTO requests (id, item_id, item_version, item_hash, fields, requester, requester_id, team, environment, \
-                     priority, idempotency_key, correlation_id, retry_of, state, rollback, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'submitted', 'none', $14, $14) RETURNING {COLUMNS}"
-                )))
-                .bind(new.id.clone())
-                .bind(new.item_id.clone())
-                .bind(new.item_version.clone())
-                .bind(new.item_hash.clone())
-                .bind(json(&new.fields))
-                .bind(json(&new.requester))
-                .bind(new.requester.id.clone())
-                .bind(new.team.clone())
-                .bind(new.environment.clone())
-                .bind(i64::from(new.priority))
-                .bind(new.idempotency_key.clone())
-                .bind(new.correlation_id.clone())
-                .bind(new.retry_of.clone())
-                .bind(ms(now))
-                .fetch_one(&mut *tx)
-                .await;
-                // A failed insert wrote nothing: hand the error out to be looked at.
-                let row = match inserted {
-                    Ok(row) => row,
-                    Err(e) => return Ok(Err(e)),
-                };
-                let request = row_to_request(&row)?;
-                insert_event(
-                    tx,
-                    &new.id,
-                    &new.correlation_id,
-                    now,
-                    &EventKind::StateChanged {
-                        from: None,
-                        to: RequestState::Submitted,
-                        actor: actor.to_string(),
-                        reason: None,
-                    },
+                self.apply_in(
+                    &mut *tx,
+                    &id,
+                    None,
+                    writes,
+                    Current::New(submitted, (now, first)),
                 )
-                .await?;
-                if writes.is_empty() {
-                    return Ok(Ok(request));
-                }
-                let request = self
-                    .apply_in(&mut *tx, &new.id, None, writes, Some(request))
-                    .await?;
-                Ok(Ok(request))
+                .await
             })
-            .await?;
+            .await;
         let request = match inserted {
             Ok(r) => r,
-            Err(e) => {
+            Err(StoreError::Duplicate(what)) => {
                 // A concurrent submission with the same key won the race: return its request.
-                if let Some(earlier) = self
-                    .by_idempotency_key(new.idempotency_key.as_deref())
-                    .await?
-                {
+                if let Some(earlier) = self.by_idempotency_key(key.as_deref()).await? {
                     return Ok(earlier);
                 }
-                return Err(match &e {
-                    sqlx::Error::Database(d) if d.is_unique_violation() => {
-                        StoreError::Duplicate(format!("request id {} exists", new.id))
-                    }
-                    _ => db(e),
-                });
+                return Err(StoreError::Duplicate(what));
             }
+            Err(e) => return Err(e),
         };
         if wakes {
             self.work.notify_waiters();
@@ -1083,7 +1143,8 @@ impl Store for SqlStore {
         let wakes = Write::queues(&writes);
         let r = self
             .write(async |tx: &mut AnyConnection| {
-                self.apply_in(&mut *tx, id, lease, writes, None).await
+                self.apply_in(&mut *tx, id, lease, writes, Current::Stored)
+                    .await
             })
             .await?;
         if wakes {

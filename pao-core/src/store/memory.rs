@@ -177,36 +177,14 @@ impl Inner {
                 created: false,
             });
         }
-        let request = Request {
-            id: new.id.clone(),
-            item_id: new.item_id,
-            item_version: new.item_version,
-            item_hash: new.item_hash,
-            fields: new.fields,
-            requester: new.requester,
-            team: new.team,
-            environment: new.environment,
-            priority: new.priority,
-            idempotency_key: new.idempotency_key.clone(),
-            correlation_id: new.correlation_id,
-            retry_of: new.retry_of,
-            state: RequestState::Submitted,
-            rollback: RollbackStatus::None,
-            error: None,
-            approval_due: None,
-            escalated: false,
-            cancel_requested: false,
-            waiting_for: None,
-            created_at: now,
-            updated_at: now,
-        };
+        let request = new.into_submitted(now);
         if self.requests.contains_key(&request.id) {
             return Err(StoreError::Duplicate(format!(
                 "request id {} exists",
                 request.id
             )));
         }
-        if let Some(key) = &new.idempotency_key {
+        if let Some(key) = &request.idempotency_key {
             self.by_key.insert(key.clone(), request.id.clone());
         }
         self.order.push(request.id.clone());

@@ -169,6 +169,36 @@ impl Request {
     }
 }
 
+impl NewRequest {
+    /// The request as a submission stores it: `Submitted`, nothing else set, created and
+    /// updated `now`.
+    pub fn into_submitted(self, now: DateTime<Utc>) -> Request {
+        Request {
+            id: self.id,
+            item_id: self.item_id,
+            item_version: self.item_version,
+            item_hash: self.item_hash,
+            fields: self.fields,
+            requester: self.requester,
+            team: self.team,
+            environment: self.environment,
+            priority: self.priority,
+            idempotency_key: self.idempotency_key,
+            correlation_id: self.correlation_id,
+            retry_of: self.retry_of,
+            state: RequestState::Submitted,
+            rollback: RollbackStatus::None,
+            error: None,
+            approval_due: None,
+            escalated: false,
+            cancel_requested: false,
+            waiting_for: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
 impl StateChange {
     /// The `StateChanged` event of a move from `from` to `to`, or `Illegal` when the lifecycle
     /// has no such move. It does not look at any request: a store that checks `from` itself
