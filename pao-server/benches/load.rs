@@ -1,5 +1,6 @@
 //! Load bench of the reference server: throughput and p50/p95/p99 latency of `GET /catalog`,
-//! `GET /requests/{id}/status` (of 8 completed and 8 queued requests) and `POST /requests`, on SQLite, with a keep-alive HTTP/1.1
+//! `GET /requests/{id}/status` (of 8 completed and 8 queued requests, then of the 8 queued
+//! ones alone, which always read the database) and `POST /requests`, on SQLite, with a keep-alive HTTP/1.1
 //! load generator (hyper client connections, one task per connection) in the same process.
 //! Server and load share the machine's cores, as they would on a 2-core host running both.
 //!
@@ -225,6 +226,27 @@ fn main() {
                 secs,
                 Arc::new(move |i| {
                     get(format!("/api/v1/requests/{}/status", ids[i % ids.len()]), "t-alice")
+                }),
+                200,
+            )
+            .await;
+            print!("{conns:>3} conn  ");
+            r.print();
+            assert!(bench || r.errors == 0, "{}: {} error answers", r.name, r.errors);
+        }
+
+        // The same, of the queued requests only: every read goes to the database (the status
+        // of ended requests is served from memory after its first read).
+        let queued = Arc::new(ids[8..].to_vec());
+        for &conns in &levels {
+            let queued = queued.clone();
+            let r = run(
+                "GET …/status (queued only)",
+                addr,
+                conns,
+                secs,
+                Arc::new(move |i| {
+                    get(format!("/api/v1/requests/{}/status", queued[i % queued.len()]), "t-alice")
                 }),
                 200,
             )

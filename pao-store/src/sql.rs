@@ -649,6 +649,70 @@ async fn why_unmatched(
     }
 }
 
+/// Reserves quota for a request being submitted (which has no reservation yet) in two
+/// statements: the team's running total grows only where the limit allows it (one
+/// conditional upsert, which also takes the total's row lock in PostgreSQL), then the
+/// reservation is recorded. The limits are those of [`SqlStore::reserve_in`].
+async fn reserve_new_in(
+    tx: &mut AnyConnection,
+    request_id: &str,
+    team: &str,
+    resource: &str,
+    amount: u64,
+) -> Result<(), StoreError> {
+    const MAX: &str = "9223372036854775807";
+    let asked = i64::try_from(amount).ok();
+    let grown = match asked {
+        // `used <= limit - amount`, never `used + amount`: no overflow in either database.
+        Some(a) => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO quota_totals (team, resource, used) \
+             SELECT $1, $2, $3 WHERE $3 <= COALESCE((SELECT lim FROM quota_limits WHERE team = $1 AND resource = $2), {MAX}) \
+             ON CONFLICT (team, resource) DO UPDATE SET used = quota_totals.used + excluded.used \
+             WHERE quota_totals.used <= COALESCE((SELECT lim FROM quota_limits WHERE team = $1 AND resource = $2), {MAX}) - excluded.used \
+             RETURNING used"
+        )))
+        .bind(team.to_string())
+        .bind(resource.to_string())
+        .bind(a)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?
+        .is_some(),
+        None => false,
+    };
+    if !grown {
+        let row = sqlx::query(
+            "SELECT (SELECT used FROM quota_totals WHERE team = $1 AND resource = $2) AS used, \
+             (SELECT lim FROM quota_limits WHERE team = $1 AND resource = $2) AS lim",
+        )
+        .bind(team.to_string())
+        .bind(resource.to_string())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db)?;
+        let used: Option<i64> = row.try_get("used").map_err(db)?;
+        let limit: Option<i64> = row.try_get("lim").map_err(db)?;
+        return Err(StoreError::QuotaExceeded {
+            team: team.to_string(),
+            resource: resource.to_string(),
+            limit: limit.map(|l| l as u64).unwrap_or(i64::MAX as u64),
+            used: used.unwrap_or(0).max(0) as u64,
+            asked: amount,
+        });
+    }
+    sqlx::query(
+        "INSERT INTO quota_reservations (request_id, resource, team, amount) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(request_id.to_string())
+    .bind(resource.to_string())
+    .bind(team.to_string())
+    .bind(asked.unwrap_or(0))
+    .execute(&mut *tx)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
 /// What a batch applies to.
 enum Current {
     /// The stored request.
@@ -925,8 +989,12 @@ impl SqlStore {
                 }
                 Write::ReserveQuota { resource, amount } => {
                     let team = r.team.clone();
-                    self.reserve_in(&mut *tx, id, &team, &resource, amount)
-                        .await?;
+                    if new {
+                        reserve_new_in(&mut *tx, id, &team, &resource, amount).await?;
+                    } else {
+                        self.reserve_in(&mut *tx, id, &team, &resource, amount)
+                            .await?;
+                    }
                 }
                 Write::ReleaseQuota => {
                     release_in(&mut *tx, "request_id = $1", id.to_string()).await?

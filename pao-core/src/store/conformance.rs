@@ -113,6 +113,7 @@ macro_rules! for_each_conformance_check {
             check_apply_concurrent_batches_number_events,
             check_submit_with_admits_in_one_write,
             check_submit_with_all_or_nothing,
+            check_submit_with_quota_counts_earlier_requests,
         );
     };
 }
@@ -3280,4 +3281,62 @@ pub async fn check_submit_with_all_or_nothing(store: &dyn Store) {
     // The key is free: a plain submission with it creates the request.
     let s = ok("submit after", store.submit(new, "ada", t(1)).await);
     assert!(s.created, "the key of a failed admission is not taken");
+}
+
+/// Admissions reserve against what earlier requests of the team hold: up to the limit exactly,
+/// not one more; a refused admission (or an absurd amount) stores nothing and leaves the total
+/// as it was; the total of another resource or team is separate.
+pub async fn check_submit_with_quota_counts_earlier_requests(store: &dyn Store) {
+    ok("limit", store.set_quota_limit("team-a", "db", 3).await);
+    let admit = |id: &str, amount: u64| {
+        let id = id.to_string();
+        async move {
+            store
+                .submit_with(new_request(&id), "ada", t(0), admission(&id, amount))
+                .await
+        }
+    };
+    ok("the first two", admit("q-1", 2).await);
+    match admit("q-2", 2).await {
+        Err(StoreError::QuotaExceeded {
+            limit: 3,
+            used: 2,
+            asked: 2,
+            ..
+        }) => {}
+        other => panic!("2 more over 2 of 3: expected QuotaExceeded (used 2), got {other:?}"),
+    }
+    assert!(
+        ok("get", store.get("q-2").await).is_none(),
+        "q-2 not stored"
+    );
+    assert_eq!(
+        used(store, "team-a", "db").await,
+        2,
+        "the refusal reserved nothing"
+    );
+    match admit("q-3", u64::MAX).await {
+        Err(StoreError::QuotaExceeded { .. }) => {}
+        other => panic!("an absurd amount: expected QuotaExceeded, got {other:?}"),
+    }
+    assert_eq!(used(store, "team-a", "db").await, 2);
+    ok("up to the limit exactly", admit("q-4", 1).await);
+    assert_eq!(used(store, "team-a", "db").await, 3);
+    match admit("q-5", 1).await {
+        Err(StoreError::QuotaExceeded { used: 3, .. }) => {}
+        other => panic!("one over the limit: expected QuotaExceeded, got {other:?}"),
+    }
+    // Without a limit any amount that fits is reserved; other teams count apart.
+    let mut other_team = new_request("q-6");
+    other_team.team = "team-b".into();
+    ok(
+        "another team",
+        store
+            .submit_with(other_team, "ada", t(0), admission("q-6", 1_000_000))
+            .await,
+    );
+    assert_eq!(used(store, "team-b", "db").await, 1_000_000);
+    assert_eq!(used(store, "team-a", "db").await, 3);
+    ok("nothing reserved", admit("q-7", 0).await);
+    assert_eq!(used(store, "team-a", "db").await, 3);
 }
