@@ -718,7 +718,7 @@ enum Current {
     /// The stored request.
     Stored,
     /// A request being submitted, with its first event: not stored yet.
-    New(Request, (DateTime<Utc>, EventKind)),
+    New(Box<Request>, (DateTime<Utc>, EventKind)),
 }
 
 /// Inserts a submitted request as it stands after its admission writes; `Duplicate` when its
@@ -916,7 +916,7 @@ impl SqlStore {
         let mut r = match current {
             Current::New(r, first) => {
                 events.push(first);
-                r
+                *r
             }
             Current::Stored => {
                 let lock = match self.dialect {
@@ -1170,7 +1170,7 @@ impl Store for SqlStore {
                     &id,
                     None,
                     writes,
-                    Current::New(submitted, (now, first)),
+                    Current::New(Box::new(submitted), (now, first)),
                 )
                 .await
             })
