@@ -25,8 +25,8 @@ use crate::catalog::LoadedItem;
 use crate::catalog::model::{ActionSpec, FulfillmentMode, OnFailure};
 use crate::lifecycle::RequestState;
 use crate::store::{
-    AttemptOutcome, AttemptRecord, EventKind, Lease, Request, RequestPatch, RollbackStatus,
-    StateChange, StoreError, Write,
+    AttemptOutcome, AttemptRecord, EventKind, Lease, NewRequest, Request, RequestPatch,
+    RollbackStatus, StateChange, StoreError, Write,
 };
 use crate::vars::{Context, Engine, LocatedVarError, Scope, ValueTemplate};
 
@@ -1421,7 +1421,7 @@ impl Orchestrator {
         let validated = crate::form::validate_fields(&item, fields, &form_ctx)
             .map_err(EngineError::InvalidFields)?;
         let now = self.clock.now();
-        let fake = Request {
+        let fake = NewRequest {
             id: "simulation".into(),
             item_id: item_id.into(),
             item_version: item.version().into(),
@@ -1434,16 +1434,8 @@ impl Orchestrator {
             idempotency_key: None,
             correlation_id: "simulation".into(),
             retry_of: None,
-            state: RequestState::Submitted,
-            rollback: RollbackStatus::None,
-            error: None,
-            approval_due: None,
-            escalated: false,
-            cancel_requested: false,
-            waiting_for: None,
-            created_at: now,
-            updated_at: now,
-        };
+        }
+        .into_submitted(now);
         let mut scopes = Scopes::base(self, &fake, &item);
         let mut problems = Vec::new();
         // Secrets are never fetched in a simulation.

@@ -428,7 +428,8 @@ impl Orchestrator {
         };
         // Admission is decided before anything is written, and stored with the request in
         // one durable write: audit, prerequisites, quota reservation, the approval decision.
-        let provisional = provisional_request(&new, now);
+        // The request as it will be stored, for deciding its admission before writing.
+        let provisional = new.clone().into_submitted(now);
         let audited = Write::Audit(AuditRecord {
             at: now,
             actor: who.id.clone(),
@@ -1182,33 +1183,6 @@ impl Orchestrator {
     /// The time now, per the engine's clock.
     pub fn now(&self) -> DateTime<Utc> {
         self.clock.now()
-    }
-}
-
-/// The request a submission will store, for deciding its admission before writing.
-fn provisional_request(new: &NewRequest, now: DateTime<Utc>) -> Request {
-    Request {
-        id: new.id.clone(),
-        item_id: new.item_id.clone(),
-        item_version: new.item_version.clone(),
-        item_hash: new.item_hash.clone(),
-        fields: new.fields.clone(),
-        requester: new.requester.clone(),
-        team: new.team.clone(),
-        environment: new.environment.clone(),
-        priority: new.priority,
-        idempotency_key: new.idempotency_key.clone(),
-        correlation_id: new.correlation_id.clone(),
-        retry_of: new.retry_of.clone(),
-        state: RequestState::Submitted,
-        rollback: crate::store::RollbackStatus::None,
-        error: None,
-        approval_due: None,
-        escalated: false,
-        cancel_requested: false,
-        waiting_for: None,
-        created_at: now,
-        updated_at: now,
     }
 }
 
