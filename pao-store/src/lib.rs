@@ -15,6 +15,7 @@
 
 mod group;
 mod one_statement;
+mod params;
 mod sql;
 
 pub use pao_core;

@@ -35,32 +35,8 @@ use pao_core::lifecycle::RequestState;
 use pao_core::store::*;
 use sqlx::AnyConnection;
 
+use crate::params::{Bind, Params};
 use crate::sql::{COLUMNS, db, fenced_state, json, ms, rollback_name, row_to_request};
-
-/// A value to bind.
-enum Bind {
-    Text(String),
-    OptText(Option<String>),
-    Int(i64),
-    OptInt(Option<i64>),
-}
-
-/// The parameters of a statement being written: `push` binds a value and names it.
-#[derive(Default)]
-struct Params(Vec<Bind>);
-
-impl Params {
-    fn push(&mut self, b: Bind) -> String {
-        self.0.push(b);
-        format!("${}", self.0.len())
-    }
-    fn text(&mut self, s: &str) -> String {
-        self.push(Bind::Text(s.to_string()))
-    }
-    fn int(&mut self, i: i64) -> String {
-        self.push(Bind::Int(i))
-    }
-}
 
 /// An attempt's key: action, rollback, number.
 type AttemptKey<'a> = (&'a str, bool, u32);
@@ -278,15 +254,9 @@ pub(crate) async fn run(
     plan: &Plan<'_>,
 ) -> Result<Request, StoreError> {
     for _ in 0..COLLISION_RETRIES {
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(plan.sql.clone()));
-        for b in &plan.params.0 {
-            q = match b {
-                Bind::Text(s) => q.bind(s.clone()),
-                Bind::OptText(s) => q.bind(s.clone()),
-                Bind::Int(i) => q.bind(*i),
-                Bind::OptInt(i) => q.bind(*i),
-            };
-        }
+        let q = plan
+            .params
+            .bind_to(sqlx::query(sqlx::AssertSqlSafe(plan.sql.clone())));
         match q.fetch_optional(&mut *conn).await {
             Ok(Some(row)) => return row_to_request(&row),
             Ok(None) => match diagnose(conn, id, lease, plan).await {

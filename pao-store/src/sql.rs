@@ -14,6 +14,8 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyConnection, AnyPool, Row};
 use tokio::sync::Notify;
 
+use crate::params::Params;
+
 /// Which database is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -652,14 +654,15 @@ async fn why_unmatched(
 /// Reserves quota for a request being submitted (which has no reservation yet) in two
 /// statements: the team's running total grows only where the limit allows it (one
 /// conditional upsert, which also takes the total's row lock in PostgreSQL), then the
-/// reservation is recorded. The limits are those of [`SqlStore::reserve_in`].
+/// reservation is recorded. `false` when the limit refuses it, with nothing written: the
+/// caller then goes through [`SqlStore::reserve_in`], which says by how much.
 async fn reserve_new_in(
     tx: &mut AnyConnection,
     request_id: &str,
     team: &str,
     resource: &str,
     amount: u64,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     const MAX: &str = "9223372036854775807";
     let asked = i64::try_from(amount).ok();
     let grown = match asked {
@@ -681,24 +684,7 @@ async fn reserve_new_in(
         None => false,
     };
     if !grown {
-        let row = sqlx::query(
-            "SELECT (SELECT used FROM quota_totals WHERE team = $1 AND resource = $2) AS used, \
-             (SELECT lim FROM quota_limits WHERE team = $1 AND resource = $2) AS lim",
-        )
-        .bind(team.to_string())
-        .bind(resource.to_string())
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db)?;
-        let used: Option<i64> = row.try_get("used").map_err(db)?;
-        let limit: Option<i64> = row.try_get("lim").map_err(db)?;
-        return Err(StoreError::QuotaExceeded {
-            team: team.to_string(),
-            resource: resource.to_string(),
-            limit: limit.map(|l| l as u64).unwrap_or(i64::MAX as u64),
-            used: used.unwrap_or(0).max(0) as u64,
-            asked: amount,
-        });
+        return Ok(false);
     }
     sqlx::query(
         "INSERT INTO quota_reservations (request_id, resource, team, amount) VALUES ($1, $2, $3, $4)",
@@ -710,7 +696,7 @@ async fn reserve_new_in(
     .execute(&mut *tx)
     .await
     .map_err(db)?;
-    Ok(())
+    Ok(true)
 }
 
 /// What a batch applies to.
@@ -989,9 +975,8 @@ impl SqlStore {
                 }
                 Write::ReserveQuota { resource, amount } => {
                     let team = r.team.clone();
-                    if new {
-                        reserve_new_in(&mut *tx, id, &team, &resource, amount).await?;
-                    } else {
+                    // A refusal is described (and checked once more) by the general path.
+                    if !(new && reserve_new_in(&mut *tx, id, &team, &resource, amount).await?) {
                         self.reserve_in(&mut *tx, id, &team, &resource, amount)
                             .await?;
                     }
@@ -1234,36 +1219,23 @@ impl Store for SqlStore {
 
     async fn list(&self, f: &RequestFilter) -> Result<Vec<Request>, StoreError> {
         let mut sql = format!("SELECT {COLUMNS} FROM requests WHERE 1 = 1");
-        let mut binds: Vec<Bind> = Vec::new();
-        let mut n = 0;
-        let mut next = |binds: &mut Vec<Bind>, b: Bind| {
-            binds.push(b);
-            n += 1;
-            format!("${n}")
-        };
+        let mut p = Params::default();
         if !f.states.is_empty() {
-            let ps: Vec<String> = f
-                .states
-                .iter()
-                .map(|s| next(&mut binds, Bind::S(s.as_str().to_string())))
-                .collect();
+            let ps: Vec<String> = f.states.iter().map(|s| p.text(s.as_str())).collect();
             sql.push_str(&format!(" AND state IN ({})", ps.join(", ")));
         }
         if let Some(u) = &f.requester {
-            let p = next(&mut binds, Bind::S(u.clone()));
-            sql.push_str(&format!(" AND requester_id = {p}"));
+            sql.push_str(&format!(" AND requester_id = {}", p.text(u)));
         }
         if let Some(t) = &f.team {
-            let p = next(&mut binds, Bind::S(t.clone()));
-            sql.push_str(&format!(" AND team = {p}"));
+            sql.push_str(&format!(" AND team = {}", p.text(t)));
         }
         if let Some(i) = &f.item_id {
-            let p = next(&mut binds, Bind::S(i.clone()));
-            sql.push_str(&format!(" AND item_id = {p}"));
+            sql.push_str(&format!(" AND item_id = {}", p.text(i)));
         }
         if let Some((t, id)) = &f.before {
-            let p1 = next(&mut binds, Bind::I(ms(*t)));
-            let p2 = next(&mut binds, Bind::S(id.clone()));
+            let p1 = p.int(ms(*t));
+            let p2 = p.text(id);
             sql.push_str(&format!(
                 " AND (created_at < {p1} OR (created_at = {p1} AND id < {p2}))"
             ));
@@ -1272,14 +1244,11 @@ impl Store for SqlStore {
         if f.limit > 0 {
             sql.push_str(&format!(" LIMIT {}", f.limit));
         }
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
-        for b in binds {
-            q = match b {
-                Bind::S(s) => q.bind(s),
-                Bind::I(i) => q.bind(i),
-            };
-        }
-        let rows = q.fetch_all(&self.pool).await.map_err(db)?;
+        let rows = p
+            .bind_to(sqlx::query(sqlx::AssertSqlSafe(sql)))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
         rows.iter().map(row_to_request).collect()
     }
 
@@ -1690,9 +1659,4 @@ impl Store for SqlStore {
     async fn wait_for_work(&self, timeout: Duration) {
         let _ = tokio::time::timeout(timeout, self.work.notified()).await;
     }
-}
-
-enum Bind {
-    S(String),
-    I(i64),
 }
