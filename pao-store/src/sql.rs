@@ -47,6 +47,13 @@ pub enum OpenError {
     Folder(String, std::io::Error),
 }
 
+/// A pooled PostgreSQL connection idle at least this long is pinged before it is handed out
+/// (a round trip of about 0.1 ms: at most 0.1 % of the time it sat idle). A busy pool reuses
+/// its connections within milliseconds and never pings; a connection the server closed while
+/// it sat in the pool (a restart, `pg_terminate_backend`, an idle-session timeout) is found and
+/// replaced before a statement fails on it, unless it was closed in its last 100 ms of rest.
+const IDLE_PING_AFTER: Duration = Duration::from_millis(100);
+
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -184,6 +191,19 @@ impl SqlStore {
             Dialect::Postgres => {
                 let pool = AnyPoolOptions::new()
                     .max_connections(max_connections)
+                    // sqlx pings every connection it hands out: one more round trip per
+                    // statement, a third of a worker's on a busy store. A connection that
+                    // answered within `IDLE_PING_AFTER` is taken as alive; one idle for longer
+                    // is pinged first (pgxpool does the same, after 1 s).
+                    .test_before_acquire(false)
+                    .before_acquire(|conn, meta| {
+                        Box::pin(async move {
+                            if meta.idle_for >= IDLE_PING_AFTER {
+                                sqlx::Connection::ping(conn).await?;
+                            }
+                            Ok(true)
+                        })
+                    })
                     .after_connect(|conn, _| {
                         Box::pin(async move {
                             use sqlx::Executor;

@@ -249,3 +249,54 @@ async fn transient_heartbeat_failure_on_postgres() {
     };
     transient_heartbeat_failure(db).await;
 }
+
+/// The pool does not ping a connection it hands out when the connection answered moments ago
+/// (that round trip was a third of a busy worker's), but it does ping one that sat idle: a
+/// connection the server closed while it rested in the pool is replaced before a statement
+/// runs on it. Here every backend of the database is terminated while the store is idle; the
+/// next calls must succeed, and the connections they ran on must be new ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_killed_while_idle_are_replaced_on_postgres() {
+    use pao_core::store::{RequestFilter, Store};
+
+    let Some(db) = Db::postgres("idle").await else {
+        return;
+    };
+    let store = pao_store::SqlStore::open_with(&db.url, 2)
+        .await
+        .expect("open");
+    let backend = |store: &pao_store::SqlStore| {
+        let pool = store.pool().clone();
+        async move {
+            sqlx::query("SELECT pg_backend_pid() AS pid")
+                .fetch_one(&pool)
+                .await
+                .map(|r| r.try_get::<i32, _>("pid").expect("pid"))
+        }
+    };
+    let before = backend(&store).await.expect("a first statement");
+    let admin = db.admin().expect("postgres admin pool");
+    let killed: i64 = sqlx::query(
+        "SELECT COUNT(*) AS n FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = $1 AND pid <> pg_backend_pid()) t",
+    )
+    .bind(db.pg_name().expect("name").to_string())
+    .fetch_one(admin)
+    .await
+    .expect("terminate")
+    .try_get("n")
+    .expect("n");
+    assert!(killed >= 1, "the store's connections were terminated");
+    // Idle past the store's ping threshold (100 ms).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for round in 0..4 {
+        store
+            .list(&RequestFilter::default())
+            .await
+            .unwrap_or_else(|e| panic!("call {round} after the kill failed: {e}"));
+    }
+    let after = backend(&store).await.expect("a statement after the kill");
+    assert_ne!(before, after, "a new connection replaced the killed one");
+    store.close().await;
+    db.cleanup().await;
+}

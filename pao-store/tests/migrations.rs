@@ -193,6 +193,13 @@ async fn migrate_from_each_earlier(make: impl AsyncFn(i64) -> Option<Db>, dialec
             .execute(&pool)
             .await
             .unwrap_or_else(|e| panic!("{dialect}: a reservation in the version {version} schema: {e}"));
+        if version >= 3 {
+            // From version 3 the store keeps a running total next to the reservations.
+            sqlx::query("INSERT INTO quota_totals (team, resource, used) VALUES ('t', 'db', 2)")
+                .execute(&pool)
+                .await
+                .unwrap_or_else(|e| panic!("{dialect}: a total in the version {version} schema: {e}"));
+        }
         pool.close().await;
         let store = SqlStore::open(&db.url)
             .await
