@@ -1,7 +1,8 @@
 //! How many durable writes the engine makes, counted at the [`Store`] boundary: a submission
 //! is one write (request, audit and admission together), a one-action run is a claim and two
-//! writes (the attempt's start, then its end with the request's), and what a run defers is
-//! never held back from watchers while another action of the request still runs.
+//! writes (the attempt's start, then its end with the request's and the claim of the worker's
+//! next request), and what a run defers is never held back from watchers while another action
+//! of the request still runs.
 
 mod engine_support;
 
@@ -18,13 +19,14 @@ use pao_core::lifecycle::RequestState;
 use pao_core::store::*;
 use serde_json::json;
 
-/// Counts the calls of every writing method of the store it wraps (claims that found work).
+/// Counts the calls of every writing method of the store it wraps (claims that found work; a
+/// batch with the next claim whether or not that found work).
 #[derive(Default)]
 struct Writes(Mutex<BTreeMap<&'static str, usize>>);
 
 impl StoreObserver for Writes {
     fn after(&self, call: StoreCall, _: Duration, outcome: CallOutcome) {
-        if call.writes() && outcome != CallOutcome::Empty {
+        if call.writes() && (outcome != CallOutcome::Empty || call == StoreCall::ApplyThenClaim) {
             *self.0.lock().unwrap().entry(call.name()).or_default() += 1;
         }
     }
@@ -102,8 +104,9 @@ async fn a_submission_is_one_write_and_a_one_action_run_two_after_the_claim() {
     assert_eq!(engine.run_until_idle("w1").await.unwrap(), 1);
     assert_eq!(
         take(&store),
-        counts(&[("apply", 2), ("claim", 1)]),
-        "claim, start (with the move to InProgress), finish with the end; no release after a terminal state"
+        counts(&[("apply", 1), ("apply_then_claim", 1), ("claim", 1)]),
+        "claim, start (with the move to InProgress), finish with the end and the claim of the \
+         next request; no release after a terminal state"
     );
     assert_eq!(ledger.executed(), vec!["only"]);
     let stored = store.get(&r.id).await.unwrap().unwrap();
@@ -159,6 +162,60 @@ async fn a_submission_is_one_write_and_a_one_action_run_two_after_the_claim() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_worker_claims_its_next_request_with_the_end_of_the_last() {
+    let (engine, store, ledger, _) = setup(&[("one", ONE)]);
+    for _ in 0..3 {
+        engine
+            .submit(&dev(), "one", &json!({}), SubmitOptions::default())
+            .await
+            .unwrap();
+    }
+    take(&store);
+    assert_eq!(engine.run_until_idle("w1").await.unwrap(), 3);
+    assert_eq!(ledger.executed(), vec!["only", "only", "only"]);
+    assert_eq!(
+        take(&store),
+        counts(&[("apply", 3), ("apply_then_claim", 3), ("claim", 1)]),
+        "one claim on its own; each end claims the next request (the last finds none)"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_that_stops_gives_back_the_request_it_claimed_with_its_last_end() {
+    let item = r#"fulfillment:
+  mode: automated
+  actions:
+    - { id: only, type: "plugin:test", config: { sleep_ms: 1000 } }
+"#;
+    let (engine, store, ledger, _) = setup(&[("slow", item)]);
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let r = engine
+            .submit(&dev(), "slow", &json!({}), SubmitOptions::default())
+            .await
+            .unwrap();
+        ids.push(r.id);
+    }
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let worker = tokio::spawn(engine.clone().run_worker("w1".into(), shutdown.clone()));
+    // Stop while the first request's action runs: the run finishes, and its end claims the
+    // second request, which the loop must not start and must not keep.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    shutdown.cancel();
+    worker.await.unwrap();
+    assert_eq!(ledger.executed(), vec!["only"]);
+    let first = store.get(&ids[0]).await.unwrap().unwrap();
+    assert_eq!(first.state, RequestState::Completed);
+    let (second, _) = store
+        .claim("w2", Duration::from_secs(30), engine.now())
+        .await
+        .unwrap()
+        .expect("the second request is claimable at once, not after the stopped worker's lease");
+    assert_eq!(second.id, ids[1]);
+    assert_eq!(second.state, RequestState::Queued);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_chain_writes_each_success_with_the_next_start() {
     let (engine, store, ledger, _) = setup(&[("two", TWO)]);
     engine
@@ -170,8 +227,8 @@ async fn a_chain_writes_each_success_with_the_next_start() {
     assert_eq!(ledger.executed(), vec!["first", "second"]);
     assert_eq!(
         take(&store),
-        counts(&[("apply", 3), ("claim", 1)]),
-        "start first; finish first + start second; finish second + complete"
+        counts(&[("apply", 2), ("apply_then_claim", 1), ("claim", 1)]),
+        "start first; finish first + start second; finish second + complete + claim the next"
     );
 }
 

@@ -35,8 +35,13 @@ use pao_core::lifecycle::RequestState;
 use pao_core::store::*;
 use sqlx::AnyConnection;
 
+use sqlx::Row;
+
 use crate::params::{Bind, Params};
-use crate::sql::{COLUMNS, db, fenced_state, json, ms, rollback_name, row_to_request};
+use crate::sql::{
+    COLUMNS, Dialect, claim_statement, claimed as claimed_row, db, fenced_state, json, ms,
+    rollback_name, row_to_request,
+};
 
 /// An attempt's key: action, rollback, number.
 type AttemptKey<'a> = (&'a str, bool, u32);
@@ -47,7 +52,8 @@ fn key(r: &AttemptRecord) -> AttemptKey<'_> {
 
 /// A batch written as one statement.
 pub(crate) struct Plan<'w> {
-    sql: String,
+    /// `upd` and the parts that join it.
+    ctes: Vec<String>,
     params: Params,
     /// The state the first transition moves from.
     from: Option<RequestState>,
@@ -223,7 +229,7 @@ pub(crate) fn plan<'w>(id: &str, lease: Option<&Lease>, writes: &'w [Write]) -> 
         ));
     }
     Some(Plan {
-        sql: format!("WITH {} SELECT {COLUMNS} FROM upd", ctes.join(", ")),
+        ctes,
         params: p,
         from,
         starts: starts.iter().map(|r| key(r)).collect(),
@@ -245,6 +251,32 @@ fn merge(into: &mut RequestPatch, p: &RequestPatch) {
 /// How often a statement whose event numbers collided with another writer's is run again.
 const COLLISION_RETRIES: usize = 16;
 
+/// What a statement's failure means: `None` for event numbers taken by a writer that
+/// committed while this one waited (run it again), else the error to return.
+fn failure(plan: &Plan<'_>, e: sqlx::Error) -> Option<StoreError> {
+    match e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => {
+            if d.constraint() != Some("attempts_pkey") {
+                return None;
+            }
+            let named: Vec<String> = plan
+                .starts
+                .iter()
+                .map(|(action, _, attempt)| format!("attempt {attempt} of {action}"))
+                .collect();
+            Some(StoreError::Duplicate(format!(
+                "{} exists",
+                named.join(" or ")
+            )))
+        }
+        e => Some(db(e)),
+    }
+}
+
+fn kept_changing(id: &str) -> StoreError {
+    StoreError::Unavailable(format!("request {id} kept changing; try again"))
+}
+
 /// Runs the plan as one statement, committed on its own: the request as written, or the error
 /// the transactional path would give (nothing is written then).
 pub(crate) async fn run(
@@ -253,10 +285,11 @@ pub(crate) async fn run(
     lease: Option<&Lease>,
     plan: &Plan<'_>,
 ) -> Result<Request, StoreError> {
+    let sql = format!("WITH {} SELECT {COLUMNS} FROM upd", plan.ctes.join(", "));
     for _ in 0..COLLISION_RETRIES {
         let q = plan
             .params
-            .bind_to(sqlx::query(sqlx::AssertSqlSafe(plan.sql.clone())));
+            .bind_to(sqlx::query(sqlx::AssertSqlSafe(sql.clone())));
         match q.fetch_optional(&mut *conn).await {
             Ok(Some(row)) => return row_to_request(&row),
             Ok(None) => match diagnose(conn, id, lease, plan).await {
@@ -264,27 +297,96 @@ pub(crate) async fn run(
                 // It holds now: the row changed between the two statements.
                 None => continue,
             },
-            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
-                if d.constraint() == Some("attempts_pkey") {
-                    let named: Vec<String> = plan
-                        .starts
-                        .iter()
-                        .map(|(action, _, attempt)| format!("attempt {attempt} of {action}"))
-                        .collect();
-                    return Err(StoreError::Duplicate(format!(
-                        "{} exists",
-                        named.join(" or ")
-                    )));
-                }
-                // Event numbers taken by a writer that committed while this one waited.
-                continue;
-            }
-            Err(e) => return Err(db(e)),
+            Err(e) => match failure(plan, e) {
+                Some(e) => return Err(e),
+                None => continue,
+            },
         }
     }
-    Err(StoreError::Unavailable(format!(
-        "request {id} kept changing; try again"
-    )))
+    Err(kept_changing(id))
+}
+
+/// The claim [`run_then_claim`] adds.
+pub(crate) struct Claim<'a> {
+    pub(crate) worker_id: &'a str,
+    /// The new lease's end, Unix milliseconds.
+    pub(crate) expires: i64,
+    /// Now, Unix milliseconds: leases ended by then are taken over.
+    pub(crate) now: i64,
+}
+
+/// Runs the plan (a batch under `lease`) with a claim of the worker's next request as one
+/// statement: the claim is one more part, `c`, that does not join `upd`, so it is made whether
+/// or not the batch's conditions hold, and it never takes the batch's own request. The rows
+/// come back tagged: `part` 0 is the batch's request, 1 the claimed one.
+///
+/// When the batch matched nothing, the claim stands and the batch goes on as [`run`] would
+/// (read why, or run it alone again); when the statement failed, nothing stands, not even
+/// the claim.
+pub(crate) async fn run_then_claim(
+    conn: &mut AnyConnection,
+    lease: &Lease,
+    plan: &Plan<'_>,
+    claim: Claim<'_>,
+) -> AppliedThenClaimed {
+    let id = lease.request_id.as_str();
+    let mut params = plan.params.clone();
+    let placeholders = [
+        params.text(claim.worker_id),
+        params.int(claim.expires),
+        params.int(claim.now),
+    ];
+    let not = params.text(id);
+    let c = claim_statement(
+        Dialect::Postgres,
+        placeholders.each_ref().map(String::as_str),
+        Some(&not),
+    );
+    let sql = format!(
+        "WITH {}, c AS ({c}) \
+         SELECT 0::BIGINT AS part, {COLUMNS}, 0::BIGINT AS lease_token FROM upd \
+         UNION ALL SELECT 1::BIGINT AS part, {COLUMNS}, lease_token FROM c",
+        plan.ctes.join(", ")
+    );
+    for _ in 0..COLLISION_RETRIES {
+        let q = params.bind_to(sqlx::query(sqlx::AssertSqlSafe(sql.clone())));
+        let rows = match q.fetch_all(&mut *conn).await {
+            Ok(rows) => rows,
+            Err(e) => match failure(plan, e) {
+                Some(e) => {
+                    // Nothing was written; the worker claims on its own next.
+                    let claimed = match e {
+                        StoreError::Duplicate(_) => Ok(None),
+                        ref other => Err(other.clone()),
+                    };
+                    return AppliedThenClaimed {
+                        applied: Err(e),
+                        claimed,
+                    };
+                }
+                None => continue,
+            },
+        };
+        let mut applied = None;
+        let mut claimed = Ok(None);
+        for row in &rows {
+            match row.try_get::<i64, _>("part") {
+                Ok(0) => applied = Some(row_to_request(row)),
+                Ok(_) => claimed = claimed_row(row, claim.worker_id, claim.expires).map(Some),
+                Err(e) => claimed = Err(db(e)),
+            }
+        }
+        let applied = match applied {
+            Some(r) => r,
+            None => run(conn, id, Some(lease), plan).await,
+        };
+        return AppliedThenClaimed { applied, claimed };
+    }
+    let e = kept_changing(id);
+    AppliedThenClaimed {
+        applied: Err(e),
+        claimed: Ok(None),
+    }
 }
 
 /// Why the plan matched no row, as the transactional path would say it; `None` when it

@@ -5,6 +5,7 @@ use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 
 /// A value to bind.
+#[derive(Clone)]
 pub(crate) enum Bind {
     Text(String),
     OptText(Option<String>),
@@ -13,7 +14,7 @@ pub(crate) enum Bind {
 }
 
 /// The parameters of a statement being written.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(crate) struct Params(Vec<Bind>);
 
 impl Params {

@@ -452,6 +452,53 @@ pub(crate) fn rollback_name(r: RollbackStatus) -> &'static str {
     }
 }
 
+/// When a lease taken at `now` for `lease_for` ends, in Unix milliseconds.
+fn lease_until(now: DateTime<Utc>, lease_for: Duration) -> i64 {
+    ms(now + chrono::Duration::from_std(lease_for).unwrap_or_default())
+}
+
+/// The claim: the next runnable request, highest priority then oldest, gets a lease for
+/// `worker` until `expires` (a new fencing token), and comes back whole with `lease_token`.
+/// `[worker, expires, now]` and `not` (a request id it must not take) are placeholders.
+///
+/// The predicate is the one of the partial index `requests_runnable` (a queued request never
+/// waits for anything outside), which the scan walks in claim order. PostgreSQL skips rows
+/// other claims hold; SQLite has a single writer.
+pub(crate) fn claim_statement(
+    dialect: Dialect,
+    [worker, expires, now]: [&str; 3],
+    not: Option<&str>,
+) -> String {
+    let (hint, lock) = match dialect {
+        Dialect::Postgres => ("", " FOR UPDATE SKIP LOCKED"),
+        Dialect::Sqlite => (" INDEXED BY requests_runnable", ""),
+    };
+    let not = not.map(|p| format!(" AND id <> {p}")).unwrap_or_default();
+    format!(
+        "UPDATE requests SET lease_owner = {worker}, lease_token = lease_token + 1, lease_expires_at = {expires} \
+         WHERE id = (SELECT id FROM requests{hint} WHERE state IN ('queued', 'in_progress', 'post_fulfillment') \
+         AND waiting_for IS NULL AND (lease_expires_at IS NULL OR lease_expires_at <= {now}){not} \
+         ORDER BY priority DESC, created_at, id LIMIT 1{lock}) RETURNING {COLUMNS}, lease_token"
+    )
+}
+
+/// The request and lease of a row the claim statement returned.
+pub(crate) fn claimed(
+    row: &AnyRow,
+    worker_id: &str,
+    expires: i64,
+) -> Result<(Request, Lease), StoreError> {
+    let request = row_to_request(row)?;
+    let token: i64 = row.try_get("lease_token").map_err(db)?;
+    let lease = Lease {
+        request_id: request.id.clone(),
+        worker_id: worker_id.to_string(),
+        token: token as u64,
+        expires_at: at(expires),
+    };
+    Ok((request, lease))
+}
+
 pub(crate) fn row_to_request(row: &AnyRow) -> Result<Request, StoreError> {
     let get_s = |c: &str| row.try_get::<String, _>(c).map_err(db);
     let get_os = |c: &str| row.try_get::<Option<String>, _>(c).map_err(db);
@@ -1350,23 +1397,8 @@ impl Store for SqlStore {
         now: DateTime<Utc>,
     ) -> Result<Option<(Request, Lease)>, StoreError> {
         let now_ms = ms(now);
-        let expires = ms(now + chrono::Duration::from_std(lease_for).unwrap_or_default());
-        // The predicate is the one of the partial index `requests_runnable` (a queued request
-        // never waits for anything outside), which the scan walks in claim order.
-        let (hint, lock) = match self.dialect {
-            Dialect::Postgres => ("", " FOR UPDATE SKIP LOCKED"),
-            Dialect::Sqlite => (" INDEXED BY requests_runnable", ""),
-        };
-        let pick = format!(
-            "SELECT id FROM requests{hint} WHERE state IN ('queued', 'in_progress', 'post_fulfillment') \
-             AND waiting_for IS NULL AND (lease_expires_at IS NULL OR lease_expires_at <= $3) \
-             ORDER BY priority DESC, created_at, id LIMIT 1"
-        );
-        // The claimed row comes back whole: no second read.
-        let sql = format!(
-            "UPDATE requests SET lease_owner = $1, lease_token = lease_token + 1, lease_expires_at = $2 \
-             WHERE id = ({pick}{lock}) RETURNING {COLUMNS}, lease_token"
-        );
+        let expires = lease_until(now, lease_for);
+        let sql = claim_statement(self.dialect, ["$1", "$2", "$3"], None);
         let row = self
             .write_auto(async |c: &mut AnyConnection| {
                 sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
@@ -1378,19 +1410,40 @@ impl Store for SqlStore {
                     .map_err(db)
             })
             .await?;
-        let Some(row) = row else { return Ok(None) };
-        let request = row_to_request(&row)?;
-        let id = request.id.clone();
-        let token: i64 = row.try_get("lease_token").map_err(db)?;
-        Ok(Some((
-            request,
-            Lease {
-                request_id: id,
-                worker_id: worker_id.to_string(),
-                token: token as u64,
-                expires_at: at(expires),
-            },
-        )))
+        row.map(|row| claimed(&row, worker_id, expires)).transpose()
+    }
+
+    async fn apply_then_claim(
+        &self,
+        lease: &Lease,
+        writes: Vec<Write>,
+        worker_id: &str,
+        lease_for: Duration,
+        now: DateTime<Utc>,
+    ) -> AppliedThenClaimed {
+        let id = lease.request_id.as_str();
+        if self.group.is_none()
+            && self.dialect == Dialect::Postgres
+            && let Some(plan) = crate::one_statement::plan(id, Some(lease), &writes)
+        {
+            let mut c = match self.writer.acquire().await {
+                Ok(c) => c,
+                Err(e) => {
+                    let e = db(e);
+                    return AppliedThenClaimed {
+                        applied: Err(e.clone()),
+                        claimed: Err(e),
+                    };
+                }
+            };
+            let claim = crate::one_statement::Claim {
+                worker_id,
+                expires: lease_until(now, lease_for),
+                now: ms(now),
+            };
+            return crate::one_statement::run_then_claim(&mut c, lease, &plan, claim).await;
+        }
+        apply_then_claim_in_turn(self, lease, writes, worker_id, lease_for, now).await
     }
 
     async fn heartbeat(

@@ -198,7 +198,9 @@ async fn migrate_from_each_earlier(make: impl AsyncFn(i64) -> Option<Db>, dialec
             sqlx::query("INSERT INTO quota_totals (team, resource, used) VALUES ('t', 'db', 2)")
                 .execute(&pool)
                 .await
-                .unwrap_or_else(|e| panic!("{dialect}: a total in the version {version} schema: {e}"));
+                .unwrap_or_else(|e| {
+                    panic!("{dialect}: a total in the version {version} schema: {e}")
+                });
         }
         pool.close().await;
         let store = SqlStore::open(&db.url)

@@ -202,12 +202,18 @@ enum NodeResult {
 /// What may wait — the move to `InProgress`, an action's log lines, the success of an action
 /// the phase loop ran alone in its own task (the next start or the final transition follows
 /// with no task switch in between) — rides along with that write in the same transaction, so a one-action request costs three
-/// durable writes (claim, start, finish + end) instead of eight.
+/// durable writes (claim, start, finish + end) instead of eight. In a worker loop the claim of
+/// the next request rides along with the end ([`Store::apply_then_claim`]): two round trips a
+/// request on a busy PostgreSQL store.
 #[derive(Default)]
 pub(crate) struct RunWrites {
     pending: std::sync::Mutex<Vec<Write>>,
     /// A terminal transition was written (the lease went with it).
     ended: std::sync::atomic::AtomicBool,
+    /// The worker loop's id, when the run's final write should claim its next request.
+    claim_next: Option<String>,
+    /// The request claimed with the final write, for the worker loop to run next.
+    claimed: std::sync::Mutex<Option<(Request, Lease)>>,
 }
 
 impl RunWrites {
@@ -667,7 +673,16 @@ impl Orchestrator {
     /// Runs a claimed request as far as it can go. Never panics on bad input: every problem
     /// ends the request `Failed` with the reason, or leaves it for another worker when the
     /// lease is lost.
-    pub(crate) async fn execute(self: Arc<Self>, request: Request, lease: Lease) {
+    ///
+    /// With `claim_next` (a worker loop's id), the write that ends the request also claims the
+    /// loop's next request ([`Store::apply_then_claim`]); that request and its lease are
+    /// returned, and the loop must run or release it.
+    pub(crate) async fn execute_then_claim(
+        self: Arc<Self>,
+        request: Request,
+        lease: Lease,
+        claim_next: Option<String>,
+    ) -> Option<(Request, Lease)> {
         let cancel = CancellationToken::new();
         if let Ok(mut m) = self.running.lock() {
             m.insert(request.id.clone(), cancel.clone());
@@ -711,7 +726,10 @@ impl Orchestrator {
             }))
         };
         let id = request.id.clone();
-        let writes = Arc::new(RunWrites::default());
+        let writes = Arc::new(RunWrites {
+            claim_next,
+            ..RunWrites::default()
+        });
         let shell = Request {
             fields: Value::Null,
             ..request.clone()
@@ -734,6 +752,7 @@ impl Orchestrator {
         if !writes.ended.load(std::sync::atomic::Ordering::SeqCst) {
             let _ = self.store.release(&current).await;
         }
+        writes.claimed.lock().ok().and_then(|mut c| c.take())
     }
 
     /// Writes what waits in `writes` with `extra`, in one durable write under the lease.
@@ -747,7 +766,16 @@ impl Orchestrator {
         let mut all = writes.take();
         all.extend(extra);
         let ends = Write::final_state(&all).is_some_and(|to| to.is_terminal());
-        let r = self.commit(request, Some(lease), all).await?;
+        let r = match &writes.claim_next {
+            Some(worker_id) if ends => {
+                let (r, next) = self.commit_then_claim(request, lease, all, worker_id).await;
+                if let (Some(next), Ok(mut slot)) = (next, writes.claimed.lock()) {
+                    *slot = Some(next);
+                }
+                r?
+            }
+            _ => self.commit(request, Some(lease), all).await?,
+        };
         if ends {
             writes
                 .ended

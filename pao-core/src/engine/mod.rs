@@ -333,6 +333,39 @@ impl Orchestrator {
         Ok(updated)
     }
 
+    /// [`commit`](Self::commit) of a run's final batch, with the claim of the worker loop's
+    /// next request in the same store call. The claim is returned whether or not the batch was
+    /// written (a failed claim is `None`: the loop claims again as usual).
+    pub(crate) async fn commit_then_claim(
+        &self,
+        request: &Request,
+        lease: &Lease,
+        mut writes: Vec<Write>,
+        worker_id: &str,
+    ) -> (Result<Request, StoreError>, Option<(Request, Lease)>) {
+        let terminal = release_quota_on_failure(&mut writes);
+        let live = live_events(request, &writes);
+        let done = self
+            .store
+            .apply_then_claim(
+                lease,
+                writes,
+                worker_id,
+                self.config.lease,
+                self.clock.now(),
+            )
+            .await;
+        if done.applied.is_ok() {
+            for e in live {
+                self.sink.publish(e);
+            }
+            if terminal && let Ok(mut m) = self.field_secrets.lock() {
+                m.remove(&request.id);
+            }
+        }
+        (done.applied, done.claimed.ok().flatten())
+    }
+
     async fn audit(
         &self,
         actor: &str,
@@ -1124,21 +1157,33 @@ impl Orchestrator {
     /// and one-shot tools.
     pub async fn run_until_idle(self: &Arc<Self>, worker_id: &str) -> Result<usize, EngineError> {
         let mut n = 0;
-        while let Some((request, lease)) = self
-            .store
-            .claim(worker_id, self.config.lease, self.clock.now())
-            .await?
-        {
-            self.clone().execute(request, lease).await;
+        let mut next = None;
+        loop {
+            let (request, lease) = match next.take() {
+                Some(claimed) => claimed,
+                None => match self
+                    .store
+                    .claim(worker_id, self.config.lease, self.clock.now())
+                    .await?
+                {
+                    Some(claimed) => claimed,
+                    None => return Ok(n),
+                },
+            };
+            next = self
+                .clone()
+                .execute_then_claim(request, lease, Some(worker_id.to_string()))
+                .await;
             n += 1;
         }
-        Ok(n)
     }
 
     /// A worker loop: claim, run, repeat, until `shutdown` is cancelled. In-flight work is
     /// finished (or its lease released) before it returns.
     pub async fn run_worker(self: Arc<Self>, worker_id: String, shutdown: CancellationToken) {
         let mut last_sweep: Option<DateTime<Utc>> = None;
+        // The request claimed together with the end of the previous one.
+        let mut next: Option<(Request, Lease)> = None;
         while !shutdown.is_cancelled() {
             // Approval deadlines and escalations are due by the clock, not by any event.
             let now = self.clock.now();
@@ -1146,12 +1191,21 @@ impl Orchestrator {
                 last_sweep = Some(now);
                 let _ = self.sweep_approvals().await;
             }
-            match self
-                .store
-                .claim(&worker_id, self.config.lease, self.clock.now())
-                .await
-            {
-                Ok(Some((request, lease))) => self.clone().execute(request, lease).await,
+            let claimed = match next.take() {
+                Some(claimed) => Ok(Some(claimed)),
+                None => {
+                    self.store
+                        .claim(&worker_id, self.config.lease, self.clock.now())
+                        .await
+                }
+            };
+            match claimed {
+                Ok(Some((request, lease))) => {
+                    next = self
+                        .clone()
+                        .execute_then_claim(request, lease, Some(worker_id.clone()))
+                        .await;
+                }
                 Ok(None) => {
                     tokio::select! {
                         _ = self.store.wait_for_work(Duration::from_secs(1)) => {}
@@ -1165,6 +1219,10 @@ impl Orchestrator {
                     }
                 }
             }
+        }
+        // Claimed but not started: give it back, so another worker need not wait out the lease.
+        if let Some((_, lease)) = next {
+            let _ = self.store.release(&lease).await;
         }
     }
 

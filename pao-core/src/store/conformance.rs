@@ -111,6 +111,7 @@ macro_rules! for_each_conformance_check {
             check_apply_fenced,
             check_apply_worker_batches_all_or_nothing,
             check_apply_concurrent_batches_number_events,
+            check_apply_then_claim,
             check_submit_with_admits_in_one_write,
             check_submit_with_all_or_nothing,
             check_submit_with_quota_counts_earlier_requests,
@@ -2576,6 +2577,178 @@ fn succeeded(mut record: AttemptRecord, at: DateTime<Utc>) -> AttemptRecord {
     };
     record.finished_at = Some(at);
     record
+}
+
+/// `apply_then_claim`: a worker's last batch for one request and the claim of its next one.
+/// The batch is written as `apply` would (its events, its attempt, the dropped lease), the
+/// claim as `claim` would (claim order, a fresh lease), and the two are independent: a batch
+/// that is refused still claims, a claim that finds nothing leaves the batch written, and the
+/// claim never takes the batch's own request, even when that request's lease has run out.
+pub async fn check_apply_then_claim(store: &dyn Store) {
+    for (id, priority) in [("atc-1", 9), ("atc-2", 5), ("atc-3", 0)] {
+        let mut new = new_request(id);
+        new.priority = priority;
+        submit(store, new, t(0)).await;
+        queue(store, id, t(1)).await;
+    }
+    let (first, lease) = must_claim(store, "w1", t(2)).await;
+    assert_eq!(first.id, "atc-1");
+    let running = attempt("atc-1", "a", false, 1, t(3));
+    ok(
+        "start atc-1",
+        store
+            .apply(
+                "atc-1",
+                Some(&lease),
+                vec![
+                    Write::Transition {
+                        from: State::Queued,
+                        to: State::InProgress,
+                        change: change("worker:w1", None, t(3)),
+                    },
+                    Write::StartAttempt(running.clone()),
+                ],
+            )
+            .await,
+    );
+    let events_before = all_events(store, "atc-1").await.len();
+
+    // The end of atc-1, and the claim of the next request in claim order.
+    let done = store
+        .apply_then_claim(
+            &lease,
+            vec![
+                Write::FinishAttempt(succeeded(running.clone(), t(4))),
+                Write::Event {
+                    at: t(4),
+                    kind: log("done"),
+                },
+                Write::Transition {
+                    from: State::InProgress,
+                    to: State::Completed,
+                    change: change("worker:w1", None, t(4)),
+                },
+            ],
+            "w1",
+            LEASE,
+            t(4),
+        )
+        .await;
+    let ended = ok("the end of atc-1", done.applied);
+    assert_eq!(ended.id, "atc-1");
+    assert_eq!(ended.state, State::Completed);
+    let (next, next_lease) = ok("the claim with the end of atc-1", done.claimed)
+        .expect("atc-2 and atc-3 are queued: the claim must find one");
+    assert_eq!(next.id, "atc-2", "claim order: priority 5 before 0");
+    assert_eq!(next.state, State::Queued);
+    assert_eq!(next_lease.request_id, "atc-2");
+    assert_eq!(next_lease.worker_id, "w1");
+    assert_eq!(next_lease.expires_at, t(4) + chrono::Duration::seconds(30));
+    let events = all_events(store, "atc-1").await;
+    assert_eq!(
+        events.len(),
+        events_before + 2,
+        "the batch's log and transition were appended"
+    );
+    assert!(
+        events.windows(2).all(|w| w[1].seq == w[0].seq + 1),
+        "event numbers stay consecutive"
+    );
+    assert!(
+        matches!(
+            ok("attempts", store.attempts("atc-1").await)[0].outcome,
+            AttemptOutcome::Succeeded { .. }
+        ),
+        "the attempt's end was journaled"
+    );
+    expect_lease_lost(
+        "the ended request's lease went with its terminal transition",
+        store.heartbeat(&lease, LEASE, t(5)).await,
+    );
+    // atc-2 is leased to w1 now: another worker gets atc-3.
+    let (third, third_lease) = must_claim(store, "w2", t(5)).await;
+    assert_eq!(third.id, "atc-3");
+
+    // A refused batch (a stale `from`) writes nothing, and the claim is still made.
+    submit(store, new_request("atc-4"), t(6)).await;
+    queue(store, "atc-4", t(6)).await;
+    let before = get(store, "atc-2").await;
+    let refused = store
+        .apply_then_claim(
+            &next_lease,
+            vec![Write::Transition {
+                from: State::InProgress,
+                to: State::Completed,
+                change: change("worker:w1", None, t(7)),
+            }],
+            "w1",
+            LEASE,
+            t(7),
+        )
+        .await;
+    assert!(
+        matches!(
+            refused.applied,
+            Err(StoreError::Conflict {
+                expected: State::InProgress,
+                actual: State::Queued,
+                ..
+            })
+        ),
+        "atc-2 is queued, not in progress: {:?}",
+        refused.applied
+    );
+    assert_eq!(
+        get(store, "atc-2").await,
+        before,
+        "the refused batch wrote nothing"
+    );
+    let (fourth, fourth_lease) = ok("the claim with a refused batch", refused.claimed)
+        .expect("atc-4 is queued: the claim is made although the batch was refused");
+    assert_eq!(fourth.id, "atc-4");
+
+    // A batch under a lease that has run out (nobody took over, so it still fences) is
+    // written, and its claim does not take the batch's own request although it is now
+    // claimable; with nothing else runnable it finds nothing.
+    for (id, lease) in [("atc-2", &next_lease), ("atc-4", &fourth_lease)] {
+        ok(
+            &format!("cancel {id}"),
+            store
+                .transition(
+                    id,
+                    State::Queued,
+                    State::Cancelled,
+                    change("worker:w1", None, t(8)),
+                    Some(lease),
+                )
+                .await,
+        );
+    }
+    let late = t(5) + chrono::Duration::seconds(31);
+    let done = store
+        .apply_then_claim(
+            &third_lease,
+            vec![Write::Event {
+                at: late,
+                kind: log("late"),
+            }],
+            "w2",
+            LEASE,
+            late,
+        )
+        .await;
+    ok(
+        "a batch under an expired but unchallenged lease",
+        done.applied,
+    );
+    assert!(
+        ok("the claim beside it", done.claimed).is_none(),
+        "atc-3, whose batch this is, is the only runnable request: the claim must not take it"
+    );
+    // Taken on its own, it is claimable.
+    let (again, again_lease) = must_claim(store, "w3", late).await;
+    assert_eq!(again.id, "atc-3");
+    assert!(again_lease.token > third_lease.token);
 }
 
 /// `apply` writes a transition, an attempt start and an event together (seqs consecutive, in

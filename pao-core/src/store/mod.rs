@@ -370,6 +370,36 @@ pub struct Lease {
     pub expires_at: DateTime<Utc>,
 }
 
+/// [`Store::apply_then_claim`] as two calls: [`Store::apply`], then [`Store::claim`]. Should
+/// the claim take the batch's own request (its lease ran out and the batch did not end it),
+/// it is given back at once and the claim reports none.
+pub async fn apply_then_claim_in_turn<S: Store + ?Sized>(
+    store: &S,
+    lease: &Lease,
+    writes: Vec<Write>,
+    worker_id: &str,
+    lease_for: Duration,
+    now: DateTime<Utc>,
+) -> AppliedThenClaimed {
+    let applied = store.apply(&lease.request_id, Some(lease), writes).await;
+    let claimed = match store.claim(worker_id, lease_for, now).await {
+        Ok(Some((request, own))) if request.id == lease.request_id => {
+            store.release(&own).await.map(|()| None)
+        }
+        other => other,
+    };
+    AppliedThenClaimed { applied, claimed }
+}
+
+/// What [`Store::apply_then_claim`] did.
+#[derive(Debug, Clone)]
+pub struct AppliedThenClaimed {
+    /// The batch: the request as written, or why nothing of it was.
+    pub applied: Result<Request, StoreError>,
+    /// The claim: the next request and its lease, none, or why the claim failed.
+    pub claimed: Result<Option<(Request, Lease)>, StoreError>,
+}
+
 /// How an attempt ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
@@ -739,6 +769,27 @@ pub trait Store: Send + Sync {
         lease_for: Duration,
         now: DateTime<Utc>,
     ) -> Result<Option<(Request, Lease)>, StoreError>;
+
+    /// A worker's last batch for one request (under `lease`), then a claim of the next
+    /// runnable request for the same worker: what a worker loop does between two runs. The
+    /// two are independent: the claim is made whether or not the batch could be written, and
+    /// never takes `lease`'s request. A store may do both in one round trip; PostgreSQL does,
+    /// for the batches it writes as one statement.
+    ///
+    /// `claimed` may be `Ok(None)` although work is waiting (a store that could not add the
+    /// claim this time); callers then claim as usual.
+    ///
+    /// The default implementation is [`apply_then_claim_in_turn`].
+    async fn apply_then_claim(
+        &self,
+        lease: &Lease,
+        writes: Vec<Write>,
+        worker_id: &str,
+        lease_for: Duration,
+        now: DateTime<Utc>,
+    ) -> AppliedThenClaimed {
+        apply_then_claim_in_turn(self, lease, writes, worker_id, lease_for, now).await
+    }
 
     /// Extends a lease; `LeaseLost` if it was taken over.
     async fn heartbeat(

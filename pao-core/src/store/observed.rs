@@ -22,6 +22,7 @@ pub enum StoreCall {
     AppendEvent,
     Events,
     Claim,
+    ApplyThenClaim,
     Heartbeat,
     Release,
     StartAttempt,
@@ -52,6 +53,7 @@ impl StoreCall {
             StoreCall::AppendEvent => "append_event",
             StoreCall::Events => "events",
             StoreCall::Claim => "claim",
+            StoreCall::ApplyThenClaim => "apply_then_claim",
             StoreCall::Heartbeat => "heartbeat",
             StoreCall::Release => "release",
             StoreCall::StartAttempt => "start_attempt",
@@ -90,9 +92,10 @@ impl StoreCall {
 pub enum CallOutcome {
     /// It succeeded.
     Done,
-    /// It succeeded and found nothing: a claim without work, a `get` of an unknown id.
+    /// It succeeded and found nothing: a claim without work, a `get` of an unknown id, an
+    /// `apply_then_claim` whose batch was written and whose claim found no work.
     Empty,
-    /// It returned an error.
+    /// It returned an error (for `apply_then_claim`: its batch or its claim did).
     Failed,
 }
 
@@ -259,6 +262,35 @@ impl<S: Store, O: StoreObserver> Store for Observed<S, O> {
     ) -> Result<Option<(Request, Lease)>, StoreError> {
         let run = self.inner.claim(worker_id, lease_for, now);
         self.observe(StoreCall::Claim, Option::is_none, run).await
+    }
+    async fn apply_then_claim(
+        &self,
+        lease: &Lease,
+        writes: Vec<Write>,
+        worker_id: &str,
+        lease_for: Duration,
+        now: DateTime<Utc>,
+    ) -> AppliedThenClaimed {
+        let call = StoreCall::ApplyThenClaim;
+        if let Err(e) = self.observer.before(call) {
+            return AppliedThenClaimed {
+                applied: Err(e.clone()),
+                claimed: Err(e),
+            };
+        }
+        let started = Instant::now();
+        let done = self
+            .inner
+            .apply_then_claim(lease, writes, worker_id, lease_for, now)
+            .await;
+        let outcome = match &done.claimed {
+            _ if done.applied.is_err() => CallOutcome::Failed,
+            Err(_) => CallOutcome::Failed,
+            Ok(None) => CallOutcome::Empty,
+            Ok(Some(_)) => CallOutcome::Done,
+        };
+        self.observer.after(call, started.elapsed(), outcome);
+        done
     }
     async fn heartbeat(
         &self,

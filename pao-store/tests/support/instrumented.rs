@@ -1,5 +1,6 @@
-//! A [`Store`] wrapper for tests and the bench: times every claim, counts heartbeats, and can
-//! fail the next heartbeats with `Unavailable` (a connection dropped mid-query).
+//! A [`Store`] wrapper for tests and the bench: times every claim (alone or with a run's last
+//! batch), counts heartbeats, and can fail the next heartbeats with `Unavailable` (a connection
+//! dropped mid-query).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,12 +24,21 @@ pub struct Instruments {
     pub heartbeats: AtomicUsize,
     /// How long each claim took, and whether it found work.
     pub claims: Mutex<Vec<(Duration, bool)>>,
+    /// How long each `apply_then_claim` (a run's last batch with the claim of the next
+    /// request) took, and whether its claim found work.
+    pub batch_claims: Mutex<Vec<(Duration, bool)>>,
 }
 
 impl Instruments {
     /// Claim latencies so far (with whether each found work), and forgets them.
     pub fn take_claims(&self) -> Vec<(Duration, bool)> {
         std::mem::take(&mut *self.claims.lock().unwrap())
+    }
+
+    /// `apply_then_claim` latencies so far (with whether the claim found work), and forgets
+    /// them.
+    pub fn take_batch_claims(&self) -> Vec<(Duration, bool)> {
+        std::mem::take(&mut *self.batch_claims.lock().unwrap())
     }
 }
 
@@ -50,9 +60,11 @@ impl StoreObserver for Instruments {
     }
 
     fn after(&self, call: StoreCall, took: Duration, outcome: CallOutcome) {
-        if call == StoreCall::Claim {
-            let found = outcome == CallOutcome::Done;
-            self.claims.lock().unwrap().push((took, found));
+        let found = outcome == CallOutcome::Done;
+        match call {
+            StoreCall::Claim => self.claims.lock().unwrap().push((took, found)),
+            StoreCall::ApplyThenClaim => self.batch_claims.lock().unwrap().push((took, found)),
+            _ => {}
         }
     }
 }
