@@ -14,6 +14,7 @@
 //! ```
 
 mod group;
+mod lane;
 mod one_statement;
 mod params;
 mod sql;

@@ -65,6 +65,8 @@ pub struct SqlStore {
     writer: AnyPool,
     /// SQLite: the group-committing writer over `writer`.
     group: Option<Arc<crate::group::GroupWriter>>,
+    /// PostgreSQL: the connections of the worker path, without sqlx's ping per statement.
+    lane: Option<Arc<crate::lane::Lane>>,
     dialect: Dialect,
     work: Arc<Notify>,
     /// PostgreSQL: the LISTEN task; SQLite: the WAL checkpointer.
@@ -247,10 +249,19 @@ impl SqlStore {
             Dialect::Sqlite => Some(crate::group::GroupWriter::new(writer.clone())),
             Dialect::Postgres => None,
         };
+        let lane = match dialect {
+            Dialect::Postgres => Some(crate::lane::Lane::new(
+                writer.clone(),
+                max_connections,
+                IDLE_PING_AFTER,
+            )),
+            Dialect::Sqlite => None,
+        };
         Ok(SqlStore {
             pool,
             writer,
             group,
+            lane,
             dialect,
             work,
             background,
@@ -274,8 +285,12 @@ impl SqlStore {
         &self.pool
     }
 
-    /// Closes the store's connections (the pool above and, on SQLite, the writer).
+    /// Closes the store's connections (the pool above and, on SQLite, the writer; on
+    /// PostgreSQL the worker path's).
     pub async fn close(&self) {
+        if let Some(lane) = &self.lane {
+            lane.close().await;
+        }
         self.pool.close().await;
         self.writer.close().await;
     }
@@ -840,9 +855,10 @@ impl SqlStore {
     where
         F: AsyncFnOnce(&mut AnyConnection) -> Result<T, StoreError>,
     {
-        match &self.group {
-            Some(g) => g.write(op).await,
-            None => {
+        match (&self.group, &self.lane) {
+            (Some(g), _) => g.write(op).await,
+            (None, Some(lane)) => lane.run(op).await,
+            (None, None) => {
                 let mut c = self.writer.acquire().await.map_err(db)?;
                 op(&mut c).await
             }
@@ -1253,12 +1269,14 @@ impl Store for SqlStore {
         lease: Option<&Lease>,
         writes: Vec<Write>,
     ) -> Result<Request, StoreError> {
-        if self.group.is_none()
-            && self.dialect == Dialect::Postgres
+        if let Some(lane) = &self.lane
             && let Some(plan) = crate::one_statement::plan(id, lease, &writes)
         {
-            let mut c = self.writer.acquire().await.map_err(db)?;
-            return crate::one_statement::run(&mut c, id, lease, &plan).await;
+            return lane
+                .run(async |c: &mut AnyConnection| {
+                    crate::one_statement::run(c, id, lease, &plan).await
+                })
+                .await;
         }
         let wakes = Write::queues(&writes);
         let r = self
@@ -1422,26 +1440,29 @@ impl Store for SqlStore {
         now: DateTime<Utc>,
     ) -> AppliedThenClaimed {
         let id = lease.request_id.as_str();
-        if self.group.is_none()
-            && self.dialect == Dialect::Postgres
+        if let Some(lane) = &self.lane
             && let Some(plan) = crate::one_statement::plan(id, Some(lease), &writes)
         {
-            let mut c = match self.writer.acquire().await {
-                Ok(c) => c,
-                Err(e) => {
-                    let e = db(e);
-                    return AppliedThenClaimed {
-                        applied: Err(e.clone()),
-                        claimed: Err(e),
-                    };
-                }
-            };
             let claim = crate::one_statement::Claim {
                 worker_id,
                 expires: lease_until(now, lease_for),
                 now: ms(now),
             };
-            return crate::one_statement::run_then_claim(&mut c, lease, &plan, claim).await;
+            let done = lane
+                .run_then(
+                    async |c: &mut AnyConnection| {
+                        crate::one_statement::run_then_claim(c, lease, &plan, claim).await
+                    },
+                    |done| {
+                        !matches!(done.applied, Err(StoreError::Unavailable(_)))
+                            && !matches!(done.claimed, Err(StoreError::Unavailable(_)))
+                    },
+                )
+                .await;
+            return done.unwrap_or_else(|e| AppliedThenClaimed {
+                applied: Err(e.clone()),
+                claimed: Err(e),
+            });
         }
         apply_then_claim_in_turn(self, lease, writes, worker_id, lease_for, now).await
     }

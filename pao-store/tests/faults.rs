@@ -250,11 +250,11 @@ async fn transient_heartbeat_failure_on_postgres() {
     transient_heartbeat_failure(db).await;
 }
 
-/// The pool does not ping a connection it hands out when the connection answered moments ago
-/// (that round trip was a third of a busy worker's), but it does ping one that sat idle: a
-/// connection the server closed while it rested in the pool is replaced before a statement
-/// runs on it. Here every backend of the database is terminated while the store is idle; the
-/// next calls must succeed, and the connections they ran on must be new ones.
+/// Neither the pool nor the worker path's connections ping a connection that answered moments
+/// ago (that round trip was a third of a busy worker's), but both ping one that sat idle: a
+/// connection the server closed while it rested is replaced before a statement runs on it.
+/// Here every backend of the database is terminated while the store is idle; the next reads
+/// and claims must succeed, and the connections they ran on must be new ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_killed_while_idle_are_replaced_on_postgres() {
     use pao_core::store::{RequestFilter, Store};
@@ -275,6 +275,9 @@ async fn connections_killed_while_idle_are_replaced_on_postgres() {
         }
     };
     let before = backend(&store).await.expect("a first statement");
+    // A claim runs on the worker path's own connections (no ping per statement): open one.
+    let claim = || store.claim("w1", Duration::from_secs(30), chrono::Utc::now());
+    assert!(claim().await.expect("a first claim").is_none());
     let admin = db.admin().expect("postgres admin pool");
     let killed: i64 = sqlx::query(
         "SELECT COUNT(*) AS n FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
@@ -294,6 +297,9 @@ async fn connections_killed_while_idle_are_replaced_on_postgres() {
             .list(&RequestFilter::default())
             .await
             .unwrap_or_else(|e| panic!("call {round} after the kill failed: {e}"));
+        claim()
+            .await
+            .unwrap_or_else(|e| panic!("claim {round} after the kill failed: {e}"));
     }
     let after = backend(&store).await.expect("a statement after the kill");
     assert_ne!(before, after, "a new connection replaced the killed one");
