@@ -320,6 +320,36 @@ async fn must_not_claim(store: &dyn Store, worker: &str, now: DateTime<Utc>, why
     }
 }
 
+/// A worker's first batch for a claimed, queued request: the move to `InProgress` and the
+/// start of attempt 1 of `action`, under `lease`. Returns the running attempt.
+async fn start_first_attempt(
+    store: &dyn Store,
+    lease: &Lease,
+    action: &str,
+    at: DateTime<Utc>,
+) -> AttemptRecord {
+    let id = &lease.request_id;
+    let running = attempt(id, action, false, 1, at);
+    ok(
+        &format!("start {action} of {id}"),
+        store
+            .apply(
+                id,
+                Some(lease),
+                vec![
+                    Write::Transition {
+                        from: State::Queued,
+                        to: State::InProgress,
+                        change: change(&format!("worker:{}", lease.worker_id), None, at),
+                    },
+                    Write::StartAttempt(running.clone()),
+                ],
+            )
+            .await,
+    );
+    running
+}
+
 /// Queues `id`, claims it as `worker` and moves it to `InProgress` under the lease.
 async fn run(store: &dyn Store, id: &str, worker: &str, at: DateTime<Utc>) -> Lease {
     queue(store, id, at).await;
@@ -2593,24 +2623,7 @@ pub async fn check_apply_then_claim(store: &dyn Store) {
     }
     let (first, lease) = must_claim(store, "w1", t(2)).await;
     assert_eq!(first.id, "atc-1");
-    let running = attempt("atc-1", "a", false, 1, t(3));
-    ok(
-        "start atc-1",
-        store
-            .apply(
-                "atc-1",
-                Some(&lease),
-                vec![
-                    Write::Transition {
-                        from: State::Queued,
-                        to: State::InProgress,
-                        change: change("worker:w1", None, t(3)),
-                    },
-                    Write::StartAttempt(running.clone()),
-                ],
-            )
-            .await,
-    );
+    let running = start_first_attempt(store, &lease, "a", t(3)).await;
     let events_before = all_events(store, "atc-1").await.len();
 
     // The end of atc-1, and the claim of the next request in claim order.
@@ -3114,24 +3127,7 @@ pub async fn check_apply_worker_batches_all_or_nothing(store: &dyn Store) {
     submit(store, new_request("w-1"), t(0)).await;
     queue(store, "w-1", t(1)).await;
     let (_, lease) = must_claim(store, "w1", t(2)).await;
-    let running = attempt("w-1", "a", false, 1, t(3));
-    ok(
-        "the first batch",
-        store
-            .apply(
-                "w-1",
-                Some(&lease),
-                vec![
-                    Write::Transition {
-                        from: State::Queued,
-                        to: State::InProgress,
-                        change: change("worker:w1", None, t(3)),
-                    },
-                    Write::StartAttempt(running.clone()),
-                ],
-            )
-            .await,
-    );
+    let running = start_first_attempt(store, &lease, "a", t(3)).await;
     let before = get(store, "w-1").await;
     let events_before = all_events(store, "w-1").await;
     let attempts_before = ok("attempts", store.attempts("w-1").await);
