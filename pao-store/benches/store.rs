@@ -326,7 +326,6 @@ async fn throughput(b: &Backend, o: &Opts) {
 /// last batch (`apply_then_claim`, timed whole: the batch's time counts as the claim's), then
 /// the two kinds apart, and all standalone claims including those that found nothing.
 fn report_claims(name: &str, claims: &[(Duration, bool)], with_batch: &[(Duration, bool)]) {
-    let sorted = |v: &mut Vec<Duration>| v.sort_unstable();
     let found = |v: &[(Duration, bool)]| -> Vec<Duration> {
         v.iter().filter(|c| c.1).map(|c| c.0).collect()
     };
@@ -335,7 +334,7 @@ fn report_claims(name: &str, claims: &[(Duration, bool)], with_batch: &[(Duratio
     let mut every: Vec<Duration> = alone.iter().chain(&batched).copied().collect();
     let mut all: Vec<Duration> = claims.iter().map(|c| c.0).collect();
     for v in [&mut alone, &mut batched, &mut every, &mut all] {
-        sorted(v);
+        v.sort_unstable();
     }
     let max = |v: &[Duration]| {
         v.last()

@@ -63,14 +63,21 @@ pub struct SqlStore {
     pool: AnyPool,
     /// Writes: on SQLite a pool of one connection, on PostgreSQL the same pool as `pool`.
     writer: AnyPool,
-    /// SQLite: the group-committing writer over `writer`.
-    group: Option<Arc<crate::group::GroupWriter>>,
-    /// PostgreSQL: the connections of the worker path, without sqlx's ping per statement.
-    lane: Option<Arc<crate::lane::Lane>>,
+    /// How writes reach `writer`.
+    writes: Writes,
     dialect: Dialect,
     work: Arc<Notify>,
     /// PostgreSQL: the LISTEN task; SQLite: the WAL checkpointer.
     background: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// How a store's writes reach the database.
+enum Writes {
+    /// SQLite: every write through the group-committing single writer.
+    Grouped(Arc<crate::group::GroupWriter>),
+    /// PostgreSQL: transactions on the pool; the worker path's single statements (claims,
+    /// heartbeats, one-statement batches) on the lane, without sqlx's ping per statement.
+    Pooled(Arc<crate::lane::Lane>),
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -245,23 +252,18 @@ impl SqlStore {
             Dialect::Sqlite if wal => Some(spawn_checkpointer(pool.clone())),
             Dialect::Sqlite => None,
         };
-        let group = match dialect {
-            Dialect::Sqlite => Some(crate::group::GroupWriter::new(writer.clone())),
-            Dialect::Postgres => None,
-        };
-        let lane = match dialect {
-            Dialect::Postgres => Some(crate::lane::Lane::new(
+        let writes = match dialect {
+            Dialect::Sqlite => Writes::Grouped(crate::group::GroupWriter::new(writer.clone())),
+            Dialect::Postgres => Writes::Pooled(crate::lane::Lane::new(
                 writer.clone(),
                 max_connections,
                 IDLE_PING_AFTER,
             )),
-            Dialect::Sqlite => None,
         };
         Ok(SqlStore {
             pool,
             writer,
-            group,
-            lane,
+            writes,
             dialect,
             work,
             background,
@@ -271,7 +273,10 @@ impl SqlStore {
     /// SQLite only: how many writes were committed and in how many commits (group commit puts
     /// concurrent writes into one); `None` on PostgreSQL.
     pub fn group_commit_stats(&self) -> Option<(u64, u64)> {
-        self.group.as_ref().map(|g| g.stats())
+        match &self.writes {
+            Writes::Grouped(g) => Some(g.stats()),
+            Writes::Pooled(_) => None,
+        }
     }
 
     /// The database kind.
@@ -288,7 +293,7 @@ impl SqlStore {
     /// Closes the store's connections (the pool above and, on SQLite, the writer; on
     /// PostgreSQL the worker path's).
     pub async fn close(&self) {
-        if let Some(lane) = &self.lane {
+        if let Writes::Pooled(lane) = &self.writes {
             lane.close().await;
         }
         self.pool.close().await;
@@ -838,9 +843,9 @@ impl SqlStore {
     where
         F: AsyncFnOnce(&mut AnyConnection) -> Result<T, StoreError>,
     {
-        match &self.group {
-            Some(g) => g.write(op).await,
-            None => {
+        match &self.writes {
+            Writes::Grouped(g) => g.write(op).await,
+            Writes::Pooled(_) => {
                 let mut tx = self.writer.begin().await.map_err(db)?;
                 let v = op(&mut *tx).await?;
                 tx.commit().await.map_err(db)?;
@@ -855,13 +860,9 @@ impl SqlStore {
     where
         F: AsyncFnOnce(&mut AnyConnection) -> Result<T, StoreError>,
     {
-        match (&self.group, &self.lane) {
-            (Some(g), _) => g.write(op).await,
-            (None, Some(lane)) => lane.run(op).await,
-            (None, None) => {
-                let mut c = self.writer.acquire().await.map_err(db)?;
-                op(&mut c).await
-            }
+        match &self.writes {
+            Writes::Grouped(g) => g.write(op).await,
+            Writes::Pooled(lane) => lane.run(op).await,
         }
     }
 
@@ -1269,7 +1270,7 @@ impl Store for SqlStore {
         lease: Option<&Lease>,
         writes: Vec<Write>,
     ) -> Result<Request, StoreError> {
-        if let Some(lane) = &self.lane
+        if let Writes::Pooled(lane) = &self.writes
             && let Some(plan) = crate::one_statement::plan(id, lease, &writes)
         {
             return lane
@@ -1440,7 +1441,7 @@ impl Store for SqlStore {
         now: DateTime<Utc>,
     ) -> AppliedThenClaimed {
         let id = lease.request_id.as_str();
-        if let Some(lane) = &self.lane
+        if let Writes::Pooled(lane) = &self.writes
             && let Some(plan) = crate::one_statement::plan(id, Some(lease), &writes)
         {
             let claim = crate::one_statement::Claim {

@@ -210,8 +210,8 @@ pub(crate) struct RunWrites {
     pending: std::sync::Mutex<Vec<Write>>,
     /// A terminal transition was written (the lease went with it).
     ended: std::sync::atomic::AtomicBool,
-    /// The worker loop's id, when the run's final write should claim its next request.
-    claim_next: Option<String>,
+    /// The worker loop's id: the run's final write claims its next request.
+    worker_id: String,
     /// The request claimed with the final write, for the worker loop to run next.
     claimed: std::sync::Mutex<Option<(Request, Lease)>>,
 }
@@ -674,14 +674,14 @@ impl Orchestrator {
     /// ends the request `Failed` with the reason, or leaves it for another worker when the
     /// lease is lost.
     ///
-    /// With `claim_next` (a worker loop's id), the write that ends the request also claims the
-    /// loop's next request ([`Store::apply_then_claim`]); that request and its lease are
-    /// returned, and the loop must run or release it.
+    /// The write that ends the request also claims the next request of the worker loop
+    /// `worker_id` ([`Store::apply_then_claim`]); that request and its lease are returned, and
+    /// the loop must run or release it.
     pub(crate) async fn execute_then_claim(
         self: Arc<Self>,
         request: Request,
         lease: Lease,
-        claim_next: Option<String>,
+        worker_id: &str,
     ) -> Option<(Request, Lease)> {
         let cancel = CancellationToken::new();
         if let Ok(mut m) = self.running.lock() {
@@ -727,7 +727,7 @@ impl Orchestrator {
         };
         let id = request.id.clone();
         let writes = Arc::new(RunWrites {
-            claim_next,
+            worker_id: worker_id.to_string(),
             ..RunWrites::default()
         });
         let shell = Request {
@@ -766,15 +766,16 @@ impl Orchestrator {
         let mut all = writes.take();
         all.extend(extra);
         let ends = Write::final_state(&all).is_some_and(|to| to.is_terminal());
-        let r = match &writes.claim_next {
-            Some(worker_id) if ends => {
-                let (r, next) = self.commit_then_claim(request, lease, all, worker_id).await;
-                if let (Some(next), Ok(mut slot)) = (next, writes.claimed.lock()) {
-                    *slot = Some(next);
-                }
-                r?
+        let r = if ends {
+            let (r, next) = self
+                .commit_then_claim(request, lease, all, &writes.worker_id)
+                .await;
+            if let (Some(next), Ok(mut slot)) = (next, writes.claimed.lock()) {
+                *slot = Some(next);
             }
-            _ => self.commit(request, Some(lease), all).await?,
+            r?
+        } else {
+            self.commit(request, Some(lease), all).await?
         };
         if ends {
             writes

@@ -321,15 +321,9 @@ impl Orchestrator {
         lease: Option<&Lease>,
         mut writes: Vec<Write>,
     ) -> Result<Request, StoreError> {
-        let terminal = release_quota_on_failure(&mut writes);
-        let live = live_events(request, &writes);
+        let stored = Stored::of(request, &mut writes);
         let updated = self.store.apply(&request.id, lease, writes).await?;
-        for e in live {
-            self.sink.publish(e);
-        }
-        if terminal && let Ok(mut m) = self.field_secrets.lock() {
-            m.remove(&request.id);
-        }
+        self.tell(request, stored);
         Ok(updated)
     }
 
@@ -343,8 +337,7 @@ impl Orchestrator {
         mut writes: Vec<Write>,
         worker_id: &str,
     ) -> (Result<Request, StoreError>, Option<(Request, Lease)>) {
-        let terminal = release_quota_on_failure(&mut writes);
-        let live = live_events(request, &writes);
+        let stored = Stored::of(request, &mut writes);
         let done = self
             .store
             .apply_then_claim(
@@ -356,14 +349,22 @@ impl Orchestrator {
             )
             .await;
         if done.applied.is_ok() {
-            for e in live {
-                self.sink.publish(e);
-            }
-            if terminal && let Ok(mut m) = self.field_secrets.lock() {
-                m.remove(&request.id);
-            }
+            self.tell(request, stored);
         }
         (done.applied, done.claimed.ok().flatten())
+    }
+
+    /// What a stored batch means beyond the store: its live events are published, and a
+    /// request that ended forgets its field secrets.
+    fn tell(&self, request: &Request, stored: Stored) {
+        for e in stored.live {
+            self.sink.publish(e);
+        }
+        if stored.ended
+            && let Ok(mut m) = self.field_secrets.lock()
+        {
+            m.remove(&request.id);
+        }
     }
 
     async fn audit(
@@ -1172,7 +1173,7 @@ impl Orchestrator {
             };
             next = self
                 .clone()
-                .execute_then_claim(request, lease, Some(worker_id.to_string()))
+                .execute_then_claim(request, lease, worker_id)
                 .await;
             n += 1;
         }
@@ -1203,7 +1204,7 @@ impl Orchestrator {
                 Ok(Some((request, lease))) => {
                     next = self
                         .clone()
-                        .execute_then_claim(request, lease, Some(worker_id.clone()))
+                        .execute_then_claim(request, lease, &worker_id)
                         .await;
                 }
                 Ok(None) => {
@@ -1241,6 +1242,24 @@ impl Orchestrator {
     /// The time now, per the engine's clock.
     pub fn now(&self) -> DateTime<Utc> {
         self.clock.now()
+    }
+}
+
+/// A batch about to be committed: what [`Orchestrator::tell`] does once it is stored.
+struct Stored {
+    live: Vec<LiveEvent>,
+    ended: bool,
+}
+
+impl Stored {
+    /// Completes `writes` (a quota release when they end the request other than `Completed`)
+    /// and notes what to tell once they are stored.
+    fn of(request: &Request, writes: &mut Vec<Write>) -> Stored {
+        let ended = release_quota_on_failure(writes);
+        Stored {
+            live: live_events(request, writes),
+            ended,
+        }
     }
 }
 
