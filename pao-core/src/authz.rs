@@ -64,6 +64,8 @@ pub enum Permission {
     Approve,
     /// Cancel or retry a request.
     Cancel,
+    /// Submit with a priority above the default (0): jump ahead of other requests.
+    Prioritize,
     /// Administer the catalog and the service.
     Admin,
 }
@@ -82,8 +84,9 @@ pub trait Authorizer: Send + Sync {
 }
 
 /// The default policy: item `access` rules (teams and roles, `*` for all) gate view and
-/// submit; requests are visible to their owner, their team and admins; admins may do all.
-/// Approval is decided by the item's approvers, not here.
+/// submit; requests are visible to their owner, their team and admins; admins may do all,
+/// and only admins may raise a request's priority above 0. Approval is decided by the item's
+/// approvers, not here.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ItemAccessAuthorizer;
 
@@ -113,7 +116,7 @@ impl Authorizer for ItemAccessAuthorizer {
             },
             Permission::Submit => item_ok,
             Permission::Approve => true,
-            Permission::Admin => false,
+            Permission::Prioritize | Permission::Admin => false,
         }
     }
 }

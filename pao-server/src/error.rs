@@ -122,6 +122,11 @@ impl From<EngineError> for ApiError {
             EngineError::Invalid(why) => {
                 ApiError::new(StatusCode::CONFLICT, "PAO-API-INVALID-STATE", why)
             }
+            EngineError::InvalidOption(why) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "PAO-API-INVALID-BODY",
+                why,
+            ),
             EngineError::Store(e) => e.into(),
         }
     }
@@ -140,7 +145,10 @@ impl From<StoreError> for ApiError {
                 e.to_string(),
             ),
             StoreError::LeaseLost(_) | StoreError::Unavailable(_) => {
-                ApiError::unavailable(e.to_string())
+                // The database's own message names hosts, users and statements: it goes to
+                // the server's log, the client gets a generic one.
+                tracing::warn!(error = %e, "store unavailable");
+                ApiError::unavailable("the store is unavailable; try again shortly")
             }
         }
     }

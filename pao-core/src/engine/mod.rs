@@ -98,6 +98,9 @@ pub enum EngineError {
     /// The call does not fit the request's state or input.
     #[error("{0}")]
     Invalid(String),
+    /// A submission option (priority, team, correlation id) is out of its range.
+    #[error("{0}")]
+    InvalidOption(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -404,7 +407,53 @@ impl Orchestrator {
         fields: &Value,
         opts: SubmitOptions,
     ) -> Result<Request, EngineError> {
+        let item = self.item(item_id)?;
+        self.check_submit_options(who, &item, &opts)?;
         self.submit_inner(who, item_id, fields, opts, None).await
+    }
+
+    /// What a caller may choose about their own submission: the team it is charged to (one
+    /// of theirs, unless they are an admin), a priority above the default (only with
+    /// [`Permission::Prioritize`]), and a correlation id of at most 128 printable characters.
+    fn check_submit_options(
+        &self,
+        who: &Principal,
+        item: &LoadedItem,
+        opts: &SubmitOptions,
+    ) -> Result<(), EngineError> {
+        if let Some(team) = &opts.team
+            && !who.is_admin()
+            && !who.teams.iter().any(|t| t == team)
+        {
+            return Err(EngineError::Forbidden(format!(
+                "{} is not in team `{team}` and may not charge a request to it",
+                who.id
+            )));
+        }
+        if !(-100..=100).contains(&opts.priority) {
+            return Err(EngineError::InvalidOption(
+                "`priority` must be between -100 and 100".into(),
+            ));
+        }
+        if opts.priority > 0
+            && !self
+                .authz
+                .allowed(who, Permission::Prioritize, &item.item, None)
+        {
+            return Err(EngineError::Forbidden(format!(
+                "{} may not submit with a priority above 0",
+                who.id
+            )));
+        }
+        if let Some(c) = &opts.correlation_id
+            && (c.is_empty() || c.len() > 128 || !c.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(EngineError::InvalidOption(
+                "a correlation id (`X-Correlation-Id`) is 1 to 128 printable ASCII characters"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 
     async fn submit_inner(
@@ -1060,14 +1109,25 @@ impl Orchestrator {
         if let Some(Value::Object(changes)) = fields {
             merged.extend(changes);
         }
+        // The retry is the caller's own request: submitted as them (their item access, their
+        // name on it and in the audit, so they cannot approve it themselves), charged to the
+        // original's team, and above the default priority only if they may raise it.
+        let priority = if self
+            .authz
+            .allowed(who, Permission::Prioritize, &item.item, None)
+        {
+            request.priority
+        } else {
+            request.priority.min(0)
+        };
         let opts = SubmitOptions {
-            priority: request.priority,
+            priority,
             team: Some(request.team.clone()),
             correlation_id: Some(request.correlation_id.clone()),
             idempotency_key: None,
         };
         self.submit_inner(
-            &request.requester,
+            who,
             &request.item_id,
             &Value::Object(merged),
             opts,

@@ -70,13 +70,6 @@ pub async fn submit(
     headers: HeaderMap,
     Body(body): Body<SubmitBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    if !(-100..=100).contains(&body.priority) {
-        return Err(ApiError::unprocessable(
-            "PAO-API-INVALID-BODY",
-            "`priority` must be between -100 and 100",
-            json!([{ "pointer": "/priority", "message": "out of range" }]),
-        ));
-    }
     if !body.fields.is_object() {
         return Err(ApiError::unprocessable(
             "PAO-API-INVALID-BODY",
@@ -95,8 +88,9 @@ pub async fn submit(
                     "`Idempotency-Key` must be 1 to 200 characters",
                 ));
             }
-            // Keys are per caller: two users never collide on the same key.
-            Some(format!("{}:{k}", who.id))
+            // Keys are per caller: two users never collide on the same key (the id's length
+            // goes first, so `a:b` + `c` and `a` + `b:c` are different keys).
+            Some(format!("{}:{}:{k}", who.id.len(), who.id))
         }
         None => None,
     };
