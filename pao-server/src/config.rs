@@ -45,6 +45,11 @@ pub struct ServerConfig {
     pub actions: pao_actions::ActionsConfig,
     /// WASM plugin actions.
     pub plugins: PluginsConfig,
+    /// Who may read the Prometheus metrics.
+    pub metrics: MetricsConfig,
+    /// Origins (`https://console.example.com`) whose pages may open WebSockets, besides the
+    /// origin of `base_url` and the server's own host.
+    pub allowed_origins: Vec<String>,
     /// Ended requests kept in memory for `GET /requests/{id}/status` (0 = none).
     pub finished_cache_entries: usize,
     /// Seconds an ended request is served from memory (a purge shows within this time).
@@ -84,6 +89,8 @@ impl Default for ServerConfig {
             watch_interval_secs: 2,
             actions: pao_actions::ActionsConfig::default(),
             plugins: PluginsConfig::default(),
+            metrics: MetricsConfig::default(),
+            allowed_origins: Vec::new(),
             finished_cache_entries: 10_000,
             finished_cache_secs: 10,
         }
@@ -141,6 +148,21 @@ pub struct TrustedHeaderConfig {
     /// Header with the e-mail address.
     #[serde(default = "default_email_header")]
     pub email: String,
+    /// Peers (CIDRs or single addresses) whose identity headers are believed. Headers from any
+    /// other peer are refused with 401. Empty: loopback peers only.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// `sha256:<hex>` of a secret the gateway sends in `secret_header` with every request
+    /// (`pao admin hash-token` prints it). When set, headers without it are refused.
+    #[serde(default)]
+    pub gateway_secret_sha256: Option<String>,
+    /// Header carrying the gateway secret.
+    #[serde(default = "default_gateway_secret_header")]
+    pub secret_header: String,
+}
+
+fn default_gateway_secret_header() -> String {
+    "x-pao-gateway-secret".into()
 }
 
 fn default_user_header() -> String {
@@ -172,6 +194,22 @@ pub struct OidcConfig {
     /// Claim holding the roles.
     #[serde(default = "default_roles_claim")]
     pub roles_claim: String,
+    /// Claim holding the principal id: `sub` (stable and unique per issuer, the default).
+    /// `preferred_username` is neither unique nor stable (OIDC Core 5.7): use it only with an
+    /// issuer that guarantees both.
+    #[serde(default = "default_id_claim")]
+    pub id_claim: String,
+    /// Seconds the issuer's key set is kept before it is fetched again (a key the issuer
+    /// removed stops working within this time).
+    #[serde(default = "default_jwks_ttl")]
+    pub jwks_ttl_secs: u64,
+}
+
+fn default_id_claim() -> String {
+    "sub".into()
+}
+fn default_jwks_ttl() -> u64 {
+    600
 }
 
 fn default_teams_claim() -> String {
@@ -191,6 +229,15 @@ pub struct LimitsConfig {
     pub rate_per_second: u32,
     /// Burst above the sustained rate.
     pub rate_burst: u32,
+    /// Requests per second per client address that carry no valid credential (failed logins,
+    /// probes, webhooks); 0 turns this limit off.
+    pub anonymous_rate_per_second: u32,
+    /// Burst above `anonymous_rate_per_second`.
+    pub anonymous_rate_burst: u32,
+    /// Open WebSocket streams per principal.
+    pub websockets_per_principal: usize,
+    /// Open WebSocket streams in this process.
+    pub websockets_total: usize,
 }
 
 impl Default for LimitsConfig {
@@ -199,8 +246,24 @@ impl Default for LimitsConfig {
             max_body_bytes: 1 << 20,
             rate_per_second: 200,
             rate_burst: 400,
+            anonymous_rate_per_second: 20,
+            anonymous_rate_burst: 100,
+            websockets_per_principal: 32,
+            websockets_total: 4096,
         }
     }
+}
+
+/// Who may read `GET /api/v1/metrics`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// `sha256:<hex>` of the bearer token Prometheus scrapes with (`authorization` in its
+    /// scrape config). Admins may always read metrics.
+    pub token_sha256: Option<String>,
+    /// Serve metrics to anyone, without a credential (only where the network already keeps
+    /// strangers away from the port).
+    pub public: bool,
 }
 
 /// Inbound webhook secrets, by secret name (resolved like other secrets).
@@ -209,12 +272,34 @@ impl Default for LimitsConfig {
 pub struct WebhookConfig {
     /// GitHub webhook secret (`X-Hub-Signature-256`).
     pub github_secret: Option<String>,
-    /// JIRA shared secret (`?secret=` or `X-PAO-Webhook-Secret`).
+    /// JIRA shared secret (`X-PAO-Webhook-Secret`, or a `X-Hub-Signature: sha256=` HMAC of
+    /// the body as JIRA Cloud signs it).
     pub jira_secret: Option<String>,
+    /// Also accept the JIRA secret as `?secret=` in the URL (it then shows in proxy logs):
+    /// only for JIRA versions that can neither sign nor set headers.
+    pub jira_secret_in_query: bool,
     /// Terraform Cloud notification HMAC key (`X-TFE-Notification-Signature`).
     pub terraform_secret: Option<String>,
     /// Approval webhook HMAC key (`X-PAO-Signature`).
     pub approval_secret: Option<String>,
+    /// Who may decide through the approval webhook, by the id the chat tool sends: their
+    /// teams, roles and e-mail come from here (or from `[[auth.tokens]]` with that id), never
+    /// from the delivery.
+    pub approvers: BTreeMap<String, WebhookApprover>,
+}
+
+/// A person who may decide through the approval webhook.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookApprover {
+    /// E-mail.
+    pub email: Option<String>,
+    /// Display name.
+    pub name: Option<String>,
+    /// Teams.
+    pub teams: Vec<String>,
+    /// Roles.
+    pub roles: Vec<String>,
 }
 
 /// Why the configuration could not be read.

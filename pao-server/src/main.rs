@@ -92,11 +92,9 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AdminCommand {
-    /// Print the `token_sha256` value of an API token for `[[auth.tokens]]`.
-    HashToken {
-        /// The token.
-        token: String,
-    },
+    /// Print the `token_sha256` value of an API token for `[[auth.tokens]]`; the token is
+    /// read from standard input (one line), so it stays out of shell history and `ps`.
+    HashToken,
     /// Write an online, consistent copy of a SQLite database to a new file.
     Backup {
         /// The new file (must not exist).
@@ -133,9 +131,19 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::run(args, true),
         Command::Worker(args) => serve::run(args, false),
         Command::Admin {
-            command: AdminCommand::HashToken { token },
+            command: AdminCommand::HashToken,
         } => {
-            println!("{}", pao_server::config::hash_token(&token));
+            let mut token = String::new();
+            std::io::stdin()
+                .read_line(&mut token)
+                .context("cannot read the token from standard input")?;
+            let token = token.trim_end_matches(['\r', '\n']);
+            if token.is_empty() {
+                anyhow::bail!(
+                    "no token on standard input (`printf %s \"$TOKEN\" | pao admin hash-token`)"
+                );
+            }
+            println!("{}", pao_server::config::hash_token(token));
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate {

@@ -60,6 +60,14 @@ pub const DEFAULT_PLUGIN_DIR: &str = "target/plugins";
 pub async fn prepare(
     mut config: ServerConfig,
 ) -> anyhow::Result<(ServerConfig, Overrides, Sandbox, String)> {
+    // The development tokens are printed on the terminal and written in the docs: anyone who
+    // reaches the port would be an admin.
+    if !crate::auth::bind_is_loopback(&config.bind) {
+        anyhow::bail!(
+            "--sandbox listens on this machine only (its development tokens are public): bind {} is not a loopback address",
+            config.bind
+        );
+    }
     let fakes = pao_sandbox::VendorFakes::start_all().await?;
     for (k, v) in fakes.env() {
         config.env.insert(k, Some(v));

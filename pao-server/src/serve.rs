@@ -62,6 +62,8 @@ pub fn start(
         let app = crate::api::router(state.clone());
         let token = shutdown.clone();
         tasks.push(tokio::spawn(async move {
+            // The client's address reaches handlers (gateway trust, per-address limits).
+            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
             let r = axum::serve(listener, app)
                 .with_graceful_shutdown(async move { token.cancelled().await })
                 .await;

@@ -59,6 +59,12 @@ pub struct AppStateInner {
     pub started: Instant,
     /// Per-principal rate limiter.
     pub limiter: Arc<crate::limits::PrincipalLimiter>,
+    /// Per-address rate limiter of callers without a valid credential.
+    pub anonymous_limiter: Arc<crate::limits::PrincipalLimiter>,
+    /// Open WebSocket streams.
+    pub sockets: Arc<crate::limits::SocketSlots>,
+    /// Queue depth for `/metrics`, recounted at most every few seconds.
+    pub queue_depth: Arc<tokio::sync::Mutex<Option<(Instant, f64)>>>,
     /// Ended requests served from memory by `GET /requests/{id}/status`.
     pub finished: Arc<crate::finished::FinishedRequests>,
     /// Outbound HTTP (dynamic field options).
@@ -121,6 +127,9 @@ pub enum StartError {
     /// The actions configuration is invalid.
     #[error("actions configuration: {0}")]
     Actions(String),
+    /// The configuration is unsafe or inconsistent.
+    #[error("configuration: {0}")]
+    Config(String),
     /// The catalog folder could not be read.
     #[error("catalog folder {dir}: {source}")]
     Catalog {
@@ -199,13 +208,23 @@ impl AppState {
             .events(sink)
             .config(engine_config)
             .build();
-        let mut auth = Authenticator::new(&config.auth);
+        crate::auth::check_config(&config.auth, &config.bind).map_err(StartError::Config)?;
+        check_webhook_secrets(&config, secrets.as_ref()).await?;
+        let mut auth = Authenticator::new(&config.auth).map_err(StartError::Config)?;
         for (token, p) in over.tokens {
             auth.add_token(&token, p);
         }
         let limiter = Arc::new(crate::limits::PrincipalLimiter::new(
             config.limits.rate_per_second,
             config.limits.rate_burst,
+        ));
+        let anonymous_limiter = Arc::new(crate::limits::PrincipalLimiter::new(
+            config.limits.anonymous_rate_per_second,
+            config.limits.anonymous_rate_burst,
+        ));
+        let sockets = Arc::new(crate::limits::SocketSlots::new(
+            config.limits.websockets_per_principal,
+            config.limits.websockets_total,
         ));
         let finished = Arc::new(crate::finished::FinishedRequests::new(
             config.finished_cache_entries,
@@ -225,6 +244,9 @@ impl AppState {
             config: Arc::new(config),
             started: Instant::now(),
             limiter,
+            anonymous_limiter,
+            sockets,
+            queue_depth: Arc::default(),
             finished,
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::limited(3))
@@ -284,6 +306,38 @@ impl AppState {
     }
 }
 
+/// Inbound webhook keys must be long enough to be keys: an empty one would accept an empty
+/// signature, a short one can be guessed.
+async fn check_webhook_secrets(
+    config: &ServerConfig,
+    secrets: &dyn SecretProvider,
+) -> Result<(), StartError> {
+    const MIN: usize = 16;
+    let w = &config.webhooks;
+    for (hook, name) in [
+        ("github_secret", &w.github_secret),
+        ("jira_secret", &w.jira_secret),
+        ("terraform_secret", &w.terraform_secret),
+        ("approval_secret", &w.approval_secret),
+    ] {
+        let Some(name) = name else { continue };
+        match secrets.get(name).await {
+            Ok(v) if v.len() < MIN => {
+                return Err(StartError::Config(format!(
+                    "webhooks.{hook}: secret `{name}` has {} bytes; inbound webhook keys need at least {MIN}",
+                    v.len()
+                )));
+            }
+            Ok(_) => {}
+            // Not there yet (a provider filled later): checked again at each delivery.
+            Err(e) => {
+                tracing::warn!(hook, secret = %name, error = %e, "webhook secret not readable at start")
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Loads the plugin folder, if one is configured, into `registry`.
 async fn load_plugins(
     config: &ServerConfig,
@@ -339,9 +393,10 @@ async fn open_store(config: &ServerConfig) -> Result<pao_store::SqlStore, StartE
         })
 }
 
-/// A database URL without its password.
+/// A database URL without its password (in the user-info part or as a `password=` query
+/// parameter).
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let mut out = match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
             let creds = &url[s + 3..at];
             match creds.find(':') {
@@ -350,7 +405,20 @@ pub fn redact_url(url: &str) -> String {
             }
         }
         _ => url.to_string(),
+    };
+    if let Some(q) = out.find('?') {
+        let (head, query) = out.split_at(q + 1);
+        let query = query
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => kv.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("&");
+        out = format!("{head}{query}");
     }
+    out
 }
 
 fn hostname() -> String {
@@ -358,4 +426,20 @@ fn hostname() -> String {
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "pao".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redact_url_hides_passwords() {
+        use super::redact_url;
+        assert_eq!(
+            redact_url("postgres://u:secret@db/pao"),
+            "postgres://u:***@db/pao"
+        );
+        assert_eq!(
+            redact_url("postgres://db/pao?user=u&password=secret&sslmode=require"),
+            "postgres://db/pao?user=u&password=***&sslmode=require"
+        );
+    }
 }

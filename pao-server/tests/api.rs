@@ -48,6 +48,7 @@ async fn probes(s: &TestServer) {
     let text = s
         .http
         .get(s.url("/metrics"))
+        .bearer_auth(ADMIN)
         .send()
         .await
         .unwrap()
@@ -462,6 +463,7 @@ async fn cancel_and_retry(s: &TestServer) {
     let text = s
         .http
         .get(s.url("/metrics"))
+        .bearer_auth(ADMIN)
         .send()
         .await
         .unwrap()
@@ -850,7 +852,7 @@ async fn webhooks(s: &TestServer) {
             .body(body.to_vec())
             .send()
     };
-    let good = format!("sha256={}", sign256("gh-secret", body));
+    let good = format!("sha256={}", sign256("gh-secret-0123456789", body));
     assert_eq!(
         support::decode(gh(good.clone(), "d-1").await.unwrap())
             .await
@@ -867,7 +869,7 @@ async fn webhooks(s: &TestServer) {
 
     // Terraform Cloud (HMAC-SHA512).
     let body = br#"{"run_id":"run-1","notifications":[{"trigger":"run:completed","run_updated_at":"2026-01-01T00:00:00Z"}]}"#;
-    let mut m = Hmac::<sha2::Sha512>::new_from_slice(b"tfc-secret").unwrap();
+    let mut m = Hmac::<sha2::Sha512>::new_from_slice(b"tfc-secret-0123456789").unwrap();
     m.update(body);
     let sig = hex::encode(m.finalize().into_bytes());
     let r = s
@@ -892,7 +894,10 @@ async fn webhooks(s: &TestServer) {
     // Approval from a chat tool, signed over "timestamp.body".
     let r = submit(s, ALICE, json!({ "name": "svc-w", "environment": "prod" })).await;
     let rid = r["id"].as_str().unwrap();
-    let body = serde_json::to_vec(&json!({ "request_id": rid, "approver": { "id": "bob", "teams": ["leads"] }, "approved": true })).unwrap();
+    let body = serde_json::to_vec(
+        &json!({ "request_id": rid, "approver": { "id": "bob" }, "approved": true }),
+    )
+    .unwrap();
     let ts = chrono::Utc::now().timestamp().to_string();
     let mut signed = format!("{ts}.").into_bytes();
     signed.extend_from_slice(&body);
@@ -909,9 +914,12 @@ async fn webhooks(s: &TestServer) {
     old_signed.extend_from_slice(&body);
     assert_eq!(
         support::decode(
-            approve(old.clone(), sign256("approval-secret", &old_signed))
-                .await
-                .unwrap()
+            approve(
+                old.clone(),
+                sign256("approval-secret-0123456789", &old_signed)
+            )
+            .await
+            .unwrap()
         )
         .await
         .0,
@@ -919,7 +927,7 @@ async fn webhooks(s: &TestServer) {
         "stale timestamp"
     );
     let (code, v) = support::decode(
-        approve(ts.clone(), sign256("approval-secret", &signed))
+        approve(ts.clone(), sign256("approval-secret-0123456789", &signed))
             .await
             .unwrap(),
     )
@@ -928,7 +936,7 @@ async fn webhooks(s: &TestServer) {
     s.wait_state(ALICE, rid, "completed").await;
     assert_eq!(
         support::decode(
-            approve(ts, sign256("approval-secret", &signed))
+            approve(ts, sign256("approval-secret-0123456789", &signed))
                 .await
                 .unwrap()
         )

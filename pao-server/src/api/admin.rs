@@ -34,7 +34,11 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
     .await;
     match probe {
         Ok(Ok(_)) => {}
-        Ok(Err(e)) => return Err(ApiError::unavailable(format!("store: {e}"))),
+        Ok(Err(e)) => {
+            // The database's message names hosts and users: the log has it, probes do not.
+            tracing::warn!(error = %e, "readiness: store failed");
+            return Err(ApiError::unavailable("store: not answering"));
+        }
         Err(_) => return Err(ApiError::unavailable("store: no answer within 2 s")),
     }
     let catalog = state.orch.catalog();
@@ -45,8 +49,36 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
     })))
 }
 
-/// `GET /metrics`: Prometheus text format.
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+/// `GET /metrics`: Prometheus text format, for admins and the configured scrape token
+/// (`[metrics] token_sha256`), or anyone when `[metrics] public = true`.
+pub async fn metrics(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    caller: Option<crate::auth::Caller>,
+) -> Result<impl IntoResponse, ApiError> {
+    let m = &state.config.metrics;
+    let scrape_token = m.token_sha256.as_ref().is_some_and(|want| {
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|t| crate::config::hash_token(t.trim()) == want.to_ascii_lowercase())
+    });
+    if !(m.public || scrape_token) {
+        match caller {
+            Some(crate::auth::Caller(who)) if who.is_admin() => {}
+            Some(_) => {
+                return Err(ApiError::forbidden(
+                    "metrics are for admins and the scrape token",
+                ));
+            }
+            None => {
+                return Err(ApiError::unauthorized(
+                    "metrics need a credential: an admin's, or the scrape token ([metrics] token_sha256)",
+                ));
+            }
+        }
+    }
     for (target, b) in state.orch.breaker_states() {
         let v = match format!("{b:?}").to_ascii_lowercase() {
             s if s.starts_with("closed") => 0.0,
@@ -55,20 +87,29 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         };
         metrics::gauge!("pao_breaker_state", "target" => target).set(v);
     }
-    if let Ok(queued) = state
-        .store
-        .list(&RequestFilter {
-            states: vec![RequestState::Queued],
-            ..RequestFilter::default()
-        })
-        .await
+    // One count every few seconds, however many scrapers ask.
     {
-        metrics::gauge!("pao_queue_depth").set(queued.len() as f64);
+        let mut depth = state.queue_depth.lock().await;
+        let stale = depth.is_none_or(|(at, _)| at.elapsed() >= std::time::Duration::from_secs(5));
+        if stale
+            && let Ok(queued) = state
+                .store
+                .list(&RequestFilter {
+                    states: vec![RequestState::Queued],
+                    ..RequestFilter::default()
+                })
+                .await
+        {
+            *depth = Some((std::time::Instant::now(), queued.len() as f64));
+        }
+        if let Some((_, n)) = *depth {
+            metrics::gauge!("pao_queue_depth").set(n);
+        }
     }
-    (
+    Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
-    )
+    ))
 }
 
 /// `GET /version`.

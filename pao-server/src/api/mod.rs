@@ -123,26 +123,83 @@ async fn observe(req: Request, next: Next) -> Response {
     resp
 }
 
+/// Authenticates once for the handlers, limits each principal's rate, and limits callers with
+/// no valid credential per client address. Requests that carry gateway identity headers (a
+/// browser's ambient credential) must show they are not a cross-site form: a JSON content
+/// type or an `X-Requested-With` header on every POST.
 async fn rate_limit(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let path = req.uri().path();
-    // Probes and inbound webhooks authenticate differently (or not at all).
-    let open = path.starts_with("/api/v1/health")
-        || path == "/api/v1/version"
-        || path == "/api/v1/metrics"
-        || path.starts_with("/api/v1/webhooks/");
-    if !open && let Ok(p) = state.auth.authenticate(req.headers()).await {
-        if let Err(wait) = state.limiter.check(&p.id) {
-            let mut e = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "PAO-API-RATE-LIMITED",
-                format!("{} is over its request rate", p.id),
-            );
-            e.retry_after = Some(wait.as_secs().max(1));
-            return e.into_response();
+    let peer = crate::auth::peer(req.extensions());
+    // Browsers cannot set headers on a WebSocket: their token comes as `?access_token=`.
+    if req.uri().path().starts_with("/api/v1/ws/")
+        && !req
+            .headers()
+            .contains_key(axum::http::header::AUTHORIZATION)
+        && let Some(token) = query_value(req.uri(), "access_token")
+        && let Ok(v) = axum::http::HeaderValue::from_str(&format!("Bearer {token}"))
+    {
+        req.headers_mut()
+            .insert(axum::http::header::AUTHORIZATION, v);
+    }
+    match state.auth.authenticate(req.headers(), peer).await {
+        Ok(p) => {
+            if let Err(wait) = state.limiter.check(&p.id) {
+                return too_many(format!("{} is over its request rate", p.id), wait);
+            }
+            if req.method() == axum::http::Method::POST
+                && state.auth.ambient(req.headers())
+                && !is_json(req.headers())
+                && !req.headers().contains_key("x-requested-with")
+            {
+                return ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "PAO-API-UNSUPPORTED-MEDIA-TYPE",
+                    "send `Content-Type: application/json` (or `X-Requested-With`) with every POST",
+                )
+                .into_response();
+            }
+            req.extensions_mut().insert(Caller(p));
         }
-        req.extensions_mut().insert(Caller(p));
+        // Deliveries are verified by their signature, and vendors do not retry a 429.
+        Err(_) if req.uri().path().starts_with("/api/v1/webhooks/") => {}
+        Err(_) => {
+            let key = peer.map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
+            if let Err(wait) = state.anonymous_limiter.check(&key) {
+                return too_many(
+                    format!("{key} is over the rate for requests without a valid credential"),
+                    wait,
+                );
+            }
+        }
     }
     next.run(req).await
+}
+
+fn too_many(detail: String, wait: std::time::Duration) -> Response {
+    let mut e = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "PAO-API-RATE-LIMITED",
+        detail,
+    );
+    e.retry_after = Some(wait.as_secs().max(1));
+    e.into_response()
+}
+
+/// Whether the body is declared as JSON (`application/json`, `application/*+json`).
+pub fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|m| m.trim().to_ascii_lowercase())
+        .is_some_and(|m| {
+            m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+        })
+}
+
+fn query_value(uri: &axum::http::Uri, name: &str) -> Option<String> {
+    let q = axum::extract::Query::<std::collections::HashMap<String, String>>::try_from_uri(uri)
+        .ok()?;
+    q.0.get(name).cloned()
 }
 
 /// The item, if the caller may see it; 404 otherwise (existence is not leaked).
@@ -270,11 +327,19 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let json = is_json(req.headers());
         let bytes = axum::body::Bytes::from_request(req, state)
             .await
             .map_err(|rej| crate::error::rejection(rej.status(), rej.body_text()))?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptBody(T::default()));
+        }
+        if !json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "PAO-API-UNSUPPORTED-MEDIA-TYPE",
+                "a request body must be sent as `Content-Type: application/json`",
+            ));
         }
         serde_json::from_slice(&bytes).map(OptBody).map_err(|e| {
             ApiError::new(

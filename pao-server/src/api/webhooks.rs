@@ -58,11 +58,18 @@ async fn secret(state: &AppState, name: Option<&String>, hook: &str) -> Result<S
             format!("the {hook} webhook is not configured (webhooks.{hook}_secret)"),
         )
     })?;
-    state
+    let key = state
         .secrets
         .get(name)
         .await
-        .map_err(|e| ApiError::unavailable(format!("{hook} webhook secret: {e}")))
+        .map_err(|e| ApiError::unavailable(format!("{hook} webhook secret: {e}")))?;
+    // An empty key would make an empty signature valid.
+    if key.len() < 16 {
+        return Err(ApiError::unavailable(format!(
+            "the {hook} webhook's secret is shorter than 16 bytes; it is refused"
+        )));
+    }
+    Ok(key)
 }
 
 fn bad_signature() -> ApiError {
@@ -81,7 +88,7 @@ fn check_timestamp(ts: &str, now: chrono::DateTime<chrono::Utc>) -> Result<(), A
     let t: i64 = ts
         .parse()
         .map_err(|_| ApiError::unauthorized("timestamp is not unix seconds"))?;
-    if (now.timestamp() - t).unsigned_abs() > WINDOW.as_secs() {
+    if now.timestamp().abs_diff(t) > WINDOW.as_secs() {
         return Err(ApiError::unauthorized(
             "timestamp outside the five-minute window (replay?)",
         ));
@@ -163,20 +170,29 @@ pub async fn jira(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let key = secret(&state, state.config.webhooks.jira_secret.as_ref(), "jira").await?;
-    let given = header(&headers, "x-pao-webhook-secret")
-        .map(str::to_string)
-        .or_else(|| q.get("secret").cloned())
-        .ok_or_else(bad_signature)?;
-    // Constant-time comparison through HMAC of both sides.
-    let digest = |s: &str| {
-        let mut m = Hmac::<sha2::Sha256>::new_from_slice(b"pao-jira").expect("any key length");
-        m.update(s.as_bytes());
-        m.finalize().into_bytes()
-    };
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"pao-jira").expect("any key length");
-    mac.update(given.as_bytes());
-    mac.verify_slice(&digest(&key))
-        .map_err(|_| bad_signature())?;
+    if let Some(sig) = header(&headers, "x-hub-signature").and_then(|s| s.strip_prefix("sha256=")) {
+        // JIRA Cloud signs the body with the webhook's secret.
+        verify_sha256(&key, &body, sig)?;
+    } else {
+        let given = header(&headers, "x-pao-webhook-secret")
+            .map(str::to_string)
+            .or_else(|| {
+                q.get("secret")
+                    .filter(|_| state.config.webhooks.jira_secret_in_query)
+                    .cloned()
+            })
+            .ok_or_else(bad_signature)?;
+        // Constant-time comparison through HMAC of both sides.
+        let digest = |s: &str| {
+            let mut m = Hmac::<sha2::Sha256>::new_from_slice(b"pao-jira").expect("any key length");
+            m.update(s.as_bytes());
+            m.finalize().into_bytes()
+        };
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"pao-jira").expect("any key length");
+        mac.update(given.as_bytes());
+        mac.verify_slice(&digest(&key))
+            .map_err(|_| bad_signature())?;
+    }
     let payload: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("body is not JSON: {e}")))?;
     let issue_key = payload
@@ -190,13 +206,19 @@ pub async fn jira(
             )
         })?
         .to_string();
+    // JIRA stamps every delivery (milliseconds): without one, a captured delivery could be
+    // replayed at any time.
     let ts = payload
         .get("timestamp")
         .and_then(Value::as_i64)
-        .unwrap_or(0);
-    if ts > 0 {
-        check_timestamp(&(ts / 1000).to_string(), state.orch.now())?;
-    }
+        .ok_or_else(|| {
+            ApiError::unprocessable(
+                "PAO-API-INVALID-BODY",
+                "`timestamp` (milliseconds since the epoch) is missing",
+                json!([{ "pointer": "/timestamp", "message": "required" }]),
+            )
+        })?;
+    check_timestamp(&(ts / 1000).to_string(), state.orch.now())?;
     let delivery = format!(
         "jira:{issue_key}:{ts}:{}",
         payload
@@ -326,18 +348,47 @@ pub async fn terraform(
 pub struct ApprovalHook {
     /// The request (= approval id).
     pub request_id: String,
-    /// Who decided, as the chat tool knows them.
-    #[schema(value_type = Object)]
-    pub approver: Principal,
+    /// Who decided, by id. Their teams and roles come from the server's configuration
+    /// (`webhooks.approvers`, or the API token with that id), never from the delivery.
+    pub approver: HookApprover,
     /// Approve or reject.
     pub approved: bool,
     /// Comment, or the reason of a rejection (required then).
     pub reason: Option<String>,
 }
 
+/// The approver named by an approval delivery.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HookApprover {
+    /// The principal id.
+    #[schema(min_length = 1, max_length = 200)]
+    pub id: String,
+}
+
+/// The principal an approval delivery speaks for: the configured approver with that id, or
+/// the API token's principal with that id; 403 for anyone else.
+fn hook_principal(state: &AppState, id: &str) -> Result<Principal, ApiError> {
+    if let Some(a) = state.config.webhooks.approvers.get(id) {
+        return Ok(Principal {
+            id: id.to_string(),
+            email: a.email.clone(),
+            name: a.name.clone(),
+            teams: a.teams.clone(),
+            roles: a.roles.clone(),
+        });
+    }
+    state.auth.principal_by_id(id).ok_or_else(|| {
+        ApiError::forbidden(format!(
+            "`{id}` is not a known approver (webhooks.approvers or an API token's id)"
+        ))
+    })
+}
+
 /// `POST /webhooks/approval`: a decision from a chat tool, signed like PAO's own outgoing
 /// webhooks (`X-PAO-Signature: sha256=<hex HMAC of "<X-PAO-Timestamp>.<body>">`). The
-/// engine still checks that the approver may decide.
+/// approver's teams and roles come from the configuration; the engine checks that they may
+/// decide.
 pub async fn approval(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -364,10 +415,19 @@ pub async fn approval(
     }
     let hook: ApprovalHook = serde_json::from_slice(&body)
         .map_err(|e| ApiError::unprocessable("PAO-API-INVALID-BODY", format!("{e}"), json!([])))?;
+    let approver = hook_principal(&state, &hook.approver.id)?;
+    audit(
+        &state,
+        &approver.id,
+        "webhook.approval",
+        &hook.request_id,
+        json!({ "approved": hook.approved, "channel": "webhook:approval" }),
+    )
+    .await;
     let r = if hook.approved {
         state
             .orch
-            .approve(&hook.approver, &hook.request_id, hook.reason)
+            .approve(&approver, &hook.request_id, hook.reason)
             .await?
     } else {
         let reason = hook
@@ -382,7 +442,7 @@ pub async fn approval(
             })?;
         state
             .orch
-            .reject(&hook.approver, &hook.request_id, &reason)
+            .reject(&approver, &hook.request_id, &reason)
             .await?
     };
     Ok(Json(super::requests::view(&r)))

@@ -2,13 +2,17 @@
 //! store's event log, so they resume from a sequence number (`?after=N`) and see events of a
 //! request that runs on another replica; local events only wake them early. A `heartbeat`
 //! message (and a ping frame) goes out every `?heartbeat=` seconds (default 15).
-//! Browsers may authenticate with `?access_token=` since they cannot set headers.
+//! Browsers may authenticate with `?access_token=` since they cannot set headers; a browser's
+//! `Origin` must be this server's or an allowed one. Streams are capped per principal and in
+//! all, and end (`{"type":"end","reason":"unauthorized"}`) when their credential stops
+//! authenticating or the caller may no longer see what they stream.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, header};
 use axum::response::Response;
 use pao_core::authz::Principal;
 use pao_core::lifecycle::RequestState;
@@ -19,6 +23,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::requests::{event_view, status_of};
 use super::{Query, may_see_request, visible_request};
 use crate::error::ApiError;
+use crate::limits::SocketSlot;
 use crate::state::AppState;
 
 /// Query of every stream.
@@ -34,19 +39,119 @@ pub struct StreamQuery {
     pub access_token: Option<String>,
 }
 
+/// Who opens the stream. The `?access_token=` of browsers was moved into the
+/// `Authorization` header by the API's middleware.
 async fn caller(
     state: &AppState,
     headers: &HeaderMap,
-    q: &StreamQuery,
+    peer: Option<IpAddr>,
 ) -> Result<Principal, ApiError> {
-    if let Some(t) = &q.access_token {
-        let mut h = HeaderMap::new();
-        let v = HeaderValue::from_str(&format!("Bearer {t}"))
-            .map_err(|_| ApiError::unauthorized("bad access_token"))?;
-        h.insert(header::AUTHORIZATION, v);
-        return state.auth.authenticate(&h).await;
+    state.auth.authenticate(headers, peer).await
+}
+
+/// Everything a stream checks before the upgrade: who the caller is, that the page that
+/// opens it is ours (a WebSocket is not bound by CORS, so another site's page could open one
+/// with the browser's credentials), and that the caller has a stream slot left.
+async fn admit(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: Option<IpAddr>,
+) -> Result<(Principal, SocketSlot), ApiError> {
+    let who = caller(state, headers, peer).await?;
+    check_origin(state, headers)?;
+    let slot = state.sockets.take(&who.id).map_err(|why| {
+        let mut e = ApiError::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "PAO-API-TOO-MANY-STREAMS",
+            why,
+        );
+        e.retry_after = Some(5);
+        e
+    })?;
+    Ok((who, slot))
+}
+
+/// A browser names the page's origin; it must be this server's (`base_url`, the `Host` it
+/// was reached at) or one of `allowed_origins`. Clients that are not browsers send none.
+fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or("").trim_end_matches('/');
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let same_host = origin
+        .split_once("://")
+        .is_some_and(|(_, rest)| !host.is_empty() && rest.eq_ignore_ascii_case(host));
+    let base = state
+        .config
+        .base_url
+        .as_deref()
+        .map(origin_of)
+        .is_some_and(|b| b.eq_ignore_ascii_case(origin));
+    let listed = state
+        .config
+        .allowed_origins
+        .iter()
+        .any(|o| o.trim_end_matches('/').eq_ignore_ascii_case(origin));
+    if same_host || base || listed {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
+            "WebSocket from origin `{origin}` refused: add it to allowed_origins if it is your console"
+        )))
     }
-    state.auth.authenticate(headers).await
+}
+
+/// `scheme://host[:port]` of a URL.
+fn origin_of(url: &str) -> &str {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let end = rest.find('/').map_or(url.len(), |i| scheme.len() + 3 + i);
+            &url[..end]
+        }
+        None => url,
+    }
+}
+
+/// The largest message a client may send (streams only send; clients send pings and closes).
+const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
+
+/// How often a stream checks that its caller still authenticates (an expired or revoked
+/// token ends the stream) and may still see what it streams.
+const RECHECK: Duration = Duration::from_secs(30);
+
+/// The credentials a stream was opened with, checked again every [`RECHECK`].
+#[derive(Clone)]
+struct Credentials {
+    headers: HeaderMap,
+    peer: Option<IpAddr>,
+}
+
+impl Credentials {
+    fn of(headers: &HeaderMap, peer: Option<IpAddr>) -> Credentials {
+        let mut kept = HeaderMap::new();
+        for (k, v) in headers {
+            if k != header::COOKIE {
+                kept.append(k.clone(), v.clone());
+            }
+        }
+        Credentials {
+            headers: kept,
+            peer,
+        }
+    }
+
+    async fn still(&self, state: &AppState) -> Option<Principal> {
+        state.auth.authenticate(&self.headers, self.peer).await.ok()
+    }
+}
+
+fn upgrade(ws: WebSocketUpgrade) -> WebSocketUpgrade {
+    ws.max_message_size(MAX_CLIENT_MESSAGE)
+        .max_frame_size(MAX_CLIENT_MESSAGE)
 }
 
 fn heartbeat(q: &StreamQuery) -> Duration {
@@ -65,13 +170,15 @@ async fn send(socket: &mut WebSocket, v: Value) -> bool {
 pub async fn request_status(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    ConnectInfoOpt(peer): ConnectInfoOpt,
     headers: HeaderMap,
     Query(q): Query<StreamQuery>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let who = caller(&state, &headers, &q).await?;
+    let (who, slot) = admit(&state, &headers, peer).await?;
     visible_request(&state, &who, &id).await?;
-    Ok(ws.on_upgrade(move |socket| tail(state, socket, id, q, true)))
+    let creds = Credentials::of(&headers, peer);
+    Ok(upgrade(ws).on_upgrade(move |socket| tail(state, socket, id, q, true, creds, slot)))
 }
 
 /// `/ws/requests/{id}/logs`: every event of the request (state changes, attempts, log
@@ -79,13 +186,34 @@ pub async fn request_status(
 pub async fn request_logs(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    ConnectInfoOpt(peer): ConnectInfoOpt,
     headers: HeaderMap,
     Query(q): Query<StreamQuery>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let who = caller(&state, &headers, &q).await?;
+    let (who, slot) = admit(&state, &headers, peer).await?;
     visible_request(&state, &who, &id).await?;
-    Ok(ws.on_upgrade(move |socket| tail(state, socket, id, q, false)))
+    let creds = Credentials::of(&headers, peer);
+    Ok(upgrade(ws).on_upgrade(move |socket| tail(state, socket, id, q, false, creds, slot)))
+}
+
+/// The client's address, when the server recorded it.
+pub struct ConnectInfoOpt(pub Option<IpAddr>);
+
+impl axum::extract::FromRequestParts<AppState> for ConnectInfoOpt {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ConnectInfoOpt(crate::auth::peer(&parts.extensions)))
+    }
+}
+
+/// Why a stream ends early.
+fn ended(reason: &str) -> Value {
+    json!({ "type": "end", "reason": reason })
 }
 
 struct Gauge;
@@ -101,8 +229,18 @@ impl Drop for Gauge {
     }
 }
 
-async fn tail(state: AppState, mut socket: WebSocket, id: String, q: StreamQuery, status: bool) {
+async fn tail(
+    state: AppState,
+    mut socket: WebSocket,
+    id: String,
+    q: StreamQuery,
+    status: bool,
+    creds: Credentials,
+    _slot: SocketSlot,
+) {
     let _g = Gauge::open();
+    let mut recheck = tokio::time::interval(RECHECK);
+    recheck.tick().await;
     let mut live = state.events.subscribe();
     let mut after = q.after.unwrap_or(0);
     let mut beat = tokio::time::interval(heartbeat(&q));
@@ -179,6 +317,17 @@ async fn tail(state: AppState, mut socket: WebSocket, id: String, q: StreamQuery
                 Err(RecvError::Closed) => break,
             },
             _ = poll.tick() => {}
+            _ = recheck.tick() => {
+                let still = match creds.still(&state).await {
+                    Some(who) => visible_request(&state, &who, &id).await.is_ok(),
+                    None => false,
+                };
+                if !still {
+                    let _ = send(&mut socket, ended("unauthorized")).await;
+                    let _ = socket.send(Message::Close(None)).await;
+                    return;
+                }
+            }
             _ = beat.tick() => {
                 if !send(&mut socket, json!({ "type": "heartbeat", "seq": after })).await
                     || socket.send(Message::Ping(Vec::new().into())).await.is_err()
@@ -200,30 +349,73 @@ async fn tail(state: AppState, mut socket: WebSocket, id: String, q: StreamQuery
 /// after each reload that changed something.
 pub async fn catalog_changes(
     State(state): State<AppState>,
+    ConnectInfoOpt(peer): ConnectInfoOpt,
     headers: HeaderMap,
     Query(q): Query<StreamQuery>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    caller(&state, &headers, &q).await?;
+    let (mut who, slot) = admit(&state, &headers, peer).await?;
+    let creds = Credentials::of(&headers, peer);
     let mut rx = state.catalog_changes.subscribe();
-    Ok(ws.on_upgrade(move |mut socket| async move {
+    Ok(upgrade(ws).on_upgrade(move |mut socket| async move {
         let _g = Gauge::open();
+        let _slot = slot;
         let mut beat = tokio::time::interval(heartbeat(&q));
         beat.tick().await;
+        let mut recheck = tokio::time::interval(RECHECK);
+        recheck.tick().await;
+        // Only items the caller may see are announced, removals included.
+        let mut visible = visible_items(&state, &who);
         let _ = send(
             &mut socket,
-            json!({ "type": "hello", "items": state.orch.catalog().len() }),
+            json!({ "type": "hello", "items": visible.len() }),
         )
         .await;
         loop {
             tokio::select! {
                 c = rx.recv() => match c {
-                    Ok(mut v) => {
-                        v["type"] = json!("catalog_changed");
-                        if !send(&mut socket, v).await { return; }
+                    Ok(v) => {
+                        let now = visible_items(&state, &who);
+                        let pick = |key: &str, set: &std::collections::HashSet<String>| -> Vec<Value> {
+                            v[key].as_array().into_iter().flatten()
+                                .filter(|id| id.as_str().is_some_and(|id| set.contains(id)))
+                                .cloned().collect()
+                        };
+                        let added = pick("added", &now);
+                        let changed = pick("changed", &now);
+                        let removed = pick("removed", &visible);
+                        // An item whose access rules changed appears or disappears for this
+                        // caller as if it were added or removed.
+                        let added: Vec<Value> = added.into_iter().chain(
+                            pick("changed", &now).into_iter().filter(|id| id.as_str().is_some_and(|id| !visible.contains(id)))
+                        ).collect();
+                        let changed: Vec<Value> = changed.into_iter().filter(|id| id.as_str().is_some_and(|id| visible.contains(id))).collect();
+                        let removed: Vec<Value> = removed.into_iter().chain(
+                            pick("changed", &visible).into_iter().filter(|id| id.as_str().is_some_and(|id| !now.contains(id)))
+                        ).collect();
+                        visible = now;
+                        if added.is_empty() && changed.is_empty() && removed.is_empty() {
+                            continue;
+                        }
+                        let msg = json!({
+                            "type": "catalog_changed",
+                            "added": added,
+                            "changed": changed,
+                            "removed": removed,
+                            "items": visible.len(),
+                        });
+                        if !send(&mut socket, msg).await { return; }
                     }
                     Err(RecvError::Lagged(_)) => {}
                     Err(RecvError::Closed) => return,
+                },
+                _ = recheck.tick() => match creds.still(&state).await {
+                    Some(p) => who = p,
+                    None => {
+                        let _ = send(&mut socket, ended("unauthorized")).await;
+                        let _ = socket.send(Message::Close(None)).await;
+                        return;
+                    }
                 },
                 _ = beat.tick() => {
                     if !send(&mut socket, json!({ "type": "heartbeat" })).await { return; }
@@ -237,23 +429,47 @@ pub async fn catalog_changes(
     }))
 }
 
+fn visible_items(state: &AppState, who: &Principal) -> std::collections::HashSet<String> {
+    use pao_core::authz::{Authorizer, ItemAccessAuthorizer, Permission};
+    state
+        .orch
+        .catalog()
+        .items()
+        .filter(|i| ItemAccessAuthorizer.allowed(who, Permission::View, &i.item, None))
+        .map(|i| i.id().to_string())
+        .collect()
+}
+
 /// `/ws/notifications`: what concerns the caller — state changes of requests they may see,
 /// approvals they may decide, and (admins) inbound webhook notices.
 pub async fn notifications(
     State(state): State<AppState>,
+    ConnectInfoOpt(peer): ConnectInfoOpt,
     headers: HeaderMap,
     Query(q): Query<StreamQuery>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let who = caller(&state, &headers, &q).await?;
+    let (mut who, slot) = admit(&state, &headers, peer).await?;
+    let creds = Credentials::of(&headers, peer);
     let mut events = state.events.subscribe();
     let mut notices = state.notifications.subscribe();
-    Ok(ws.on_upgrade(move |mut socket| async move {
+    Ok(upgrade(ws).on_upgrade(move |mut socket| async move {
         let _g = Gauge::open();
+        let _slot = slot;
         let mut beat = tokio::time::interval(heartbeat(&q));
         beat.tick().await;
+        let mut recheck = tokio::time::interval(RECHECK);
+        recheck.tick().await;
         loop {
             tokio::select! {
+                _ = recheck.tick() => match creds.still(&state).await {
+                    Some(p) => who = p,
+                    None => {
+                        let _ = send(&mut socket, ended("unauthorized")).await;
+                        let _ = socket.send(Message::Close(None)).await;
+                        return;
+                    }
+                },
                 e = events.recv() => match e {
                     Ok(e) => {
                         let pao_core::store::EventKind::StateChanged { to, .. } = &e.kind else { continue };

@@ -310,13 +310,13 @@ pub async fn spawn_with(db: Db, tweak: impl FnOnce(&mut ServerConfig)) -> Option
         .insert("jira_hook".into(), "jira-shared-secret".into());
     config
         .secrets
-        .insert("github_hook".into(), "gh-secret".into());
+        .insert("github_hook".into(), "gh-secret-0123456789".into());
     config
         .secrets
-        .insert("tfc_hook".into(), "tfc-secret".into());
+        .insert("tfc_hook".into(), "tfc-secret-0123456789".into());
     config
         .secrets
-        .insert("approval_hook".into(), "approval-secret".into());
+        .insert("approval_hook".into(), "approval-secret-0123456789".into());
     config.webhooks.jira_secret = Some("jira_hook".into());
     config.webhooks.github_secret = Some("github_hook".into());
     config.webhooks.terraform_secret = Some("tfc_hook".into());
