@@ -6,24 +6,45 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use pao_core::lifecycle::RequestState;
 use pao_core::store::{AuditRecord, RequestFilter};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use super::Query;
 use crate::auth::Admin;
 use crate::error::ApiError;
 use crate::state::AppState;
 
+/// Liveness.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: &'static str,
+    /// Seconds since the process started.
+    pub uptime_seconds: u64,
+}
+
 /// `GET /health`: the process is up (no dependencies checked).
-pub async fn health(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({
-        "status": "ok",
-        "uptime_seconds": state.started.elapsed().as_secs(),
-    }))
+pub async fn health(State(state): State<AppState>) -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        uptime_seconds: state.started.elapsed().as_secs(),
+    })
+}
+
+/// Readiness.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Ready {
+    /// Always `ready` (not ready is a 503 problem).
+    pub status: &'static str,
+    /// Items offered.
+    pub catalog_items: usize,
+    /// Errors in the catalog folder (broken items are not offered).
+    pub catalog_errors: usize,
 }
 
 /// `GET /health/ready`: the store answers and the catalog loaded; `503` otherwise.
-pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub async fn ready(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
     let probe = tokio::time::timeout(
         std::time::Duration::from_secs(2),
         state.store.list(&RequestFilter {
@@ -42,11 +63,15 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
         Err(_) => return Err(ApiError::unavailable("store: no answer within 2 s")),
     }
     let catalog = state.orch.catalog();
-    Ok(Json(json!({
-        "status": "ready",
-        "catalog_items": catalog.len(),
-        "catalog_errors": catalog.diagnostics().iter().filter(|d| d.is_error()).count(),
-    })))
+    Ok(Json(Ready {
+        status: "ready",
+        catalog_items: catalog.len(),
+        catalog_errors: catalog
+            .diagnostics()
+            .iter()
+            .filter(|d| d.is_error())
+            .count(),
+    }))
 }
 
 /// `GET /metrics`: Prometheus text format, for admins and the configured scrape token
@@ -112,22 +137,52 @@ pub async fn metrics(
     ))
 }
 
+/// Versions of the server and of the contracts it speaks.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Version {
+    /// `pao`.
+    pub name: &'static str,
+    /// The server's version.
+    pub version: &'static str,
+    /// `v1`.
+    pub api: &'static str,
+    /// The catalog schema (`pao.dev/v2`).
+    pub catalog_schema: &'static str,
+    /// The WASM plugin contract.
+    pub plugin_contract: &'static str,
+}
+
 /// `GET /version`.
-pub async fn version() -> Json<Value> {
-    Json(json!({
-        "name": "pao",
-        "version": env!("CARGO_PKG_VERSION"),
-        "api": "v1",
-        "catalog_schema": "pao.dev/v2",
-        "plugin_contract": pao_plugins_sdk::CONTRACT_VERSION,
-    }))
+pub async fn version() -> Json<Version> {
+    Json(Version {
+        name: "pao",
+        version: env!("CARGO_PKG_VERSION"),
+        api: "v1",
+        catalog_schema: "pao.dev/v2",
+        plugin_contract: pao_plugins_sdk::CONTRACT_VERSION,
+    })
+}
+
+/// What a catalog reload changed.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CatalogReload {
+    /// Item ids new in the folder.
+    pub added: Vec<String>,
+    /// Item ids whose file changed.
+    pub changed: Vec<String>,
+    /// Item ids no longer in the folder.
+    pub removed: Vec<String>,
+    /// Items offered now.
+    pub items: usize,
+    /// Errors in the folder.
+    pub errors: usize,
 }
 
 /// `POST /catalog/refresh`: reloads the catalog folder now (admins).
 pub async fn refresh_catalog(
     State(state): State<AppState>,
     Admin(who): Admin,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CatalogReload>, ApiError> {
     let summary = state
         .reload_catalog()
         .await
@@ -142,7 +197,65 @@ pub async fn refresh_catalog(
             detail: summary.clone(),
         })
         .await?;
+    let summary = serde_json::from_value(summary)
+        .map_err(|e| ApiError::unavailable(format!("catalog reload summary: {e}")))?;
     Ok(Json(summary))
+}
+
+/// How bad a problem is.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[schema(as = Severity)]
+pub enum SeverityDoc {
+    /// The item cannot be used.
+    Error,
+    /// The item loads, but something deserves attention.
+    Warning,
+    /// A suggestion.
+    Hint,
+}
+
+/// One problem of a catalog file, located.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Diagnostic)]
+pub struct DiagnosticDoc {
+    /// Error, warning or hint.
+    pub severity: SeverityDoc,
+    /// Stable code (`PAO-E007`).
+    pub code: String,
+    /// The file, relative to the catalog folder.
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// JSON pointer of the node inside the item.
+    pub pointer: String,
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+/// The diagnostics of an item's file from the last load.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ValidationReport {
+    /// The item.
+    pub item_id: String,
+    /// Whether the item is offered.
+    pub loaded: bool,
+    /// Its version, when loaded.
+    pub version: Option<String>,
+    /// Its content hash, when loaded.
+    pub content_hash: Option<String>,
+    /// No errors.
+    pub valid: bool,
+    /// Errors.
+    pub errors: usize,
+    /// Every diagnostic of the file.
+    #[schema(value_type = Vec<DiagnosticDoc>)]
+    pub diagnostics: Vec<pao_core::catalog::Diagnostic>,
 }
 
 /// `GET /catalog/validation/{item_id}`: the diagnostics of the item's file from the last
@@ -151,7 +264,7 @@ pub async fn validation(
     State(state): State<AppState>,
     crate::auth::Caller(who): crate::auth::Caller,
     Path(item_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ValidationReport>, ApiError> {
     let catalog = state.orch.catalog();
     let item = catalog.get(&item_id);
     if let Some(i) = item
@@ -168,13 +281,14 @@ pub async fn validation(
         )));
     }
     let file = item.map(|i| i.file.clone());
-    let diags: Vec<&pao_core::catalog::Diagnostic> = catalog
+    let diags: Vec<pao_core::catalog::Diagnostic> = catalog
         .diagnostics()
         .iter()
         .filter(|d| match &file {
             Some(f) => d.file == *f,
             None => d.message.contains(&item_id) || d.file.contains(&item_id),
         })
+        .cloned()
         .collect();
     if item.is_none() && diags.is_empty() {
         return Err(ApiError::not_found(format!(
@@ -182,22 +296,36 @@ pub async fn validation(
         )));
     }
     let errors = diags.iter().filter(|d| d.is_error()).count();
-    Ok(Json(json!({
-        "item_id": item_id,
-        "loaded": item.is_some(),
-        "version": item.map(|i| i.version().to_string()),
-        "content_hash": item.map(|i| i.content_hash.clone()),
-        "valid": errors == 0,
-        "errors": errors,
-        "diagnostics": diags,
-    })))
+    Ok(Json(ValidationReport {
+        loaded: item.is_some(),
+        version: item.map(|i| i.version().to_string()),
+        content_hash: item.map(|i| i.content_hash.clone()),
+        valid: errors == 0,
+        errors,
+        diagnostics: diags,
+        item_id,
+    }))
+}
+
+/// Usage over all teams.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatsUsage {
+    /// Success rate, completion times, popular items, failure reasons.
+    #[serde(flatten)]
+    pub analytics: super::teams::Analytics,
+    /// Requests by state.
+    pub requests_by_state: std::collections::BTreeMap<String, u64>,
+    /// Requests by team.
+    pub requests_by_team: std::collections::BTreeMap<String, u64>,
+    /// Items offered.
+    pub catalog_items: usize,
 }
 
 /// `GET /stats/usage` (admins): requests by state and by item, over all teams.
 pub async fn stats_usage(
     State(state): State<AppState>,
     Admin(_): Admin,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<StatsUsage>, ApiError> {
     let all = state.store.list(&RequestFilter::default()).await?;
     let mut by_state = std::collections::BTreeMap::<String, u64>::new();
     let mut by_team = std::collections::BTreeMap::<String, u64>::new();
@@ -205,18 +333,37 @@ pub async fn stats_usage(
         *by_state.entry(r.state.to_string()).or_default() += 1;
         *by_team.entry(r.team.clone()).or_default() += 1;
     }
-    let mut v = super::teams::analytics_of(&all);
-    v["requests_by_state"] = json!(by_state);
-    v["requests_by_team"] = json!(by_team);
-    v["catalog_items"] = json!(state.orch.catalog().len());
-    Ok(Json(v))
+    Ok(Json(StatsUsage {
+        analytics: super::teams::analytics_of(&all),
+        requests_by_state: by_state,
+        requests_by_team: by_team,
+        catalog_items: state.orch.catalog().len(),
+    }))
+}
+
+/// Performance over all teams.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatsPerformance {
+    /// Completion times of completed requests.
+    pub completion_ms: super::teams::Percentiles,
+    /// Completed over finished (`null` before any finished).
+    #[schema(minimum = 0.0, maximum = 1.0)]
+    pub success_rate: Option<f64>,
+    /// Requests waiting for a worker.
+    pub queue_depth: usize,
+    /// Requests whose actions run.
+    pub running: usize,
+    /// Circuit breaker state by target (`Closed`, `Open { .. }`, `HalfOpen`).
+    pub breakers: std::collections::BTreeMap<String, String>,
+    /// Seconds since the process started.
+    pub uptime_seconds: u64,
 }
 
 /// `GET /stats/performance` (admins): completion-time percentiles, breaker states, queue.
 pub async fn stats_performance(
     State(state): State<AppState>,
     Admin(_): Admin,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<StatsPerformance>, ApiError> {
     let all = state.store.list(&RequestFilter::default()).await?;
     let a = super::teams::analytics_of(&all);
     let queued = all
@@ -232,20 +379,20 @@ pub async fn stats_performance(
             )
         })
         .count();
-    let breakers: serde_json::Map<String, Value> = state
+    let breakers = state
         .orch
         .breaker_states()
         .into_iter()
-        .map(|(k, v)| (k, json!(format!("{v:?}"))))
+        .map(|(k, v)| (k, format!("{v:?}")))
         .collect();
-    Ok(Json(json!({
-        "completion_ms": a["completion_ms"],
-        "success_rate": a["success_rate"],
-        "queue_depth": queued,
-        "running": running,
-        "breakers": breakers,
-        "uptime_seconds": state.started.elapsed().as_secs(),
-    })))
+    Ok(Json(StatsPerformance {
+        completion_ms: a.completion_ms,
+        success_rate: a.success_rate,
+        queue_depth: queued,
+        running,
+        breakers,
+        uptime_seconds: state.started.elapsed().as_secs(),
+    }))
 }
 
 /// Filters of `GET /audit/requests`.
@@ -259,12 +406,48 @@ pub struct AuditQuery {
     pub limit: Option<usize>,
 }
 
+/// One audit record.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditEntry {
+    /// When.
+    #[schema(value_type = String, format = DateTime)]
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// Who.
+    pub actor: String,
+    /// What (`request.submit`, `approval.approve`, ...).
+    pub action: String,
+    /// On what (a request id, `team:<id>`, `catalog`).
+    pub target: String,
+    /// Details.
+    #[schema(value_type = Value)]
+    pub detail: Value,
+}
+
+impl From<AuditRecord> for AuditEntry {
+    fn from(r: AuditRecord) -> AuditEntry {
+        AuditEntry {
+            at: r.at,
+            actor: r.actor,
+            action: r.action,
+            target: r.target,
+            detail: r.detail,
+        }
+    }
+}
+
+/// Audit records, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPage {
+    /// The records.
+    pub records: Vec<AuditEntry>,
+}
+
 /// `GET /audit/requests` (admins): the audit trail, newest first. Reading it is audited too.
 pub async fn audit(
     State(state): State<AppState>,
     Admin(who): Admin,
     Query(q): Query<AuditQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AuditPage>, ApiError> {
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let records = state.store.audit_log(q.target.as_deref(), limit).await?;
     state
@@ -277,5 +460,7 @@ pub async fn audit(
             detail: json!({ "limit": limit }),
         })
         .await?;
-    Ok(Json(json!({ "records": records })))
+    Ok(Json(AuditPage {
+        records: records.into_iter().map(AuditEntry::from).collect(),
+    }))
 }

@@ -5,8 +5,9 @@ use axum::Json;
 use axum::extract::State;
 use pao_core::catalog::{Diagnostic, load_item};
 use pao_core::vars::{Context, Engine, Scope};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use super::Body;
 use crate::auth::Caller;
@@ -54,22 +55,83 @@ fn load_inline(
     Ok(load_item(file, yaml, &state.load_options))
 }
 
+/// The verdict on an item file.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ItemVerdict {
+    /// Loads with no errors.
+    pub valid: bool,
+    /// The item's id, when it loads.
+    pub id: Option<String>,
+    /// Errors.
+    pub errors: usize,
+    /// Warnings and hints.
+    pub warnings: usize,
+    /// Every diagnostic, located.
+    #[schema(value_type = Vec<super::admin::DiagnosticDoc>)]
+    pub diagnostics: Value,
+}
+
+/// The form an item would produce.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FormPreview {
+    /// The form.
+    pub schema: super::catalog::FormSchema,
+    /// Warnings and hints of the item file.
+    #[schema(value_type = Vec<super::admin::DiagnosticDoc>)]
+    pub diagnostics: Value,
+}
+
+/// A template or expression error, located.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VarErrorView {
+    /// Kind (`syntax`, `unknown-scope`, ...).
+    pub kind: String,
+    /// What is wrong.
+    pub message: String,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// 1-based column, when known.
+    pub column: Option<usize>,
+    /// The template with a caret under the error.
+    pub snippet: Option<String>,
+    /// How to fix it.
+    pub hint: Option<String>,
+}
+
+/// The result of rendering a template or evaluating an expression. `ok` tells which members
+/// are there: `value` (and `uses_secrets` for templates), or `error`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VariablesResult {
+    /// Whether it rendered.
+    pub ok: bool,
+    /// The value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Value)]
+    pub value: Option<Value>,
+    /// Whether a template read `secrets` (its value is then masked in logs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uses_secrets: Option<bool>,
+    /// Why it did not render.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<VarErrorView>,
+}
+
 /// `POST /validate/catalog-item`: diagnostics of one item (`valid` is false when any is an
 /// error). Always `200` when the body is well-formed: the verdict is in the document.
 pub async fn validate(
     State(state): State<AppState>,
     Caller(_who): Caller,
     Body(src): Body<ItemSource>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ItemVerdict>, ApiError> {
     let (item, diags) = load_inline(&state, &src)?;
     let errors = diags.iter().filter(|d| d.is_error()).count();
-    Ok(Json(json!({
-        "valid": item.is_some() && errors == 0,
-        "id": item.as_ref().map(|i| i.id().to_string()),
-        "errors": errors,
-        "warnings": diags.len() - errors,
-        "diagnostics": diagnostics_json(&diags),
-    })))
+    Ok(Json(ItemVerdict {
+        valid: item.is_some() && errors == 0,
+        id: item.as_ref().map(|i| i.id().to_string()),
+        errors,
+        warnings: diags.len() - errors,
+        diagnostics: diagnostics_json(&diags),
+    }))
 }
 
 /// `POST /preview/form`: the form schema an item would produce.
@@ -77,19 +139,20 @@ pub async fn preview_form(
     State(state): State<AppState>,
     Caller(who): Caller,
     Body(src): Body<ItemSource>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<FormPreview>, ApiError> {
     if let Some(id) = &src.item_id {
         let item = super::visible_item(&state, &who, id)?;
-        return Ok(Json(
-            json!({ "schema": pao_core::form::form_schema(&item.item), "diagnostics": [] }),
-        ));
+        return Ok(Json(FormPreview {
+            schema: super::catalog::FormSchema(pao_core::form::form_schema(&item.item)),
+            diagnostics: json!([]),
+        }));
     }
     let (item, diags) = load_inline(&state, &src)?;
     match item {
-        Some(i) => Ok(Json(json!({
-            "schema": pao_core::form::form_schema(&i.item),
-            "diagnostics": diagnostics_json(&diags),
-        }))),
+        Some(i) => Ok(Json(FormPreview {
+            schema: super::catalog::FormSchema(pao_core::form::form_schema(&i.item)),
+            diagnostics: diagnostics_json(&diags),
+        })),
         None => Err(ApiError::unprocessable(
             "PAO-API-INVALID-ITEM",
             "the item has errors; fix them to preview its form",
@@ -118,7 +181,7 @@ pub struct TestVariables {
 pub async fn test_variables(
     Caller(who): Caller,
     Body(body): Body<TestVariables>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<VariablesResult>, ApiError> {
     let engine = Engine::new();
     let scopes = [
         ("user", Scope::User),
@@ -151,31 +214,41 @@ pub async fn test_variables(
     }
     let error = |e: pao_core::vars::VarError| {
         let (line, column) = e.line_col().unzip();
-        json!({
-            "ok": false,
-            "error": {
-                "kind": e.kind().as_str(),
-                "message": e.message(),
-                "line": line,
-                "column": column,
-                "snippet": e.snippet(),
-                "hint": e.hint(),
-            }
-        })
+        VariablesResult {
+            ok: false,
+            value: None,
+            uses_secrets: None,
+            error: Some(VarErrorView {
+                kind: e.kind().as_str().to_string(),
+                message: e.message().to_string(),
+                line,
+                column,
+                snippet: e.snippet(),
+                hint: e.hint().map(|s| s.to_string()),
+            }),
+        }
     };
     let out = match (&body.template, &body.expression) {
         (Some(t), None) => match engine.compile(t) {
             Ok(tpl) => match tpl.render_tracked(&ctx) {
-                Ok(r) => {
-                    json!({ "ok": true, "value": r.value, "uses_secrets": !r.secrets.is_empty() })
-                }
+                Ok(r) => VariablesResult {
+                    ok: true,
+                    uses_secrets: Some(!r.secrets.is_empty()),
+                    value: Some(r.value),
+                    error: None,
+                },
                 Err(e) => error(e),
             },
             Err(e) => error(e),
         },
         (None, Some(x)) => match engine.compile_expression(x) {
             Ok(ex) => match ex.eval(&ctx) {
-                Ok(v) => json!({ "ok": true, "value": v }),
+                Ok(v) => VariablesResult {
+                    ok: true,
+                    value: Some(v),
+                    uses_secrets: None,
+                    error: None,
+                },
                 Err(e) => error(e),
             },
             Err(e) => error(e),
@@ -189,6 +262,14 @@ pub async fn test_variables(
     Ok(Json(out))
 }
 
+/// What a request would do: `item_id`, `mode`, `approval_required`, `computed` values, the
+/// `actions` in plan order (whether each runs, its rendered input with secrets masked, its
+/// timeout) and `worst_case_ms`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = Object)]
+pub struct SimulationView(pub Value);
+
 /// `POST /simulate/fulfillment`: what a request for `item_id` with `fields` would do — the
 /// plan, which actions run, rendered inputs (secrets masked), approval, worst-case time —
 /// without running anything.
@@ -196,7 +277,7 @@ pub async fn simulate(
     State(state): State<AppState>,
     Caller(who): Caller,
     Body(src): Body<ItemSource>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SimulationView>, ApiError> {
     let id = src
         .item_id
         .as_deref()
@@ -204,5 +285,7 @@ pub async fn simulate(
     super::visible_item(&state, &who, id)?;
     let fields = src.fields.clone().unwrap_or_else(|| json!({}));
     let sim = state.orch.simulate(&who, id, &fields).await?;
-    Ok(Json(serde_json::to_value(&sim).unwrap_or(Value::Null)))
+    Ok(Json(SimulationView(
+        serde_json::to_value(&sim).unwrap_or(Value::Null),
+    )))
 }

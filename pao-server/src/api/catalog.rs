@@ -5,8 +5,9 @@ use axum::extract::{Path, State};
 use pao_core::authz::{Authorizer, ItemAccessAuthorizer, Permission};
 use pao_core::catalog::LoadedItem;
 use pao_core::catalog::model::{CatalogSourceKind, FieldOption, FulfillmentMode};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use super::{Query, cursor, visible_item};
 use crate::auth::Caller;
@@ -46,24 +47,111 @@ pub struct CatalogQuery {
     pub cursor: Option<String>,
 }
 
+/// How an item is fulfilled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ModeName {
+    /// A person does the work (a JIRA ticket).
+    Manual,
+    /// A chain of actions.
+    Automated,
+}
+
+/// Where an item is in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ItemStatus {
+    /// Offered.
+    Active,
+    /// Offered, with a notice.
+    Deprecated,
+    /// No longer offered.
+    Retired,
+}
+
+/// The service level an item declares.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = Sla)]
+pub struct SlaDoc {
+    /// Target fulfillment time (`4h`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fulfillment: Option<String>,
+    /// Support hours.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub support: Option<String>,
+    /// Availability target (`99.9%`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub availability: Option<String>,
+}
+
 /// The summary of an item in lists.
-pub fn summary(item: &LoadedItem) -> Value {
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ItemSummary {
+    /// Item id (`compute.virtual-machine`).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// What it provides.
+    pub description: String,
+    /// The item's version.
+    pub version: String,
+    /// Category id.
+    pub category: String,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// The owning team.
+    pub owner: String,
+    /// How it is fulfilled.
+    pub mode: ModeName,
+    /// Whether requests need approval.
+    pub approval: bool,
+    /// Environments it is available in (`null`: all).
+    pub environments: Option<Vec<String>>,
+    /// Lifecycle status.
+    pub status: ItemStatus,
+    /// Service level.
+    #[schema(value_type = Option<SlaDoc>)]
+    pub sla: Option<pao_core::catalog::model::Sla>,
+    /// SHA-256 of the item file.
+    pub content_hash: String,
+}
+
+/// The summary of an item in lists.
+pub fn summary(item: &LoadedItem) -> ItemSummary {
     let m = &item.item.metadata;
-    json!({
-        "id": m.id,
-        "name": m.name,
-        "description": m.description,
-        "version": m.version,
-        "category": m.category,
-        "tags": m.tags.clone().unwrap_or_default(),
-        "owner": m.owner.team,
-        "mode": match item.item.fulfillment.mode { FulfillmentMode::Manual => "manual", FulfillmentMode::Automated => "automated" },
-        "approval": item.item.fulfillment.approval.is_some(),
-        "environments": m.access.as_ref().and_then(|a| a.environments.clone()),
-        "status": lifecycle_status(item),
-        "sla": m.sla,
-        "content_hash": item.content_hash,
-    })
+    ItemSummary {
+        id: m.id.clone(),
+        name: m.name.clone(),
+        description: m.description.clone(),
+        version: m.version.clone(),
+        category: m.category.clone(),
+        tags: m.tags.clone().unwrap_or_default(),
+        owner: m.owner.team.clone(),
+        mode: match item.item.fulfillment.mode {
+            FulfillmentMode::Manual => ModeName::Manual,
+            FulfillmentMode::Automated => ModeName::Automated,
+        },
+        approval: item.item.fulfillment.approval.is_some(),
+        environments: m.access.as_ref().and_then(|a| a.environments.clone()),
+        status: match lifecycle_status(item).as_str() {
+            "deprecated" => ItemStatus::Deprecated,
+            "retired" => ItemStatus::Retired,
+            _ => ItemStatus::Active,
+        },
+        sla: m.sla.clone(),
+        content_hash: item.content_hash.clone(),
+    }
+}
+
+/// A page of catalog items, sorted by id.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CatalogPage {
+    /// The items.
+    pub items: Vec<ItemSummary>,
+    /// Items matching the filters, over all pages.
+    pub total: usize,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
 }
 
 fn lifecycle_status(item: &LoadedItem) -> String {
@@ -80,7 +168,7 @@ pub(crate) fn listing(
     state: &AppState,
     who: &pao_core::authz::Principal,
     q: &CatalogQuery,
-) -> Result<Value, ApiError> {
+) -> Result<CatalogPage, ApiError> {
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
     let after = q.cursor.as_deref().map(cursor::decode_text).transpose()?;
     let catalog = state.orch.catalog();
@@ -119,22 +207,24 @@ pub(crate) fn listing(
         .filter(|i| q.include_retired == Some(true) || lifecycle_status(i) != "retired")
         .collect();
     items.sort_by(|a, b| a.id().cmp(b.id()));
-    let page: Vec<Value> = items
+    let page: Vec<ItemSummary> = items
         .iter()
         .filter(|i| after.as_deref().is_none_or(|a| i.id() > a))
         .take(limit + 1)
         .map(|i| summary(i))
         .collect();
     let more = page.len() > limit;
-    let page: Vec<Value> = page.into_iter().take(limit).collect();
+    let page: Vec<ItemSummary> = page.into_iter().take(limit).collect();
     let next = if more {
-        page.last()
-            .and_then(|v| v["id"].as_str())
-            .map(cursor::encode_text)
+        page.last().map(|v| cursor::encode_text(&v.id))
     } else {
         None
     };
-    Ok(json!({ "items": page, "total": items.len(), "next_cursor": next }))
+    Ok(CatalogPage {
+        items: page,
+        total: items.len(),
+        next_cursor: next,
+    })
 }
 
 /// `GET /catalog`: the items the caller may see, sorted by id, paginated.
@@ -142,7 +232,7 @@ pub async fn list(
     State(state): State<AppState>,
     Caller(who): Caller,
     Query(q): Query<CatalogQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CatalogPage>, ApiError> {
     Ok(Json(listing(&state, &who, &q)?))
 }
 
@@ -152,7 +242,7 @@ pub async fn by_category(
     Caller(who): Caller,
     Path(category): Path<String>,
     Query(mut q): Query<CatalogQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CatalogPage>, ApiError> {
     let catalog = state.orch.catalog();
     let known: Vec<String> = match catalog.settings().and_then(|s| s.categories.as_ref()) {
         Some(c) => c.iter().map(|c| c.id.clone()).collect(),
@@ -179,35 +269,80 @@ pub struct SearchQuery {
     pub limit: Option<usize>,
 }
 
+/// A search hit: the item's summary with relevance and highlights.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SearchHit {
+    /// The item.
+    #[serde(flatten)]
+    pub item: ItemSummary,
+    /// Relevance (higher is better).
+    pub score: f32,
+    /// Fragments with `<mark>` around the matches, by field (`name`, `description`).
+    #[schema(value_type = Object)]
+    pub highlights: Value,
+}
+
+/// Search results, best first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SearchResults {
+    /// The words searched for.
+    pub query: String,
+    /// The hits.
+    pub results: Vec<SearchHit>,
+}
+
 /// `GET /catalog/search?q=`: full text over name, description and tags, typo tolerant,
 /// with highlighted fragments.
 pub async fn search(
     State(state): State<AppState>,
     Caller(who): Caller,
     Query(q): Query<SearchQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SearchResults>, ApiError> {
     if q.q.trim().is_empty() {
         return Err(ApiError::bad_request("`q` must not be empty"));
     }
     let catalog = state.orch.catalog();
     let limit = q.limit.unwrap_or(20).clamp(1, 100);
     let hits = state.search.search(&catalog, &q.q, 200)?;
-    let results: Vec<Value> = hits
+    let results: Vec<SearchHit> = hits
         .into_iter()
         .filter_map(|h| {
             let item = catalog.get(&h.id)?;
             ItemAccessAuthorizer
                 .allowed(&who, Permission::View, &item.item, None)
-                .then(|| {
-                    let mut s = summary(item);
-                    s["score"] = json!(h.score);
-                    s["highlights"] = h.highlights;
-                    s
+                .then(|| SearchHit {
+                    item: summary(item),
+                    score: h.score,
+                    highlights: h.highlights,
                 })
         })
         .take(limit)
         .collect();
-    Ok(Json(json!({ "query": q.q, "results": results })))
+    Ok(Json(SearchResults {
+        query: q.q,
+        results,
+    }))
+}
+
+/// An item as written.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ItemDetail {
+    /// Item id.
+    pub id: String,
+    /// The item's version.
+    pub version: String,
+    /// SHA-256 of the item file.
+    pub content_hash: String,
+    /// The file, relative to the catalog folder.
+    pub file: String,
+    /// Whether the caller may submit it.
+    pub can_submit: bool,
+    /// Lifecycle status.
+    pub status: ItemStatus,
+    /// The item (catalog Schema v2.0: `apiVersion`, `kind`, `metadata`, `presentation`,
+    /// `fulfillment`, ...).
+    #[schema(value_type = Object)]
+    pub item: Value,
 }
 
 /// `GET /catalog/items/{item_id}`: the whole item as written, with its version and hash.
@@ -215,28 +350,70 @@ pub async fn item(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(item_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ItemDetail>, ApiError> {
     let item = visible_item(&state, &who, &item_id)?;
     let can_submit = ItemAccessAuthorizer.allowed(&who, Permission::Submit, &item.item, None);
-    Ok(Json(json!({
-        "id": item.id(),
-        "version": item.version(),
-        "content_hash": item.content_hash,
-        "file": item.file,
-        "can_submit": can_submit,
-        "status": lifecycle_status(&item),
-        "item": item.item,
-    })))
+    Ok(Json(ItemDetail {
+        id: item.id().to_string(),
+        version: item.version().to_string(),
+        content_hash: item.content_hash.clone(),
+        file: item.file.clone(),
+        can_submit,
+        status: summary(&item).status,
+        item: serde_json::to_value(&item.item).unwrap_or(Value::Null),
+    }))
 }
+
+/// A form as JSON Schema 2020-12 (`type: object`, `properties`, `required`, conditions as
+/// `if`/`then`) with UI hints (`x-ui`: groups, order, widgets, help texts).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = Object)]
+pub struct FormSchema(pub Value);
 
 /// `GET /catalog/items/{item_id}/schema`: JSON Schema 2020-12 of the form, with UI hints.
 pub async fn schema(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(item_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<FormSchema>, ApiError> {
     let item = visible_item(&state, &who, &item_id)?;
-    Ok(Json(pao_core::form::form_schema(&item.item)))
+    Ok(Json(FormSchema(pao_core::form::form_schema(&item.item))))
+}
+
+/// Where options come from.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OptionSource {
+    /// Listed in the item.
+    Static,
+    /// Catalog items, teams or environments.
+    Catalog,
+    /// An HTTP GET.
+    Http,
+}
+
+/// One option of a select-like field.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FieldOptionView {
+    /// The value stored in the request (HTTP sources may give any JSON value).
+    #[schema(value_type = Value)]
+    pub value: Value,
+    /// The text shown.
+    #[schema(value_type = Value)]
+    pub label: Value,
+}
+
+/// The options of a field.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FieldOptions {
+    /// The field.
+    pub field: String,
+    /// The options.
+    #[schema(value_type = Vec<FieldOptionView>)]
+    pub options: Vec<Value>,
+    /// Where they come from.
+    pub source: OptionSource,
 }
 
 /// `GET /catalog/items/{item_id}/fields/{field_id}/options`: the options of a select-like
@@ -247,7 +424,7 @@ pub async fn field_options(
     Caller(who): Caller,
     Path((item_id, field_id)): Path<(String, String)>,
     Query(params): Query<std::collections::BTreeMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<FieldOptions>, ApiError> {
     let item = visible_item(&state, &who, &item_id)?;
     let field = item
         .item
@@ -269,9 +446,11 @@ pub async fn field_options(
                 FieldOption::Labeled(l) => serde_json::to_value(l).unwrap_or(Value::Null),
             })
             .collect();
-        return Ok(Json(
-            json!({ "field": field_id, "options": options, "source": "static" }),
-        ));
+        return Ok(Json(FieldOptions {
+            field: field_id,
+            options,
+            source: OptionSource::Static,
+        }));
     }
     let Some(source) = &field.source else {
         return Err(ApiError::unprocessable(
@@ -306,16 +485,20 @@ pub async fn field_options(
                 .map(|e| option(&e.id, &e.name))
                 .collect(),
         };
-        return Ok(Json(
-            json!({ "field": field_id, "options": options, "source": "catalog" }),
-        ));
+        return Ok(Json(FieldOptions {
+            field: field_id,
+            options,
+            source: OptionSource::Catalog,
+        }));
     }
     if let Some(http) = &source.http {
         let options =
             crate::options::fetch_http_options(&state, &who, &item, http, &params).await?;
-        return Ok(Json(
-            json!({ "field": field_id, "options": options, "source": "http" }),
-        ));
+        return Ok(Json(FieldOptions {
+            field: field_id,
+            options,
+            source: OptionSource::Http,
+        }));
     }
     Err(ApiError::unprocessable(
         "PAO-API-NO-OPTIONS",

@@ -4,10 +4,12 @@ use axum::Json;
 use axum::extract::{Path, State};
 use pao_core::lifecycle::RequestState;
 use pao_core::store::{AttemptOutcome, AuditRecord, RequestFilter};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
-use super::requests::view;
+use super::requests::RequestView;
+use super::teams::{QuotaLine, quota_lines};
 use super::{Body, OptBody, Query, visible_request};
 use crate::auth::{Admin, Caller};
 use crate::error::ApiError;
@@ -22,13 +24,33 @@ pub struct PendingQuery {
     pub limit: Option<usize>,
 }
 
+/// A request awaiting the caller's decision.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PendingApproval {
+    /// The request.
+    #[serde(flatten)]
+    pub request: RequestView,
+    /// The approval id (the request id).
+    pub approval_id: String,
+    /// Decisions taken so far.
+    #[schema(value_type = Vec<Object>)]
+    pub decisions: Value,
+}
+
+/// Requests awaiting the caller's decision.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PendingApprovals {
+    /// Oldest first.
+    pub approvals: Vec<PendingApproval>,
+}
+
 /// `GET /approvals/pending`: requests awaiting approval that the caller may decide on. The
 /// approval id is the request id (one approval step per request).
 pub async fn pending(
     State(state): State<AppState>,
     Caller(who): Caller,
     Query(q): Query<PendingQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PendingApprovals>, ApiError> {
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let waiting = state
         .store
@@ -46,12 +68,13 @@ pub async fn pending(
         if decisions.iter().any(|d| d.approver == who.id) {
             continue;
         }
-        let mut v = view(r);
-        v["approval_id"] = json!(r.id);
-        v["decisions"] = serde_json::to_value(&decisions).unwrap_or(Value::Null);
-        out.push(v);
+        out.push(PendingApproval {
+            request: RequestView::of(r),
+            approval_id: r.id.clone(),
+            decisions: serde_json::to_value(&decisions).unwrap_or(Value::Null),
+        });
     }
-    Ok(Json(json!({ "approvals": out })))
+    Ok(Json(PendingApprovals { approvals: out }))
 }
 
 /// Body of `POST /approvals/{id}/approve`.
@@ -68,11 +91,11 @@ pub async fn approve(
     Caller(who): Caller,
     Path(id): Path<String>,
     OptBody(body): OptBody<ApproveBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RequestView>, ApiError> {
     visible_request(&state, &who, &id).await?;
     let comment = body.comment;
     let r = state.orch.approve(&who, &id, comment).await?;
-    Ok(Json(view(&r)))
+    Ok(Json(RequestView::of(&r)))
 }
 
 /// Body of `POST /approvals/{id}/reject`.
@@ -89,7 +112,7 @@ pub async fn reject(
     Caller(who): Caller,
     Path(id): Path<String>,
     Body(body): Body<RejectBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RequestView>, ApiError> {
     visible_request(&state, &who, &id).await?;
     if body.reason.trim().is_empty() {
         return Err(ApiError::unprocessable(
@@ -99,7 +122,41 @@ pub async fn reject(
         ));
     }
     let r = state.orch.reject(&who, &id, &body.reason).await?;
-    Ok(Json(view(&r)))
+    Ok(Json(RequestView::of(&r)))
+}
+
+/// The result of one `cost` action.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CostEstimate {
+    /// The action.
+    pub action_id: String,
+    /// Its result.
+    #[schema(value_type = Value)]
+    pub result: Value,
+    /// Its outputs (`monthly`, `currency`, ...).
+    #[schema(value_type = Value)]
+    pub outputs: Value,
+}
+
+/// A request's cost estimates.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CostEstimates {
+    /// The request.
+    pub request_id: String,
+    /// Results of its `cost` actions.
+    pub estimates: Vec<CostEstimate>,
+    /// The item's declared cost (`currency`, `monthly`), if any.
+    #[schema(value_type = Option<Object>)]
+    pub declared: Option<pao_core::catalog::model::CostInfo>,
+}
+
+/// A team's quota usage.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QuotaReport {
+    /// The team.
+    pub team: String,
+    /// Usage by resource.
+    pub usage: Vec<QuotaLine>,
 }
 
 /// `GET /cost/estimates/{request_id}`: the outputs of the request's `cost` actions and the
@@ -108,7 +165,7 @@ pub async fn cost_estimate(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CostEstimates>, ApiError> {
     let r = visible_request(&state, &who, &id).await?;
     let catalog = state.orch.catalog();
     let item = catalog.get(&r.item_id);
@@ -128,19 +185,19 @@ pub async fn cost_estimate(
             continue;
         }
         if let AttemptOutcome::Succeeded { output, outputs } = a.outcome {
-            estimates.push(json!({
-                "action_id": a.action_id,
-                "result": output.result,
-                "outputs": outputs,
-            }));
+            estimates.push(CostEstimate {
+                action_id: a.action_id,
+                result: output.result,
+                outputs,
+            });
         }
     }
     let declared = item.and_then(|i| i.item.metadata.cost.clone());
-    Ok(Json(json!({
-        "request_id": id,
-        "estimates": estimates,
-        "declared": declared,
-    })))
+    Ok(Json(CostEstimates {
+        request_id: id,
+        estimates,
+        declared,
+    }))
 }
 
 /// `GET /quota/usage/{team_id}`: members of the team and admins.
@@ -148,12 +205,12 @@ pub async fn quota_usage(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(team): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<QuotaReport>, ApiError> {
     if !who.is_admin() && !who.teams.contains(&team) {
         return Err(ApiError::forbidden(format!("you are not in team `{team}`")));
     }
-    let usage = state.store.quota_usage(&team).await?;
-    Ok(Json(json!({ "team": team, "usage": usage })))
+    let usage = quota_lines(state.store.quota_usage(&team).await?);
+    Ok(Json(QuotaReport { team, usage }))
 }
 
 /// Body of `POST /quota/limits/{team_id}`.
@@ -170,7 +227,7 @@ pub async fn quota_limits(
     Admin(who): Admin,
     Path(team): Path<String>,
     Body(body): Body<LimitsBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<QuotaReport>, ApiError> {
     if body.limits.is_empty() {
         return Err(ApiError::unprocessable(
             "PAO-API-INVALID-BODY",
@@ -198,6 +255,6 @@ pub async fn quota_limits(
             detail: json!(body.limits),
         })
         .await?;
-    let usage = state.store.quota_usage(&team).await?;
-    Ok(Json(json!({ "team": team, "usage": usage })))
+    let usage = quota_lines(state.store.quota_usage(&team).await?);
+    Ok(Json(QuotaReport { team, usage }))
 }

@@ -46,8 +46,19 @@ pub struct Endpoint {
     pub auth: Auth,
     /// Success status.
     pub ok: u16,
+    /// Other success statuses with the same body (`200` for a replayed submission).
+    pub also_ok: &'static [u16],
+    /// Success body schema name and how to add it to the components (`None`: no JSON body).
+    pub returns: Option<(&'static str, AddSchema)>,
+    /// Error statuses the handler itself returns (`404`, `409`, `503`, ...). The ones every
+    /// endpoint of its kind can return are added by [`Endpoint::statuses`].
+    pub errors: &'static [u16],
     /// Request body schema name and how to add it to the components.
     pub body: Option<(&'static str, AddSchema)>,
+    /// Whether the body may be left out (`OptBody` handlers).
+    pub body_optional: bool,
+    /// Whether the handler reads the request body at all (bodies are limited: 413).
+    pub reads_body: bool,
     /// Query parameters.
     pub query: Option<fn() -> Vec<Parameter>>,
     /// A WebSocket upgrade.
@@ -66,6 +77,11 @@ fn ep(
 ) -> Endpoint {
     Endpoint {
         ok: 200,
+        also_ok: &[],
+        returns: None,
+        errors: &[],
+        body_optional: false,
+        reads_body: false,
         method,
         path,
         tag,
@@ -81,10 +97,83 @@ fn ep(
 impl Endpoint {
     fn body<T: ToSchema + 'static>(mut self) -> Endpoint {
         fn add<T: ToSchema>(c: ComponentsBuilder) -> ComponentsBuilder {
-            c.schema_from::<T>()
+            // The schemas it refers to, too.
+            let mut nested = Vec::new();
+            T::schemas(&mut nested);
+            c.schema_from::<T>().schemas_from_iter(nested)
         }
         self.body = Some((leak(T::name().into_owned()), add::<T>));
+        self.reads_body = true;
         self
+    }
+
+    /// The body may be left out (an empty body means `{}`).
+    fn optional_body<T: ToSchema + 'static>(self) -> Endpoint {
+        let mut e = self.body::<T>();
+        e.body_optional = true;
+        e
+    }
+
+    /// The handler reads the raw body (webhooks).
+    fn raw_body(mut self) -> Endpoint {
+        self.reads_body = true;
+        self
+    }
+
+    /// The JSON body of the success response(s).
+    fn returns<T: ToSchema + 'static>(mut self) -> Endpoint {
+        fn add<T: ToSchema>(c: ComponentsBuilder) -> ComponentsBuilder {
+            // The schemas it refers to, too.
+            let mut nested = Vec::new();
+            T::schemas(&mut nested);
+            c.schema_from::<T>().schemas_from_iter(nested)
+        }
+        self.returns = Some((leak(T::name().into_owned()), add::<T>));
+        self
+    }
+
+    /// Error statuses the handler returns.
+    fn errors(mut self, codes: &'static [u16]) -> Endpoint {
+        self.errors = codes;
+        self
+    }
+
+    /// More success statuses, same body.
+    fn also_ok(mut self, codes: &'static [u16]) -> Endpoint {
+        self.also_ok = codes;
+        self
+    }
+
+    /// Every error status of the operation: the handler's own ones and those of the layers
+    /// around it (authentication, rate limit, extractors, body limit, content type).
+    pub fn statuses(&self) -> Vec<u16> {
+        let mut out: Vec<u16> = self.errors.to_vec();
+        // Path segments are percent-decoded: one that is not UTF-8 is refused.
+        // Query strings and JSON bodies that do not parse are refused.
+        if self.path.contains('{') || self.query.is_some() || self.body.is_some() {
+            out.push(400);
+        }
+        if self.body.is_some() {
+            out.push(422);
+        }
+        if self.auth != Open {
+            out.push(401);
+        }
+        if self.auth == Admin {
+            out.push(403);
+        }
+        if self.method == HttpMethod::Post {
+            // A body must be `application/json`.
+            out.push(415);
+            if self.reads_body {
+                out.push(413);
+            }
+        }
+        // Rate limits apply to every endpoint.
+        out.push(429);
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     fn query<T: IntoParams>(mut self) -> Endpoint {
@@ -126,6 +215,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             User,
             get(catalog::list),
         )
+        .returns::<catalog::CatalogPage>()
         .query::<catalog::CatalogQuery>(),
         ep(
             G,
@@ -135,6 +225,8 @@ pub fn endpoints() -> Vec<Endpoint> {
             User,
             get(catalog::search),
         )
+        .returns::<catalog::SearchResults>()
+        .errors(&[503])
         .query::<catalog::SearchQuery>(),
         ep(
             G,
@@ -143,7 +235,9 @@ pub fn endpoints() -> Vec<Endpoint> {
             "An item as written, with version and content hash",
             User,
             get(catalog::item),
-        ),
+        )
+        .returns::<catalog::ItemDetail>()
+        .errors(&[404]),
         ep(
             G,
             "/catalog/items/{item_id}/schema",
@@ -151,7 +245,9 @@ pub fn endpoints() -> Vec<Endpoint> {
             "The item's form as JSON Schema 2020-12 with UI hints",
             User,
             get(catalog::schema),
-        ),
+        )
+        .returns::<catalog::FormSchema>()
+        .errors(&[404]),
         ep(
             G,
             "/catalog/items/{item_id}/fields/{field_id}/options",
@@ -159,7 +255,9 @@ pub fn endpoints() -> Vec<Endpoint> {
             "Options of a select-like field (static, catalog or HTTP source)",
             User,
             get(catalog::field_options),
-        ),
+        )
+        .returns::<catalog::FieldOptions>()
+        .errors(&[404, 422, 502]),
         ep(
             G,
             "/catalog/{category}",
@@ -168,6 +266,8 @@ pub fn endpoints() -> Vec<Endpoint> {
             User,
             get(catalog::by_category),
         )
+        .returns::<catalog::CatalogPage>()
+        .errors(&[404])
         .query::<catalog::CatalogQuery>(),
         ep(
             P,
@@ -176,7 +276,9 @@ pub fn endpoints() -> Vec<Endpoint> {
             "Reload the catalog folder now",
             Admin,
             post(admin::refresh_catalog),
-        ),
+        )
+        .returns::<admin::CatalogReload>()
+        .errors(&[503]),
         ep(
             G,
             "/catalog/validation/{item_id}",
@@ -184,7 +286,9 @@ pub fn endpoints() -> Vec<Endpoint> {
             "Diagnostics of an item's file from the last load",
             User,
             get(admin::validation),
-        ),
+        )
+        .returns::<admin::ValidationReport>()
+        .errors(&[403, 404]),
         ep(
             P,
             "/requests",
@@ -193,6 +297,9 @@ pub fn endpoints() -> Vec<Endpoint> {
             User,
             post(requests::submit),
         )
+        .returns::<requests::RequestView>()
+        .also_ok(&[200])
+        .errors(&[403, 404, 409, 503])
         .body::<requests::SubmitBody>()
         .ok(201),
         ep(
@@ -203,6 +310,8 @@ pub fn endpoints() -> Vec<Endpoint> {
             User,
             get(requests::list),
         )
+        .returns::<requests::RequestPage>()
+        .errors(&[403, 503])
         .query::<requests::ListQuery>(),
         ep(
             G,
@@ -211,7 +320,9 @@ pub fn endpoints() -> Vec<Endpoint> {
             "A request with attempts, outputs and approvals",
             User,
             get(requests::detail),
-        ),
+        )
+        .returns::<requests::RequestDetail>()
+        .errors(&[404, 503]),
         ep(
             G,
             "/requests/{id}/status",
@@ -219,7 +330,9 @@ pub fn endpoints() -> Vec<Endpoint> {
             "State, progress and current actions",
             User,
             get(requests::status),
-        ),
+        )
+        .returns::<requests::StatusView>()
+        .errors(&[404, 503]),
         ep(
             G,
             "/requests/{id}/logs",
@@ -228,6 +341,8 @@ pub fn endpoints() -> Vec<Endpoint> {
             User,
             get(requests::logs),
         )
+        .returns::<requests::LogsPage>()
+        .errors(&[404, 503])
         .query::<requests::LogsQuery>(),
         ep(
             P,
@@ -237,7 +352,9 @@ pub fn endpoints() -> Vec<Endpoint> {
             User,
             post(requests::retry),
         )
-        .body::<requests::RetryBody>()
+        .returns::<requests::RequestView>()
+        .errors(&[403, 404, 409, 503])
+        .optional_body::<requests::RetryBody>()
         .ok(201),
         ep(
             P,
@@ -247,7 +364,10 @@ pub fn endpoints() -> Vec<Endpoint> {
             User,
             post(requests::cancel),
         )
-        .body::<requests::CancelBody>(),
+        .returns::<requests::RequestView>()
+        .also_ok(&[202])
+        .errors(&[403, 404, 409, 503])
+        .optional_body::<requests::CancelBody>(),
         ep(
             G,
             "/teams/{team_id}/requests",
@@ -256,6 +376,8 @@ pub fn endpoints() -> Vec<Endpoint> {
             User,
             get(teams::requests),
         )
+        .returns::<requests::RequestPage>()
+        .errors(&[403, 503])
         .query::<teams::TeamRequestsQuery>(),
         ep(
             G,
@@ -264,7 +386,9 @@ pub fn endpoints() -> Vec<Endpoint> {
             "Items the team owns, with request counts",
             User,
             get(teams::catalog),
-        ),
+        )
+        .returns::<teams::TeamCatalog>()
+        .errors(&[403, 503]),
         ep(
             G,
             "/teams/{team_id}/usage",
@@ -272,7 +396,9 @@ pub fn endpoints() -> Vec<Endpoint> {
             "Quota usage and requests by state",
             User,
             get(teams::usage),
-        ),
+        )
+        .returns::<teams::TeamUsage>()
+        .errors(&[403, 503]),
         ep(
             G,
             "/teams/{team_id}/analytics",
@@ -280,7 +406,9 @@ pub fn endpoints() -> Vec<Endpoint> {
             "Success rate, completion times, popular items, failure reasons",
             User,
             get(teams::analytics),
-        ),
+        )
+        .returns::<teams::TeamAnalytics>()
+        .errors(&[403, 503]),
         ep(
             G,
             "/teams/{team_id}/settings",
@@ -288,7 +416,9 @@ pub fn endpoints() -> Vec<Endpoint> {
             "The team as catalog.yaml declares it, with quota limits",
             User,
             get(teams::settings),
-        ),
+        )
+        .returns::<teams::TeamSettings>()
+        .errors(&[403, 503]),
         ep(
             P,
             "/teams/{team_id}/config",
@@ -297,6 +427,8 @@ pub fn endpoints() -> Vec<Endpoint> {
             User,
             post(teams::config),
         )
+        .returns::<teams::TeamQuota>()
+        .errors(&[403, 503])
         .body::<teams::TeamConfigBody>(),
         ep(
             P,
@@ -306,6 +438,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             User,
             post(authoring::validate),
         )
+        .returns::<authoring::ItemVerdict>()
         .body::<authoring::ItemSource>(),
         ep(
             P,
@@ -315,6 +448,8 @@ pub fn endpoints() -> Vec<Endpoint> {
             User,
             post(authoring::preview_form),
         )
+        .returns::<authoring::FormPreview>()
+        .errors(&[404])
         .body::<authoring::ItemSource>(),
         ep(
             P,
@@ -324,6 +459,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             User,
             post(authoring::test_variables),
         )
+        .returns::<authoring::VariablesResult>()
         .body::<authoring::TestVariables>(),
         ep(
             P,
@@ -333,8 +469,10 @@ pub fn endpoints() -> Vec<Endpoint> {
             User,
             post(authoring::simulate),
         )
+        .returns::<authoring::SimulationView>()
+        .errors(&[403, 404, 409, 503])
         .body::<authoring::ItemSource>(),
-        ep(G, "/health", "admin", "Liveness", Open, get(admin::health)),
+        ep(G, "/health", "admin", "Liveness", Open, get(admin::health)).returns::<admin::Health>(),
         ep(
             G,
             "/health/ready",
@@ -342,13 +480,15 @@ pub fn endpoints() -> Vec<Endpoint> {
             "Readiness: store and catalog",
             Open,
             get(admin::ready),
-        ),
+        )
+        .returns::<admin::Ready>()
+        .errors(&[503]),
         ep(
             G,
             "/metrics",
             "admin",
-            "Prometheus metrics",
-            Open,
+            "Prometheus metrics (admins, or the metrics token)",
+            Admin,
             get(admin::metrics),
         ),
         ep(
@@ -358,7 +498,8 @@ pub fn endpoints() -> Vec<Endpoint> {
             "Version information",
             Open,
             get(admin::version),
-        ),
+        )
+        .returns::<admin::Version>(),
         ep(
             G,
             "/openapi.json",
@@ -366,7 +507,8 @@ pub fn endpoints() -> Vec<Endpoint> {
             "This document",
             Open,
             get(openapi_json),
-        ),
+        )
+        .returns::<OpenApiDocument>(),
         ep(
             G,
             "/stats/usage",
@@ -374,7 +516,9 @@ pub fn endpoints() -> Vec<Endpoint> {
             "Requests by state, team and item",
             Admin,
             get(admin::stats_usage),
-        ),
+        )
+        .returns::<admin::StatsUsage>()
+        .errors(&[503]),
         ep(
             G,
             "/stats/performance",
@@ -382,7 +526,9 @@ pub fn endpoints() -> Vec<Endpoint> {
             "Completion times, queue depth, breakers",
             Admin,
             get(admin::stats_performance),
-        ),
+        )
+        .returns::<admin::StatsPerformance>()
+        .errors(&[503]),
         ep(
             G,
             "/audit/requests",
@@ -391,6 +537,8 @@ pub fn endpoints() -> Vec<Endpoint> {
             Admin,
             get(admin::audit),
         )
+        .returns::<admin::AuditPage>()
+        .errors(&[503])
         .query::<admin::AuditQuery>(),
         ep(
             G,
@@ -400,6 +548,8 @@ pub fn endpoints() -> Vec<Endpoint> {
             User,
             get(governance::pending),
         )
+        .returns::<governance::PendingApprovals>()
+        .errors(&[503])
         .query::<governance::PendingQuery>(),
         ep(
             P,
@@ -409,7 +559,9 @@ pub fn endpoints() -> Vec<Endpoint> {
             User,
             post(governance::approve),
         )
-        .body::<governance::ApproveBody>(),
+        .returns::<requests::RequestView>()
+        .errors(&[403, 404, 409, 503])
+        .optional_body::<governance::ApproveBody>(),
         ep(
             P,
             "/approvals/{id}/reject",
@@ -418,6 +570,8 @@ pub fn endpoints() -> Vec<Endpoint> {
             User,
             post(governance::reject),
         )
+        .returns::<requests::RequestView>()
+        .errors(&[403, 404, 409, 503])
         .body::<governance::RejectBody>(),
         ep(
             G,
@@ -426,7 +580,9 @@ pub fn endpoints() -> Vec<Endpoint> {
             "Cost estimates of a request",
             User,
             get(governance::cost_estimate),
-        ),
+        )
+        .returns::<governance::CostEstimates>()
+        .errors(&[404, 503]),
         ep(
             G,
             "/quota/usage/{team_id}",
@@ -434,7 +590,9 @@ pub fn endpoints() -> Vec<Endpoint> {
             "A team's quota usage",
             User,
             get(governance::quota_usage),
-        ),
+        )
+        .returns::<governance::QuotaReport>()
+        .errors(&[403, 503]),
         ep(
             P,
             "/quota/limits/{team_id}",
@@ -443,6 +601,8 @@ pub fn endpoints() -> Vec<Endpoint> {
             Admin,
             post(governance::quota_limits),
         )
+        .returns::<governance::QuotaReport>()
+        .errors(&[503])
         .body::<governance::LimitsBody>(),
         ep(
             P,
@@ -452,6 +612,9 @@ pub fn endpoints() -> Vec<Endpoint> {
             Signed,
             post(webhooks::github),
         )
+        .returns::<webhooks::HookAccepted>()
+        .raw_body()
+        .errors(&[400, 404, 409, 503])
         .ok(202),
         ep(
             P,
@@ -460,7 +623,10 @@ pub fn endpoints() -> Vec<Endpoint> {
             "JIRA issue events; resolves manual-mode requests",
             Signed,
             post(webhooks::jira),
-        ),
+        )
+        .returns::<webhooks::JiraOutcome>()
+        .raw_body()
+        .errors(&[400, 404, 409, 422, 503]),
         ep(
             P,
             "/webhooks/terraform",
@@ -469,6 +635,9 @@ pub fn endpoints() -> Vec<Endpoint> {
             Signed,
             post(webhooks::terraform),
         )
+        .returns::<webhooks::HookAccepted>()
+        .raw_body()
+        .errors(&[400, 404, 409, 503])
         .ok(202),
         ep(
             P,
@@ -478,6 +647,8 @@ pub fn endpoints() -> Vec<Endpoint> {
             Signed,
             post(webhooks::approval),
         )
+        .returns::<requests::RequestView>()
+        .errors(&[403, 404, 409, 503])
         .body::<webhooks::ApprovalHook>(),
         ep(
             G,
@@ -487,6 +658,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             User,
             get(ws::request_status),
         )
+        .errors(&[400, 404, 426, 503])
         .query::<ws::StreamQuery>()
         .ws(),
         ep(
@@ -497,6 +669,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             User,
             get(ws::request_logs),
         )
+        .errors(&[400, 404, 426, 503])
         .query::<ws::StreamQuery>()
         .ws(),
         ep(
@@ -507,6 +680,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             User,
             get(ws::catalog_changes),
         )
+        .errors(&[400, 426])
         .query::<ws::StreamQuery>()
         .ws(),
         ep(
@@ -517,13 +691,20 @@ pub fn endpoints() -> Vec<Endpoint> {
             User,
             get(ws::notifications),
         )
+        .errors(&[400, 426])
         .query::<ws::StreamQuery>()
         .ws(),
     ]
 }
 
-async fn openapi_json() -> axum::Json<serde_json::Value> {
-    axum::Json(document_json())
+/// An OpenAPI 3.1 document.
+#[derive(serde::Serialize, ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = Object)]
+pub struct OpenApiDocument(serde_json::Value);
+
+async fn openapi_json() -> axum::Json<OpenApiDocument> {
+    axum::Json(OpenApiDocument(document_json()))
 }
 
 /// The OpenAPI document as JSON (what `/api/v1/openapi.json` serves and
@@ -550,9 +731,11 @@ pub fn document() -> OpenApi {
                 .property("detail", ObjectBuilder::new().schema_type(Type::String))
                 .property(
                     "errors",
-                    ObjectBuilder::new().description(Some(
-                        "Located field errors or catalog diagnostics, where they apply.",
-                    )),
+                    utoipa::openapi::schema::ArrayBuilder::new()
+                        .items(ObjectBuilder::new().schema_type(Type::Object))
+                        .description(Some(
+                            "Located field errors (`pointer`, `message`) or catalog diagnostics, where they apply.",
+                        )),
                 )
                 .required("status")
                 .required("code")
@@ -590,67 +773,52 @@ pub fn document() -> OpenApi {
                             .schema(Some(Ref::from_schema_name(name)))
                             .build(),
                     )
-                    .required(Some(Required::True))
+                    .required(Some(if e.body_optional {
+                        Required::False
+                    } else {
+                        Required::True
+                    }))
                     .build(),
             ));
         }
         if matches!(e.auth, User | Admin) {
             op = op.security(SecurityRequirement::new::<_, [&str; 0], &str>("bearer", []));
         }
-        let ok_desc = if e.websocket {
-            "Switching to the WebSocket protocol"
-        } else {
-            "Success"
-        };
-        let mut responses = ResponsesBuilder::new().response(
-            e.ok.to_string(),
-            if e.websocket || e.path == "/metrics" {
-                ResponseBuilder::new().description(ok_desc).build()
-            } else {
+        let mut responses = ResponsesBuilder::new();
+        for code in std::iter::once(e.ok).chain(e.also_ok.iter().copied()) {
+            let desc = success_description(&e, code);
+            let resp = if e.websocket {
+                ResponseBuilder::new().description(desc).build()
+            } else if let Some((name, add)) = e.returns {
+                components = add(components);
                 ResponseBuilder::new()
-                    .description(ok_desc)
+                    .description(desc)
                     .content(
                         "application/json",
                         ContentBuilder::new()
-                            .schema(Some(ObjectBuilder::new().schema_type(Type::Object)))
+                            .schema(Some(Ref::from_schema_name(name)))
                             .build(),
                     )
                     .build()
-            },
-        );
-        let mut errors: Vec<(u16, &str)> = Vec::new();
-        if e.auth != Open {
-            errors.push((401, "Not authenticated or bad signature"));
+            } else {
+                // `/metrics`: the Prometheus text format.
+                ResponseBuilder::new()
+                    .description(desc)
+                    .content(
+                        "text/plain",
+                        ContentBuilder::new()
+                            .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                            .build(),
+                    )
+                    .build()
+            };
+            responses = responses.response(code.to_string(), resp);
         }
-        if matches!(e.auth, User | Admin) {
-            errors.push((403, "Not allowed"));
-            errors.push((429, "Over the caller's request rate"));
-        }
-        if e.path.contains('{') {
-            errors.push((404, "Not found or not visible to the caller"));
-        }
-        if e.body.is_some() || e.query.is_some() {
-            errors.push((400, "Malformed request"));
-            errors.push((422, "Invalid input, with located errors"));
-        }
-        if e.method == HttpMethod::Post
-            && (e.path.starts_with("/requests/")
-                || e.path.starts_with("/approvals")
-                || e.path.starts_with("/webhooks"))
-        {
-            errors.push((
-                409,
-                "Conflicts with the request's state or a replayed delivery",
-            ));
-        }
-        if e.path == "/health/ready" {
-            errors.push((503, "Not ready"));
-        }
-        for (code, desc) in errors {
+        for code in e.statuses() {
             responses = responses.response(
                 code.to_string(),
                 ResponseBuilder::new()
-                    .description(desc)
+                    .description(error_description(code))
                     .content(
                         "application/problem+json",
                         ContentBuilder::new().schema(Some(problem_ref())).build(),
@@ -673,6 +841,36 @@ pub fn document() -> OpenApi {
         .paths(paths.build())
         .components(Some(components.build()))
         .build()
+}
+
+fn success_description(e: &Endpoint, code: u16) -> &'static str {
+    match code {
+        _ if e.websocket => "Switching to the WebSocket protocol",
+        200 if e.path == "/requests" => "An earlier submission with this `Idempotency-Key`",
+        200 if e.path.ends_with("/cancel") => "Cancelled",
+        201 => "Created",
+        202 if e.path.ends_with("/cancel") => {
+            "Cancellation under way: running actions stop and roll back"
+        }
+        202 => "Accepted",
+        _ => "Success",
+    }
+}
+
+fn error_description(code: u16) -> &'static str {
+    match code {
+        400 => "Malformed request: a query string, path segment or JSON body that does not parse",
+        401 => "Not authenticated, or a bad webhook signature",
+        403 => "Not allowed",
+        404 => "Not found, or not visible to the caller",
+        409 => "Conflicts with the current state, or a replayed delivery",
+        413 => "Body larger than `limits.max_body_bytes`",
+        415 => "A body that is not `application/json`",
+        422 => "Invalid input, with located errors",
+        429 => "Over the request rate; see `Retry-After`",
+        503 => "The store, a secret or the catalog folder is unavailable",
+        _ => "Error",
+    }
 }
 
 fn operation_id(e: &Endpoint) -> String {

@@ -5,9 +5,12 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use pao_core::engine::SubmitOptions;
 use pao_core::lifecycle::RequestState;
-use pao_core::store::{AttemptOutcome, AttemptRecord, Event, EventKind, Request, RequestFilter};
-use serde::Deserialize;
+use pao_core::store::{
+    AttemptOutcome, AttemptRecord, Event, EventKind, Request, RequestFilter, RollbackStatus,
+};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use super::{Body, OptBody, Query, cursor, visible_request};
 use crate::auth::Caller;
@@ -36,30 +39,132 @@ fn empty_object() -> Value {
     json!({})
 }
 
+/// A request's lifecycle state (the names `state=` filters take).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = RequestState)]
+pub enum StateName {
+    /// Accepted and persisted; nothing checked yet.
+    Submitted,
+    /// Quota, access, item lifecycle and change-freeze checks.
+    Prerequisites,
+    /// Field values checked against the form schema.
+    Validation,
+    /// Waiting for approvers.
+    AwaitingApproval,
+    /// Waiting for a worker.
+    Queued,
+    /// Actions running (or, in manual mode, the ticket open).
+    InProgress,
+    /// Post-fulfillment actions running.
+    PostFulfillment,
+    /// Done.
+    Completed,
+    /// An action failed and the request stopped.
+    Failed,
+    /// Cancelled by a person.
+    Cancelled,
+    /// Refused by a prerequisite, validation or an approver.
+    Rejected,
+}
+
+/// Whether compensation ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = RollbackStatus)]
+pub enum RollbackName {
+    /// No rollback.
+    None,
+    /// Rolling back now.
+    InProgress,
+    /// Every completed action was undone.
+    Complete,
+    /// A rollback failed: some effects remain.
+    Incomplete,
+}
+
 /// The public view of a request.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RequestView {
+    /// Request id.
+    pub id: String,
+    /// The catalog item.
+    pub item_id: String,
+    /// The item's version at submission.
+    pub item_version: String,
+    /// Lifecycle state.
+    #[schema(value_type = StateName)]
+    pub state: RequestState,
+    /// Whether the state is final.
+    pub terminal: bool,
+    /// Who submitted it.
+    pub requester: String,
+    /// The team it counts against.
+    pub team: String,
+    /// Environment, when the item has one.
+    pub environment: Option<String>,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Field values (secrets masked).
+    #[schema(value_type = Object)]
+    pub fields: Value,
+    /// Ties PAO's events and logs to the caller's trace.
+    pub correlation_id: String,
+    /// The failed request this one retries.
+    pub retry_of: Option<String>,
+    /// Compensation status.
+    #[schema(value_type = RollbackName)]
+    pub rollback: RollbackStatus,
+    /// Why it failed or was rejected.
+    pub error: Option<String>,
+    /// When approval times out.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub approval_due: Option<chrono::DateTime<chrono::Utc>>,
+    /// Whether approval was escalated.
+    pub escalated: bool,
+    /// Cancellation was asked for while actions ran.
+    pub cancel_requested: bool,
+    /// What the request waits for outside PAO (a manual ticket key).
+    pub waiting_for: Option<String>,
+    /// Submitted at.
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// Last change.
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl RequestView {
+    /// The view of a stored request.
+    pub fn of(r: &Request) -> RequestView {
+        RequestView {
+            id: r.id.clone(),
+            item_id: r.item_id.clone(),
+            item_version: r.item_version.clone(),
+            state: r.state,
+            terminal: r.state.is_terminal(),
+            requester: r.requester.id.clone(),
+            team: r.team.clone(),
+            environment: r.environment.clone(),
+            priority: r.priority,
+            fields: r.fields.clone(),
+            correlation_id: r.correlation_id.clone(),
+            retry_of: r.retry_of.clone(),
+            rollback: r.rollback,
+            error: r.error.clone(),
+            approval_due: r.approval_due,
+            escalated: r.escalated,
+            cancel_requested: r.cancel_requested,
+            waiting_for: r.waiting_for.clone(),
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+/// The public view of a request, as JSON.
 pub fn view(r: &Request) -> Value {
-    json!({
-        "id": r.id,
-        "item_id": r.item_id,
-        "item_version": r.item_version,
-        "state": r.state,
-        "terminal": r.state.is_terminal(),
-        "requester": r.requester.id,
-        "team": r.team,
-        "environment": r.environment,
-        "priority": r.priority,
-        "fields": r.fields,
-        "correlation_id": r.correlation_id,
-        "retry_of": r.retry_of,
-        "rollback": r.rollback,
-        "error": r.error,
-        "approval_due": r.approval_due,
-        "escalated": r.escalated,
-        "cancel_requested": r.cancel_requested,
-        "waiting_for": r.waiting_for,
-        "created_at": r.created_at,
-        "updated_at": r.updated_at,
-    })
+    serde_json::to_value(RequestView::of(r)).unwrap_or(Value::Null)
 }
 
 /// `POST /requests`: validates, checks prerequisites, decides on approval and persists.
@@ -69,7 +174,7 @@ pub async fn submit(
     Caller(who): Caller,
     headers: HeaderMap,
     Body(body): Body<SubmitBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<RequestView>), ApiError> {
     if !body.fields.is_object() {
         return Err(ApiError::unprocessable(
             "PAO-API-INVALID-BODY",
@@ -124,10 +229,10 @@ pub async fn submit(
                 ),
             ));
         }
-        return Ok((StatusCode::OK, Json(view(&r))));
+        return Ok((StatusCode::OK, Json(RequestView::of(&r))));
     }
     metrics::counter!("pao_requests_submitted_total", "item" => r.item_id.clone()).increment(1);
-    Ok((StatusCode::CREATED, Json(view(&r))))
+    Ok((StatusCode::CREATED, Json(RequestView::of(&r))))
 }
 
 /// Filters of `GET /requests`.
@@ -168,12 +273,21 @@ pub(crate) fn parse_states(s: Option<&str>) -> Result<Vec<RequestState>, ApiErro
     Ok(out)
 }
 
+/// A page of requests, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RequestPage {
+    /// The requests.
+    pub requests: Vec<RequestView>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
 pub(crate) async fn page(
     state: &AppState,
     mut filter: RequestFilter,
     limit: Option<usize>,
     cur: Option<&str>,
-) -> Result<Value, ApiError> {
+) -> Result<RequestPage, ApiError> {
     let limit = limit.unwrap_or(50).clamp(1, 500);
     filter.limit = limit + 1;
     filter.before = cur.map(cursor::decode).transpose()?;
@@ -185,10 +299,10 @@ pub(crate) async fn page(
     } else {
         None
     };
-    Ok(json!({
-        "requests": list.iter().map(view).collect::<Vec<_>>(),
-        "next_cursor": next,
-    }))
+    Ok(RequestPage {
+        requests: list.iter().map(RequestView::of).collect(),
+        next_cursor: next,
+    })
 }
 
 /// `GET /requests`: the caller's requests (a team's with `team=`, everyone's for admins with
@@ -197,7 +311,7 @@ pub async fn list(
     State(state): State<AppState>,
     Caller(who): Caller,
     Query(q): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RequestPage>, ApiError> {
     let mut filter = RequestFilter {
         states: parse_states(q.state.as_deref())?,
         item_id: q.item_id.clone(),
@@ -219,28 +333,114 @@ pub async fn list(
     ))
 }
 
-fn attempt_view(a: &AttemptRecord) -> Value {
+/// How an attempt ended (or that it runs).
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptStatus {
+    /// Running now.
+    Running,
+    /// Succeeded.
+    Succeeded,
+    /// Failed.
+    Failed,
+    /// Skipped (its `when` was false).
+    Skipped,
+}
+
+/// Whether a failure may be retried.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClassName {
+    /// Retried with backoff.
+    Retryable,
+    /// Not retried.
+    Permanent,
+    /// Stopped by a cancellation.
+    Cancelled,
+}
+
+/// Why an attempt failed.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AttemptError {
+    /// Whether it may be retried.
+    #[schema(value_type = ErrorClassName)]
+    pub class: pao_core::action::ErrorClass,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// One attempt of one action.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AttemptView {
+    /// The action.
+    pub action_id: String,
+    /// A compensation (rollback) attempt.
+    pub rollback: bool,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// How it ended.
+    pub status: AttemptStatus,
+    /// The rendered input (secrets masked).
+    #[schema(value_type = Object)]
+    pub input: Value,
+    /// Outputs of a successful attempt, else `null`.
+    #[schema(value_type = Option<Object>)]
+    pub outputs: Value,
+    /// Why it failed, else `null`.
+    pub error: Option<AttemptError>,
+    /// Started at.
+    #[schema(value_type = String, format = DateTime)]
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    /// Finished at (`null` while running).
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+fn attempt_view(a: &AttemptRecord) -> AttemptView {
     let (status, outputs, error) = match &a.outcome {
-        AttemptOutcome::Running => ("running", Value::Null, Value::Null),
-        AttemptOutcome::Succeeded { outputs, .. } => ("succeeded", outputs.clone(), Value::Null),
+        AttemptOutcome::Running => (AttemptStatus::Running, Value::Null, None),
+        AttemptOutcome::Succeeded { outputs, .. } => {
+            (AttemptStatus::Succeeded, outputs.clone(), None)
+        }
         AttemptOutcome::Failed { error } => (
-            "failed",
+            AttemptStatus::Failed,
             Value::Null,
-            json!({ "class": error.class, "message": error.message }),
+            Some(AttemptError {
+                class: error.class,
+                message: error.message.clone(),
+            }),
         ),
-        AttemptOutcome::Skipped => ("skipped", Value::Null, Value::Null),
+        AttemptOutcome::Skipped => (AttemptStatus::Skipped, Value::Null, None),
     };
-    json!({
-        "action_id": a.action_id,
-        "rollback": a.rollback,
-        "attempt": a.attempt,
-        "status": status,
-        "input": a.input,
-        "outputs": outputs,
-        "error": error,
-        "started_at": a.started_at,
-        "finished_at": a.finished_at,
-    })
+    AttemptView {
+        action_id: a.action_id.clone(),
+        rollback: a.rollback,
+        attempt: a.attempt,
+        status,
+        input: a.input.clone(),
+        outputs,
+        error,
+        started_at: a.started_at,
+        finished_at: a.finished_at,
+    }
+}
+
+/// A request with its timeline.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RequestDetail {
+    /// The request.
+    #[serde(flatten)]
+    pub request: RequestView,
+    /// Outputs by action id, of the actions that succeeded.
+    #[schema(value_type = Object)]
+    pub outputs: serde_json::Map<String, Value>,
+    /// Every attempt, in order.
+    pub attempts: Vec<AttemptView>,
+    /// Approval decisions.
+    #[schema(value_type = Vec<Object>)]
+    pub approvals: Value,
+    /// Progress.
+    pub status: StatusView,
 }
 
 /// `GET /requests/{id}`: the request with its attempts (timeline), outputs and decisions.
@@ -248,7 +448,7 @@ pub async fn detail(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RequestDetail>, ApiError> {
     let r = visible_request(&state, &who, &id).await?;
     let attempts = state.store.attempts(&id).await?;
     let decisions = state.store.decisions(&id).await?;
@@ -258,16 +458,53 @@ pub async fn detail(
             outputs.insert(a.action_id.clone(), o.clone());
         }
     }
-    let mut v = view(&r);
-    v["outputs"] = Value::Object(outputs);
-    v["attempts"] = Value::Array(attempts.iter().map(attempt_view).collect());
-    v["approvals"] = serde_json::to_value(&decisions).unwrap_or(Value::Null);
-    v["status"] = status_of(&state, &r, &attempts);
-    Ok(Json(v))
+    Ok(Json(RequestDetail {
+        request: RequestView::of(&r),
+        outputs,
+        attempts: attempts.iter().map(attempt_view).collect(),
+        approvals: serde_json::to_value(&decisions).unwrap_or(Value::Null),
+        status: status_view(&state, &r, &attempts),
+    }))
+}
+
+/// Progress of a request.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StatusView {
+    /// Request id.
+    pub id: String,
+    /// Lifecycle state.
+    #[schema(value_type = StateName)]
+    pub state: RequestState,
+    /// Whether the state is final.
+    pub terminal: bool,
+    /// Percent of actions done (100 only once completed).
+    #[schema(minimum = 0, maximum = 100)]
+    pub progress: usize,
+    /// Actions done.
+    pub actions_done: usize,
+    /// Actions of the item.
+    pub actions_total: usize,
+    /// Actions running now.
+    pub current_actions: std::collections::BTreeSet<String>,
+    /// Compensation status.
+    #[schema(value_type = RollbackName)]
+    pub rollback: RollbackStatus,
+    /// Why it failed or was rejected.
+    pub error: Option<String>,
+    /// What the request waits for outside PAO.
+    pub waiting_for: Option<String>,
+    /// Last change.
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Progress of a request as JSON (WebSocket messages add `type` and `seq`).
+pub fn status_of(state: &AppState, r: &Request, attempts: &[AttemptRecord]) -> Value {
+    serde_json::to_value(status_view(state, r, attempts)).unwrap_or(Value::Null)
 }
 
 /// Progress of a request: which actions are done, which run now.
-pub fn status_of(state: &AppState, r: &Request, attempts: &[AttemptRecord]) -> Value {
+pub fn status_view(state: &AppState, r: &Request, attempts: &[AttemptRecord]) -> StatusView {
     let total = state
         .orch
         .catalog()
@@ -295,19 +532,19 @@ pub fn status_of(state: &AppState, r: &Request, attempts: &[AttemptRecord]) -> V
     } else {
         (done.len() * 100).checked_div(total).unwrap_or(0).min(99)
     };
-    json!({
-        "id": r.id,
-        "state": r.state,
-        "terminal": r.state.is_terminal(),
-        "progress": progress,
-        "actions_done": done.len(),
-        "actions_total": total,
-        "current_actions": running,
-        "rollback": r.rollback,
-        "error": r.error,
-        "waiting_for": r.waiting_for,
-        "updated_at": r.updated_at,
-    })
+    StatusView {
+        id: r.id.clone(),
+        state: r.state,
+        terminal: r.state.is_terminal(),
+        progress,
+        actions_done: done.len(),
+        actions_total: total,
+        current_actions: running,
+        rollback: r.rollback,
+        error: r.error.clone(),
+        waiting_for: r.waiting_for.clone(),
+        updated_at: r.updated_at,
+    }
 }
 
 /// `GET /requests/{id}/status`.
@@ -315,13 +552,13 @@ pub async fn status(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<StatusView>, ApiError> {
     // An ended request no longer changes: served from memory, after the same visibility check.
     if let Some(f) = state.finished.get(&id) {
         if !super::may_see_request(&state, &who, &f.request) {
             return Err(ApiError::not_found(format!("request {id} not found")));
         }
-        return Ok(Json(status_of(&state, &f.request, &f.attempts)));
+        return Ok(Json(status_view(&state, &f.request, &f.attempts)));
     }
     let r = visible_request(&state, &who, &id).await?;
     // A request that never reached `InProgress` has no attempts: no second read.
@@ -341,7 +578,7 @@ pub async fn status(
     };
     // Read after the request was seen ended, so the journal is final too.
     state.finished.put(&r, &attempts);
-    Ok(Json(status_of(&state, &r, &attempts)))
+    Ok(Json(status_view(&state, &r, &attempts)))
 }
 
 /// Paging of `GET /requests/{id}/logs`.
@@ -364,6 +601,20 @@ pub fn event_view(e: &Event) -> Value {
     v
 }
 
+/// A page of a request's events.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LogsPage {
+    /// The request.
+    pub request_id: String,
+    /// Events in sequence order: each has `seq`, `request_id`, `at`, `correlation_id` and a
+    /// `type` (`state_changed`, `attempt_started`, `log`, ...) with its own members; `log`
+    /// events also have `line`.
+    #[schema(value_type = Vec<Object>)]
+    pub events: Vec<Value>,
+    /// Pass as `after` for the next page (`null` before the first event).
+    pub next_after: Option<u64>,
+}
+
 /// `GET /requests/{id}/logs`: the request's event stream (state changes, attempts, action
 /// log lines, decisions), redacted, from a sequence number.
 pub async fn logs(
@@ -371,16 +622,16 @@ pub async fn logs(
     Caller(who): Caller,
     Path(id): Path<String>,
     Query(q): Query<LogsQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LogsPage>, ApiError> {
     visible_request(&state, &who, &id).await?;
     let limit = q.limit.unwrap_or(500).clamp(1, 5000);
     let events = state.store.events(&id, q.after.unwrap_or(0), limit).await?;
     let last = events.last().map(|e| e.seq);
-    Ok(Json(json!({
-        "request_id": id,
-        "events": events.iter().map(event_view).collect::<Vec<_>>(),
-        "next_after": last.or(q.after),
-    })))
+    Ok(Json(LogsPage {
+        request_id: id,
+        events: events.iter().map(event_view).collect(),
+        next_after: last.or(q.after),
+    }))
 }
 
 /// Body of `POST /requests/{id}/retry`.
@@ -398,7 +649,7 @@ pub async fn retry(
     Caller(who): Caller,
     Path(id): Path<String>,
     OptBody(body): OptBody<RetryBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<RequestView>), ApiError> {
     let r = visible_request(&state, &who, &id).await?;
     if let Some(f) = &body.fields
         && !f.is_object()
@@ -410,7 +661,7 @@ pub async fn retry(
         ));
     }
     let new = state.orch.retry(&who, &r.id, body.fields).await?;
-    Ok((StatusCode::CREATED, Json(view(&new))))
+    Ok((StatusCode::CREATED, Json(RequestView::of(&new))))
 }
 
 /// Body of `POST /requests/{id}/cancel`.
@@ -428,7 +679,7 @@ pub async fn cancel(
     Caller(who): Caller,
     Path(id): Path<String>,
     OptBody(body): OptBody<CancelBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<RequestView>), ApiError> {
     visible_request(&state, &who, &id).await?;
     let reason = body.reason;
     let out = state.orch.cancel(&who, &id, reason).await?;
@@ -437,5 +688,5 @@ pub async fn cancel(
     } else {
         StatusCode::ACCEPTED
     };
-    Ok((code, Json(view(&out))))
+    Ok((code, Json(RequestView::of(&out))))
 }

@@ -7,10 +7,11 @@ use axum::extract::{Path, State};
 use pao_core::authz::Principal;
 use pao_core::lifecycle::RequestState;
 use pao_core::store::{AuditRecord, RequestFilter};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
 
-use super::requests::{page, parse_states};
+use super::requests::{RequestPage, page, parse_states};
 use super::{Body, Query};
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -45,7 +46,7 @@ pub async fn requests(
     Caller(who): Caller,
     Path(team): Path<String>,
     Query(q): Query<TeamRequestsQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RequestPage>, ApiError> {
     member(&who, &team)?;
     let filter = RequestFilter {
         states: parse_states(q.state.as_deref())?,
@@ -58,12 +59,58 @@ pub async fn requests(
     ))
 }
 
+/// Usage of one quota resource by a team.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct QuotaLine {
+    /// The resource (`databases`, `vcpu`).
+    pub resource: String,
+    /// The team's limit, if one is set.
+    pub limit: Option<u64>,
+    /// Reserved by live and completed requests.
+    pub used: u64,
+}
+
+/// The lines of a team's quota usage.
+pub fn quota_lines(usage: Vec<pao_core::store::QuotaUsage>) -> Vec<QuotaLine> {
+    usage
+        .into_iter()
+        .map(|u| QuotaLine {
+            resource: u.resource,
+            limit: u.limit,
+            used: u.used,
+        })
+        .collect()
+}
+
+/// An item a team owns, with request counts.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OwnedItem {
+    /// The item.
+    #[serde(flatten)]
+    pub item: super::catalog::ItemSummary,
+    /// Requests for it.
+    pub requests: usize,
+    /// Of which completed.
+    pub completed: usize,
+    /// Of which failed.
+    pub failed: usize,
+}
+
+/// Items a team owns.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TeamCatalog {
+    /// The team.
+    pub team: String,
+    /// Its items, by id.
+    pub items: Vec<OwnedItem>,
+}
+
 /// `GET /teams/{team_id}/catalog`: items the team owns, with request counts.
 pub async fn catalog(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(team): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TeamCatalog>, ApiError> {
     member(&who, &team)?;
     let catalog = state.orch.catalog();
     let mut items = Vec::new();
@@ -78,22 +125,32 @@ pub async fn catalog(
                 ..RequestFilter::default()
             })
             .await?;
-        let mut s = super::catalog::summary(i);
-        s["requests"] = json!(reqs.len());
-        s["completed"] = json!(
-            reqs.iter()
+        items.push(OwnedItem {
+            item: super::catalog::summary(i),
+            requests: reqs.len(),
+            completed: reqs
+                .iter()
                 .filter(|r| r.state == RequestState::Completed)
-                .count()
-        );
-        s["failed"] = json!(
-            reqs.iter()
+                .count(),
+            failed: reqs
+                .iter()
                 .filter(|r| r.state == RequestState::Failed)
-                .count()
-        );
-        items.push(s);
+                .count(),
+        });
     }
-    items.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
-    Ok(Json(json!({ "team": team, "items": items })))
+    items.sort_by(|a, b| a.item.id.cmp(&b.item.id));
+    Ok(Json(TeamCatalog { team, items }))
+}
+
+/// A team's quota usage and requests by state.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TeamUsage {
+    /// The team.
+    pub team: String,
+    /// Quota usage by resource.
+    pub quota: Vec<QuotaLine>,
+    /// Requests by state.
+    pub requests_by_state: BTreeMap<String, u64>,
 }
 
 /// `GET /teams/{team_id}/usage`: quota usage and requests by state.
@@ -101,9 +158,9 @@ pub async fn usage(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(team): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TeamUsage>, ApiError> {
     member(&who, &team)?;
-    let quota = state.store.quota_usage(&team).await?;
+    let quota = quota_lines(state.store.quota_usage(&team).await?);
     let reqs = state
         .store
         .list(&RequestFilter {
@@ -115,13 +172,57 @@ pub async fn usage(
     for r in &reqs {
         *by_state.entry(r.state.to_string()).or_default() += 1;
     }
-    Ok(Json(
-        json!({ "team": team, "quota": quota, "requests_by_state": by_state }),
-    ))
+    Ok(Json(TeamUsage {
+        team,
+        quota,
+        requests_by_state: by_state,
+    }))
+}
+
+/// Completion-time percentiles in milliseconds (`null` without completed requests).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: Option<i64>,
+    /// 90th percentile.
+    pub p90: Option<i64>,
+    /// 99th percentile.
+    pub p99: Option<i64>,
+}
+
+/// Requests for one item.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PopularItem {
+    /// The item.
+    pub item_id: String,
+    /// Requests.
+    pub requests: u64,
+    /// Of which completed.
+    pub completed: u64,
+    /// Of which failed.
+    pub failed: u64,
+}
+
+/// Success rate, completion times, popular items and failure reasons.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Analytics {
+    /// Requests.
+    pub requests: usize,
+    /// Of which in a final state.
+    pub finished: usize,
+    /// Completed over finished (`null` before any finished).
+    #[schema(minimum = 0.0, maximum = 1.0)]
+    pub success_rate: Option<f64>,
+    /// Completion times of completed requests.
+    pub completion_ms: Percentiles,
+    /// Items by requests, most requested first.
+    pub popular_items: Vec<PopularItem>,
+    /// Failed requests by error (first 120 characters).
+    pub failure_reasons: BTreeMap<String, u64>,
 }
 
 /// Success rate, completion times and popular items of a set of requests.
-pub fn analytics_of(reqs: &[pao_core::store::Request]) -> Value {
+pub fn analytics_of(reqs: &[pao_core::store::Request]) -> Analytics {
     let terminal: Vec<_> = reqs.iter().filter(|r| r.state.is_terminal()).collect();
     let completed: Vec<_> = terminal
         .iter()
@@ -146,11 +247,16 @@ pub fn analytics_of(reqs: &[pao_core::store::Request]) -> Value {
             e.2 += 1;
         }
     }
-    let mut popular: Vec<Value> = by_item
+    let mut popular: Vec<PopularItem> = by_item
         .iter()
-        .map(|(k, (n, ok, failed))| json!({ "item_id": k, "requests": n, "completed": ok, "failed": failed }))
+        .map(|(k, (n, ok, failed))| PopularItem {
+            item_id: k.clone(),
+            requests: *n,
+            completed: *ok,
+            failed: *failed,
+        })
         .collect();
-    popular.sort_by(|a, b| b["requests"].as_u64().cmp(&a["requests"].as_u64()));
+    popular.sort_by_key(|p| std::cmp::Reverse(p.requests));
     let mut failures: BTreeMap<String, u64> = BTreeMap::new();
     for r in reqs.iter().filter(|r| r.state == RequestState::Failed) {
         let reason = r
@@ -162,14 +268,29 @@ pub fn analytics_of(reqs: &[pao_core::store::Request]) -> Value {
             .collect::<String>();
         *failures.entry(reason).or_default() += 1;
     }
-    json!({
-        "requests": reqs.len(),
-        "finished": terminal.len(),
-        "success_rate": if terminal.is_empty() { Value::Null } else { json!(completed.len() as f64 / terminal.len() as f64) },
-        "completion_ms": { "p50": pct(50), "p90": pct(90), "p99": pct(99) },
-        "popular_items": popular,
-        "failure_reasons": failures,
-    })
+    Analytics {
+        requests: reqs.len(),
+        finished: terminal.len(),
+        success_rate: (!terminal.is_empty())
+            .then(|| completed.len() as f64 / terminal.len() as f64),
+        completion_ms: Percentiles {
+            p50: pct(50),
+            p90: pct(90),
+            p99: pct(99),
+        },
+        popular_items: popular,
+        failure_reasons: failures,
+    }
+}
+
+/// A team's analytics.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TeamAnalytics {
+    /// The numbers.
+    #[serde(flatten)]
+    pub analytics: Analytics,
+    /// The team.
+    pub team: String,
 }
 
 /// `GET /teams/{team_id}/analytics`.
@@ -177,7 +298,7 @@ pub async fn analytics(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(team): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TeamAnalytics>, ApiError> {
     member(&who, &team)?;
     let reqs = state
         .store
@@ -186,9 +307,31 @@ pub async fn analytics(
             ..RequestFilter::default()
         })
         .await?;
-    let mut v = analytics_of(&reqs);
-    v["team"] = json!(team);
-    Ok(Json(v))
+    Ok(Json(TeamAnalytics {
+        analytics: analytics_of(&reqs),
+        team,
+    }))
+}
+
+/// A team as `catalog.yaml` declares it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TeamSettings {
+    /// The team.
+    pub team: String,
+    /// Its entry in `catalog.yaml` (`id`, `name`, `members`, `quotas`), if any.
+    #[schema(value_type = Option<Object>)]
+    pub declared: Option<pao_core::catalog::model::TeamDef>,
+    /// Quota usage by resource.
+    pub quota: Vec<QuotaLine>,
+}
+
+/// A team's quotas after a change.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TeamQuota {
+    /// The team.
+    pub team: String,
+    /// Quota usage by resource.
+    pub quota: Vec<QuotaLine>,
 }
 
 /// `GET /teams/{team_id}/settings`: the team as `catalog.yaml` declares it, with its current
@@ -197,7 +340,7 @@ pub async fn settings(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(team): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TeamSettings>, ApiError> {
     member(&who, &team)?;
     let catalog = state.orch.catalog();
     let def = catalog
@@ -205,10 +348,12 @@ pub async fn settings(
         .and_then(|s| s.teams.as_ref())
         .and_then(|ts| ts.iter().find(|t| t.id == team))
         .cloned();
-    let quota = state.store.quota_usage(&team).await?;
-    Ok(Json(
-        json!({ "team": team, "declared": def, "quota": quota }),
-    ))
+    let quota = quota_lines(state.store.quota_usage(&team).await?);
+    Ok(Json(TeamSettings {
+        team,
+        declared: def,
+        quota,
+    }))
 }
 
 /// Body of `POST /teams/{team_id}/config`.
@@ -227,7 +372,7 @@ pub async fn config(
     Caller(who): Caller,
     Path(team): Path<String>,
     Body(body): Body<TeamConfigBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TeamQuota>, ApiError> {
     let team_admin = who.teams.contains(&team) && who.roles.iter().any(|r| r == "team-admin");
     if !who.is_admin() && !team_admin {
         return Err(ApiError::forbidden(
@@ -247,6 +392,6 @@ pub async fn config(
             detail: json!({ "quotas": body.quotas }),
         })
         .await?;
-    let quota = state.store.quota_usage(&team).await?;
-    Ok(Json(json!({ "team": team, "quota": quota })))
+    let quota = quota_lines(state.store.quota_usage(&team).await?);
+    Ok(Json(TeamQuota { team, quota }))
 }

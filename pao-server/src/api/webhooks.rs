@@ -16,8 +16,9 @@ use pao_core::authz::Principal;
 use pao_core::engine::ManualOutcome;
 use pao_core::lifecycle::RequestState;
 use pao_core::store::{AuditRecord, RequestFilter};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -113,13 +114,46 @@ async fn audit(state: &AppState, actor: &str, action: &str, target: &str, detail
         .await;
 }
 
+/// A delivery was accepted.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HookAccepted {
+    /// Always `true`.
+    pub accepted: bool,
+    /// The event (`X-GitHub-Event`; GitHub only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+}
+
+/// What a JIRA event did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JiraOutcome {
+    /// Whether a manual-mode request waits for the issue.
+    pub matched: bool,
+    /// The issue key (when nothing matched).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issue: Option<String>,
+    /// The request that waits for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// Whether the issue's status ended the request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<bool>,
+    /// The issue's status (when it did not end the request).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// The request's state (when it ended).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<super::requests::StateName>)]
+    pub state: Option<RequestState>,
+}
+
 /// `POST /webhooks/github`: verified and recorded; `workflow_run` events are announced on
 /// `/ws/notifications`.
 pub async fn github(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<HookAccepted>), ApiError> {
     let key = secret(
         &state,
         state.config.webhooks.github_secret.as_ref(),
@@ -157,7 +191,10 @@ pub async fn github(
     }));
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "accepted": true, "event": event })),
+        Json(HookAccepted {
+            accepted: true,
+            event: Some(event),
+        }),
     ))
 }
 
@@ -168,7 +205,7 @@ pub async fn jira(
     headers: HeaderMap,
     axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<JiraOutcome>, ApiError> {
     let key = secret(&state, state.config.webhooks.jira_secret.as_ref(), "jira").await?;
     if let Some(sig) = header(&headers, "x-hub-signature").and_then(|s| s.strip_prefix("sha256=")) {
         // JIRA Cloud signs the body with the webhook's secret.
@@ -253,20 +290,37 @@ pub async fn jira(
             w == issue_key || w.strip_prefix("manual:") == Some(issue_key.as_str())
         })
     }) else {
-        return Ok(Json(json!({ "matched": false, "issue": issue_key })));
+        return Ok(Json(JiraOutcome {
+            matched: false,
+            issue: Some(issue_key),
+            request_id: None,
+            resolved: None,
+            status: None,
+            state: None,
+        }));
     };
     let Some(outcome) = outcome else {
-        return Ok(Json(
-            json!({ "matched": true, "request_id": r.id, "resolved": false, "status": status }),
-        ));
+        return Ok(Json(JiraOutcome {
+            matched: true,
+            issue: None,
+            request_id: Some(r.id),
+            resolved: Some(false),
+            status: Some(status.to_string()),
+            state: None,
+        }));
     };
     let done = state
         .orch
         .resolve_manual(&r.id, outcome, &format!("jira:{issue_key}"))
         .await?;
-    Ok(Json(
-        json!({ "matched": true, "request_id": done.id, "resolved": true, "state": done.state }),
-    ))
+    Ok(Json(JiraOutcome {
+        matched: true,
+        issue: None,
+        request_id: Some(done.id),
+        resolved: Some(true),
+        status: None,
+        state: Some(done.state),
+    }))
 }
 
 /// How a JIRA status ends a manual request: the status → outcome mapping of the default JIRA
@@ -298,7 +352,7 @@ pub async fn terraform(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<HookAccepted>), ApiError> {
     let key = secret(
         &state,
         state.config.webhooks.terraform_secret.as_ref(),
@@ -339,7 +393,13 @@ pub async fn terraform(
     let _ = state
         .notifications
         .send(json!({ "source": "terraform", "run_id": run, "trigger": trigger }));
-    Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": true }))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(HookAccepted {
+            accepted: true,
+            event: None,
+        }),
+    ))
 }
 
 /// Body of `POST /webhooks/approval`.
@@ -393,7 +453,7 @@ pub async fn approval(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<super::requests::RequestView>, ApiError> {
     let key = secret(
         &state,
         state.config.webhooks.approval_secret.as_ref(),
@@ -445,7 +505,7 @@ pub async fn approval(
             .reject(&approver, &hook.request_id, &reason)
             .await?
     };
-    Ok(Json(super::requests::view(&r)))
+    Ok(Json(super::requests::RequestView::of(&r)))
 }
 
 #[cfg(test)]
