@@ -120,3 +120,165 @@ async fn served_document_equals_generated_and_every_route_exists() {
     }
     s.stop().await;
 }
+
+fn op<'a>(doc: &'a Value, method: &str, path: &str) -> &'a Value {
+    &doc["paths"][format!("/api/v1{path}")][method]
+}
+
+fn statuses(op: &Value) -> Vec<u16> {
+    op["responses"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn document_states_bodies_statuses_and_limits() {
+    let doc = pao_server::api::openapi::document_json();
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let label = format!("{method} {path}");
+            let codes = statuses(op);
+            for (code, resp) in op["responses"].as_object().unwrap() {
+                let content = resp["content"].as_object();
+                if code.starts_with('2') && !path.ends_with("/metrics") {
+                    // Every JSON success body has a schema of its own.
+                    let r = resp
+                        .pointer("/content/application~1json/schema/$ref")
+                        .and_then(Value::as_str)
+                        .unwrap_or_else(|| panic!("{label} {code}: no response schema"));
+                    let name = r.trim_start_matches("#/components/schemas/");
+                    assert!(schemas.contains_key(name), "{label}: {r} missing");
+                } else if code.starts_with('4') || code.starts_with('5') {
+                    assert!(
+                        content.is_some_and(|c| c.contains_key("application/problem+json")),
+                        "{label} {code}"
+                    );
+                }
+            }
+            // Every operation may be rate limited; every POST refuses other media types.
+            assert!(codes.contains(&429), "{label}");
+            if method == "post" {
+                assert!(codes.contains(&415), "{label}");
+            }
+            if path.starts_with("/api/v1/webhooks/") {
+                assert!(
+                    codes.contains(&404),
+                    "{label}: unconfigured webhooks answer 404"
+                );
+            }
+        }
+    }
+    // Nested schemas are in the components too (no dangling references).
+    let text = doc.to_string();
+    for part in text.split("\"#/components/schemas/").skip(1) {
+        let name = &part[..part.find('"').unwrap()];
+        assert!(
+            schemas.contains_key(name),
+            "{name} is referenced but missing"
+        );
+    }
+    let submit = op(&doc, "post", "/requests");
+    for code in [200, 201, 403, 404, 409, 413, 415, 422, 429, 503] {
+        assert!(statuses(submit).contains(&code), "POST /requests {code}");
+    }
+    let cancel = op(&doc, "post", "/requests/{id}/cancel");
+    assert!(statuses(cancel).contains(&200) && statuses(cancel).contains(&202));
+    assert_eq!(
+        cancel["requestBody"]["required"], false,
+        "cancel takes an empty body"
+    );
+    let metrics = op(&doc, "get", "/metrics");
+    assert!(metrics["responses"]["200"]["content"]["text/plain"].is_object());
+    assert!(statuses(metrics).contains(&401) && statuses(metrics).contains(&403));
+    // Limits.
+    let priority = &schemas["SubmitBody"]["properties"]["priority"];
+    assert_eq!(priority["minimum"], -100);
+    assert_eq!(priority["maximum"], 100);
+    let list = op(&doc, "get", "/requests")["parameters"]
+        .as_array()
+        .unwrap();
+    let param = |name: &str| {
+        list.iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{name}"))["schema"]
+            .clone()
+    };
+    assert_eq!(param("limit")["maximum"], u64::MAX);
+    assert_eq!(param("limit")["minimum"], 0);
+    assert_eq!(param("cursor")["pattern"], pao_server::api::cursor::PATTERN);
+    assert!(
+        param("state")["pattern"]
+            .as_str()
+            .unwrap()
+            .contains("awaiting_approval")
+    );
+    let catalog = op(&doc, "get", "/catalog")["parameters"]
+        .as_array()
+        .unwrap();
+    let cursor = catalog.iter().find(|p| p["name"] == "cursor").unwrap();
+    assert_eq!(
+        cursor["schema"]["pattern"],
+        pao_server::api::cursor::TEXT_PATTERN
+    );
+    assert_eq!(
+        op(&doc, "post", "/requests")["parameters"][0]["schema"]["maxLength"],
+        200,
+        "Idempotency-Key"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_takes_what_the_document_allows_and_refuses_the_rest() {
+    let s = support::spawn(support::Db::Sqlite).await.unwrap();
+    // Any text of a cursor's pattern is a cursor.
+    let (code, v) = s.get("t-admin", "/requests?cursor=AAAAAAAAAAA").await;
+    assert_eq!(code, 200, "{v}");
+    let (code, v) = s.get("t-admin", "/catalog?cursor=_-_").await;
+    assert_eq!(code, 200, "{v}");
+    let (code, _) = s.get("t-admin", "/requests?cursor=AAAAAAAAAA").await;
+    assert_eq!(code, 400, "too short for a request cursor");
+    // A state list has no empty entries.
+    let (code, _) = s.get("t-admin", "/requests?state=queued,").await;
+    assert_eq!(code, 400);
+    let (code, _) = s.get("t-admin", "/requests?state=queued,completed").await;
+    assert_eq!(code, 200);
+    // `5.0` is the integer 5, as JSON Schema counts.
+    let (code, v) = s
+        .post(
+            "t-admin",
+            "/requests",
+            serde_json::json!({ "item_id": "no.such-item", "priority": 5.0 }),
+        )
+        .await;
+    assert_eq!(code, 404, "the body was taken: {v}");
+    let (code, v) = s
+        .post(
+            "t-admin",
+            "/quota/limits/app-team",
+            serde_json::json!({ "limits": { "vcpu": 8.0 } }),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    // Quota limits stop at 2^53 - 1.
+    let (code, v) = s
+        .post(
+            "t-admin",
+            "/quota/limits/app-team",
+            serde_json::json!({ "limits": { "vcpu": 9007199254740992u64 } }),
+        )
+        .await;
+    assert_eq!(code, 422, "{v}");
+    let (code, v) = s
+        .post(
+            "t-admin",
+            "/teams/app-team/config",
+            serde_json::json!({ "quotas": { "vcpu": 9007199254740991u64 } }),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    s.stop().await;
+}

@@ -289,3 +289,171 @@ pub async fn simulate(
         serde_json::to_value(&sim).unwrap_or(Value::Null),
     )))
 }
+
+/// What the authoring endpoints read of their bodies. The handlers parse one
+/// [`ItemSource`] (or [`TestVariables`]); these schemas say which members each one needs.
+pub mod doc {
+    use utoipa::openapi::schema::{
+        AdditionalProperties, AllOfBuilder, AnyOfBuilder, OneOfBuilder, Schema,
+    };
+    use utoipa::openapi::{ObjectBuilder, RefOr, Type};
+    use utoipa::{PartialSchema, ToSchema};
+
+    fn text(desc: &str) -> ObjectBuilder {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(desc))
+    }
+
+    fn text_or_null(desc: &str) -> ObjectBuilder {
+        ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+                Type::String,
+                Type::Null,
+            ]))
+            .description(Some(desc))
+    }
+
+    fn object_or_null(desc: &str) -> ObjectBuilder {
+        ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+                Type::Object,
+                Type::Null,
+            ]))
+            .description(Some(desc))
+    }
+
+    const YAML: &str = "The item file's text (at most 1 MiB).";
+    const FILE: &str = "File name used in diagnostics (default `item.yaml`).";
+
+    fn closed(o: ObjectBuilder) -> ObjectBuilder {
+        o.additional_properties(Some(AdditionalProperties::<Schema>::FreeForm(false)))
+    }
+
+    /// Body of `POST /validate/catalog-item`: `yaml` is required.
+    pub struct ValidateItem;
+
+    impl PartialSchema for ValidateItem {
+        fn schema() -> RefOr<Schema> {
+            closed(
+                ObjectBuilder::new()
+                    .description(Some("An item file to validate."))
+                    .property("yaml", text(YAML))
+                    .property("file", text_or_null(FILE))
+                    .required("yaml"),
+            )
+            .into()
+        }
+    }
+
+    impl ToSchema for ValidateItem {}
+
+    /// Body of `POST /preview/form`: an item of the catalog (`item_id`) or a file (`yaml`).
+    pub struct PreviewItem;
+
+    impl PartialSchema for PreviewItem {
+        fn schema() -> RefOr<Schema> {
+            let members = closed(
+                ObjectBuilder::new()
+                    .property("item_id", text_or_null("An item of the loaded catalog."))
+                    .property("yaml", text_or_null(YAML))
+                    .property("file", text_or_null(FILE)),
+            );
+            let either = AnyOfBuilder::new()
+                .item(
+                    ObjectBuilder::new()
+                        .property("item_id", text("An item of the loaded catalog."))
+                        .required("item_id"),
+                )
+                .item(
+                    ObjectBuilder::new()
+                        .property("yaml", text(YAML))
+                        .required("yaml"),
+                );
+            AllOfBuilder::new()
+                .description(Some(
+                    "An item of the catalog (`item_id`, which wins when both are given) or a file (`yaml`).",
+                ))
+                .item(members)
+                .item(either)
+                .into()
+        }
+    }
+
+    impl ToSchema for PreviewItem {}
+
+    /// Body of `POST /simulate/fulfillment`.
+    pub struct SimulateItem;
+
+    impl PartialSchema for SimulateItem {
+        fn schema() -> RefOr<Schema> {
+            closed(
+                ObjectBuilder::new()
+                    .description(Some("An item of the catalog and field values."))
+                    .property("item_id", text("An item of the loaded catalog."))
+                    .property(
+                        "fields",
+                        object_or_null(
+                            "Field values (default: none), checked against the item's form.",
+                        ),
+                    )
+                    .required("item_id"),
+            )
+            .into()
+        }
+    }
+
+    impl ToSchema for SimulateItem {}
+
+    /// Body of `POST /test/variables`: exactly one of `template` and `expression`.
+    pub struct TestVariablesBody;
+
+    impl PartialSchema for TestVariablesBody {
+        fn schema() -> RefOr<Schema> {
+            let mut context = ObjectBuilder::new().description(Some(
+                "Scope values; the `user` scope defaults to the caller.",
+            ));
+            for scope in [
+                "fields", "user", "metadata", "request", "system", "env", "outputs", "computed",
+                "secrets",
+            ] {
+                context = context.property(
+                    scope,
+                    ObjectBuilder::new().schema_type(utoipa::openapi::schema::SchemaType::AnyValue),
+                );
+            }
+            let members = closed(
+                ObjectBuilder::new()
+                    .property(
+                        "template",
+                        text_or_null("A template (`Hello ${{ user.name }}`)."),
+                    )
+                    .property(
+                        "expression",
+                        text_or_null("A bare expression (`fields.env == 'prod'`)."),
+                    )
+                    .property("context", closed(context)),
+            );
+            let one = OneOfBuilder::new()
+                .item(
+                    ObjectBuilder::new()
+                        .property("template", text("A template."))
+                        .required("template"),
+                )
+                .item(
+                    ObjectBuilder::new()
+                        .property("expression", text("An expression."))
+                        .required("expression"),
+                );
+            AllOfBuilder::new()
+                .description(Some(
+                    "A template or an expression (exactly one), and a context.",
+                ))
+                .item(members)
+                .item(one)
+                .into()
+        }
+    }
+
+    impl ToSchema for TestVariablesBody {}
+}

@@ -41,9 +41,10 @@ pub struct CatalogQuery {
     pub owner: Option<String>,
     /// Include deprecated and retired items (default: active and deprecated).
     pub include_retired: Option<bool>,
-    /// Page size (default 50, at most 500).
+    /// Page size (default 50; 0 counts as 1, above 500 as 500).
     pub limit: Option<usize>,
     /// From `next_cursor` of the previous page.
+    #[param(pattern = r"^([A-Za-z0-9_-]{4})*([A-Za-z0-9_-]{2,3})?$")]
     pub cursor: Option<String>,
 }
 
@@ -263,9 +264,12 @@ pub async fn by_category(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct SearchQuery {
-    /// The words.
+    /// The words (not only white space).
+    #[param(
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub q: String,
-    /// At most this many results (default 20).
+    /// At most this many results (default 20; 0 counts as 1, above 100 as 100).
     pub limit: Option<usize>,
 }
 

@@ -102,7 +102,10 @@ pub async fn approve(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RejectBody {
-    /// Why (required).
+    /// Why (not blank).
+    #[schema(
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub reason: String,
 }
 
@@ -214,12 +217,43 @@ pub async fn quota_usage(
 }
 
 /// Body of `POST /quota/limits/{team_id}`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsBody {
     /// Resource → limit.
-    pub limits: std::collections::BTreeMap<String, u64>,
+    pub limits: std::collections::BTreeMap<String, super::teams::QuotaLimit>,
 }
+
+impl utoipa::PartialSchema for LimitsBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .description(Some("Body of `POST /quota/limits/{team_id}`."))
+            .property(
+                "limits",
+                ObjectBuilder::new()
+                    .description(Some(
+                        "Resource → limit; at least one, resource names not blank.",
+                    ))
+                    .property_names(Some(
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .pattern(Some(super::pattern::NON_BLANK)),
+                    ))
+                    .additional_properties(Some(
+                        <super::teams::QuotaLimit as utoipa::PartialSchema>::schema(),
+                    ))
+                    .min_properties(Some(1)),
+            )
+            .required("limits")
+            .additional_properties(Some(
+                utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for LimitsBody {}
 
 /// `POST /quota/limits/{team_id}`: admins set a team's limits.
 pub async fn quota_limits(
@@ -243,7 +277,10 @@ pub async fn quota_limits(
                 json!([{ "pointer": "/limits", "message": "empty key" }]),
             ));
         }
-        state.store.set_quota_limit(&team, resource, *limit).await?;
+        state
+            .store
+            .set_quota_limit(&team, resource, limit.0)
+            .await?;
     }
     state
         .store

@@ -239,41 +239,132 @@ pub async fn visible_request(
     }
 }
 
-/// Opaque list cursors: base64 of the last item's sort key.
+/// Opaque list cursors: base64url (no padding) of the last item's sort key. Any text of the
+/// documented pattern decodes, so a cursor is either refused by its pattern or accepted.
 pub mod cursor {
     use base64::Engine as _;
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::alphabet::URL_SAFE;
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
     use chrono::{DateTime, Utc};
 
     use crate::error::ApiError;
 
-    /// Encodes a (created_at, id) key.
-    pub fn encode(at: DateTime<Utc>, id: &str) -> String {
-        URL_SAFE_NO_PAD.encode(format!("{}|{id}", at.to_rfc3339()))
+    /// The pattern of [`encode_text`] cursors: unpadded base64url.
+    pub const TEXT_PATTERN: &str = "^([A-Za-z0-9_-]{4})*([A-Za-z0-9_-]{2,3})?$";
+
+    /// The pattern of [`encode`] cursors: unpadded base64url of at least 8 bytes.
+    pub const PATTERN: &str = "^([A-Za-z0-9_-]{4}){2}([A-Za-z0-9_-]{3}|[A-Za-z0-9_-]{4}([A-Za-z0-9_-]{4})*([A-Za-z0-9_-]{2,3})?)$";
+
+    const B64: GeneralPurpose = GeneralPurpose::new(
+        &URL_SAFE,
+        GeneralPurposeConfig::new()
+            .with_encode_padding(false)
+            .with_decode_padding_mode(DecodePaddingMode::RequireNone)
+            .with_decode_allow_trailing_bits(true),
+    );
+
+    fn bad() -> ApiError {
+        ApiError::bad_request("`cursor` is not a cursor this API returned")
     }
 
-    /// Decodes a cursor made by [`encode`].
+    /// Encodes a (created_at, id) key: nanoseconds since the epoch (8 bytes, big-endian),
+    /// then the id.
+    pub fn encode(at: DateTime<Utc>, id: &str) -> String {
+        let nanos = at.timestamp_nanos_opt().unwrap_or(i64::MAX);
+        let mut raw = nanos.to_be_bytes().to_vec();
+        raw.extend_from_slice(id.as_bytes());
+        B64.encode(raw)
+    }
+
+    /// Decodes a cursor made by [`encode`] (any text of [`PATTERN`]).
     pub fn decode(c: &str) -> Result<(DateTime<Utc>, String), ApiError> {
-        let bad = || ApiError::bad_request("`cursor` is not a cursor this API returned");
-        let raw = URL_SAFE_NO_PAD.decode(c).map_err(|_| bad())?;
-        let text = String::from_utf8(raw).map_err(|_| bad())?;
-        let (at, id) = text.split_once('|').ok_or_else(bad)?;
-        let at = DateTime::parse_from_rfc3339(at).map_err(|_| bad())?;
-        Ok((at.with_timezone(&Utc), id.to_string()))
+        let raw = B64.decode(c).map_err(|_| bad())?;
+        if raw.len() < 8 {
+            return Err(bad());
+        }
+        let (at, id) = raw.split_at(8);
+        let nanos = i64::from_be_bytes(at.try_into().map_err(|_| bad())?);
+        Ok((
+            DateTime::from_timestamp_nanos(nanos),
+            String::from_utf8_lossy(id).into_owned(),
+        ))
     }
 
     /// Encodes a plain text key (catalog item ids).
     pub fn encode_text(key: &str) -> String {
-        URL_SAFE_NO_PAD.encode(key)
+        B64.encode(key)
     }
 
-    /// Decodes [`encode_text`].
+    /// Decodes [`encode_text`] (any text of [`TEXT_PATTERN`]).
     pub fn decode_text(c: &str) -> Result<String, ApiError> {
-        URL_SAFE_NO_PAD
-            .decode(c)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .ok_or_else(|| ApiError::bad_request("`cursor` is not a cursor this API returned"))
+        B64.decode(c)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .map_err(|_| bad())
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn round_trips_and_every_patterned_text_decodes() {
+            let at = DateTime::parse_from_rfc3339("2026-12-07T10:11:12.345Z")
+                .unwrap()
+                .with_timezone(&Utc);
+            assert_eq!(decode(&encode(at, "r-1")).unwrap(), (at, "r-1".to_string()));
+            assert_eq!(decode_text(&encode_text("a.b")).unwrap(), "a.b");
+            // Texts of the patterns decode; others do not.
+            for c in [
+                "AAAAAAAAAAA",
+                "AAAAAAAAAAB",
+                "_-_-_-_-_-_-",
+                "AAAAAAAAAAAAAA",
+            ] {
+                assert!(decode(c).is_ok(), "{c}");
+            }
+            for c in ["", "AAAAAAAAAA", "AAAAAAAAAAAAA", "AAAAAAAAAAA=", "%%%"] {
+                assert!(decode(c).is_err(), "{c}");
+            }
+            for c in ["", "ab", "abc", "abcd", "abcdef", "_-_"] {
+                assert!(decode_text(c).is_ok(), "{c}");
+            }
+            for c in ["a", "abcde", "ab=", "%%%"] {
+                assert!(decode_text(c).is_err(), "{c}");
+            }
+        }
+    }
+}
+
+/// Schema patterns of text the server checks.
+pub mod pattern {
+    /// Text with a character that is not white space (what `str::trim` keeps).
+    pub const NON_BLANK: &str = "[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
+}
+
+/// Integers of JSON bodies as JSON Schema counts them: `5`, `5.0` and `5e0` are all the
+/// integer 5.
+pub mod whole {
+    use serde::{Deserialize, Deserializer, de::Error as _};
+
+    /// Any integer.
+    pub fn number<'de, D: Deserializer<'de>>(d: D) -> Result<i128, D::Error> {
+        let n = serde_json::Number::deserialize(d)?;
+        if let Some(i) = n.as_i64() {
+            return Ok(i128::from(i));
+        }
+        if let Some(u) = n.as_u64() {
+            return Ok(i128::from(u));
+        }
+        match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 1e30 => Ok(f as i128),
+            _ => Err(D::Error::custom(format!("{n} is not an integer"))),
+        }
+    }
+
+    /// An `i32`.
+    pub fn i32<'de, D: Deserializer<'de>>(d: D) -> Result<i32, D::Error> {
+        let n = number(d)?;
+        i32::try_from(n).map_err(|_| D::Error::custom(format!("{n} is out of range")))
     }
 }
 

@@ -61,6 +61,8 @@ pub struct Endpoint {
     pub reads_body: bool,
     /// Query parameters.
     pub query: Option<fn() -> Vec<Parameter>>,
+    /// Header parameters.
+    pub headers: Option<fn() -> Vec<Parameter>>,
     /// A WebSocket upgrade.
     pub websocket: bool,
     /// The handler.
@@ -89,6 +91,7 @@ fn ep(
         auth,
         body: None,
         query: None,
+        headers: None,
         websocket: false,
         handler,
     }
@@ -192,6 +195,12 @@ impl Endpoint {
     fn ws(mut self) -> Endpoint {
         self.websocket = true;
         self.ok = 101;
+        self.headers = Some(websocket_headers);
+        self
+    }
+
+    fn headers(mut self, h: fn() -> Vec<Parameter>) -> Endpoint {
+        self.headers = Some(h);
         self
     }
 }
@@ -301,6 +310,7 @@ pub fn endpoints() -> Vec<Endpoint> {
         .also_ok(&[200])
         .errors(&[403, 404, 409, 503])
         .body::<requests::SubmitBody>()
+        .headers(submit_headers)
         .ok(201),
         ep(
             G,
@@ -439,7 +449,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             post(authoring::validate),
         )
         .returns::<authoring::ItemVerdict>()
-        .body::<authoring::ItemSource>(),
+        .body::<authoring::doc::ValidateItem>(),
         ep(
             P,
             "/preview/form",
@@ -450,7 +460,7 @@ pub fn endpoints() -> Vec<Endpoint> {
         )
         .returns::<authoring::FormPreview>()
         .errors(&[404])
-        .body::<authoring::ItemSource>(),
+        .body::<authoring::doc::PreviewItem>(),
         ep(
             P,
             "/test/variables",
@@ -460,7 +470,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             post(authoring::test_variables),
         )
         .returns::<authoring::VariablesResult>()
-        .body::<authoring::TestVariables>(),
+        .body::<authoring::doc::TestVariablesBody>(),
         ep(
             P,
             "/simulate/fulfillment",
@@ -471,7 +481,7 @@ pub fn endpoints() -> Vec<Endpoint> {
         )
         .returns::<authoring::SimulationView>()
         .errors(&[403, 404, 409, 503])
-        .body::<authoring::ItemSource>(),
+        .body::<authoring::doc::SimulateItem>(),
         ep(G, "/health", "admin", "Liveness", Open, get(admin::health)).returns::<admin::Health>(),
         ep(
             G,
@@ -758,7 +768,10 @@ pub fn document() -> OpenApi {
             .operation_id(Some(operation_id(&e)));
         let mut params: Vec<Parameter> = path_params(e.path);
         if let Some(q) = e.query {
-            params.extend(q());
+            params.extend(q().into_iter().map(full_range));
+        }
+        if let Some(h) = e.headers {
+            params.extend(h());
         }
         if !params.is_empty() {
             op = op.parameters(Some(params));
@@ -885,6 +898,92 @@ fn operation_id(e: &Endpoint) -> String {
         id.push_str(&part.replace(['{', '}'], "").replace(['-', '.'], "_"));
     }
     id
+}
+
+/// An unsigned query integer (`usize`, `u64`) parses up to `u64::MAX`: larger ones are
+/// refused (400), smaller ones are taken (page sizes are then clamped, as described).
+fn full_range(mut p: Parameter) -> Parameter {
+    use utoipa::openapi::schema::{KnownFormat, Schema, SchemaFormat, SchemaType};
+    if let Some(utoipa::openapi::RefOr::T(Schema::Object(o))) = p.schema.as_mut() {
+        let unsigned = match o.minimum {
+            Some(utoipa::Number::UInt(n)) => n == 0,
+            Some(utoipa::Number::Int(n)) => n == 0,
+            Some(utoipa::Number::Float(n)) => n == 0.0,
+            None => false,
+        };
+        let int64 = matches!(
+            o.format,
+            None | Some(SchemaFormat::KnownFormat(KnownFormat::Int64))
+        );
+        if o.schema_type == SchemaType::Type(Type::Integer)
+            && unsigned
+            && int64
+            && o.maximum.is_none()
+        {
+            // `int64` would say at most 2^63 - 1.
+            o.format = None;
+            o.minimum = Some(utoipa::Number::UInt(0));
+            o.maximum = Some(utoipa::Number::UInt(u64::MAX as usize));
+        }
+    }
+    p
+}
+
+fn header(name: &str, required: bool, desc: &str, schema: ObjectBuilder) -> Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Header)
+        .required(if required {
+            Required::True
+        } else {
+            Required::False
+        })
+        .description(Some(desc))
+        .schema(Some(schema.schema_type(Type::String)))
+        .build()
+}
+
+/// The handshake a WebSocket client sends (RFC 6455); without it the answer is 400.
+fn websocket_headers() -> Vec<Parameter> {
+    vec![
+        header(
+            "Connection",
+            true,
+            "Names `upgrade`",
+            ObjectBuilder::new().pattern(Some("[Uu][Pp][Gg][Rr][Aa][Dd][Ee]")),
+        ),
+        header(
+            "Upgrade",
+            true,
+            "`websocket`",
+            ObjectBuilder::new().pattern(Some("^[Ww][Ee][Bb][Ss][Oo][Cc][Kk][Ee][Tt]$")),
+        ),
+        header(
+            "Sec-WebSocket-Version",
+            true,
+            "`13`",
+            ObjectBuilder::new().enum_values(Some(["13"])),
+        ),
+        header(
+            "Sec-WebSocket-Key",
+            true,
+            "The client's nonce",
+            ObjectBuilder::new(),
+        ),
+    ]
+}
+
+/// `Idempotency-Key` of `POST /requests`.
+fn submit_headers() -> Vec<Parameter> {
+    vec![header(
+        "Idempotency-Key",
+        false,
+        "Repeating a submission with the same key (per caller) returns the first request (200) instead of creating another; 1 to 200 visible ASCII characters.",
+        ObjectBuilder::new()
+            .min_length(Some(1))
+            .max_length(Some(200))
+            .pattern(Some("^[!-~]([\\t -~]*[!-~])?$")),
+    )]
 }
 
 fn path_params(path: &str) -> Vec<Parameter> {

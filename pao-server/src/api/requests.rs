@@ -27,8 +27,9 @@ pub struct SubmitBody {
     #[serde(default = "empty_object")]
     #[schema(value_type = Object)]
     pub fields: Value,
-    /// Higher runs first (-100..=100).
-    #[serde(default)]
+    /// Higher runs first (-100..=100); above 0 needs the approver or admin role.
+    #[serde(default, deserialize_with = "super::whole::i32")]
+    #[schema(minimum = -100, maximum = 100)]
     pub priority: i32,
     /// The team the request counts against (default: the caller's first team).
     #[serde(default)]
@@ -240,7 +241,10 @@ pub async fn submit(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// Comma-separated states (`queued,in_progress`).
+    /// Comma-separated states (`queued,in_progress`); empty: every state.
+    #[param(
+        pattern = r"^((submitted|prerequisites|validation|awaiting_approval|queued|in_progress|post_fulfillment|completed|failed|cancelled|rejected)(,(submitted|prerequisites|validation|awaiting_approval|queued|in_progress|post_fulfillment|completed|failed|cancelled|rejected))*)?$"
+    )]
     pub state: Option<String>,
     /// Only this item.
     pub item_id: Option<String>,
@@ -248,20 +252,22 @@ pub struct ListQuery {
     pub team: Option<String>,
     /// Admins: everyone's requests (`all=true`).
     pub all: Option<bool>,
-    /// Page size (default 50, at most 500).
+    /// Page size (default 50; 0 counts as 1, above 500 as 500).
     pub limit: Option<usize>,
     /// From `next_cursor`.
+    #[param(
+        pattern = r"^([A-Za-z0-9_-]{4}){2}([A-Za-z0-9_-]{3}|[A-Za-z0-9_-]{4}([A-Za-z0-9_-]{4})*([A-Za-z0-9_-]{2,3})?)$"
+    )]
     pub cursor: Option<String>,
 }
 
 pub(crate) fn parse_states(s: Option<&str>) -> Result<Vec<RequestState>, ApiError> {
     let mut out = Vec::new();
-    for part in s
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-    {
+    let s = s.unwrap_or("");
+    if s.is_empty() {
+        return Ok(out);
+    }
+    for part in s.split(',') {
         let st: RequestState = serde_json::from_value(Value::String(part.to_string()))
             .map_err(|_| {
                 ApiError::bad_request(format!(
@@ -588,7 +594,7 @@ pub async fn status(
 pub struct LogsQuery {
     /// Events after this sequence number (default 0: from the start).
     pub after: Option<u64>,
-    /// At most this many (default 500, at most 5,000).
+    /// At most this many (default 500; 0 counts as 1, above 5,000 as 5,000).
     pub limit: Option<usize>,
 }
 

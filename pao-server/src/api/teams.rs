@@ -30,13 +30,19 @@ fn member(who: &Principal, team: &str) -> Result<(), ApiError> {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct TeamRequestsQuery {
-    /// Comma-separated states.
+    /// Comma-separated states (`queued,in_progress`); empty: every state.
+    #[param(
+        pattern = r"^((submitted|prerequisites|validation|awaiting_approval|queued|in_progress|post_fulfillment|completed|failed|cancelled|rejected)(,(submitted|prerequisites|validation|awaiting_approval|queued|in_progress|post_fulfillment|completed|failed|cancelled|rejected))*)?$"
+    )]
     pub state: Option<String>,
     /// Only this item.
     pub item_id: Option<String>,
-    /// Page size.
+    /// Page size (default 50; 0 counts as 1, above 500 as 500).
     pub limit: Option<usize>,
     /// From `next_cursor`.
+    #[param(
+        pattern = r"^([A-Za-z0-9_-]{4}){2}([A-Za-z0-9_-]{3}|[A-Za-z0-9_-]{4}([A-Za-z0-9_-]{4})*([A-Za-z0-9_-]{2,3})?)$"
+    )]
     pub cursor: Option<String>,
 }
 
@@ -356,13 +362,52 @@ pub async fn settings(
     }))
 }
 
+/// A quota limit: a whole number from 0 to 2^53 - 1 (`5`, `5.0`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct QuotaLimit(pub u64);
+
+impl QuotaLimit {
+    /// The largest limit (the largest integer every JSON reader keeps exactly).
+    pub const MAX: u64 = (1 << 53) - 1;
+}
+
+impl<'de> Deserialize<'de> for QuotaLimit {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<QuotaLimit, D::Error> {
+        let n = super::whole::number(d)?;
+        u64::try_from(n)
+            .ok()
+            .filter(|n| *n <= QuotaLimit::MAX)
+            .map(QuotaLimit)
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "a quota limit is a whole number from 0 to {}, not {n}",
+                    QuotaLimit::MAX
+                ))
+            })
+    }
+}
+
+impl utoipa::PartialSchema for QuotaLimit {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::Integer)
+            .minimum(Some(0))
+            .maximum(Some(QuotaLimit::MAX as usize))
+            .description(Some("A whole number from 0 to 2^53 - 1."))
+            .into()
+    }
+}
+
+impl ToSchema for QuotaLimit {}
+
 /// Body of `POST /teams/{team_id}/config`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TeamConfigBody {
     /// Quota limits by resource.
     #[serde(default)]
-    pub quotas: BTreeMap<String, u64>,
+    pub quotas: BTreeMap<String, QuotaLimit>,
 }
 
 /// `POST /teams/{team_id}/config`: admins and the team's `team-admin` role holders set the
@@ -380,7 +425,10 @@ pub async fn config(
         ));
     }
     for (resource, limit) in &body.quotas {
-        state.store.set_quota_limit(&team, resource, *limit).await?;
+        state
+            .store
+            .set_quota_limit(&team, resource, limit.0)
+            .await?;
     }
     state
         .store

@@ -33,7 +33,7 @@ use crate::state::AppState;
 pub struct StreamQuery {
     /// Resume after this event sequence number.
     pub after: Option<u64>,
-    /// Heartbeat period in seconds (1..=300).
+    /// Heartbeat period in seconds (default 15; 0 counts as 1, above 300 as 300).
     pub heartbeat: Option<u64>,
     /// Token for clients that cannot send an `Authorization` header.
     pub access_token: Option<String>,
