@@ -1,5 +1,6 @@
 //! Large or crafted input from an ordinary (non-admin) user is answered quickly with a small
-//! error, and the server's memory stays bounded: YAML aliases in authoring endpoints.
+//! error, and the server's memory stays bounded: YAML aliases in authoring endpoints, long
+//! list values in requests and simulations.
 
 mod support;
 
@@ -83,5 +84,48 @@ async fn yaml_alias_bomb_from_a_developer_is_refused_quickly() {
     // The server still answers.
     let (code, _) = s.get(ALICE, "/catalog").await;
     assert_eq!(code, 200);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_field_with_90000_entries_is_refused_quickly() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/catalog/networking/firewall-rule.yaml");
+    let Some(s) = support::spawn_with(support::Db::Sqlite, |c| {
+        std::fs::copy(&example, c.catalog.join("firewall-rule.yaml")).unwrap();
+    })
+    .await
+    else {
+        return;
+    };
+    // Distinct short entries, so that the body stays under the 1 MiB limit.
+    let cidrs: Vec<String> = (0..90_000).map(|i| format!("v{i}")).collect();
+    let fields = json!({
+        "source_cidrs": cidrs,
+        "destination_cidr": "10.20.0.0/24",
+        "protocols": ["tcp"],
+        "ports": "443",
+        "environment": "dev",
+        "business_justification": "A flow the application needs to reach its database.",
+    });
+    let body = json!({ "item_id": "networking.firewall-rule", "fields": fields });
+    for path in ["/requests", "/simulate/fulfillment"] {
+        let (code, v, size, took) = post_timed(&s, path, &body).await;
+        assert_eq!(code, 422, "{path}: {}", head(&v));
+        assert!(size < 4 * 1024, "{path}: {size} bytes");
+        assert!(
+            v.to_string().contains("at most 1000 items"),
+            "{path}: {}",
+            head(&v)
+        );
+        assert!(took < Duration::from_secs(1), "{path} took {took:?}");
+    }
+    let peak = peak_rss_mib();
+    assert!(peak < 256, "peak RSS {peak} MiB");
+    // A list within the bounds is accepted.
+    let mut ok = body.clone();
+    ok["fields"]["source_cidrs"] = json!(["10.1.0.0/16", "10.2.0.0/16"]);
+    let (code, v) = s.post(ALICE, "/requests", ok).await;
+    assert_eq!(code, 201, "{}", head(&v));
     s.stop().await;
 }
