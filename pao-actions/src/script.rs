@@ -2,9 +2,10 @@
 //! `inputs` (a map); the value of the last expression is the result (converted to JSON). The
 //! sandbox: no module loading (`import` does not exist: the `no_module` feature), no `eval`, no
 //! I/O (Rhai's standard library has none; `print`/`debug` go to the action log), and limits on
-//! operations (default 100 000), string size (64 KiB), array and map sizes (10 000), call depth
-//! (32) and expression depth. A script that exceeds them, or whose attempt is cancelled or
-//! times out, is stopped with an error that says which limit it hit.
+//! operations (default 100 000, at most 100 000 000), string size (64 KiB), array and map sizes (10 000), call depth
+//! (32) and expression depth. A script that exceeds them is stopped with an error that says
+//! which limit it hit; one whose attempt is cancelled, times out or is dropped stops at its
+//! next operation.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +18,8 @@ use serde_json::{Value, json};
 
 /// Operations a script may run when its config sets no budget.
 pub const DEFAULT_MAX_OPERATIONS: u64 = 100_000;
+/// The largest operation budget a config may set.
+pub const MAX_OPERATIONS: u64 = 100_000_000;
 /// Largest string a script may build.
 pub const MAX_STRING_BYTES: usize = 64 * 1024;
 /// Largest array or map a script may build.
@@ -112,6 +115,11 @@ fn run_with(
     log: pao_core::action::ActionLogger,
 ) -> Result<Value, ActionError> {
     let max_ops = max_operations.unwrap_or(DEFAULT_MAX_OPERATIONS).max(1);
+    if max_ops > MAX_OPERATIONS {
+        return Err(ActionError::permanent(format!(
+            "script config: max_operations is {max_ops}; it may be at most {MAX_OPERATIONS}"
+        )));
+    }
     let e = engine(max_ops, stop, log);
     let inputs = rhai::serde::to_dynamic(inputs)
         .map_err(|err| ActionError::permanent(format!("script inputs: {err}")))?;
@@ -125,6 +133,15 @@ fn run_with(
             "the script's result cannot be turned into JSON: {err}"
         ))
     })
+}
+
+/// Sets the flag the script's progress callback reads when dropped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 #[async_trait]
@@ -162,6 +179,9 @@ impl Action for ScriptAction {
             });
         }
         let stop = Arc::new(AtomicBool::new(false));
+        // The engine drops this future on a timeout (and may on a cancel) before it cancels
+        // `ctx.cancel`: the guard stops the script's thread then.
+        let _stop_on_drop = StopOnDrop(stop.clone());
         let log = ctx.log.clone();
         let s2 = stop.clone();
         let task = tokio::task::spawn_blocking(move || {
@@ -240,6 +260,72 @@ mod tests {
     fn no_modules_no_eval() {
         assert!(run("import \"x\" as y; 1", &json!({}), None).is_err());
         assert!(run("eval(\"1\")", &json!({}), None).is_err());
+    }
+
+    fn ctx() -> ActionContext {
+        ActionContext {
+            request_id: "req-1".into(),
+            action_id: "a".into(),
+            attempt: 1,
+            idempotency_key: pao_core::action::IdempotencyKey("k".into()),
+            deadline: None,
+            cancel: tokio_util::sync::CancellationToken::new(),
+            log: pao_core::action::ActionLogger::default(),
+            secrets: Arc::new(pao_core::secrets::StaticSecrets::new()),
+            dry_run: false,
+        }
+    }
+
+    /// The engine times an attempt out by dropping its future (before it cancels the
+    /// attempt's token): the script's thread must stop then, not run out its budget.
+    #[test]
+    fn dropping_the_attempt_stops_the_script_thread() {
+        // One blocking thread: a second blocking task runs only once the script's is free.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .max_blocking_threads(1)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let ctx = ctx();
+            let input = json!({"script": "loop { }", "max_operations": MAX_OPERATIONS});
+            let attempt = ScriptAction.execute(&ctx, &input);
+            let timed_out = tokio::time::timeout(std::time::Duration::from_secs(1), attempt).await;
+            assert!(timed_out.is_err(), "the loop runs until the timeout");
+            let freed = std::time::Instant::now();
+            tokio::time::timeout(
+                std::time::Duration::from_secs(2),
+                tokio::task::spawn_blocking(|| ()),
+            )
+            .await
+            .expect("the script's thread stopped within 2 s of the timeout")
+            .unwrap();
+            assert!(freed.elapsed() < std::time::Duration::from_secs(2));
+        });
+    }
+
+    #[test]
+    fn budgets_past_the_limit_are_refused() {
+        let e = run("1", &json!({}), Some(MAX_OPERATIONS + 1)).unwrap_err();
+        assert!(e.message.contains("at most 100000000"), "{}", e.message);
+        assert!(!e.is_retryable());
+        assert_eq!(
+            run("1", &json!({}), Some(MAX_OPERATIONS)).unwrap(),
+            json!(1)
+        );
+        // The catalog loader refuses such a config, located at the value.
+        let item = |ops: u64| {
+            format!(
+                "apiVersion: pao.dev/v2\nkind: CatalogItem\nmetadata: {{ id: t.script, name: Script, description: A script., version: 1.0.0, category: compute, owner: {{ team: t }} }}\nfulfillment:\n  mode: automated\n  actions:\n    - id: s\n      type: script\n      config: {{ script: \"1\", max_operations: {ops} }}\n"
+            )
+        };
+        let opts = pao_core::catalog::LoadOptions::default();
+        let (_, diags) = pao_core::catalog::load_item("s.yaml", &item(1_000_000_000), &opts);
+        let errors: Vec<_> = diags.iter().filter(|d| d.is_error()).collect();
+        assert_eq!(errors.len(), 1, "{diags:?}");
+        assert!(errors[0].line == 9, "{diags:?}");
+        let (_, diags) = pao_core::catalog::load_item("s.yaml", &item(1_000), &opts);
+        assert!(diags.iter().all(|d| !d.is_error()), "{diags:?}");
     }
 
     #[test]

@@ -109,7 +109,7 @@ async fn script_through_the_action_and_cancellation_of_a_runaway() {
     let e = script
         .execute(
             &ctx,
-            &json!({"script": "loop { }", "max_operations": 10_000_000_000u64}),
+            &json!({"script": "loop { }", "max_operations": pao_actions::script::MAX_OPERATIONS}),
         )
         .await
         .unwrap_err();

@@ -44,6 +44,8 @@
 //! assert_eq!(errs[0].code, "required");
 //! ```
 
+use std::collections::HashSet;
+
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
@@ -406,14 +408,28 @@ pub fn validate_fields(
         .flat_map(|p| p.groups.iter().enumerate())
         .flat_map(|(gi, g)| g.fields.iter().enumerate().map(move |(fi, f)| (gi, fi, f)))
         .collect();
-    for key in submitted.keys() {
-        if !fields.iter().any(|(_, _, f)| &f.id == key) {
-            errors.push(ferr(
-                key,
-                "unknown_field",
-                format!("`{key}` is not a field of {}", item.id()),
-            ));
-        }
+    let known: HashSet<&str> = fields.iter().map(|(_, _, f)| f.id.as_str()).collect();
+    let unknown: Vec<&String> = submitted
+        .keys()
+        .filter(|k| !known.contains(k.as_str()))
+        .collect();
+    for key in unknown.iter().take(MAX_ERRORS_PER_FIELD) {
+        errors.push(ferr(
+            key,
+            "unknown_field",
+            format!("`{}` is not a field of {}", shown(key), item.id()),
+        ));
+    }
+    if unknown.len() > MAX_ERRORS_PER_FIELD {
+        errors.push(ferr(
+            "",
+            "unknown_field",
+            format!(
+                "and {} more names that are not fields of {}",
+                unknown.len() - MAX_ERRORS_PER_FIELD,
+                item.id()
+            ),
+        ));
     }
     // Defaults fill in before conditions are evaluated, as the form shows them.
     let mut current = submitted.clone();
@@ -515,33 +531,66 @@ fn check_value(f: &Field, v: &Value, errors: &mut Vec<FieldError>) {
             let Some(items) = v.as_array() else {
                 return want(errors, "a list");
             };
+            // The count first, so a huge list costs one error and no per-item work.
+            if items.len() > MAX_LIST_ITEMS {
+                errors.push(ferr(
+                    id,
+                    "max",
+                    format!(
+                        "{id} takes at most {MAX_LIST_ITEMS} items, got {}",
+                        items.len()
+                    ),
+                ));
+                return;
+            }
+            let before = errors.len();
+            check_bounds(f, items.len() as f64, errors, "items");
+            if errors[before..].iter().any(|e| e.code == "max") {
+                return;
+            }
+            let options: Option<HashSet<&str>> = options.map(|o| o.into_iter().collect());
+            let mut seen = HashSet::with_capacity(items.len());
+            let mut found = Vec::new();
             for (i, item) in items.iter().enumerate() {
                 let Some(s) = item.as_str() else {
-                    errors.push(ferr(id, "type", format!("{id}[{i}] must be a string")));
+                    found.push(ferr(id, "type", format!("{id}[{i}] must be a string")));
                     continue;
                 };
                 if let Some(o) = &options
-                    && !o.contains(&s)
+                    && !o.contains(s)
                 {
-                    errors.push(ferr(
+                    found.push(ferr(
                         id,
                         "option",
-                        format!("`{s}` is not an option of {id} ({})", o.join(", ")),
+                        format!("`{}` is not an option of {id}", shown(s)),
                     ));
                 }
                 let len = s.chars().count() as u64;
                 if f.min_length.is_some_and(|n| len < n) || f.max_length.is_some_and(|n| len > n) {
-                    errors.push(ferr(
+                    found.push(ferr(
                         id,
                         "max_length",
                         format!("{id}[{i}] has a length outside the allowed range"),
                     ));
                 }
-                if items[..i].contains(item) && f.field_type != FieldType::List {
-                    errors.push(ferr(id, "option", format!("`{s}` is selected twice")));
+                if !seen.insert(s) && f.field_type != FieldType::List {
+                    found.push(ferr(
+                        id,
+                        "option",
+                        format!("`{}` is selected twice", shown(s)),
+                    ));
                 }
             }
-            check_bounds(f, items.len() as f64, errors, "items");
+            if found.len() > MAX_ERRORS_PER_FIELD {
+                let more = found.len() - MAX_ERRORS_PER_FIELD;
+                found.truncate(MAX_ERRORS_PER_FIELD);
+                found.push(ferr(
+                    id,
+                    "more",
+                    format!("and {more} more problems with the items of {id}"),
+                ));
+            }
+            errors.extend(found);
             return;
         }
         FieldType::KeyValue => {
@@ -619,7 +668,11 @@ fn check_value(f: &Field, v: &Value, errors: &mut Vec<FieldError>) {
         errors.push(ferr(
             id,
             "option",
-            format!("`{s}` is not an option of {id} ({})", o.join(", ")),
+            format!(
+                "`{}` is not an option of {id} ({})",
+                shown(s),
+                options_hint(o)
+            ),
         ));
     }
     if let Some(val) = &f.validation {
@@ -663,6 +716,29 @@ fn check_value(f: &Field, v: &Value, errors: &mut Vec<FieldError>) {
             "format",
             format!("`{s}` is not a valid {}", f.field_type.as_str()),
         ));
+    }
+}
+
+/// Items a list value may have, whatever the catalog says: validation and storage stay small.
+pub const MAX_LIST_ITEMS: usize = 1_000;
+/// Item errors reported for one list field; the rest are counted in one more error.
+const MAX_ERRORS_PER_FIELD: usize = 10;
+
+/// A submitted value as quoted in an error message: at most 64 characters.
+fn shown(s: &str) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(64) {
+        Some((i, _)) => format!("{}…", &s[..i]).into(),
+        None => s.into(),
+    }
+}
+
+/// The first options of a field, for an error message.
+fn options_hint(o: &[&str]) -> String {
+    const SHOWN: usize = 10;
+    if o.len() <= SHOWN {
+        o.join(", ")
+    } else {
+        format!("{}, and {} more", o[..SHOWN].join(", "), o.len() - SHOWN)
     }
 }
 

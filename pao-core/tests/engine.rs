@@ -150,6 +150,44 @@ async fn retries_back_off_within_bounds_and_honour_retry_after() {
     assert!((calls[1].at - calls[0].at) >= Duration::from_secs(30));
 }
 
+/// A remote `Retry-After` of days does not park the worker: the wait is cut to the policy's
+/// `max` (60 s here).
+#[tokio::test(start_paused = true)]
+async fn a_huge_retry_after_is_cut_to_the_policy_max() {
+    let item = CHAIN.replace(
+        "config: { result: { host: \"db-${{ fields.name }}\" } }",
+        "config: { fail: retryable, fail_times: 1, retry_after_ms: 999999000, result: { host: \"h\" } }",
+    );
+    let h = harness(&[("ra", &item)]);
+    let r = h
+        .engine
+        .submit(
+            &dev(),
+            "ra",
+            &json!({"name": "x"}),
+            SubmitOptions::default(),
+        )
+        .await
+        .unwrap();
+    h.engine.run_until_idle("w1").await.unwrap();
+    assert_eq!(
+        h.store.get(&r.id).await.unwrap().unwrap().state,
+        RequestState::Completed
+    );
+    let calls: Vec<_> = h
+        .ledger
+        .calls()
+        .into_iter()
+        .filter(|c| c.action == "first")
+        .collect();
+    assert_eq!(calls.len(), 2);
+    let gap = calls[1].at - calls[0].at;
+    assert!(
+        gap >= Duration::from_secs(48) && gap <= Duration::from_secs(60),
+        "retried after {gap:?}, not within the policy's max of 60 s"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn retryable_errors_exhaust_attempts_then_fail() {
     let item = CHAIN.replace(

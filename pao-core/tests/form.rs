@@ -199,3 +199,39 @@ fn conditional_requirement_and_hidden_fields() {
     let e = validate_fields(&item(), &json!([1]), &FormContext::default()).unwrap_err();
     assert_eq!(e[0].code, "not_object");
 }
+
+/// List values are bounded before anything looks at their items: a request with a huge list
+/// gets one error per field, fast; many bad items give a few errors, not one per item.
+#[test]
+fn long_lists_get_few_short_errors_fast() {
+    let base = || json!({"name": "abc"});
+    let with = |k: &str, v: Value| {
+        let mut b = base();
+        b[k] = v;
+        validate_fields(&item(), &b, &FormContext::default()).unwrap_err()
+    };
+    // Many items that are not options: ten errors, then one that counts the rest.
+    let bad: Vec<String> = (0..500).map(|i| format!("z{i}")).collect();
+    let e = with("tags", json!(bad));
+    assert_eq!(e.len(), 11, "{e:?}");
+    assert!(e[10].message.contains("490 more"), "{}", e[10].message);
+    assert!(e.iter().all(|x| x.message.len() < 200), "{e:?}");
+    // Duplicates in a multiselect, found without comparing every pair.
+    let e = with("tags", json!(vec!["a"; 1_000]));
+    assert_eq!(e.len(), 11, "{e:?}");
+    assert!(e[0].message.contains("selected twice"), "{}", e[0].message);
+    // Past the hard cap: one error per field, before any item is looked at.
+    let many: Vec<String> = (0..90_000).map(|i| format!("v{i}")).collect();
+    let started = std::time::Instant::now();
+    for field in ["items", "tags"] {
+        let e = with(field, json!(many));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].code, "max");
+        assert!(
+            e[0].message.contains("at most 1000 items"),
+            "{}",
+            e[0].message
+        );
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+}

@@ -162,12 +162,16 @@ impl AppState {
             }
         };
         let load_options = actions.load_options();
-        let catalog = Catalog::load(&config.catalog, &load_options).map_err(|source| {
-            StartError::Catalog {
+        // Parsing a large catalog is CPU work: keep it off the async workers.
+        let (dir, options) = (config.catalog.clone(), load_options.clone());
+        let catalog = tokio::task::spawn_blocking(move || Catalog::load(&dir, &options))
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r)
+            .map_err(|source| StartError::Catalog {
                 dir: config.catalog.clone(),
                 source,
-            }
-        })?;
+            })?;
         if let Some(b) = &builtins {
             b.update_prices(catalog.settings());
         }

@@ -105,6 +105,17 @@ pub enum YamlErrorKind {
 /// Limits on one document.
 pub const MAX_DEPTH: usize = 64;
 const MAX_NODES: usize = 1_000_000;
+/// Bytes that aliases may add to a document (string lengths plus keys). Without it a short
+/// document aliasing a long string many times expands to gigabytes.
+const MAX_ALIAS_BYTES: usize = 4 * 1024 * 1024;
+
+/// What expanding an anchor costs: its nodes, and its bytes (strings and keys; 8 for other
+/// scalars and for each container).
+#[derive(Debug, Clone, Copy)]
+struct Cost {
+    nodes: usize,
+    bytes: usize,
+}
 
 enum Frame {
     Seq {
@@ -123,10 +134,11 @@ enum Frame {
 struct Builder {
     stack: Vec<Frame>,
     root: Option<Value>,
-    anchors: HashMap<usize, Value>,
+    anchors: HashMap<usize, (Value, Cost)>,
     doc: SpannedDoc,
     error: Option<YamlError>,
     nodes: usize,
+    alias_bytes: usize,
     documents: usize,
 }
 
@@ -337,12 +349,12 @@ impl MarkedEventReceiver for Builder {
                     self.doc.values.insert(pointer, Self::pos(mark, style));
                 }
                 if anchor > 0 {
-                    self.anchors.insert(anchor, value.clone());
+                    self.anchors.insert(anchor, (value.clone(), cost(&value)));
                 }
                 self.push_value(value, mark);
             }
             Event::Alias(id) => {
-                let Some(value) = self.anchors.get(&id).cloned() else {
+                let Some(&(_, c)) = self.anchors.get(&id) else {
                     let p = self.current_pointer();
                     self.fail(
                         YamlErrorKind::Syntax,
@@ -352,17 +364,26 @@ impl MarkedEventReceiver for Builder {
                     );
                     return;
                 };
-                self.nodes += count_nodes(&value);
-                if self.nodes > MAX_NODES {
+                self.nodes = self.nodes.saturating_add(c.nodes);
+                self.alias_bytes = self.alias_bytes.saturating_add(c.bytes);
+                let too_much = if self.nodes > MAX_NODES {
+                    Some("aliases expand to too many nodes".to_string())
+                } else if self.alias_bytes > MAX_ALIAS_BYTES {
+                    Some(format!(
+                        "aliases expand to more than {} MiB; reuse smaller anchors or fewer times",
+                        MAX_ALIAS_BYTES / (1024 * 1024)
+                    ))
+                } else {
+                    None
+                };
+                if let Some(message) = too_much {
                     let p = self.current_pointer();
-                    self.fail(
-                        YamlErrorKind::TooDeep,
-                        "aliases expand to too many nodes".to_string(),
-                        mark,
-                        p,
-                    );
+                    self.fail(YamlErrorKind::TooDeep, message, mark, p);
                     return;
                 }
+                let Some((value, _)) = self.anchors.get(&id).cloned() else {
+                    return;
+                };
                 if !self.is_key_position() {
                     let pointer = self.current_pointer();
                     self.doc
@@ -417,7 +438,7 @@ impl MarkedEventReceiver for Builder {
                     None => return,
                 };
                 if anchor > 0 {
-                    self.anchors.insert(anchor, value.clone());
+                    self.anchors.insert(anchor, (value.clone(), cost(&value)));
                 }
                 self.push_value(value, mark);
             }
@@ -426,12 +447,25 @@ impl MarkedEventReceiver for Builder {
     }
 }
 
-fn count_nodes(v: &Value) -> usize {
+fn cost(v: &Value) -> Cost {
+    let mut c = Cost { nodes: 1, bytes: 8 };
+    let mut add = |x: Cost| {
+        c.nodes = c.nodes.saturating_add(x.nodes);
+        c.bytes = c.bytes.saturating_add(x.bytes);
+    };
     match v {
-        Value::Array(a) => 1 + a.iter().map(count_nodes).sum::<usize>(),
-        Value::Object(m) => 1 + m.values().map(count_nodes).sum::<usize>(),
-        _ => 1,
+        Value::String(s) => c.bytes = s.len().max(8),
+        Value::Array(a) => a.iter().for_each(|x| add(cost(x))),
+        Value::Object(m) => m.iter().for_each(|(k, x)| {
+            add(Cost {
+                nodes: 0,
+                bytes: k.len(),
+            });
+            add(cost(x));
+        }),
+        _ => {}
     }
+    c
 }
 
 /// Parses one YAML document into JSON with positions.
@@ -443,6 +477,7 @@ pub fn parse(source: &str) -> Result<SpannedDoc, YamlError> {
         doc: SpannedDoc::default(),
         error: None,
         nodes: 0,
+        alias_bytes: 0,
         documents: 0,
     };
     let mut parser = Parser::new_from_str(source);
@@ -534,6 +569,48 @@ mod tests {
             bomb.push_str(&format!("l{i}: &l{i} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"));
         }
         assert_eq!(parse(&bomb).unwrap_err().kind, YamlErrorKind::TooDeep);
+    }
+
+    #[test]
+    fn aliases_to_long_strings_are_charged_by_bytes() {
+        // A few aliases to a large string: tens of MB once expanded.
+        let small = format!(
+            "a: &a \"{}\"\nb:\n{}",
+            "x".repeat(400_000),
+            "- *a\n".repeat(20)
+        );
+        let e = parse(&small).unwrap_err();
+        assert_eq!(e.kind, YamlErrorKind::TooDeep);
+        assert!(e.message.contains("MiB"), "{}", e.message);
+        assert!(
+            e.line > 2,
+            "located at the alias that crossed the limit: {e:?}"
+        );
+        // The ~900 KB document that would expand to ~40 GB is refused quickly.
+        let bomb = format!(
+            "a: &a \"{}\"\nb:\n{}",
+            "x".repeat(400_000),
+            "- *a\n".repeat(100_000)
+        );
+        let started = std::time::Instant::now();
+        let e = parse(&bomb).unwrap_err();
+        assert_eq!(e.kind, YamlErrorKind::TooDeep);
+        assert!(e.pointer.starts_with("/b/"), "{e:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // Aliases to keys count too: a map with a long key, repeated.
+        let keyed = format!(
+            "a: &a {{\"{}\": 1}}\nb: [{}]\n",
+            "k".repeat(300_000),
+            vec!["*a"; 20].join(", ")
+        );
+        assert_eq!(parse(&keyed).unwrap_err().kind, YamlErrorKind::TooDeep);
+        // Ordinary reuse stays fine.
+        let ok = format!(
+            "a: &a \"{}\"\nb:\n{}",
+            "x".repeat(1_000),
+            "- *a\n".repeat(100)
+        );
+        assert!(parse(&ok).is_ok());
     }
 
     #[test]

@@ -11,6 +11,9 @@ use sha2::Digest;
 use crate::catalog::model::{Backoff, RetryPolicy};
 use crate::vars::parse_duration_ms;
 
+/// The longest wait a remote system's `Retry-After` (or rate-limit reset) can ask for.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
+
 /// A retry policy with every value resolved.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Retry {
@@ -73,7 +76,8 @@ impl Retry {
     }
 
     /// The delay before attempt `attempt + 1`, after attempt `attempt` (1-based) failed.
-    /// `retry_after` from the remote system is a floor.
+    /// `retry_after` from the remote system is a floor, but never more than the policy's `max`
+    /// nor [`MAX_RETRY_AFTER`]: a remote system must not park a worker for a year.
     pub fn delay(&self, attempt: u32, key: &str, retry_after: Option<Duration>) -> Duration {
         let n = attempt.max(1);
         let base = match self.backoff {
@@ -92,7 +96,7 @@ impl Retry {
         let jittered =
             Duration::from_secs_f64((base.as_secs_f64() * factor).max(0.0)).min(self.max);
         match retry_after {
-            Some(r) if r > jittered => r,
+            Some(r) if r > jittered => r.min(self.max).min(MAX_RETRY_AFTER).max(jittered),
             _ => jittered,
         }
     }
@@ -247,6 +251,20 @@ mod tests {
             r.delay(1, "a", Some(Duration::from_secs(30))),
             Duration::from_secs(30),
             "Retry-After is a floor"
+        );
+        assert_eq!(
+            r.delay(1, "a", Some(Duration::from_secs(31_536_000))),
+            Duration::from_secs(60),
+            "but no more than the policy's max"
+        );
+        let long = Retry {
+            max: Duration::from_secs(86_400),
+            ..r.clone()
+        };
+        assert_eq!(
+            long.delay(1, "a", Some(Duration::from_secs(31_536_000))),
+            MAX_RETRY_AFTER,
+            "nor the global ceiling"
         );
     }
 

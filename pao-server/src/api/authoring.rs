@@ -33,7 +33,9 @@ fn diagnostics_json(d: &[Diagnostic]) -> Value {
     serde_json::to_value(d).unwrap_or(Value::Null)
 }
 
-fn load_inline(
+/// Parses and checks an inline item on a blocking thread: a large item takes CPU that must not
+/// hold up the async workers (heartbeats, other requests).
+async fn load_inline(
     state: &AppState,
     src: &ItemSource,
 ) -> Result<(Option<pao_core::catalog::LoadedItem>, Vec<Diagnostic>), ApiError> {
@@ -51,8 +53,18 @@ fn load_inline(
             ),
         ));
     }
-    let file = src.file.as_deref().unwrap_or("item.yaml");
-    Ok(load_item(file, yaml, &state.load_options))
+    let file = src.file.as_deref().unwrap_or("item.yaml").to_string();
+    let yaml = yaml.to_string();
+    let options = state.load_options.clone();
+    tokio::task::spawn_blocking(move || load_item(&file, &yaml, &options))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "PAO-API-INTERNAL",
+                format!("checking the item stopped: {e}"),
+            )
+        })
 }
 
 /// The verdict on an item file.
@@ -123,7 +135,7 @@ pub async fn validate(
     Caller(_who): Caller,
     Body(src): Body<ItemSource>,
 ) -> Result<Json<ItemVerdict>, ApiError> {
-    let (item, diags) = load_inline(&state, &src)?;
+    let (item, diags) = load_inline(&state, &src).await?;
     let errors = diags.iter().filter(|d| d.is_error()).count();
     Ok(Json(ItemVerdict {
         valid: item.is_some() && errors == 0,
@@ -147,7 +159,7 @@ pub async fn preview_form(
             diagnostics: json!([]),
         }));
     }
-    let (item, diags) = load_inline(&state, &src)?;
+    let (item, diags) = load_inline(&state, &src).await?;
     match item {
         Some(i) => Ok(Json(FormPreview {
             schema: super::catalog::FormSchema(pao_core::form::form_schema(&i.item)),
