@@ -11,8 +11,13 @@
 //! A failed check panics with a message naming the operation and what was expected.
 //!
 //! The checks use fixed timestamps (2026-01-01T00:00:00Z plus whole seconds), never the wall
-//! clock, so leases expire exactly when a check says they do. The only real time spent is in
-//! [`check_wait_for_work_returns`], which waits 50 ms.
+//! clock. On a store that judges leases by the caller's clock ([`LeaseClock::Caller`]) leases
+//! therefore expire exactly when a check says they do. A store with its own clock
+//! ([`LeaseClock::Store`], a database's) ignores those times for leases: there a lease the
+//! checks let run out is renewed for zero seconds by its holder (which ends it at the store's
+//! now), and the lease ends a store reports are compared with the test host's clock, within
+//! [`CLOCK_TOLERANCE`] (the test database must keep the host's time). The only real time spent
+//! is in [`check_wait_for_work_returns`], which waits 50 ms.
 //!
 //! The races (two transitions, two reservations, two submissions with one key) run both calls
 //! with `tokio::join!` on one task: they interleave at every `.await` inside the backend, so a
@@ -35,7 +40,8 @@
 //!   [`EventKind`] round-trips;
 //! - claims and leases: what is claimable, priority then age, fencing tokens, stale workers
 //!   refused with `LeaseLost` on every write, heartbeat, release, terminal states drop the
-//!   lease, `waiting_for` parks a request, a lease fences only its own request;
+//!   lease, `waiting_for` parks a request, a lease fences only its own request, leases end by
+//!   the clock the store names (workers with skewed clocks take no live lease);
 //! - the attempt journal, listing with filters and keyset pagination, approvals, quotas (also
 //!   under a race, and with absurd amounts), audit, [`RequestPatch`], `wait_for_work`.
 
@@ -48,8 +54,8 @@ use serde_json::json;
 
 use super::{
     ApprovalDecision, AttemptOutcome, AttemptRecord, AuditRecord, Event, EventKind, Lease,
-    NewRequest, QuotaUsage, Request, RequestFilter, RequestPatch, RollbackStatus, StateChange,
-    Store, StoreError, Write,
+    LeaseClock, NewRequest, QuotaUsage, Request, RequestFilter, RequestPatch, RollbackStatus,
+    StateChange, Store, StoreError, Write,
 };
 use crate::action::{ActionError, ActionOutput, ErrorClass, IdempotencyKey};
 use crate::authz::Principal;
@@ -57,6 +63,10 @@ use crate::lifecycle::{IllegalTransition, RequestState as State};
 
 /// The lease every check asks for.
 const LEASE: Duration = Duration::from_secs(30);
+
+/// How far a lease end reported by a store with its own clock may be from the test host's
+/// clock at the call plus the lease.
+pub const CLOCK_TOLERANCE: Duration = Duration::from_secs(1);
 
 /// Calls `$callback!(check_a, check_b, ...)` with every check of the suite, so a backend's
 /// test file can generate one named test per check without repeating the list:
@@ -95,6 +105,7 @@ macro_rules! for_each_conformance_check {
             check_terminal_transition_drops_lease,
             check_waiting_for_not_claimable,
             check_lease_fences_only_its_request,
+            check_lease_clock,
             check_attempts_journal,
             check_finish_unknown_attempt,
             check_list_filters,
@@ -282,11 +293,67 @@ async fn queue(store: &dyn Store, id: &str, at: DateTime<Utc>) -> Request {
     step(store, id, State::Validation, State::Queued, at).await
 }
 
+/// Asserts that `lease`, taken or renewed for `lease_for` by a call at `now` that the test
+/// host saw run from `before` to `after`, ends when the store's lease clock says it must.
+#[track_caller]
+fn assert_lease_ends(
+    store: &dyn Store,
+    what: &str,
+    lease: &Lease,
+    now: DateTime<Utc>,
+    lease_for: Duration,
+    (before, after): (DateTime<Utc>, DateTime<Utc>),
+) {
+    let length = chrono::Duration::from_std(lease_for).expect("a short lease");
+    match store.lease_clock() {
+        LeaseClock::Caller => assert_eq!(
+            lease.expires_at,
+            now + length,
+            "{what}: a lease taken at {now} for {lease_for:?} must end then"
+        ),
+        LeaseClock::Store => {
+            let slack = chrono::Duration::from_std(CLOCK_TOLERANCE).expect("a short tolerance");
+            let (from, to) = (before + length - slack, after + length + slack);
+            assert!(
+                from <= lease.expires_at && lease.expires_at <= to,
+                "{what}: the store's clock decides, so a lease for {lease_for:?} taken between \
+                 {before} and {after} must end between {from} and {to}, not at {} (the caller \
+                 passed now = {now})",
+                lease.expires_at
+            );
+        }
+    }
+}
+
+/// Lets `lease` run out, as the crash of its worker would, before a call at `at`. A store that
+/// judges leases by the caller's clock needs nothing: `at` must be past the lease's end
+/// (checked). A store with its own clock, which no `now` moves, has the holder renew the lease
+/// for zero seconds, which ends it at the store's now. Nobody takes it over: it still fences.
+async fn lapse(store: &dyn Store, lease: &Lease, at: DateTime<Utc>) {
+    match store.lease_clock() {
+        LeaseClock::Caller => assert!(
+            lease.expires_at <= at,
+            "check bug: the lease of {} ends at {}, after {at}",
+            lease.request_id,
+            lease.expires_at
+        ),
+        LeaseClock::Store => {
+            ok(
+                &format!(
+                    "end the lease of {} by a zero-second heartbeat",
+                    lease.request_id
+                ),
+                store.heartbeat(lease, Duration::ZERO, at).await,
+            );
+        }
+    }
+}
+
 async fn must_claim(store: &dyn Store, worker: &str, now: DateTime<Utc>) -> (Request, Lease) {
-    match ok(
-        &format!("claim by {worker} at {now}"),
-        store.claim(worker, LEASE, now).await,
-    ) {
+    let before = Utc::now();
+    let claimed = store.claim(worker, LEASE, now).await;
+    let after = Utc::now();
+    match ok(&format!("claim by {worker} at {now}"), claimed) {
         Some((request, lease)) => {
             assert_eq!(
                 lease.request_id, request.id,
@@ -296,10 +363,13 @@ async fn must_claim(store: &dyn Store, worker: &str, now: DateTime<Utc>) -> (Req
                 lease.worker_id, worker,
                 "claim by {worker}: the lease names another worker"
             );
-            assert_eq!(
-                lease.expires_at,
-                now + chrono::Duration::seconds(LEASE.as_secs() as i64),
-                "claim by {worker}: a lease taken at {now} for {LEASE:?} must expire then"
+            assert_lease_ends(
+                store,
+                &format!("claim by {worker}"),
+                &lease,
+                now,
+                LEASE,
+                (before, after),
             );
             (request, lease)
         }
@@ -1254,6 +1324,7 @@ pub async fn check_claim_only_runnable(store: &dyn Store) {
         );
     }
     must_not_claim(store, "w2", t(129), "the post-fulfillment lease is live").await;
+    lapse(store, &lease, t(131)).await;
     let (request, second) = must_claim(store, "w2", t(131)).await;
     assert_eq!(request.id, "queued");
     assert_eq!(
@@ -1307,6 +1378,7 @@ pub async fn check_claim_blocked_until_lease_expires(store: &dyn Store) {
     let (_, first) = must_claim(store, "w1", t(10)).await;
     must_not_claim(store, "w2", t(20), "w1's lease is live").await;
     must_not_claim(store, "w2", t(39), "w1's lease is live until t+40").await;
+    lapse(store, &first, t(41)).await;
     let (request, second) = must_claim(store, "w2", t(41)).await;
     assert_eq!(request.id, "req-1");
     assert_eq!(
@@ -1347,6 +1419,7 @@ pub async fn check_claim_blocked_until_lease_expires(store: &dyn Store) {
     );
 
     // The same worker claiming again after its own lease expired also gets a new token.
+    lapse(store, &second, t(80)).await;
     let (_, third) = must_claim(store, "w2", t(80)).await;
     assert!(
         third.token > second.token,
@@ -1370,6 +1443,7 @@ pub async fn check_stale_lease_writes_refused(store: &dyn Store) {
             .await,
     );
 
+    lapse(store, &stale, t(100)).await;
     let (request, lease) = must_claim(store, "w2", t(100)).await;
     assert_eq!(
         request.state,
@@ -1510,14 +1584,23 @@ pub async fn check_heartbeat_extends(store: &dyn Store) {
     submit(store, new_request("req-1"), t(0)).await;
     queue(store, "req-1", t(0)).await;
     let (_, lease) = must_claim(store, "w1", t(0)).await;
+    let before = Utc::now();
     let extended = ok("heartbeat", store.heartbeat(&lease, LEASE, t(20)).await);
+    assert_lease_ends(
+        store,
+        "heartbeat at t+20 for 30 s",
+        &extended,
+        t(20),
+        LEASE,
+        (before, Utc::now()),
+    );
     assert_eq!(
         extended,
         Lease {
-            expires_at: t(50),
+            expires_at: extended.expires_at,
             ..lease.clone()
         },
-        "heartbeat at t+20 for 30 s: same request, worker and token, expiry t+50"
+        "heartbeat: same request, worker and token"
     );
     ok(
         "write under the extended lease",
@@ -1538,12 +1621,21 @@ pub async fn check_heartbeat_extends(store: &dyn Store) {
         "the heartbeat extended the lease to t+50",
     )
     .await;
+    let before = Utc::now();
     let again = ok(
         "second heartbeat",
         store.heartbeat(&extended, LEASE, t(45)).await,
     );
-    assert_eq!(again.expires_at, t(75), "second heartbeat");
+    assert_lease_ends(
+        store,
+        "second heartbeat",
+        &again,
+        t(45),
+        LEASE,
+        (before, Utc::now()),
+    );
     must_not_claim(store, "w2", t(70), "extended again to t+75").await;
+    lapse(store, &again, t(76)).await;
     let (_, taken) = must_claim(store, "w2", t(76)).await;
     assert!(taken.token > lease.token);
     expect_lease_lost(
@@ -1720,6 +1812,61 @@ pub async fn check_lease_fences_only_its_request(store: &dyn Store) {
             ok("attempts", store.attempts(id).await).is_empty(),
             "{id}: no attempt journaled"
         );
+    }
+}
+
+/// Leases end by the clock the store names ([`Store::lease_clock`]). By the caller's: exactly
+/// `lease_for` after the `now` of the claim or heartbeat. By the store's own: a lease runs
+/// `lease_for` from the store's now whatever `now` a worker passes, so a worker whose clock
+/// runs 25 s ahead cannot take a lease that a worker whose clock runs 25 s behind just took or
+/// renewed (by their clocks, it ended 20 s ago).
+pub async fn check_lease_clock(store: &dyn Store) {
+    submit(store, new_request("req-1"), t(0)).await;
+    queue(store, "req-1", t(0)).await;
+    match store.lease_clock() {
+        LeaseClock::Caller => {
+            let (_, lease) = must_claim(store, "w1", t(10)).await;
+            must_not_claim(store, "w2", t(39), "the lease ends at t+40").await;
+            let (_, taken) = must_claim(store, "w2", t(40)).await;
+            assert!(taken.token > lease.token, "taken over at its end");
+        }
+        LeaseClock::Store => {
+            let skew = chrono::Duration::seconds(25);
+            let (_, lease) = must_claim(store, "slow", Utc::now() - skew).await;
+            must_not_claim(
+                store,
+                "fast",
+                Utc::now() + skew,
+                "the slow worker's lease was just taken (by the store's clock)",
+            )
+            .await;
+            let before = Utc::now();
+            let renewed = ok(
+                "the slow worker's heartbeat",
+                store.heartbeat(&lease, LEASE, before - skew).await,
+            );
+            assert_lease_ends(
+                store,
+                "the slow worker's heartbeat",
+                &renewed,
+                before - skew,
+                LEASE,
+                (before, Utc::now()),
+            );
+            must_not_claim(
+                store,
+                "fast",
+                Utc::now() + skew,
+                "the slow worker's lease was just renewed (by the store's clock)",
+            )
+            .await;
+            ok(
+                "the holder writes after the skewed claims",
+                store
+                    .append_event("req-1", t(1), log("still mine"), Some(&renewed))
+                    .await,
+            );
+        }
     }
 }
 
@@ -2627,6 +2774,7 @@ pub async fn check_apply_then_claim(store: &dyn Store) {
     let events_before = all_events(store, "atc-1").await.len();
 
     // The end of atc-1, and the claim of the next request in claim order.
+    let before_end = Utc::now();
     let done = store
         .apply_then_claim(
             &lease,
@@ -2656,7 +2804,14 @@ pub async fn check_apply_then_claim(store: &dyn Store) {
     assert_eq!(next.state, State::Queued);
     assert_eq!(next_lease.request_id, "atc-2");
     assert_eq!(next_lease.worker_id, "w1");
-    assert_eq!(next_lease.expires_at, t(4) + chrono::Duration::seconds(30));
+    assert_lease_ends(
+        store,
+        "the claim with the end of atc-1",
+        &next_lease,
+        t(4),
+        LEASE,
+        (before_end, Utc::now()),
+    );
     let events = all_events(store, "atc-1").await;
     assert_eq!(
         events.len(),
@@ -2738,6 +2893,7 @@ pub async fn check_apply_then_claim(store: &dyn Store) {
         );
     }
     let late = t(5) + chrono::Duration::seconds(31);
+    lapse(store, &third_lease, late).await;
     let done = store
         .apply_then_claim(
             &third_lease,
@@ -3046,12 +3202,9 @@ pub async fn check_apply_fenced(store: &dyn Store) {
     queue(store, "f-1", t(1)).await;
     let (_, old) = must_claim(store, "w1", t(2)).await;
     // The lease expires and another worker takes over.
-    let (_, new) = must_claim(
-        store,
-        "w2",
-        t(2) + chrono::Duration::seconds(LEASE.as_secs() as i64 + 1),
-    )
-    .await;
+    let late = t(2) + chrono::Duration::seconds(LEASE.as_secs() as i64 + 1);
+    lapse(store, &old, late).await;
+    let (_, new) = must_claim(store, "w2", late).await;
     let events_before = all_events(store, "f-1").await;
     let batch = || {
         vec![

@@ -370,6 +370,19 @@ pub struct Lease {
     pub expires_at: DateTime<Utc>,
 }
 
+/// Whose clock decides when a lease ends ([`Store::lease_clock`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseClock {
+    /// The `now` the caller passes to [`Store::claim`] and [`Store::heartbeat`]: right for a
+    /// store that lives in one process (the in-memory store), where every worker reads the same
+    /// clock.
+    Caller,
+    /// The store's own clock (a database's): leases start, end and are taken over by it, and
+    /// the `now` of a claim or heartbeat plays no part in them, so workers whose clocks
+    /// disagree still agree on when a lease ends.
+    Store,
+}
+
 /// [`Store::apply_then_claim`] as two calls: [`Store::apply`], then [`Store::claim`]. Should
 /// the claim take the batch's own request (its lease ran out and the batch did not end it),
 /// it is given back at once and the claim reports none.
@@ -761,8 +774,12 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<Event>, StoreError>;
 
     /// Claims the next runnable request: `Queued`, or `InProgress`/`PostFulfillment` whose
-    /// lease expired (a crashed worker's) and that waits for nothing outside (`waiting_for`). Highest priority first, then oldest. The new lease's
-    /// token is larger than any earlier one for that request.
+    /// lease expired (a crashed worker's) and that waits for nothing outside (`waiting_for`).
+    /// Highest priority first, then oldest. The new lease's token is larger than any earlier
+    /// one for that request.
+    ///
+    /// A lease ends `lease_for` after it was taken or last renewed, by the clock
+    /// [`Store::lease_clock`] names: `now` (the caller's clock) or the store's own.
     async fn claim(
         &self,
         worker_id: &str,
@@ -791,13 +808,21 @@ pub trait Store: Send + Sync {
         apply_then_claim_in_turn(self, lease, writes, worker_id, lease_for, now).await
     }
 
-    /// Extends a lease; `LeaseLost` if it was taken over.
+    /// Extends a lease to `lease_for` from now (by [`Store::lease_clock`]); `LeaseLost` if it
+    /// was taken over.
     async fn heartbeat(
         &self,
         lease: &Lease,
         lease_for: Duration,
         now: DateTime<Utc>,
     ) -> Result<Lease, StoreError>;
+
+    /// Whose clock decides when leases end. The default is the caller's (`now`); a store
+    /// shared by processes on several hosts must use its own, or a worker whose clock runs
+    /// ahead takes over live leases.
+    fn lease_clock(&self) -> LeaseClock {
+        LeaseClock::Caller
+    }
 
     /// Gives a request back (it stays in its state and can be claimed at once).
     async fn release(&self, lease: &Lease) -> Result<(), StoreError>;

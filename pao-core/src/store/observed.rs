@@ -301,6 +301,9 @@ impl<S: Store, O: StoreObserver> Store for Observed<S, O> {
         let run = self.inner.heartbeat(lease, lease_for, now);
         self.forward(StoreCall::Heartbeat, run).await
     }
+    fn lease_clock(&self) -> LeaseClock {
+        self.inner.lease_clock()
+    }
     async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
         self.forward(StoreCall::Release, self.inner.release(lease))
             .await
