@@ -873,7 +873,7 @@ async fn quota_and_idempotent_submission() {
         ],
         "a request over quota is stored as rejected, nothing of its admission half-done"
     );
-    let audit = h.store.audit_log(Some(&r2.id), 0).await.unwrap();
+    let audit = h.store.audit_log(Some(&r2.id), None, 0).await.unwrap();
     assert_eq!(audit.len(), 1, "its submission is audited once: {audit:?}");
     let usage = h.store.quota_usage("payments").await.unwrap();
     assert_eq!(usage[0].used, 2, "only the first request holds quota");

@@ -1736,33 +1736,43 @@ impl Store for SqlStore {
     async fn audit_log(
         &self,
         target: Option<&str>,
+        before: Option<u64>,
         limit: usize,
-    ) -> Result<Vec<AuditRecord>, StoreError> {
+    ) -> Result<Vec<LoggedAudit>, StoreError> {
+        let mut params = Params::default();
+        let mut conds = Vec::new();
+        if let Some(t) = target {
+            conds.push(format!("target = {}", params.text(t)));
+        }
+        if let Some(b) = before {
+            conds.push(format!(
+                "id < {}",
+                params.int(i64::try_from(b).unwrap_or(i64::MAX))
+            ));
+        }
+        let filter = if conds.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conds.join(" AND "))
+        };
         let lim = if limit > 0 {
             format!(" LIMIT {limit}")
         } else {
             String::new()
         };
-        let rows = match target {
-            Some(t) => {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT record FROM audit WHERE target = $1 ORDER BY id{lim}"
-                )))
-                .bind(t.to_string())
-                .fetch_all(&self.pool)
-                .await
-            }
-            None => {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT record FROM audit ORDER BY id{lim}"
-                )))
-                .fetch_all(&self.pool)
-                .await
-            }
-        }
-        .map_err(db)?;
+        let sql = format!("SELECT id, record FROM audit{filter} ORDER BY id DESC{lim}");
+        let rows = params
+            .bind_to(sqlx::query(sqlx::AssertSqlSafe(sql)))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
         rows.iter()
-            .map(|r| parse(&r.try_get::<String, _>("record").map_err(db)?))
+            .map(|r| {
+                Ok(LoggedAudit {
+                    id: r.try_get::<i64, _>("id").map_err(db)? as u64,
+                    record: parse(&r.try_get::<String, _>("record").map_err(db)?)?,
+                })
+            })
             .collect()
     }
 

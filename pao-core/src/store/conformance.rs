@@ -43,7 +43,8 @@
 //!   lease, `waiting_for` parks a request, a lease fences only its own request, leases end by
 //!   the clock the store names (workers with skewed clocks take no live lease);
 //! - the attempt journal, listing with filters and keyset pagination, approvals, quotas (also
-//!   under a race, and with absurd amounts), audit, [`RequestPatch`], `wait_for_work`.
+//!   under a race, and with absurd amounts), audit (newest first, paged by id), [`RequestPatch`],
+//!   `wait_for_work`.
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -54,8 +55,8 @@ use serde_json::json;
 
 use super::{
     ApprovalDecision, AttemptOutcome, AttemptRecord, AuditRecord, Event, EventKind, Lease,
-    LeaseClock, NewRequest, QuotaUsage, Request, RequestFilter, RequestPatch, RollbackStatus,
-    StateChange, Store, StoreError, Write,
+    LeaseClock, LoggedAudit, NewRequest, QuotaUsage, Request, RequestFilter, RequestPatch,
+    RollbackStatus, StateChange, Store, StoreError, Write,
 };
 use crate::action::{ActionError, ActionOutput, ErrorClass, IdempotencyKey};
 use crate::authz::Principal;
@@ -115,6 +116,7 @@ macro_rules! for_each_conformance_check {
             check_quota_concurrent_reservations,
             check_quota_huge_amount,
             check_audit,
+            check_audit_newest_first_with_cursor,
             check_update_patch,
             check_wait_for_work_returns,
             check_apply_commits_a_batch,
@@ -2507,8 +2509,9 @@ pub async fn check_quota_huge_amount(store: &dyn Store) {
 // ---------------------------------------------------------------------------------------------
 // Audit
 
-/// The audit log is append-only: records come back unchanged, oldest first, duplicates kept;
-/// `target` filters; `limit` caps the count.
+/// The audit log is append-only: records come back unchanged, newest first, duplicates kept;
+/// `target` filters; `limit` caps the count and keeps the newest; `before` pages on to older
+/// records.
 pub async fn check_audit(store: &dyn Store) {
     let record = |secs, actor: &str, action: &str, target: &str, detail| AuditRecord {
         at: t(secs),
@@ -2542,48 +2545,124 @@ pub async fn check_audit(store: &dyn Store) {
             json!({ "reason": "ok", "n": [1, 2.5, null, true] }),
         ),
     ];
+    let logged = |store_log: Vec<LoggedAudit>| -> Vec<AuditRecord> {
+        store_log.into_iter().map(|l| l.record).collect()
+    };
     assert!(
-        ok("empty audit log", store.audit_log(None, 0).await).is_empty(),
+        ok("empty audit log", store.audit_log(None, None, 0).await).is_empty(),
         "a fresh store has no audit records"
     );
     for (i, r) in records.iter().enumerate() {
         ok(&format!("audit {i}"), store.audit(r.clone()).await);
+        let mut newest_first = records[..=i].to_vec();
+        newest_first.reverse();
         assert_eq!(
-            ok("audit log", store.audit_log(None, 0).await),
-            records[..=i],
-            "after appending record {i}: all records, oldest first, earlier ones unchanged"
+            logged(ok("audit log", store.audit_log(None, None, 0).await)),
+            newest_first,
+            "after appending record {i}: all records, newest first, earlier ones unchanged"
         );
     }
+    let all = ok("audit log", store.audit_log(None, None, 0).await);
+    assert!(
+        all.windows(2).all(|w| w[0].id > w[1].id),
+        "ids grow with every record appended: {all:?}"
+    );
     assert_eq!(
-        ok(
+        logged(ok(
             "audit log of req-1",
-            store.audit_log(Some("req-1"), 0).await
-        ),
-        vec![records[0].clone(), records[2].clone(), records[4].clone()],
+            store.audit_log(Some("req-1"), None, 0).await
+        )),
+        vec![records[4].clone(), records[2].clone(), records[0].clone()],
         "filter by target"
     );
     assert!(
         ok(
             "audit log of nothing",
-            store.audit_log(Some("nope"), 0).await
+            store.audit_log(Some("nope"), None, 0).await
         )
         .is_empty(),
         "unknown target"
     );
-    let limited = ok("audit log limit 2", store.audit_log(None, 2).await);
-    assert_eq!(limited.len(), 2, "limit 2");
-    assert!(
-        limited.iter().all(|r| records.contains(r)) && limited[0].at <= limited[1].at,
-        "a limited audit log holds stored records, oldest first: {limited:?}"
+    let limited = ok("audit log limit 2", store.audit_log(None, None, 2).await);
+    assert_eq!(
+        logged(limited.clone()),
+        vec![records[4].clone(), records[3].clone()],
+        "limit 2: the two newest"
+    );
+    let older = ok(
+        "audit log before the second newest",
+        store.audit_log(None, Some(limited[1].id), 2).await,
+    );
+    assert_eq!(
+        logged(older),
+        vec![records[2].clone(), records[1].clone()],
+        "`before` pages on to older records"
     );
     let limited = ok(
         "audit log of req-1 limit 2",
-        store.audit_log(Some("req-1"), 2).await,
+        store.audit_log(Some("req-1"), None, 2).await,
     );
-    assert_eq!(limited.len(), 2, "target and limit");
-    assert!(
-        limited.iter().all(|r| r.target == "req-1"),
-        "target and limit"
+    assert_eq!(
+        logged(limited.clone()),
+        vec![records[4].clone(), records[2].clone()],
+        "target and limit: the two newest of req-1"
+    );
+    assert_eq!(
+        logged(ok(
+            "audit log of req-1 before its second newest",
+            store.audit_log(Some("req-1"), Some(limited[1].id), 0).await,
+        )),
+        vec![records[0].clone()],
+        "target and `before`"
+    );
+}
+
+/// A long audit log (1,500 records) read with a limit shows its newest records, and paging
+/// with `before` walks all of it once, newest to oldest.
+pub async fn check_audit_newest_first_with_cursor(store: &dyn Store) {
+    const N: usize = 1_500;
+    for i in 0..N {
+        ok(
+            &format!("audit {i}"),
+            store
+                .audit(AuditRecord {
+                    at: t(i as i64),
+                    actor: "ada".to_string(),
+                    action: "request.submit".to_string(),
+                    target: format!("req-{i}"),
+                    detail: json!({ "n": i }),
+                })
+                .await,
+        );
+    }
+    let first = ok(
+        "audit log limit 1000",
+        store.audit_log(None, None, 1000).await,
+    );
+    assert_eq!(first.len(), 1000, "a page of 1,000");
+    assert_eq!(
+        first[0].record.target,
+        format!("req-{}", N - 1),
+        "the default read starts with the newest record"
+    );
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let page = ok(
+            &format!("audit log before {before:?}"),
+            store.audit_log(None, before, 400).await,
+        );
+        let Some(last) = page.last() else { break };
+        before = Some(last.id);
+        seen.extend(
+            page.into_iter()
+                .map(|l| l.record.detail["n"].as_u64().unwrap_or(u64::MAX)),
+        );
+    }
+    let expected: Vec<u64> = (0..N as u64).rev().collect();
+    assert_eq!(
+        seen, expected,
+        "pages of 400 walk every record once, newest first"
     );
 }
 
@@ -3064,7 +3143,7 @@ pub async fn check_apply_commits_a_batch(store: &dyn Store) {
         other => panic!("expected a state change, got {other:?}"),
     }
     assert_eq!(
-        ok("audit", store.audit_log(Some("b-1"), 0).await).len(),
+        ok("audit", store.audit_log(Some("b-1"), None, 0).await).len(),
         1,
         "the audit record of the batch is stored"
     );
@@ -3175,7 +3254,7 @@ pub async fn check_apply_all_or_nothing(store: &dyn Store) {
             "{what}: no attempt of the batch is stored"
         );
         assert!(
-            ok("audit", store.audit_log(Some("n-1"), 0).await).is_empty(),
+            ok("audit", store.audit_log(Some("n-1"), None, 0).await).is_empty(),
             "{what}: no audit record of the batch is stored"
         );
         assert_eq!(
@@ -3553,7 +3632,10 @@ pub async fn check_submit_with_admits_in_one_write(store: &dyn Store) {
         ]
     );
     assert_eq!(used(store, "team-a", "db").await, 2);
-    assert_eq!(ok("audit", store.audit_log(Some("s-1"), 0).await).len(), 1);
+    assert_eq!(
+        ok("audit", store.audit_log(Some("s-1"), None, 0).await).len(),
+        1
+    );
     // The same key again: the first request, nothing applied twice.
     let mut again = new.clone();
     again.id = "s-1-again".into();
@@ -3594,7 +3676,7 @@ pub async fn check_submit_with_all_or_nothing(store: &dyn Store) {
         "no request stored"
     );
     assert!(all_events(store, "s-2").await.is_empty(), "no event stored");
-    assert!(ok("audit", store.audit_log(Some("s-2"), 0).await).is_empty());
+    assert!(ok("audit", store.audit_log(Some("s-2"), None, 0).await).is_empty());
     assert_eq!(used(store, "team-a", "db").await, 0);
     assert!(
         ok("list", store.list(&RequestFilter::default()).await).is_empty(),

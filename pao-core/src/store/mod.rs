@@ -501,6 +501,17 @@ pub struct AuditRecord {
     pub detail: Value,
 }
 
+/// An audit record with its place in the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoggedAudit {
+    /// Its place in the log: larger for every record appended after it. Pass it as `before`
+    /// to [`Store::audit_log`] to read the records older than it.
+    pub id: u64,
+    /// The record.
+    #[serde(flatten)]
+    pub record: AuditRecord,
+}
+
 /// Filters for listing requests.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RequestFilter {
@@ -880,12 +891,15 @@ pub trait Store: Send + Sync {
     /// Appends an audit record.
     async fn audit(&self, record: AuditRecord) -> Result<(), StoreError>;
 
-    /// Audit records, oldest first, optionally for one target.
+    /// Audit records, newest first: only those about `target` when given, only those older
+    /// than the record `before` (an id of an earlier page) when given, at most `limit`
+    /// (0 = all).
     async fn audit_log(
         &self,
         target: Option<&str>,
+        before: Option<u64>,
         limit: usize,
-    ) -> Result<Vec<AuditRecord>, StoreError>;
+    ) -> Result<Vec<LoggedAudit>, StoreError>;
 
     /// Waits until new work may be claimable, or `timeout` passes. The default sleeps; stores
     /// with notifications (PostgreSQL LISTEN/NOTIFY, the in-memory store) wake at once.

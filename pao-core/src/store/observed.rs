@@ -375,9 +375,10 @@ impl<S: Store, O: StoreObserver> Store for Observed<S, O> {
     async fn audit_log(
         &self,
         target: Option<&str>,
+        before: Option<u64>,
         limit: usize,
-    ) -> Result<Vec<AuditRecord>, StoreError> {
-        let run = self.inner.audit_log(target, limit);
+    ) -> Result<Vec<LoggedAudit>, StoreError> {
+        let run = self.inner.audit_log(target, before, limit);
         self.forward(StoreCall::AuditLog, run).await
     }
     async fn wait_for_work(&self, timeout: Duration) {

@@ -216,16 +216,27 @@ pub struct AuditQuery {
     pub target: Option<String>,
     /// At most this many (default 100, at most 1,000).
     pub limit: Option<usize>,
+    /// Only records older than this one: the `next_cursor` of the previous page.
+    pub before: Option<u64>,
 }
 
-/// `GET /audit/requests` (admins): the audit trail, newest first. Reading it is audited too.
+/// `GET /audit/requests` (admins): the audit trail, newest first, each record with its `id`;
+/// `next_cursor` (the last record's id, when the page is full) is the `before` of the next
+/// page. Reading it is audited too.
 pub async fn audit(
     State(state): State<AppState>,
     Admin(who): Admin,
     Query(q): Query<AuditQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let records = state.store.audit_log(q.target.as_deref(), limit).await?;
+    let records = state
+        .store
+        .audit_log(q.target.as_deref(), q.before, limit)
+        .await?;
+    let next_cursor = match records.last() {
+        Some(last) if records.len() == limit => Some(last.id),
+        _ => None,
+    };
     state
         .store
         .audit(AuditRecord {
@@ -233,8 +244,10 @@ pub async fn audit(
             actor: who.id,
             action: "audit.read".into(),
             target: q.target.clone().unwrap_or_else(|| "*".into()),
-            detail: json!({ "limit": limit }),
+            detail: json!({ "limit": limit, "before": q.before }),
         })
         .await?;
-    Ok(Json(json!({ "records": records })))
+    Ok(Json(
+        json!({ "records": records, "next_cursor": next_cursor }),
+    ))
 }
