@@ -1658,7 +1658,7 @@ impl Store for SqlStore {
             sqlx::query("INSERT INTO quota_limits (team, resource, lim) VALUES ($1, $2, $3) ON CONFLICT (team, resource) DO UPDATE SET lim = excluded.lim")
                 .bind(team.to_string())
                 .bind(resource.to_string())
-                .bind(limit as i64)
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
                 .execute(&mut *c)
                 .await
                 .map_err(db)

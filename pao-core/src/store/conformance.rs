@@ -115,6 +115,7 @@ macro_rules! for_each_conformance_check {
             check_quotas,
             check_quota_concurrent_reservations,
             check_quota_huge_amount,
+            check_quota_huge_limit,
             check_audit,
             check_audit_newest_first_with_cursor,
             check_update_patch,
@@ -2504,6 +2505,32 @@ pub async fn check_quota_huge_amount(store: &dyn Store) {
         "1 used + u64::MAX asked > 10"
     );
     assert_eq!(used(store, "team-a", "vcpu").await, 1);
+}
+
+/// The largest limit ([`MAX_QUOTA_LIMIT`](super::MAX_QUOTA_LIMIT)) reads back as set and blocks
+/// nothing; a larger one is kept as the largest (it must not wrap into a limit that blocks
+/// everything).
+pub async fn check_quota_huge_limit(store: &dyn Store) {
+    submit(store, new_request("q-1"), t(0)).await;
+    submit(store, new_request("q-2"), t(0)).await;
+    for (resource, limit) in [("vcpu", super::MAX_QUOTA_LIMIT), ("disk", u64::MAX)] {
+        ok(
+            &format!("set limit {limit} on {resource}"),
+            store.set_quota_limit("team-a", resource, limit).await,
+        );
+        ok(
+            &format!("reserve 5 {resource} under limit {limit}"),
+            store.reserve_quota("q-1", "team-a", resource, 5).await,
+        );
+    }
+    assert_eq!(
+        usage(store, "team-a").await,
+        vec![
+            quota("disk", Some(super::MAX_QUOTA_LIMIT), 5),
+            quota("vcpu", Some(super::MAX_QUOTA_LIMIT), 5),
+        ],
+        "huge limits read back as the largest limit"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -659,9 +659,10 @@ impl Store for MemoryStore {
         resource: &str,
         limit: u64,
     ) -> Result<(), StoreError> {
-        self.lock()?
-            .limits
-            .insert((team.to_string(), resource.to_string()), limit);
+        self.lock()?.limits.insert(
+            (team.to_string(), resource.to_string()),
+            limit.min(MAX_QUOTA_LIMIT),
+        );
         Ok(())
     }
 

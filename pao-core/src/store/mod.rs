@@ -486,6 +486,39 @@ pub struct QuotaUsage {
     pub used: u64,
 }
 
+/// The largest quota limit: stores hold limits as signed 64-bit integers.
+pub const MAX_QUOTA_LIMIT: u64 = i64::MAX as u64;
+
+/// Why a quota limit cannot be set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QuotaLimitError {
+    /// The resource name is empty or blank.
+    #[error("a quota resource name is empty")]
+    EmptyResource,
+    /// The limit is above [`MAX_QUOTA_LIMIT`].
+    #[error("the limit of `{resource}` ({limit}) is above the largest limit, {MAX_QUOTA_LIMIT}")]
+    TooLarge {
+        /// The resource.
+        resource: String,
+        /// The limit asked for.
+        limit: u64,
+    },
+}
+
+/// Whether `limit` may be set for `resource`: a named resource, a limit a store can hold.
+pub fn check_quota_limit(resource: &str, limit: u64) -> Result<(), QuotaLimitError> {
+    if resource.trim().is_empty() {
+        return Err(QuotaLimitError::EmptyResource);
+    }
+    if limit > MAX_QUOTA_LIMIT {
+        return Err(QuotaLimitError::TooLarge {
+            resource: resource.to_string(),
+            limit,
+        });
+    }
+    Ok(())
+}
+
 /// An audit record: who did what to what.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecord {
@@ -864,7 +897,9 @@ pub trait Store: Send + Sync {
     /// Decisions on a request.
     async fn decisions(&self, id: &str) -> Result<Vec<ApprovalDecision>, StoreError>;
 
-    /// Sets a team's limit for a resource.
+    /// Sets a team's limit for a resource. A limit above [`MAX_QUOTA_LIMIT`] is kept as
+    /// [`MAX_QUOTA_LIMIT`] (no usage reaches either); callers refuse it first
+    /// ([`check_quota_limit`]).
     async fn set_quota_limit(
         &self,
         team: &str,
