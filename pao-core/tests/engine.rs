@@ -911,7 +911,7 @@ async fn quota_and_idempotent_submission() {
         ],
         "a request over quota is stored as rejected, nothing of its admission half-done"
     );
-    let audit = h.store.audit_log(Some(&r2.id), 0).await.unwrap();
+    let audit = h.store.audit_log(Some(&r2.id), None, 0).await.unwrap();
     assert_eq!(audit.len(), 1, "its submission is audited once: {audit:?}");
     let usage = h.store.quota_usage("payments").await.unwrap();
     assert_eq!(usage[0].used, 2, "only the first request holds quota");
@@ -1181,5 +1181,139 @@ fulfillment:
     assert!(
         !everything.contains("hunter2-very-secret"),
         "the secret value is stored nowhere"
+    );
+}
+
+/// Counts the runs of `plugin:slow` in flight: one starts with the call, ends when its future
+/// is done or dropped.
+#[derive(Default)]
+struct SlowRuns {
+    live: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+}
+
+struct InFlight(std::sync::Arc<SlowRuns>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0
+            .live
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A remote call that takes ten minutes and does not listen for cancellation.
+struct SlowAction(std::sync::Arc<SlowRuns>);
+
+#[async_trait::async_trait]
+impl pao_core::action::Action for SlowAction {
+    fn describe(&self) -> pao_core::action::ActionDescriptor {
+        pao_core::action::ActionDescriptor {
+            type_name: "plugin:slow".into(),
+            config_schema: json!({"type": "object"}),
+            output_schema: json!({"type": "object"}),
+            supports_rollback: false,
+            sample_output: json!({}),
+        }
+    }
+
+    async fn execute(
+        &self,
+        _: &pao_core::action::ActionContext,
+        _: &serde_json::Value,
+    ) -> Result<pao_core::action::ActionOutput, pao_core::action::ActionError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.0.live.fetch_add(1, SeqCst) + 1;
+        self.0.most.fetch_max(now, SeqCst);
+        let _in_flight = InFlight(self.0.clone());
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        Ok(pao_core::action::ActionOutput::new(json!({})))
+    }
+}
+
+/// Every store call fails while `down` is set (the database is unreachable).
+#[derive(Default)]
+struct Outage {
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl pao_core::store::StoreObserver for Outage {
+    fn before(&self, _: pao_core::store::StoreCall) -> Result<(), pao_core::store::StoreError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(pao_core::store::StoreError::Unavailable(
+                "database unreachable".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A worker that cannot renew its lease stops its run once the lease may have ended, so after
+/// a store outage longer than the lease, the worker that takes the request over is the only
+/// one running it. The stopped run writes nothing (the request is neither cancelled nor
+/// failed); the new holder resumes it from the journal.
+#[tokio::test(start_paused = true)]
+async fn a_worker_that_cannot_renew_its_lease_stops_its_run_when_the_lease_ends() {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering::SeqCst;
+    let runs = Arc::new(SlowRuns::default());
+    let mut registry = pao_core::action::ActionRegistry::new();
+    registry.register(Arc::new(SlowAction(runs.clone())));
+    let item = "fulfillment:\n  mode: automated\n  actions:\n    - { id: call, type: \"plugin:slow\", config: {} }\n";
+    let store = Arc::new(pao_core::store::Observed::new(
+        pao_core::store::MemoryStore::new(),
+        Outage::default(),
+    ));
+    let engine = pao_core::engine::Orchestrator::builder(
+        catalog(&[("slow", item)], &registry),
+        store.clone(),
+    )
+    .actions(registry)
+    .clock(Arc::new(pao_core::clock::TokioClock::starting_at(
+        chrono::DateTime::parse_from_rfc3339("2026-03-02T09:00:00Z")
+            .unwrap()
+            .to_utc(),
+    )))
+    .config(EngineConfig {
+        lease: Duration::from_secs(30),
+        ..EngineConfig::default()
+    })
+    .build();
+    let r = engine
+        .submit(&dev(), "slow", &json!({}), SubmitOptions::default())
+        .await
+        .unwrap();
+    let first = engine.clone();
+    let w1 = tokio::spawn(async move { first.run_until_idle("w1").await });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(runs.live.load(SeqCst), 1, "w1 runs the call");
+    store.observer.down.store(true, SeqCst);
+    tokio::time::sleep(Duration::from_secs(28)).await;
+    assert_eq!(
+        runs.live.load(SeqCst),
+        1,
+        "29 s in, w1's lease may still be live: it keeps running"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        runs.live.load(SeqCst),
+        0,
+        "31 s without a renewal: w1's lease may have ended, so w1 must have stopped its run"
+    );
+    assert!(w1.is_finished(), "w1 stopped (its next claim failed)");
+    store.observer.down.store(false, SeqCst);
+    let stored = store.get(&r.id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.state,
+        RequestState::InProgress,
+        "the stopped run wrote nothing: {stored:?}"
+    );
+    assert_eq!(engine.run_until_idle("w2").await.unwrap(), 1);
+    let done = store.get(&r.id).await.unwrap().unwrap();
+    assert_eq!(done.state, RequestState::Completed);
+    assert_eq!(
+        runs.most.load(SeqCst),
+        1,
+        "never two runs of the call at once"
     );
 }

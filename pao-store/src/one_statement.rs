@@ -309,10 +309,8 @@ pub(crate) async fn run(
 /// The claim [`run_then_claim`] adds.
 pub(crate) struct Claim<'a> {
     pub(crate) worker_id: &'a str,
-    /// The new lease's end, Unix milliseconds.
-    pub(crate) expires: i64,
-    /// Now, Unix milliseconds: leases ended by then are taken over.
-    pub(crate) now: i64,
+    /// The new lease's length in milliseconds of the database's clock.
+    pub(crate) lease_ms: i64,
 }
 
 /// Runs the plan (a batch under `lease`) with a claim of the worker's next request as one
@@ -331,11 +329,7 @@ pub(crate) async fn run_then_claim(
 ) -> AppliedThenClaimed {
     let id = lease.request_id.as_str();
     let mut params = plan.params.clone();
-    let placeholders = [
-        params.text(claim.worker_id),
-        params.int(claim.expires),
-        params.int(claim.now),
-    ];
+    let placeholders = [params.text(claim.worker_id), params.int(claim.lease_ms)];
     let not = params.text(id);
     let c = claim_statement(
         Dialect::Postgres,
@@ -344,8 +338,8 @@ pub(crate) async fn run_then_claim(
     );
     let sql = format!(
         "WITH {}, c AS ({c}) \
-         SELECT 0::BIGINT AS part, {COLUMNS}, 0::BIGINT AS lease_token FROM upd \
-         UNION ALL SELECT 1::BIGINT AS part, {COLUMNS}, lease_token FROM c",
+         SELECT 0::BIGINT AS part, {COLUMNS}, 0::BIGINT AS lease_token, 0::BIGINT AS lease_expires_at FROM upd \
+         UNION ALL SELECT 1::BIGINT AS part, {COLUMNS}, lease_token, lease_expires_at FROM c",
         plan.ctes.join(", ")
     );
     for _ in 0..COLLISION_RETRIES {
@@ -372,7 +366,7 @@ pub(crate) async fn run_then_claim(
         for row in &rows {
             match row.try_get::<i64, _>("part") {
                 Ok(0) => applied = Some(row_to_request(row)),
-                Ok(_) => claimed = claimed_row(row, claim.worker_id, claim.expires).map(Some),
+                Ok(_) => claimed = claimed_row(row, claim.worker_id).map(Some),
                 Err(e) => claimed = Err(db(e)),
             }
         }

@@ -472,44 +472,55 @@ pub(crate) fn rollback_name(r: RollbackStatus) -> &'static str {
     }
 }
 
-/// When a lease taken at `now` for `lease_for` ends, in Unix milliseconds.
-fn lease_until(now: DateTime<Utc>, lease_for: Duration) -> i64 {
-    ms(now + chrono::Duration::from_std(lease_for).unwrap_or_default())
+/// The database's clock, in Unix milliseconds. Leases are taken, renewed and judged by it,
+/// never by a worker's: workers on several hosts whose clocks disagree still agree on when a
+/// lease ends. PostgreSQL: the start of the statement (`statement_timestamp()`, stable within
+/// it). SQLite: its own `unixepoch` (the same within a statement); every process of one SQLite
+/// database runs on one host (WAL needs shared memory), so this is that host's clock.
+pub(crate) fn db_now(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Postgres => "(EXTRACT(EPOCH FROM statement_timestamp()) * 1000)::BIGINT",
+        Dialect::Sqlite => "CAST(ROUND(unixepoch('subsec') * 1000) AS INTEGER)",
+    }
+}
+
+/// A lease's length in milliseconds, as a statement parameter.
+pub(crate) fn lease_ms(lease_for: Duration) -> i64 {
+    i64::try_from(lease_for.as_millis()).unwrap_or(i64::MAX / 4)
 }
 
 /// The claim: the next runnable request, highest priority then oldest, gets a lease for
-/// `worker` until `expires` (a new fencing token), and comes back whole with `lease_token`.
-/// `[worker, expires, now]` and `not` (a request id it must not take) are placeholders.
+/// `worker` for `lease_ms` milliseconds of the database's clock (a new fencing token), and
+/// comes back whole with `lease_token` and `lease_expires_at`. `[worker, lease_ms]` and `not`
+/// (a request id it must not take) are placeholders.
 ///
 /// The predicate is the one of the partial index `requests_runnable` (a queued request never
 /// waits for anything outside), which the scan walks in claim order. PostgreSQL skips rows
 /// other claims hold; SQLite has a single writer.
 pub(crate) fn claim_statement(
     dialect: Dialect,
-    [worker, expires, now]: [&str; 3],
+    [worker, lease_ms]: [&str; 2],
     not: Option<&str>,
 ) -> String {
     let (hint, lock) = match dialect {
         Dialect::Postgres => ("", " FOR UPDATE SKIP LOCKED"),
         Dialect::Sqlite => (" INDEXED BY requests_runnable", ""),
     };
+    let now = db_now(dialect);
     let not = not.map(|p| format!(" AND id <> {p}")).unwrap_or_default();
     format!(
-        "UPDATE requests SET lease_owner = {worker}, lease_token = lease_token + 1, lease_expires_at = {expires} \
+        "UPDATE requests SET lease_owner = {worker}, lease_token = lease_token + 1, lease_expires_at = {now} + {lease_ms} \
          WHERE id = (SELECT id FROM requests{hint} WHERE state IN ('queued', 'in_progress', 'post_fulfillment') \
          AND waiting_for IS NULL AND (lease_expires_at IS NULL OR lease_expires_at <= {now}){not} \
-         ORDER BY priority DESC, created_at, id LIMIT 1{lock}) RETURNING {COLUMNS}, lease_token"
+         ORDER BY priority DESC, created_at, id LIMIT 1{lock}) RETURNING {COLUMNS}, lease_token, lease_expires_at"
     )
 }
 
 /// The request and lease of a row the claim statement returned.
-pub(crate) fn claimed(
-    row: &AnyRow,
-    worker_id: &str,
-    expires: i64,
-) -> Result<(Request, Lease), StoreError> {
+pub(crate) fn claimed(row: &AnyRow, worker_id: &str) -> Result<(Request, Lease), StoreError> {
     let request = row_to_request(row)?;
     let token: i64 = row.try_get("lease_token").map_err(db)?;
+    let expires: i64 = row.try_get("lease_expires_at").map_err(db)?;
     let lease = Lease {
         request_id: request.id.clone(),
         worker_id: worker_id.to_string(),
@@ -1413,23 +1424,20 @@ impl Store for SqlStore {
         &self,
         worker_id: &str,
         lease_for: Duration,
-        now: DateTime<Utc>,
+        _now: DateTime<Utc>,
     ) -> Result<Option<(Request, Lease)>, StoreError> {
-        let now_ms = ms(now);
-        let expires = lease_until(now, lease_for);
-        let sql = claim_statement(self.dialect, ["$1", "$2", "$3"], None);
+        let sql = claim_statement(self.dialect, ["$1", "$2"], None);
         let row = self
             .write_auto(async |c: &mut AnyConnection| {
                 sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
                     .bind(worker_id.to_string())
-                    .bind(expires)
-                    .bind(now_ms)
+                    .bind(lease_ms(lease_for))
                     .fetch_optional(&mut *c)
                     .await
                     .map_err(db)
             })
             .await?;
-        row.map(|row| claimed(&row, worker_id, expires)).transpose()
+        row.map(|row| claimed(&row, worker_id)).transpose()
     }
 
     async fn apply_then_claim(
@@ -1446,8 +1454,7 @@ impl Store for SqlStore {
         {
             let claim = crate::one_statement::Claim {
                 worker_id,
-                expires: lease_until(now, lease_for),
-                now: ms(now),
+                lease_ms: lease_ms(lease_for),
             };
             let done = lane
                 .run_then(
@@ -1472,29 +1479,37 @@ impl Store for SqlStore {
         &self,
         lease: &Lease,
         lease_for: Duration,
-        now: DateTime<Utc>,
+        _now: DateTime<Utc>,
     ) -> Result<Lease, StoreError> {
-        let expires = now + chrono::Duration::from_std(lease_for).unwrap_or_default();
-        let n = self
+        let sql = format!(
+            "UPDATE requests SET lease_expires_at = {} + $1 WHERE id = $2 AND lease_owner = $3 \
+             AND lease_token = $4 RETURNING lease_expires_at",
+            db_now(self.dialect)
+        );
+        let row = self
             .write_auto(async |c: &mut AnyConnection| {
-                Ok(sqlx::query("UPDATE requests SET lease_expires_at = $1 WHERE id = $2 AND lease_owner = $3 AND lease_token = $4")
-                    .bind(ms(expires))
+                sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                    .bind(lease_ms(lease_for))
                     .bind(lease.request_id.clone())
                     .bind(lease.worker_id.clone())
                     .bind(lease.token as i64)
-                    .execute(&mut *c)
+                    .fetch_optional(&mut *c)
                     .await
-                    .map_err(db)?
-                    .rows_affected())
+                    .map_err(db)
             })
             .await?;
-        if n == 0 {
+        let Some(row) = row else {
             return Err(StoreError::LeaseLost(lease.request_id.clone()));
-        }
+        };
+        let expires: i64 = row.try_get("lease_expires_at").map_err(db)?;
         Ok(Lease {
-            expires_at: at(ms(expires)),
+            expires_at: at(expires),
             ..lease.clone()
         })
+    }
+
+    fn lease_clock(&self) -> LeaseClock {
+        LeaseClock::Store
     }
 
     async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
@@ -1643,7 +1658,7 @@ impl Store for SqlStore {
             sqlx::query("INSERT INTO quota_limits (team, resource, lim) VALUES ($1, $2, $3) ON CONFLICT (team, resource) DO UPDATE SET lim = excluded.lim")
                 .bind(team.to_string())
                 .bind(resource.to_string())
-                .bind(limit as i64)
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
                 .execute(&mut *c)
                 .await
                 .map_err(db)
@@ -1721,33 +1736,43 @@ impl Store for SqlStore {
     async fn audit_log(
         &self,
         target: Option<&str>,
+        before: Option<u64>,
         limit: usize,
-    ) -> Result<Vec<AuditRecord>, StoreError> {
+    ) -> Result<Vec<LoggedAudit>, StoreError> {
+        let mut params = Params::default();
+        let mut conds = Vec::new();
+        if let Some(t) = target {
+            conds.push(format!("target = {}", params.text(t)));
+        }
+        if let Some(b) = before {
+            conds.push(format!(
+                "id < {}",
+                params.int(i64::try_from(b).unwrap_or(i64::MAX))
+            ));
+        }
+        let filter = if conds.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conds.join(" AND "))
+        };
         let lim = if limit > 0 {
             format!(" LIMIT {limit}")
         } else {
             String::new()
         };
-        let rows = match target {
-            Some(t) => {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT record FROM audit WHERE target = $1 ORDER BY id{lim}"
-                )))
-                .bind(t.to_string())
-                .fetch_all(&self.pool)
-                .await
-            }
-            None => {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT record FROM audit ORDER BY id{lim}"
-                )))
-                .fetch_all(&self.pool)
-                .await
-            }
-        }
-        .map_err(db)?;
+        let sql = format!("SELECT id, record FROM audit{filter} ORDER BY id DESC{lim}");
+        let rows = params
+            .bind_to(sqlx::query(sqlx::AssertSqlSafe(sql)))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
         rows.iter()
-            .map(|r| parse(&r.try_get::<String, _>("record").map_err(db)?))
+            .map(|r| {
+                Ok(LoggedAudit {
+                    id: r.try_get::<i64, _>("id").map_err(db)? as u64,
+                    record: parse(&r.try_get::<String, _>("record").map_err(db)?)?,
+                })
+            })
             .collect()
     }
 

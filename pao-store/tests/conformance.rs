@@ -48,12 +48,13 @@ async fn postgres() -> Option<(SqlStore, PgDb)> {
         _ => format!("{base}/{name}"),
     };
     let store = SqlStore::open_with(&url, 5).await.expect("open postgres");
-    Some((store, PgDb { admin, name }))
+    Some((store, PgDb { admin, name, url }))
 }
 
 struct PgDb {
     admin: sqlx::AnyPool,
     name: String,
+    url: String,
 }
 
 impl PgDb {
@@ -234,4 +235,103 @@ async fn backup_and_purge_on_sqlite() {
             .await
             .is_err()
     );
+}
+
+/// Two replicas on one database, with clocks 25 s apart: `exact` reads the true time, `ahead`
+/// runs 25 s fast. With leases of 20 s judged by the workers' clocks, the replica ahead took
+/// every lease the other had just taken or renewed (by its clock they had ended 5 s ago). The
+/// database's clock decides: it takes none.
+async fn skewed_replicas_take_no_live_lease(exact: &SqlStore, ahead: &SqlStore) {
+    use pao_core::lifecycle::RequestState as S;
+    use pao_core::store::{StateChange, Store, Write};
+    let lease_for = std::time::Duration::from_secs(20);
+    let skew = chrono::Duration::seconds(25);
+    let now = chrono::Utc::now();
+    let step = |from, to| Write::Transition {
+        from,
+        to,
+        change: StateChange {
+            actor: "system".into(),
+            reason: None,
+            at: now,
+        },
+    };
+    let new = pao_core::store::NewRequest {
+        id: "r1".into(),
+        item_id: "i".into(),
+        item_version: "1".into(),
+        item_hash: "h".into(),
+        fields: serde_json::json!({}),
+        requester: pao_core::authz::Principal::new("u", &["t"], &[]),
+        team: "t".into(),
+        environment: None,
+        priority: 0,
+        idempotency_key: None,
+        correlation_id: "c".into(),
+        retry_of: None,
+    };
+    let queued = vec![
+        step(S::Submitted, S::Prerequisites),
+        step(S::Prerequisites, S::Validation),
+        step(S::Validation, S::Queued),
+    ];
+    exact.submit_with(new, "u", now, queued).await.unwrap();
+    let (_, lease) = exact
+        .claim("exact", lease_for, chrono::Utc::now())
+        .await
+        .unwrap()
+        .expect("the queued request");
+    let stolen = ahead
+        .claim("ahead", lease_for, chrono::Utc::now() + skew)
+        .await
+        .unwrap();
+    assert!(
+        stolen.is_none(),
+        "the replica 25 s ahead took a lease taken a moment ago: {stolen:?}"
+    );
+    exact
+        .apply("r1", Some(&lease), vec![step(S::Queued, S::InProgress)])
+        .await
+        .unwrap();
+    let renewed = exact
+        .heartbeat(&lease, lease_for, chrono::Utc::now())
+        .await
+        .unwrap();
+    let stolen = ahead
+        .claim("ahead", lease_for, chrono::Utc::now() + skew)
+        .await
+        .unwrap();
+    assert!(
+        stolen.is_none(),
+        "the replica 25 s ahead took a lease renewed a moment ago: {stolen:?}"
+    );
+    exact
+        .apply(
+            "r1",
+            Some(&renewed),
+            vec![step(S::InProgress, S::Completed)],
+        )
+        .await
+        .expect("the holder still holds its lease");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skewed_replicas_take_no_live_lease_on_sqlite() {
+    let (exact, dir) = sqlite().await;
+    let url = format!("sqlite://{}/pao.db", dir.path.display());
+    let ahead = SqlStore::open(&url).await.expect("open sqlite again");
+    skewed_replicas_take_no_live_lease(&exact, &ahead).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skewed_replicas_take_no_live_lease_on_postgres() {
+    let Some((exact, db)) = postgres().await else {
+        return;
+    };
+    let ahead = SqlStore::open_with(&db.url, 2)
+        .await
+        .expect("open postgres again");
+    skewed_replicas_take_no_live_lease(&exact, &ahead).await;
+    ahead.close().await;
+    db.drop_db(exact).await;
 }

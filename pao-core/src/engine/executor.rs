@@ -691,38 +691,17 @@ impl Orchestrator {
             cancel.cancel();
         }
         let lease_state = Arc::new(tokio::sync::Mutex::new(lease.clone()));
+        // Fired when the lease may have ended without this worker hearing of it (the store
+        // was unreachable for a whole lease): the run stops where it is.
+        let abandon = CancellationToken::new();
         let heartbeat = {
             let engine = self.clone();
             let cancel = cancel.clone();
+            let abandon = abandon.clone();
             let lease_state = lease_state.clone();
             let id = request.id.clone();
             AbortOnDrop(tokio::spawn(async move {
-                let every = engine.config.lease / 3;
-                loop {
-                    engine.clock.sleep(every).await;
-                    let current = lease_state.lock().await.clone();
-                    match engine
-                        .store
-                        .heartbeat(&current, engine.config.lease, engine.clock.now())
-                        .await
-                    {
-                        Ok(l) => *lease_state.lock().await = l,
-                        Err(StoreError::LeaseLost(_)) => {
-                            cancel.cancel();
-                            return;
-                        }
-                        // A store hiccup (a dropped connection) is no lost lease, and no
-                        // reason to cancel the request: renew on the next beat. Should the
-                        // store stay away past the lease, another worker takes over and the
-                        // fence refuses this one's writes.
-                        Err(_) => {}
-                    }
-                    if let Ok(Some(r)) = engine.store.get(&id).await
-                        && r.cancel_requested
-                    {
-                        cancel.cancel();
-                    }
-                }
+                engine.renew_lease(&id, lease_state, cancel, abandon).await;
             }))
         };
         let id = request.id.clone();
@@ -734,13 +713,19 @@ impl Orchestrator {
             fields: Value::Null,
             ..request.clone()
         };
-        let _ = self
-            .clone()
-            .execute_inner(request, lease, cancel, writes.clone())
-            .await;
+        let ran = tokio::select! {
+            _ = self.clone().execute_inner(request, lease, cancel, writes.clone()) => true,
+            _ = abandon.cancelled() => false,
+        };
         drop(heartbeat);
         if let Ok(mut m) = self.running.lock() {
             m.remove(&id);
+        }
+        if !ran {
+            // As a crashed worker would: nothing more is written under a lease another worker
+            // may hold by now, and nothing is given back. The journal lets the next holder
+            // resume.
+            return None;
         }
         let current = lease_state.lock().await.clone();
         // Whatever still waits (a path that ended without a final write).
@@ -753,6 +738,69 @@ impl Orchestrator {
             let _ = self.store.release(&current).await;
         }
         writes.claimed.lock().ok().and_then(|mut c| c.take())
+    }
+
+    /// Renews a run's lease every third of its length until the run ends (the caller aborts
+    /// this task). A lost lease cancels the run (`cancel`): its writes are fenced off from
+    /// then on. A store that cannot be reached is no lost lease, and renewals go on; but once
+    /// no renewal has succeeded for a whole lease, another worker may hold the request, and
+    /// `abandon` stops the run at once, whatever it was doing.
+    ///
+    /// The lease ends `lease` after the store last renewed it, by the store's clock. This
+    /// worker counts the same length on its own clock from before it sent that renewal (from
+    /// the start of the run for the claim), so it gives up no later than the store ends the
+    /// lease, whatever the two clocks read.
+    async fn renew_lease(
+        &self,
+        id: &str,
+        lease_state: Arc<tokio::sync::Mutex<Lease>>,
+        cancel: CancellationToken,
+        abandon: CancellationToken,
+    ) {
+        let length = self.config.lease;
+        let every = length / 3;
+        let mut renewed = self.clock.now();
+        loop {
+            let deadline = renewed + chrono::Duration::from_std(length).unwrap_or_default();
+            let left = |now: chrono::DateTime<chrono::Utc>| {
+                (deadline - now).to_std().unwrap_or(Duration::ZERO)
+            };
+            self.clock.sleep(every.min(left(self.clock.now()))).await;
+            let sent = self.clock.now();
+            if sent >= deadline {
+                abandon.cancel();
+                return;
+            }
+            let current = lease_state.lock().await.clone();
+            let beat = tokio::select! {
+                r = self.store.heartbeat(&current, length, sent) => Some(r),
+                _ = self.clock.sleep(left(sent)) => None,
+            };
+            match beat {
+                Some(Ok(l)) => {
+                    *lease_state.lock().await = l;
+                    renewed = sent;
+                }
+                Some(Err(StoreError::LeaseLost(_))) => {
+                    cancel.cancel();
+                    return;
+                }
+                // A store hiccup (a dropped connection) is no lost lease, and no reason to
+                // cancel the request: renew on the next beat, until the deadline.
+                Some(Err(_)) => continue,
+                None => {
+                    abandon.cancel();
+                    return;
+                }
+            }
+            let asked = tokio::select! {
+                r = self.store.get(id) => r.ok().flatten().is_some_and(|r| r.cancel_requested),
+                _ = self.clock.sleep(left(self.clock.now())) => false,
+            };
+            if asked {
+                cancel.cancel();
+            }
+        }
     }
 
     /// Writes what waits in `writes` with `extra`, in one durable write under the lease.

@@ -11,8 +11,13 @@
 //! A failed check panics with a message naming the operation and what was expected.
 //!
 //! The checks use fixed timestamps (2026-01-01T00:00:00Z plus whole seconds), never the wall
-//! clock, so leases expire exactly when a check says they do. The only real time spent is in
-//! [`check_wait_for_work_returns`], which waits 50 ms.
+//! clock. On a store that judges leases by the caller's clock ([`LeaseClock::Caller`]) leases
+//! therefore expire exactly when a check says they do. A store with its own clock
+//! ([`LeaseClock::Store`], a database's) ignores those times for leases: there a lease the
+//! checks let run out is renewed for zero seconds by its holder (which ends it at the store's
+//! now), and the lease ends a store reports are compared with the test host's clock, within
+//! [`CLOCK_TOLERANCE`] (the test database must keep the host's time). The only real time spent
+//! is in [`check_wait_for_work_returns`], which waits 50 ms.
 //!
 //! The races (two transitions, two reservations, two submissions with one key) run both calls
 //! with `tokio::join!` on one task: they interleave at every `.await` inside the backend, so a
@@ -35,9 +40,11 @@
 //!   [`EventKind`] round-trips;
 //! - claims and leases: what is claimable, priority then age, fencing tokens, stale workers
 //!   refused with `LeaseLost` on every write, heartbeat, release, terminal states drop the
-//!   lease, `waiting_for` parks a request, a lease fences only its own request;
+//!   lease, `waiting_for` parks a request, a lease fences only its own request, leases end by
+//!   the clock the store names (workers with skewed clocks take no live lease);
 //! - the attempt journal, listing with filters and keyset pagination, approvals, quotas (also
-//!   under a race, and with absurd amounts), audit, [`RequestPatch`], `wait_for_work`.
+//!   under a race, and with absurd amounts), audit (newest first, paged by id), [`RequestPatch`],
+//!   `wait_for_work`.
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -48,8 +55,8 @@ use serde_json::json;
 
 use super::{
     ApprovalDecision, AttemptOutcome, AttemptRecord, AuditRecord, Event, EventKind, Lease,
-    NewRequest, QuotaUsage, Request, RequestFilter, RequestPatch, RollbackStatus, StateChange,
-    Store, StoreError, Write,
+    LeaseClock, LoggedAudit, NewRequest, QuotaUsage, Request, RequestFilter, RequestPatch,
+    RollbackStatus, StateChange, Store, StoreError, Write,
 };
 use crate::action::{ActionError, ActionOutput, ErrorClass, IdempotencyKey};
 use crate::authz::Principal;
@@ -57,6 +64,10 @@ use crate::lifecycle::{IllegalTransition, RequestState as State};
 
 /// The lease every check asks for.
 const LEASE: Duration = Duration::from_secs(30);
+
+/// How far a lease end reported by a store with its own clock may be from the test host's
+/// clock at the call plus the lease.
+pub const CLOCK_TOLERANCE: Duration = Duration::from_secs(1);
 
 /// Calls `$callback!(check_a, check_b, ...)` with every check of the suite, so a backend's
 /// test file can generate one named test per check without repeating the list:
@@ -95,6 +106,7 @@ macro_rules! for_each_conformance_check {
             check_terminal_transition_drops_lease,
             check_waiting_for_not_claimable,
             check_lease_fences_only_its_request,
+            check_lease_clock,
             check_attempts_journal,
             check_finish_unknown_attempt,
             check_list_filters,
@@ -103,7 +115,9 @@ macro_rules! for_each_conformance_check {
             check_quotas,
             check_quota_concurrent_reservations,
             check_quota_huge_amount,
+            check_quota_huge_limit,
             check_audit,
+            check_audit_newest_first_with_cursor,
             check_update_patch,
             check_wait_for_work_returns,
             check_apply_commits_a_batch,
@@ -282,11 +296,67 @@ async fn queue(store: &dyn Store, id: &str, at: DateTime<Utc>) -> Request {
     step(store, id, State::Validation, State::Queued, at).await
 }
 
+/// Asserts that `lease`, taken or renewed for `lease_for` by a call at `now` that the test
+/// host saw run from `before` to `after`, ends when the store's lease clock says it must.
+#[track_caller]
+fn assert_lease_ends(
+    store: &dyn Store,
+    what: &str,
+    lease: &Lease,
+    now: DateTime<Utc>,
+    lease_for: Duration,
+    (before, after): (DateTime<Utc>, DateTime<Utc>),
+) {
+    let length = chrono::Duration::from_std(lease_for).expect("a short lease");
+    match store.lease_clock() {
+        LeaseClock::Caller => assert_eq!(
+            lease.expires_at,
+            now + length,
+            "{what}: a lease taken at {now} for {lease_for:?} must end then"
+        ),
+        LeaseClock::Store => {
+            let slack = chrono::Duration::from_std(CLOCK_TOLERANCE).expect("a short tolerance");
+            let (from, to) = (before + length - slack, after + length + slack);
+            assert!(
+                from <= lease.expires_at && lease.expires_at <= to,
+                "{what}: the store's clock decides, so a lease for {lease_for:?} taken between \
+                 {before} and {after} must end between {from} and {to}, not at {} (the caller \
+                 passed now = {now})",
+                lease.expires_at
+            );
+        }
+    }
+}
+
+/// Lets `lease` run out, as the crash of its worker would, before a call at `at`. A store that
+/// judges leases by the caller's clock needs nothing: `at` must be past the lease's end
+/// (checked). A store with its own clock, which no `now` moves, has the holder renew the lease
+/// for zero seconds, which ends it at the store's now. Nobody takes it over: it still fences.
+async fn lapse(store: &dyn Store, lease: &Lease, at: DateTime<Utc>) {
+    match store.lease_clock() {
+        LeaseClock::Caller => assert!(
+            lease.expires_at <= at,
+            "check bug: the lease of {} ends at {}, after {at}",
+            lease.request_id,
+            lease.expires_at
+        ),
+        LeaseClock::Store => {
+            ok(
+                &format!(
+                    "end the lease of {} by a zero-second heartbeat",
+                    lease.request_id
+                ),
+                store.heartbeat(lease, Duration::ZERO, at).await,
+            );
+        }
+    }
+}
+
 async fn must_claim(store: &dyn Store, worker: &str, now: DateTime<Utc>) -> (Request, Lease) {
-    match ok(
-        &format!("claim by {worker} at {now}"),
-        store.claim(worker, LEASE, now).await,
-    ) {
+    let before = Utc::now();
+    let claimed = store.claim(worker, LEASE, now).await;
+    let after = Utc::now();
+    match ok(&format!("claim by {worker} at {now}"), claimed) {
         Some((request, lease)) => {
             assert_eq!(
                 lease.request_id, request.id,
@@ -296,10 +366,13 @@ async fn must_claim(store: &dyn Store, worker: &str, now: DateTime<Utc>) -> (Req
                 lease.worker_id, worker,
                 "claim by {worker}: the lease names another worker"
             );
-            assert_eq!(
-                lease.expires_at,
-                now + chrono::Duration::seconds(LEASE.as_secs() as i64),
-                "claim by {worker}: a lease taken at {now} for {LEASE:?} must expire then"
+            assert_lease_ends(
+                store,
+                &format!("claim by {worker}"),
+                &lease,
+                now,
+                LEASE,
+                (before, after),
             );
             (request, lease)
         }
@@ -1254,6 +1327,7 @@ pub async fn check_claim_only_runnable(store: &dyn Store) {
         );
     }
     must_not_claim(store, "w2", t(129), "the post-fulfillment lease is live").await;
+    lapse(store, &lease, t(131)).await;
     let (request, second) = must_claim(store, "w2", t(131)).await;
     assert_eq!(request.id, "queued");
     assert_eq!(
@@ -1307,6 +1381,7 @@ pub async fn check_claim_blocked_until_lease_expires(store: &dyn Store) {
     let (_, first) = must_claim(store, "w1", t(10)).await;
     must_not_claim(store, "w2", t(20), "w1's lease is live").await;
     must_not_claim(store, "w2", t(39), "w1's lease is live until t+40").await;
+    lapse(store, &first, t(41)).await;
     let (request, second) = must_claim(store, "w2", t(41)).await;
     assert_eq!(request.id, "req-1");
     assert_eq!(
@@ -1347,6 +1422,7 @@ pub async fn check_claim_blocked_until_lease_expires(store: &dyn Store) {
     );
 
     // The same worker claiming again after its own lease expired also gets a new token.
+    lapse(store, &second, t(80)).await;
     let (_, third) = must_claim(store, "w2", t(80)).await;
     assert!(
         third.token > second.token,
@@ -1370,6 +1446,7 @@ pub async fn check_stale_lease_writes_refused(store: &dyn Store) {
             .await,
     );
 
+    lapse(store, &stale, t(100)).await;
     let (request, lease) = must_claim(store, "w2", t(100)).await;
     assert_eq!(
         request.state,
@@ -1510,14 +1587,23 @@ pub async fn check_heartbeat_extends(store: &dyn Store) {
     submit(store, new_request("req-1"), t(0)).await;
     queue(store, "req-1", t(0)).await;
     let (_, lease) = must_claim(store, "w1", t(0)).await;
+    let before = Utc::now();
     let extended = ok("heartbeat", store.heartbeat(&lease, LEASE, t(20)).await);
+    assert_lease_ends(
+        store,
+        "heartbeat at t+20 for 30 s",
+        &extended,
+        t(20),
+        LEASE,
+        (before, Utc::now()),
+    );
     assert_eq!(
         extended,
         Lease {
-            expires_at: t(50),
+            expires_at: extended.expires_at,
             ..lease.clone()
         },
-        "heartbeat at t+20 for 30 s: same request, worker and token, expiry t+50"
+        "heartbeat: same request, worker and token"
     );
     ok(
         "write under the extended lease",
@@ -1538,12 +1624,21 @@ pub async fn check_heartbeat_extends(store: &dyn Store) {
         "the heartbeat extended the lease to t+50",
     )
     .await;
+    let before = Utc::now();
     let again = ok(
         "second heartbeat",
         store.heartbeat(&extended, LEASE, t(45)).await,
     );
-    assert_eq!(again.expires_at, t(75), "second heartbeat");
+    assert_lease_ends(
+        store,
+        "second heartbeat",
+        &again,
+        t(45),
+        LEASE,
+        (before, Utc::now()),
+    );
     must_not_claim(store, "w2", t(70), "extended again to t+75").await;
+    lapse(store, &again, t(76)).await;
     let (_, taken) = must_claim(store, "w2", t(76)).await;
     assert!(taken.token > lease.token);
     expect_lease_lost(
@@ -1720,6 +1815,61 @@ pub async fn check_lease_fences_only_its_request(store: &dyn Store) {
             ok("attempts", store.attempts(id).await).is_empty(),
             "{id}: no attempt journaled"
         );
+    }
+}
+
+/// Leases end by the clock the store names ([`Store::lease_clock`]). By the caller's: exactly
+/// `lease_for` after the `now` of the claim or heartbeat. By the store's own: a lease runs
+/// `lease_for` from the store's now whatever `now` a worker passes, so a worker whose clock
+/// runs 25 s ahead cannot take a lease that a worker whose clock runs 25 s behind just took or
+/// renewed (by their clocks, it ended 20 s ago).
+pub async fn check_lease_clock(store: &dyn Store) {
+    submit(store, new_request("req-1"), t(0)).await;
+    queue(store, "req-1", t(0)).await;
+    match store.lease_clock() {
+        LeaseClock::Caller => {
+            let (_, lease) = must_claim(store, "w1", t(10)).await;
+            must_not_claim(store, "w2", t(39), "the lease ends at t+40").await;
+            let (_, taken) = must_claim(store, "w2", t(40)).await;
+            assert!(taken.token > lease.token, "taken over at its end");
+        }
+        LeaseClock::Store => {
+            let skew = chrono::Duration::seconds(25);
+            let (_, lease) = must_claim(store, "slow", Utc::now() - skew).await;
+            must_not_claim(
+                store,
+                "fast",
+                Utc::now() + skew,
+                "the slow worker's lease was just taken (by the store's clock)",
+            )
+            .await;
+            let before = Utc::now();
+            let renewed = ok(
+                "the slow worker's heartbeat",
+                store.heartbeat(&lease, LEASE, before - skew).await,
+            );
+            assert_lease_ends(
+                store,
+                "the slow worker's heartbeat",
+                &renewed,
+                before - skew,
+                LEASE,
+                (before, Utc::now()),
+            );
+            must_not_claim(
+                store,
+                "fast",
+                Utc::now() + skew,
+                "the slow worker's lease was just renewed (by the store's clock)",
+            )
+            .await;
+            ok(
+                "the holder writes after the skewed claims",
+                store
+                    .append_event("req-1", t(1), log("still mine"), Some(&renewed))
+                    .await,
+            );
+        }
     }
 }
 
@@ -2357,11 +2507,38 @@ pub async fn check_quota_huge_amount(store: &dyn Store) {
     assert_eq!(used(store, "team-a", "vcpu").await, 1);
 }
 
+/// The largest limit ([`MAX_QUOTA_LIMIT`](super::MAX_QUOTA_LIMIT)) reads back as set and blocks
+/// nothing; a larger one is kept as the largest (it must not wrap into a limit that blocks
+/// everything).
+pub async fn check_quota_huge_limit(store: &dyn Store) {
+    submit(store, new_request("q-1"), t(0)).await;
+    submit(store, new_request("q-2"), t(0)).await;
+    for (resource, limit) in [("vcpu", super::MAX_QUOTA_LIMIT), ("disk", u64::MAX)] {
+        ok(
+            &format!("set limit {limit} on {resource}"),
+            store.set_quota_limit("team-a", resource, limit).await,
+        );
+        ok(
+            &format!("reserve 5 {resource} under limit {limit}"),
+            store.reserve_quota("q-1", "team-a", resource, 5).await,
+        );
+    }
+    assert_eq!(
+        usage(store, "team-a").await,
+        vec![
+            quota("disk", Some(super::MAX_QUOTA_LIMIT), 5),
+            quota("vcpu", Some(super::MAX_QUOTA_LIMIT), 5),
+        ],
+        "huge limits read back as the largest limit"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Audit
 
-/// The audit log is append-only: records come back unchanged, oldest first, duplicates kept;
-/// `target` filters; `limit` caps the count.
+/// The audit log is append-only: records come back unchanged, newest first, duplicates kept;
+/// `target` filters; `limit` caps the count and keeps the newest; `before` pages on to older
+/// records.
 pub async fn check_audit(store: &dyn Store) {
     let record = |secs, actor: &str, action: &str, target: &str, detail| AuditRecord {
         at: t(secs),
@@ -2395,48 +2572,124 @@ pub async fn check_audit(store: &dyn Store) {
             json!({ "reason": "ok", "n": [1, 2.5, null, true] }),
         ),
     ];
+    let logged = |store_log: Vec<LoggedAudit>| -> Vec<AuditRecord> {
+        store_log.into_iter().map(|l| l.record).collect()
+    };
     assert!(
-        ok("empty audit log", store.audit_log(None, 0).await).is_empty(),
+        ok("empty audit log", store.audit_log(None, None, 0).await).is_empty(),
         "a fresh store has no audit records"
     );
     for (i, r) in records.iter().enumerate() {
         ok(&format!("audit {i}"), store.audit(r.clone()).await);
+        let mut newest_first = records[..=i].to_vec();
+        newest_first.reverse();
         assert_eq!(
-            ok("audit log", store.audit_log(None, 0).await),
-            records[..=i],
-            "after appending record {i}: all records, oldest first, earlier ones unchanged"
+            logged(ok("audit log", store.audit_log(None, None, 0).await)),
+            newest_first,
+            "after appending record {i}: all records, newest first, earlier ones unchanged"
         );
     }
+    let all = ok("audit log", store.audit_log(None, None, 0).await);
+    assert!(
+        all.windows(2).all(|w| w[0].id > w[1].id),
+        "ids grow with every record appended: {all:?}"
+    );
     assert_eq!(
-        ok(
+        logged(ok(
             "audit log of req-1",
-            store.audit_log(Some("req-1"), 0).await
-        ),
-        vec![records[0].clone(), records[2].clone(), records[4].clone()],
+            store.audit_log(Some("req-1"), None, 0).await
+        )),
+        vec![records[4].clone(), records[2].clone(), records[0].clone()],
         "filter by target"
     );
     assert!(
         ok(
             "audit log of nothing",
-            store.audit_log(Some("nope"), 0).await
+            store.audit_log(Some("nope"), None, 0).await
         )
         .is_empty(),
         "unknown target"
     );
-    let limited = ok("audit log limit 2", store.audit_log(None, 2).await);
-    assert_eq!(limited.len(), 2, "limit 2");
-    assert!(
-        limited.iter().all(|r| records.contains(r)) && limited[0].at <= limited[1].at,
-        "a limited audit log holds stored records, oldest first: {limited:?}"
+    let limited = ok("audit log limit 2", store.audit_log(None, None, 2).await);
+    assert_eq!(
+        logged(limited.clone()),
+        vec![records[4].clone(), records[3].clone()],
+        "limit 2: the two newest"
+    );
+    let older = ok(
+        "audit log before the second newest",
+        store.audit_log(None, Some(limited[1].id), 2).await,
+    );
+    assert_eq!(
+        logged(older),
+        vec![records[2].clone(), records[1].clone()],
+        "`before` pages on to older records"
     );
     let limited = ok(
         "audit log of req-1 limit 2",
-        store.audit_log(Some("req-1"), 2).await,
+        store.audit_log(Some("req-1"), None, 2).await,
     );
-    assert_eq!(limited.len(), 2, "target and limit");
-    assert!(
-        limited.iter().all(|r| r.target == "req-1"),
-        "target and limit"
+    assert_eq!(
+        logged(limited.clone()),
+        vec![records[4].clone(), records[2].clone()],
+        "target and limit: the two newest of req-1"
+    );
+    assert_eq!(
+        logged(ok(
+            "audit log of req-1 before its second newest",
+            store.audit_log(Some("req-1"), Some(limited[1].id), 0).await,
+        )),
+        vec![records[0].clone()],
+        "target and `before`"
+    );
+}
+
+/// A long audit log (1,500 records) read with a limit shows its newest records, and paging
+/// with `before` walks all of it once, newest to oldest.
+pub async fn check_audit_newest_first_with_cursor(store: &dyn Store) {
+    const N: usize = 1_500;
+    for i in 0..N {
+        ok(
+            &format!("audit {i}"),
+            store
+                .audit(AuditRecord {
+                    at: t(i as i64),
+                    actor: "ada".to_string(),
+                    action: "request.submit".to_string(),
+                    target: format!("req-{i}"),
+                    detail: json!({ "n": i }),
+                })
+                .await,
+        );
+    }
+    let first = ok(
+        "audit log limit 1000",
+        store.audit_log(None, None, 1000).await,
+    );
+    assert_eq!(first.len(), 1000, "a page of 1,000");
+    assert_eq!(
+        first[0].record.target,
+        format!("req-{}", N - 1),
+        "the default read starts with the newest record"
+    );
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let page = ok(
+            &format!("audit log before {before:?}"),
+            store.audit_log(None, before, 400).await,
+        );
+        let Some(last) = page.last() else { break };
+        before = Some(last.id);
+        seen.extend(
+            page.into_iter()
+                .map(|l| l.record.detail["n"].as_u64().unwrap_or(u64::MAX)),
+        );
+    }
+    let expected: Vec<u64> = (0..N as u64).rev().collect();
+    assert_eq!(
+        seen, expected,
+        "pages of 400 walk every record once, newest first"
     );
 }
 
@@ -2627,6 +2880,7 @@ pub async fn check_apply_then_claim(store: &dyn Store) {
     let events_before = all_events(store, "atc-1").await.len();
 
     // The end of atc-1, and the claim of the next request in claim order.
+    let before_end = Utc::now();
     let done = store
         .apply_then_claim(
             &lease,
@@ -2656,7 +2910,14 @@ pub async fn check_apply_then_claim(store: &dyn Store) {
     assert_eq!(next.state, State::Queued);
     assert_eq!(next_lease.request_id, "atc-2");
     assert_eq!(next_lease.worker_id, "w1");
-    assert_eq!(next_lease.expires_at, t(4) + chrono::Duration::seconds(30));
+    assert_lease_ends(
+        store,
+        "the claim with the end of atc-1",
+        &next_lease,
+        t(4),
+        LEASE,
+        (before_end, Utc::now()),
+    );
     let events = all_events(store, "atc-1").await;
     assert_eq!(
         events.len(),
@@ -2738,6 +2999,7 @@ pub async fn check_apply_then_claim(store: &dyn Store) {
         );
     }
     let late = t(5) + chrono::Duration::seconds(31);
+    lapse(store, &third_lease, late).await;
     let done = store
         .apply_then_claim(
             &third_lease,
@@ -2908,7 +3170,7 @@ pub async fn check_apply_commits_a_batch(store: &dyn Store) {
         other => panic!("expected a state change, got {other:?}"),
     }
     assert_eq!(
-        ok("audit", store.audit_log(Some("b-1"), 0).await).len(),
+        ok("audit", store.audit_log(Some("b-1"), None, 0).await).len(),
         1,
         "the audit record of the batch is stored"
     );
@@ -3019,7 +3281,7 @@ pub async fn check_apply_all_or_nothing(store: &dyn Store) {
             "{what}: no attempt of the batch is stored"
         );
         assert!(
-            ok("audit", store.audit_log(Some("n-1"), 0).await).is_empty(),
+            ok("audit", store.audit_log(Some("n-1"), None, 0).await).is_empty(),
             "{what}: no audit record of the batch is stored"
         );
         assert_eq!(
@@ -3046,12 +3308,9 @@ pub async fn check_apply_fenced(store: &dyn Store) {
     queue(store, "f-1", t(1)).await;
     let (_, old) = must_claim(store, "w1", t(2)).await;
     // The lease expires and another worker takes over.
-    let (_, new) = must_claim(
-        store,
-        "w2",
-        t(2) + chrono::Duration::seconds(LEASE.as_secs() as i64 + 1),
-    )
-    .await;
+    let late = t(2) + chrono::Duration::seconds(LEASE.as_secs() as i64 + 1);
+    lapse(store, &old, late).await;
+    let (_, new) = must_claim(store, "w2", late).await;
     let events_before = all_events(store, "f-1").await;
     let batch = || {
         vec![
@@ -3400,7 +3659,10 @@ pub async fn check_submit_with_admits_in_one_write(store: &dyn Store) {
         ]
     );
     assert_eq!(used(store, "team-a", "db").await, 2);
-    assert_eq!(ok("audit", store.audit_log(Some("s-1"), 0).await).len(), 1);
+    assert_eq!(
+        ok("audit", store.audit_log(Some("s-1"), None, 0).await).len(),
+        1
+    );
     // The same key again: the first request, nothing applied twice.
     let mut again = new.clone();
     again.id = "s-1-again".into();
@@ -3441,7 +3703,7 @@ pub async fn check_submit_with_all_or_nothing(store: &dyn Store) {
         "no request stored"
     );
     assert!(all_events(store, "s-2").await.is_empty(), "no event stored");
-    assert!(ok("audit", store.audit_log(Some("s-2"), 0).await).is_empty());
+    assert!(ok("audit", store.audit_log(Some("s-2"), None, 0).await).is_empty());
     assert_eq!(used(store, "team-a", "db").await, 0);
     assert!(
         ok("list", store.list(&RequestFilter::default()).await).is_empty(),

@@ -659,9 +659,10 @@ impl Store for MemoryStore {
         resource: &str,
         limit: u64,
     ) -> Result<(), StoreError> {
-        self.lock()?
-            .limits
-            .insert((team.to_string(), resource.to_string()), limit);
+        self.lock()?.limits.insert(
+            (team.to_string(), resource.to_string()),
+            limit.min(MAX_QUOTA_LIMIT),
+        );
         Ok(())
     }
 
@@ -718,14 +719,23 @@ impl Store for MemoryStore {
     async fn audit_log(
         &self,
         target: Option<&str>,
+        before: Option<u64>,
         limit: usize,
-    ) -> Result<Vec<AuditRecord>, StoreError> {
+    ) -> Result<Vec<LoggedAudit>, StoreError> {
         let g = self.lock()?;
-        let iter = g
-            .audit
+        // A record's id is its place in the log, from 1 (records are never removed).
+        let end = before.map_or(g.audit.len(), |b| {
+            usize::try_from(b.saturating_sub(1)).map_or(g.audit.len(), |b| b.min(g.audit.len()))
+        });
+        let iter = g.audit[..end]
             .iter()
-            .filter(|a| target.is_none_or(|t| a.target == t))
-            .cloned();
+            .enumerate()
+            .rev()
+            .filter(|(_, a)| target.is_none_or(|t| a.target == t))
+            .map(|(i, a)| LoggedAudit {
+                id: i as u64 + 1,
+                record: a.clone(),
+            });
         Ok(if limit > 0 {
             iter.take(limit).collect()
         } else {

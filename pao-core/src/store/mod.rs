@@ -370,6 +370,19 @@ pub struct Lease {
     pub expires_at: DateTime<Utc>,
 }
 
+/// Whose clock decides when a lease ends ([`Store::lease_clock`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseClock {
+    /// The `now` the caller passes to [`Store::claim`] and [`Store::heartbeat`]: right for a
+    /// store that lives in one process (the in-memory store), where every worker reads the same
+    /// clock.
+    Caller,
+    /// The store's own clock (a database's): leases start, end and are taken over by it, and
+    /// the `now` of a claim or heartbeat plays no part in them, so workers whose clocks
+    /// disagree still agree on when a lease ends.
+    Store,
+}
+
 /// [`Store::apply_then_claim`] as two calls: [`Store::apply`], then [`Store::claim`]. Should
 /// the claim take the batch's own request (its lease ran out and the batch did not end it),
 /// it is given back at once and the claim reports none.
@@ -473,6 +486,39 @@ pub struct QuotaUsage {
     pub used: u64,
 }
 
+/// The largest quota limit: stores hold limits as signed 64-bit integers.
+pub const MAX_QUOTA_LIMIT: u64 = i64::MAX as u64;
+
+/// Why a quota limit cannot be set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QuotaLimitError {
+    /// The resource name is empty or blank.
+    #[error("a quota resource name is empty")]
+    EmptyResource,
+    /// The limit is above [`MAX_QUOTA_LIMIT`].
+    #[error("the limit of `{resource}` ({limit}) is above the largest limit, {MAX_QUOTA_LIMIT}")]
+    TooLarge {
+        /// The resource.
+        resource: String,
+        /// The limit asked for.
+        limit: u64,
+    },
+}
+
+/// Whether `limit` may be set for `resource`: a named resource, a limit a store can hold.
+pub fn check_quota_limit(resource: &str, limit: u64) -> Result<(), QuotaLimitError> {
+    if resource.trim().is_empty() {
+        return Err(QuotaLimitError::EmptyResource);
+    }
+    if limit > MAX_QUOTA_LIMIT {
+        return Err(QuotaLimitError::TooLarge {
+            resource: resource.to_string(),
+            limit,
+        });
+    }
+    Ok(())
+}
+
 /// An audit record: who did what to what.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecord {
@@ -486,6 +532,17 @@ pub struct AuditRecord {
     pub target: String,
     /// Details.
     pub detail: Value,
+}
+
+/// An audit record with its place in the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoggedAudit {
+    /// Its place in the log: larger for every record appended after it. Pass it as `before`
+    /// to [`Store::audit_log`] to read the records older than it.
+    pub id: u64,
+    /// The record.
+    #[serde(flatten)]
+    pub record: AuditRecord,
 }
 
 /// Filters for listing requests.
@@ -761,8 +818,12 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<Event>, StoreError>;
 
     /// Claims the next runnable request: `Queued`, or `InProgress`/`PostFulfillment` whose
-    /// lease expired (a crashed worker's) and that waits for nothing outside (`waiting_for`). Highest priority first, then oldest. The new lease's
-    /// token is larger than any earlier one for that request.
+    /// lease expired (a crashed worker's) and that waits for nothing outside (`waiting_for`).
+    /// Highest priority first, then oldest. The new lease's token is larger than any earlier
+    /// one for that request.
+    ///
+    /// A lease ends `lease_for` after it was taken or last renewed, by the clock
+    /// [`Store::lease_clock`] names: `now` (the caller's clock) or the store's own.
     async fn claim(
         &self,
         worker_id: &str,
@@ -791,13 +852,21 @@ pub trait Store: Send + Sync {
         apply_then_claim_in_turn(self, lease, writes, worker_id, lease_for, now).await
     }
 
-    /// Extends a lease; `LeaseLost` if it was taken over.
+    /// Extends a lease to `lease_for` from now (by [`Store::lease_clock`]); `LeaseLost` if it
+    /// was taken over.
     async fn heartbeat(
         &self,
         lease: &Lease,
         lease_for: Duration,
         now: DateTime<Utc>,
     ) -> Result<Lease, StoreError>;
+
+    /// Whose clock decides when leases end. The default is the caller's (`now`); a store
+    /// shared by processes on several hosts must use its own, or a worker whose clock runs
+    /// ahead takes over live leases.
+    fn lease_clock(&self) -> LeaseClock {
+        LeaseClock::Caller
+    }
 
     /// Gives a request back (it stays in its state and can be claimed at once).
     async fn release(&self, lease: &Lease) -> Result<(), StoreError>;
@@ -828,7 +897,9 @@ pub trait Store: Send + Sync {
     /// Decisions on a request.
     async fn decisions(&self, id: &str) -> Result<Vec<ApprovalDecision>, StoreError>;
 
-    /// Sets a team's limit for a resource.
+    /// Sets a team's limit for a resource. A limit above [`MAX_QUOTA_LIMIT`] is kept as
+    /// [`MAX_QUOTA_LIMIT`] (no usage reaches either); callers refuse it first
+    /// ([`check_quota_limit`]).
     async fn set_quota_limit(
         &self,
         team: &str,
@@ -855,12 +926,15 @@ pub trait Store: Send + Sync {
     /// Appends an audit record.
     async fn audit(&self, record: AuditRecord) -> Result<(), StoreError>;
 
-    /// Audit records, oldest first, optionally for one target.
+    /// Audit records, newest first: only those about `target` when given, only those older
+    /// than the record `before` (an id of an earlier page) when given, at most `limit`
+    /// (0 = all).
     async fn audit_log(
         &self,
         target: Option<&str>,
+        before: Option<u64>,
         limit: usize,
-    ) -> Result<Vec<AuditRecord>, StoreError>;
+    ) -> Result<Vec<LoggedAudit>, StoreError>;
 
     /// Waits until new work may be claimable, or `timeout` passes. The default sleeps; stores
     /// with notifications (PostgreSQL LISTEN/NOTIFY, the in-memory store) wake at once.

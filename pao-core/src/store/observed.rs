@@ -301,6 +301,9 @@ impl<S: Store, O: StoreObserver> Store for Observed<S, O> {
         let run = self.inner.heartbeat(lease, lease_for, now);
         self.forward(StoreCall::Heartbeat, run).await
     }
+    fn lease_clock(&self) -> LeaseClock {
+        self.inner.lease_clock()
+    }
     async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
         self.forward(StoreCall::Release, self.inner.release(lease))
             .await
@@ -372,9 +375,10 @@ impl<S: Store, O: StoreObserver> Store for Observed<S, O> {
     async fn audit_log(
         &self,
         target: Option<&str>,
+        before: Option<u64>,
         limit: usize,
-    ) -> Result<Vec<AuditRecord>, StoreError> {
-        let run = self.inner.audit_log(target, limit);
+    ) -> Result<Vec<LoggedAudit>, StoreError> {
+        let run = self.inner.audit_log(target, before, limit);
         self.forward(StoreCall::AuditLog, run).await
     }
     async fn wait_for_work(&self, timeout: Duration) {

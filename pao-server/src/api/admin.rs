@@ -404,11 +404,15 @@ pub struct AuditQuery {
     pub target: Option<String>,
     /// At most this many (default 100, at most 1,000).
     pub limit: Option<usize>,
+    /// Only records older than this one: the `next_cursor` of the previous page.
+    pub before: Option<u64>,
 }
 
 /// One audit record.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AuditEntry {
+    /// Its place in the log: pass the last one's as `before` for older records.
+    pub id: u64,
     /// When.
     #[schema(value_type = String, format = DateTime)]
     pub at: chrono::DateTime<chrono::Utc>,
@@ -423,14 +427,15 @@ pub struct AuditEntry {
     pub detail: Value,
 }
 
-impl From<AuditRecord> for AuditEntry {
-    fn from(r: AuditRecord) -> AuditEntry {
+impl From<pao_core::store::LoggedAudit> for AuditEntry {
+    fn from(r: pao_core::store::LoggedAudit) -> AuditEntry {
         AuditEntry {
-            at: r.at,
-            actor: r.actor,
-            action: r.action,
-            target: r.target,
-            detail: r.detail,
+            id: r.id,
+            at: r.record.at,
+            actor: r.record.actor,
+            action: r.record.action,
+            target: r.record.target,
+            detail: r.record.detail,
         }
     }
 }
@@ -440,16 +445,27 @@ impl From<AuditRecord> for AuditEntry {
 pub struct AuditPage {
     /// The records.
     pub records: Vec<AuditEntry>,
+    /// The `before` of the next (older) page; `null` on the last page.
+    pub next_cursor: Option<u64>,
 }
 
-/// `GET /audit/requests` (admins): the audit trail, newest first. Reading it is audited too.
+/// `GET /audit/requests` (admins): the audit trail, newest first, each record with its `id`;
+/// `next_cursor` (the last record's id, when the page is full) is the `before` of the next
+/// page. Reading it is audited too.
 pub async fn audit(
     State(state): State<AppState>,
     Admin(who): Admin,
     Query(q): Query<AuditQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let records = state.store.audit_log(q.target.as_deref(), limit).await?;
+    let records = state
+        .store
+        .audit_log(q.target.as_deref(), q.before, limit)
+        .await?;
+    let next_cursor = match records.last() {
+        Some(last) if records.len() == limit => Some(last.id),
+        _ => None,
+    };
     state
         .store
         .audit(AuditRecord {
@@ -457,10 +473,11 @@ pub async fn audit(
             actor: who.id,
             action: "audit.read".into(),
             target: q.target.clone().unwrap_or_else(|| "*".into()),
-            detail: json!({ "limit": limit }),
+            detail: json!({ "limit": limit, "before": q.before }),
         })
         .await?;
     Ok(Json(AuditPage {
         records: records.into_iter().map(AuditEntry::from).collect(),
+        next_cursor,
     }))
 }

@@ -269,14 +269,8 @@ pub async fn quota_limits(
             json!([{ "pointer": "/limits", "message": "empty" }]),
         ));
     }
+    super::teams::check_limits(&body.limits, "/limits")?;
     for (resource, limit) in &body.limits {
-        if resource.trim().is_empty() {
-            return Err(ApiError::unprocessable(
-                "PAO-API-INVALID-BODY",
-                "a resource name is empty",
-                json!([{ "pointer": "/limits", "message": "empty key" }]),
-            ));
-        }
         state
             .store
             .set_quota_limit(&team, resource, limit.0)

@@ -410,8 +410,28 @@ pub struct TeamConfigBody {
     pub quotas: BTreeMap<String, QuotaLimit>,
 }
 
-/// `POST /teams/{team_id}/config`: admins and the team's `team-admin` role holders set the
-/// team's quotas.
+/// Refuses quota limits no store can keep (422, located at `{at}/{resource}`): an empty
+/// resource name, a limit above [`pao_core::store::MAX_QUOTA_LIMIT`].
+pub(super) fn check_limits(
+    limits: &BTreeMap<String, QuotaLimit>,
+    at: &str,
+) -> Result<(), ApiError> {
+    for (resource, limit) in limits {
+        if let Err(e) = pao_core::store::check_quota_limit(resource, limit.0) {
+            let pointer = format!("{at}/{}", resource.replace('~', "~0").replace('/', "~1"));
+            return Err(ApiError::unprocessable(
+                "PAO-API-INVALID-BODY",
+                e.to_string(),
+                json!([{ "pointer": pointer, "message": e.to_string() }]),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `POST /teams/{team_id}/config`: admins set the team's quotas; the team's `team-admin` role
+/// holders may set a resource's limit up to the one `catalog.yaml` declares for the team (not
+/// above it, nor for a resource it declares none for).
 pub async fn config(
     State(state): State<AppState>,
     Caller(who): Caller,
@@ -423,6 +443,33 @@ pub async fn config(
         return Err(ApiError::forbidden(
             "team configuration needs the admin role or team-admin in that team",
         ));
+    }
+    check_limits(&body.quotas, "/quotas")?;
+    if !who.is_admin() {
+        let catalog = state.orch.catalog();
+        let declared = catalog
+            .settings()
+            .and_then(|s| s.teams.as_ref())
+            .and_then(|ts| ts.iter().find(|t| t.id == team))
+            .and_then(|t| t.quotas.as_ref());
+        for (resource, limit) in &body.quotas {
+            match declared.and_then(|d| d.get(resource)) {
+                Some(ceiling) if limit.0 <= *ceiling => {}
+                Some(ceiling) => {
+                    return Err(ApiError::forbidden(format!(
+                        "raising `{resource}` to {}, above the {ceiling} catalog.yaml \
+                         declares for team `{team}`, needs the admin role",
+                        limit.0
+                    )));
+                }
+                None => {
+                    return Err(ApiError::forbidden(format!(
+                        "catalog.yaml declares no `{resource}` quota for team `{team}`: setting \
+                         it needs the admin role"
+                    )));
+                }
+            }
+        }
     }
     for (resource, limit) in &body.quotas {
         state
