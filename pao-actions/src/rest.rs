@@ -446,7 +446,7 @@ impl RestAction {
             None => cfg.url.clone(),
             Some(t) => {
                 let tpl = engine
-                    .compile(t)
+                    .compile_url(t)
                     .map_err(|e| ActionError::permanent(format!("poll.url: {}", e.message())))?;
                 let mut c = Context::new();
                 for (s, v) in &scopes {
