@@ -227,7 +227,7 @@ impl AppState {
             limiter,
             finished,
             http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::limited(3))
+                .redirect(crate::options::redirect_policy())
                 .build()
                 .unwrap_or_default(),
             env: Arc::new(env),
