@@ -13,11 +13,46 @@ use serde_json::{Value, json};
 
 use crate::config::{ConfigError, HttpSettings};
 
-/// The shared client and its settings.
+/// The shared clients and their settings.
 #[derive(Debug, Clone)]
 pub(crate) struct Http {
+    /// For calls without credentials: follows redirects to other origins (reqwest drops
+    /// `Authorization` and `Cookie` there), never from https to http.
     client: reqwest::Client,
+    /// For calls with credentials or a body: follows redirects within the call's origin only.
+    confined: reqwest::Client,
     pub(crate) settings: HttpSettings,
+}
+
+/// Redirects followed per call.
+const MAX_REDIRECTS: usize = 5;
+
+/// The redirect policy: at most [`MAX_REDIRECTS`] hops, never from https to http, and when
+/// `confined`, never to another origin (scheme, host, port) than the first URL's. A redirect
+/// that is not followed comes back as the 3xx response, which [`Http::send`] turns into an
+/// error saying why.
+pub(crate) fn redirect_policy(confined: bool) -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() > MAX_REDIRECTS {
+            return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
+        }
+        if redirect_refused(attempt.previous(), attempt.url(), confined) {
+            attempt.stop()
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
+/// Whether a redirect to `next`, after `previous` (the first URL first), is refused.
+fn redirect_refused(previous: &[reqwest::Url], next: &reqwest::Url, confined: bool) -> bool {
+    let downgrade = previous
+        .last()
+        .is_some_and(|p| p.scheme() == "https" && next.scheme() != "https");
+    let elsewhere = previous
+        .first()
+        .is_some_and(|first| first.origin() != next.origin());
+    downgrade || (confined && elsewhere)
 }
 
 /// A request body.
@@ -220,19 +255,32 @@ impl Http {
         // reqwest is built without a default crypto provider; ring is ours. Installing fails
         // harmlessly when the embedder installed one already.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .connect_timeout(settings.connect_timeout)
-            .user_agent(settings.user_agent.clone())
-            .redirect(reqwest::redirect::Policy::limited(5))
-            .build()
-            .map_err(|e| ConfigError::Invalid {
-                at: "http".into(),
-                message: format!("cannot build the HTTP client: {e}"),
-            })?;
+        let build = |confined: bool| {
+            reqwest::Client::builder()
+                .connect_timeout(settings.connect_timeout)
+                .user_agent(settings.user_agent.clone())
+                .redirect(redirect_policy(confined))
+                .build()
+                .map_err(|e| ConfigError::Invalid {
+                    at: "http".into(),
+                    message: format!("cannot build the HTTP client: {e}"),
+                })
+        };
         Ok(Http {
-            client,
+            client: build(false)?,
+            confined: build(true)?,
             settings: settings.clone(),
         })
+    }
+
+    /// Whether `call` carries something that must not reach another origin: an auth header
+    /// (by name), a header holding a secret, or a body (reqwest re-sends it on 307 and 308).
+    fn carries_credentials(ctx: &ActionContext, call: &Call) -> bool {
+        call.body != CallBody::None
+            || call
+                .headers
+                .iter()
+                .any(|(n, v)| sensitive_header(n) || ctx.log.redact(v) != *v)
     }
 
     /// Sends `call`; any status is `Ok`. Connect errors and timeouts are retryable, the
@@ -250,8 +298,12 @@ impl Http {
                 .unwrap_or(Duration::from_millis(1));
             timeout = timeout.min(left.max(Duration::from_millis(1)));
         }
-        let mut rb = self
-            .client
+        let client = if Self::carries_credentials(ctx, call) {
+            &self.confined
+        } else {
+            &self.client
+        };
+        let mut rb = client
             .request(call.method.clone(), &call.url)
             .timeout(timeout);
         for (n, v) in &call.headers {
@@ -267,6 +319,9 @@ impl Http {
         let secs = timeout.as_secs_f64();
         let work = async {
             let mut resp = rb.send().await.map_err(|e| transport(vendor, &e, secs))?;
+            if let Some(e) = refused_redirect(vendor, &resp) {
+                return Err(e);
+            }
             let status = resp.status().as_u16();
             let headers = resp
                 .headers()
@@ -322,6 +377,33 @@ impl Http {
             max: self.settings.poll_max.max(self.settings.poll_initial),
         }
     }
+}
+
+/// The error for a redirect the policy did not follow (another origin for a call with
+/// credentials, or https to http); `None` for any other response.
+fn refused_redirect(vendor: &str, resp: &reqwest::Response) -> Option<ActionError> {
+    if !resp.status().is_redirection() {
+        return None;
+    }
+    let location = resp
+        .headers()
+        .get(reqwest::header::LOCATION)?
+        .to_str()
+        .ok()?;
+    let next = resp.url().join(location).ok()?;
+    let from = resp.url();
+    let reason = if from.scheme() == "https" && next.scheme() != "https" {
+        "from https to http"
+    } else if from.origin() != next.origin() {
+        "to another origin, with credentials or a body"
+    } else {
+        return None;
+    };
+    Some(ActionError::permanent(format!(
+        "{vendor} answered {} with a redirect to {}; PAO does not follow a redirect {reason}",
+        resp.status().as_u16(),
+        next.origin().ascii_serialization()
+    )))
 }
 
 fn too_large(vendor: &str, cap: usize) -> ActionError {

@@ -3,7 +3,9 @@
 //! token is cached until shortly before it expires and fetched again on a 401); the statuses
 //! that count as success; values extracted from the JSON response with JSONPath (RFC 9535);
 //! the attempt's idempotency key in a header of your choice; a response size cap; and optional
-//! polling of a status URL until a condition over `result` holds (APIs that answer 202).
+//! polling of a status URL until a condition over `result` holds (APIs that answer 202). The
+//! status URL must be on the origin of `url`: it may come from the upstream's own answer, and
+//! is called with the action's credentials.
 //!
 //! Result: `{status, headers, body, extract}` (with polling: of the last poll response, whose
 //! `extract` is computed with the same paths).
@@ -119,6 +121,14 @@ fn host(url: &str) -> String {
             })
         })
         .unwrap_or_else(|| "rest".into())
+}
+
+/// Whether two absolute URLs have the same scheme, host and port.
+fn same_origin(a: &str, b: &str) -> bool {
+    match (reqwest::Url::parse(a), reqwest::Url::parse(b)) {
+        (Ok(a), Ok(b)) => a.origin().is_tuple() && a.origin() == b.origin(),
+        _ => false,
+    }
 }
 
 fn success(list: &Option<Vec<Value>>, status: u16) -> bool {
@@ -436,7 +446,7 @@ impl RestAction {
             None => cfg.url.clone(),
             Some(t) => {
                 let tpl = engine
-                    .compile(t)
+                    .compile_url(t)
                     .map_err(|e| ActionError::permanent(format!("poll.url: {}", e.message())))?;
                 let mut c = Context::new();
                 for (s, v) in &scopes {
@@ -447,6 +457,14 @@ impl RestAction {
                     .map_err(|e| ActionError::permanent(format!("poll.url: {}", e.message())))?
             }
         };
+        if !same_origin(&url, &cfg.url) {
+            return Err(ActionError::permanent(format!(
+                "poll.url `{}` is not on the origin of url ({}): PAO polls only the origin the \
+                 action calls, so that its credentials and the response stay there",
+                ctx.log.redact(&url),
+                host(&cfg.url)
+            )));
+        }
         let interval = poll
             .interval
             .as_deref()

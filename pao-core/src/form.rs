@@ -492,6 +492,7 @@ pub fn validate_fields(
         let Some(value) = value else { continue };
         let before = errors.len();
         check_value(f, value, &mut errors);
+        check_source_value(f, value, &mut errors);
         if errors.len() == before {
             if f.is_secret() {
                 secrets.insert(f.id.clone(), value.clone());
@@ -739,6 +740,49 @@ fn options_hint(o: &[&str]) -> String {
         o.join(", ")
     } else {
         format!("{}, and {} more", o[..SHOWN].join(", "), o.len() - SHOWN)
+    }
+}
+
+/// The longest value of a field whose options come from a source.
+pub const MAX_SOURCE_VALUE_CHARS: usize = 256;
+
+/// The value of a field whose options come from a source (`source.http`, `source.catalog`) is
+/// not looked up in that source at submit: the source may be slow, answer per user, or have
+/// changed. Such values often go into URLs, so unless the field has its own
+/// `validation.pattern`, each (one, or each of a list) must be a name: at most
+/// [`MAX_SOURCE_VALUE_CHARS`] characters, without `/`, `\`, `?`, `#`, `%`, `..` or control
+/// characters.
+fn check_source_value(f: &Field, v: &Value, errors: &mut Vec<FieldError>) {
+    if f.source.is_none() || f.options.is_some() || f.validation.is_some() {
+        return;
+    }
+    let one;
+    let values: &[Value] = match v {
+        Value::Array(items) => items,
+        Value::String(_) => {
+            one = [v.clone()];
+            &one
+        }
+        _ => return,
+    };
+    for s in values.iter().filter_map(Value::as_str) {
+        let bad = s.chars().count() > MAX_SOURCE_VALUE_CHARS
+            || s.contains("..")
+            || s.chars()
+                .any(|c| c.is_control() || matches!(c, '/' | '\\' | '?' | '#' | '%'));
+        if bad {
+            errors.push(ferr(
+                &f.id,
+                "source_value",
+                format!(
+                    "{} must be one of the options its source offers: at most \
+                     {MAX_SOURCE_VALUE_CHARS} characters, without `/`, `\\`, `?`, `#`, `%`, `..` \
+                     or control characters",
+                    f.id
+                ),
+            ));
+            return;
+        }
     }
 }
 

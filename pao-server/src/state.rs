@@ -253,7 +253,7 @@ impl AppState {
             queue_depth: Arc::default(),
             finished,
             http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::limited(3))
+                .redirect(crate::options::redirect_policy())
                 .build()
                 .unwrap_or_default(),
             env: Arc::new(env),

@@ -513,6 +513,76 @@ async fn a_plugin_folder_needs_manifests_that_match() {
     assert!(matches!(e, LoadError::Manifest { .. }), "{e}");
 }
 
+/// The names of the compiled artifacts in a cache directory.
+fn cwasm_files(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.ends_with(".cwasm"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Someone who can write the cache directory replaces the probe's artifact with another valid
+/// artifact of the same engine (the empty component's): the host does not load it (it would
+/// run that code as the probe), but recompiles the probe and runs it.
+#[tokio::test]
+async fn a_replaced_cache_file_is_recompiled_not_loaded() {
+    let wasm = common::build_plugin("pao-probe-plugin");
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("plugin-cache");
+    let config = HostConfig {
+        pooling: false,
+        cache_dir: Some(dir.clone()),
+        ..HostConfig::default()
+    };
+    let bytes = std::fs::read(&wasm).unwrap();
+    PluginHost::new(config.clone())
+        .unwrap()
+        .load_bytes(&wasm, &bytes, manifest(), &Grant::default())
+        .await
+        .unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700, "the cache directory is private");
+        assert_eq!(mode(&dir.join("cache.key")), 0o600, "the key is private");
+        let probe = &cwasm_files(&dir)[0];
+        assert_eq!(mode(&dir.join(probe)), 0o600);
+    }
+    let probe = cwasm_files(&dir).remove(0);
+    // The empty component, compiled by the same host into the same cache (it is no action,
+    // so loading it fails after it was cached).
+    let empty = wat::parse_str("(component)").unwrap();
+    let _ = PluginHost::new(config.clone())
+        .unwrap()
+        .load_bytes("empty.wasm".as_ref(), &empty, manifest(), &Grant::default())
+        .await;
+    let other = cwasm_files(&dir)
+        .into_iter()
+        .find(|n| *n != probe)
+        .expect("the empty component was cached");
+    std::fs::copy(dir.join(&other), dir.join(&probe)).unwrap();
+
+    let host = PluginHost::new(config).unwrap();
+    let p = host
+        .load_bytes(&wasm, &bytes, manifest(), &Grant::default())
+        .await
+        .expect("the probe is recompiled, not replaced by the planted artifact");
+    assert_eq!(
+        run(&p, json!({ "probe": "ok" })).await.unwrap(),
+        json!({ "ok": true, "attempt": 1 })
+    );
+    assert_ne!(
+        std::fs::read(dir.join(&probe)).unwrap(),
+        std::fs::read(dir.join(&other)).unwrap(),
+        "the planted file was replaced by a fresh compilation"
+    );
+}
+
 #[tokio::test]
 async fn compiled_plugins_are_cached_on_disk() {
     let wasm = common::build_plugin("pao-probe-plugin");
@@ -528,12 +598,9 @@ async fn compiled_plugins_are_cached_on_disk() {
         .load_bytes(&wasm, &bytes, manifest(), &Grant::default())
         .await
         .unwrap();
-    let cached: Vec<_> = std::fs::read_dir(cache.path())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .collect();
+    let cached = cwasm_files(cache.path());
     assert_eq!(cached.len(), 1, "one artifact per content hash + engine");
-    let name = cached[0].file_name().to_string_lossy().to_string();
+    let name = &cached[0];
     assert!(name.ends_with(".cwasm") && name.len() > 64, "{name}");
     // A second host (a restart) loads from the cache and runs.
     let second = PluginHost::new(config).unwrap();

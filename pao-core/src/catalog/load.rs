@@ -1440,6 +1440,7 @@ fn check_item(
             &format!("{}/config", a.pointer),
             &a.spec.config,
             &decl,
+            true,
             |p| p.starts_with("/poll"),
         );
         let mut outputs = Vec::new();
@@ -1462,12 +1463,14 @@ fn check_item(
         let rollback = a.spec.rollback.as_ref().map(|rb| {
             let mut rb_decl = decl.clone();
             rb_decl.completed.insert(a.spec.id.clone());
-            compile_checked(
+            compile_checked_with(
                 d,
                 engine,
                 &format!("{}/rollback/config", a.pointer),
                 &rb.config,
                 &rb_decl,
+                true,
+                |_| false,
             )
         });
         compiled.actions.insert(
@@ -1543,7 +1546,7 @@ fn compile_checked(
     value: &Value,
     decl: &Declarations,
 ) -> ValueTemplate {
-    compile_checked_with(d, engine, ptr, value, decl, |_| false)
+    compile_checked_with(d, engine, ptr, value, decl, false, |_| false)
 }
 
 fn compile_checked_with(
@@ -1552,13 +1555,19 @@ fn compile_checked_with(
     ptr: &str,
     value: &Value,
     decl: &Declarations,
+    action_config: bool,
     allow_result_at: impl Fn(&str) -> bool,
 ) -> ValueTemplate {
     let with_result = Declarations {
         allow_result: true,
         ..decl.clone()
     };
-    match engine.compile_value(value) {
+    let compiled = if action_config {
+        engine.compile_config(value)
+    } else {
+        engine.compile_value(value)
+    };
+    match compiled {
         Ok(t) => {
             let mut errors = Vec::new();
             t.for_each_template(&mut |p, tpl| {

@@ -72,6 +72,9 @@ pub enum VarErrorKind {
     Function,
     /// The fuel, output, loop or nesting limit was exceeded.
     Limit,
+    /// A value from the request would change the shape of a URL (its host, or path segments,
+    /// query or fragment beyond its own place).
+    UnsafeUrl,
 }
 
 impl VarErrorKind {
@@ -89,6 +92,7 @@ impl VarErrorKind {
             VarErrorKind::Arithmetic => "arithmetic",
             VarErrorKind::Function => "function",
             VarErrorKind::Limit => "limit",
+            VarErrorKind::UnsafeUrl => "unsafe-url",
         }
     }
 }

@@ -1136,3 +1136,155 @@ pub(crate) fn path_text(p: &Path, upto: usize) -> String {
     }
     s
 }
+
+/// Where in a URL a piece of a URL template lands, judged from the text before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UrlPart {
+    /// Nothing before it: the piece is the start of the URL (a whole URL from a value).
+    Start,
+    /// Scheme, user info, host or port.
+    Authority,
+    /// The path.
+    Path,
+    /// The query or the fragment.
+    Query,
+}
+
+fn url_part(before: &str) -> UrlPart {
+    if before.is_empty() {
+        return UrlPart::Start;
+    }
+    let rest = before.find("://").map_or(before, |i| &before[i + 3..]);
+    match rest.find(['/', '?', '#']) {
+        None => UrlPart::Authority,
+        Some(i) if rest[i..].contains(['?', '#']) => UrlPart::Query,
+        Some(_) => UrlPart::Path,
+    }
+}
+
+/// Whether a piece of a template reads a value that comes from the request or from an
+/// upstream (fields, computed values, the user, the request, outputs, a result) rather than
+/// from the operator or the catalog author (env, system, metadata, secrets).
+fn reads_request_values(node: &Node) -> bool {
+    let mut refs = Vec::new();
+    super::check::collect_nodes(std::slice::from_ref(node), &mut refs);
+    refs.iter().any(|r| {
+        !matches!(
+            r.scope,
+            Scope::Env | Scope::System | Scope::Metadata | Scope::Secrets
+        )
+    })
+}
+
+/// Renders the nodes of a URL template (see [`super::Engine::compile_url`]): as
+/// [`render_nodes`], except that each interpolation or loop reading a request value is kept
+/// to its place in the URL. In the path and the query it is percent-encoded (one segment, one
+/// query value; not again when it is a call to `url_encode`) and may not be `.` or `..`; in the
+/// host it may hold only letters, digits, `-`, `.` and `_`; at the very start (the whole URL
+/// from a value) it is left alone.
+pub(crate) fn render_url_nodes<'a>(
+    nodes: &'a [Node],
+    ctx: &Context<'a>,
+    st: &mut State<'a>,
+    out: &mut String,
+    out_start: usize,
+) -> Result<(), VarError> {
+    for node in nodes {
+        match node {
+            Node::Text(t) => out.push_str(t),
+            Node::If(branches, otherwise) => {
+                let mut body: &[Node] = otherwise;
+                for (cond, b) in branches.iter() {
+                    st.tick_at(|| cond.span())?;
+                    if eval_truthy(cond, ctx, st)? {
+                        body = b;
+                        break;
+                    }
+                }
+                render_url_nodes(body, ctx, st, out, out_start)?;
+            }
+            Node::Interp(_) | Node::For(_) => {
+                let start = out.len();
+                render_node(node, ctx, st, out, out_start)?;
+                if reads_request_values(node) {
+                    confine_to_url_part(node, st, out, out_start, start)?;
+                }
+            }
+        }
+        if out.len() - out_start > st.max_output {
+            return Err(output_too_large(st.max_output));
+        }
+    }
+    Ok(())
+}
+
+fn confine_to_url_part(
+    node: &Node,
+    st: &mut State<'_>,
+    out: &mut String,
+    out_start: usize,
+    start: usize,
+) -> Result<(), VarError> {
+    let span = match node {
+        Node::Interp(e) => e.span(),
+        Node::For(f) => f.span,
+        _ => Span::default(),
+    };
+    let piece = &out[start..];
+    let part = url_part(&out[out_start..start]);
+    match part {
+        UrlPart::Start => Ok(()),
+        UrlPart::Authority => {
+            if piece
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+            {
+                Ok(())
+            } else {
+                Err(VarError::at(
+                    VarErrorKind::UnsafeUrl,
+                    span,
+                    "a value from the request in the host of a URL may hold only letters, \
+                     digits, `-`, `.` and `_`",
+                )
+                .with_hint("choose the host from a select field with fixed options"))
+            }
+        }
+        UrlPart::Path | UrlPart::Query => {
+            if part == UrlPart::Path && !piece.is_empty() && piece.bytes().all(|b| b == b'.') {
+                return Err(VarError::at(
+                    VarErrorKind::UnsafeUrl,
+                    span,
+                    "a value from the request cannot be `.` or `..` in the path of a URL",
+                ));
+            }
+            let encoded = matches!(node, Node::Interp(Expr::Call(c))
+                if matches!(c.func, Func::Builtin(functions::Builtin::UrlEncode)));
+            if encoded || piece.bytes().all(is_unreserved) {
+                return Ok(());
+            }
+            let mut text = String::with_capacity(piece.len() * 3);
+            for b in piece.bytes() {
+                if is_unreserved(b) {
+                    text.push(char::from(b));
+                } else {
+                    text.push_str(&format!("%{b:02X}"));
+                }
+            }
+            let tainted = st
+                .tainted
+                .as_ref()
+                .is_some_and(|t| t.iter().any(|s| s == piece));
+            out.truncate(start);
+            out.push_str(&text);
+            if tainted {
+                st.taint(&text);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}

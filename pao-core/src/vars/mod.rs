@@ -173,7 +173,41 @@ impl Engine {
             source: src,
             nodes,
             limits: self.limits.clone(),
+            url: false,
         })
+    }
+
+    /// Compiles a URL template: rendered like [`Engine::compile`]'s, except that a piece that
+    /// reads a value from the request or an upstream (`fields`, `computed`, `user`, `request`,
+    /// `outputs`, `result`) cannot change the shape of the URL. In the path or the query it is
+    /// percent-encoded as one segment or value (unless it is a call to `url_encode`) and may
+    /// not be `.` or `..`; in the host it may hold only letters, digits, `-`, `.` and `_`; at
+    /// the very start (the whole URL from one value) it is left alone. Values of `env`,
+    /// `system`, `metadata` and `secrets` are written as they are.
+    ///
+    /// ```
+    /// use pao_core::vars::{Context, Engine, Scope};
+    /// use serde_json::json;
+    ///
+    /// let engine = Engine::new();
+    /// let tpl = engine
+    ///     .compile_url("${{ env.API }}/clusters/${{ fields.cluster }}/ns?q=${{ fields.q }}")
+    ///     .unwrap();
+    /// let env = json!({ "API": "https://k8s.example.com/v1" });
+    /// let fields = json!({ "cluster": "../../admin", "q": "a&b" });
+    /// let ctx = Context::new().with(Scope::Env, &env).with(Scope::Fields, &fields);
+    /// assert_eq!(
+    ///     tpl.render(&ctx).unwrap(),
+    ///     "https://k8s.example.com/v1/clusters/..%2F..%2Fadmin/ns?q=a%26b"
+    /// );
+    /// let fields = json!({ "cluster": "..", "q": "" });
+    /// let ctx = Context::new().with(Scope::Env, &env).with(Scope::Fields, &fields);
+    /// assert!(tpl.render(&ctx).is_err());
+    /// ```
+    pub fn compile_url(&self, source: &str) -> Result<Template, VarError> {
+        let mut t = self.compile(source)?;
+        t.url = true;
+        Ok(t)
     }
 
     /// Compiles a bare expression, as written in `when:` and `*_when:`.
@@ -193,8 +227,22 @@ impl Engine {
     /// Compiles every templated string inside a JSON value (an action's `config`). Strings
     /// without `${{`, `$${{` or `{%` stay literal. Errors carry the JSON pointer of the string.
     pub fn compile_value(&self, value: &Value) -> Result<ValueTemplate, Vec<LocatedVarError>> {
+        self.compile_value_with(value, false)
+    }
+
+    /// [`Engine::compile_value`] for an action's `config`: a string under a key named `url`
+    /// or ending in `_url` is a URL template ([`Engine::compile_url`]).
+    pub fn compile_config(&self, value: &Value) -> Result<ValueTemplate, Vec<LocatedVarError>> {
+        self.compile_value_with(value, true)
+    }
+
+    fn compile_value_with(
+        &self,
+        value: &Value,
+        urls: bool,
+    ) -> Result<ValueTemplate, Vec<LocatedVarError>> {
         let mut errors = Vec::new();
-        let t = self.compile_value_at(value, &mut String::new(), &mut errors);
+        let t = self.compile_value_at(value, &mut String::new(), &mut errors, urls);
         if errors.is_empty() {
             Ok(t)
         } else {
@@ -207,9 +255,18 @@ impl Engine {
         value: &Value,
         pointer: &mut String,
         errors: &mut Vec<LocatedVarError>,
+        urls: bool,
     ) -> ValueTemplate {
+        let url_key = |pointer: &str| {
+            let key = pointer.rsplit('/').next().unwrap_or("");
+            key == "url" || key.ends_with("_url")
+        };
         match value {
-            Value::String(s) if is_templated(s) => match self.compile(s) {
+            Value::String(s) if is_templated(s) => match if urls && url_key(pointer) {
+                self.compile_url(s)
+            } else {
+                self.compile(s)
+            } {
                 Ok(t) => ValueTemplate::Template(t),
                 Err(error) => {
                     errors.push(LocatedVarError {
@@ -224,7 +281,7 @@ impl Engine {
                 for (i, item) in items.iter().enumerate() {
                     let len = pointer.len();
                     pointer.push_str(&format!("/{i}"));
-                    out.push(self.compile_value_at(item, pointer, errors));
+                    out.push(self.compile_value_at(item, pointer, errors, urls));
                     pointer.truncate(len);
                 }
                 if out.iter().all(|t| matches!(t, ValueTemplate::Literal(_))) {
@@ -239,7 +296,7 @@ impl Engine {
                     let len = pointer.len();
                     pointer.push('/');
                     pointer.push_str(&k.replace('~', "~0").replace('/', "~1"));
-                    out.push((k.clone(), self.compile_value_at(v, pointer, errors)));
+                    out.push((k.clone(), self.compile_value_at(v, pointer, errors, urls)));
                     pointer.truncate(len);
                 }
                 if out
@@ -274,6 +331,8 @@ pub struct Template {
     /// into one allocation from its second render on.
     size_hint: AtomicUsize,
     limits: Limits,
+    /// Compiled by [`Engine::compile_url`].
+    url: bool,
 }
 
 /// A rendered value and the secret values that went into it, for redaction.
@@ -299,6 +358,11 @@ impl Template {
     /// Whether the template reads the `secrets` scope.
     pub fn uses_secrets(&self) -> bool {
         self.uses_secrets
+    }
+
+    /// Whether it is a URL template ([`Engine::compile_url`]).
+    pub fn is_url(&self) -> bool {
+        self.url
     }
 
     /// Renders to a new string.
@@ -329,8 +393,12 @@ impl Template {
         out: &mut String,
     ) -> Result<(), VarError> {
         let start = out.len();
-        eval::render_nodes(&self.nodes, ctx, st, out, start)
-            .map_err(|e| e.with_source(&self.source))
+        if self.url {
+            eval::render_url_nodes(&self.nodes, ctx, st, out, start)
+        } else {
+            eval::render_nodes(&self.nodes, ctx, st, out, start)
+        }
+        .map_err(|e| e.with_source(&self.source))
     }
 
     /// Renders to a JSON value: the expression's own type when the template is exactly one
