@@ -81,7 +81,6 @@ struct HostInner {
     engine: Engine,
     linker: Linker<CallState>,
     config: HostConfig,
-    http: reqwest::Client,
     kv: Arc<dyn KvStore>,
 }
 
@@ -126,19 +125,15 @@ impl PluginHost {
             .map_err(engine_err)?;
         // reqwest is built without a TLS provider; ring is ours unless the embedder installed one.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .user_agent(concat!("pao-wasm-host/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| LoadError::Engine(format!("HTTP client: {e}")))?;
+        // Each plugin gets its own client (its grant decides which addresses it may reach);
+        // this one checks at start that a client can be built at all.
+        http::client(&[]).map_err(LoadError::Engine)?;
         start_epoch_ticker(&engine);
         Ok(PluginHost {
             inner: Arc::new(HostInner {
                 engine,
                 linker,
                 config,
-                http,
                 kv,
             }),
         })
@@ -246,10 +241,11 @@ impl PluginHost {
             message: format!("{e:#}"),
         })?;
         let effective = Effective::resolve(&inner.config, &manifest, grant);
+        let client = http::client(&effective.http_hosts).map_err(LoadError::Engine)?;
         let shared = Arc::new(PluginShared {
             name: manifest.name.clone(),
             effective,
-            http: inner.http.clone(),
+            http: client,
             kv: inner.kv.clone(),
         });
         let mut plugin = WasmAction {

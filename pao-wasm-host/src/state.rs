@@ -17,6 +17,10 @@ use crate::bindings::pao::action::{http, kv, log, secrets, types};
 use crate::config::Effective;
 use crate::kv::KvStore;
 
+/// Elements per table: the pooling allocator's default bound, applied without it too, so a
+/// plugin cannot grow a table until the host runs out of memory.
+pub(crate) const MAX_TABLE_ELEMENTS: usize = 20_000;
+
 /// What every call of one plugin shares.
 #[derive(Debug)]
 pub(crate) struct PluginShared {
@@ -67,6 +71,7 @@ impl CallState {
                     .instances(16)
                     .memories(4)
                     .tables(16)
+                    .table_elements(MAX_TABLE_ELEMENTS)
                     .trap_on_grow_failure(true)
                     .build(),
                 hit: false,

@@ -101,6 +101,50 @@ async fn a_host_not_granted_is_denied() {
 }
 
 #[tokio::test]
+async fn an_entry_without_a_port_allows_the_default_port_only() {
+    let server = echo_server().await;
+    let url = format!("{}/hello", server.url());
+    let p = probe(Grant::default().http_hosts(["127.0.0.1"])).await;
+    let e = run(&p, json!({ "probe": "http", "url": url }))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, PluginErrorKind::Denied(m) if m.contains("host `127.0.0.1` is not granted")),
+        "{e:?}"
+    );
+    // `host:*` is any port.
+    let p = probe(Grant::default().http_hosts(["127.0.0.1:*"])).await;
+    let out = run(&p, json!({ "probe": "http", "url": url }))
+        .await
+        .unwrap();
+    assert_eq!(out["status"], 200);
+}
+
+#[tokio::test]
+async fn a_name_resolving_to_a_loopback_address_the_grant_does_not_name_is_denied() {
+    let server = echo_server().await;
+    let port = server.addr().port();
+    let url = format!("http://localhost:{port}/hello");
+    // `localhost` is granted, its address is not: the connection is refused.
+    let p = probe(Grant::default().http_hosts(["localhost:*"])).await;
+    let e = run(&p, json!({ "probe": "http", "url": url }))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, PluginErrorKind::Denied(m) if m.contains("`localhost` resolves to") && m.contains("does not name")),
+        "{e:?}"
+    );
+    // Naming the address (or its range) allows it.
+    for named in ["127.0.0.1", "127.0.0.0/8"] {
+        let p = probe(Grant::default().http_hosts(["localhost:*", named])).await;
+        let out = run(&p, json!({ "probe": "http", "url": url }))
+            .await
+            .unwrap();
+        assert_eq!(out["status"], 200, "{named}");
+    }
+}
+
+#[tokio::test]
 async fn a_granted_host_answers_and_secret_headers_are_filled_host_side() {
     let server = echo_server().await;
     let port = server.addr().port();
@@ -155,7 +199,7 @@ async fn a_redirect_to_a_host_not_granted_is_denied() {
     ))
     .await
     .unwrap();
-    let p = probe(Grant::default().http_hosts(["127.0.0.1"])).await;
+    let p = probe(Grant::default().http_hosts(["127.0.0.1:*"])).await;
     let e = run(
         &p,
         json!({ "probe": "http", "url": format!("{}/away", redirector.url()) }),
@@ -185,7 +229,7 @@ async fn secret_headers_do_not_follow_a_redirect_to_another_origin() {
     // Both hosts are granted: the redirect is followed, the bearer token is not.
     let p = probe(
         Grant::default()
-            .http_hosts(["127.0.0.1", "localhost"])
+            .http_hosts(["127.0.0.1:*", "localhost:*"])
             .secrets(["granted_token"]),
     )
     .await;
@@ -202,7 +246,7 @@ async fn secret_headers_do_not_follow_a_redirect_to_another_origin() {
 #[tokio::test]
 async fn responses_over_the_cap_are_refused() {
     let server = echo_server().await;
-    let mut grant = Grant::default().http_hosts(["127.0.0.1"]);
+    let mut grant = Grant::default().http_hosts(["127.0.0.1:*"]);
     grant.limits = RequestedLimits {
         max_response_bytes: Some(10_000),
         ..RequestedLimits::default()

@@ -31,6 +31,7 @@ fn component(body: &str) -> String {
         r#"(component
   (core module $m
     (memory (export "memory") 1)
+    (table $t 1 funcref)
     (data (i32.const 16) "{descriptor}")
     (data (i32.const 256) "wat0.1.0{{}}")
     (global $heap (mut i32) (i32.const 4096))
@@ -164,4 +165,15 @@ async fn a_wat_trap_is_a_typed_error() {
         matches!(&e, PluginErrorKind::Trap(m) if m.contains("divide by zero")),
         "{e:?}"
     );
+}
+
+#[tokio::test]
+async fn a_wat_table_cannot_grow_past_the_cap_without_the_pooling_allocator() {
+    // 1,000,000 elements (8 MB here, unbounded in a loop): refused, the call traps.
+    let e = run_wat(
+        "(drop (table.grow $t (ref.null func) (i32.const 1000000)))",
+        Grant::default(),
+    )
+    .await;
+    assert!(matches!(&e, PluginErrorKind::Trap(_)), "{e:?}");
 }
