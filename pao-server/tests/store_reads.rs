@@ -103,7 +103,7 @@ async fn quota_limits(s: &TestServer) {
         .post(
             ADMIN,
             "/quota/limits/app-team",
-            json!({ "limits": { "echoes": i64::MAX } }),
+            json!({ "limits": { "echoes": (1u64 << 53) - 1 } }),
         )
         .await;
     assert_eq!(code, 200, "{v}");

@@ -375,16 +375,13 @@ impl QuotaLimit {
 impl<'de> Deserialize<'de> for QuotaLimit {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<QuotaLimit, D::Error> {
         let n = super::whole::number(d)?;
-        u64::try_from(n)
-            .ok()
-            .filter(|n| *n <= QuotaLimit::MAX)
-            .map(QuotaLimit)
-            .ok_or_else(|| {
-                serde::de::Error::custom(format!(
-                    "a quota limit is a whole number from 0 to {}, not {n}",
-                    QuotaLimit::MAX
-                ))
-            })
+        // The range is checked with the resource's name (a located 422): `check_limits`.
+        u64::try_from(n).map(QuotaLimit).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "a quota limit is a whole number from 0 to {}, not {n}",
+                QuotaLimit::MAX
+            ))
+        })
     }
 }
 
@@ -417,12 +414,23 @@ pub(super) fn check_limits(
     at: &str,
 ) -> Result<(), ApiError> {
     for (resource, limit) in limits {
-        if let Err(e) = pao_core::store::check_quota_limit(resource, limit.0) {
+        let refused = if limit.0 > QuotaLimit::MAX {
+            Some(format!(
+                "the limit of `{resource}` is a whole number from 0 to {}, not {}",
+                QuotaLimit::MAX,
+                limit.0
+            ))
+        } else {
+            pao_core::store::check_quota_limit(resource, limit.0)
+                .err()
+                .map(|e| e.to_string())
+        };
+        if let Some(why) = refused {
             let pointer = format!("{at}/{}", resource.replace('~', "~0").replace('/', "~1"));
             return Err(ApiError::unprocessable(
                 "PAO-API-INVALID-BODY",
-                e.to_string(),
-                json!([{ "pointer": pointer, "message": e.to_string() }]),
+                why.clone(),
+                json!([{ "pointer": pointer, "message": why }]),
             ));
         }
     }
