@@ -157,16 +157,13 @@ pub async fn stats_usage(
     State(state): State<AppState>,
     Admin(_): Admin,
 ) -> Result<Json<Value>, ApiError> {
-    let all = state.store.list(&RequestFilter::default()).await?;
-    let mut by_state = std::collections::BTreeMap::<String, u64>::new();
-    let mut by_team = std::collections::BTreeMap::<String, u64>::new();
-    for r in &all {
-        *by_state.entry(r.state.to_string()).or_default() += 1;
-        *by_team.entry(r.team.clone()).or_default() += 1;
-    }
+    let all = state
+        .store
+        .request_stats(&pao_core::store::StatsScope::default())
+        .await?;
     let mut v = super::teams::analytics_of(&all);
-    v["requests_by_state"] = json!(by_state);
-    v["requests_by_team"] = json!(by_team);
+    v["requests_by_state"] = json!(all.by(|c| c.state.to_string()));
+    v["requests_by_team"] = json!(all.by(|c| c.team.clone()));
     v["catalog_items"] = json!(state.orch.catalog().len());
     Ok(Json(v))
 }
@@ -176,21 +173,14 @@ pub async fn stats_performance(
     State(state): State<AppState>,
     Admin(_): Admin,
 ) -> Result<Json<Value>, ApiError> {
-    let all = state.store.list(&RequestFilter::default()).await?;
+    let all = state
+        .store
+        .request_stats(&pao_core::store::StatsScope::default())
+        .await?;
     let a = super::teams::analytics_of(&all);
-    let queued = all
-        .iter()
-        .filter(|r| r.state == RequestState::Queued)
-        .count();
-    let running = all
-        .iter()
-        .filter(|r| {
-            matches!(
-                r.state,
-                RequestState::InProgress | RequestState::PostFulfillment
-            )
-        })
-        .count();
+    let queued = all.in_state(RequestState::Queued);
+    let running =
+        all.in_state(RequestState::InProgress) + all.in_state(RequestState::PostFulfillment);
     let breakers: serde_json::Map<String, Value> = state
         .orch
         .breaker_states()

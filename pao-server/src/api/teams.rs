@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use pao_core::authz::Principal;
 use pao_core::lifecycle::RequestState;
-use pao_core::store::{AuditRecord, RequestFilter};
+use pao_core::store::{AuditRecord, RequestFilter, RequestStats, StatsScope};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -66,30 +66,31 @@ pub async fn catalog(
 ) -> Result<Json<Value>, ApiError> {
     member(&who, &team)?;
     let catalog = state.orch.catalog();
-    let mut items = Vec::new();
-    for i in catalog
+    let owned: Vec<_> = catalog
         .items()
         .filter(|i| i.item.metadata.owner.team == team)
-    {
-        let reqs = state
-            .store
-            .list(&RequestFilter {
-                item_id: Some(i.id().to_string()),
-                ..RequestFilter::default()
-            })
-            .await?;
+        .collect();
+    let stats = state
+        .store
+        .request_stats(&StatsScope {
+            item_ids: owned.iter().map(|i| i.id().to_string()).collect(),
+            ..StatsScope::default()
+        })
+        .await?;
+    let mut items = Vec::new();
+    for i in owned {
+        let of = |state: Option<RequestState>| -> u64 {
+            stats
+                .counts
+                .iter()
+                .filter(|c| c.item_id == i.id() && state.is_none_or(|s| c.state == s))
+                .map(|c| c.count)
+                .sum()
+        };
         let mut s = super::catalog::summary(i);
-        s["requests"] = json!(reqs.len());
-        s["completed"] = json!(
-            reqs.iter()
-                .filter(|r| r.state == RequestState::Completed)
-                .count()
-        );
-        s["failed"] = json!(
-            reqs.iter()
-                .filter(|r| r.state == RequestState::Failed)
-                .count()
-        );
+        s["requests"] = json!(of(None));
+        s["completed"] = json!(of(Some(RequestState::Completed)));
+        s["failed"] = json!(of(Some(RequestState::Failed)));
         items.push(s);
     }
     items.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
@@ -104,69 +105,57 @@ pub async fn usage(
 ) -> Result<Json<Value>, ApiError> {
     member(&who, &team)?;
     let quota = state.store.quota_usage(&team).await?;
-    let reqs = state
-        .store
-        .list(&RequestFilter {
-            team: Some(team.clone()),
-            ..RequestFilter::default()
-        })
-        .await?;
-    let mut by_state: BTreeMap<String, u64> = BTreeMap::new();
-    for r in &reqs {
-        *by_state.entry(r.state.to_string()).or_default() += 1;
-    }
+    let stats = state.store.request_stats(&team_scope(&team)).await?;
+    let by_state = stats.by(|c| c.state.to_string());
     Ok(Json(
         json!({ "team": team, "quota": quota, "requests_by_state": by_state }),
     ))
 }
 
-/// Success rate, completion times and popular items of a set of requests.
-pub fn analytics_of(reqs: &[pao_core::store::Request]) -> Value {
-    let terminal: Vec<_> = reqs.iter().filter(|r| r.state.is_terminal()).collect();
-    let completed: Vec<_> = terminal
-        .iter()
-        .filter(|r| r.state == RequestState::Completed)
-        .collect();
-    let mut durations: Vec<i64> = completed
-        .iter()
-        .map(|r| (r.updated_at - r.created_at).num_milliseconds().max(0))
-        .collect();
-    durations.sort_unstable();
-    let pct = |p: usize| -> Option<i64> {
-        (!durations.is_empty()).then(|| durations[(durations.len() - 1) * p / 100])
-    };
-    let mut by_item: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
-    for r in reqs {
-        let e = by_item.entry(r.item_id.clone()).or_default();
-        e.0 += 1;
-        if r.state == RequestState::Completed {
-            e.1 += 1;
-        }
-        if r.state == RequestState::Failed {
-            e.2 += 1;
-        }
+/// The requests of one team, for [`Store::request_stats`](pao_core::store::Store::request_stats).
+fn team_scope(team: &str) -> StatsScope {
+    StatsScope {
+        team: Some(team.to_string()),
+        ..StatsScope::default()
     }
-    let mut popular: Vec<Value> = by_item
-        .iter()
-        .map(|(k, (n, ok, failed))| json!({ "item_id": k, "requests": n, "completed": ok, "failed": failed }))
+}
+
+/// Success rate, completion times, popular items and failure reasons of a set of requests,
+/// from the store's aggregates.
+pub fn analytics_of(stats: &RequestStats) -> Value {
+    let finished = stats.finished();
+    let completed = stats.in_state(RequestState::Completed);
+    let mut popular: Vec<Value> = stats
+        .by(|c| c.item_id.clone())
+        .into_iter()
+        .map(|(item, n)| {
+            let of = |state| {
+                stats
+                    .counts
+                    .iter()
+                    .filter(|c| c.item_id == item && c.state == state)
+                    .map(|c| c.count)
+                    .sum::<u64>()
+            };
+            json!({
+                "item_id": item,
+                "requests": n,
+                "completed": of(RequestState::Completed),
+                "failed": of(RequestState::Failed),
+            })
+        })
         .collect();
     popular.sort_by(|a, b| b["requests"].as_u64().cmp(&a["requests"].as_u64()));
-    let mut failures: BTreeMap<String, u64> = BTreeMap::new();
-    for r in reqs.iter().filter(|r| r.state == RequestState::Failed) {
-        let reason = r
-            .error
-            .as_deref()
-            .unwrap_or("unknown")
-            .chars()
-            .take(120)
-            .collect::<String>();
-        *failures.entry(reason).or_default() += 1;
-    }
+    let failures: BTreeMap<&str, u64> = stats
+        .failure_reasons
+        .iter()
+        .map(|(reason, n)| (reason.as_str(), *n))
+        .collect();
     json!({
-        "requests": reqs.len(),
-        "finished": terminal.len(),
-        "success_rate": if terminal.is_empty() { Value::Null } else { json!(completed.len() as f64 / terminal.len() as f64) },
-        "completion_ms": { "p50": pct(50), "p90": pct(90), "p99": pct(99) },
+        "requests": stats.total(),
+        "finished": finished,
+        "success_rate": if finished == 0 { Value::Null } else { json!(completed as f64 / finished as f64) },
+        "completion_ms": stats.completion_ms,
         "popular_items": popular,
         "failure_reasons": failures,
     })
@@ -179,14 +168,8 @@ pub async fn analytics(
     Path(team): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     member(&who, &team)?;
-    let reqs = state
-        .store
-        .list(&RequestFilter {
-            team: Some(team.clone()),
-            ..RequestFilter::default()
-        })
-        .await?;
-    let mut v = analytics_of(&reqs);
+    let stats = state.store.request_stats(&team_scope(&team)).await?;
+    let mut v = analytics_of(&stats);
     v["team"] = json!(team);
     Ok(Json(v))
 }
