@@ -1317,3 +1317,122 @@ async fn a_worker_that_cannot_renew_its_lease_stops_its_run_when_the_lease_ends(
         "never two runs of the call at once"
     );
 }
+
+/// Counts store calls by method.
+#[derive(Default)]
+struct Calls(std::sync::Mutex<std::collections::BTreeMap<pao_core::store::StoreCall, usize>>);
+
+impl pao_core::store::StoreObserver for Calls {
+    fn after(
+        &self,
+        call: pao_core::store::StoreCall,
+        _: Duration,
+        _: pao_core::store::CallOutcome,
+    ) {
+        *self.0.lock().unwrap().entry(call).or_default() += 1;
+    }
+}
+
+impl Calls {
+    fn take(&self) -> std::collections::BTreeMap<pao_core::store::StoreCall, usize> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+/// The approval sweep (every worker, every minute) reads only requests whose deadline is near,
+/// in pages, never every request awaiting approval; it still escalates and times out as due.
+#[tokio::test(start_paused = true)]
+async fn the_approval_sweep_reads_only_requests_near_their_deadline() {
+    use pao_core::store::StoreCall;
+    use std::sync::Arc;
+    let item = r#"presentation:
+  groups:
+    - id: g
+      title: G
+      fields:
+        - { id: env, type: select, options: [dev, prod], default: dev }
+fulfillment:
+  mode: automated
+  approval:
+    required_when: fields.env == 'prod'
+    approvers: { teams: [platform-leads], min_approvals: 1 }
+    timeout: 48h
+    on_timeout: reject
+    escalation: { after: 24h, teams: [admins-team] }
+  actions:
+    - { id: a, type: "plugin:test", config: {} }
+"#;
+    let ledger = Arc::new(Ledger::default());
+    let mut registry = pao_core::action::ActionRegistry::new();
+    registry.register(Arc::new(TestAction {
+        ledger: ledger.clone(),
+    }));
+    let store = Arc::new(pao_core::store::Observed::new(
+        pao_core::store::MemoryStore::new(),
+        Calls::default(),
+    ));
+    let engine = pao_core::engine::Orchestrator::builder(
+        catalog(&[("gov", item)], &registry),
+        store.clone(),
+    )
+    .actions(registry)
+    .clock(Arc::new(pao_core::clock::TokioClock::starting_at(
+        chrono::DateTime::parse_from_rfc3339("2026-03-02T09:00:00Z")
+            .unwrap()
+            .to_utc(),
+    )))
+    .build();
+    const N: usize = 250;
+    for _ in 0..N {
+        let r = engine
+            .submit(
+                &dev(),
+                "gov",
+                &json!({"env": "prod"}),
+                SubmitOptions::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.state, RequestState::AwaitingApproval);
+    }
+    store.observer.take();
+    assert_eq!(engine.sweep_approvals().await.unwrap(), 0);
+    let calls = store.observer.take();
+    assert_eq!(
+        calls.get(&StoreCall::List),
+        None,
+        "no deadline is near: the sweep lists nothing ({calls:?})"
+    );
+    assert_eq!(
+        calls.get(&StoreCall::ApprovalsDue),
+        Some(&1),
+        "one read of the requests due soon, which finds none ({calls:?})"
+    );
+    tokio::time::advance(Duration::from_secs(25 * 3600)).await;
+    assert_eq!(
+        engine.sweep_approvals().await.unwrap(),
+        N,
+        "every request escalates after 24 h"
+    );
+    let calls = store.observer.take();
+    assert_eq!(calls.get(&StoreCall::List), None, "{calls:?}");
+    assert_eq!(
+        calls.get(&StoreCall::ApprovalsDue),
+        Some(&2),
+        "250 requests in pages of 200 ({calls:?})"
+    );
+    tokio::time::advance(Duration::from_secs(24 * 3600)).await;
+    assert_eq!(
+        engine.sweep_approvals().await.unwrap(),
+        N,
+        "every request times out at 48 h"
+    );
+    let rejected = store
+        .list(&pao_core::store::RequestFilter {
+            states: vec![RequestState::Rejected],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rejected.len(), N);
+}

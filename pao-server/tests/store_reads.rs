@@ -184,3 +184,50 @@ mod quota_limits_refused_or_kept {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+/// `GET /approvals/pending` pages: at most `limit` approvals, newest first, and a
+/// `next_cursor` to go on with; requests the caller may not decide on are skipped.
+async fn pending_approvals_paged(s: &TestServer) {
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let (code, r) = s
+            .post(
+                "t-alice",
+                "/requests",
+                json!({ "item_id": "test.echo", "fields": { "name": format!("svc-p{i}"), "environment": "prod" } }),
+            )
+            .await;
+        assert_eq!(code, 201, "{r}");
+        assert_eq!(r["state"], "awaiting_approval", "{r}");
+        ids.push(r["id"].as_str().unwrap().to_string());
+    }
+    let (code, v) = s.get("t-bob", "/approvals/pending?limit=2").await;
+    assert_eq!(code, 200, "{v}");
+    let got: Vec<&str> = v["approvals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["approval_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, [ids[2].as_str(), ids[1].as_str()], "newest first: {v}");
+    let cursor = v["next_cursor"].as_str().expect("a full page has a cursor");
+    let (code, v) = s
+        .get(
+            "t-bob",
+            &format!("/approvals/pending?limit=2&cursor={cursor}"),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["approvals"][0]["approval_id"], ids[0].as_str(), "{v}");
+    assert_eq!(v["approvals"].as_array().unwrap().len(), 1, "{v}");
+    assert!(v["next_cursor"].is_null(), "the last page: {v}");
+    let (_, v) = s.get("t-alice", "/approvals/pending").await;
+    assert!(
+        v["approvals"].as_array().unwrap().is_empty(),
+        "the requester may not decide: {v}"
+    );
+    let (code, v) = s.get("t-bob", "/approvals/pending?cursor=nope").await;
+    assert_eq!(code, 400, "{v}");
+}
+on_both!(pending_approvals_are_paged, pending_approvals_paged);

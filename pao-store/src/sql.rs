@@ -1776,6 +1776,165 @@ impl Store for SqlStore {
             .collect()
     }
 
+    async fn request_stats(&self, scope: &StatsScope) -> Result<RequestStats, StoreError> {
+        let mut p = Params::default();
+        let mut conds = vec!["1 = 1".to_string()];
+        if let Some(t) = &scope.team {
+            conds.push(format!("team = {}", p.text(t)));
+        }
+        if !scope.item_ids.is_empty() {
+            let ids: Vec<String> = scope.item_ids.iter().map(|i| p.text(i)).collect();
+            conds.push(format!("item_id IN ({})", ids.join(", ")));
+        }
+        let filter = conds.join(" AND ");
+        let fetch = async |sql: String| {
+            p.bind_to(sqlx::query(sqlx::AssertSqlSafe(sql)))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)
+        };
+        let rows = fetch(format!(
+            "SELECT team, item_id, state, COUNT(*) AS n FROM requests WHERE {filter} \
+             GROUP BY team, item_id, state"
+        ))
+        .await?;
+        let mut counts = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let state: String = r.try_get("state").map_err(db)?;
+            counts.push(StateCount {
+                team: r.try_get("team").map_err(db)?,
+                item_id: r.try_get("item_id").map_err(db)?,
+                state: RequestState::parse(&state)
+                    .ok_or_else(|| StoreError::Unavailable(format!("unknown state `{state}`")))?,
+                count: r.try_get::<i64, _>("n").map_err(db)? as u64,
+            });
+        }
+        counts.sort_by(|a, b| {
+            (&a.team, &a.item_id, a.state.as_str()).cmp(&(&b.team, &b.item_id, b.state.as_str()))
+        });
+        let stats = RequestStats {
+            counts,
+            ..RequestStats::default()
+        };
+        let completed = stats.in_state(RequestState::Completed);
+        let mut times = [None; 3];
+        for (slot, pct) in times.iter_mut().zip([50, 90, 99]) {
+            let Some(i) = percentile_index(completed, pct) else {
+                continue;
+            };
+            let rows = fetch(format!(
+                "SELECT updated_at - created_at AS d FROM requests WHERE {filter} \
+                 AND state = 'completed' ORDER BY d LIMIT 1 OFFSET {i}"
+            ))
+            .await?;
+            if let Some(r) = rows.first() {
+                *slot = Some(r.try_get::<i64, _>("d").map_err(db)?.max(0));
+            }
+        }
+        // Ties by reason in byte order, as Rust orders strings.
+        let bytes = match self.dialect {
+            Dialect::Postgres => " COLLATE \"C\"",
+            Dialect::Sqlite => "",
+        };
+        let rows = fetch(format!(
+            "SELECT reason, n FROM (SELECT COALESCE(SUBSTR(error, 1, {FAILURE_REASON_CHARS}), \
+             'unknown') AS reason, COUNT(*) AS n FROM requests WHERE {filter} \
+             AND state = 'failed' GROUP BY COALESCE(SUBSTR(error, 1, {FAILURE_REASON_CHARS}), \
+             'unknown')) AS r ORDER BY n DESC, reason{bytes} LIMIT {FAILURE_REASONS}"
+        ))
+        .await?;
+        let failure_reasons = rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<String, _>("reason").map_err(db)?,
+                    r.try_get::<i64, _>("n").map_err(db)? as u64,
+                ))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok(RequestStats {
+            completion_ms: CompletionTimes {
+                p50: times[0],
+                p90: times[1],
+                p99: times[2],
+            },
+            failure_reasons,
+            ..stats
+        })
+    }
+
+    async fn pending_approvals(
+        &self,
+        before: Option<&(DateTime<Utc>, String)>,
+        limit: usize,
+    ) -> Result<Vec<PendingApproval>, StoreError> {
+        let page = self
+            .list(&RequestFilter {
+                states: vec![RequestState::AwaitingApproval],
+                before: before.cloned(),
+                limit,
+                ..RequestFilter::default()
+            })
+            .await?;
+        if page.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut p = Params::default();
+        let ids: Vec<String> = page.iter().map(|r| p.text(&r.id)).collect();
+        let rows = p
+            .bind_to(sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT request_id, record FROM decisions WHERE request_id IN ({}) ORDER BY seq",
+                ids.join(", ")
+            ))))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        let mut decisions: std::collections::HashMap<String, Vec<ApprovalDecision>> =
+            std::collections::HashMap::new();
+        for r in &rows {
+            let id: String = r.try_get("request_id").map_err(db)?;
+            let d: ApprovalDecision = parse(&r.try_get::<String, _>("record").map_err(db)?)?;
+            decisions.entry(id).or_default().push(d);
+        }
+        Ok(page
+            .into_iter()
+            .map(|request| PendingApproval {
+                decisions: decisions.remove(&request.id).unwrap_or_default(),
+                request,
+            })
+            .collect())
+    }
+
+    async fn approvals_due(
+        &self,
+        by: DateTime<Utc>,
+        after: Option<&(DateTime<Utc>, String)>,
+        limit: usize,
+    ) -> Result<Vec<Request>, StoreError> {
+        let mut p = Params::default();
+        let mut sql = format!(
+            "SELECT {COLUMNS} FROM requests WHERE state = 'awaiting_approval' \
+             AND approval_due IS NOT NULL AND approval_due <= {}",
+            p.int(ms(by))
+        );
+        if let Some((due, id)) = after {
+            let (p1, p2) = (p.int(ms(*due)), p.text(id));
+            sql.push_str(&format!(
+                " AND (approval_due > {p1} OR (approval_due = {p1} AND id > {p2}))"
+            ));
+        }
+        sql.push_str(" ORDER BY approval_due, id");
+        if limit > 0 {
+            sql.push_str(&format!(" LIMIT {limit}"));
+        }
+        let rows = p
+            .bind_to(sqlx::query(sqlx::AssertSqlSafe(sql)))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter().map(row_to_request).collect()
+    }
+
     async fn wait_for_work(&self, timeout: Duration) {
         let _ = tokio::time::timeout(timeout, self.work.notified()).await;
     }

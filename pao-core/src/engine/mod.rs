@@ -39,13 +39,16 @@ use crate::form::{FieldError, FormContext, validate_fields};
 use crate::lifecycle::RequestState;
 use crate::secrets::{SecretProvider, StaticSecrets};
 use crate::store::{
-    ApprovalDecision, AuditRecord, EventKind, Lease, NewRequest, Request, RequestFilter,
-    RequestPatch, StateChange, Store, StoreError, Write,
+    ApprovalDecision, AuditRecord, EventKind, Lease, NewRequest, Request, RequestPatch,
+    StateChange, Store, StoreError, Write,
 };
 
 pub use executor::{SimulatedAction, Simulation};
 pub use plan::{Phase, Plan};
 pub use policy::{BreakerConfig, BreakerState, Breakers, Retry};
+
+/// How many requests [`Orchestrator::sweep_approvals`] reads at a time.
+pub const SWEEP_PAGE: usize = 200;
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -918,15 +921,56 @@ impl Orchestrator {
     }
 
     /// Applies approval timeouts and escalations that are due; returns how many requests changed.
+    ///
+    /// It reads only requests whose deadline is near: due now, or within the longest time an
+    /// item of the catalog escalates before its deadline; in pages of [`SWEEP_PAGE`].
     pub async fn sweep_approvals(&self) -> Result<usize, EngineError> {
         let now = self.clock.now();
-        let waiting = self
-            .store
-            .list(&RequestFilter {
-                states: vec![RequestState::AwaitingApproval],
-                ..RequestFilter::default()
+        // Escalation comes `after` the request entered approval, `timeout - after` before
+        // its deadline: requests due within the longest such lead may escalate now.
+        let lead = self
+            .catalog()
+            .items()
+            .filter_map(|i| i.item.fulfillment.approval.as_ref())
+            .filter_map(|approval| {
+                let esc = approval.escalation.as_ref()?;
+                let timeout =
+                    approval_duration(approval.timeout.as_deref(), Duration::from_secs(72 * 3600));
+                let after = approval_duration(Some(&esc.after), timeout);
+                Some(timeout.saturating_sub(after))
             })
-            .await?;
+            .max()
+            .unwrap_or_default();
+        let by = chrono::Duration::from_std(lead)
+            .ok()
+            .and_then(|lead| now.checked_add_signed(lead))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let mut changed = 0;
+        let mut after = None;
+        loop {
+            let page = self
+                .store
+                .approvals_due(by, after.as_ref(), SWEEP_PAGE)
+                .await?;
+            let last = page.len() < SWEEP_PAGE;
+            if let Some(r) = page.last()
+                && let Some(due) = r.approval_due
+            {
+                after = Some((due, r.id.clone()));
+            }
+            changed += self.sweep_page(now, page).await?;
+            if last {
+                return Ok(changed);
+            }
+        }
+    }
+
+    /// [`Orchestrator::sweep_approvals`] for one page of requests.
+    async fn sweep_page(
+        &self,
+        now: DateTime<Utc>,
+        waiting: Vec<Request>,
+    ) -> Result<usize, EngineError> {
         let mut changed = 0;
         for request in waiting {
             let Ok(item) = self.item(&request.item_id) else {

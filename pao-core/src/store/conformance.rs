@@ -54,9 +54,9 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::{
-    ApprovalDecision, AttemptOutcome, AttemptRecord, AuditRecord, Event, EventKind, Lease,
-    LeaseClock, LoggedAudit, NewRequest, QuotaUsage, Request, RequestFilter, RequestPatch,
-    RollbackStatus, StateChange, Store, StoreError, Write,
+    ApprovalDecision, AttemptOutcome, AttemptRecord, AuditRecord, CompletionTimes, Event,
+    EventKind, Lease, LeaseClock, LoggedAudit, NewRequest, QuotaUsage, Request, RequestFilter,
+    RequestPatch, RollbackStatus, StateChange, StateCount, StatsScope, Store, StoreError, Write,
 };
 use crate::action::{ActionError, ActionOutput, ErrorClass, IdempotencyKey};
 use crate::authz::Principal;
@@ -118,6 +118,9 @@ macro_rules! for_each_conformance_check {
             check_quota_huge_limit,
             check_audit,
             check_audit_newest_first_with_cursor,
+            check_request_stats,
+            check_pending_approvals,
+            check_approvals_due,
             check_update_patch,
             check_wait_for_work_returns,
             check_apply_commits_a_batch,
@@ -2690,6 +2693,299 @@ pub async fn check_audit_newest_first_with_cursor(store: &dyn Store) {
     assert_eq!(
         seen, expected,
         "pages of 400 walk every record once, newest first"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Aggregates and bounded reads
+
+/// Submits `id` for `team` and `item` at `created`, then moves it along `path` at `at`.
+async fn request_in(
+    store: &dyn Store,
+    id: &str,
+    team: &str,
+    item: &str,
+    created: DateTime<Utc>,
+    path: &[State],
+    at: DateTime<Utc>,
+) -> Request {
+    let mut new = new_request(id);
+    new.team = team.to_string();
+    new.item_id = item.to_string();
+    submit(store, new, created).await;
+    let mut state = State::Submitted;
+    for &next in path {
+        step(store, id, state, next, at).await;
+        state = next;
+    }
+    get(store, id).await
+}
+
+const TO_COMPLETED: [State; 5] = [
+    State::Prerequisites,
+    State::Validation,
+    State::Queued,
+    State::InProgress,
+    State::Completed,
+];
+const TO_FAILED: [State; 5] = [
+    State::Prerequisites,
+    State::Validation,
+    State::Queued,
+    State::InProgress,
+    State::Failed,
+];
+const TO_APPROVAL: [State; 3] = [
+    State::Prerequisites,
+    State::Validation,
+    State::AwaitingApproval,
+];
+
+/// Fails `id` with `error` (a failed request of `team`/`item`).
+async fn failed_with(store: &dyn Store, id: &str, team: &str, item: &str, error: &str) {
+    request_in(store, id, team, item, t(0), &TO_FAILED, t(1)).await;
+    ok(
+        &format!("set the error of {id}"),
+        store
+            .update(
+                id,
+                RequestPatch {
+                    error: Some(error.to_string()),
+                    ..RequestPatch::default()
+                },
+                None,
+            )
+            .await,
+    );
+}
+
+/// `request_stats` counts by team, item and state within its scope (a team, some items),
+/// gives nearest-rank completion times and the most frequent failure reasons (cut to 120
+/// characters, at most 20, most frequent first).
+pub async fn check_request_stats(store: &dyn Store) {
+    let all = StatsScope::default();
+    assert_eq!(
+        ok("stats of an empty store", store.request_stats(&all).await),
+        super::RequestStats::default(),
+        "an empty store has no counts, times or reasons"
+    );
+    for (id, secs) in [("c1", 10), ("c2", 20), ("c3", 30), ("c4", 40)] {
+        request_in(store, id, "team-a", "pg", t(0), &TO_COMPLETED, t(secs)).await;
+    }
+    request_in(store, "c5", "team-b", "redis", t(0), &TO_COMPLETED, t(100)).await;
+    request_in(store, "q1", "team-a", "pg", t(0), &TO_COMPLETED[..3], t(1)).await;
+    failed_with(store, "f1", "team-a", "pg", "boom").await;
+    failed_with(store, "f2", "team-a", "pg", &"x".repeat(200)).await;
+    failed_with(store, "f3", "team-b", "redis", "boom").await;
+    let count = |team: &str, item: &str, state, count| StateCount {
+        team: team.to_string(),
+        item_id: item.to_string(),
+        state,
+        count,
+    };
+    let stats = ok("stats of every request", store.request_stats(&all).await);
+    assert_eq!(
+        stats.counts,
+        vec![
+            count("team-a", "pg", State::Completed, 4),
+            count("team-a", "pg", State::Failed, 2),
+            count("team-a", "pg", State::Queued, 1),
+            count("team-b", "redis", State::Completed, 1),
+            count("team-b", "redis", State::Failed, 1),
+        ],
+        "counts by team, item and state"
+    );
+    assert_eq!(
+        stats.completion_ms,
+        CompletionTimes {
+            p50: Some(30_000),
+            p90: Some(40_000),
+            p99: Some(40_000),
+        },
+        "completion times 10, 20, 30, 40, 100 s: indexes 2, 3, 3"
+    );
+    assert_eq!(
+        stats.failure_reasons,
+        vec![("boom".to_string(), 2), ("x".repeat(120), 1)],
+        "failure reasons, most frequent first, cut to 120 characters"
+    );
+    let team_a = ok(
+        "stats of team-a",
+        store
+            .request_stats(&StatsScope {
+                team: Some("team-a".to_string()),
+                ..StatsScope::default()
+            })
+            .await,
+    );
+    assert_eq!(team_a.total(), 7, "team-a's requests only: {team_a:?}");
+    assert_eq!(team_a.finished(), 6);
+    assert_eq!(
+        team_a.completion_ms,
+        CompletionTimes {
+            p50: Some(20_000),
+            p90: Some(30_000),
+            p99: Some(30_000),
+        },
+        "team-a's completion times 10, 20, 30, 40 s: indexes 1, 2, 2"
+    );
+    assert_eq!(
+        team_a.failure_reasons,
+        vec![("boom".to_string(), 1), ("x".repeat(120), 1)],
+        "equal counts by reason"
+    );
+    let redis = ok(
+        "stats of redis",
+        store
+            .request_stats(&StatsScope {
+                item_ids: vec!["redis".to_string(), "unknown".to_string()],
+                ..StatsScope::default()
+            })
+            .await,
+    );
+    assert_eq!(
+        redis.counts,
+        vec![
+            count("team-b", "redis", State::Completed, 1),
+            count("team-b", "redis", State::Failed, 1),
+        ],
+        "only the items asked for"
+    );
+    assert_eq!(redis.completion_ms.p50, Some(100_000));
+    // Many distinct reasons: the 20 most frequent.
+    for i in 0..22 {
+        failed_with(
+            store,
+            &format!("m{i:02}"),
+            "team-c",
+            "mq",
+            &format!("e{i:02}"),
+        )
+        .await;
+    }
+    failed_with(store, "m-boom", "team-c", "mq", "boom").await;
+    failed_with(store, "m-boom2", "team-c", "mq", "boom").await;
+    let many = ok(
+        "stats of team-c",
+        store
+            .request_stats(&StatsScope {
+                team: Some("team-c".to_string()),
+                ..StatsScope::default()
+            })
+            .await,
+    );
+    let mut expected = vec![("boom".to_string(), 2)];
+    expected.extend((0..19).map(|i| (format!("e{i:02}"), 1)));
+    assert_eq!(
+        many.failure_reasons, expected,
+        "at most 20 reasons: the most frequent, then by reason"
+    );
+    assert_eq!(many.completion_ms, CompletionTimes::default());
+}
+
+/// `pending_approvals` pages requests awaiting approval newest first with their decisions.
+pub async fn check_pending_approvals(store: &dyn Store) {
+    for (id, secs) in [("a1", 1), ("a2", 2), ("a3", 3)] {
+        request_in(store, id, "team-a", "pg", t(secs), &TO_APPROVAL, t(10)).await;
+    }
+    request_in(store, "q1", "team-a", "pg", t(4), &TO_COMPLETED[..3], t(10)).await;
+    let decision = ApprovalDecision {
+        request_id: "a2".to_string(),
+        approver: "bob".to_string(),
+        approved: true,
+        reason: None,
+        at: t(11),
+    };
+    ok(
+        "bob decides on a2",
+        store.record_decision(decision.clone()).await,
+    );
+    let all = ok("pending approvals", store.pending_approvals(None, 0).await);
+    let ids: Vec<&str> = all.iter().map(|p| p.request.id.as_str()).collect();
+    assert_eq!(ids, ["a3", "a2", "a1"], "awaiting requests, newest first");
+    assert_eq!(all[1].decisions, vec![decision], "a2 with its decision");
+    assert!(all[0].decisions.is_empty() && all[2].decisions.is_empty());
+    let first = ok("a page of 2", store.pending_approvals(None, 2).await);
+    assert_eq!(first.len(), 2);
+    let last = &first[1].request;
+    let rest = ok(
+        "the page after a2",
+        store
+            .pending_approvals(Some(&(last.created_at, last.id.clone())), 2)
+            .await,
+    );
+    let ids: Vec<&str> = rest.iter().map(|p| p.request.id.as_str()).collect();
+    assert_eq!(ids, ["a1"], "the cursor pages on");
+}
+
+/// `approvals_due` lists requests awaiting approval whose deadline has come, earliest first,
+/// paged by (deadline, id); requests without a deadline or no longer awaiting approval are not
+/// listed.
+pub async fn check_approvals_due(store: &dyn Store) {
+    for (id, due) in [
+        ("d1", Some(100)),
+        ("d2", Some(50)),
+        ("d3", None),
+        ("d5", Some(50)),
+        ("d6", Some(60)),
+    ] {
+        request_in(store, id, "team-a", "pg", t(0), &TO_APPROVAL, t(1)).await;
+        ok(
+            &format!("deadline of {id}"),
+            store
+                .update(
+                    id,
+                    RequestPatch {
+                        approval_due: Some(due.map(t)),
+                        ..RequestPatch::default()
+                    },
+                    None,
+                )
+                .await,
+        );
+    }
+    request_in(store, "d4", "team-a", "pg", t(0), &TO_APPROVAL, t(1)).await;
+    ok(
+        "deadline of d4",
+        store
+            .update(
+                "d4",
+                RequestPatch {
+                    approval_due: Some(Some(t(10))),
+                    ..RequestPatch::default()
+                },
+                None,
+            )
+            .await,
+    );
+    step(store, "d4", State::AwaitingApproval, State::Queued, t(2)).await;
+    let ids = |rs: Vec<Request>| rs.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(ok("due by t+60", store.approvals_due(t(60), None, 0).await)),
+        ["d2", "d5", "d6"],
+        "earliest deadline first, then id; a deadline equal to `by` is due"
+    );
+    let first = ok(
+        "due by t+100, 2",
+        store.approvals_due(t(100), None, 2).await,
+    );
+    assert_eq!(ids(first.clone()), ["d2", "d5"]);
+    let last = &first[1];
+    let after = (
+        last.approval_due.expect("d5 has a deadline"),
+        last.id.clone(),
+    );
+    assert_eq!(
+        ids(ok(
+            "due by t+100 after d5",
+            store.approvals_due(t(100), Some(&after), 0).await
+        )),
+        ["d6", "d1"],
+        "the cursor pages on"
+    );
+    assert!(
+        ok("due by t+9", store.approvals_due(t(9), None, 0).await).is_empty(),
+        "nothing is due yet"
     );
 }
 

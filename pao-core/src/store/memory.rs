@@ -743,6 +743,102 @@ impl Store for MemoryStore {
         })
     }
 
+    async fn request_stats(&self, scope: &StatsScope) -> Result<RequestStats, StoreError> {
+        let g = self.lock()?;
+        let selected = g.requests.values().filter(|r| {
+            scope.team.as_ref().is_none_or(|t| &r.team == t)
+                && (scope.item_ids.is_empty() || scope.item_ids.contains(&r.item_id))
+        });
+        let mut counts: BTreeMap<(String, String, &'static str), StateCount> = BTreeMap::new();
+        let mut times = Vec::new();
+        let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+        for r in selected {
+            counts
+                .entry((r.team.clone(), r.item_id.clone(), r.state.as_str()))
+                .or_insert_with(|| StateCount {
+                    team: r.team.clone(),
+                    item_id: r.item_id.clone(),
+                    state: r.state,
+                    count: 0,
+                })
+                .count += 1;
+            match r.state {
+                RequestState::Completed => {
+                    times.push((r.updated_at - r.created_at).num_milliseconds().max(0));
+                }
+                RequestState::Failed => {
+                    let reason = r
+                        .error
+                        .as_deref()
+                        .unwrap_or("unknown")
+                        .chars()
+                        .take(FAILURE_REASON_CHARS)
+                        .collect();
+                    *reasons.entry(reason).or_default() += 1;
+                }
+                _ => {}
+            }
+        }
+        times.sort_unstable();
+        let at = |p| percentile_index(times.len() as u64, p).map(|i| times[i as usize]);
+        let mut failure_reasons: Vec<(String, u64)> = reasons.into_iter().collect();
+        failure_reasons.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        failure_reasons.truncate(FAILURE_REASONS);
+        Ok(RequestStats {
+            counts: counts.into_values().collect(),
+            completion_ms: CompletionTimes {
+                p50: at(50),
+                p90: at(90),
+                p99: at(99),
+            },
+            failure_reasons,
+        })
+    }
+
+    async fn pending_approvals(
+        &self,
+        before: Option<&(DateTime<Utc>, String)>,
+        limit: usize,
+    ) -> Result<Vec<PendingApproval>, StoreError> {
+        let page = self
+            .list(&RequestFilter {
+                states: vec![RequestState::AwaitingApproval],
+                before: before.cloned(),
+                limit,
+                ..RequestFilter::default()
+            })
+            .await?;
+        let g = self.lock()?;
+        Ok(page
+            .into_iter()
+            .map(|request| PendingApproval {
+                decisions: g.decisions.get(&request.id).cloned().unwrap_or_default(),
+                request,
+            })
+            .collect())
+    }
+
+    async fn approvals_due(
+        &self,
+        by: DateTime<Utc>,
+        after: Option<&(DateTime<Utc>, String)>,
+        limit: usize,
+    ) -> Result<Vec<Request>, StoreError> {
+        let g = self.lock()?;
+        let mut due: Vec<(DateTime<Utc>, &Request)> = g
+            .requests
+            .values()
+            .filter(|r| r.state == RequestState::AwaitingApproval)
+            .filter_map(|r| r.approval_due.map(|d| (d, r)))
+            .filter(|(d, r)| *d <= by && after.is_none_or(|(ad, aid)| (*d, &r.id) > (*ad, aid)))
+            .collect();
+        due.sort_by(|a, b| (a.0, &a.1.id).cmp(&(b.0, &b.1.id)));
+        if limit > 0 {
+            due.truncate(limit);
+        }
+        Ok(due.into_iter().map(|(_, r)| r.clone()).collect())
+    }
+
     async fn wait_for_work(&self, timeout: Duration) {
         let _ = tokio::time::timeout(timeout, self.work.notified()).await;
     }

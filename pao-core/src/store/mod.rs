@@ -545,6 +545,111 @@ pub struct LoggedAudit {
     pub record: AuditRecord,
 }
 
+/// Which requests [`Store::request_stats`] aggregates.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatsScope {
+    /// Only this team's requests.
+    pub team: Option<String>,
+    /// Only requests for these items; empty: for every item.
+    pub item_ids: Vec<String>,
+}
+
+/// How many requests of one team and item are in one state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateCount {
+    /// The team.
+    pub team: String,
+    /// The catalog item.
+    pub item_id: String,
+    /// The state.
+    pub state: RequestState,
+    /// How many.
+    pub count: u64,
+}
+
+/// Percentiles of the time completed requests took, from submission to their last change, in
+/// milliseconds; `None` without completed requests. Nearest rank: of `n` times sorted, the
+/// `p`th percentile is the one at index `(n - 1) * p / 100`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompletionTimes {
+    /// Median.
+    pub p50: Option<i64>,
+    /// 90th percentile.
+    pub p90: Option<i64>,
+    /// 99th percentile.
+    pub p99: Option<i64>,
+}
+
+/// At most this many reasons in [`RequestStats::failure_reasons`].
+pub const FAILURE_REASONS: usize = 20;
+
+/// A failure reason is the first this many characters of a failed request's error.
+pub const FAILURE_REASON_CHARS: usize = 120;
+
+/// Aggregates of the requests a [`StatsScope`] selects, computed by the store: its size does
+/// not grow with the number of requests (only with teams × items × states).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RequestStats {
+    /// Requests by team, item and state (no count of 0), sorted by team, item, then state
+    /// name.
+    pub counts: Vec<StateCount>,
+    /// How long completed requests took.
+    pub completion_ms: CompletionTimes,
+    /// The most frequent reasons of failed requests (the first [`FAILURE_REASON_CHARS`]
+    /// characters of the error, `unknown` without one), with their counts: most frequent
+    /// first, equal counts by reason (byte order); at most [`FAILURE_REASONS`].
+    pub failure_reasons: Vec<(String, u64)>,
+}
+
+impl RequestStats {
+    /// How many requests in all.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().map(|c| c.count).sum()
+    }
+
+    /// How many requests are in `state`.
+    pub fn in_state(&self, state: RequestState) -> u64 {
+        self.counts
+            .iter()
+            .filter(|c| c.state == state)
+            .map(|c| c.count)
+            .sum()
+    }
+
+    /// How many requests ended (a terminal state).
+    pub fn finished(&self) -> u64 {
+        self.counts
+            .iter()
+            .filter(|c| c.state.is_terminal())
+            .map(|c| c.count)
+            .sum()
+    }
+
+    /// Counts summed by `key` (a state, a team, an item).
+    pub fn by<K: Ord>(&self, key: impl Fn(&StateCount) -> K) -> std::collections::BTreeMap<K, u64> {
+        let mut out = std::collections::BTreeMap::new();
+        for c in &self.counts {
+            *out.entry(key(c)).or_default() += c.count;
+        }
+        out
+    }
+}
+
+/// The index of the `p`th percentile of `n` sorted values (nearest rank, see
+/// [`CompletionTimes`]); `None` when `n` is 0.
+pub fn percentile_index(n: u64, p: u64) -> Option<u64> {
+    n.checked_sub(1).map(|last| last * p / 100)
+}
+
+/// A request awaiting approval, with the decisions made on it so far.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingApproval {
+    /// The request.
+    pub request: Request,
+    /// Its decisions, in the order they were made.
+    pub decisions: Vec<ApprovalDecision>,
+}
+
 /// Filters for listing requests.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RequestFilter {
@@ -935,6 +1040,30 @@ pub trait Store: Send + Sync {
         before: Option<u64>,
         limit: usize,
     ) -> Result<Vec<LoggedAudit>, StoreError>;
+
+    /// Aggregates of the requests `scope` selects: counts by team, item and state, completion
+    /// times and the most frequent failure reasons ([`RequestStats`]). The work is the store's
+    /// (a database aggregates in SQL); what comes back is small however many requests match.
+    async fn request_stats(&self, scope: &StatsScope) -> Result<RequestStats, StoreError>;
+
+    /// Requests awaiting approval, newest first as [`Store::list`] orders them, created
+    /// strictly before `before` (a cursor: the creation time and id of the last request of the
+    /// previous page) when given, at most `limit` (0 = all), each with its decisions so far.
+    async fn pending_approvals(
+        &self,
+        before: Option<&(DateTime<Utc>, String)>,
+        limit: usize,
+    ) -> Result<Vec<PendingApproval>, StoreError>;
+
+    /// Requests awaiting approval whose deadline (`approval_due`) is at or before `by`,
+    /// earliest deadline first, then by id; after `after` (the deadline and id of the last
+    /// request of the previous page) when given; at most `limit` (0 = all).
+    async fn approvals_due(
+        &self,
+        by: DateTime<Utc>,
+        after: Option<&(DateTime<Utc>, String)>,
+        limit: usize,
+    ) -> Result<Vec<Request>, StoreError>;
 
     /// Waits until new work may be claimable, or `timeout` passes. The default sleeps; stores
     /// with notifications (PostgreSQL LISTEN/NOTIFY, the in-memory store) wake at once.

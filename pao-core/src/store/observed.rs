@@ -36,6 +36,9 @@ pub enum StoreCall {
     QuotaUsage,
     Audit,
     AuditLog,
+    RequestStats,
+    PendingApprovals,
+    ApprovalsDue,
     WaitForWork,
 }
 
@@ -67,6 +70,9 @@ impl StoreCall {
             StoreCall::QuotaUsage => "quota_usage",
             StoreCall::Audit => "audit",
             StoreCall::AuditLog => "audit_log",
+            StoreCall::RequestStats => "request_stats",
+            StoreCall::PendingApprovals => "pending_approvals",
+            StoreCall::ApprovalsDue => "approvals_due",
             StoreCall::WaitForWork => "wait_for_work",
         }
     }
@@ -82,6 +88,9 @@ impl StoreCall {
                 | StoreCall::Decisions
                 | StoreCall::QuotaUsage
                 | StoreCall::AuditLog
+                | StoreCall::RequestStats
+                | StoreCall::PendingApprovals
+                | StoreCall::ApprovalsDue
                 | StoreCall::WaitForWork
         )
     }
@@ -380,6 +389,27 @@ impl<S: Store, O: StoreObserver> Store for Observed<S, O> {
     ) -> Result<Vec<LoggedAudit>, StoreError> {
         let run = self.inner.audit_log(target, before, limit);
         self.forward(StoreCall::AuditLog, run).await
+    }
+    async fn request_stats(&self, scope: &StatsScope) -> Result<RequestStats, StoreError> {
+        let run = self.inner.request_stats(scope);
+        self.forward(StoreCall::RequestStats, run).await
+    }
+    async fn pending_approvals(
+        &self,
+        before: Option<&(DateTime<Utc>, String)>,
+        limit: usize,
+    ) -> Result<Vec<PendingApproval>, StoreError> {
+        let run = self.inner.pending_approvals(before, limit);
+        self.forward(StoreCall::PendingApprovals, run).await
+    }
+    async fn approvals_due(
+        &self,
+        by: DateTime<Utc>,
+        after: Option<&(DateTime<Utc>, String)>,
+        limit: usize,
+    ) -> Result<Vec<Request>, StoreError> {
+        let run = self.inner.approvals_due(by, after, limit);
+        self.forward(StoreCall::ApprovalsDue, run).await
     }
     async fn wait_for_work(&self, timeout: Duration) {
         let started = Instant::now();

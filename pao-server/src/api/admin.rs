@@ -117,15 +117,13 @@ pub async fn metrics(
         let mut depth = state.queue_depth.lock().await;
         let stale = depth.is_none_or(|(at, _)| at.elapsed() >= std::time::Duration::from_secs(5));
         if stale
-            && let Ok(queued) = state
+            && let Ok(stats) = state
                 .store
-                .list(&RequestFilter {
-                    states: vec![RequestState::Queued],
-                    ..RequestFilter::default()
-                })
+                .request_stats(&pao_core::store::StatsScope::default())
                 .await
         {
-            *depth = Some((std::time::Instant::now(), queued.len() as f64));
+            let queued = stats.in_state(RequestState::Queued);
+            *depth = Some((std::time::Instant::now(), queued as f64));
         }
         if let Some((_, n)) = *depth {
             metrics::gauge!("pao_queue_depth").set(n);
@@ -326,17 +324,14 @@ pub async fn stats_usage(
     State(state): State<AppState>,
     Admin(_): Admin,
 ) -> Result<Json<StatsUsage>, ApiError> {
-    let all = state.store.list(&RequestFilter::default()).await?;
-    let mut by_state = std::collections::BTreeMap::<String, u64>::new();
-    let mut by_team = std::collections::BTreeMap::<String, u64>::new();
-    for r in &all {
-        *by_state.entry(r.state.to_string()).or_default() += 1;
-        *by_team.entry(r.team.clone()).or_default() += 1;
-    }
+    let all = state
+        .store
+        .request_stats(&pao_core::store::StatsScope::default())
+        .await?;
     Ok(Json(StatsUsage {
         analytics: super::teams::analytics_of(&all),
-        requests_by_state: by_state,
-        requests_by_team: by_team,
+        requests_by_state: all.by(|c| c.state.to_string()),
+        requests_by_team: all.by(|c| c.team.clone()),
         catalog_items: state.orch.catalog().len(),
     }))
 }
@@ -364,21 +359,14 @@ pub async fn stats_performance(
     State(state): State<AppState>,
     Admin(_): Admin,
 ) -> Result<Json<StatsPerformance>, ApiError> {
-    let all = state.store.list(&RequestFilter::default()).await?;
+    let all = state
+        .store
+        .request_stats(&pao_core::store::StatsScope::default())
+        .await?;
     let a = super::teams::analytics_of(&all);
-    let queued = all
-        .iter()
-        .filter(|r| r.state == RequestState::Queued)
-        .count();
-    let running = all
-        .iter()
-        .filter(|r| {
-            matches!(
-                r.state,
-                RequestState::InProgress | RequestState::PostFulfillment
-            )
-        })
-        .count();
+    let queued = all.in_state(RequestState::Queued) as usize;
+    let running = (all.in_state(RequestState::InProgress)
+        + all.in_state(RequestState::PostFulfillment)) as usize;
     let breakers = state
         .orch
         .breaker_states()

@@ -2,8 +2,7 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use pao_core::lifecycle::RequestState;
-use pao_core::store::{AttemptOutcome, AuditRecord, RequestFilter};
+use pao_core::store::{AttemptOutcome, AuditRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -20,8 +19,10 @@ use crate::state::AppState;
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct PendingQuery {
-    /// At most this many (default 100).
+    /// At most this many (default 100, at most 1,000).
     pub limit: Option<usize>,
+    /// From `next_cursor`: go on after the requests an earlier page looked at.
+    pub cursor: Option<String>,
 }
 
 /// A request awaiting the caller's decision.
@@ -40,41 +41,67 @@ pub struct PendingApproval {
 /// Requests awaiting the caller's decision.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PendingApprovals {
-    /// Oldest first.
+    /// Newest first.
     pub approvals: Vec<PendingApproval>,
+    /// The `cursor` of the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
 }
 
-/// `GET /approvals/pending`: requests awaiting approval that the caller may decide on. The
-/// approval id is the request id (one approval step per request).
+/// `GET /approvals/pending` looks at most at this many awaiting requests per call (the ones
+/// the caller may not decide on included); `next_cursor` goes on from the last one.
+const PENDING_SCAN: usize = 2_000;
+
+/// `GET /approvals/pending`: requests awaiting approval that the caller may decide on, newest
+/// first. The approval id is the request id (one approval step per request). A call reads at
+/// most [`PENDING_SCAN`] awaiting requests; `next_cursor` is set when more may follow.
 pub async fn pending(
     State(state): State<AppState>,
     Caller(who): Caller,
     Query(q): Query<PendingQuery>,
 ) -> Result<Json<PendingApprovals>, ApiError> {
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let waiting = state
-        .store
-        .list(&RequestFilter {
-            states: vec![RequestState::AwaitingApproval],
-            ..RequestFilter::default()
-        })
-        .await?;
+    let mut before = q.cursor.as_deref().map(super::cursor::decode).transpose()?;
     let mut out = Vec::new();
-    for r in waiting.iter().filter(|r| state.orch.may_decide(&who, r)) {
-        if out.len() >= limit {
-            break;
+    let mut scanned = 0;
+    let more = loop {
+        let page_size = limit.min(PENDING_SCAN - scanned);
+        let page = state
+            .store
+            .pending_approvals(before.as_ref(), page_size)
+            .await?;
+        scanned += page.len();
+        let full = page.len() == page_size;
+        let mut cut = false;
+        for p in page {
+            let r = &p.request;
+            before = Some((r.created_at, r.id.clone()));
+            if !state.orch.may_decide(&who, r) || p.decisions.iter().any(|d| d.approver == who.id) {
+                continue;
+            }
+            out.push(PendingApproval {
+                request: RequestView::of(r),
+                approval_id: r.id.clone(),
+                decisions: serde_json::to_value(&p.decisions).unwrap_or(Value::Null),
+            });
+            if out.len() == limit {
+                cut = true;
+                break;
+            }
         }
-        let decisions = state.store.decisions(&r.id).await?;
-        if decisions.iter().any(|d| d.approver == who.id) {
-            continue;
+        if cut || (full && scanned >= PENDING_SCAN) {
+            break true;
         }
-        out.push(PendingApproval {
-            request: RequestView::of(r),
-            approval_id: r.id.clone(),
-            decisions: serde_json::to_value(&decisions).unwrap_or(Value::Null),
-        });
-    }
-    Ok(Json(PendingApprovals { approvals: out }))
+        if !full {
+            break false;
+        }
+    };
+    let next_cursor = more
+        .then(|| before.map(|(at, id)| super::cursor::encode(at, &id)))
+        .flatten();
+    Ok(Json(PendingApprovals {
+        approvals: out,
+        next_cursor,
+    }))
 }
 
 /// Body of `POST /approvals/{id}/approve`.

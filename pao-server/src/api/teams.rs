@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use pao_core::authz::Principal;
 use pao_core::lifecycle::RequestState;
-use pao_core::store::{AuditRecord, RequestFilter};
+use pao_core::store::{AuditRecord, RequestFilter, RequestStats, StatsScope};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
@@ -119,29 +119,32 @@ pub async fn catalog(
 ) -> Result<Json<TeamCatalog>, ApiError> {
     member(&who, &team)?;
     let catalog = state.orch.catalog();
-    let mut items = Vec::new();
-    for i in catalog
+    let owned: Vec<_> = catalog
         .items()
         .filter(|i| i.item.metadata.owner.team == team)
-    {
-        let reqs = state
-            .store
-            .list(&RequestFilter {
-                item_id: Some(i.id().to_string()),
-                ..RequestFilter::default()
-            })
-            .await?;
+        .collect();
+    let stats = state
+        .store
+        .request_stats(&StatsScope {
+            item_ids: owned.iter().map(|i| i.id().to_string()).collect(),
+            ..StatsScope::default()
+        })
+        .await?;
+    let mut items = Vec::new();
+    for i in owned {
+        let of = |state: Option<RequestState>| -> usize {
+            stats
+                .counts
+                .iter()
+                .filter(|c| c.item_id == i.id() && state.is_none_or(|s| c.state == s))
+                .map(|c| c.count as usize)
+                .sum()
+        };
         items.push(OwnedItem {
             item: super::catalog::summary(i),
-            requests: reqs.len(),
-            completed: reqs
-                .iter()
-                .filter(|r| r.state == RequestState::Completed)
-                .count(),
-            failed: reqs
-                .iter()
-                .filter(|r| r.state == RequestState::Failed)
-                .count(),
+            requests: of(None),
+            completed: of(Some(RequestState::Completed)),
+            failed: of(Some(RequestState::Failed)),
         });
     }
     items.sort_by(|a, b| a.item.id.cmp(&b.item.id));
@@ -167,22 +170,20 @@ pub async fn usage(
 ) -> Result<Json<TeamUsage>, ApiError> {
     member(&who, &team)?;
     let quota = quota_lines(state.store.quota_usage(&team).await?);
-    let reqs = state
-        .store
-        .list(&RequestFilter {
-            team: Some(team.clone()),
-            ..RequestFilter::default()
-        })
-        .await?;
-    let mut by_state: BTreeMap<String, u64> = BTreeMap::new();
-    for r in &reqs {
-        *by_state.entry(r.state.to_string()).or_default() += 1;
-    }
+    let stats = state.store.request_stats(&team_scope(&team)).await?;
     Ok(Json(TeamUsage {
         team,
         quota,
-        requests_by_state: by_state,
+        requests_by_state: stats.by(|c| c.state.to_string()),
     }))
+}
+
+/// The requests of one team, for [`Store::request_stats`](pao_core::store::Store::request_stats).
+fn team_scope(team: &str) -> StatsScope {
+    StatsScope {
+        team: Some(team.to_string()),
+        ..StatsScope::default()
+    }
 }
 
 /// Completion-time percentiles in milliseconds (`null` without completed requests).
@@ -227,65 +228,41 @@ pub struct Analytics {
     pub failure_reasons: BTreeMap<String, u64>,
 }
 
-/// Success rate, completion times and popular items of a set of requests.
-pub fn analytics_of(reqs: &[pao_core::store::Request]) -> Analytics {
-    let terminal: Vec<_> = reqs.iter().filter(|r| r.state.is_terminal()).collect();
-    let completed: Vec<_> = terminal
-        .iter()
-        .filter(|r| r.state == RequestState::Completed)
-        .collect();
-    let mut durations: Vec<i64> = completed
-        .iter()
-        .map(|r| (r.updated_at - r.created_at).num_milliseconds().max(0))
-        .collect();
-    durations.sort_unstable();
-    let pct = |p: usize| -> Option<i64> {
-        (!durations.is_empty()).then(|| durations[(durations.len() - 1) * p / 100])
+/// Success rate, completion times, popular items and failure reasons of a set of requests,
+/// from the store's aggregates.
+pub fn analytics_of(stats: &RequestStats) -> Analytics {
+    let finished = stats.finished();
+    let completed = stats.in_state(RequestState::Completed);
+    let of = |item: &str, state: RequestState| -> u64 {
+        stats
+            .counts
+            .iter()
+            .filter(|c| c.item_id == item && c.state == state)
+            .map(|c| c.count)
+            .sum()
     };
-    let mut by_item: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
-    for r in reqs {
-        let e = by_item.entry(r.item_id.clone()).or_default();
-        e.0 += 1;
-        if r.state == RequestState::Completed {
-            e.1 += 1;
-        }
-        if r.state == RequestState::Failed {
-            e.2 += 1;
-        }
-    }
-    let mut popular: Vec<PopularItem> = by_item
-        .iter()
-        .map(|(k, (n, ok, failed))| PopularItem {
-            item_id: k.clone(),
-            requests: *n,
-            completed: *ok,
-            failed: *failed,
+    let mut popular: Vec<PopularItem> = stats
+        .by(|c| c.item_id.clone())
+        .into_iter()
+        .map(|(item, n)| PopularItem {
+            completed: of(&item, RequestState::Completed),
+            failed: of(&item, RequestState::Failed),
+            item_id: item,
+            requests: n,
         })
         .collect();
     popular.sort_by_key(|p| std::cmp::Reverse(p.requests));
-    let mut failures: BTreeMap<String, u64> = BTreeMap::new();
-    for r in reqs.iter().filter(|r| r.state == RequestState::Failed) {
-        let reason = r
-            .error
-            .as_deref()
-            .unwrap_or("unknown")
-            .chars()
-            .take(120)
-            .collect::<String>();
-        *failures.entry(reason).or_default() += 1;
-    }
     Analytics {
-        requests: reqs.len(),
-        finished: terminal.len(),
-        success_rate: (!terminal.is_empty())
-            .then(|| completed.len() as f64 / terminal.len() as f64),
+        requests: stats.total() as usize,
+        finished: finished as usize,
+        success_rate: (finished > 0).then(|| completed as f64 / finished as f64),
         completion_ms: Percentiles {
-            p50: pct(50),
-            p90: pct(90),
-            p99: pct(99),
+            p50: stats.completion_ms.p50,
+            p90: stats.completion_ms.p90,
+            p99: stats.completion_ms.p99,
         },
         popular_items: popular,
-        failure_reasons: failures,
+        failure_reasons: stats.failure_reasons.iter().cloned().collect(),
     }
 }
 
@@ -306,15 +283,9 @@ pub async fn analytics(
     Path(team): Path<String>,
 ) -> Result<Json<TeamAnalytics>, ApiError> {
     member(&who, &team)?;
-    let reqs = state
-        .store
-        .list(&RequestFilter {
-            team: Some(team.clone()),
-            ..RequestFilter::default()
-        })
-        .await?;
+    let stats = state.store.request_stats(&team_scope(&team)).await?;
     Ok(Json(TeamAnalytics {
-        analytics: analytics_of(&reqs),
+        analytics: analytics_of(&stats),
         team,
     }))
 }
