@@ -150,6 +150,72 @@ async fn retries_back_off_within_bounds_and_honour_retry_after() {
     assert!((calls[1].at - calls[0].at) >= Duration::from_secs(30));
 }
 
+/// A secret provider that fails with `Unavailable` the first `failures` times it is asked.
+struct FlakySecrets {
+    failures: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl pao_core::secrets::SecretProvider for FlakySecrets {
+    async fn get(&self, name: &str) -> Result<String, pao_core::secrets::SecretError> {
+        use std::sync::atomic::Ordering;
+        if self
+            .failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(pao_core::secrets::SecretError::Unavailable(
+                "vault: connection refused".into(),
+            ));
+        }
+        match name {
+            "api_token" => Ok("tok-123456".into()),
+            _ => Err(pao_core::secrets::SecretError::NotFound(name.into())),
+        }
+    }
+}
+
+/// A secret provider that is down for a moment does not fail the request: it is tried again
+/// and completes. A secret that does not exist still fails it.
+#[tokio::test(start_paused = true)]
+async fn a_secret_provider_outage_is_retried_not_fatal() {
+    let item = r#"fulfillment:
+  mode: automated
+  actions:
+    - { id: a, type: "plugin:test", config: { token: "${{ secrets.api_token }}" } }
+"#;
+    let missing = item.replace("api_token", "nope");
+    let h = harness_with_secrets(
+        &[("sec", item), ("missing", &missing)],
+        std::sync::Arc::new(FlakySecrets { failures: 1.into() }),
+    );
+    let r = h
+        .engine
+        .submit(&dev(), "sec", &json!({}), SubmitOptions::default())
+        .await
+        .unwrap();
+    h.engine.run_until_idle("w1").await.unwrap();
+    let got = h.store.get(&r.id).await.unwrap().unwrap();
+    assert_eq!(got.state, RequestState::Completed, "{:?}", got.error);
+    let calls = h.ledger.calls();
+    assert_eq!(calls.len(), 1, "the action ran once, after the outage");
+    let events = format!("{:?}", h.store.events(&r.id, 0, 0).await.unwrap());
+    assert!(
+        events.contains("secret provider is unavailable"),
+        "{events}"
+    );
+    let r = h
+        .engine
+        .submit(&dev(), "missing", &json!({}), SubmitOptions::default())
+        .await
+        .unwrap();
+    h.engine.run_until_idle("w1").await.unwrap();
+    assert_eq!(
+        h.store.get(&r.id).await.unwrap().unwrap().state,
+        RequestState::Failed
+    );
+}
+
 /// A remote `Retry-After` of days does not park the worker: the wait is cut to the policy's
 /// `max` (60 s here).
 #[tokio::test(start_paused = true)]

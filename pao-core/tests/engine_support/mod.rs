@@ -216,6 +216,14 @@ pub fn harness(items: &[(&str, &str)]) -> Harness {
 }
 
 pub fn harness_with(items: &[(&str, &str)], config: EngineConfig) -> Harness {
+    build_harness(items, config, None)
+}
+
+fn build_harness(
+    items: &[(&str, &str)],
+    config: EngineConfig,
+    secrets: Option<Arc<dyn pao_core::secrets::SecretProvider>>,
+) -> Harness {
     let ledger = Arc::new(Ledger::default());
     let mut registry = ActionRegistry::new();
     registry.register(Arc::new(TestAction {
@@ -231,11 +239,14 @@ pub fn harness_with(items: &[(&str, &str)], config: EngineConfig) -> Harness {
             .unwrap()
             .to_utc(),
     ));
-    let engine = Orchestrator::builder(catalog, store.clone())
+    let mut builder = Orchestrator::builder(catalog, store.clone())
         .actions(registry)
         .clock(clock)
-        .config(config)
-        .build();
+        .config(config);
+    if let Some(secrets) = secrets {
+        builder = builder.secrets(secrets);
+    }
+    let engine = builder.build();
     Harness {
         engine,
         ledger,
@@ -285,4 +296,12 @@ pub fn dev() -> Principal {
 
 pub fn lead() -> Principal {
     Principal::new("lead1", &["platform-leads"], &["developer"])
+}
+
+/// A harness whose engine reads secrets from `secrets`.
+pub fn harness_with_secrets(
+    items: &[(&str, &str)],
+    secrets: Arc<dyn pao_core::secrets::SecretProvider>,
+) -> Harness {
+    build_harness(items, EngineConfig::default(), Some(secrets))
 }
