@@ -150,6 +150,58 @@ async fn retries_back_off_within_bounds_and_honour_retry_after() {
     assert!((calls[1].at - calls[0].at) >= Duration::from_secs(30));
 }
 
+/// An action that logs a million lines yields at most 1,001 log events (1,000 lines and one
+/// that counts the rest), and long lines are cut.
+#[tokio::test(start_paused = true)]
+async fn action_log_lines_are_bounded_per_attempt() {
+    let item = r#"fulfillment:
+  mode: automated
+  actions:
+    - { id: a, type: "plugin:test", config: { log_lines: 1000000 } }
+    - { id: b, type: "plugin:test", config: { log_lines: 3, log_bytes: 100000 } }
+"#;
+    let h = harness(&[("logs", item)]);
+    let r = h
+        .engine
+        .submit(&dev(), "logs", &json!({}), SubmitOptions::default())
+        .await
+        .unwrap();
+    h.engine.run_until_idle("w1").await.unwrap();
+    assert_eq!(
+        h.store.get(&r.id).await.unwrap().unwrap().state,
+        RequestState::Completed
+    );
+    let events = h.store.events(&r.id, 0, 0).await.unwrap();
+    let logs = |id: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::Log {
+                    action_id: Some(a),
+                    message,
+                    ..
+                } if a == id => Some(message.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let a = logs("a");
+    assert_eq!(a.len(), 1_001);
+    assert!(
+        a[1_000].contains("999000 more log lines dropped"),
+        "{}",
+        a[1_000]
+    );
+    let b = logs("b");
+    assert_eq!(b.len(), 3);
+    assert!(b.iter().all(|m| m.len() <= 8 * 1024 + 64), "{}", b[0].len());
+    assert!(
+        b[0].ends_with("[truncated 91808 bytes]"),
+        "{}",
+        &b[0][8_000..]
+    );
+}
+
 /// A secret provider that fails with `Unavailable` the first `failures` times it is asked.
 struct FlakySecrets {
     failures: std::sync::atomic::AtomicU32,

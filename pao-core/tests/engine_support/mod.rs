@@ -32,7 +32,7 @@ pub struct Call {
 
 /// Records calls; behaviour comes from the action's config:
 /// `{ fail: "permanent" | "retryable", fail_times: n, sleep_ms: n, result: {...}, retry_after_ms: n,
-///    rollback_fails: true }`.
+///    rollback_fails: true, log_lines: n, log_bytes: n }`.
 #[derive(Default)]
 pub struct Ledger {
     pub calls: Mutex<Vec<Call>>,
@@ -134,6 +134,14 @@ impl TestAction {
         input: &Value,
         rollback: bool,
     ) -> Result<ActionOutput, ActionError> {
+        let lines = input.get("log_lines").and_then(Value::as_u64).unwrap_or(0);
+        let bytes = input.get("log_bytes").and_then(Value::as_u64).unwrap_or(1);
+        if lines > 0 {
+            let text = "x".repeat(bytes as usize);
+            for _ in 0..lines {
+                ctx.log.info(&text);
+            }
+        }
         let sleep = input.get("sleep_ms").and_then(Value::as_u64).unwrap_or(0);
         if sleep > 0 {
             tokio::select! {
