@@ -55,19 +55,31 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-/// `*` matches any run of characters.
+/// `*` matches any run of characters. Iterative: on a mismatch only the last `*` takes one
+/// more character, so the work is at most pattern length × text length, whatever the number
+/// of `*` (a recursive match is exponential in it). Bytes compare as well as characters: a
+/// literal UTF-8 sequence only matches on character boundaries.
 fn glob(pattern: &str, s: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == s,
-        Some((head, tail)) => {
-            let Some(rest) = s.strip_prefix(head) else {
-                return false;
-            };
-            (0..=rest.len())
-                .filter(|&i| rest.is_char_boundary(i))
-                .any(|i| glob(tail, &rest[i..]))
+    let (p, t) = (pattern.as_bytes(), s.as_bytes());
+    let (mut pi, mut ti) = (0, 0);
+    // After the last `*` seen: where the pattern resumes, and where its match ends so far.
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if p.get(pi) == Some(&b'*') {
+            pi += 1;
+            star = Some((pi, ti));
+        } else if p.get(pi) == Some(&t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if let Some((resume, end)) = star {
+            pi = resume;
+            ti = end + 1;
+            star = Some((resume, end + 1));
+        } else {
+            return false;
         }
     }
+    p[pi..].iter().all(|&c| c == b'*')
 }
 
 fn quantity(v: Option<&Value>, i: usize) -> Result<f64, ActionError> {
@@ -253,5 +265,20 @@ mod tests {
         assert!(glob("*", "x"));
         assert!(!glob("db.*", "vm.small"));
         assert!(glob("a*c", "abbc"));
+        assert!(!glob("a*c", "abbcd"));
+        assert!(glob("a*b*c", "aXbYbZc"));
+        assert!(glob("**", ""));
+        assert!(glob("é*ü", "éaaü"));
+        assert!(!glob("a", "ab"));
+    }
+
+    #[test]
+    fn many_stars_against_a_long_sku_are_fast() {
+        let pattern = format!("{}b", "a*".repeat(30));
+        let sku = "a".repeat(10_000);
+        let started = std::time::Instant::now();
+        assert!(!glob(&pattern, &sku));
+        assert!(glob(&format!("{}a", "a*".repeat(30)), &sku));
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
     }
 }

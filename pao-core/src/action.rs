@@ -155,11 +155,38 @@ pub struct LogLine {
     pub message: String,
 }
 
+/// Lines an action's attempt may log; past this the rest are counted in one more line. Each
+/// line becomes a durable event.
+pub const MAX_LOG_LINES: usize = 1_000;
+/// Bytes of one log line; a longer line is cut with a marker that says how much.
+pub const MAX_LOG_LINE_BYTES: usize = 8 * 1024;
+
 /// Collects an action's log lines, replacing every secret value it knows by `[REDACTED]`.
+/// It keeps at most [`MAX_LOG_LINES`] lines of at most [`MAX_LOG_LINE_BYTES`] each.
 #[derive(Debug, Clone, Default)]
 pub struct ActionLogger {
     secrets: Arc<Mutex<Vec<String>>>,
-    lines: Arc<Mutex<Vec<LogLine>>>,
+    lines: Arc<Mutex<LogBuffer>>,
+}
+
+#[derive(Debug, Default)]
+struct LogBuffer {
+    lines: Vec<LogLine>,
+    /// Lines logged since the last drain, kept or not.
+    seen: usize,
+    dropped: u64,
+}
+
+/// The first `max` bytes of `text` (on a character boundary).
+fn cut(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 impl ActionLogger {
@@ -192,12 +219,35 @@ impl ActionLogger {
     }
 
     fn push(&self, level: &str, message: &str) {
+        {
+            let Ok(mut b) = self.lines.lock() else { return };
+            b.seen += 1;
+            if b.seen > MAX_LOG_LINES {
+                b.dropped += 1;
+                return;
+            }
+        }
+        // Redact before cutting, so a secret across the cut is still replaced; keep enough
+        // past the limit for the longest secret.
+        let longest = self
+            .secrets
+            .lock()
+            .map(|s| s.iter().map(String::len).max().unwrap_or(0))
+            .unwrap_or(0);
+        let redacted = self.redact(cut(message, MAX_LOG_LINE_BYTES.saturating_add(longest)));
+        let message = if message.len() > MAX_LOG_LINE_BYTES {
+            let kept = cut(&redacted, MAX_LOG_LINE_BYTES);
+            let cut_bytes = message.len() - cut(message, MAX_LOG_LINE_BYTES).len();
+            format!("{kept}… [truncated {cut_bytes} bytes]")
+        } else {
+            redacted
+        };
         let line = LogLine {
             level: level.to_string(),
-            message: self.redact(message),
+            message,
         };
-        if let Ok(mut l) = self.lines.lock() {
-            l.push(line);
+        if let Ok(mut b) = self.lines.lock() {
+            b.lines.push(line);
         }
     }
 
@@ -216,12 +266,24 @@ impl ActionLogger {
         self.push("error", message);
     }
 
-    /// Takes the lines logged so far.
+    /// Takes the lines logged so far, with one more that counts those dropped past
+    /// [`MAX_LOG_LINES`], and starts counting afresh.
     pub fn drain(&self) -> Vec<LogLine> {
-        self.lines
-            .lock()
-            .map(|mut l| std::mem::take(&mut *l))
-            .unwrap_or_default()
+        let Ok(mut b) = self.lines.lock() else {
+            return Vec::new();
+        };
+        let b = std::mem::take(&mut *b);
+        let mut lines = b.lines;
+        if b.dropped > 0 {
+            lines.push(LogLine {
+                level: "warn".into(),
+                message: format!(
+                    "{} more log lines dropped (an attempt keeps at most {MAX_LOG_LINES})",
+                    b.dropped
+                ),
+            });
+        }
+        lines
     }
 }
 
@@ -374,5 +436,32 @@ impl ActionRegistry {
             }
         }
         opts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_lines_are_cut_after_redaction() {
+        let log = ActionLogger::new(vec!["s3cr3t-value".into()]);
+        // A secret across the cut is still replaced, not half shown.
+        let text = format!(
+            "{}s3cr3t-value{}",
+            "a".repeat(MAX_LOG_LINE_BYTES - 4),
+            "b".repeat(10)
+        );
+        log.info(&text);
+        let lines = log.drain();
+        assert!(!lines[0].message.contains("s3cr"), "{}", lines[0].message);
+        assert!(
+            lines[0].message.ends_with("[truncated 18 bytes]"),
+            "{}",
+            lines[0].message
+        );
+        // Multi-byte text is cut on a character boundary.
+        log.info(&"é".repeat(MAX_LOG_LINE_BYTES));
+        assert!(log.drain()[0].message.len() <= MAX_LOG_LINE_BYTES + 32);
     }
 }

@@ -150,6 +150,124 @@ async fn retries_back_off_within_bounds_and_honour_retry_after() {
     assert!((calls[1].at - calls[0].at) >= Duration::from_secs(30));
 }
 
+/// An action that logs a million lines yields at most 1,001 log events (1,000 lines and one
+/// that counts the rest), and long lines are cut.
+#[tokio::test(start_paused = true)]
+async fn action_log_lines_are_bounded_per_attempt() {
+    let item = r#"fulfillment:
+  mode: automated
+  actions:
+    - { id: a, type: "plugin:test", config: { log_lines: 1000000 } }
+    - { id: b, type: "plugin:test", config: { log_lines: 3, log_bytes: 100000 } }
+"#;
+    let h = harness(&[("logs", item)]);
+    let r = h
+        .engine
+        .submit(&dev(), "logs", &json!({}), SubmitOptions::default())
+        .await
+        .unwrap();
+    h.engine.run_until_idle("w1").await.unwrap();
+    assert_eq!(
+        h.store.get(&r.id).await.unwrap().unwrap().state,
+        RequestState::Completed
+    );
+    let events = h.store.events(&r.id, 0, 0).await.unwrap();
+    let logs = |id: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::Log {
+                    action_id: Some(a),
+                    message,
+                    ..
+                } if a == id => Some(message.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let a = logs("a");
+    assert_eq!(a.len(), 1_001);
+    assert!(
+        a[1_000].contains("999000 more log lines dropped"),
+        "{}",
+        a[1_000]
+    );
+    let b = logs("b");
+    assert_eq!(b.len(), 3);
+    assert!(b.iter().all(|m| m.len() <= 8 * 1024 + 64), "{}", b[0].len());
+    assert!(
+        b[0].ends_with("[truncated 91808 bytes]"),
+        "{}",
+        &b[0][8_000..]
+    );
+}
+
+/// A secret provider that fails with `Unavailable` the first `failures` times it is asked.
+struct FlakySecrets {
+    failures: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl pao_core::secrets::SecretProvider for FlakySecrets {
+    async fn get(&self, name: &str) -> Result<String, pao_core::secrets::SecretError> {
+        use std::sync::atomic::Ordering;
+        if self
+            .failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(pao_core::secrets::SecretError::Unavailable(
+                "vault: connection refused".into(),
+            ));
+        }
+        match name {
+            "api_token" => Ok("tok-123456".into()),
+            _ => Err(pao_core::secrets::SecretError::NotFound(name.into())),
+        }
+    }
+}
+
+/// A secret provider that is down for a moment does not fail the request: it is tried again
+/// and completes. A secret that does not exist still fails it.
+#[tokio::test(start_paused = true)]
+async fn a_secret_provider_outage_is_retried_not_fatal() {
+    let item = r#"fulfillment:
+  mode: automated
+  actions:
+    - { id: a, type: "plugin:test", config: { token: "${{ secrets.api_token }}" } }
+"#;
+    let missing = item.replace("api_token", "nope");
+    let h = harness_with_secrets(
+        &[("sec", item), ("missing", &missing)],
+        std::sync::Arc::new(FlakySecrets { failures: 1.into() }),
+    );
+    let r = h
+        .engine
+        .submit(&dev(), "sec", &json!({}), SubmitOptions::default())
+        .await
+        .unwrap();
+    h.engine.run_until_idle("w1").await.unwrap();
+    let got = h.store.get(&r.id).await.unwrap().unwrap();
+    assert_eq!(got.state, RequestState::Completed, "{:?}", got.error);
+    let calls = h.ledger.calls();
+    assert_eq!(calls.len(), 1, "the action ran once, after the outage");
+    let events = format!("{:?}", h.store.events(&r.id, 0, 0).await.unwrap());
+    assert!(
+        events.contains("secret provider is unavailable"),
+        "{events}"
+    );
+    let r = h
+        .engine
+        .submit(&dev(), "missing", &json!({}), SubmitOptions::default())
+        .await
+        .unwrap();
+    h.engine.run_until_idle("w1").await.unwrap();
+    assert_eq!(
+        h.store.get(&r.id).await.unwrap().unwrap().state,
+        RequestState::Failed
+    );
+}
+
 /// A remote `Retry-After` of days does not park the worker: the wait is cut to the policy's
 /// `max` (60 s here).
 #[tokio::test(start_paused = true)]

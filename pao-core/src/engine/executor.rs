@@ -24,6 +24,7 @@ use crate::authz::Principal;
 use crate::catalog::LoadedItem;
 use crate::catalog::model::{ActionSpec, FulfillmentMode, OnFailure};
 use crate::lifecycle::RequestState;
+use crate::secrets::SecretError;
 use crate::store::{
     AttemptOutcome, AttemptRecord, EventKind, Lease, NewRequest, Request, RequestPatch,
     RollbackStatus, StateChange, StoreError, Write,
@@ -98,7 +99,7 @@ impl Scopes {
         engine: &Orchestrator,
         request: &Request,
         item: &LoadedItem,
-    ) -> Result<Scopes, String> {
+    ) -> Result<Scopes, ScopesError> {
         let mut s = Scopes::base(engine, request, item);
         // Fetch only the secrets the item's templates read.
         let mut names = BTreeSet::new();
@@ -130,9 +131,18 @@ impl Scopes {
         }
         let mut secrets = Map::new();
         for name in names {
-            if let Ok(v) = engine.secrets.get(&name).await {
-                s.secret_values.push(v.clone());
-                secrets.insert(name, Value::String(v));
+            match engine.secrets.get(&name).await {
+                Ok(v) => {
+                    s.secret_values.push(v.clone());
+                    secrets.insert(name, Value::String(v));
+                }
+                Err(SecretError::Unavailable(why)) => {
+                    return Err(ScopesError::SecretsUnavailable(format!(
+                        "secret `{name}`: {why}"
+                    )));
+                }
+                // A missing or refused secret: the template that reads it fails, for good.
+                Err(SecretError::NotFound(_) | SecretError::Denied(_)) => {}
             }
         }
         // Secret form fields of this request, kept in memory by the engine that accepted it.
@@ -149,7 +159,7 @@ impl Scopes {
             secrets.insert(k, v);
         }
         s.secrets = Value::Object(secrets);
-        s.compute(item)?;
+        s.compute(item).map_err(ScopesError::Failed)?;
         Ok(s)
     }
 
@@ -161,6 +171,18 @@ impl Scopes {
         out
     }
 }
+
+/// Why a run's scopes could not be built.
+enum ScopesError {
+    /// A template cannot be rendered: the request fails.
+    Failed(String),
+    /// The secret provider did not answer: the request waits and is tried again.
+    SecretsUnavailable(String),
+}
+
+/// How long a run waits, holding its lease, after the secret provider failed, before it gives
+/// the request back to be claimed again.
+pub(crate) const SECRETS_UNAVAILABLE_WAIT: Duration = Duration::from_secs(10);
 
 fn redact_value(v: &Value, secrets: &[String]) -> Value {
     match v {
@@ -901,8 +923,27 @@ impl Orchestrator {
         };
         let scopes = match Scopes::for_run(&self, &request, &item).await {
             Ok(s) => Arc::new(s),
-            Err(e) => {
+            Err(ScopesError::Failed(e)) => {
                 self.fail(&writes, &request, &lease, e).await?;
+                return Ok(());
+            }
+            Err(ScopesError::SecretsUnavailable(e)) => {
+                // An outage of the secret provider is no fault of the request: wait a little,
+                // then give it back (the caller releases the lease) to be claimed again. The
+                // wait is not cut short by a cancel, so that a re-claim cannot spin.
+                if fresh {
+                    writes.push(Write::Event {
+                        at: self.clock.now(),
+                        kind: EventKind::Log {
+                            action_id: None,
+                            level: "warn".into(),
+                            message: format!(
+                                "the secret provider is unavailable ({e}); the request will be tried again"
+                            ),
+                        },
+                    });
+                }
+                self.clock.sleep(SECRETS_UNAVAILABLE_WAIT).await;
                 return Ok(());
             }
         };

@@ -32,7 +32,7 @@ pub struct Call {
 
 /// Records calls; behaviour comes from the action's config:
 /// `{ fail: "permanent" | "retryable", fail_times: n, sleep_ms: n, result: {...}, retry_after_ms: n,
-///    rollback_fails: true }`.
+///    rollback_fails: true, log_lines: n, log_bytes: n }`.
 #[derive(Default)]
 pub struct Ledger {
     pub calls: Mutex<Vec<Call>>,
@@ -134,6 +134,14 @@ impl TestAction {
         input: &Value,
         rollback: bool,
     ) -> Result<ActionOutput, ActionError> {
+        let lines = input.get("log_lines").and_then(Value::as_u64).unwrap_or(0);
+        let bytes = input.get("log_bytes").and_then(Value::as_u64).unwrap_or(1);
+        if lines > 0 {
+            let text = "x".repeat(bytes as usize);
+            for _ in 0..lines {
+                ctx.log.info(&text);
+            }
+        }
         let sleep = input.get("sleep_ms").and_then(Value::as_u64).unwrap_or(0);
         if sleep > 0 {
             tokio::select! {
@@ -216,6 +224,14 @@ pub fn harness(items: &[(&str, &str)]) -> Harness {
 }
 
 pub fn harness_with(items: &[(&str, &str)], config: EngineConfig) -> Harness {
+    build_harness(items, config, None)
+}
+
+fn build_harness(
+    items: &[(&str, &str)],
+    config: EngineConfig,
+    secrets: Option<Arc<dyn pao_core::secrets::SecretProvider>>,
+) -> Harness {
     let ledger = Arc::new(Ledger::default());
     let mut registry = ActionRegistry::new();
     registry.register(Arc::new(TestAction {
@@ -231,11 +247,14 @@ pub fn harness_with(items: &[(&str, &str)], config: EngineConfig) -> Harness {
             .unwrap()
             .to_utc(),
     ));
-    let engine = Orchestrator::builder(catalog, store.clone())
+    let mut builder = Orchestrator::builder(catalog, store.clone())
         .actions(registry)
         .clock(clock)
-        .config(config)
-        .build();
+        .config(config);
+    if let Some(secrets) = secrets {
+        builder = builder.secrets(secrets);
+    }
+    let engine = builder.build();
     Harness {
         engine,
         ledger,
@@ -285,4 +304,12 @@ pub fn dev() -> Principal {
 
 pub fn lead() -> Principal {
     Principal::new("lead1", &["platform-leads"], &["developer"])
+}
+
+/// A harness whose engine reads secrets from `secrets`.
+pub fn harness_with_secrets(
+    items: &[(&str, &str)],
+    secrets: Arc<dyn pao_core::secrets::SecretProvider>,
+) -> Harness {
+    build_harness(items, EngineConfig::default(), Some(secrets))
 }
