@@ -185,6 +185,10 @@ fn document_states_bodies_statuses_and_limits() {
     for code in [200, 201, 403, 404, 409, 413, 415, 422, 429, 503] {
         assert!(statuses(submit).contains(&code), "POST /requests {code}");
     }
+    // A new request links to the operations on it (the stateful contract test follows them).
+    let link = &submit["responses"]["201"]["links"]["get_requests_id"];
+    assert_eq!(link["operationId"], "get_requests_id", "{link}");
+    assert_eq!(link["parameters"]["id"], "$response.body#/id");
     let cancel = op(&doc, "post", "/requests/{id}/cancel");
     assert!(statuses(cancel).contains(&200) && statuses(cancel).contains(&202));
     assert_eq!(
