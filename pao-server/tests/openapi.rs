@@ -267,6 +267,19 @@ async fn server_takes_what_the_document_allows_and_refuses_the_rest() {
         )
         .await;
     assert_eq!(code, 200, "{v}");
+    // Bodies are objects (serde alone would read a struct from an array).
+    let (code, v) = s
+        .post("t-admin", "/teams/app-team/config", serde_json::json!([{}]))
+        .await;
+    assert_eq!(code, 422, "{v}");
+    let (code, v) = s
+        .post(
+            "t-admin",
+            "/requests/r-1/cancel",
+            serde_json::json!(["why"]),
+        )
+        .await;
+    assert_eq!(code, 422, "{v}");
     // Quota limits stop at 2^53 - 1.
     let (code, v) = s
         .post(
