@@ -185,6 +185,10 @@ fn document_states_bodies_statuses_and_limits() {
     for code in [200, 201, 403, 404, 409, 413, 415, 422, 429, 503] {
         assert!(statuses(submit).contains(&code), "POST /requests {code}");
     }
+    // A new request links to the operations on it (the stateful contract test follows them).
+    let link = &submit["responses"]["201"]["links"]["get_requests_id"];
+    assert_eq!(link["operationId"], "get_requests_id", "{link}");
+    assert_eq!(link["parameters"]["id"], "$response.body#/id");
     let cancel = op(&doc, "post", "/requests/{id}/cancel");
     assert!(statuses(cancel).contains(&200) && statuses(cancel).contains(&202));
     assert_eq!(
@@ -263,6 +267,19 @@ async fn server_takes_what_the_document_allows_and_refuses_the_rest() {
         )
         .await;
     assert_eq!(code, 200, "{v}");
+    // Bodies are objects (serde alone would read a struct from an array).
+    let (code, v) = s
+        .post("t-admin", "/teams/app-team/config", serde_json::json!([{}]))
+        .await;
+    assert_eq!(code, 422, "{v}");
+    let (code, v) = s
+        .post(
+            "t-admin",
+            "/requests/r-1/cancel",
+            serde_json::json!(["why"]),
+        )
+        .await;
+    assert_eq!(code, 422, "{v}");
     // Quota limits stop at 2^53 - 1.
     let (code, v) = s
         .post(

@@ -379,10 +379,11 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(Body(v)),
-            Err(rej) => Err(crate::error::rejection(rej.status(), rej.body_text())),
-        }
+        let v = match axum::Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(axum::Json(v)) => v,
+            Err(rej) => return Err(crate::error::rejection(rej.status(), rej.body_text())),
+        };
+        from_object(v).map(Body)
     }
 }
 
@@ -432,12 +433,32 @@ where
                 "a request body must be sent as `Content-Type: application/json`",
             ));
         }
-        serde_json::from_slice(&bytes).map(OptBody).map_err(|e| {
+        let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
             ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "PAO-API-INVALID-BODY",
                 format!("invalid JSON body: {e}"),
             )
-        })
+        })?;
+        from_object(v).map(OptBody)
     }
+}
+
+/// A body's value as `T`. Bodies are JSON objects: serde would also read a struct from an
+/// array of its members' values, which the schemas do not allow.
+fn from_object<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, ApiError> {
+    if !v.is_object() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "PAO-API-INVALID-BODY",
+            "the body must be a JSON object",
+        ));
+    }
+    serde_json::from_value(v).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "PAO-API-INVALID-BODY",
+            format!("Failed to deserialize the JSON body into the target type: {e}"),
+        )
+    })
 }

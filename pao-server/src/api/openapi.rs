@@ -63,6 +63,9 @@ pub struct Endpoint {
     pub query: Option<fn() -> Vec<Parameter>>,
     /// Header parameters.
     pub headers: Option<fn() -> Vec<Parameter>>,
+    /// Operations the success body leads to: (operation id, its path parameter, the body
+    /// member that fills it).
+    pub links: &'static [(&'static str, &'static str, &'static str)],
     /// A WebSocket upgrade.
     pub websocket: bool,
     /// The handler.
@@ -92,6 +95,7 @@ fn ep(
         body: None,
         query: None,
         headers: None,
+        links: &[],
         websocket: false,
         handler,
     }
@@ -199,6 +203,11 @@ impl Endpoint {
         self
     }
 
+    fn links(mut self, links: &'static [(&'static str, &'static str, &'static str)]) -> Endpoint {
+        self.links = links;
+        self
+    }
+
     fn headers(mut self, h: fn() -> Vec<Parameter>) -> Endpoint {
         self.headers = Some(h);
         self
@@ -212,6 +221,18 @@ fn leak(s: String) -> &'static str {
 
 use Auth::*;
 use HttpMethod::{Get as G, Post as P};
+
+/// What a request in a success body leads to.
+const REQUEST_LINKS: &[(&str, &str, &str)] = &[
+    ("get_requests_id", "id", "id"),
+    ("get_requests_id_status", "id", "id"),
+    ("get_requests_id_logs", "id", "id"),
+    ("get_cost_estimates_request_id", "request_id", "id"),
+    ("post_requests_id_cancel", "id", "id"),
+    ("post_requests_id_retry", "id", "id"),
+    ("post_approvals_id_approve", "id", "id"),
+    ("post_approvals_id_reject", "id", "id"),
+];
 
 /// Every endpoint of `/api/v1`.
 pub fn endpoints() -> Vec<Endpoint> {
@@ -311,6 +332,7 @@ pub fn endpoints() -> Vec<Endpoint> {
         .errors(&[403, 404, 409, 503])
         .body::<requests::SubmitBody>()
         .headers(submit_headers)
+        .links(REQUEST_LINKS)
         .ok(201),
         ep(
             G,
@@ -365,6 +387,7 @@ pub fn endpoints() -> Vec<Endpoint> {
         .returns::<requests::RequestView>()
         .errors(&[403, 404, 409, 503])
         .optional_body::<requests::RetryBody>()
+        .links(REQUEST_LINKS)
         .ok(201),
         ep(
             P,
@@ -720,7 +743,28 @@ async fn openapi_json() -> axum::Json<OpenApiDocument> {
 /// The OpenAPI document as JSON (what `/api/v1/openapi.json` serves and
 /// `schemas/openapi.json` holds).
 pub fn document_json() -> serde_json::Value {
-    serde_json::to_value(document()).unwrap_or(serde_json::Value::Null)
+    let mut doc = serde_json::to_value(document()).unwrap_or(serde_json::Value::Null);
+    // utoipa 5 writes a link's `operationId` as `operation_id`.
+    if let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) {
+        for op in paths.values_mut().filter_map(|i| i.as_object_mut()) {
+            for o in op.values_mut() {
+                let Some(responses) = o.get_mut("responses").and_then(|r| r.as_object_mut()) else {
+                    continue;
+                };
+                for r in responses.values_mut() {
+                    let Some(links) = r.get_mut("links").and_then(|l| l.as_object_mut()) else {
+                        continue;
+                    };
+                    for link in links.values_mut().filter_map(|l| l.as_object_mut()) {
+                        if let Some(id) = link.remove("operation_id") {
+                            link.insert("operationId".into(), id);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    doc
 }
 
 fn problem_ref() -> Ref {
@@ -804,15 +848,22 @@ pub fn document() -> OpenApi {
                 ResponseBuilder::new().description(desc).build()
             } else if let Some((name, add)) = e.returns {
                 components = add(components);
-                ResponseBuilder::new()
-                    .description(desc)
-                    .content(
-                        "application/json",
-                        ContentBuilder::new()
-                            .schema(Some(Ref::from_schema_name(name)))
+                let mut r = ResponseBuilder::new().description(desc).content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name(name)))
+                        .build(),
+                );
+                for (operation, param, member) in e.links {
+                    r = r.link(
+                        *operation,
+                        utoipa::openapi::link::LinkBuilder::new()
+                            .operation_id(*operation)
+                            .parameter(*param, format!("$response.body#/{member}"))
                             .build(),
-                    )
-                    .build()
+                    );
+                }
+                r.build()
             } else {
                 // `/metrics`: the Prometheus text format.
                 ResponseBuilder::new()

@@ -20,6 +20,11 @@ use crate::state::AppState;
 /// Body of `POST /requests`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "item_id": "networking.dns-record",
+    "fields": {"zone": "example.internal", "name": "orders", "record_type": "CNAME",
+               "target": "lb.example.internal", "ttl": 300}
+}))]
 pub struct SubmitBody {
     /// The catalog item.
     pub item_id: String,
