@@ -22,6 +22,9 @@ pub struct PendingQuery {
     /// At most this many (default 100, at most 1,000).
     pub limit: Option<usize>,
     /// From `next_cursor`: go on after the requests an earlier page looked at.
+    #[param(
+        pattern = r"^([A-Za-z0-9_-]{4}){2}([A-Za-z0-9_-]{3}|[A-Za-z0-9_-]{4}([A-Za-z0-9_-]{4})*([A-Za-z0-9_-]{2,3})?)$"
+    )]
     pub cursor: Option<String>,
 }
 
