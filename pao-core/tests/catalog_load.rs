@@ -435,6 +435,73 @@ fn json_output_is_machine_readable() {
     assert_eq!(v["severity"], "error");
 }
 
+/// Peak resident memory of this test process so far, in MiB (`VmHWM`).
+fn peak_rss_mib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb / 1024)
+}
+
+/// A catalog mounted from a Kubernetes ConfigMap: every file is a symlink into a dot-folder
+/// that is itself a symlink. The items load, and a symlink loop is no endless walk.
+#[cfg(unix)]
+#[test]
+fn symlinked_files_load() {
+    use std::os::unix::fs::symlink;
+    let dir = tempdir("configmap");
+    let data = dir.join("..2026_12_07_00_00_00.1");
+    std::fs::create_dir_all(&data).unwrap();
+    let examples = root().join("examples/catalog");
+    std::fs::copy(examples.join("catalog.yaml"), data.join("catalog.yaml")).unwrap();
+    std::fs::copy(
+        examples.join("networking/firewall-rule.yaml"),
+        data.join("firewall-rule.yaml"),
+    )
+    .unwrap();
+    symlink("..2026_12_07_00_00_00.1", dir.join("..data")).unwrap();
+    for name in ["catalog.yaml", "firewall-rule.yaml"] {
+        symlink(format!("..data/{name}"), dir.join(name)).unwrap();
+    }
+    let c = Catalog::load(&dir, &options()).unwrap();
+    assert!(
+        c.get("networking.firewall-rule").is_some(),
+        "{}",
+        render_all(c.diagnostics())
+    );
+    assert!(c.settings().is_some());
+    assert!(!c.has_errors(), "{}", render_all(c.diagnostics()));
+    symlink(".", dir.join("again")).unwrap();
+    symlink("nowhere.yaml", dir.join("dangling.yaml")).unwrap();
+    let c = Catalog::load(&dir, &options()).unwrap();
+    assert_eq!(c.len(), 1, "{}", render_all(c.diagnostics()));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A file past the size limit is refused by its size, without reading it.
+#[test]
+fn huge_files_are_refused_unread() {
+    let dir = tempdir("huge");
+    // A sparse file of 1.5 GiB: reading it whole would show in the process's memory.
+    let huge = std::fs::File::create(dir.join("huge.yaml")).unwrap();
+    huge.set_len(1536 << 20).unwrap();
+    drop(huge);
+    let c = Catalog::load(&dir, &options()).unwrap();
+    let d = c.diagnostics();
+    assert_eq!(d.len(), 1, "{}", render_all(d));
+    assert_eq!((d[0].code, d[0].file.as_str()), ("PAO-E017", "huge.yaml"));
+    assert!(
+        d[0].message.contains("1610612736 bytes"),
+        "{}",
+        d[0].message
+    );
+    let peak = peak_rss_mib();
+    assert!(peak < 512, "peak RSS {peak} MiB");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn tempdir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("pao-test-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

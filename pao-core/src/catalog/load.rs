@@ -3,7 +3,8 @@
 //! compile every template and condition once. One broken item never hides the others, and a
 //! reload keeps the last good version of an item whose new version is broken.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
 
@@ -171,8 +172,12 @@ impl Catalog {
         // catalog.yaml first: its env allow-list applies to items.
         let settings_path = dir.join("catalog.yaml");
         if settings_path.is_file() {
-            let source = read_text(&settings_path)?;
-            let (settings, diags) = load_settings("catalog.yaml", &source);
+            let (settings, diags) = match read_limited(&settings_path)? {
+                FileBytes::Read(bytes) => {
+                    load_settings("catalog.yaml", &String::from_utf8_lossy(&bytes))
+                }
+                FileBytes::TooLarge(size) => (None, vec![too_large("catalog.yaml", size)]),
+            };
             catalog.diagnostics.extend(diags);
             if let Some(s) = settings {
                 settings_env = s
@@ -194,8 +199,7 @@ impl Catalog {
                 .unwrap_or(&path)
                 .to_string_lossy()
                 .replace('\\', "/");
-            let bytes = std::fs::read(&path)?;
-            inputs.push((rel, bytes));
+            inputs.push((rel, read_limited(&path)?));
         }
         let threads = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -209,7 +213,10 @@ impl Catalog {
                     let env = settings_env.as_ref();
                     let handle = scope.spawn(move || {
                         part.iter()
-                            .map(|(rel, bytes)| load_item_bytes(rel, bytes, opts, env))
+                            .map(|(rel, bytes)| match bytes {
+                                FileBytes::Read(bytes) => load_item_bytes(rel, bytes, opts, env),
+                                FileBytes::TooLarge(size) => (None, vec![too_large(rel, *size)]),
+                            })
                             .collect::<Vec<_>>()
                     });
                     (part, handle)
@@ -244,6 +251,10 @@ impl Catalog {
         });
         let mut first_file: HashMap<String, String> = HashMap::new();
         for ((rel, bytes), (loaded, diags)) in inputs.into_iter().zip(results) {
+            let bytes = match bytes {
+                FileBytes::Read(b) => b,
+                FileBytes::TooLarge(_) => Vec::new(),
+            };
             let failed = loaded.is_none();
             catalog.diagnostics.extend(diags);
             match loaded {
@@ -350,6 +361,19 @@ impl Catalog {
 }
 
 fn collect_yaml_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    collect_yaml_files_in(dir, out, &mut HashSet::new())
+}
+
+/// Follows symbolic links (a Kubernetes ConfigMap mounts every file as one, into a dot-folder
+/// that is skipped here); each real folder is walked once, so a link loop ends.
+fn collect_yaml_files_in(
+    dir: &Path,
+    out: &mut Vec<PathBuf>,
+    walked: &mut HashSet<PathBuf>,
+) -> std::io::Result<()> {
+    if !walked.insert(std::fs::canonicalize(dir)?) {
+        return Ok(());
+    }
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let path = entry.path();
@@ -357,9 +381,16 @@ fn collect_yaml_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()>
         if name.to_string_lossy().starts_with('.') {
             continue;
         }
-        let ty = entry.file_type()?;
+        let mut ty = entry.file_type()?;
+        if ty.is_symlink() {
+            // A dangling link names nothing to load.
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            ty = meta.file_type();
+        }
         if ty.is_dir() {
-            collect_yaml_files(&path, out)?;
+            collect_yaml_files_in(&path, out, walked)?;
         } else if ty.is_file()
             && matches!(
                 path.extension().and_then(|e| e.to_str()),
@@ -372,9 +403,38 @@ fn collect_yaml_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()>
     Ok(())
 }
 
-fn read_text(path: &Path) -> std::io::Result<String> {
-    let bytes = std::fs::read(path)?;
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+/// A catalog file's bytes, or its size when past [`MAX_FILE_BYTES`] (then it is not read).
+enum FileBytes {
+    Read(Vec<u8>),
+    TooLarge(u64),
+}
+
+/// Reads a file unless its size is past the limit; never more than the limit plus one byte,
+/// should it grow while being read (the parser then refuses it).
+fn read_limited(path: &Path) -> std::io::Result<FileBytes> {
+    let file = std::fs::File::open(path)?;
+    let size = file.metadata()?.len();
+    if size > MAX_FILE_BYTES as u64 {
+        return Ok(FileBytes::TooLarge(size));
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.take(MAX_FILE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    Ok(FileBytes::Read(bytes))
+}
+
+fn too_large(file: &str, size: u64) -> Diagnostic {
+    Diagnostic {
+        severity: Severity::Error,
+        code: codes::TOO_LARGE,
+        file: file.to_string(),
+        line: 1,
+        column: 1,
+        pointer: String::new(),
+        message: format!("file is {size} bytes; the limit is {MAX_FILE_BYTES}"),
+        hint: Some("one item per file; move large texts out of the catalog".to_string()),
+        source_line: None,
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
