@@ -1026,15 +1026,26 @@ fn websocket_headers() -> Vec<Parameter> {
 
 /// `Idempotency-Key` of `POST /requests`.
 fn submit_headers() -> Vec<Parameter> {
-    vec![header(
-        "Idempotency-Key",
-        false,
-        "Repeating a submission with the same key (per caller) returns the first request (200) instead of creating another; 1 to 200 visible ASCII characters.",
-        ObjectBuilder::new()
-            .min_length(Some(1))
-            .max_length(Some(200))
-            .pattern(Some("^[!-~]([\\t -~]*[!-~])?$")),
-    )]
+    vec![
+        header(
+            "Idempotency-Key",
+            false,
+            "Repeating a submission with the same key (per caller) returns the first request (200) instead of creating another; 1 to 200 visible ASCII characters.",
+            ObjectBuilder::new()
+                .min_length(Some(1))
+                .max_length(Some(200))
+                .pattern(Some("^[!-~]([\\t -~]*[!-~])?$")),
+        ),
+        header(
+            "X-Correlation-Id",
+            false,
+            "Ties PAO's events and logs to the caller's own trace (default: a new UUID); 1 to 128 visible ASCII characters, copied into every event of the request.",
+            ObjectBuilder::new()
+                .min_length(Some(1))
+                .max_length(Some(128))
+                .pattern(Some("^[!-~]+$")),
+        ),
+    ]
 }
 
 fn path_params(path: &str) -> Vec<Parameter> {

@@ -214,10 +214,11 @@ pub async fn submit(
         idempotency_key: key,
         priority: body.priority,
         team: body.team,
+        // Bytes that are not text keep their place, so the engine refuses them by length and
+        // character like any other bad correlation id.
         correlation_id: headers
             .get("x-correlation-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string),
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
     };
     let r = state
         .orch
