@@ -762,11 +762,6 @@ async fn admin(s: &TestServer) {
 on_both!(admin_endpoints, admin);
 
 // ---------------------------------------------------------------------------------------
-fn sign256(key: &str, msg: &[u8]) -> String {
-    let mut m = Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
-    m.update(msg);
-    hex::encode(m.finalize().into_bytes())
-}
 
 async fn webhooks(s: &TestServer) {
     // Manual mode: the JIRA webhook completes the request waiting for its ticket.
@@ -852,7 +847,7 @@ async fn webhooks(s: &TestServer) {
             .body(body.to_vec())
             .send()
     };
-    let good = format!("sha256={}", sign256("gh-secret-0123456789", body));
+    let good = format!("sha256={}", support::sign256("gh-secret-0123456789", body));
     assert_eq!(
         support::decode(gh(good.clone(), "d-1").await.unwrap())
             .await
@@ -916,7 +911,7 @@ async fn webhooks(s: &TestServer) {
         support::decode(
             approve(
                 old.clone(),
-                sign256("approval-secret-0123456789", &old_signed)
+                support::sign256("approval-secret-0123456789", &old_signed)
             )
             .await
             .unwrap()
@@ -927,16 +922,19 @@ async fn webhooks(s: &TestServer) {
         "stale timestamp"
     );
     let (code, v) = support::decode(
-        approve(ts.clone(), sign256("approval-secret-0123456789", &signed))
-            .await
-            .unwrap(),
+        approve(
+            ts.clone(),
+            support::sign256("approval-secret-0123456789", &signed),
+        )
+        .await
+        .unwrap(),
     )
     .await;
     assert_eq!(code, 200, "{v}");
     s.wait_state(ALICE, rid, "completed").await;
     assert_eq!(
         support::decode(
-            approve(ts, sign256("approval-secret-0123456789", &signed))
+            approve(ts, support::sign256("approval-secret-0123456789", &signed))
                 .await
                 .unwrap()
         )

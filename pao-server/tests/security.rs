@@ -7,7 +7,6 @@ mod support;
 
 use std::time::Duration;
 
-use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use support::TestServer;
 
@@ -361,12 +360,6 @@ async fn callers_without_a_credential_are_rate_limited() {
     s.stop().await;
 }
 
-fn sign256(key: &str, msg: &[u8]) -> String {
-    let mut m = Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
-    m.update(msg);
-    hex::encode(m.finalize().into_bytes())
-}
-
 async fn approval_hook(s: &TestServer, body: &Value, ts: &str) -> (u16, Value) {
     let body = serde_json::to_vec(body).unwrap();
     let mut signed = format!("{ts}.").into_bytes();
@@ -377,7 +370,10 @@ async fn approval_hook(s: &TestServer, body: &Value, ts: &str) -> (u16, Value) {
         .header("X-PAO-Timestamp", ts)
         .header(
             "X-PAO-Signature",
-            format!("sha256={}", sign256("approval-secret-0123456789", &signed)),
+            format!(
+                "sha256={}",
+                support::sign256("approval-secret-0123456789", &signed)
+            ),
         )
         .header("content-type", "application/json")
         .body(body)
@@ -477,7 +473,7 @@ async fn the_jira_webhook_wants_its_secret_in_a_header_and_a_timestamp() {
         .post(s.url("/webhooks/jira"))
         .header(
             "X-Hub-Signature",
-            format!("sha256={}", sign256("jira-shared-secret", &body)),
+            format!("sha256={}", support::sign256("jira-shared-secret", &body)),
         )
         .header("content-type", "application/json")
         .body(body)

@@ -445,3 +445,11 @@ pub fn spawn_pao(args: &[&std::ffi::OsStr], cwd: &Path, within: Duration) -> Pao
         .expect("the server says where it listens");
     PaoProcess { child, base }
 }
+
+/// Hex HMAC-SHA256 of `msg` under `key`, as webhook senders sign.
+pub fn sign256(key: &str, msg: &[u8]) -> String {
+    use hmac::Mac as _;
+    let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
+    m.update(msg);
+    hex::encode(m.finalize().into_bytes())
+}
