@@ -25,6 +25,7 @@ pub mod events;
 pub mod form;
 pub mod lifecycle;
 pub mod secrets;
+pub mod service;
 pub mod store;
 pub mod vars;
 

@@ -69,6 +69,26 @@ impl RequestState {
         )
     }
 
+    /// Whether a request in this state may have attempts in its journal: it reached
+    /// `InProgress` at some point. Requests that were never queued, or wait in the queue, have
+    /// none.
+    pub fn may_have_attempts(self) -> bool {
+        !matches!(
+            self,
+            RequestState::Submitted
+                | RequestState::Prerequisites
+                | RequestState::Validation
+                | RequestState::AwaitingApproval
+                | RequestState::Queued
+                | RequestState::Rejected
+        )
+    }
+
+    /// The state with that snake_case name.
+    pub fn from_name(name: &str) -> Option<RequestState> {
+        RequestState::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
     /// The snake_case name used in the API and the store.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -127,6 +127,24 @@ impl From<EngineError> for ApiError {
                 "PAO-API-INVALID-BODY",
                 why,
             ),
+            EngineError::InvalidInput { pointer, message } => ApiError::unprocessable(
+                "PAO-API-INVALID-BODY",
+                message.clone(),
+                json!([{ "pointer": pointer, "message": message }]),
+            ),
+            EngineError::IdempotencyMismatch {
+                request_id,
+                item_id,
+            } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "PAO-API-IDEMPOTENCY-MISMATCH",
+                format!(
+                    "this Idempotency-Key was used for request {request_id} of item `{item_id}`"
+                ),
+            ),
+            EngineError::TooLarge(why) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "PAO-API-BODY-TOO-LARGE", why)
+            }
             EngineError::Store(e) => e.into(),
         }
     }

@@ -15,15 +15,16 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pao_core::store::{AttemptRecord, Request};
+use pao_core::service::{Progress, RequestStatus};
+use pao_core::store::Request;
 
-/// A finished request with its attempts.
+/// A finished request with its final progress.
 #[derive(Debug, Clone)]
 pub struct Finished {
     /// The request (in a terminal state).
     pub request: Arc<Request>,
-    /// Its attempt journal.
-    pub attempts: Arc<Vec<AttemptRecord>>,
+    /// Its progress, from its final attempt journal.
+    pub progress: Arc<Progress>,
 }
 
 /// The cache.
@@ -61,15 +62,16 @@ impl FinishedRequests {
         }
     }
 
-    /// Keeps `request` with `attempts` (read after it was seen in its terminal state); a request
-    /// that has not ended is not kept.
-    pub fn put(&self, request: &Request, attempts: &[AttemptRecord]) {
+    /// Keeps a request's status (its journal read after it was seen in its terminal state);
+    /// a request that has not ended is not kept.
+    pub fn put(&self, status: &RequestStatus) {
+        let request = &status.request;
         if !request.state.is_terminal() || self.ttl.is_zero() {
             return;
         }
         let f = Finished {
             request: Arc::new(request.clone()),
-            attempts: Arc::new(attempts.to_vec()),
+            progress: Arc::new(status.progress.clone()),
         };
         self.entries
             .lock()
@@ -93,7 +95,7 @@ mod tests {
     use super::*;
     use pao_core::lifecycle::RequestState;
 
-    fn request(id: &str, state: RequestState) -> Request {
+    fn request(id: &str, state: RequestState) -> RequestStatus {
         let mut r: Request = serde_json::from_value(serde_json::json!({
             "id": id, "item_id": "i", "item_version": "1", "item_hash": "h",
             "fields": {}, "requester": { "id": "ada", "teams": [], "roles": [] },
@@ -105,15 +107,18 @@ mod tests {
         }))
         .expect("a request");
         r.state = state;
-        r
+        RequestStatus {
+            progress: Progress::of(&r, &[], 0),
+            request: r,
+        }
     }
 
     #[test]
     fn keeps_only_ended_requests_until_they_expire() {
         let cache = FinishedRequests::new(2, Duration::from_millis(200));
-        cache.put(&request("live", RequestState::InProgress), &[]);
+        cache.put(&request("live", RequestState::InProgress));
         assert!(cache.get("live").is_none(), "a live request is not kept");
-        cache.put(&request("done", RequestState::Completed), &[]);
+        cache.put(&request("done", RequestState::Completed));
         let got = cache.get("done").expect("kept");
         assert_eq!(got.request.state, RequestState::Completed);
         std::thread::sleep(Duration::from_millis(250));
@@ -124,10 +129,10 @@ mod tests {
     #[test]
     fn the_least_recently_read_goes_first() {
         let cache = FinishedRequests::new(2, Duration::from_secs(60));
-        cache.put(&request("a", RequestState::Failed), &[]);
-        cache.put(&request("b", RequestState::Cancelled), &[]);
+        cache.put(&request("a", RequestState::Failed));
+        cache.put(&request("b", RequestState::Cancelled));
         assert!(cache.get("a").is_some());
-        cache.put(&request("c", RequestState::Rejected), &[]);
+        cache.put(&request("c", RequestState::Rejected));
         assert!(cache.get("b").is_none(), "b was read least recently");
         assert!(cache.get("a").is_some() && cache.get("c").is_some());
     }
@@ -135,7 +140,7 @@ mod tests {
     #[test]
     fn capacity_zero_keeps_nothing() {
         let cache = FinishedRequests::new(0, Duration::from_secs(60));
-        cache.put(&request("a", RequestState::Completed), &[]);
+        cache.put(&request("a", RequestState::Completed));
         assert!(cache.get("a").is_none());
     }
 }

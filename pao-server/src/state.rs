@@ -211,6 +211,7 @@ impl AppState {
             .secrets(secrets.clone())
             .events(sink)
             .config(engine_config)
+            .load_options(Arc::new(load_options.clone()))
             .build();
         crate::auth::check_config(&config.auth, &config.bind).map_err(StartError::Config)?;
         check_webhook_secrets(&config, secrets.as_ref()).await?;

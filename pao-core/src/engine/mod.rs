@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::action::ActionRegistry;
 use crate::authz::{Authorizer, ItemAccessAuthorizer, Permission, Principal};
 use crate::catalog::model::{LifecycleStatus, OnTimeout, RestrictionPolicy};
-use crate::catalog::{Catalog, LoadedItem};
+use crate::catalog::{Catalog, LoadOptions, LoadedItem};
 use crate::clock::{Clock, SystemClock};
 use crate::events::{EventSink, LiveEvent, NoopSink};
 use crate::form::{FieldError, FormContext, validate_fields};
@@ -40,7 +40,7 @@ use crate::lifecycle::RequestState;
 use crate::secrets::{SecretProvider, StaticSecrets};
 use crate::store::{
     ApprovalDecision, AuditRecord, EventKind, Lease, NewRequest, Request, RequestPatch,
-    StateChange, Store, StoreError, Write,
+    StateChange, Store, StoreError, Submitted, Write,
 };
 
 pub use executor::{SimulatedAction, Simulation};
@@ -104,9 +104,39 @@ pub enum EngineError {
     /// A submission option (priority, team, correlation id) is out of its range.
     #[error("{0}")]
     InvalidOption(String),
+    /// A part of the caller's input is invalid: `pointer` (a JSON pointer into the input)
+    /// locates it.
+    #[error("{pointer}: {message}")]
+    InvalidInput {
+        /// Where in the input.
+        pointer: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// An input is larger than PAO takes.
+    #[error("{0}")]
+    TooLarge(String),
+    /// An idempotency key was used before for a request of another item.
+    #[error("this idempotency key was used for request {request_id} of item `{item_id}`")]
+    IdempotencyMismatch {
+        /// The earlier request.
+        request_id: String,
+        /// Its item.
+        item_id: String,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl EngineError {
+    /// An [`EngineError::InvalidInput`] at `pointer`.
+    pub fn input(pointer: impl Into<String>, message: impl Into<String>) -> EngineError {
+        EngineError::InvalidInput {
+            pointer: pointer.into(),
+            message: message.into(),
+        }
+    }
 }
 
 /// Options of a submission.
@@ -139,7 +169,7 @@ pub struct Orchestrator {
     pub(crate) secrets: Arc<dyn SecretProvider>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) sink: Arc<dyn EventSink>,
-    authz: Arc<dyn Authorizer>,
+    pub(crate) authz: Arc<dyn Authorizer>,
     pub(crate) breakers: Breakers,
     pub(crate) config: EngineConfig,
     pub(crate) running: Mutex<HashMap<String, CancellationToken>>,
@@ -148,6 +178,7 @@ pub struct Orchestrator {
     pub(crate) field_secrets: Mutex<HashMap<String, Map<String, Value>>>,
     pub(crate) global_slots: Arc<tokio::sync::Semaphore>,
     pub(crate) item_slots: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
+    pub(crate) load_options: Arc<LoadOptions>,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -168,6 +199,7 @@ pub struct OrchestratorBuilder {
     sink: Arc<dyn EventSink>,
     authz: Arc<dyn Authorizer>,
     config: EngineConfig,
+    load_options: Arc<LoadOptions>,
 }
 
 impl OrchestratorBuilder {
@@ -201,6 +233,13 @@ impl OrchestratorBuilder {
         self.config = config;
         self
     }
+    /// How item files are loaded (action types, plugin config schemas, the variable engine
+    /// with embedder functions): used to check an item file given inline and to evaluate
+    /// templates for authors. Default: [`LoadOptions::default`].
+    pub fn load_options(mut self, options: Arc<LoadOptions>) -> Self {
+        self.load_options = options;
+        self
+    }
     /// The engine.
     pub fn build(self) -> Arc<Orchestrator> {
         Arc::new(Orchestrator {
@@ -219,6 +258,7 @@ impl OrchestratorBuilder {
             running: Mutex::default(),
             field_secrets: Mutex::default(),
             item_slots: Mutex::default(),
+            load_options: self.load_options,
         })
     }
 }
@@ -242,6 +282,7 @@ impl Orchestrator {
             sink: Arc::new(NoopSink),
             authz: Arc::new(ItemAccessAuthorizer),
             config: EngineConfig::default(),
+            load_options: Arc::new(LoadOptions::default()),
         }
     }
 
@@ -410,6 +451,21 @@ impl Orchestrator {
         fields: &Value,
         opts: SubmitOptions,
     ) -> Result<Request, EngineError> {
+        Ok(self
+            .submit_admitted(who, item_id, fields, opts)
+            .await?
+            .request)
+    }
+
+    /// [`Orchestrator::submit`], telling whether this call created the request or the
+    /// idempotency key (used as given) was seen before and the earlier request came back.
+    pub async fn submit_admitted(
+        &self,
+        who: &Principal,
+        item_id: &str,
+        fields: &Value,
+        opts: SubmitOptions,
+    ) -> Result<Submitted, EngineError> {
         let item = self.item(item_id)?;
         self.check_submit_options(who, &item, &opts)?;
         self.submit_inner(who, item_id, fields, opts, None).await
@@ -466,7 +522,7 @@ impl Orchestrator {
         fields: &Value,
         opts: SubmitOptions,
         retry_of: Option<String>,
-    ) -> Result<Request, EngineError> {
+    ) -> Result<Submitted, EngineError> {
         let item = self.item(item_id)?;
         if !self
             .authz
@@ -560,7 +616,10 @@ impl Orchestrator {
                                 None,
                             )
                             .await?;
-                        return Ok(r);
+                        return Ok(Submitted {
+                            request: r,
+                            created: true,
+                        });
                     }
                     None => {
                         let at = self.clock.now();
@@ -592,7 +651,7 @@ impl Orchestrator {
         if !submitted.created {
             // The idempotency key was seen before: the earlier request, nothing new.
             forget_secrets();
-            return Ok(submitted.request);
+            return Ok(submitted);
         }
         for e in live {
             self.sink.publish(e);
@@ -600,7 +659,7 @@ impl Orchestrator {
         if submitted.request.state.is_terminal() {
             forget_secrets();
         }
-        Ok(submitted.request)
+        Ok(submitted)
     }
 
     /// The admission of a new request, decided without writing: `Prerequisites` (lifecycle,
@@ -1178,6 +1237,7 @@ impl Orchestrator {
             Some(request.id.clone()),
         )
         .await
+        .map(|s| s.request)
     }
 
     /// Ends a manual-mode request whose ticket was resolved (the JIRA webhook calls this).

@@ -4,10 +4,8 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::IntoResponse;
-use pao_core::lifecycle::RequestState;
-use pao_core::store::{AuditRecord, RequestFilter};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::Query;
@@ -45,22 +43,14 @@ pub struct Ready {
 
 /// `GET /health/ready`: the store answers and the catalog loaded; `503` otherwise.
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
-    let probe = tokio::time::timeout(
-        std::time::Duration::from_secs(2),
-        state.store.list(&RequestFilter {
-            limit: 1,
-            ..RequestFilter::default()
-        }),
-    )
-    .await;
-    match probe {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => {
-            // The database's message names hosts and users: the log has it, probes do not.
-            tracing::warn!(error = %e, "readiness: store failed");
-            return Err(ApiError::unavailable("store: not answering"));
-        }
-        Err(_) => return Err(ApiError::unavailable("store: no answer within 2 s")),
+    if let Err(e) = state
+        .orch
+        .store_ready(std::time::Duration::from_secs(2))
+        .await
+    {
+        // The database's message names hosts and users: the log has it, probes do not.
+        tracing::warn!(error = %e, "readiness: store failed");
+        return Err(ApiError::unavailable("store: not answering within 2 s"));
     }
     let catalog = state.orch.catalog();
     Ok(Json(Ready {
@@ -116,13 +106,7 @@ pub async fn metrics(
     {
         let mut depth = state.queue_depth.lock().await;
         let stale = depth.is_none_or(|(at, _)| at.elapsed() >= std::time::Duration::from_secs(5));
-        if stale
-            && let Ok(stats) = state
-                .store
-                .request_stats(&pao_core::store::StatsScope::default())
-                .await
-        {
-            let queued = stats.in_state(RequestState::Queued);
+        if stale && let Ok(queued) = state.orch.queue_depth().await {
             *depth = Some((std::time::Instant::now(), queued as f64));
         }
         if let Some((_, n)) = *depth {
@@ -186,14 +170,8 @@ pub async fn refresh_catalog(
         .await
         .map_err(|e| ApiError::unavailable(format!("catalog folder: {e}")))?;
     state
-        .store
-        .audit(AuditRecord {
-            at: state.orch.now(),
-            actor: who.id,
-            action: "catalog.refresh".into(),
-            target: "catalog".into(),
-            detail: summary.clone(),
-        })
+        .orch
+        .record_audit(&who.id, "catalog.refresh", "catalog", summary.clone())
         .await?;
     let summary = serde_json::from_value(summary)
         .map_err(|e| ApiError::unavailable(format!("catalog reload summary: {e}")))?;
@@ -263,44 +241,16 @@ pub async fn validation(
     crate::auth::Caller(who): crate::auth::Caller,
     Path(item_id): Path<String>,
 ) -> Result<Json<ValidationReport>, ApiError> {
-    let catalog = state.orch.catalog();
-    let item = catalog.get(&item_id);
-    if let Some(i) = item
-        && !who.is_admin()
-        && !who.teams.contains(&i.item.metadata.owner.team)
-    {
-        return Err(ApiError::forbidden(
-            "validation results are for admins and the owning team",
-        ));
-    }
-    if item.is_none() && !who.is_admin() {
-        return Err(ApiError::not_found(format!(
-            "catalog item `{item_id}` not found"
-        )));
-    }
-    let file = item.map(|i| i.file.clone());
-    let diags: Vec<pao_core::catalog::Diagnostic> = catalog
-        .diagnostics()
-        .iter()
-        .filter(|d| match &file {
-            Some(f) => d.file == *f,
-            None => d.message.contains(&item_id) || d.file.contains(&item_id),
-        })
-        .cloned()
-        .collect();
-    if item.is_none() && diags.is_empty() {
-        return Err(ApiError::not_found(format!(
-            "catalog item `{item_id}` not found"
-        )));
-    }
-    let errors = diags.iter().filter(|d| d.is_error()).count();
+    let report = state.orch.validation_report(&who, &item_id)?;
+    let item = report.item.as_ref();
+    let errors = report.diagnostics.iter().filter(|d| d.is_error()).count();
     Ok(Json(ValidationReport {
         loaded: item.is_some(),
         version: item.map(|i| i.version().to_string()),
         content_hash: item.map(|i| i.content_hash.clone()),
         valid: errors == 0,
         errors,
-        diagnostics: diags,
+        diagnostics: report.diagnostics,
         item_id,
     }))
 }
@@ -322,17 +272,14 @@ pub struct StatsUsage {
 /// `GET /stats/usage` (admins): requests by state and by item, over all teams.
 pub async fn stats_usage(
     State(state): State<AppState>,
-    Admin(_): Admin,
+    Admin(who): Admin,
 ) -> Result<Json<StatsUsage>, ApiError> {
-    let all = state
-        .store
-        .request_stats(&pao_core::store::StatsScope::default())
-        .await?;
+    let u = state.orch.usage_stats(&who).await?;
     Ok(Json(StatsUsage {
-        analytics: super::teams::analytics_of(&all),
-        requests_by_state: all.by(|c| c.state.to_string()),
-        requests_by_team: all.by(|c| c.team.clone()),
-        catalog_items: state.orch.catalog().len(),
+        analytics: super::teams::Analytics::of(&u.analytics),
+        requests_by_state: u.requests_by_state,
+        requests_by_team: u.requests_by_team,
+        catalog_items: u.catalog_items,
     }))
 }
 
@@ -357,28 +304,20 @@ pub struct StatsPerformance {
 /// `GET /stats/performance` (admins): completion-time percentiles, breaker states, queue.
 pub async fn stats_performance(
     State(state): State<AppState>,
-    Admin(_): Admin,
+    Admin(who): Admin,
 ) -> Result<Json<StatsPerformance>, ApiError> {
-    let all = state
-        .store
-        .request_stats(&pao_core::store::StatsScope::default())
-        .await?;
-    let a = super::teams::analytics_of(&all);
-    let queued = all.in_state(RequestState::Queued) as usize;
-    let running = (all.in_state(RequestState::InProgress)
-        + all.in_state(RequestState::PostFulfillment)) as usize;
-    let breakers = state
-        .orch
-        .breaker_states()
-        .into_iter()
-        .map(|(k, v)| (k, format!("{v:?}")))
-        .collect();
+    let p = state.orch.performance_stats(&who).await?;
+    let a = super::teams::Analytics::of(&p.analytics);
     Ok(Json(StatsPerformance {
         completion_ms: a.completion_ms,
         success_rate: a.success_rate,
-        queue_depth: queued,
-        running,
-        breakers,
+        queue_depth: p.queue_depth as usize,
+        running: p.running as usize,
+        breakers: p
+            .breakers
+            .into_iter()
+            .map(|(k, v)| (k, format!("{v:?}")))
+            .collect(),
         uptime_seconds: state.started.elapsed().as_secs(),
     }))
 }
@@ -445,27 +384,12 @@ pub async fn audit(
     Admin(who): Admin,
     Query(q): Query<AuditQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let records = state
-        .store
-        .audit_log(q.target.as_deref(), q.before, limit)
-        .await?;
-    let next_cursor = match records.last() {
-        Some(last) if records.len() == limit => Some(last.id),
-        _ => None,
-    };
-    state
-        .store
-        .audit(AuditRecord {
-            at: state.orch.now(),
-            actor: who.id,
-            action: "audit.read".into(),
-            target: q.target.clone().unwrap_or_else(|| "*".into()),
-            detail: json!({ "limit": limit, "before": q.before }),
-        })
+    let trail = state
+        .orch
+        .audit_trail(&who, q.target.as_deref(), q.before, q.limit)
         .await?;
     Ok(Json(AuditPage {
-        records: records.into_iter().map(AuditEntry::from).collect(),
-        next_cursor,
+        records: trail.records.into_iter().map(AuditEntry::from).collect(),
+        next_cursor: trail.next,
     }))
 }

@@ -3,8 +3,8 @@
 
 use axum::Json;
 use axum::extract::State;
-use pao_core::catalog::{Diagnostic, load_item};
-use pao_core::vars::{Context, Engine, Scope};
+use pao_core::catalog::Diagnostic;
+use pao_core::service::{Evaluation, VariablesInput};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -33,8 +33,7 @@ fn diagnostics_json(d: &[Diagnostic]) -> Value {
     serde_json::to_value(d).unwrap_or(Value::Null)
 }
 
-/// Parses and checks an inline item on a blocking thread: a large item takes CPU that must not
-/// hold up the async workers (heartbeats, other requests).
+/// Checks an inline item as the catalog loader would.
 async fn load_inline(
     state: &AppState,
     src: &ItemSource,
@@ -43,28 +42,8 @@ async fn load_inline(
         .yaml
         .as_deref()
         .ok_or_else(|| ApiError::bad_request("send `yaml` (the item file's text)"))?;
-    if yaml.len() > pao_core::catalog::MAX_FILE_BYTES {
-        return Err(ApiError::new(
-            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-            "PAO-API-BODY-TOO-LARGE",
-            format!(
-                "an item file may have at most {} bytes",
-                pao_core::catalog::MAX_FILE_BYTES
-            ),
-        ));
-    }
-    let file = src.file.as_deref().unwrap_or("item.yaml").to_string();
-    let yaml = yaml.to_string();
-    let options = state.load_options.clone();
-    tokio::task::spawn_blocking(move || load_item(&file, &yaml, &options))
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                "PAO-API-INTERNAL",
-                format!("checking the item stopped: {e}"),
-            )
-        })
+    let file = src.file.as_deref().unwrap_or("item.yaml");
+    Ok(state.orch.check_item_file(file, yaml).await?)
 }
 
 /// The verdict on an item file.
@@ -153,9 +132,8 @@ pub async fn preview_form(
     Body(src): Body<ItemSource>,
 ) -> Result<Json<FormPreview>, ApiError> {
     if let Some(id) = &src.item_id {
-        let item = super::visible_item(&state, &who, id)?;
         return Ok(Json(FormPreview {
-            schema: super::catalog::FormSchema(pao_core::form::form_schema(&item.item)),
+            schema: super::catalog::FormSchema(state.orch.form_of(&who, id)?),
             diagnostics: json!([]),
         }));
     }
@@ -191,84 +169,44 @@ pub struct TestVariables {
 /// `POST /test/variables`: renders a template or evaluates an expression against a context
 /// the caller gives; errors come back located, with a caret under the template.
 pub async fn test_variables(
+    State(state): State<AppState>,
     Caller(who): Caller,
     Body(body): Body<TestVariables>,
 ) -> Result<Json<VariablesResult>, ApiError> {
-    let engine = Engine::new();
-    let scopes = [
-        ("user", Scope::User),
-        ("metadata", Scope::Metadata),
-        ("request", Scope::Request),
-        ("system", Scope::System),
-        ("env", Scope::Env),
-        ("fields", Scope::Fields),
-        ("outputs", Scope::Outputs),
-        ("computed", Scope::Computed),
-        ("secrets", Scope::Secrets),
-    ];
-    for k in body.context.keys() {
-        if !scopes.iter().any(|(n, _)| n == k) {
-            return Err(ApiError::unprocessable(
-                "PAO-API-INVALID-BODY",
-                format!("unknown scope `{k}` in `context`"),
-                json!([{ "pointer": format!("/context/{k}"), "message": "unknown scope" }]),
-            ));
-        }
-    }
-    let default_user = who.to_scope();
-    let mut ctx = Context::new();
-    for (name, scope) in scopes {
-        if let Some(v) = body.context.get(name) {
-            ctx = ctx.with(scope, v);
-        } else if name == "user" {
-            ctx = ctx.with(scope, &default_user);
-        }
-    }
-    let error = |e: pao_core::vars::VarError| {
-        let (line, column) = e.line_col().unzip();
-        VariablesResult {
-            ok: false,
-            value: None,
-            uses_secrets: None,
-            error: Some(VarErrorView {
-                kind: e.kind().as_str().to_string(),
-                message: e.message().to_string(),
-                line,
-                column,
-                snippet: e.snippet(),
-                hint: e.hint().map(|s| s.to_string()),
-            }),
-        }
-    };
-    let out = match (&body.template, &body.expression) {
-        (Some(t), None) => match engine.compile(t) {
-            Ok(tpl) => match tpl.render_tracked(&ctx) {
-                Ok(r) => VariablesResult {
-                    ok: true,
-                    uses_secrets: Some(!r.secrets.is_empty()),
-                    value: Some(r.value),
-                    error: None,
-                },
-                Err(e) => error(e),
-            },
-            Err(e) => error(e),
-        },
-        (None, Some(x)) => match engine.compile_expression(x) {
-            Ok(ex) => match ex.eval(&ctx) {
-                Ok(v) => VariablesResult {
-                    ok: true,
-                    value: Some(v),
-                    uses_secrets: None,
-                    error: None,
-                },
-                Err(e) => error(e),
-            },
-            Err(e) => error(e),
-        },
+    let input = match (body.template, body.expression) {
+        (Some(t), None) => VariablesInput::Template(t),
+        (None, Some(x)) => VariablesInput::Expression(x),
         _ => {
             return Err(ApiError::bad_request(
                 "send exactly one of `template` or `expression`",
             ));
+        }
+    };
+    let out = match state.orch.evaluate(&who, &input, &body.context)? {
+        Evaluation::Value {
+            value,
+            uses_secrets,
+        } => VariablesResult {
+            ok: true,
+            value: Some(value),
+            uses_secrets,
+            error: None,
+        },
+        Evaluation::Error(e) => {
+            let (line, column) = e.line_col().unzip();
+            VariablesResult {
+                ok: false,
+                value: None,
+                uses_secrets: None,
+                error: Some(VarErrorView {
+                    kind: e.kind().as_str().to_string(),
+                    message: e.message().to_string(),
+                    line,
+                    column,
+                    snippet: e.snippet(),
+                    hint: e.hint().map(|s| s.to_string()),
+                }),
+            }
         }
     };
     Ok(Json(out))
@@ -294,7 +232,7 @@ pub async fn simulate(
         .item_id
         .as_deref()
         .ok_or_else(|| ApiError::bad_request("send `item_id` and `fields`"))?;
-    super::visible_item(&state, &who, id)?;
+    state.orch.visible_item(&who, id)?;
     let fields = src.fields.clone().unwrap_or_else(|| json!({}));
     let sim = state.orch.simulate(&who, id, &fields).await?;
     Ok(Json(SimulationView(

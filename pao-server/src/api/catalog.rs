@@ -2,29 +2,18 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use pao_core::authz::{Authorizer, ItemAccessAuthorizer, Permission};
 use pao_core::catalog::LoadedItem;
-use pao_core::catalog::model::{CatalogSourceKind, FieldOption, FulfillmentMode};
+use pao_core::catalog::model::{CatalogSourceKind, FieldOption, FulfillmentMode, LifecycleStatus};
+use pao_core::service::CatalogFilter;
+use pao_core::service::catalog::item_status;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
-use super::{Query, cursor, visible_item};
+use super::{Query, cursor};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
-
-/// Categories when `catalog.yaml` declares none: the eight platform domains.
-pub const DEFAULT_CATEGORIES: &[&str] = &[
-    "compute",
-    "database",
-    "messaging",
-    "networking",
-    "storage",
-    "security",
-    "monitoring",
-    "identity",
-];
 
 /// Filters of `GET /catalog`.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -134,10 +123,10 @@ pub fn summary(item: &LoadedItem) -> ItemSummary {
         },
         approval: item.item.fulfillment.approval.is_some(),
         environments: m.access.as_ref().and_then(|a| a.environments.clone()),
-        status: match lifecycle_status(item).as_str() {
-            "deprecated" => ItemStatus::Deprecated,
-            "retired" => ItemStatus::Retired,
-            _ => ItemStatus::Active,
+        status: match item_status(item) {
+            LifecycleStatus::Deprecated => ItemStatus::Deprecated,
+            LifecycleStatus::Retired => ItemStatus::Retired,
+            LifecycleStatus::Active => ItemStatus::Active,
         },
         sla: m.sla.clone(),
         content_hash: item.content_hash.clone(),
@@ -155,77 +144,32 @@ pub struct CatalogPage {
     pub next_cursor: Option<String>,
 }
 
-fn lifecycle_status(item: &LoadedItem) -> String {
-    item.item
-        .lifecycle
-        .as_ref()
-        .and_then(|l| l.status)
-        .and_then(|s| serde_json::to_value(s).ok())
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_else(|| "active".to_string())
+impl CatalogQuery {
+    fn filter(&self) -> Result<CatalogFilter, ApiError> {
+        Ok(CatalogFilter {
+            category: self.category.clone(),
+            tag: self.tag.clone(),
+            environment: self.environment.clone(),
+            owner: self.owner.clone(),
+            include_retired: self.include_retired == Some(true),
+            limit: self.limit,
+            after: self
+                .cursor
+                .as_deref()
+                .map(cursor::decode_text)
+                .transpose()?,
+        })
+    }
 }
 
-pub(crate) fn listing(
-    state: &AppState,
-    who: &pao_core::authz::Principal,
-    q: &CatalogQuery,
-) -> Result<CatalogPage, ApiError> {
-    let limit = q.limit.unwrap_or(50).clamp(1, 500);
-    let after = q.cursor.as_deref().map(cursor::decode_text).transpose()?;
-    let catalog = state.orch.catalog();
-    let mut items: Vec<&std::sync::Arc<LoadedItem>> = catalog
-        .items()
-        .filter(|i| ItemAccessAuthorizer.allowed(who, Permission::View, &i.item, None))
-        .filter(|i| {
-            q.category
-                .as_ref()
-                .is_none_or(|c| i.item.metadata.category == *c)
-        })
-        .filter(|i| {
-            q.owner
-                .as_ref()
-                .is_none_or(|o| i.item.metadata.owner.team == *o)
-        })
-        .filter(|i| {
-            q.tag
-                .as_ref()
-                .is_none_or(|t| i.item.metadata.tags.iter().flatten().any(|x| x == t))
-        })
-        .filter(|i| {
-            q.environment.as_ref().is_none_or(|e| {
-                match i
-                    .item
-                    .metadata
-                    .access
-                    .as_ref()
-                    .and_then(|a| a.environments.as_ref())
-                {
-                    None => true,
-                    Some(envs) => envs.iter().any(|x| x == e || x == "*"),
-                }
-            })
-        })
-        .filter(|i| q.include_retired == Some(true) || lifecycle_status(i) != "retired")
-        .collect();
-    items.sort_by(|a, b| a.id().cmp(b.id()));
-    let page: Vec<ItemSummary> = items
-        .iter()
-        .filter(|i| after.as_deref().is_none_or(|a| i.id() > a))
-        .take(limit + 1)
-        .map(|i| summary(i))
-        .collect();
-    let more = page.len() > limit;
-    let page: Vec<ItemSummary> = page.into_iter().take(limit).collect();
-    let next = if more {
-        page.last().map(|v| cursor::encode_text(&v.id))
-    } else {
-        None
-    };
-    Ok(CatalogPage {
-        items: page,
-        total: items.len(),
-        next_cursor: next,
-    })
+impl CatalogPage {
+    fn of(page: pao_core::service::CatalogPage) -> CatalogPage {
+        CatalogPage {
+            items: page.items.iter().map(|i| summary(i)).collect(),
+            total: page.total,
+            next_cursor: page.next.as_deref().map(cursor::encode_text),
+        }
+    }
 }
 
 /// `GET /catalog`: the items the caller may see, sorted by id, paginated.
@@ -234,7 +178,8 @@ pub async fn list(
     Caller(who): Caller,
     Query(q): Query<CatalogQuery>,
 ) -> Result<Json<CatalogPage>, ApiError> {
-    Ok(Json(listing(&state, &who, &q)?))
+    let page = state.orch.catalog_page(&who, &q.filter()?);
+    Ok(Json(CatalogPage::of(page)))
 }
 
 /// `GET /catalog/{category}`.
@@ -242,21 +187,10 @@ pub async fn by_category(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(category): Path<String>,
-    Query(mut q): Query<CatalogQuery>,
+    Query(q): Query<CatalogQuery>,
 ) -> Result<Json<CatalogPage>, ApiError> {
-    let catalog = state.orch.catalog();
-    let known: Vec<String> = match catalog.settings().and_then(|s| s.categories.as_ref()) {
-        Some(c) => c.iter().map(|c| c.id.clone()).collect(),
-        None => DEFAULT_CATEGORIES.iter().map(|s| s.to_string()).collect(),
-    };
-    if !known.contains(&category) {
-        return Err(ApiError::not_found(format!(
-            "no category `{category}`; categories: {}",
-            known.join(", ")
-        )));
-    }
-    q.category = Some(category);
-    Ok(Json(listing(&state, &who, &q)?))
+    let page = state.orch.category_page(&who, &category, &q.filter()?)?;
+    Ok(Json(CatalogPage::of(page)))
 }
 
 /// Query of `GET /catalog/search`.
@@ -312,13 +246,11 @@ pub async fn search(
         .into_iter()
         .filter_map(|h| {
             let item = catalog.get(&h.id)?;
-            ItemAccessAuthorizer
-                .allowed(&who, Permission::View, &item.item, None)
-                .then(|| SearchHit {
-                    item: summary(item),
-                    score: h.score,
-                    highlights: h.highlights,
-                })
+            state.orch.may_see_item(&who, item).then(|| SearchHit {
+                item: summary(item),
+                score: h.score,
+                highlights: h.highlights,
+            })
         })
         .take(limit)
         .collect();
@@ -355,8 +287,8 @@ pub async fn item(
     Caller(who): Caller,
     Path(item_id): Path<String>,
 ) -> Result<Json<ItemDetail>, ApiError> {
-    let item = visible_item(&state, &who, &item_id)?;
-    let can_submit = ItemAccessAuthorizer.allowed(&who, Permission::Submit, &item.item, None);
+    let item = state.orch.visible_item(&who, &item_id)?;
+    let can_submit = state.orch.may_submit(&who, &item);
     Ok(Json(ItemDetail {
         id: item.id().to_string(),
         version: item.version().to_string(),
@@ -381,8 +313,7 @@ pub async fn schema(
     Caller(who): Caller,
     Path(item_id): Path<String>,
 ) -> Result<Json<FormSchema>, ApiError> {
-    let item = visible_item(&state, &who, &item_id)?;
-    Ok(Json(FormSchema(pao_core::form::form_schema(&item.item))))
+    Ok(Json(FormSchema(state.orch.form_of(&who, &item_id)?)))
 }
 
 /// Where options come from.
@@ -429,7 +360,7 @@ pub async fn field_options(
     Path((item_id, field_id)): Path<(String, String)>,
     Query(params): Query<std::collections::BTreeMap<String, String>>,
 ) -> Result<Json<FieldOptions>, ApiError> {
-    let item = visible_item(&state, &who, &item_id)?;
+    let item = state.orch.visible_item(&who, &item_id)?;
     let field = item
         .item
         .presentation
@@ -473,7 +404,7 @@ pub async fn field_options(
                         .as_ref()
                         .is_none_or(|cat| i.item.metadata.category == *cat)
                 })
-                .filter(|i| ItemAccessAuthorizer.allowed(&who, Permission::View, &i.item, None))
+                .filter(|i| state.orch.may_see_item(&who, i))
                 .map(|i| option(i.id(), &i.item.metadata.name))
                 .collect(),
             CatalogSourceKind::Teams => settings

@@ -2,14 +2,13 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use pao_core::store::{AttemptOutcome, AuditRecord};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::requests::RequestView;
 use super::teams::{QuotaLine, quota_lines};
-use super::{Body, OptBody, Query, visible_request};
+use super::{Body, OptBody, Query};
 use crate::auth::{Admin, Caller};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -50,60 +49,28 @@ pub struct PendingApprovals {
     pub next_cursor: Option<String>,
 }
 
-/// `GET /approvals/pending` looks at most at this many awaiting requests per call (the ones
-/// the caller may not decide on included); `next_cursor` goes on from the last one.
-const PENDING_SCAN: usize = 2_000;
-
 /// `GET /approvals/pending`: requests awaiting approval that the caller may decide on, newest
 /// first. The approval id is the request id (one approval step per request). A call reads at
-/// most [`PENDING_SCAN`] awaiting requests; `next_cursor` is set when more may follow.
+/// most 2,000 awaiting requests; `next_cursor` is set when more may follow.
 pub async fn pending(
     State(state): State<AppState>,
     Caller(who): Caller,
     Query(q): Query<PendingQuery>,
 ) -> Result<Json<PendingApprovals>, ApiError> {
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let mut before = q.cursor.as_deref().map(super::cursor::decode).transpose()?;
-    let mut out = Vec::new();
-    let mut scanned = 0;
-    let more = loop {
-        let page_size = limit.min(PENDING_SCAN - scanned);
-        let page = state
-            .store
-            .pending_approvals(before.as_ref(), page_size)
-            .await?;
-        scanned += page.len();
-        let full = page.len() == page_size;
-        let mut cut = false;
-        for p in page {
-            let r = &p.request;
-            before = Some((r.created_at, r.id.clone()));
-            if !state.orch.may_decide(&who, r) || p.decisions.iter().any(|d| d.approver == who.id) {
-                continue;
-            }
-            out.push(PendingApproval {
-                request: RequestView::of(r),
-                approval_id: r.id.clone(),
-                decisions: serde_json::to_value(&p.decisions).unwrap_or(Value::Null),
-            });
-            if out.len() == limit {
-                cut = true;
-                break;
-            }
-        }
-        if cut || (full && scanned >= PENDING_SCAN) {
-            break true;
-        }
-        if !full {
-            break false;
-        }
-    };
-    let next_cursor = more
-        .then(|| before.map(|(at, id)| super::cursor::encode(at, &id)))
-        .flatten();
+    let after = q.cursor.as_deref().map(super::cursor::decode).transpose()?;
+    let page = state.orch.pending_for(&who, after, q.limit).await?;
+    let approvals = page
+        .approvals
+        .iter()
+        .map(|p| PendingApproval {
+            request: RequestView::of(&p.request),
+            approval_id: p.request.id.clone(),
+            decisions: serde_json::to_value(&p.decisions).unwrap_or(Value::Null),
+        })
+        .collect();
     Ok(Json(PendingApprovals {
-        approvals: out,
-        next_cursor,
+        approvals,
+        next_cursor: page.next.map(|(at, id)| super::cursor::encode(at, &id)),
     }))
 }
 
@@ -122,9 +89,7 @@ pub async fn approve(
     Path(id): Path<String>,
     OptBody(body): OptBody<ApproveBody>,
 ) -> Result<Json<RequestView>, ApiError> {
-    visible_request(&state, &who, &id).await?;
-    let comment = body.comment;
-    let r = state.orch.approve(&who, &id, comment).await?;
+    let r = state.orch.approve_request(&who, &id, body.comment).await?;
     Ok(Json(RequestView::of(&r)))
 }
 
@@ -146,15 +111,7 @@ pub async fn reject(
     Path(id): Path<String>,
     Body(body): Body<RejectBody>,
 ) -> Result<Json<RequestView>, ApiError> {
-    visible_request(&state, &who, &id).await?;
-    if body.reason.trim().is_empty() {
-        return Err(ApiError::unprocessable(
-            "PAO-API-INVALID-BODY",
-            "a rejection needs a reason",
-            json!([{ "pointer": "/reason", "message": "empty" }]),
-        ));
-    }
-    let r = state.orch.reject(&who, &id, &body.reason).await?;
+    let r = state.orch.reject_request(&who, &id, &body.reason).await?;
     Ok(Json(RequestView::of(&r)))
 }
 
@@ -199,37 +156,19 @@ pub async fn cost_estimate(
     Caller(who): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<CostEstimates>, ApiError> {
-    let r = visible_request(&state, &who, &id).await?;
-    let catalog = state.orch.catalog();
-    let item = catalog.get(&r.item_id);
-    let cost_actions: Vec<String> = item
-        .map(|i| {
-            pao_core::engine::plan::Plan::of(&i.item)
-                .nodes
-                .iter()
-                .filter(|n| n.spec.action_type.to_string() == "cost")
-                .map(|n| n.spec.id.clone())
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut estimates = Vec::new();
-    for a in state.store.attempts(&id).await? {
-        if a.rollback || !cost_actions.contains(&a.action_id) {
-            continue;
-        }
-        if let AttemptOutcome::Succeeded { output, outputs } = a.outcome {
-            estimates.push(CostEstimate {
-                action_id: a.action_id,
-                result: output.result,
-                outputs,
-            });
-        }
-    }
-    let declared = item.and_then(|i| i.item.metadata.cost.clone());
+    let c = state.orch.cost_estimates(&who, &id).await?;
     Ok(Json(CostEstimates {
         request_id: id,
-        estimates,
-        declared,
+        estimates: c
+            .estimates
+            .into_iter()
+            .map(|e| CostEstimate {
+                action_id: e.action_id,
+                result: e.result,
+                outputs: e.outputs,
+            })
+            .collect(),
+        declared: c.declared,
     }))
 }
 
@@ -239,10 +178,7 @@ pub async fn quota_usage(
     Caller(who): Caller,
     Path(team): Path<String>,
 ) -> Result<Json<QuotaReport>, ApiError> {
-    if !who.is_admin() && !who.teams.contains(&team) {
-        return Err(ApiError::forbidden(format!("you are not in team `{team}`")));
-    }
-    let usage = quota_lines(state.store.quota_usage(&team).await?);
+    let usage = quota_lines(state.orch.team_quota(&who, &team).await?);
     Ok(Json(QuotaReport { team, usage }))
 }
 
@@ -292,30 +228,8 @@ pub async fn quota_limits(
     Path(team): Path<String>,
     Body(body): Body<LimitsBody>,
 ) -> Result<Json<QuotaReport>, ApiError> {
-    if body.limits.is_empty() {
-        return Err(ApiError::unprocessable(
-            "PAO-API-INVALID-BODY",
-            "`limits` is empty",
-            json!([{ "pointer": "/limits", "message": "empty" }]),
-        ));
-    }
-    super::teams::check_limits(&body.limits, "/limits")?;
-    for (resource, limit) in &body.limits {
-        state
-            .store
-            .set_quota_limit(&team, resource, limit.0)
-            .await?;
-    }
-    state
-        .store
-        .audit(AuditRecord {
-            at: state.orch.now(),
-            actor: who.id.clone(),
-            action: "quota.set_limits".into(),
-            target: format!("team:{team}"),
-            detail: json!(body.limits),
-        })
-        .await?;
-    let usage = quota_lines(state.store.quota_usage(&team).await?);
+    let limits = body.limits.into_iter().map(|(k, v)| (k, v.0)).collect();
+    let usage = state.orch.set_quota_limits(&who, &team, &limits).await?;
+    let usage = quota_lines(usage);
     Ok(Json(QuotaReport { team, usage }))
 }

@@ -8,9 +8,6 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use pao_core::authz::{Authorizer, ItemAccessAuthorizer, Permission, Principal};
-use pao_core::catalog::LoadedItem;
-use pao_core::store::Request as StoredRequest;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -200,43 +197,6 @@ fn query_value(uri: &axum::http::Uri, name: &str) -> Option<String> {
     let q = axum::extract::Query::<std::collections::HashMap<String, String>>::try_from_uri(uri)
         .ok()?;
     q.0.get(name).cloned()
-}
-
-/// The item, if the caller may see it; 404 otherwise (existence is not leaked).
-pub fn visible_item(
-    state: &AppState,
-    who: &Principal,
-    item_id: &str,
-) -> Result<std::sync::Arc<LoadedItem>, ApiError> {
-    let catalog = state.orch.catalog();
-    match catalog.get(item_id) {
-        Some(item) if ItemAccessAuthorizer.allowed(who, Permission::View, &item.item, None) => {
-            Ok(item.clone())
-        }
-        _ => Err(ApiError::not_found(format!(
-            "catalog item `{item_id}` not found"
-        ))),
-    }
-}
-
-/// Whether the caller may see this request: its requester, its team, an approver, an admin.
-pub fn may_see_request(state: &AppState, who: &Principal, r: &StoredRequest) -> bool {
-    who.is_admin()
-        || r.requester.id == who.id
-        || who.teams.contains(&r.team)
-        || state.orch.may_decide(who, r)
-}
-
-/// The request, if the caller may see it; 404 otherwise.
-pub async fn visible_request(
-    state: &AppState,
-    who: &Principal,
-    id: &str,
-) -> Result<StoredRequest, ApiError> {
-    match state.store.get(id).await? {
-        Some(r) if may_see_request(state, who, &r) => Ok(r),
-        _ => Err(ApiError::not_found(format!("request {id} not found"))),
-    }
 }
 
 /// Opaque list cursors: base64url (no padding) of the last item's sort key. Any text of the

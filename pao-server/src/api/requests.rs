@@ -5,14 +5,13 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use pao_core::engine::SubmitOptions;
 use pao_core::lifecycle::RequestState;
-use pao_core::store::{
-    AttemptOutcome, AttemptRecord, Event, EventKind, Request, RequestFilter, RollbackStatus,
-};
+use pao_core::service::{Progress, RequestQuery, RequestScope};
+use pao_core::store::{AttemptOutcome, AttemptRecord, Event, EventKind, Request, RollbackStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
-use super::{Body, OptBody, Query, cursor, visible_request};
+use super::{Body, OptBody, Query, cursor};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -181,37 +180,8 @@ pub async fn submit(
     headers: HeaderMap,
     Body(body): Body<SubmitBody>,
 ) -> Result<(StatusCode, Json<RequestView>), ApiError> {
-    if !body.fields.is_object() {
-        return Err(ApiError::unprocessable(
-            "PAO-API-INVALID-BODY",
-            "`fields` must be an object of field id to value",
-            json!([{ "pointer": "/fields", "message": "not an object" }]),
-        ));
-    }
-    let key = match headers.get("idempotency-key") {
-        Some(v) => {
-            let k = v
-                .to_str()
-                .map_err(|_| ApiError::bad_request("`Idempotency-Key` must be text"))?
-                .trim();
-            if k.is_empty() || k.len() > 200 {
-                return Err(ApiError::bad_request(
-                    "`Idempotency-Key` must be 1 to 200 characters",
-                ));
-            }
-            // Keys are per caller: two users never collide on the same key (the id's length
-            // goes first, so `a:b` + `c` and `a` + `b:c` are different keys).
-            Some(format!("{}:{}:{k}", who.id.len(), who.id))
-        }
-        None => None,
-    };
-    // The item must be visible, or it does not exist for this caller.
-    super::visible_item(&state, &who, &body.item_id)?;
-    // Stores keep milliseconds; a request created by this call is never older than this.
-    let replay_before = chrono::SubsecRound::trunc_subsecs(state.orch.now(), 3);
-    let had_key = key.is_some();
     let opts = SubmitOptions {
-        idempotency_key: key,
+        idempotency_key: idempotency_key(&headers)?,
         priority: body.priority,
         team: body.team,
         // Bytes that are not text keep their place, so the engine refuses them by length and
@@ -220,26 +190,33 @@ pub async fn submit(
             .get("x-correlation-id")
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
     };
-    let r = state
+    let submitted = state
         .orch
-        .submit(&who, &body.item_id, &body.fields, opts)
+        .submit_request(&who, &body.item_id, &body.fields, opts)
         .await?;
-    // The store deduplicates on the key; a request older than this call is the earlier one.
-    if had_key && r.created_at < replay_before {
-        if r.item_id != body.item_id {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "PAO-API-IDEMPOTENCY-MISMATCH",
-                format!(
-                    "this Idempotency-Key was used for request {} of item `{}`",
-                    r.id, r.item_id
-                ),
-            ));
-        }
+    let r = submitted.request;
+    if !submitted.created {
         return Ok((StatusCode::OK, Json(RequestView::of(&r))));
     }
     metrics::counter!("pao_requests_submitted_total", "item" => r.item_id.clone()).increment(1);
     Ok((StatusCode::CREATED, Json(RequestView::of(&r))))
+}
+
+/// The `Idempotency-Key` header: text of 1 to 200 characters (trimmed), if sent.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let k = v
+        .to_str()
+        .map_err(|_| ApiError::bad_request("`Idempotency-Key` must be text"))?
+        .trim();
+    if k.is_empty() || k.len() > 200 {
+        return Err(ApiError::bad_request(
+            "`Idempotency-Key` must be 1 to 200 characters",
+        ));
+    }
+    Ok(Some(k.to_string()))
 }
 
 /// Filters of `GET /requests`.
@@ -268,21 +245,21 @@ pub struct ListQuery {
 }
 
 pub(crate) fn parse_states(s: Option<&str>) -> Result<Vec<RequestState>, ApiError> {
-    let mut out = Vec::new();
     let s = s.unwrap_or("");
     if s.is_empty() {
-        return Ok(out);
+        return Ok(Vec::new());
     }
-    for part in s.split(',') {
-        let st: RequestState = serde_json::from_value(Value::String(part.to_string()))
-            .map_err(|_| {
+    s.split(',')
+        .map(|part| {
+            RequestState::from_name(part).ok_or_else(|| {
+                let names: Vec<&str> = RequestState::ALL.iter().map(|s| s.as_str()).collect();
                 ApiError::bad_request(format!(
-                    "unknown state `{part}`; states: submitted, prerequisites, validation, awaiting_approval, queued, in_progress, post_fulfillment, completed, failed, cancelled, rejected"
+                    "unknown state `{part}`; states: {}",
+                    names.join(", ")
                 ))
-            })?;
-        out.push(st);
-    }
-    Ok(out)
+            })
+        })
+        .collect()
 }
 
 /// A page of requests, newest first.
@@ -294,27 +271,14 @@ pub struct RequestPage {
     pub next_cursor: Option<String>,
 }
 
-pub(crate) async fn page(
-    state: &AppState,
-    mut filter: RequestFilter,
-    limit: Option<usize>,
-    cur: Option<&str>,
-) -> Result<RequestPage, ApiError> {
-    let limit = limit.unwrap_or(50).clamp(1, 500);
-    filter.limit = limit + 1;
-    filter.before = cur.map(cursor::decode).transpose()?;
-    let mut list = state.store.list(&filter).await?;
-    let more = list.len() > limit;
-    list.truncate(limit);
-    let next = if more {
-        list.last().map(|r| cursor::encode(r.created_at, &r.id))
-    } else {
-        None
-    };
-    Ok(RequestPage {
-        requests: list.iter().map(RequestView::of).collect(),
-        next_cursor: next,
-    })
+impl RequestPage {
+    /// The page as the API shows it.
+    pub fn of(page: &pao_core::service::RequestPage) -> RequestPage {
+        RequestPage {
+            requests: page.requests.iter().map(RequestView::of).collect(),
+            next_cursor: page.next.as_ref().map(|(at, id)| cursor::encode(*at, id)),
+        }
+    }
 }
 
 /// `GET /requests`: the caller's requests (a team's with `team=`, everyone's for admins with
@@ -324,25 +288,20 @@ pub async fn list(
     Caller(who): Caller,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<RequestPage>, ApiError> {
-    let mut filter = RequestFilter {
-        states: parse_states(q.state.as_deref())?,
-        item_id: q.item_id.clone(),
-        ..RequestFilter::default()
+    let scope = match (q.team, q.all) {
+        (Some(team), _) => RequestScope::Team(team),
+        (None, Some(true)) => RequestScope::All,
+        _ => RequestScope::Mine,
     };
-    match (&q.team, q.all) {
-        (Some(team), _) => {
-            if !who.is_admin() && !who.teams.contains(team) {
-                return Err(ApiError::forbidden(format!("you are not in team `{team}`")));
-            }
-            filter.team = Some(team.clone());
-        }
-        (None, Some(true)) if who.is_admin() => {}
-        (None, Some(true)) => return Err(ApiError::forbidden("`all=true` is for admins")),
-        _ => filter.requester = Some(who.id.clone()),
-    }
-    Ok(Json(
-        page(&state, filter, q.limit, q.cursor.as_deref()).await?,
-    ))
+    let query = RequestQuery {
+        scope,
+        states: parse_states(q.state.as_deref())?,
+        item_id: q.item_id,
+        limit: q.limit,
+        after: q.cursor.as_deref().map(cursor::decode).transpose()?,
+    };
+    let page = state.orch.list_requests(&who, query).await?;
+    Ok(Json(RequestPage::of(&page)))
 }
 
 /// How an attempt ended (or that it runs).
@@ -461,21 +420,13 @@ pub async fn detail(
     Caller(who): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<RequestDetail>, ApiError> {
-    let r = visible_request(&state, &who, &id).await?;
-    let attempts = state.store.attempts(&id).await?;
-    let decisions = state.store.decisions(&id).await?;
-    let mut outputs = serde_json::Map::new();
-    for a in attempts.iter().filter(|a| !a.rollback) {
-        if let AttemptOutcome::Succeeded { outputs: o, .. } = &a.outcome {
-            outputs.insert(a.action_id.clone(), o.clone());
-        }
-    }
+    let d = state.orch.request_detail(&who, &id).await?;
     Ok(Json(RequestDetail {
-        request: RequestView::of(&r),
-        outputs,
-        attempts: attempts.iter().map(attempt_view).collect(),
-        approvals: serde_json::to_value(&decisions).unwrap_or(Value::Null),
-        status: status_view(&state, &r, &attempts),
+        request: RequestView::of(&d.request),
+        outputs: d.outputs,
+        attempts: d.attempts.iter().map(attempt_view).collect(),
+        approvals: serde_json::to_value(&d.decisions).unwrap_or(Value::Null),
+        status: StatusView::of(&d.request, &d.progress),
     }))
 }
 
@@ -510,52 +461,22 @@ pub struct StatusView {
     pub updated_at: chrono::DateTime<chrono::Utc>,
 }
 
-/// Progress of a request as JSON (WebSocket messages add `type` and `seq`).
-pub fn status_of(state: &AppState, r: &Request, attempts: &[AttemptRecord]) -> Value {
-    serde_json::to_value(status_view(state, r, attempts)).unwrap_or(Value::Null)
-}
-
-/// Progress of a request: which actions are done, which run now.
-pub fn status_view(state: &AppState, r: &Request, attempts: &[AttemptRecord]) -> StatusView {
-    let total = state
-        .orch
-        .catalog()
-        .get(&r.item_id)
-        .map(|i| i.compiled.actions.len())
-        .unwrap_or(0);
-    let mut done = std::collections::BTreeSet::new();
-    let mut running = std::collections::BTreeSet::new();
-    for a in attempts.iter().filter(|a| !a.rollback) {
-        match a.outcome {
-            AttemptOutcome::Succeeded { .. } | AttemptOutcome::Skipped => {
-                running.remove(&a.action_id);
-                done.insert(a.action_id.clone());
-            }
-            AttemptOutcome::Running => {
-                running.insert(a.action_id.clone());
-            }
-            AttemptOutcome::Failed { .. } => {
-                running.remove(&a.action_id);
-            }
+impl StatusView {
+    /// The view of a request's progress.
+    pub fn of(r: &Request, p: &Progress) -> StatusView {
+        StatusView {
+            id: r.id.clone(),
+            state: r.state,
+            terminal: r.state.is_terminal(),
+            progress: p.percent,
+            actions_done: p.done,
+            actions_total: p.total,
+            current_actions: p.running.clone(),
+            rollback: r.rollback,
+            error: r.error.clone(),
+            waiting_for: r.waiting_for.clone(),
+            updated_at: r.updated_at,
         }
-    }
-    let progress = if r.state == RequestState::Completed {
-        100
-    } else {
-        (done.len() * 100).checked_div(total).unwrap_or(0).min(99)
-    };
-    StatusView {
-        id: r.id.clone(),
-        state: r.state,
-        terminal: r.state.is_terminal(),
-        progress,
-        actions_done: done.len(),
-        actions_total: total,
-        current_actions: running,
-        rollback: r.rollback,
-        error: r.error.clone(),
-        waiting_for: r.waiting_for.clone(),
-        updated_at: r.updated_at,
     }
 }
 
@@ -567,30 +488,14 @@ pub async fn status(
 ) -> Result<Json<StatusView>, ApiError> {
     // An ended request no longer changes: served from memory, after the same visibility check.
     if let Some(f) = state.finished.get(&id) {
-        if !super::may_see_request(&state, &who, &f.request) {
+        if !state.orch.may_view(&who, &f.request) {
             return Err(ApiError::not_found(format!("request {id} not found")));
         }
-        return Ok(Json(status_view(&state, &f.request, &f.attempts)));
+        return Ok(Json(StatusView::of(&f.request, &f.progress)));
     }
-    let r = visible_request(&state, &who, &id).await?;
-    // A request that never reached `InProgress` has no attempts: no second read.
-    let never_ran = matches!(
-        r.state,
-        RequestState::Submitted
-            | RequestState::Prerequisites
-            | RequestState::Validation
-            | RequestState::AwaitingApproval
-            | RequestState::Queued
-            | RequestState::Rejected
-    );
-    let attempts = if never_ran {
-        Vec::new()
-    } else {
-        state.store.attempts(&id).await?
-    };
-    // Read after the request was seen ended, so the journal is final too.
-    state.finished.put(&r, &attempts);
-    Ok(Json(status_view(&state, &r, &attempts)))
+    let s = state.orch.request_status(&who, &id).await?;
+    state.finished.put(&s);
+    Ok(Json(StatusView::of(&s.request, &s.progress)))
 }
 
 /// Paging of `GET /requests/{id}/logs`.
@@ -635,9 +540,10 @@ pub async fn logs(
     Path(id): Path<String>,
     Query(q): Query<LogsQuery>,
 ) -> Result<Json<LogsPage>, ApiError> {
-    visible_request(&state, &who, &id).await?;
-    let limit = q.limit.unwrap_or(500).clamp(1, 5000);
-    let events = state.store.events(&id, q.after.unwrap_or(0), limit).await?;
+    let events = state
+        .orch
+        .request_events(&who, &id, q.after.unwrap_or(0), q.limit)
+        .await?;
     let last = events.last().map(|e| e.seq);
     Ok(Json(LogsPage {
         request_id: id,
@@ -662,17 +568,7 @@ pub async fn retry(
     Path(id): Path<String>,
     OptBody(body): OptBody<RetryBody>,
 ) -> Result<(StatusCode, Json<RequestView>), ApiError> {
-    let r = visible_request(&state, &who, &id).await?;
-    if let Some(f) = &body.fields
-        && !f.is_object()
-    {
-        return Err(ApiError::unprocessable(
-            "PAO-API-INVALID-BODY",
-            "`fields` must be an object",
-            json!([{ "pointer": "/fields", "message": "not an object" }]),
-        ));
-    }
-    let new = state.orch.retry(&who, &r.id, body.fields).await?;
+    let new = state.orch.retry_request(&who, &id, body.fields).await?;
     Ok((StatusCode::CREATED, Json(RequestView::of(&new))))
 }
 
@@ -692,9 +588,7 @@ pub async fn cancel(
     Path(id): Path<String>,
     OptBody(body): OptBody<CancelBody>,
 ) -> Result<(StatusCode, Json<RequestView>), ApiError> {
-    visible_request(&state, &who, &id).await?;
-    let reason = body.reason;
-    let out = state.orch.cancel(&who, &id, reason).await?;
+    let out = state.orch.cancel_request(&who, &id, body.reason).await?;
     let code = if out.state.is_terminal() {
         StatusCode::OK
     } else {

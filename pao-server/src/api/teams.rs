@@ -4,26 +4,15 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use pao_core::authz::Principal;
-use pao_core::lifecycle::RequestState;
-use pao_core::store::{AuditRecord, RequestFilter, RequestStats, StatsScope};
+use pao_core::service::{RequestQuery, RequestScope};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::ToSchema;
 
-use super::requests::{RequestPage, page, parse_states};
+use super::requests::{RequestPage, parse_states};
 use super::{Body, Query};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
-
-fn member(who: &Principal, team: &str) -> Result<(), ApiError> {
-    if who.is_admin() || who.teams.iter().any(|t| t == team) {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(format!("you are not in team `{team}`")))
-    }
-}
 
 /// Filters of `GET /teams/{team_id}/requests`.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -53,16 +42,15 @@ pub async fn requests(
     Path(team): Path<String>,
     Query(q): Query<TeamRequestsQuery>,
 ) -> Result<Json<RequestPage>, ApiError> {
-    member(&who, &team)?;
-    let filter = RequestFilter {
+    let query = RequestQuery {
+        scope: RequestScope::Team(team),
         states: parse_states(q.state.as_deref())?,
         item_id: q.item_id,
-        team: Some(team),
-        ..RequestFilter::default()
+        limit: q.limit,
+        after: q.cursor.as_deref().map(super::cursor::decode).transpose()?,
     };
-    Ok(Json(
-        page(&state, filter, q.limit, q.cursor.as_deref()).await?,
-    ))
+    let page = state.orch.list_requests(&who, query).await?;
+    Ok(Json(RequestPage::of(&page)))
 }
 
 /// Usage of one quota resource by a team.
@@ -117,37 +105,18 @@ pub async fn catalog(
     Caller(who): Caller,
     Path(team): Path<String>,
 ) -> Result<Json<TeamCatalog>, ApiError> {
-    member(&who, &team)?;
-    let catalog = state.orch.catalog();
-    let owned: Vec<_> = catalog
-        .items()
-        .filter(|i| i.item.metadata.owner.team == team)
-        .collect();
-    let stats = state
-        .store
-        .request_stats(&StatsScope {
-            item_ids: owned.iter().map(|i| i.id().to_string()).collect(),
-            ..StatsScope::default()
+    let items = state
+        .orch
+        .team_catalog(&who, &team)
+        .await?
+        .iter()
+        .map(|o| OwnedItem {
+            item: super::catalog::summary(&o.item),
+            requests: o.requests as usize,
+            completed: o.completed as usize,
+            failed: o.failed as usize,
         })
-        .await?;
-    let mut items = Vec::new();
-    for i in owned {
-        let of = |state: Option<RequestState>| -> usize {
-            stats
-                .counts
-                .iter()
-                .filter(|c| c.item_id == i.id() && state.is_none_or(|s| c.state == s))
-                .map(|c| c.count as usize)
-                .sum()
-        };
-        items.push(OwnedItem {
-            item: super::catalog::summary(i),
-            requests: of(None),
-            completed: of(Some(RequestState::Completed)),
-            failed: of(Some(RequestState::Failed)),
-        });
-    }
-    items.sort_by(|a, b| a.item.id.cmp(&b.item.id));
+        .collect();
     Ok(Json(TeamCatalog { team, items }))
 }
 
@@ -168,22 +137,12 @@ pub async fn usage(
     Caller(who): Caller,
     Path(team): Path<String>,
 ) -> Result<Json<TeamUsage>, ApiError> {
-    member(&who, &team)?;
-    let quota = quota_lines(state.store.quota_usage(&team).await?);
-    let stats = state.store.request_stats(&team_scope(&team)).await?;
+    let usage = state.orch.team_usage(&who, &team).await?;
     Ok(Json(TeamUsage {
         team,
-        quota,
-        requests_by_state: stats.by(|c| c.state.to_string()),
+        quota: quota_lines(usage.quota),
+        requests_by_state: usage.requests_by_state,
     }))
-}
-
-/// The requests of one team, for [`Store::request_stats`](pao_core::store::Store::request_stats).
-fn team_scope(team: &str) -> StatsScope {
-    StatsScope {
-        team: Some(team.to_string()),
-        ..StatsScope::default()
-    }
 }
 
 /// Completion-time percentiles in milliseconds (`null` without completed requests).
@@ -228,41 +187,30 @@ pub struct Analytics {
     pub failure_reasons: BTreeMap<String, u64>,
 }
 
-/// Success rate, completion times, popular items and failure reasons of a set of requests,
-/// from the store's aggregates.
-pub fn analytics_of(stats: &RequestStats) -> Analytics {
-    let finished = stats.finished();
-    let completed = stats.in_state(RequestState::Completed);
-    let of = |item: &str, state: RequestState| -> u64 {
-        stats
-            .counts
-            .iter()
-            .filter(|c| c.item_id == item && c.state == state)
-            .map(|c| c.count)
-            .sum()
-    };
-    let mut popular: Vec<PopularItem> = stats
-        .by(|c| c.item_id.clone())
-        .into_iter()
-        .map(|(item, n)| PopularItem {
-            completed: of(&item, RequestState::Completed),
-            failed: of(&item, RequestState::Failed),
-            item_id: item,
-            requests: n,
-        })
-        .collect();
-    popular.sort_by_key(|p| std::cmp::Reverse(p.requests));
-    Analytics {
-        requests: stats.total() as usize,
-        finished: finished as usize,
-        success_rate: (finished > 0).then(|| completed as f64 / finished as f64),
-        completion_ms: Percentiles {
-            p50: stats.completion_ms.p50,
-            p90: stats.completion_ms.p90,
-            p99: stats.completion_ms.p99,
-        },
-        popular_items: popular,
-        failure_reasons: stats.failure_reasons.iter().cloned().collect(),
+impl Analytics {
+    /// The view of the core's analytics.
+    pub fn of(a: &pao_core::service::Analytics) -> Analytics {
+        Analytics {
+            requests: a.requests as usize,
+            finished: a.finished as usize,
+            success_rate: a.success_rate,
+            completion_ms: Percentiles {
+                p50: a.completion_ms.p50,
+                p90: a.completion_ms.p90,
+                p99: a.completion_ms.p99,
+            },
+            popular_items: a
+                .popular_items
+                .iter()
+                .map(|p| PopularItem {
+                    item_id: p.item_id.clone(),
+                    requests: p.requests,
+                    completed: p.completed,
+                    failed: p.failed,
+                })
+                .collect(),
+            failure_reasons: a.failure_reasons.clone(),
+        }
     }
 }
 
@@ -282,10 +230,9 @@ pub async fn analytics(
     Caller(who): Caller,
     Path(team): Path<String>,
 ) -> Result<Json<TeamAnalytics>, ApiError> {
-    member(&who, &team)?;
-    let stats = state.store.request_stats(&team_scope(&team)).await?;
+    let analytics = state.orch.team_analytics(&who, &team).await?;
     Ok(Json(TeamAnalytics {
-        analytics: analytics_of(&stats),
+        analytics: Analytics::of(&analytics),
         team,
     }))
 }
@@ -318,18 +265,11 @@ pub async fn settings(
     Caller(who): Caller,
     Path(team): Path<String>,
 ) -> Result<Json<TeamSettings>, ApiError> {
-    member(&who, &team)?;
-    let catalog = state.orch.catalog();
-    let def = catalog
-        .settings()
-        .and_then(|s| s.teams.as_ref())
-        .and_then(|ts| ts.iter().find(|t| t.id == team))
-        .cloned();
-    let quota = quota_lines(state.store.quota_usage(&team).await?);
+    let settings = state.orch.team_settings(&who, &team).await?;
     Ok(Json(TeamSettings {
         team,
-        declared: def,
-        quota,
+        declared: settings.declared,
+        quota: quota_lines(settings.quota),
     }))
 }
 
@@ -340,7 +280,7 @@ pub struct QuotaLimit(pub u64);
 
 impl QuotaLimit {
     /// The largest limit (the largest integer every JSON reader keeps exactly).
-    pub const MAX: u64 = (1 << 53) - 1;
+    pub const MAX: u64 = pao_core::service::teams::MAX_API_QUOTA_LIMIT;
 }
 
 impl<'de> Deserialize<'de> for QuotaLimit {
@@ -378,36 +318,6 @@ pub struct TeamConfigBody {
     pub quotas: BTreeMap<String, QuotaLimit>,
 }
 
-/// Refuses quota limits no store can keep (422, located at `{at}/{resource}`): an empty
-/// resource name, a limit above [`pao_core::store::MAX_QUOTA_LIMIT`].
-pub(super) fn check_limits(
-    limits: &BTreeMap<String, QuotaLimit>,
-    at: &str,
-) -> Result<(), ApiError> {
-    for (resource, limit) in limits {
-        let refused = if limit.0 > QuotaLimit::MAX {
-            Some(format!(
-                "the limit of `{resource}` is a whole number from 0 to {}, not {}",
-                QuotaLimit::MAX,
-                limit.0
-            ))
-        } else {
-            pao_core::store::check_quota_limit(resource, limit.0)
-                .err()
-                .map(|e| e.to_string())
-        };
-        if let Some(why) = refused {
-            let pointer = format!("{at}/{}", resource.replace('~', "~0").replace('/', "~1"));
-            return Err(ApiError::unprocessable(
-                "PAO-API-INVALID-BODY",
-                why.clone(),
-                json!([{ "pointer": pointer, "message": why }]),
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// `POST /teams/{team_id}/config`: admins set the team's quotas; the team's `team-admin` role
 /// holders may set a resource's limit up to the one `catalog.yaml` declares for the team (not
 /// above it, nor for a resource it declares none for).
@@ -417,55 +327,7 @@ pub async fn config(
     Path(team): Path<String>,
     Body(body): Body<TeamConfigBody>,
 ) -> Result<Json<TeamQuota>, ApiError> {
-    let team_admin = who.teams.contains(&team) && who.roles.iter().any(|r| r == "team-admin");
-    if !who.is_admin() && !team_admin {
-        return Err(ApiError::forbidden(
-            "team configuration needs the admin role or team-admin in that team",
-        ));
-    }
-    check_limits(&body.quotas, "/quotas")?;
-    if !who.is_admin() {
-        let catalog = state.orch.catalog();
-        let declared = catalog
-            .settings()
-            .and_then(|s| s.teams.as_ref())
-            .and_then(|ts| ts.iter().find(|t| t.id == team))
-            .and_then(|t| t.quotas.as_ref());
-        for (resource, limit) in &body.quotas {
-            match declared.and_then(|d| d.get(resource)) {
-                Some(ceiling) if limit.0 <= *ceiling => {}
-                Some(ceiling) => {
-                    return Err(ApiError::forbidden(format!(
-                        "raising `{resource}` to {}, above the {ceiling} catalog.yaml \
-                         declares for team `{team}`, needs the admin role",
-                        limit.0
-                    )));
-                }
-                None => {
-                    return Err(ApiError::forbidden(format!(
-                        "catalog.yaml declares no `{resource}` quota for team `{team}`: setting \
-                         it needs the admin role"
-                    )));
-                }
-            }
-        }
-    }
-    for (resource, limit) in &body.quotas {
-        state
-            .store
-            .set_quota_limit(&team, resource, limit.0)
-            .await?;
-    }
-    state
-        .store
-        .audit(AuditRecord {
-            at: state.orch.now(),
-            actor: who.id.clone(),
-            action: "team.config".into(),
-            target: format!("team:{team}"),
-            detail: json!({ "quotas": body.quotas }),
-        })
-        .await?;
-    let quota = quota_lines(state.store.quota_usage(&team).await?);
+    let limits = body.quotas.into_iter().map(|(k, v)| (k, v.0)).collect();
+    let quota = quota_lines(state.orch.configure_team(&who, &team, &limits).await?);
     Ok(Json(TeamQuota { team, quota }))
 }

@@ -15,7 +15,7 @@ use hmac::{Hmac, Mac};
 use pao_core::authz::Principal;
 use pao_core::engine::ManualOutcome;
 use pao_core::lifecycle::RequestState;
-use pao_core::store::{AuditRecord, RequestFilter};
+use pao_core::service::TicketOutcome;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -102,16 +102,9 @@ fn replayed() -> ApiError {
 }
 
 async fn audit(state: &AppState, actor: &str, action: &str, target: &str, detail: Value) {
-    let _ = state
-        .store
-        .audit(AuditRecord {
-            at: state.orch.now(),
-            actor: actor.into(),
-            action: action.into(),
-            target: target.into(),
-            detail,
-        })
-        .await;
+    if let Err(e) = state.orch.record_audit(actor, action, target, detail).await {
+        tracing::warn!(error = %e, action, target, "audit record not stored");
+    }
 }
 
 /// A delivery was accepted.
@@ -278,48 +271,35 @@ pub async fn jira(
         .pointer("/issue/fields/resolution/name")
         .and_then(Value::as_str);
     let outcome = jira_outcome(&state.config.actions, status, category, resolution);
-    let waiting = state
-        .store
-        .list(&RequestFilter {
-            states: vec![RequestState::InProgress],
-            ..RequestFilter::default()
-        })
+    let outcome = state
+        .orch
+        .ticket_changed(&issue_key, outcome, &format!("jira:{issue_key}"))
         .await?;
-    let Some(r) = waiting.into_iter().find(|r| {
-        r.waiting_for.as_deref().is_some_and(|w| {
-            w == issue_key || w.strip_prefix("manual:") == Some(issue_key.as_str())
-        })
-    }) else {
-        return Ok(Json(JiraOutcome {
+    Ok(Json(match outcome {
+        TicketOutcome::Unmatched => JiraOutcome {
             matched: false,
             issue: Some(issue_key),
             request_id: None,
             resolved: None,
             status: None,
             state: None,
-        }));
-    };
-    let Some(outcome) = outcome else {
-        return Ok(Json(JiraOutcome {
+        },
+        TicketOutcome::Waiting(r) => JiraOutcome {
             matched: true,
             issue: None,
             request_id: Some(r.id),
             resolved: Some(false),
             status: Some(status.to_string()),
             state: None,
-        }));
-    };
-    let done = state
-        .orch
-        .resolve_manual(&r.id, outcome, &format!("jira:{issue_key}"))
-        .await?;
-    Ok(Json(JiraOutcome {
-        matched: true,
-        issue: None,
-        request_id: Some(done.id),
-        resolved: Some(true),
-        status: None,
-        state: Some(done.state),
+        },
+        TicketOutcome::Resolved(done) => JiraOutcome {
+            matched: true,
+            issue: None,
+            request_id: Some(done.id),
+            resolved: Some(true),
+            status: None,
+            state: Some(done.state),
+        },
     }))
 }
 

@@ -20,11 +20,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::requests::{event_view, status_of};
-use super::{Query, may_see_request, visible_request};
+use super::Query;
+use super::requests::{StatusView, event_view};
 use crate::error::ApiError;
 use crate::limits::SocketSlot;
 use crate::state::AppState;
+use pao_core::service::RequestWatch;
 
 /// Query of every stream.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -176,9 +177,9 @@ pub async fn request_status(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let (who, slot) = admit(&state, &headers, peer).await?;
-    visible_request(&state, &who, &id).await?;
+    let watch = state.orch.watch(&who, &id).await?;
     let creds = Credentials::of(&headers, peer);
-    Ok(upgrade(ws).on_upgrade(move |socket| tail(state, socket, id, q, true, creds, slot)))
+    Ok(upgrade(ws).on_upgrade(move |socket| tail(state, socket, watch, q, true, creds, slot)))
 }
 
 /// `/ws/requests/{id}/logs`: every event of the request (state changes, attempts, log
@@ -192,9 +193,9 @@ pub async fn request_logs(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let (who, slot) = admit(&state, &headers, peer).await?;
-    visible_request(&state, &who, &id).await?;
+    let watch = state.orch.watch(&who, &id).await?;
     let creds = Credentials::of(&headers, peer);
-    Ok(upgrade(ws).on_upgrade(move |socket| tail(state, socket, id, q, false, creds, slot)))
+    Ok(upgrade(ws).on_upgrade(move |socket| tail(state, socket, watch, q, false, creds, slot)))
 }
 
 /// The client's address, when the server recorded it.
@@ -232,7 +233,7 @@ impl Drop for Gauge {
 async fn tail(
     state: AppState,
     mut socket: WebSocket,
-    id: String,
+    watch: RequestWatch,
     q: StreamQuery,
     status: bool,
     creds: Credentials,
@@ -249,7 +250,7 @@ async fn tail(
     let mut first = true;
     loop {
         // Drain what the store has after `after`.
-        let events = match state.store.events(&id, after, 500).await {
+        let events = match watch.events(after, 500).await {
             Ok(e) => e,
             Err(e) => {
                 let _ = send(
@@ -274,11 +275,12 @@ async fn tail(
             }
         }
         if status && (changed || first) {
-            let Ok(Some(r)) = state.store.get(&id).await else {
+            let Ok(Some(st)) = watch.status().await else {
                 break;
             };
-            let attempts = state.store.attempts(&id).await.unwrap_or_default();
-            let mut s = status_of(&state, &r, &attempts);
+            let r = &st.request;
+            let mut s =
+                serde_json::to_value(StatusView::of(r, &st.progress)).unwrap_or(Value::Null);
             s["type"] = json!("status");
             s["seq"] = json!(after);
             if !send(&mut socket, s).await {
@@ -290,12 +292,12 @@ async fn tail(
         }
         if !status && !first && !changed {
             // Logs stream ends with the request too, once everything was sent.
-            if let Ok(Some(r)) = state.store.get(&id).await
+            if let Ok(Some(r)) = watch.request().await
                 && r.state.is_terminal()
                 && r.rollback != pao_core::store::RollbackStatus::InProgress
             {
                 // Events committed between the read above and this one still go out.
-                for e in state.store.events(&id, after, 0).await.unwrap_or_default() {
+                for e in watch.events(after, 0).await.unwrap_or_default() {
                     after = e.seq;
                     if !send(
                         &mut socket,
@@ -312,14 +314,14 @@ async fn tail(
         first = false;
         tokio::select! {
             ev = live.recv() => match ev {
-                Ok(e) if e.request_id != id => {}
+                Ok(e) if e.request_id != watch.id() => {}
                 Ok(_) | Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => break,
             },
             _ = poll.tick() => {}
             _ = recheck.tick() => {
                 let still = match creds.still(&state).await {
-                    Some(who) => visible_request(&state, &who, &id).await.is_ok(),
+                    Some(who) => state.orch.visible_request(&who, watch.id()).await.is_ok(),
                     None => false,
                 };
                 if !still {
@@ -430,12 +432,11 @@ pub async fn catalog_changes(
 }
 
 fn visible_items(state: &AppState, who: &Principal) -> std::collections::HashSet<String> {
-    use pao_core::authz::{Authorizer, ItemAccessAuthorizer, Permission};
     state
         .orch
         .catalog()
         .items()
-        .filter(|i| ItemAccessAuthorizer.allowed(who, Permission::View, &i.item, None))
+        .filter(|i| state.orch.may_see_item(who, i))
         .map(|i| i.id().to_string())
         .collect()
 }
@@ -473,13 +474,11 @@ pub async fn notifications(
                 e = events.recv() => match e {
                     Ok(e) => {
                         let pao_core::store::EventKind::StateChanged { to, .. } = &e.kind else { continue };
-                        let Ok(Some(r)) = state.store.get(&e.request_id).await else { continue };
+                        let Ok(r) = state.orch.visible_request(&who, &e.request_id).await else { continue };
                         let kind = if *to == RequestState::AwaitingApproval && state.orch.may_decide(&who, &r) && r.requester.id != who.id {
                             "approval_requested"
-                        } else if may_see_request(&state, &who, &r) {
-                            "request_state"
                         } else {
-                            continue;
+                            "request_state"
                         };
                         let v = json!({ "type": kind, "request_id": r.id, "item_id": r.item_id, "state": to, "at": e.at });
                         if !send(&mut socket, v).await { return; }
