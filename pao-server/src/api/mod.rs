@@ -98,26 +98,32 @@ async fn observe(req: Request, next: Next) -> Response {
     }
     metrics::histogram!("pao_http_request_duration_seconds", "route" => route.clone(), "method" => method.clone(), "status" => status.as_u16().to_string())
         .record(start.elapsed().as_secs_f64());
+    as_problem(resp).await
+}
+
+/// axum's extractor rejections (bad JSON, body too large, bad path) are plain text: they go
+/// out as problem documents, with their other headers.
+async fn as_problem(resp: Response) -> Response {
+    let status = resp.status();
     let is_problem = resp
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
-    if (status.is_client_error() || status.is_server_error()) && !is_problem {
-        // axum's extractor rejections (bad JSON, body too large, bad path) are plain text.
-        let (parts, body) = resp.into_parts();
-        let text = axum::body::to_bytes(body, 64 * 1024)
-            .await
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default();
-        let mut out = crate::error::rejection(parts.status, text).into_response();
-        for (k, v) in parts.headers.iter() {
-            if k != axum::http::header::CONTENT_TYPE && k != axum::http::header::CONTENT_LENGTH {
-                out.headers_mut().insert(k.clone(), v.clone());
-            }
-        }
-        return out;
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return resp;
     }
-    resp
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let mut out = crate::error::rejection(parts.status, text).into_response();
+    for (k, v) in parts.headers.iter() {
+        if k != axum::http::header::CONTENT_TYPE && k != axum::http::header::CONTENT_LENGTH {
+            out.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    out
 }
 
 /// Authenticates once for the handlers, limits each principal's rate, and limits callers with

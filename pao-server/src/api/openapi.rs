@@ -773,7 +773,30 @@ fn problem_ref() -> Ref {
 
 /// Builds the document from [`endpoints`].
 pub fn document() -> OpenApi {
-    let mut components = ComponentsBuilder::new()
+    let mut components = base_components();
+    let mut paths = PathsBuilder::new();
+    for e in endpoints() {
+        let (op, more) = operation(&e, components);
+        components = more;
+        let full = format!("/api/v1{}", e.path);
+        paths = paths.path(full, PathItem::new(e.method, op));
+    }
+    OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("PAO — Platform Automation Orchestrator")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some("Self-service platform automation: browse the catalog, submit requests, follow them to completion. Errors are application/problem+json."))
+                .build(),
+        )
+        .paths(paths.build())
+        .components(Some(components.build()))
+        .build()
+}
+
+/// The `Problem` schema and the bearer security scheme.
+fn base_components() -> ComponentsBuilder {
+    ComponentsBuilder::new()
         .schema(
             "Problem",
             ObjectBuilder::new()
@@ -803,108 +826,104 @@ pub fn document() -> OpenApi {
                     .description(Some("An API token or an OIDC JWT"))
                     .build(),
             ),
-        );
-    let mut paths = PathsBuilder::new();
-    for e in endpoints() {
-        let mut op = OperationBuilder::new()
-            .summary(Some(e.summary))
-            .tag(e.tag)
-            .operation_id(Some(operation_id(&e)));
-        let mut params: Vec<Parameter> = path_params(e.path);
-        if let Some(q) = e.query {
-            params.extend(q().into_iter().map(full_range));
-        }
-        if let Some(h) = e.headers {
-            params.extend(h());
-        }
-        if !params.is_empty() {
-            op = op.parameters(Some(params));
-        }
-        if let Some((name, add)) = e.body {
-            components = add(components);
-            op = op.request_body(Some(
-                RequestBodyBuilder::new()
-                    .content(
-                        "application/json",
-                        ContentBuilder::new()
-                            .schema(Some(Ref::from_schema_name(name)))
-                            .build(),
-                    )
-                    .required(Some(if e.body_optional {
-                        Required::False
-                    } else {
-                        Required::True
-                    }))
-                    .build(),
-            ));
-        }
-        if matches!(e.auth, User | Admin) {
-            op = op.security(SecurityRequirement::new::<_, [&str; 0], &str>("bearer", []));
-        }
-        let mut responses = ResponsesBuilder::new();
-        for code in std::iter::once(e.ok).chain(e.also_ok.iter().copied()) {
-            let desc = success_description(&e, code);
-            let resp = if e.websocket {
-                ResponseBuilder::new().description(desc).build()
-            } else if let Some((name, add)) = e.returns {
-                components = add(components);
-                let mut r = ResponseBuilder::new().description(desc).content(
-                    "application/json",
-                    ContentBuilder::new()
-                        .schema(Some(Ref::from_schema_name(name)))
-                        .build(),
-                );
-                for (operation, param, member) in e.links {
-                    r = r.link(
-                        *operation,
-                        utoipa::openapi::link::LinkBuilder::new()
-                            .operation_id(*operation)
-                            .parameter(*param, format!("$response.body#/{member}"))
-                            .build(),
-                    );
-                }
-                r.build()
-            } else {
-                // `/metrics`: the Prometheus text format.
-                ResponseBuilder::new()
-                    .description(desc)
-                    .content(
-                        "text/plain",
-                        ContentBuilder::new()
-                            .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
-                            .build(),
-                    )
-                    .build()
-            };
-            responses = responses.response(code.to_string(), resp);
-        }
-        for code in e.statuses() {
-            responses = responses.response(
-                code.to_string(),
-                ResponseBuilder::new()
-                    .description(error_description(code))
-                    .content(
-                        "application/problem+json",
-                        ContentBuilder::new().schema(Some(problem_ref())).build(),
-                    )
-                    .build(),
-            );
-        }
-        op = op.responses(responses.build());
-        let full = format!("/api/v1{}", e.path);
-        paths = paths.path(full, PathItem::new(e.method, op.build()));
-    }
-    OpenApiBuilder::new()
-        .info(
-            InfoBuilder::new()
-                .title("PAO — Platform Automation Orchestrator")
-                .version(env!("CARGO_PKG_VERSION"))
-                .description(Some("Self-service platform automation: browse the catalog, submit requests, follow them to completion. Errors are application/problem+json."))
-                .build(),
         )
-        .paths(paths.build())
-        .components(Some(components.build()))
+}
+
+/// One endpoint's operation; the schemas it names are added to `components`.
+fn operation(
+    e: &Endpoint,
+    mut components: ComponentsBuilder,
+) -> (utoipa::openapi::path::Operation, ComponentsBuilder) {
+    let mut op = OperationBuilder::new()
+        .summary(Some(e.summary))
+        .tag(e.tag)
+        .operation_id(Some(operation_id(e)));
+    let mut params: Vec<Parameter> = path_params(e.path);
+    if let Some(q) = e.query {
+        params.extend(q().into_iter().map(full_range));
+    }
+    if let Some(h) = e.headers {
+        params.extend(h());
+    }
+    if !params.is_empty() {
+        op = op.parameters(Some(params));
+    }
+    if let Some((name, add)) = e.body {
+        components = add(components);
+        let required = if e.body_optional {
+            Required::False
+        } else {
+            Required::True
+        };
+        op = op.request_body(Some(
+            RequestBodyBuilder::new()
+                .content("application/json", json_content(name))
+                .required(Some(required))
+                .build(),
+        ));
+    }
+    if matches!(e.auth, User | Admin) {
+        op = op.security(SecurityRequirement::new::<_, [&str; 0], &str>("bearer", []));
+    }
+    let mut responses = ResponsesBuilder::new();
+    for code in std::iter::once(e.ok).chain(e.also_ok.iter().copied()) {
+        if let Some((_, add)) = e.returns.filter(|_| !e.websocket) {
+            components = add(components);
+        }
+        responses = responses.response(code.to_string(), success_response(e, code));
+    }
+    for code in e.statuses() {
+        responses = responses.response(
+            code.to_string(),
+            ResponseBuilder::new()
+                .description(error_description(code))
+                .content(
+                    "application/problem+json",
+                    ContentBuilder::new().schema(Some(problem_ref())).build(),
+                )
+                .build(),
+        );
+    }
+    (op.responses(responses.build()).build(), components)
+}
+
+fn json_content(schema: &str) -> utoipa::openapi::Content {
+    ContentBuilder::new()
+        .schema(Some(Ref::from_schema_name(schema)))
         .build()
+}
+
+/// A success response: its type's schema, links to the operations that take its members.
+fn success_response(e: &Endpoint, code: u16) -> utoipa::openapi::Response {
+    let desc = success_description(e, code);
+    if e.websocket {
+        return ResponseBuilder::new().description(desc).build();
+    }
+    let Some((name, _)) = e.returns else {
+        // `/metrics`: the Prometheus text format.
+        return ResponseBuilder::new()
+            .description(desc)
+            .content(
+                "text/plain",
+                ContentBuilder::new()
+                    .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                    .build(),
+            )
+            .build();
+    };
+    let mut r = ResponseBuilder::new()
+        .description(desc)
+        .content("application/json", json_content(name));
+    for (operation, param, member) in e.links {
+        r = r.link(
+            *operation,
+            utoipa::openapi::link::LinkBuilder::new()
+                .operation_id(*operation)
+                .parameter(*param, format!("$response.body#/{member}"))
+                .build(),
+        );
+    }
+    r.build()
 }
 
 fn success_description(e: &Endpoint, code: u16) -> &'static str {

@@ -199,32 +199,63 @@ pub async fn jira(
     axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Result<Json<JiraOutcome>, ApiError> {
-    let key = secret(&state, state.config.webhooks.jira_secret.as_ref(), "jira").await?;
-    if let Some(sig) = header(&headers, "x-hub-signature").and_then(|s| s.strip_prefix("sha256=")) {
-        // JIRA Cloud signs the body with the webhook's secret.
-        verify_sha256(&key, &body, sig)?;
-    } else {
-        let given = header(&headers, "x-pao-webhook-secret")
-            .map(str::to_string)
-            .or_else(|| {
-                q.get("secret")
-                    .filter(|_| state.config.webhooks.jira_secret_in_query)
-                    .cloned()
-            })
-            .ok_or_else(bad_signature)?;
-        // Constant-time comparison through HMAC of both sides.
-        let digest = |s: &str| {
-            let mut m = Hmac::<sha2::Sha256>::new_from_slice(b"pao-jira").expect("any key length");
-            m.update(s.as_bytes());
-            m.finalize().into_bytes()
-        };
-        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"pao-jira").expect("any key length");
-        mac.update(given.as_bytes());
-        mac.verify_slice(&digest(&key))
-            .map_err(|_| bad_signature())?;
-    }
+    verify_jira(&state, &headers, &q, &body).await?;
     let payload: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("body is not JSON: {e}")))?;
+    let issue_key = first_jira_delivery(&state, &payload)?;
+    let status = payload
+        .pointer("/issue/fields/status/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let category = payload
+        .pointer("/issue/fields/status/statusCategory/key")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let resolution = payload
+        .pointer("/issue/fields/resolution/name")
+        .and_then(Value::as_str);
+    let outcome = jira_outcome(&state.config.actions, status, category, resolution);
+    let outcome = state
+        .orch
+        .ticket_changed(&issue_key, outcome, &format!("jira:{issue_key}"))
+        .await?;
+    Ok(Json(JiraOutcome::of(outcome, issue_key, status)))
+}
+
+/// Checks a JIRA delivery's signature (`X-Hub-Signature`), or its shared secret
+/// (`X-PAO-Webhook-Secret`, or `?secret=` when allowed) compared in constant time.
+async fn verify_jira(
+    state: &AppState,
+    headers: &HeaderMap,
+    q: &HashMap<String, String>,
+    body: &[u8],
+) -> Result<(), ApiError> {
+    let key = secret(state, state.config.webhooks.jira_secret.as_ref(), "jira").await?;
+    if let Some(sig) = header(headers, "x-hub-signature").and_then(|s| s.strip_prefix("sha256=")) {
+        // JIRA Cloud signs the body with the webhook's secret.
+        return verify_sha256(&key, body, sig);
+    }
+    let given = header(headers, "x-pao-webhook-secret")
+        .map(str::to_string)
+        .or_else(|| {
+            q.get("secret")
+                .filter(|_| state.config.webhooks.jira_secret_in_query)
+                .cloned()
+        })
+        .ok_or_else(bad_signature)?;
+    // Constant-time comparison through HMAC of both sides.
+    let digest = |s: &str| {
+        let mut m = Hmac::<sha2::Sha256>::new_from_slice(b"pao-jira").expect("any key length");
+        m.update(s.as_bytes());
+        m.finalize().into_bytes()
+    };
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"pao-jira").expect("any key length");
+    mac.update(given.as_bytes());
+    mac.verify_slice(&digest(&key)).map_err(|_| bad_signature())
+}
+
+/// The issue key of a JIRA delivery seen for the first time, stamped within the window.
+fn first_jira_delivery(state: &AppState, payload: &Value) -> Result<String, ApiError> {
     let issue_key = payload
         .pointer("/issue/key")
         .and_then(Value::as_str)
@@ -249,58 +280,49 @@ pub async fn jira(
             )
         })?;
     check_timestamp(&(ts / 1000).to_string(), state.orch.now())?;
-    let delivery = format!(
-        "jira:{issue_key}:{ts}:{}",
-        payload
-            .get("webhookEvent")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-    );
-    if !state.replay.first_time(&delivery) {
+    let event = payload
+        .get("webhookEvent")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if !state
+        .replay
+        .first_time(&format!("jira:{issue_key}:{ts}:{event}"))
+    {
         return Err(replayed());
     }
-    let status = payload
-        .pointer("/issue/fields/status/name")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let category = payload
-        .pointer("/issue/fields/status/statusCategory/key")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let resolution = payload
-        .pointer("/issue/fields/resolution/name")
-        .and_then(Value::as_str);
-    let outcome = jira_outcome(&state.config.actions, status, category, resolution);
-    let outcome = state
-        .orch
-        .ticket_changed(&issue_key, outcome, &format!("jira:{issue_key}"))
-        .await?;
-    Ok(Json(match outcome {
-        TicketOutcome::Unmatched => JiraOutcome {
-            matched: false,
-            issue: Some(issue_key),
+    Ok(issue_key)
+}
+
+impl JiraOutcome {
+    fn of(outcome: TicketOutcome, issue_key: String, status: &str) -> JiraOutcome {
+        let none = JiraOutcome {
+            matched: true,
+            issue: None,
             request_id: None,
             resolved: None,
             status: None,
             state: None,
-        },
-        TicketOutcome::Waiting(r) => JiraOutcome {
-            matched: true,
-            issue: None,
-            request_id: Some(r.id),
-            resolved: Some(false),
-            status: Some(status.to_string()),
-            state: None,
-        },
-        TicketOutcome::Resolved(done) => JiraOutcome {
-            matched: true,
-            issue: None,
-            request_id: Some(done.id),
-            resolved: Some(true),
-            status: None,
-            state: Some(done.state),
-        },
-    }))
+        };
+        match outcome {
+            TicketOutcome::Unmatched => JiraOutcome {
+                matched: false,
+                issue: Some(issue_key),
+                ..none
+            },
+            TicketOutcome::Waiting(r) => JiraOutcome {
+                request_id: Some(r.id),
+                resolved: Some(false),
+                status: Some(status.to_string()),
+                ..none
+            },
+            TicketOutcome::Resolved(done) => JiraOutcome {
+                request_id: Some(done.id),
+                resolved: Some(true),
+                state: Some(done.state),
+                ..none
+            },
+        }
+    }
 }
 
 /// How a JIRA status ends a manual request: the status → outcome mapping of the default JIRA

@@ -7,6 +7,7 @@
 //! all, and end (`{"type":"end","reason":"unauthorized"}`) when their credential stops
 //! authenticating or the caller may no longer see what they stream.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -15,7 +16,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
 use pao_core::authz::Principal;
+use pao_core::events::LiveEvent;
 use pao_core::lifecycle::RequestState;
+use pao_core::service::RequestWatch;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
@@ -25,7 +28,6 @@ use super::requests::{StatusView, event_view};
 use crate::error::ApiError;
 use crate::limits::SocketSlot;
 use crate::state::AppState;
-use pao_core::service::RequestWatch;
 
 /// Query of every stream.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -230,9 +232,123 @@ impl Drop for Gauge {
     }
 }
 
+/// Whether the client's credentials still hold and still show request `id`.
+async fn still_visible(state: &AppState, creds: &Credentials, id: &str) -> bool {
+    match creds.still(state).await {
+        Some(who) => state.orch.visible_request(&who, id).await.is_ok(),
+        None => false,
+    }
+}
+
+/// What a stream does after a step.
+enum Flow {
+    /// Goes on.
+    Go,
+    /// Ends: an `end` message, then the close.
+    End,
+    /// The client is gone: nothing more to send.
+    Gone,
+}
+
+/// One request's stream: its events (`logs`) or its status after each change (`status`).
+struct Tail {
+    socket: WebSocket,
+    watch: RequestWatch,
+    after: u64,
+    status: bool,
+}
+
+impl Tail {
+    /// Sends what the store has after `after` (as events on a logs stream); whether there
+    /// was anything.
+    async fn drain(&mut self, limit: usize) -> Result<bool, Flow> {
+        let events = match self.watch.events(self.after, limit).await {
+            Ok(e) => e,
+            Err(e) => {
+                let _ = send(
+                    &mut self.socket,
+                    json!({ "type": "error", "message": e.to_string() }),
+                )
+                .await;
+                return Err(Flow::End);
+            }
+        };
+        for e in &events {
+            self.after = e.seq;
+            let event = json!({ "type": "event", "event": event_view(e) });
+            if !self.status && !send(&mut self.socket, event).await {
+                return Err(Flow::Gone);
+            }
+        }
+        Ok(!events.is_empty())
+    }
+
+    /// Sends the request's status; the stream ends with the request.
+    async fn send_status(&mut self) -> Flow {
+        let Ok(Some(st)) = self.watch.status().await else {
+            return Flow::End;
+        };
+        let mut s =
+            serde_json::to_value(StatusView::of(&st.request, &st.progress)).unwrap_or(Value::Null);
+        s["type"] = json!("status");
+        s["seq"] = json!(self.after);
+        if !send(&mut self.socket, s).await {
+            return Flow::Gone;
+        }
+        if st.request.state.is_terminal() {
+            Flow::End
+        } else {
+            Flow::Go
+        }
+    }
+
+    /// A logs stream ends with the request (its rollback done), once everything was sent.
+    async fn logs_end(&mut self) -> Flow {
+        match self.watch.request().await {
+            Ok(Some(r))
+                if r.state.is_terminal()
+                    && r.rollback != pao_core::store::RollbackStatus::InProgress =>
+            {
+                // Events committed between the last read and this one still go out.
+                match self.drain(0).await {
+                    Err(Flow::Gone) => Flow::Gone,
+                    _ => Flow::End,
+                }
+            }
+            _ => Flow::Go,
+        }
+    }
+
+    /// Whether the client's credentials still hold and still show the request.
+    async fn still_visible(&self, state: &AppState, creds: &Credentials) -> bool {
+        match creds.still(state).await {
+            Some(who) => state
+                .orch
+                .visible_request(&who, self.watch.id())
+                .await
+                .is_ok(),
+            None => false,
+        }
+    }
+
+    async fn step(&mut self, first: bool) -> Flow {
+        let changed = match self.drain(500).await {
+            Ok(changed) => changed,
+            Err(flow) => return flow,
+        };
+        if self.status && (changed || first) {
+            return self.send_status().await;
+        }
+        if !self.status && !first && !changed {
+            return self.logs_end().await;
+        }
+        Flow::Go
+    }
+}
+
 async fn tail(
     state: AppState,
-    mut socket: WebSocket,
+    socket: WebSocket,
     watch: RequestWatch,
     q: StreamQuery,
     status: bool,
@@ -243,108 +359,52 @@ async fn tail(
     let mut recheck = tokio::time::interval(RECHECK);
     recheck.tick().await;
     let mut live = state.events.subscribe();
-    let mut after = q.after.unwrap_or(0);
     let mut beat = tokio::time::interval(heartbeat(&q));
     beat.tick().await;
     let mut poll = tokio::time::interval(Duration::from_millis(500));
+    let id = watch.id().to_string();
+    let mut t = Tail {
+        socket,
+        watch,
+        after: q.after.unwrap_or(0),
+        status,
+    };
     let mut first = true;
     loop {
-        // Drain what the store has after `after`.
-        let events = match watch.events(after, 500).await {
-            Ok(e) => e,
-            Err(e) => {
-                let _ = send(
-                    &mut socket,
-                    json!({ "type": "error", "message": e.to_string() }),
-                )
-                .await;
-                break;
-            }
-        };
-        let changed = !events.is_empty();
-        for e in &events {
-            after = e.seq;
-            if !status
-                && !send(
-                    &mut socket,
-                    json!({ "type": "event", "event": event_view(e) }),
-                )
-                .await
-            {
-                return;
-            }
-        }
-        if status && (changed || first) {
-            let Ok(Some(st)) = watch.status().await else {
-                break;
-            };
-            let r = &st.request;
-            let mut s =
-                serde_json::to_value(StatusView::of(r, &st.progress)).unwrap_or(Value::Null);
-            s["type"] = json!("status");
-            s["seq"] = json!(after);
-            if !send(&mut socket, s).await {
-                return;
-            }
-            if r.state.is_terminal() {
-                break;
-            }
-        }
-        if !status && !first && !changed {
-            // Logs stream ends with the request too, once everything was sent.
-            if let Ok(Some(r)) = watch.request().await
-                && r.state.is_terminal()
-                && r.rollback != pao_core::store::RollbackStatus::InProgress
-            {
-                // Events committed between the read above and this one still go out.
-                for e in watch.events(after, 0).await.unwrap_or_default() {
-                    after = e.seq;
-                    if !send(
-                        &mut socket,
-                        json!({ "type": "event", "event": event_view(&e) }),
-                    )
-                    .await
-                    {
-                        return;
-                    }
-                }
-                break;
-            }
+        match t.step(first).await {
+            Flow::Go => {}
+            Flow::End => break,
+            Flow::Gone => return,
         }
         first = false;
         tokio::select! {
             ev = live.recv() => match ev {
-                Ok(e) if e.request_id != watch.id() => {}
                 Ok(_) | Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => break,
             },
             _ = poll.tick() => {}
             _ = recheck.tick() => {
-                let still = match creds.still(&state).await {
-                    Some(who) => state.orch.visible_request(&who, watch.id()).await.is_ok(),
-                    None => false,
-                };
-                if !still {
-                    let _ = send(&mut socket, ended("unauthorized")).await;
-                    let _ = socket.send(Message::Close(None)).await;
+                if !still_visible(&state, &creds, &id).await {
+                    let _ = send(&mut t.socket, ended("unauthorized")).await;
+                    let _ = t.socket.send(Message::Close(None)).await;
                     return;
                 }
             }
             _ = beat.tick() => {
-                if !send(&mut socket, json!({ "type": "heartbeat", "seq": after })).await
-                    || socket.send(Message::Ping(Vec::new().into())).await.is_err()
+                if !send(&mut t.socket, json!({ "type": "heartbeat", "seq": t.after })).await
+                    || t.socket.send(Message::Ping(Vec::new().into())).await.is_err()
                 {
                     return;
                 }
             }
-            msg = socket.recv() => match msg {
+            msg = t.socket.recv() => match msg {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
                 Some(Ok(_)) => {}
             },
         }
     }
-    let _ = send(&mut socket, json!({ "type": "end", "seq": after })).await;
-    let _ = socket.send(Message::Close(None)).await;
+    let _ = send(&mut t.socket, json!({ "type": "end", "seq": t.after })).await;
+    let _ = t.socket.send(Message::Close(None)).await;
 }
 
 /// `/ws/catalog/changes`: a `catalog_changed` message with added/changed/removed item ids
@@ -378,35 +438,11 @@ pub async fn catalog_changes(
                 c = rx.recv() => match c {
                     Ok(v) => {
                         let now = visible_items(&state, &who);
-                        let pick = |key: &str, set: &std::collections::HashSet<String>| -> Vec<Value> {
-                            v[key].as_array().into_iter().flatten()
-                                .filter(|id| id.as_str().is_some_and(|id| set.contains(id)))
-                                .cloned().collect()
-                        };
-                        let added = pick("added", &now);
-                        let changed = pick("changed", &now);
-                        let removed = pick("removed", &visible);
-                        // An item whose access rules changed appears or disappears for this
-                        // caller as if it were added or removed.
-                        let added: Vec<Value> = added.into_iter().chain(
-                            pick("changed", &now).into_iter().filter(|id| id.as_str().is_some_and(|id| !visible.contains(id)))
-                        ).collect();
-                        let changed: Vec<Value> = changed.into_iter().filter(|id| id.as_str().is_some_and(|id| visible.contains(id))).collect();
-                        let removed: Vec<Value> = removed.into_iter().chain(
-                            pick("changed", &visible).into_iter().filter(|id| id.as_str().is_some_and(|id| !now.contains(id)))
-                        ).collect();
+                        let msg = catalog_change(&v, &visible, &now);
                         visible = now;
-                        if added.is_empty() && changed.is_empty() && removed.is_empty() {
-                            continue;
+                        if let Some(msg) = msg && !send(&mut socket, msg).await {
+                            return;
                         }
-                        let msg = json!({
-                            "type": "catalog_changed",
-                            "added": added,
-                            "changed": changed,
-                            "removed": removed,
-                            "items": visible.len(),
-                        });
-                        if !send(&mut socket, msg).await { return; }
                     }
                     Err(RecvError::Lagged(_)) => {}
                     Err(RecvError::Closed) => return,
@@ -431,7 +467,49 @@ pub async fn catalog_changes(
     }))
 }
 
-fn visible_items(state: &AppState, who: &Principal) -> std::collections::HashSet<String> {
+/// The part of a catalog reload a caller sees, given the items visible to them before
+/// (`before`) and after it (`now`); `None` when nothing they see changed. An item whose
+/// access rules changed appears or disappears for them as if it were added or removed.
+fn catalog_change(v: &Value, before: &HashSet<String>, now: &HashSet<String>) -> Option<Value> {
+    let ids = |key: &str| -> Vec<&str> {
+        v[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect()
+    };
+    let (added_ids, changed_ids, removed_ids) = (ids("added"), ids("changed"), ids("removed"));
+    let added: Vec<&str> = added_ids
+        .iter()
+        .chain(changed_ids.iter().filter(|id| !before.contains(**id)))
+        .filter(|id| now.contains(**id))
+        .copied()
+        .collect();
+    let changed: Vec<&str> = changed_ids
+        .iter()
+        .filter(|id| now.contains(**id) && before.contains(**id))
+        .copied()
+        .collect();
+    let removed: Vec<&str> = removed_ids
+        .iter()
+        .chain(changed_ids.iter().filter(|id| !now.contains(**id)))
+        .filter(|id| before.contains(**id))
+        .copied()
+        .collect();
+    if added.is_empty() && changed.is_empty() && removed.is_empty() {
+        return None;
+    }
+    Some(json!({
+        "type": "catalog_changed",
+        "added": added,
+        "changed": changed,
+        "removed": removed,
+        "items": now.len(),
+    }))
+}
+
+fn visible_items(state: &AppState, who: &Principal) -> HashSet<String> {
     state
         .orch
         .catalog()
@@ -439,6 +517,24 @@ fn visible_items(state: &AppState, who: &Principal) -> std::collections::HashSet
         .filter(|i| state.orch.may_see_item(who, i))
         .map(|i| i.id().to_string())
         .collect()
+}
+
+/// A state change as a notification for `who`: `approval_requested` when they may decide on
+/// it (not their own), `request_state` when they may see it; `None` otherwise.
+async fn notice_of(state: &AppState, who: &Principal, e: &LiveEvent) -> Option<Value> {
+    let pao_core::store::EventKind::StateChanged { to, .. } = &e.kind else {
+        return None;
+    };
+    let r = state.orch.visible_request(who, &e.request_id).await.ok()?;
+    let kind = if *to == RequestState::AwaitingApproval
+        && state.orch.may_decide(who, &r)
+        && r.requester.id != who.id
+    {
+        "approval_requested"
+    } else {
+        "request_state"
+    };
+    Some(json!({ "type": kind, "request_id": r.id, "item_id": r.item_id, "state": to, "at": e.at }))
 }
 
 /// `/ws/notifications`: what concerns the caller — state changes of requests they may see,
@@ -473,14 +569,7 @@ pub async fn notifications(
                 },
                 e = events.recv() => match e {
                     Ok(e) => {
-                        let pao_core::store::EventKind::StateChanged { to, .. } = &e.kind else { continue };
-                        let Ok(r) = state.orch.visible_request(&who, &e.request_id).await else { continue };
-                        let kind = if *to == RequestState::AwaitingApproval && state.orch.may_decide(&who, &r) && r.requester.id != who.id {
-                            "approval_requested"
-                        } else {
-                            "request_state"
-                        };
-                        let v = json!({ "type": kind, "request_id": r.id, "item_id": r.item_id, "state": to, "at": e.at });
+                        let Some(v) = notice_of(&state, &who, &e).await else { continue };
                         if !send(&mut socket, v).await { return; }
                     }
                     Err(RecvError::Lagged(n)) => {

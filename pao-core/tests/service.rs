@@ -1,0 +1,217 @@
+//! The service layer (`pao_core::service`): what every API built on pao-core gets — requests
+//! seen through the embedder's `Authorizer`, submissions that tell a replay from a new
+//! request by the store, not by the clock, progress, team views and quota limits with their
+//! audit record.
+
+mod engine_support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use engine_support::*;
+use pao_core::action::ActionRegistry;
+use pao_core::authz::{Authorizer, ItemAccessAuthorizer, Permission, Principal};
+use pao_core::catalog::model::CatalogItem;
+use pao_core::clock::Clock;
+use pao_core::engine::{EngineError, Orchestrator, SubmitOptions};
+use pao_core::lifecycle::RequestState;
+use pao_core::service::{RequestQuery, RequestScope};
+use pao_core::store::{MemoryStore, Store};
+use serde_json::json;
+
+const ITEM: &str = r#"fulfillment:
+  mode: automated
+  actions:
+    - { id: one, type: "plugin:test", config: {} }
+    - { id: two, type: "plugin:test", config: {} }
+"#;
+
+/// An embedder's rule: auditors see nothing of other people's requests, even in their team.
+struct NoTeamReads;
+
+impl Authorizer for NoTeamReads {
+    fn allowed(
+        &self,
+        who: &Principal,
+        what: Permission,
+        item: &CatalogItem,
+        owner: Option<(&str, &str)>,
+    ) -> bool {
+        if what == Permission::View
+            && let Some((requester, _)) = owner
+            && requester != who.id
+            && who.roles.iter().any(|r| r == "auditor")
+        {
+            return false;
+        }
+        ItemAccessAuthorizer.allowed(who, what, item, owner)
+    }
+}
+
+/// A clock that never moves: every request is created at the same instant.
+struct Frozen(chrono::DateTime<chrono::Utc>);
+
+#[async_trait::async_trait]
+impl Clock for Frozen {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.0
+    }
+
+    async fn sleep(&self, d: std::time::Duration) {
+        tokio::time::sleep(d).await;
+    }
+}
+
+fn engine(authz: Arc<dyn Authorizer>) -> (Arc<Orchestrator>, Arc<MemoryStore>) {
+    let ledger = Arc::new(Ledger::default());
+    let mut registry = ActionRegistry::new();
+    registry.register(Arc::new(TestAction { ledger }));
+    let store = Arc::new(MemoryStore::new());
+    let catalog = catalog(&[("svc", ITEM)], &registry);
+    let at = chrono::DateTime::parse_from_rfc3339("2026-03-02T09:00:00Z").unwrap();
+    let engine = Orchestrator::builder(catalog, store.clone())
+        .actions(registry)
+        .clock(Arc::new(Frozen(at.to_utc())))
+        .authorizer(authz)
+        .build();
+    (engine, store)
+}
+
+fn auditor() -> Principal {
+    Principal::new("aud1", &["payments"], &["auditor"])
+}
+
+#[tokio::test]
+async fn reads_go_through_the_embedders_authorizer() {
+    let (engine, _) = engine(Arc::new(NoTeamReads));
+    let r = engine
+        .submit_request(&dev(), "svc", &json!({}), SubmitOptions::default())
+        .await
+        .unwrap()
+        .request;
+    // A teammate sees it under the default rules; this authorizer says no to auditors.
+    let teammate = Principal::new("dev2", &["payments"], &["developer"]);
+    assert!(engine.visible_request(&teammate, &r.id).await.is_ok());
+    for result in [
+        engine.visible_request(&auditor(), &r.id).await.map(|_| ()),
+        engine.request_detail(&auditor(), &r.id).await.map(|_| ()),
+        engine.request_status(&auditor(), &r.id).await.map(|_| ()),
+        engine
+            .request_events(&auditor(), &r.id, 0, None)
+            .await
+            .map(|_| ()),
+        engine
+            .cancel_request(&auditor(), &r.id, None)
+            .await
+            .map(|_| ()),
+    ] {
+        assert!(
+            matches!(result, Err(EngineError::NotFound(_))),
+            "{result:?}"
+        );
+    }
+    assert!(!engine.may_view(&auditor(), &r));
+}
+
+#[tokio::test]
+async fn a_replay_is_told_by_the_store_even_when_the_clock_stands_still() {
+    let (engine, store) = engine(Arc::new(ItemAccessAuthorizer));
+    let opts = || SubmitOptions {
+        idempotency_key: Some("k-1".into()),
+        ..SubmitOptions::default()
+    };
+    let first = engine
+        .submit_request(&dev(), "svc", &json!({}), opts())
+        .await
+        .unwrap();
+    let again = engine
+        .submit_request(&dev(), "svc", &json!({}), opts())
+        .await
+        .unwrap();
+    assert!(first.created && !again.created);
+    assert_eq!(first.request.id, again.request.id);
+    assert_eq!(first.request.created_at, again.request.created_at);
+    // Keys are per caller: another caller's `k-1` is a request of its own.
+    let other = Principal::new("dev2", &["payments"], &["developer"]);
+    let theirs = engine
+        .submit_request(&other, "svc", &json!({}), opts())
+        .await
+        .unwrap();
+    assert!(theirs.created && theirs.request.id != first.request.id);
+    assert_eq!(store.list(&Default::default()).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn progress_lists_and_team_scopes() {
+    let (engine, _) = engine(Arc::new(ItemAccessAuthorizer));
+    let r = engine
+        .submit_request(&dev(), "svc", &json!({}), SubmitOptions::default())
+        .await
+        .unwrap()
+        .request;
+    let s = engine.request_status(&dev(), &r.id).await.unwrap();
+    assert_eq!(
+        (s.progress.done, s.progress.total, s.progress.percent),
+        (0, 2, 0)
+    );
+    engine.run_until_idle("w").await.unwrap();
+    let s = engine.request_status(&dev(), &r.id).await.unwrap();
+    assert_eq!(s.request.state, RequestState::Completed);
+    assert_eq!((s.progress.done, s.progress.percent), (2, 100));
+    let mine = engine
+        .list_requests(&dev(), RequestQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(mine.requests.len(), 1);
+    let outsider = Principal::new("x", &["other"], &["developer"]);
+    let team = RequestQuery {
+        scope: RequestScope::Team("payments".into()),
+        ..RequestQuery::default()
+    };
+    assert!(matches!(
+        engine.list_requests(&outsider, team.clone()).await,
+        Err(EngineError::Forbidden(_))
+    ));
+    let all = RequestQuery {
+        scope: RequestScope::All,
+        ..RequestQuery::default()
+    };
+    assert!(matches!(
+        engine.list_requests(&dev(), all).await,
+        Err(EngineError::Forbidden(_))
+    ));
+    let a = engine.team_analytics(&dev(), "payments").await.unwrap();
+    assert_eq!((a.requests, a.finished, a.success_rate), (1, 1, Some(1.0)));
+}
+
+#[tokio::test]
+async fn quota_limits_are_checked_and_stored_with_their_audit_record() {
+    let (engine, store) = engine(Arc::new(ItemAccessAuthorizer));
+    let admin = Principal::new("root", &[], &["admin"]);
+    let mut limits = BTreeMap::new();
+    limits.insert("vcpu".to_string(), 8u64);
+    assert!(matches!(
+        engine.set_quota_limits(&dev(), "payments", &limits).await,
+        Err(EngineError::Forbidden(_))
+    ));
+    let usage = engine
+        .set_quota_limits(&admin, "payments", &limits)
+        .await
+        .unwrap();
+    assert_eq!(usage[0].limit, Some(8));
+    let audit = store
+        .audit_log(Some("team:payments"), None, 0)
+        .await
+        .unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].record.action, "quota.set_limits");
+    // A bad limit is located, and nothing of the batch is stored.
+    limits.insert("vcpu".to_string(), 9);
+    limits.insert(" ".to_string(), 1);
+    match engine.set_quota_limits(&admin, "payments", &limits).await {
+        Err(EngineError::InvalidInput { pointer, .. }) => assert_eq!(pointer, "/limits/ "),
+        other => panic!("{other:?}"),
+    }
+    let usage = store.quota_usage("payments").await.unwrap();
+    assert_eq!(usage[0].limit, Some(8));
+}
