@@ -1349,6 +1349,20 @@ impl Store for SqlStore {
         rows.iter().map(row_to_request).collect()
     }
 
+    async fn request_waiting_for(&self, key: &str) -> Result<Option<Request>, StoreError> {
+        // The partial index `requests_waiting_for` holds the few parked requests.
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM requests WHERE waiting_for IN ($1, $2) AND state = 'in_progress' \
+             ORDER BY created_at, id LIMIT 1"
+        )))
+        .bind(key.to_string())
+        .bind(format!("manual:{key}"))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.as_ref().map(row_to_request).transpose()
+    }
+
     async fn transition(
         &self,
         id: &str,
@@ -1665,6 +1679,43 @@ impl Store for SqlStore {
         })
         .await?;
         Ok(())
+    }
+
+    async fn set_quota_limits(
+        &self,
+        team: &str,
+        limits: &[(String, u64)],
+        audit: AuditRecord,
+    ) -> Result<(), StoreError> {
+        check_quota_limits(limits)?;
+        // One row per resource, its last limit: an upsert may not touch a row twice.
+        let limits: std::collections::BTreeMap<&str, u64> =
+            limits.iter().map(|(r, l)| (r.as_str(), *l)).collect();
+        self.write(async |tx: &mut AnyConnection| {
+            if !limits.is_empty() {
+                let mut p = Params::default();
+                let team = p.text(team);
+                let rows: Vec<String> = limits
+                    .iter()
+                    .map(|(resource, limit)| {
+                        // Checked above: every limit fits.
+                        let lim = i64::try_from(*limit).unwrap_or(i64::MAX);
+                        format!("({team}, {}, {})", p.text(resource), p.int(lim))
+                    })
+                    .collect();
+                let sql = format!(
+                    "INSERT INTO quota_limits (team, resource, lim) VALUES {} \
+                     ON CONFLICT (team, resource) DO UPDATE SET lim = excluded.lim",
+                    rows.join(", ")
+                );
+                p.bind_to(sqlx::query(sqlx::AssertSqlSafe(sql)))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            }
+            insert_audit(&mut *tx, &audit).await
+        })
+        .await
     }
 
     async fn reserve_quota(
