@@ -74,10 +74,10 @@ pub struct SqlStore {
 /// How a store's writes reach the database.
 enum Writes {
     /// SQLite: every write through the group-committing single writer.
-    Grouped(Arc<crate::group::GroupWriter>),
+    Grouped(Arc<crate::sqlite::group_commit::GroupWriter>),
     /// PostgreSQL: transactions on the pool; the worker path's single statements (claims,
     /// heartbeats, one-statement batches) on the lane, without sqlx's ping per statement.
-    Pooled(Arc<crate::lane::Lane>),
+    Pooled(Arc<crate::pg::worker_connections::Lane>),
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -253,8 +253,10 @@ impl SqlStore {
             Dialect::Sqlite => None,
         };
         let writes = match dialect {
-            Dialect::Sqlite => Writes::Grouped(crate::group::GroupWriter::new(writer.clone())),
-            Dialect::Postgres => Writes::Pooled(crate::lane::Lane::new(
+            Dialect::Sqlite => Writes::Grouped(crate::sqlite::group_commit::GroupWriter::new(
+                writer.clone(),
+            )),
+            Dialect::Postgres => Writes::Pooled(crate::pg::worker_connections::Lane::new(
                 writer.clone(),
                 max_connections,
                 IDLE_PING_AFTER,
@@ -1282,11 +1284,11 @@ impl Store for SqlStore {
         writes: Vec<Write>,
     ) -> Result<Request, StoreError> {
         if let Writes::Pooled(lane) = &self.writes
-            && let Some(plan) = crate::one_statement::plan(id, lease, &writes)
+            && let Some(plan) = crate::pg::batch_statement::plan(id, lease, &writes)
         {
             return lane
                 .run(async |c: &mut AnyConnection| {
-                    crate::one_statement::run(c, id, lease, &plan).await
+                    crate::pg::batch_statement::run(c, id, lease, &plan).await
                 })
                 .await;
         }
@@ -1464,16 +1466,16 @@ impl Store for SqlStore {
     ) -> AppliedThenClaimed {
         let id = lease.request_id.as_str();
         if let Writes::Pooled(lane) = &self.writes
-            && let Some(plan) = crate::one_statement::plan(id, Some(lease), &writes)
+            && let Some(plan) = crate::pg::batch_statement::plan(id, Some(lease), &writes)
         {
-            let claim = crate::one_statement::Claim {
+            let claim = crate::pg::batch_statement::Claim {
                 worker_id,
                 lease_ms: lease_ms(lease_for),
             };
             let done = lane
                 .run_then(
                     async |c: &mut AnyConnection| {
-                        crate::one_statement::run_then_claim(c, lease, &plan, claim).await
+                        crate::pg::batch_statement::run_then_claim(c, lease, &plan, claim).await
                     },
                     |done| {
                         !matches!(done.applied, Err(StoreError::Unavailable(_)))
