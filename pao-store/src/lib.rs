@@ -13,11 +13,10 @@
 //! # Ok(()) }
 //! ```
 
-mod group;
-mod lane;
-mod one_statement;
 mod params;
+mod pg;
 mod sql;
+mod sqlite;
 
 pub use pao_core;
 pub use sql::{Dialect, OpenError, SqlStore};

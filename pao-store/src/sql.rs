@@ -74,10 +74,10 @@ pub struct SqlStore {
 /// How a store's writes reach the database.
 enum Writes {
     /// SQLite: every write through the group-committing single writer.
-    Grouped(Arc<crate::group::GroupWriter>),
+    Grouped(Arc<crate::sqlite::group_commit::GroupWriter>),
     /// PostgreSQL: transactions on the pool; the worker path's single statements (claims,
     /// heartbeats, one-statement batches) on the lane, without sqlx's ping per statement.
-    Pooled(Arc<crate::lane::Lane>),
+    Pooled(Arc<crate::pg::worker_connections::Lane>),
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -253,8 +253,10 @@ impl SqlStore {
             Dialect::Sqlite => None,
         };
         let writes = match dialect {
-            Dialect::Sqlite => Writes::Grouped(crate::group::GroupWriter::new(writer.clone())),
-            Dialect::Postgres => Writes::Pooled(crate::lane::Lane::new(
+            Dialect::Sqlite => Writes::Grouped(crate::sqlite::group_commit::GroupWriter::new(
+                writer.clone(),
+            )),
+            Dialect::Postgres => Writes::Pooled(crate::pg::worker_connections::Lane::new(
                 writer.clone(),
                 max_connections,
                 IDLE_PING_AFTER,
@@ -1282,11 +1284,11 @@ impl Store for SqlStore {
         writes: Vec<Write>,
     ) -> Result<Request, StoreError> {
         if let Writes::Pooled(lane) = &self.writes
-            && let Some(plan) = crate::one_statement::plan(id, lease, &writes)
+            && let Some(plan) = crate::pg::batch_statement::plan(id, lease, &writes)
         {
             return lane
                 .run(async |c: &mut AnyConnection| {
-                    crate::one_statement::run(c, id, lease, &plan).await
+                    crate::pg::batch_statement::run(c, id, lease, &plan).await
                 })
                 .await;
         }
@@ -1347,6 +1349,20 @@ impl Store for SqlStore {
             .await
             .map_err(db)?;
         rows.iter().map(row_to_request).collect()
+    }
+
+    async fn request_waiting_for(&self, key: &str) -> Result<Option<Request>, StoreError> {
+        // The partial index `requests_waiting_for` holds the few parked requests.
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM requests WHERE waiting_for IN ($1, $2) AND state = 'in_progress' \
+             ORDER BY created_at, id LIMIT 1"
+        )))
+        .bind(key.to_string())
+        .bind(format!("manual:{key}"))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.as_ref().map(row_to_request).transpose()
     }
 
     async fn transition(
@@ -1450,16 +1466,16 @@ impl Store for SqlStore {
     ) -> AppliedThenClaimed {
         let id = lease.request_id.as_str();
         if let Writes::Pooled(lane) = &self.writes
-            && let Some(plan) = crate::one_statement::plan(id, Some(lease), &writes)
+            && let Some(plan) = crate::pg::batch_statement::plan(id, Some(lease), &writes)
         {
-            let claim = crate::one_statement::Claim {
+            let claim = crate::pg::batch_statement::Claim {
                 worker_id,
                 lease_ms: lease_ms(lease_for),
             };
             let done = lane
                 .run_then(
                     async |c: &mut AnyConnection| {
-                        crate::one_statement::run_then_claim(c, lease, &plan, claim).await
+                        crate::pg::batch_statement::run_then_claim(c, lease, &plan, claim).await
                     },
                     |done| {
                         !matches!(done.applied, Err(StoreError::Unavailable(_)))
@@ -1665,6 +1681,43 @@ impl Store for SqlStore {
         })
         .await?;
         Ok(())
+    }
+
+    async fn set_quota_limits(
+        &self,
+        team: &str,
+        limits: &[(String, u64)],
+        audit: AuditRecord,
+    ) -> Result<(), StoreError> {
+        check_quota_limits(limits)?;
+        // One row per resource, its last limit: an upsert may not touch a row twice.
+        let limits: std::collections::BTreeMap<&str, u64> =
+            limits.iter().map(|(r, l)| (r.as_str(), *l)).collect();
+        self.write(async |tx: &mut AnyConnection| {
+            if !limits.is_empty() {
+                let mut p = Params::default();
+                let team = p.text(team);
+                let rows: Vec<String> = limits
+                    .iter()
+                    .map(|(resource, limit)| {
+                        // Checked above: every limit fits.
+                        let lim = i64::try_from(*limit).unwrap_or(i64::MAX);
+                        format!("({team}, {}, {})", p.text(resource), p.int(lim))
+                    })
+                    .collect();
+                let sql = format!(
+                    "INSERT INTO quota_limits (team, resource, lim) VALUES {} \
+                     ON CONFLICT (team, resource) DO UPDATE SET lim = excluded.lim",
+                    rows.join(", ")
+                );
+                p.bind_to(sqlx::query(sqlx::AssertSqlSafe(sql)))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            }
+            insert_audit(&mut *tx, &audit).await
+        })
+        .await
     }
 
     async fn reserve_quota(

@@ -41,10 +41,11 @@
 //! - claims and leases: what is claimable, priority then age, fencing tokens, stale workers
 //!   refused with `LeaseLost` on every write, heartbeat, release, terminal states drop the
 //!   lease, `waiting_for` parks a request, a lease fences only its own request, leases end by
-//!   the clock the store names (workers with skewed clocks take no live lease);
+//!   the clock the store names (workers with skewed clocks take no live lease), the request
+//!   waiting for a ticket (`request_waiting_for`);
 //! - the attempt journal, listing with filters and keyset pagination, approvals, quotas (also
-//!   under a race, and with absurd amounts), audit (newest first, paged by id), [`RequestPatch`],
-//!   `wait_for_work`.
+//!   under a race, with absurd amounts, and limits set with their audit record all or nothing),
+//!   audit (newest first, paged by id), [`RequestPatch`], `wait_for_work`.
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -105,6 +106,7 @@ macro_rules! for_each_conformance_check {
             check_release_makes_claimable,
             check_terminal_transition_drops_lease,
             check_waiting_for_not_claimable,
+            check_request_waiting_for,
             check_lease_fences_only_its_request,
             check_lease_clock,
             check_attempts_journal,
@@ -116,6 +118,7 @@ macro_rules! for_each_conformance_check {
             check_quota_concurrent_reservations,
             check_quota_huge_amount,
             check_quota_huge_limit,
+            check_set_quota_limits,
             check_audit,
             check_audit_newest_first_with_cursor,
             check_request_stats,
@@ -1760,6 +1763,110 @@ pub async fn check_waiting_for_not_claimable(store: &dyn Store) {
     assert!(again.token > lease.token);
 }
 
+/// `request_waiting_for` finds the in-progress request parked on a key, whether its
+/// `waiting_for` is the key itself or a manual-mode ticket (`manual:KEY`); not one waiting for
+/// another key (nor a key that only starts or differs in case the same), nor one in another
+/// state; the oldest by creation when several wait for one key, whatever their ids or the
+/// order they were parked in.
+pub async fn check_request_waiting_for(store: &dyn Store) {
+    async fn park(store: &dyn Store, id: &str, on: Option<&str>, lease: Option<&Lease>) {
+        ok(
+            &format!("set waiting_for of {id} to {on:?}"),
+            store
+                .update(
+                    id,
+                    RequestPatch {
+                        waiting_for: Some(on.map(str::to_string)),
+                        ..RequestPatch::default()
+                    },
+                    lease,
+                )
+                .await,
+        );
+    }
+    async fn waiting_id(store: &dyn Store, key: &str) -> Option<String> {
+        ok(
+            &format!("request_waiting_for {key}"),
+            store.request_waiting_for(key).await,
+        )
+        .map(|r| r.id)
+    }
+    // Created in this order; ids sort the other way.
+    let ids = ["w-z", "w-y", "w-x", "w-w"];
+    for (secs, id) in (0..).zip(ids) {
+        submit(store, new_request(id), t(secs)).await;
+    }
+    assert_eq!(waiting_id(store, "JIRA-1").await, None, "nothing waits yet");
+    let mut leases = Vec::new();
+    for (secs, id) in (10..).zip(ids) {
+        leases.push(run(store, id, "w1", t(secs)).await);
+    }
+    // Parked newest first: the order of parking must not decide.
+    park(store, "w-w", Some("JIRA-2"), Some(&leases[3])).await;
+    park(store, "w-x", Some("manual:JIRA-1"), Some(&leases[2])).await;
+    park(store, "w-y", Some("JIRA-1"), Some(&leases[1])).await;
+    park(store, "w-z", Some("JIRA-10"), Some(&leases[0])).await;
+
+    let found = ok(
+        "request_waiting_for JIRA-1",
+        store.request_waiting_for("JIRA-1").await,
+    );
+    assert_eq!(
+        found.as_ref().map(|r| r.id.as_str()),
+        Some("w-y"),
+        "JIRA-1: w-y (waiting_for JIRA-1) is older than w-x (manual:JIRA-1)"
+    );
+    assert_eq!(
+        found,
+        Some(get(store, "w-y").await),
+        "the request comes back whole"
+    );
+    assert_eq!(waiting_id(store, "JIRA-2").await.as_deref(), Some("w-w"));
+    assert_eq!(waiting_id(store, "JIRA-10").await.as_deref(), Some("w-z"));
+    for other in ["JIRA-", "JIRA", "jira-1", "JIRA-3", "manual:", ""] {
+        assert_eq!(
+            waiting_id(store, other).await,
+            None,
+            "nothing waits for `{other}`"
+        );
+    }
+
+    // The ticket of w-y is resolved: the manual-mode ticket of w-x is the one left.
+    park(store, "w-y", None, Some(&leases[1])).await;
+    assert_eq!(
+        waiting_id(store, "JIRA-1").await.as_deref(),
+        Some("w-x"),
+        "JIRA-1 after w-y stopped waiting: w-x, by its manual-mode ticket"
+    );
+
+    // Only in-progress requests count: w-x fails with its ticket still set, a submitted
+    // request is given one.
+    ok(
+        "fail w-x",
+        store
+            .transition(
+                "w-x",
+                State::InProgress,
+                State::Failed,
+                change("worker:w1", Some("gave up"), t(20)),
+                Some(&leases[2]),
+            )
+            .await,
+    );
+    assert_eq!(
+        get(store, "w-x").await.waiting_for.as_deref(),
+        Some("manual:JIRA-1"),
+        "check bug: the failed request keeps its ticket"
+    );
+    submit(store, new_request("w-v"), t(21)).await;
+    park(store, "w-v", Some("JIRA-1"), None).await;
+    assert_eq!(
+        waiting_id(store, "JIRA-1").await,
+        None,
+        "a failed and a submitted request wait for JIRA-1, neither in progress"
+    );
+}
+
 /// A lease fences only the request it was issued for, even when one worker holds leases on
 /// two requests with equal tokens.
 pub async fn check_lease_fences_only_its_request(store: &dyn Store) {
@@ -2533,6 +2640,137 @@ pub async fn check_quota_huge_limit(store: &dyn Store) {
             quota("vcpu", Some(super::MAX_QUOTA_LIMIT), 5),
         ],
         "huge limits read back as the largest limit"
+    );
+}
+
+/// `set_quota_limits` stores every limit and its audit record together: the limits read back
+/// through `quota_usage` and hold against reservations, the record through `audit_log`; a
+/// resource named twice gets its last limit; limits already set for other resources or teams
+/// stay. A call with one limit no store can hold (above
+/// [`MAX_QUOTA_LIMIT`](super::MAX_QUOTA_LIMIT), or an empty resource name), wherever it stands
+/// in the list, stores nothing: neither its other limits nor its record.
+pub async fn check_set_quota_limits(store: &dyn Store) {
+    let record = |secs, detail| AuditRecord {
+        at: t(secs),
+        actor: "admin".to_string(),
+        action: "quota.set_limits".to_string(),
+        target: "team:team-a".to_string(),
+        detail,
+    };
+    let limits = |pairs: &[(&str, u64)]| -> Vec<(String, u64)> {
+        pairs.iter().map(|(r, l)| (r.to_string(), *l)).collect()
+    };
+    let logged = async || -> Vec<AuditRecord> {
+        ok("audit log", store.audit_log(None, None, 0).await)
+            .into_iter()
+            .map(|l| l.record)
+            .collect()
+    };
+    ok(
+        "set_quota_limit team-b databases",
+        store.set_quota_limit("team-b", "databases", 7).await,
+    );
+    let first = record(1, json!({ "databases": 3, "vcpu": 8 }));
+    ok(
+        "set_quota_limits databases 3, vcpu 8",
+        store
+            .set_quota_limits(
+                "team-a",
+                &limits(&[("databases", 3), ("vcpu", 8)]),
+                first.clone(),
+            )
+            .await,
+    );
+    let expected = vec![quota("databases", Some(3), 0), quota("vcpu", Some(8), 0)];
+    assert_eq!(usage(store, "team-a").await, expected, "both limits stored");
+    assert_eq!(logged().await, vec![first.clone()], "the record stored");
+
+    let max = super::MAX_QUOTA_LIMIT;
+    for (why, refused) in [
+        (
+            "a limit above the largest, last",
+            limits(&[("databases", 5), ("disk", 1), ("vcpu", max + 1)]),
+        ),
+        (
+            "a limit above the largest, first",
+            limits(&[("vcpu", u64::MAX), ("databases", 5)]),
+        ),
+        (
+            "an empty resource name",
+            limits(&[("databases", 5), (" ", 1), ("disk", 1)]),
+        ),
+    ] {
+        let got = store
+            .set_quota_limits("team-a", &refused, record(2, json!(why)))
+            .await;
+        assert!(
+            matches!(got, Err(StoreError::Duplicate(_))),
+            "set_quota_limits with {why}: expected a refusal (StoreError::Duplicate), got {got:?}"
+        );
+        assert_eq!(
+            usage(store, "team-a").await,
+            expected,
+            "set_quota_limits with {why}: no limit stored"
+        );
+        assert_eq!(
+            logged().await,
+            vec![first.clone()],
+            "set_quota_limits with {why}: no record stored"
+        );
+    }
+
+    let second = record(3, json!({ "vcpu": 4, "disk": max }));
+    ok(
+        "set_quota_limits vcpu 2 then 4, disk at the largest limit",
+        store
+            .set_quota_limits(
+                "team-a",
+                &limits(&[("vcpu", 2), ("disk", max), ("vcpu", 4)]),
+                second.clone(),
+            )
+            .await,
+    );
+    assert_eq!(
+        usage(store, "team-a").await,
+        vec![
+            quota("databases", Some(3), 0),
+            quota("disk", Some(max), 0),
+            quota("vcpu", Some(4), 0),
+        ],
+        "the last limit of vcpu wins; databases, not named, keeps its limit"
+    );
+    assert_eq!(
+        usage(store, "team-b").await,
+        vec![quota("databases", Some(7), 0)],
+        "another team's limit is untouched"
+    );
+    let third = record(4, json!({}));
+    ok(
+        "set_quota_limits with no limits",
+        store.set_quota_limits("team-a", &[], third.clone()).await,
+    );
+    assert_eq!(
+        logged().await,
+        vec![third, second, first],
+        "every record of a stored call, newest first"
+    );
+
+    submit(store, new_request("q-1"), t(5)).await;
+    ok(
+        "reserve 4 vcpu under limit 4",
+        store.reserve_quota("q-1", "team-a", "vcpu", 4).await,
+    );
+    submit(store, new_request("q-2"), t(6)).await;
+    assert_eq!(
+        store.reserve_quota("q-2", "team-a", "vcpu", 1).await,
+        Err(StoreError::QuotaExceeded {
+            team: "team-a".to_string(),
+            resource: "vcpu".to_string(),
+            limit: 4,
+            used: 4,
+            asked: 1,
+        }),
+        "the limit set by set_quota_limits holds"
     );
 }
 

@@ -482,6 +482,21 @@ impl Store for MemoryStore {
         Ok(out)
     }
 
+    async fn request_waiting_for(&self, key: &str) -> Result<Option<Request>, StoreError> {
+        let manual = format!("manual:{key}");
+        let g = self.lock()?;
+        Ok(g.requests
+            .values()
+            .filter(|r| r.state == RequestState::InProgress)
+            .filter(|r| {
+                r.waiting_for
+                    .as_deref()
+                    .is_some_and(|w| w == key || w == manual)
+            })
+            .min_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)))
+            .cloned())
+    }
+
     async fn transition(
         &self,
         id: &str,
@@ -663,6 +678,22 @@ impl Store for MemoryStore {
             (team.to_string(), resource.to_string()),
             limit.min(MAX_QUOTA_LIMIT),
         );
+        Ok(())
+    }
+
+    async fn set_quota_limits(
+        &self,
+        team: &str,
+        limits: &[(String, u64)],
+        audit: AuditRecord,
+    ) -> Result<(), StoreError> {
+        check_quota_limits(limits)?;
+        let mut g = self.lock()?;
+        for (resource, limit) in limits {
+            g.limits
+                .insert((team.to_string(), resource.clone()), *limit);
+        }
+        g.audit.push(audit);
         Ok(())
     }
 

@@ -519,6 +519,16 @@ pub fn check_quota_limit(resource: &str, limit: u64) -> Result<(), QuotaLimitErr
     Ok(())
 }
 
+/// Whether every limit of a [`Store::set_quota_limits`] call may be set
+/// ([`check_quota_limit`]); the first refusal, as a [`StoreError::Duplicate`] carrying its
+/// message.
+pub fn check_quota_limits(limits: &[(String, u64)]) -> Result<(), StoreError> {
+    for (resource, limit) in limits {
+        check_quota_limit(resource, *limit).map_err(|e| StoreError::Duplicate(e.to_string()))?;
+    }
+    Ok(())
+}
+
 /// An audit record: who did what to what.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecord {
@@ -703,7 +713,8 @@ pub enum StoreError {
         /// Asked by this request.
         asked: u64,
     },
-    /// A duplicate (an approver deciding twice).
+    /// A duplicate (an approver deciding twice), or another write refused for what it asks
+    /// whatever the store holds (a quota limit no store can hold, see [`check_quota_limits`]).
     #[error("{0}")]
     Duplicate(String),
     /// The backend failed; retry later.
@@ -886,6 +897,10 @@ pub trait Store: Send + Sync {
     /// Requests, newest first.
     async fn list(&self, filter: &RequestFilter) -> Result<Vec<Request>, StoreError>;
 
+    /// The request in `InProgress` that waits for `key`: its `waiting_for` is `key` or
+    /// `manual:{key}` (a manual-mode ticket). The oldest one if several do.
+    async fn request_waiting_for(&self, key: &str) -> Result<Option<Request>, StoreError>;
+
     /// Moves a request from `from` to `to` and appends the event, atomically. With a lease,
     /// the write is fenced.
     async fn transition(
@@ -1010,6 +1025,18 @@ pub trait Store: Send + Sync {
         team: &str,
         resource: &str,
         limit: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Sets a team's limits (resource, limit) and appends `audit`, in one transaction: every
+    /// limit and the record are stored, or none. Limits are checked with
+    /// [`check_quota_limits`] first: a limit no store can hold (an empty resource name, a limit
+    /// above [`MAX_QUOTA_LIMIT`]) refuses the whole call. A resource named twice gets its last
+    /// limit.
+    async fn set_quota_limits(
+        &self,
+        team: &str,
+        limits: &[(String, u64)],
+        audit: AuditRecord,
     ) -> Result<(), StoreError>;
 
     /// Reserves quota for a request, atomically against the limit. Reserving again for the

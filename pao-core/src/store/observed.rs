@@ -17,6 +17,7 @@ pub enum StoreCall {
     Apply,
     Get,
     List,
+    RequestWaitingFor,
     Transition,
     Update,
     AppendEvent,
@@ -31,6 +32,7 @@ pub enum StoreCall {
     RecordDecision,
     Decisions,
     SetQuotaLimit,
+    SetQuotaLimits,
     ReserveQuota,
     ReleaseQuota,
     QuotaUsage,
@@ -51,6 +53,7 @@ impl StoreCall {
             StoreCall::Apply => "apply",
             StoreCall::Get => "get",
             StoreCall::List => "list",
+            StoreCall::RequestWaitingFor => "request_waiting_for",
             StoreCall::Transition => "transition",
             StoreCall::Update => "update",
             StoreCall::AppendEvent => "append_event",
@@ -65,6 +68,7 @@ impl StoreCall {
             StoreCall::RecordDecision => "record_decision",
             StoreCall::Decisions => "decisions",
             StoreCall::SetQuotaLimit => "set_quota_limit",
+            StoreCall::SetQuotaLimits => "set_quota_limits",
             StoreCall::ReserveQuota => "reserve_quota",
             StoreCall::ReleaseQuota => "release_quota",
             StoreCall::QuotaUsage => "quota_usage",
@@ -83,6 +87,7 @@ impl StoreCall {
             self,
             StoreCall::Get
                 | StoreCall::List
+                | StoreCall::RequestWaitingFor
                 | StoreCall::Events
                 | StoreCall::Attempts
                 | StoreCall::Decisions
@@ -101,8 +106,9 @@ impl StoreCall {
 pub enum CallOutcome {
     /// It succeeded.
     Done,
-    /// It succeeded and found nothing: a claim without work, a `get` of an unknown id, an
-    /// `apply_then_claim` whose batch was written and whose claim found no work.
+    /// It succeeded and found nothing: a claim without work, a `get` of an unknown id, a
+    /// `request_waiting_for` that no request waits for, an `apply_then_claim` whose batch was
+    /// written and whose claim found no work.
     Empty,
     /// It returned an error (for `apply_then_claim`: its batch or its claim did).
     Failed,
@@ -223,6 +229,11 @@ impl<S: Store, O: StoreObserver> Store for Observed<S, O> {
     }
     async fn list(&self, filter: &RequestFilter) -> Result<Vec<Request>, StoreError> {
         self.forward(StoreCall::List, self.inner.list(filter)).await
+    }
+    async fn request_waiting_for(&self, key: &str) -> Result<Option<Request>, StoreError> {
+        let run = self.inner.request_waiting_for(key);
+        self.observe(StoreCall::RequestWaitingFor, Option::is_none, run)
+            .await
     }
     async fn transition(
         &self,
@@ -358,6 +369,15 @@ impl<S: Store, O: StoreObserver> Store for Observed<S, O> {
     ) -> Result<(), StoreError> {
         let run = self.inner.set_quota_limit(team, resource, limit);
         self.forward(StoreCall::SetQuotaLimit, run).await
+    }
+    async fn set_quota_limits(
+        &self,
+        team: &str,
+        limits: &[(String, u64)],
+        audit: AuditRecord,
+    ) -> Result<(), StoreError> {
+        let run = self.inner.set_quota_limits(team, limits, audit);
+        self.forward(StoreCall::SetQuotaLimits, run).await
     }
     async fn reserve_quota(
         &self,

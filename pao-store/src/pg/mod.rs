@@ -1,0 +1,4 @@
+//! PostgreSQL, for several replicas on one database.
+
+pub(crate) mod batch_statement;
+pub(crate) mod worker_connections;

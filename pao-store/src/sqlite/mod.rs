@@ -1,0 +1,3 @@
+//! SQLite, the embedded default.
+
+pub(crate) mod group_commit;
