@@ -1092,42 +1092,6 @@ pub trait Store: Send + Sync {
         limit: usize,
     ) -> Result<Vec<Request>, StoreError>;
 
-    /// The request in `InProgress` that waits for `key`: its `waiting_for` is `key` or
-    /// `manual:{key}` (a manual-mode ticket). The oldest one if several do.
-    async fn request_waiting_for(&self, key: &str) -> Result<Option<Request>, StoreError> {
-        let mut waiting = self
-            .list(&RequestFilter {
-                states: vec![RequestState::InProgress],
-                ..RequestFilter::default()
-            })
-            .await?;
-        waiting.reverse();
-        let manual = format!("manual:{key}");
-        Ok(waiting.into_iter().find(|r| {
-            r.waiting_for
-                .as_deref()
-                .is_some_and(|w| w == key || w == manual)
-        }))
-    }
-
-    /// Sets a team's limits (resource, limit) and appends `audit`, in one transaction:
-    /// every limit and the record are stored, or none.
-    async fn set_quota_limits(
-        &self,
-        team: &str,
-        limits: &[(String, u64)],
-        audit: AuditRecord,
-    ) -> Result<(), StoreError> {
-        for (resource, limit) in limits {
-            check_quota_limit(resource, *limit)
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        }
-        for (resource, limit) in limits {
-            self.set_quota_limit(team, resource, *limit).await?;
-        }
-        self.audit(audit).await
-    }
-
     /// Waits until new work may be claimable, or `timeout` passes. The default sleeps; stores
     /// with notifications (PostgreSQL LISTEN/NOTIFY, the in-memory store) wake at once.
     async fn wait_for_work(&self, timeout: Duration) {
