@@ -4,6 +4,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use pao_core::engine::EngineError;
+use pao_core::service::OptionsError;
 use pao_core::store::StoreError;
 use serde_json::{Value, json};
 
@@ -144,6 +145,21 @@ impl From<EngineError> for ApiError {
             ),
             EngineError::TooLarge(why) => {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "PAO-API-BODY-TOO-LARGE", why)
+            }
+            EngineError::Options(e) => {
+                let code = match e {
+                    OptionsError::NoOptions(_) => "PAO-API-NO-OPTIONS",
+                    OptionsError::Param(_) => "PAO-API-OPTIONS-PARAM",
+                    OptionsError::Template(_) => "PAO-API-OPTIONS-TEMPLATE",
+                    OptionsError::Source(_) => {
+                        return ApiError::new(
+                            StatusCode::BAD_GATEWAY,
+                            "PAO-API-OPTIONS-SOURCE",
+                            e.to_string(),
+                        );
+                    }
+                };
+                ApiError::unprocessable(code, e.to_string(), json!([]))
             }
             EngineError::Store(e) => e.into(),
         }

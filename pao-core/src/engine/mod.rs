@@ -124,6 +124,9 @@ pub enum EngineError {
         /// Its item.
         item_id: String,
     },
+    /// A field's options could not be given.
+    #[error(transparent)]
+    Options(#[from] crate::service::OptionsError),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -13,6 +13,7 @@
 //! - [catalog](catalog): visible items with filters and pages, categories, validation
 //!   reports;
 //! - [authoring](authoring): check an item file, preview its form, evaluate a template;
+//! - [options](options): the options of select-like fields (static, catalog, HTTP);
 //! - [operations](operations): usage and performance statistics, the audit trail, readiness,
 //!   cost estimates, and manual-mode tickets resolved from outside.
 //!
@@ -24,6 +25,7 @@ pub mod approvals;
 pub mod authoring;
 pub mod catalog;
 pub mod operations;
+pub mod options;
 pub mod progress;
 pub mod requests;
 pub mod teams;
@@ -33,6 +35,9 @@ pub use authoring::{Evaluation, VariablesInput};
 pub use catalog::{CatalogFilter, CatalogPage, DEFAULT_CATEGORIES, ValidationReport};
 pub use operations::{
     AuditTrail, CostEstimate, CostEstimates, PerformanceStats, TicketOutcome, UsageStats,
+};
+pub use options::{
+    FetchError, FieldOptions, OptionFetcher, OptionValue, OptionsError, OptionsFrom,
 };
 pub use progress::Progress;
 pub use requests::{

@@ -112,7 +112,7 @@ impl Analytics {
             requests: stats.total(),
             finished,
             success_rate: (finished > 0).then(|| completed as f64 / finished as f64),
-            completion_ms: stats.completion_ms.clone(),
+            completion_ms: stats.completion_ms,
             popular_items: popular,
             failure_reasons: stats.failure_reasons.iter().cloned().collect(),
         }

@@ -3,9 +3,9 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use pao_core::catalog::LoadedItem;
-use pao_core::catalog::model::{CatalogSourceKind, FieldOption, FulfillmentMode, LifecycleStatus};
-use pao_core::service::CatalogFilter;
+use pao_core::catalog::model::{FulfillmentMode, LifecycleStatus};
 use pao_core::service::catalog::item_status;
+use pao_core::service::{CatalogFilter, OptionsFrom};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -360,84 +360,22 @@ pub async fn field_options(
     Path((item_id, field_id)): Path<(String, String)>,
     Query(params): Query<std::collections::BTreeMap<String, String>>,
 ) -> Result<Json<FieldOptions>, ApiError> {
-    let item = state.orch.visible_item(&who, &item_id)?;
-    let field = item
-        .item
-        .presentation
-        .iter()
-        .flat_map(|p| p.groups.iter())
-        .flat_map(|g| g.fields.iter())
-        .find(|f| f.id == field_id)
-        .ok_or_else(|| {
-            ApiError::not_found(format!("item `{item_id}` has no field `{field_id}`"))
-        })?;
-    let catalog = state.orch.catalog();
-    let option = |value: &str, label: &str| json!({ "value": value, "label": label });
-    if let Some(opts) = &field.options {
-        let options: Vec<Value> = opts
-            .iter()
-            .map(|o| match o {
-                FieldOption::Plain(s) => option(s, s),
-                FieldOption::Labeled(l) => serde_json::to_value(l).unwrap_or(Value::Null),
-            })
-            .collect();
-        return Ok(Json(FieldOptions {
-            field: field_id,
-            options,
-            source: OptionSource::Static,
-        }));
-    }
-    let Some(source) = &field.source else {
-        return Err(ApiError::unprocessable(
-            "PAO-API-NO-OPTIONS",
-            format!("field `{field_id}` has neither options nor a source"),
-            json!([]),
-        ));
-    };
-    if let Some(c) = &source.catalog {
-        let settings = catalog.settings();
-        let options: Vec<Value> = match c.kind {
-            CatalogSourceKind::Items => catalog
-                .items()
-                .filter(|i| {
-                    c.category
-                        .as_ref()
-                        .is_none_or(|cat| i.item.metadata.category == *cat)
-                })
-                .filter(|i| state.orch.may_see_item(&who, i))
-                .map(|i| option(i.id(), &i.item.metadata.name))
-                .collect(),
-            CatalogSourceKind::Teams => settings
-                .and_then(|s| s.teams.as_ref())
-                .into_iter()
-                .flatten()
-                .map(|t| option(&t.id, &t.name))
-                .collect(),
-            CatalogSourceKind::Environments => settings
-                .and_then(|s| s.environments.as_ref())
-                .into_iter()
-                .flatten()
-                .map(|e| option(&e.id, &e.name))
-                .collect(),
-        };
-        return Ok(Json(FieldOptions {
-            field: field_id,
-            options,
-            source: OptionSource::Catalog,
-        }));
-    }
-    if let Some(http) = &source.http {
-        let options =
-            crate::options::fetch_http_options(&state, &who, &item, http, &params).await?;
-        return Ok(Json(FieldOptions {
-            field: field_id,
-            options,
-            source: OptionSource::Http,
-        }));
-    }
-    Err(ApiError::unprocessable(
-        "PAO-API-NO-OPTIONS",
-        format!("field `{field_id}` has an empty source"),
-        json!([]),
-    ))
+    let fetcher = crate::options::HttpOptions(&state.http);
+    let got = state
+        .orch
+        .field_options(&who, &item_id, &field_id, &params, &fetcher)
+        .await?;
+    Ok(Json(FieldOptions {
+        field: field_id,
+        options: got
+            .options
+            .into_iter()
+            .map(|o| json!({ "value": o.value, "label": o.label }))
+            .collect(),
+        source: match got.from {
+            OptionsFrom::Static => OptionSource::Static,
+            OptionsFrom::Catalog => OptionSource::Catalog,
+            OptionsFrom::Http => OptionSource::Http,
+        },
+    }))
 }

@@ -319,18 +319,6 @@ impl Tail {
         }
     }
 
-    /// Whether the client's credentials still hold and still show the request.
-    async fn still_visible(&self, state: &AppState, creds: &Credentials) -> bool {
-        match creds.still(state).await {
-            Some(who) => state
-                .orch
-                .visible_request(&who, self.watch.id())
-                .await
-                .is_ok(),
-            None => false,
-        }
-    }
-
     async fn step(&mut self, first: bool) -> Flow {
         let changed = match self.drain(500).await {
             Ok(changed) => changed,
