@@ -11,13 +11,15 @@ pub const BUILT_IN_ACTION_TYPES: &[&str] = &[
     "script",
 ];
 
+mod check;
 pub mod diagnostic;
 mod load;
 pub mod model;
 pub mod yaml;
 
+pub use check::valid_cidr;
 pub use diagnostic::{Diagnostic, Severity, codes, render_all};
 pub use load::{
     Catalog, CompiledAction, CompiledItem, ITEM_SCHEMA, LoadOptions, LoadedItem, MAX_FILE_BYTES,
-    SETTINGS_SCHEMA, load_item, load_settings, valid_cidr,
+    SETTINGS_SCHEMA, load_item, load_settings,
 };

@@ -1,0 +1,89 @@
+//! The semantic checks of one item, after it fits the schema and the model: ids, action types
+//! and dependencies, templates and conditions (compiled once, with the catalog's engine),
+//! field values, unused fields and the lifecycle. Each problem is a located diagnostic.
+
+mod actions;
+mod fields;
+mod graph;
+mod sections;
+mod unused;
+
+use std::collections::BTreeSet;
+
+use super::diagnostic::{Diagnostic, Severity, codes};
+use super::load::{CompiledItem, FileDiags, LoadOptions};
+use super::model::{CatalogItem, LifecycleStatus};
+use crate::vars::Declarations;
+
+pub use fields::valid_cidr;
+
+/// Checks an item and compiles everything templated in it.
+pub(super) fn check_item(
+    d: &mut FileDiags,
+    item: &CatalogItem,
+    opts: &LoadOptions,
+    env_allowlist: Option<&BTreeSet<String>>,
+) -> CompiledItem {
+    let engine = &opts.engine;
+    let mut compiled = CompiledItem::default();
+    let fields = fields::collect(d, item);
+    let graph = actions::graph(d, item, opts);
+    let base = Declarations {
+        fields: fields.keys().cloned().collect(),
+        computed: item
+            .computed
+            .iter()
+            .flatten()
+            .map(|(k, _)| k.clone())
+            .collect(),
+        actions: graph.ids.keys().cloned().collect(),
+        completed: BTreeSet::new(),
+        env: env_allowlist.cloned(),
+        allow_result: false,
+    };
+    compiled.computed = sections::computed(d, engine, item, &base);
+    fields::conditions_and_sources(d, engine, item, &fields, &base, &mut compiled);
+    sections::fulfillment(d, engine, item, &graph, &base, &mut compiled);
+    actions::compile(d, engine, &graph, &base, &mut compiled);
+    // Fields nothing reads: only when every read is a literal path, and every template
+    // compiled (a broken template's reads are unknown).
+    if !d.out.iter().any(Diagnostic::is_error) {
+        unused::warn_unused_fields(d, &fields, &compiled);
+    }
+    lifecycle(d, item);
+    compiled
+}
+
+/// PAO-W001 and PAO-W002.
+fn lifecycle(d: &mut FileDiags, item: &CatalogItem) {
+    let Some(l) = &item.lifecycle else { return };
+    match l.status {
+        Some(LifecycleStatus::Deprecated)
+            if l.deprecation
+                .as_ref()
+                .and_then(|x| x.replacement.as_ref())
+                .is_none() =>
+        {
+            d.push(
+                Severity::Warning,
+                codes::DEPRECATED_NO_REPLACEMENT,
+                "/lifecycle/status",
+                format!("item `{}` is deprecated but names no replacement", item.metadata.id),
+                Some("add `lifecycle.deprecation.replacement: <item id>` so requesters know where to go".to_string()),
+            );
+        }
+        Some(LifecycleStatus::Retired) => {
+            d.push(
+                Severity::Warning,
+                codes::RETIRED,
+                "/lifecycle/status",
+                format!(
+                    "item `{}` is retired: it is listed but new requests are refused",
+                    item.metadata.id
+                ),
+                None,
+            );
+        }
+        _ => {}
+    }
+}
