@@ -1,0 +1,380 @@
+//! One plan node of a run: its `when`, journal reuse, rendering, and attempts with retries.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Map, Value};
+use sha2::Digest;
+use tokio_util::sync::CancellationToken;
+
+use super::scopes::redact_value;
+use super::{LEASE_LOST, NodeResult, RunCtx, lease_lost};
+use crate::action::{
+    ActionContext, ActionError, ActionLogger, ActionOutput, ErrorClass, IdempotencyKey,
+};
+use crate::catalog::model::ActionSpec;
+use crate::engine::policy::Retry;
+use crate::store::{AttemptOutcome, AttemptRecord, EventKind, Write};
+use crate::vars::{Context, Engine, LocatedVarError, Scope, ValueTemplate};
+
+impl RunCtx {
+    /// Runs one action (or its rollback) with retries. Returns the output on success, with
+    /// the journal record of the attempt that produced it (still `Running`: the caller
+    /// writes its end).
+    pub(super) async fn attempt_loop(
+        &self,
+        spec: &ActionSpec,
+        type_name: &str,
+        input: &Value,
+        rollback: Option<&Value>,
+    ) -> Result<(ActionOutput, AttemptRecord), ActionError> {
+        let engine = &self.engine;
+        let is_rollback = rollback.is_some();
+        let Some(action) = engine.actions.get(type_name).cloned() else {
+            return Err(ActionError::permanent(format!(
+                "no action of type `{type_name}` is registered"
+            )));
+        };
+        let key = if is_rollback {
+            IdempotencyKey::for_rollback(&self.request.id, &spec.id)
+        } else {
+            IdempotencyKey::for_action(&self.request.id, &spec.id)
+        };
+        let retry = Retry::resolve(spec.retry.as_ref(), self.defaults_retry());
+        let timeout = self.timeout(spec.timeout.as_deref());
+        let target = action.target(input);
+        let input_hash = hex::encode(sha2::Sha256::digest(
+            serde_json::to_vec(input).unwrap_or_default(),
+        ));
+        let stored_input = redact_value(input, &self.scopes.secret_values);
+        let mut attempt = self
+            .journal
+            .iter()
+            .filter(|a| {
+                a.action_id == spec.id
+                    && a.rollback == is_rollback
+                    && a.request_id == self.request.id
+            })
+            .map(|a| a.attempt)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let mut current: Option<AttemptRecord> = None;
+        loop {
+            if self.cancel.is_cancelled() && !is_rollback {
+                return Err(ActionError::cancelled());
+            }
+            let now = engine.clock.now();
+            let result: Result<ActionOutput, ActionError> = if let Err(wait) =
+                engine.breakers.try_acquire(&target, now)
+            {
+                Err(
+                    ActionError::retryable(format!("circuit breaker for `{target}` is open"))
+                        .with_retry_after(wait),
+                )
+            } else {
+                let record = AttemptRecord {
+                    request_id: self.request.id.clone(),
+                    action_id: spec.id.clone(),
+                    rollback: is_rollback,
+                    attempt,
+                    idempotency_key: key.clone(),
+                    input_hash: input_hash.clone(),
+                    input: stored_input.clone(),
+                    started_at: now,
+                    finished_at: None,
+                    outcome: AttemptOutcome::Running,
+                };
+                // The journal entry is durable before the action is called, with what
+                // waited for it.
+                let started = Write::StartAttempt(record.clone());
+                let event = Write::Event {
+                    at: now,
+                    kind: EventKind::ActionStarted {
+                        action_id: spec.id.clone(),
+                        action_type: Some(type_name.to_string()),
+                        attempt,
+                        rollback: is_rollback,
+                    },
+                };
+                if self.flush_with(vec![started, event]).await.is_err() {
+                    return Err(lease_lost());
+                }
+                current = Some(record);
+                let child = if is_rollback {
+                    CancellationToken::new()
+                } else {
+                    self.cancel.child_token()
+                };
+                let ctx = ActionContext {
+                    request_id: self.request.id.clone(),
+                    action_id: spec.id.clone(),
+                    attempt,
+                    idempotency_key: key.clone(),
+                    deadline: Some(now + chrono::Duration::from_std(timeout).unwrap_or_default()),
+                    cancel: child.clone(),
+                    log: ActionLogger::new(self.scopes.secret_values.clone()),
+                    secrets: engine.secrets.clone(),
+                    dry_run: false,
+                };
+                let _slot = engine.global_slots.clone().acquire_owned().await.ok();
+                let _item_slot = match engine.item_semaphore(&self.item.item.metadata.id) {
+                    Some(s) => s.acquire_owned().await.ok(),
+                    None => None,
+                };
+                let call = async {
+                    match rollback {
+                        Some(state) if spec.rollback.is_none() => action
+                            .rollback(&ctx, input, state)
+                            .await
+                            .map(|_| ActionOutput::default()),
+                        _ => action.execute(&ctx, input).await,
+                    }
+                };
+                let r = tokio::select! {
+                    r = call => r,
+                    _ = engine.clock.sleep(timeout) => {
+                        child.cancel();
+                        Err(ActionError::retryable(format!("timed out after {}s", timeout.as_secs_f64())))
+                    }
+                    _ = child.cancelled() => Err(ActionError::cancelled()),
+                };
+                for line in ctx.log.drain() {
+                    self.emit(EventKind::Log {
+                        action_id: Some(spec.id.clone()),
+                        level: line.level,
+                        message: line.message,
+                    });
+                }
+                match &r {
+                    Ok(_) => engine.breakers.record(&target, true, engine.clock.now()),
+                    Err(e) if e.class == ErrorClass::Retryable => {
+                        engine.breakers.record(&target, false, engine.clock.now())
+                    }
+                    Err(_) => {}
+                }
+                r
+            };
+            let now = engine.clock.now();
+            match (result, current.take()) {
+                (Ok(out), Some(record)) => return Ok((out, record)),
+                (Ok(_), None) => return Err(lease_lost()),
+                (Err(mut e), started) => {
+                    e.message = self.scopes.redact(&e.message);
+                    let will_retry = e.is_retryable() && attempt < retry.max_attempts;
+                    // A failure is written at once (with what waited), so watchers see it
+                    // during the backoff.
+                    let mut writes = Vec::new();
+                    if let Some(mut record) = started {
+                        record.outcome = AttemptOutcome::Failed { error: e.clone() };
+                        record.finished_at = Some(now);
+                        writes.push(Write::FinishAttempt(record));
+                    }
+                    writes.push(Write::Event {
+                        at: now,
+                        kind: EventKind::ActionFailed {
+                            action_id: spec.id.clone(),
+                            action_type: Some(type_name.to_string()),
+                            attempt,
+                            rollback: is_rollback,
+                            class: e.class,
+                            error: e.message.clone(),
+                            will_retry,
+                        },
+                    });
+                    if self.flush_with(writes).await.is_err() {
+                        return Err(lease_lost());
+                    }
+                    if !will_retry {
+                        return Err(e);
+                    }
+                    let delay = retry.delay(attempt, key.as_str(), e.retry_after);
+                    if is_rollback {
+                        engine.clock.sleep(delay).await;
+                    } else {
+                        tokio::select! {
+                            _ = engine.clock.sleep(delay) => {}
+                            _ = self.cancel.cancelled() => return Err(ActionError::cancelled()),
+                        }
+                    }
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// Runs one plan node: `when`, journal reuse, render, attempts, outputs.
+    /// Runs one plan node. `inline`: the phase loop awaits this node alone, so its success
+    /// may wait for the run's next write; a node running beside others writes it at once.
+    pub(super) async fn run_node(
+        &self,
+        spec: &ActionSpec,
+        outputs: &Value,
+        inline: bool,
+    ) -> NodeResult {
+        let compiled = self.item.compiled.actions.get(&spec.id);
+        let ctx = self.context(outputs);
+        if let Some(when) = compiled.and_then(|c| c.when.as_ref()) {
+            match when.eval_bool(&ctx) {
+                Ok(false) => {
+                    self.emit(EventKind::ActionSkipped {
+                        action_id: spec.id.clone(),
+                        reason: format!("when `{}` is false", when.source()),
+                    });
+                    return NodeResult::Skipped;
+                }
+                Ok(true) => {}
+                Err(e) => {
+                    return NodeResult::Failed(ActionError::permanent(format!(
+                        "when: {}",
+                        self.scopes.redact(e.message())
+                    )));
+                }
+            }
+        }
+        // A succeeded attempt in the journal (this request's, or the failed request it retries)
+        // is reused: the action does not run again.
+        if let Some(done) = self.journal.iter().rev().find(|a| {
+            a.action_id == spec.id
+                && !a.rollback
+                && matches!(a.outcome, AttemptOutcome::Succeeded { .. })
+        }) {
+            let rolled_back = self.journal.iter().any(|a| {
+                a.request_id == done.request_id
+                    && a.action_id == spec.id
+                    && a.rollback
+                    && matches!(a.outcome, AttemptOutcome::Succeeded { .. })
+            });
+            if !rolled_back && let AttemptOutcome::Succeeded { output, outputs } = &done.outcome {
+                return NodeResult::Succeeded {
+                    outputs: outputs.clone(),
+                    input: done.input.clone(),
+                    state: output.rollback_state.clone(),
+                };
+            }
+        }
+        let input = match compiled.map(|c| render_config(&c.config, &spec.config, &ctx)) {
+            Some(Ok(v)) => v,
+            Some(Err(e)) => {
+                return NodeResult::Failed(ActionError::permanent(format!(
+                    "config{}: {}",
+                    e.pointer,
+                    self.scopes.redact(e.error.message())
+                )));
+            }
+            None => spec.config.clone(),
+        };
+        let type_name = spec.action_type.to_string();
+        match self.attempt_loop(spec, &type_name, &input, None).await {
+            Ok((out, mut record)) => {
+                let attempt = record.attempt;
+                let mut rendered = Map::new();
+                if let Some(c) = compiled {
+                    let oc = ctx.with(Scope::Result, &out.result);
+                    for (k, t) in &c.outputs {
+                        match t.render_value(&oc) {
+                            Ok(v) => {
+                                rendered.insert(k.clone(), v);
+                            }
+                            Err(e) => {
+                                let err = ActionError::permanent(format!(
+                                    "outputs.{k}: {}",
+                                    self.scopes.redact(e.message())
+                                ));
+                                record.outcome = AttemptOutcome::Failed { error: err.clone() };
+                                record.finished_at = Some(self.engine.clock.now());
+                                if self
+                                    .flush_with(vec![Write::FinishAttempt(record)])
+                                    .await
+                                    .is_err()
+                                {
+                                    return NodeResult::Abandoned;
+                                }
+                                return NodeResult::Failed(err);
+                            }
+                        }
+                    }
+                }
+                let outputs = Value::Object(rendered);
+                record.outcome = AttemptOutcome::Succeeded {
+                    output: out.clone(),
+                    outputs: outputs.clone(),
+                };
+                let now = self.engine.clock.now();
+                record.finished_at = Some(now);
+                let finished = [
+                    Write::FinishAttempt(record),
+                    Write::Event {
+                        at: now,
+                        kind: EventKind::ActionSucceeded {
+                            action_id: spec.id.clone(),
+                            action_type: Some(type_name.clone()),
+                            attempt,
+                            rollback: false,
+                        },
+                    },
+                ];
+                if inline {
+                    self.writes.push_all(finished);
+                } else if self.flush_with(finished.into()).await.is_err() {
+                    return NodeResult::Abandoned;
+                }
+                NodeResult::Succeeded {
+                    outputs,
+                    input,
+                    state: out.rollback_state,
+                }
+            }
+            Err(e) if e.message == LEASE_LOST => NodeResult::Abandoned,
+            Err(e) => NodeResult::Failed(e),
+        }
+    }
+}
+
+/// Renders an action's config. A `poll` block (REST actions polling an asynchronous API) may
+/// read `result`, which exists only once the first call was made: it is passed on unrendered,
+/// with the values of the non-secret scopes it reads under `poll.scopes`, and the action
+/// renders it after each response.
+pub(super) fn render_config(
+    template: &ValueTemplate,
+    raw: &Value,
+    ctx: &Context<'_>,
+) -> Result<Value, LocatedVarError> {
+    let (ValueTemplate::Object(entries), Some(Value::Object(poll))) = (template, raw.get("poll"))
+    else {
+        return template.render(ctx);
+    };
+    let mut out = Map::new();
+    for (k, t) in entries.iter().filter(|(k, _)| k != "poll") {
+        let v = t.render(ctx).map_err(|mut e| {
+            e.pointer = format!("/{k}{}", e.pointer);
+            e
+        })?;
+        out.insert(k.clone(), v);
+    }
+    let engine = Engine::new();
+    let mut read = BTreeSet::new();
+    for (k, v) in poll {
+        let refs = match (k.as_str(), v) {
+            ("until", Value::String(src)) => engine
+                .compile_expression(src)
+                .map(|e| e.references())
+                .unwrap_or_default(),
+            (_, Value::String(src)) => engine
+                .compile(src)
+                .map(|t| t.references())
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        read.extend(refs.into_iter().map(|r| r.scope));
+    }
+    let mut scopes = Map::new();
+    for scope in read {
+        if !matches!(scope, Scope::Secrets | Scope::Result) {
+            scopes.insert(scope.name().to_string(), ctx.get(scope).clone());
+        }
+    }
+    let mut poll = poll.clone();
+    poll.insert("scopes".into(), Value::Object(scopes));
+    out.insert("poll".into(), Value::Object(poll));
+    Ok(Value::Object(out))
+}
