@@ -8,7 +8,7 @@ use super::{LEASE_LOST, NodeResult, RunCtx};
 use crate::action::ErrorClass;
 use crate::catalog::model::OnFailure;
 use crate::engine::Orchestrator;
-use crate::engine::plan::Plan;
+use crate::engine::plan::{Plan, PlanNode};
 use crate::store::{AttemptOutcome, EventKind, RequestPatch, RollbackStatus, Write};
 
 impl Orchestrator {
@@ -22,29 +22,7 @@ impl Orchestrator {
         order: &[usize],
         cancelling: bool,
     ) -> Option<bool> {
-        let targets: Vec<usize> = order
-            .iter()
-            .rev()
-            .copied()
-            .filter(|&i| !cancelling || plan.nodes[i].on_failure() == OnFailure::Rollback)
-            .filter(|&i| {
-                let n = &plan.nodes[i];
-                n.spec.rollback.is_some()
-                    || self
-                        .actions
-                        .get(&n.spec.action_type.to_string())
-                        .is_some_and(|a| a.describe().supports_rollback)
-            })
-            // Undone before a crash: not twice.
-            .filter(|&i| {
-                !rc.journal.iter().any(|a| {
-                    a.request_id == rc.request.id
-                        && a.action_id == plan.nodes[i].spec.id
-                        && a.rollback
-                        && matches!(a.outcome, AttemptOutcome::Succeeded { .. })
-                })
-            })
-            .collect();
+        let targets = self.rollback_targets(rc, plan, order, cancelling);
         if targets.is_empty() && rc.request.rollback == RollbackStatus::None {
             return Some(true);
         }
@@ -68,70 +46,7 @@ impl Orchestrator {
             let Some(NodeResult::Succeeded { input, state, .. }) = done.get(&i) else {
                 continue;
             };
-            let (type_name, rb_input) = match (
-                &n.spec.rollback,
-                rc.item
-                    .compiled
-                    .actions
-                    .get(&n.spec.id)
-                    .and_then(|c| c.rollback.as_ref()),
-            ) {
-                (Some(spec), Some(t)) => match t.render(&rc.context(&outputs)) {
-                    Ok(v) => (spec.action_type.to_string(), v),
-                    Err(e) => {
-                        complete = false;
-                        rc.emit(EventKind::ActionFailed {
-                            action_id: n.spec.id.clone(),
-                            action_type: Some(n.spec.rollback.as_ref().map_or_else(
-                                || n.spec.action_type.to_string(),
-                                |r| r.action_type.to_string(),
-                            )),
-                            attempt: 0,
-                            rollback: true,
-                            class: ErrorClass::Permanent,
-                            error: format!("rollback config{}: {}", e.pointer, e.error.message()),
-                            will_retry: false,
-                        });
-                        continue;
-                    }
-                },
-                _ => (n.spec.action_type.to_string(), input.clone()),
-            };
-            let result = if n.spec.rollback.is_some() {
-                rc.attempt_loop(&n.spec, &type_name, &rb_input, Some(&Value::Null))
-                    .await
-            } else {
-                rc.attempt_loop(&n.spec, &type_name, &rb_input, Some(state))
-                    .await
-            };
-            match result {
-                Ok((out, mut record)) => {
-                    let attempt = record.attempt;
-                    record.outcome = AttemptOutcome::Succeeded {
-                        output: out,
-                        outputs: Value::Null,
-                    };
-                    record.finished_at = Some(self.clock.now());
-                    let event = Write::Event {
-                        at: self.clock.now(),
-                        kind: EventKind::ActionSucceeded {
-                            action_id: n.spec.id.clone(),
-                            action_type: Some(type_name.clone()),
-                            attempt,
-                            rollback: true,
-                        },
-                    };
-                    if rc
-                        .flush_with(vec![Write::FinishAttempt(record), event])
-                        .await
-                        .is_err()
-                    {
-                        return None;
-                    }
-                }
-                Err(e) if e.message == LEASE_LOST => return None,
-                Err(_) => complete = false,
-            }
+            complete &= self.undo(rc, n, input, state, &outputs).await?;
         }
         let status = if complete {
             RollbackStatus::Complete
@@ -145,5 +60,112 @@ impl Orchestrator {
         .await
         .ok()?;
         Some(complete)
+    }
+
+    /// The completed nodes to undo, last completed first: those with a rollback (their own,
+    /// or their action type's) not undone yet; on a cancel, only those whose `on_failure`
+    /// is `rollback`.
+    fn rollback_targets(
+        &self,
+        rc: &RunCtx,
+        plan: &Plan,
+        order: &[usize],
+        cancelling: bool,
+    ) -> Vec<usize> {
+        order
+            .iter()
+            .rev()
+            .copied()
+            .filter(|&i| !cancelling || plan.nodes[i].on_failure() == OnFailure::Rollback)
+            .filter(|&i| {
+                let n = &plan.nodes[i];
+                n.spec.rollback.is_some()
+                    || self
+                        .actions
+                        .get(&n.spec.action_type.to_string())
+                        .is_some_and(|a| a.describe().supports_rollback)
+            })
+            // Undone before a crash: not twice.
+            .filter(|&i| {
+                !rc.journal.iter().any(|a| {
+                    a.request_id == rc.request.id
+                        && a.action_id == plan.nodes[i].spec.id
+                        && a.rollback
+                        && matches!(a.outcome, AttemptOutcome::Succeeded { .. })
+                })
+            })
+            .collect()
+    }
+
+    /// Undoes one completed node, with its own rollback action or its type's. Returns `None`
+    /// when the lease was lost, `Some(undone)` otherwise.
+    async fn undo(
+        &self,
+        rc: &RunCtx,
+        n: &PlanNode,
+        input: &Value,
+        state: &Value,
+        outputs: &Value,
+    ) -> Option<bool> {
+        let (type_name, rb_input) = match (
+            &n.spec.rollback,
+            rc.item
+                .compiled
+                .actions
+                .get(&n.spec.id)
+                .and_then(|c| c.rollback.as_ref()),
+        ) {
+            (Some(spec), Some(t)) => match t.render(&rc.context(outputs)) {
+                Ok(v) => (spec.action_type.to_string(), v),
+                Err(e) => {
+                    rc.emit(EventKind::ActionFailed {
+                        action_id: n.spec.id.clone(),
+                        action_type: Some(n.spec.rollback.as_ref().map_or_else(
+                            || n.spec.action_type.to_string(),
+                            |r| r.action_type.to_string(),
+                        )),
+                        attempt: 0,
+                        rollback: true,
+                        class: ErrorClass::Permanent,
+                        error: format!("rollback config{}: {}", e.pointer, e.error.message()),
+                        will_retry: false,
+                    });
+                    return Some(false);
+                }
+            },
+            _ => (n.spec.action_type.to_string(), input.clone()),
+        };
+        let result = if n.spec.rollback.is_some() {
+            rc.attempt_loop(&n.spec, &type_name, &rb_input, Some(&Value::Null))
+                .await
+        } else {
+            rc.attempt_loop(&n.spec, &type_name, &rb_input, Some(state))
+                .await
+        };
+        match result {
+            Ok((out, mut record)) => {
+                let attempt = record.attempt;
+                record.outcome = AttemptOutcome::Succeeded {
+                    output: out,
+                    outputs: Value::Null,
+                };
+                record.finished_at = Some(self.clock.now());
+                let event = Write::Event {
+                    at: self.clock.now(),
+                    kind: EventKind::ActionSucceeded {
+                        action_id: n.spec.id.clone(),
+                        action_type: Some(type_name.clone()),
+                        attempt,
+                        rollback: true,
+                    },
+                };
+                rc.flush_with(vec![Write::FinishAttempt(record), event])
+                    .await
+                    .ok()
+                    .map(|_| true)
+            }
+            Err(e) if e.message == LEASE_LOST => None,
+            Err(_) => Some(false),
+        }
     }
 }

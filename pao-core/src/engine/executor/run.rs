@@ -9,11 +9,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::scopes::{SECRETS_UNAVAILABLE_WAIT, ScopesError};
 use super::{LEASE_LOST, NodeResult, PhaseEnd, RunCtx, RunWrites, Scopes, state_change};
+use crate::catalog::LoadedItem;
 use crate::catalog::model::{ActionSpec, FulfillmentMode};
 use crate::engine::Orchestrator;
 use crate::engine::plan::{Phase, Plan};
 use crate::lifecycle::RequestState;
-use crate::store::{AttemptOutcome, EventKind, Lease, Request, RequestPatch, StoreError, Write};
+use crate::store::{
+    AttemptOutcome, AttemptRecord, EventKind, Lease, Request, RequestPatch, StoreError, Write,
+};
 
 /// Aborts a task when dropped: the heartbeat must stop with the run it renews the lease for,
 /// also when the worker's future is dropped mid-run (an aborted task, a shutdown `select!`);
@@ -266,50 +269,13 @@ impl Orchestrator {
             self.fail(&writes, &request, &lease, reason).await?;
             return Ok(());
         };
-        let scopes = match Scopes::for_run(&self, &request, &item).await {
-            Ok(s) => Arc::new(s),
-            Err(ScopesError::Failed(e)) => {
-                self.fail(&writes, &request, &lease, e).await?;
-                return Ok(());
-            }
-            Err(ScopesError::SecretsUnavailable(e)) => {
-                // An outage of the secret provider is no fault of the request: wait a little,
-                // then give it back (the caller releases the lease) to be claimed again. The
-                // wait is not cut short by a cancel, so that a re-claim cannot spin.
-                if fresh {
-                    writes.push(Write::Event {
-                        at: self.clock.now(),
-                        kind: EventKind::Log {
-                            action_id: None,
-                            level: "warn".into(),
-                            message: format!(
-                                "the secret provider is unavailable ({e}); the request will be tried again"
-                            ),
-                        },
-                    });
-                }
-                self.clock.sleep(SECRETS_UNAVAILABLE_WAIT).await;
-                return Ok(());
-            }
+        let Some(scopes) = self
+            .run_scopes(&writes, &request, &lease, &item, fresh)
+            .await?
+        else {
+            return Ok(());
         };
-        // The journal: this request's attempts, and those of the requests it retries.
-        let mut journal = if fresh {
-            Vec::new()
-        } else {
-            self.store.attempts(&request.id).await?
-        };
-        let mut prior = request.retry_of.clone();
-        let mut hops = 0;
-        while let Some(pid) = prior {
-            if hops > 20 {
-                break;
-            }
-            hops += 1;
-            let mut older = self.store.attempts(&pid).await?;
-            older.append(&mut journal);
-            journal = older;
-            prior = self.store.get(&pid).await?.and_then(|r| r.retry_of);
-        }
+        let journal = self.journal(&request, fresh).await?;
         let rc = RunCtx {
             engine: self.clone(),
             item: item.clone(),
@@ -330,86 +296,164 @@ impl Orchestrator {
         let mut order: Vec<usize> = Vec::new();
         if request.state == RequestState::InProgress {
             match self
-                .run_phase(&rc, &plan, Phase::Main, &mut done, &mut order)
-                .await
+                .main_phase(&rc, &plan, &mut done, &mut order, request)
+                .await?
             {
-                PhaseEnd::Done => {
-                    let has_post = plan.nodes.iter().any(|n| n.phase == Phase::Post);
-                    if !has_post {
-                        self.move_run(&writes, &request, &lease, RequestState::Completed, None)
-                            .await?;
-                        return Ok(());
-                    }
-                    request = self
-                        .move_run(
-                            &writes,
-                            &request,
-                            &lease,
-                            RequestState::PostFulfillment,
-                            None,
-                        )
-                        .await?;
-                }
-                PhaseEnd::Abandoned => return Ok(()),
-                PhaseEnd::Cancelled => {
-                    let complete = self.roll_back(&rc, &plan, &done, &order, true).await;
-                    if complete.is_none() {
-                        return Ok(());
-                    }
-                    self.move_run(
-                        &writes,
-                        &request,
-                        &lease,
-                        RequestState::Cancelled,
-                        Some("cancelled".into()),
-                    )
-                    .await?;
-                    return Ok(());
-                }
-                PhaseEnd::Failed { error, rollback } => {
-                    if rollback
-                        && self
-                            .roll_back(&rc, &plan, &done, &order, false)
-                            .await
-                            .is_none()
-                    {
-                        return Ok(());
-                    }
-                    self.fail(&writes, &request, &lease, error).await?;
-                    return Ok(());
-                }
+                Some(next) => request = next,
+                None => return Ok(()),
             }
         }
         if request.state == RequestState::PostFulfillment {
             // Main outputs are needed by post actions: take them from the journal.
-            match self
-                .run_phase(&rc, &plan, Phase::Post, &mut done, &mut order)
-                .await
-            {
-                PhaseEnd::Done => {
-                    self.move_run(&writes, &request, &lease, RequestState::Completed, None)
+            self.post_phase(&rc, &plan, &mut done, &mut order, &request)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The scopes of a run. `None`: the request cannot run now and the run ends (it failed,
+    /// or waits for the secret provider).
+    async fn run_scopes(
+        &self,
+        writes: &RunWrites,
+        request: &Request,
+        lease: &Lease,
+        item: &LoadedItem,
+        fresh: bool,
+    ) -> Result<Option<Arc<Scopes>>, StoreError> {
+        match Scopes::for_run(self, request, item).await {
+            Ok(s) => Ok(Some(Arc::new(s))),
+            Err(ScopesError::Failed(e)) => {
+                self.fail(writes, request, lease, e).await?;
+                Ok(None)
+            }
+            Err(ScopesError::SecretsUnavailable(e)) => {
+                // An outage of the secret provider is no fault of the request: wait a little,
+                // then give it back (the caller releases the lease) to be claimed again. The
+                // wait is not cut short by a cancel, so that a re-claim cannot spin.
+                if fresh {
+                    writes.push(Write::Event {
+                        at: self.clock.now(),
+                        kind: EventKind::Log {
+                            action_id: None,
+                            level: "warn".into(),
+                            message: format!(
+                                "the secret provider is unavailable ({e}); the request will be tried again"
+                            ),
+                        },
+                    });
+                }
+                self.clock.sleep(SECRETS_UNAVAILABLE_WAIT).await;
+                Ok(None)
+            }
+        }
+    }
+
+    /// The journal of a run: this request's attempts, and those of the requests it retries.
+    async fn journal(
+        &self,
+        request: &Request,
+        fresh: bool,
+    ) -> Result<Vec<AttemptRecord>, StoreError> {
+        let mut journal = if fresh {
+            Vec::new()
+        } else {
+            self.store.attempts(&request.id).await?
+        };
+        let mut prior = request.retry_of.clone();
+        let mut hops = 0;
+        while let Some(pid) = prior {
+            if hops > 20 {
+                break;
+            }
+            hops += 1;
+            let mut older = self.store.attempts(&pid).await?;
+            older.append(&mut journal);
+            journal = older;
+            prior = self.store.get(&pid).await?.and_then(|r| r.retry_of);
+        }
+        Ok(journal)
+    }
+
+    /// Runs the main phase and writes how it ended. Returns the request in
+    /// `PostFulfillment` when post-fulfillment actions follow, `None` when the run is over.
+    async fn main_phase(
+        &self,
+        rc: &RunCtx,
+        plan: &Plan,
+        done: &mut BTreeMap<usize, NodeResult>,
+        order: &mut Vec<usize>,
+        request: Request,
+    ) -> Result<Option<Request>, StoreError> {
+        let (writes, lease) = (&rc.writes, &rc.lease);
+        match self.run_phase(rc, plan, Phase::Main, done, order).await {
+            PhaseEnd::Done => {
+                let has_post = plan.nodes.iter().any(|n| n.phase == Phase::Post);
+                if !has_post {
+                    self.move_run(writes, &request, lease, RequestState::Completed, None)
                         .await?;
+                    return Ok(None);
                 }
-                PhaseEnd::Abandoned => {}
-                PhaseEnd::Cancelled => {
-                    self.move_run(
-                        &writes,
-                        &request,
-                        &lease,
-                        RequestState::Cancelled,
-                        Some("cancelled".into()),
-                    )
+                let next = self
+                    .move_run(writes, &request, lease, RequestState::PostFulfillment, None)
                     .await?;
+                Ok(Some(next))
+            }
+            PhaseEnd::Abandoned => Ok(None),
+            PhaseEnd::Cancelled => {
+                let complete = self.roll_back(rc, plan, done, order, true).await;
+                if complete.is_none() {
+                    return Ok(None);
                 }
-                PhaseEnd::Failed { error, .. } => {
-                    self.fail(
-                        &writes,
-                        &request,
-                        &lease,
-                        format!("post-fulfillment: {error}"),
-                    )
+                self.move_run(
+                    writes,
+                    &request,
+                    lease,
+                    RequestState::Cancelled,
+                    Some("cancelled".into()),
+                )
+                .await?;
+                Ok(None)
+            }
+            PhaseEnd::Failed { error, rollback } => {
+                if rollback && self.roll_back(rc, plan, done, order, false).await.is_none() {
+                    return Ok(None);
+                }
+                self.fail(writes, &request, lease, error).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Runs the post-fulfillment phase and writes how it ended.
+    async fn post_phase(
+        &self,
+        rc: &RunCtx,
+        plan: &Plan,
+        done: &mut BTreeMap<usize, NodeResult>,
+        order: &mut Vec<usize>,
+        request: &Request,
+    ) -> Result<(), StoreError> {
+        let (writes, lease) = (&rc.writes, &rc.lease);
+        match self.run_phase(rc, plan, Phase::Post, done, order).await {
+            PhaseEnd::Done => {
+                self.move_run(writes, request, lease, RequestState::Completed, None)
                     .await?;
-                }
+            }
+            PhaseEnd::Abandoned => {}
+            PhaseEnd::Cancelled => {
+                self.move_run(
+                    writes,
+                    request,
+                    lease,
+                    RequestState::Cancelled,
+                    Some("cancelled".into()),
+                )
+                .await?;
+            }
+            PhaseEnd::Failed { error, .. } => {
+                let reason = format!("post-fulfillment: {error}");
+                self.fail(writes, request, lease, reason).await?;
             }
         }
         Ok(())
