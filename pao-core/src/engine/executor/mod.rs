@@ -1,0 +1,186 @@
+//! Running one claimed request: the action DAG with retries, timeouts, breakers, journaling,
+//! cancellation and rollback; and simulation, which walks the same plan without calling
+//! anything.
+
+mod node;
+mod phase;
+mod rollback;
+mod run;
+mod scopes;
+mod simulate;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use super::Orchestrator;
+use crate::action::ActionError;
+use crate::catalog::LoadedItem;
+use crate::lifecycle::RequestState;
+use crate::store::{AttemptRecord, EventKind, Lease, Request, StateChange, StoreError, Write};
+use crate::vars::{Context, Scope};
+
+pub(crate) use scopes::Scopes;
+pub use simulate::{SimulatedAction, Simulation};
+
+/// How one node ended.
+#[derive(Debug, Clone)]
+enum NodeResult {
+    Succeeded {
+        outputs: Value,
+        input: Value,
+        state: Value,
+    },
+    Skipped,
+    Failed(ActionError),
+    /// The lease was lost: another worker owns the request now.
+    Abandoned,
+}
+
+/// The writes of one run that wait for its next durable write.
+///
+/// A run writes when it must: an attempt's start before the action is called (the journal
+/// entry an idempotent resume relies on), a failure at once, and the end of the request.
+/// What may wait — the move to `InProgress`, an action's log lines, the success of an action
+/// the phase loop ran alone in its own task (the next start or the final transition follows
+/// with no task switch in between) — rides along with that write in the same transaction, so a one-action request costs three
+/// durable writes (claim, start, finish + end) instead of eight. In a worker loop the claim of
+/// the next request rides along with the end ([`Store::apply_then_claim`]): two round trips a
+/// request on a busy PostgreSQL store.
+#[derive(Default)]
+pub(crate) struct RunWrites {
+    pending: std::sync::Mutex<Vec<Write>>,
+    /// A terminal transition was written (the lease went with it).
+    ended: std::sync::atomic::AtomicBool,
+    /// The worker loop's id: the run's final write claims its next request.
+    worker_id: String,
+    /// The request claimed with the final write, for the worker loop to run next.
+    claimed: std::sync::Mutex<Option<(Request, Lease)>>,
+}
+
+impl RunWrites {
+    fn push(&self, w: Write) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.push(w);
+        }
+    }
+
+    fn push_all(&self, ws: impl IntoIterator<Item = Write>) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.extend(ws);
+        }
+    }
+
+    fn take(&self) -> Vec<Write> {
+        self.pending
+            .lock()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pending.lock().map(|p| p.is_empty()).unwrap_or(true)
+    }
+}
+
+/// A transition write by `actor`.
+pub(crate) fn state_change(
+    from: RequestState,
+    to: RequestState,
+    actor: &str,
+    reason: Option<String>,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Write {
+    Write::Transition {
+        from,
+        to,
+        change: StateChange {
+            actor: actor.to_string(),
+            reason,
+            at,
+        },
+    }
+}
+
+/// Shared, cheap-to-clone data for node tasks.
+#[derive(Clone)]
+struct RunCtx {
+    engine: Arc<Orchestrator>,
+    item: Arc<LoadedItem>,
+    request: Request,
+    lease: Lease,
+    scopes: Arc<Scopes>,
+    cancel: CancellationToken,
+    journal: Arc<Vec<AttemptRecord>>,
+    writes: Arc<RunWrites>,
+}
+
+impl RunCtx {
+    fn context<'a>(&'a self, outputs: &'a Value) -> Context<'a> {
+        self.scopes.context().with(Scope::Outputs, outputs)
+    }
+
+    /// Appends an event with the run's next write.
+    fn emit(&self, kind: EventKind) {
+        self.writes.push(Write::Event {
+            at: self.engine.clock.now(),
+            kind,
+        });
+    }
+
+    /// Writes what waits, with `extra`, now.
+    async fn flush_with(&self, extra: Vec<Write>) -> Result<Request, StoreError> {
+        self.engine
+            .commit_run(&self.writes, &self.request, &self.lease, extra)
+            .await
+    }
+
+    /// Writes what waits, if anything does.
+    async fn flush(&self) -> Result<(), StoreError> {
+        if !self.writes.is_empty() {
+            self.flush_with(Vec::new()).await?;
+        }
+        Ok(())
+    }
+
+    fn defaults_retry(&self) -> Option<&crate::catalog::model::RetryPolicy> {
+        self.item
+            .item
+            .fulfillment
+            .defaults
+            .as_ref()
+            .and_then(|d| d.retry.as_ref())
+    }
+
+    fn timeout(&self, spec_timeout: Option<&str>) -> Duration {
+        spec_timeout
+            .or_else(|| {
+                self.item
+                    .item
+                    .fulfillment
+                    .defaults
+                    .as_ref()
+                    .and_then(|d| d.timeout.as_deref())
+            })
+            .and_then(crate::vars::parse_duration_ms)
+            .and_then(|ms| u64::try_from(ms).ok())
+            .map(Duration::from_millis)
+            .unwrap_or(self.engine.config.default_timeout)
+    }
+}
+
+const LEASE_LOST: &str = "lease lost";
+
+fn lease_lost() -> ActionError {
+    ActionError::permanent(LEASE_LOST)
+}
+
+/// How a phase ended.
+enum PhaseEnd {
+    Done,
+    Failed { error: String, rollback: bool },
+    Cancelled,
+    Abandoned,
+}

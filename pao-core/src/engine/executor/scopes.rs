@@ -1,0 +1,184 @@
+//! The template scopes of a run: request, item, environment, computed values and secrets.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::Orchestrator;
+use crate::catalog::LoadedItem;
+use crate::secrets::SecretError;
+use crate::store::Request;
+use crate::vars::{Context, Scope};
+
+/// The owned values behind a request's template context.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Scopes {
+    user: Value,
+    metadata: Value,
+    request: Value,
+    system: Value,
+    env: Value,
+    fields: Value,
+    pub(super) computed: Value,
+    pub(super) secrets: Value,
+    /// Every secret value, for redaction.
+    pub secret_values: Vec<String>,
+}
+
+impl Scopes {
+    pub(crate) fn context(&self) -> Context<'_> {
+        Context::new()
+            .with(Scope::User, &self.user)
+            .with(Scope::Metadata, &self.metadata)
+            .with(Scope::Request, &self.request)
+            .with(Scope::System, &self.system)
+            .with(Scope::Env, &self.env)
+            .with(Scope::Fields, &self.fields)
+            .with(Scope::Computed, &self.computed)
+            .with(Scope::Secrets, &self.secrets)
+    }
+
+    pub(super) fn base(engine: &Orchestrator, request: &Request, item: &LoadedItem) -> Scopes {
+        Scopes {
+            user: request.requester.to_scope(),
+            metadata: serde_json::to_value(&item.item.metadata).unwrap_or(Value::Null),
+            request: Orchestrator::request_scope(request),
+            system: engine.system_scope(),
+            env: Value::Object(engine.config.env.clone()),
+            fields: request.fields.clone(),
+            ..Scopes::default()
+        }
+    }
+
+    /// Scopes for admission (no secrets; computed values evaluated where they can be).
+    pub(crate) fn for_admission(
+        engine: &Orchestrator,
+        request: &Request,
+        item: &LoadedItem,
+    ) -> Scopes {
+        let mut s = Scopes::base(engine, request, item);
+        let _ = s.compute(item);
+        s
+    }
+
+    pub(super) fn compute(&mut self, item: &LoadedItem) -> Result<(), String> {
+        let mut computed = Map::new();
+        for (name, t) in &item.compiled.computed {
+            self.computed = Value::Object(computed.clone());
+            let v = t
+                .render_value(&self.context())
+                .map_err(|e| format!("computed `{name}`: {}", e.message()))?;
+            computed.insert(name.clone(), v);
+        }
+        self.computed = Value::Object(computed);
+        Ok(())
+    }
+
+    pub(super) async fn for_run(
+        engine: &Orchestrator,
+        request: &Request,
+        item: &LoadedItem,
+    ) -> Result<Scopes, ScopesError> {
+        let mut s = Scopes::base(engine, request, item);
+        // Fetch only the secrets the item's templates read.
+        let mut names = BTreeSet::new();
+        let mut collect = |refs: Vec<crate::vars::Reference>| {
+            for r in refs {
+                if r.scope == Scope::Secrets
+                    && let Some(n) = r.path.first()
+                {
+                    names.insert(n.clone());
+                }
+            }
+        };
+        let c = &item.compiled;
+        for (_, t) in &c.computed {
+            collect(t.references());
+        }
+        for a in c.actions.values() {
+            a.config
+                .for_each_template(&mut |_, t| collect(t.references()));
+            if let Some(rb) = &a.rollback {
+                rb.for_each_template(&mut |_, t| collect(t.references()));
+            }
+            if let Some(w) = &a.when {
+                collect(w.references());
+            }
+        }
+        for t in c.sections.values() {
+            t.for_each_template(&mut |_, t| collect(t.references()));
+        }
+        let mut secrets = Map::new();
+        for name in names {
+            match engine.secrets.get(&name).await {
+                Ok(v) => {
+                    s.secret_values.push(v.clone());
+                    secrets.insert(name, Value::String(v));
+                }
+                Err(SecretError::Unavailable(why)) => {
+                    return Err(ScopesError::SecretsUnavailable(format!(
+                        "secret `{name}`: {why}"
+                    )));
+                }
+                // A missing or refused secret: the template that reads it fails, for good.
+                Err(SecretError::NotFound(_) | SecretError::Denied(_)) => {}
+            }
+        }
+        // Secret form fields of this request, kept in memory by the engine that accepted it.
+        let from_form = engine
+            .field_secrets
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&request.id).cloned())
+            .unwrap_or_default();
+        for (k, v) in from_form {
+            if let Some(text) = v.as_str() {
+                s.secret_values.push(text.to_string());
+            }
+            secrets.insert(k, v);
+        }
+        s.secrets = Value::Object(secrets);
+        s.compute(item).map_err(ScopesError::Failed)?;
+        Ok(s)
+    }
+
+    pub(super) fn redact(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for s in self.secret_values.iter().filter(|s| s.len() >= 3) {
+            out = out.replace(s.as_str(), "[REDACTED]");
+        }
+        out
+    }
+}
+
+/// Why a run's scopes could not be built.
+pub(super) enum ScopesError {
+    /// A template cannot be rendered: the request fails.
+    Failed(String),
+    /// The secret provider did not answer: the request waits and is tried again.
+    SecretsUnavailable(String),
+}
+
+/// How long a run waits, holding its lease, after the secret provider failed, before it gives
+/// the request back to be claimed again.
+pub(crate) const SECRETS_UNAVAILABLE_WAIT: Duration = Duration::from_secs(10);
+
+pub(super) fn redact_value(v: &Value, secrets: &[String]) -> Value {
+    match v {
+        Value::String(s) => {
+            let mut out = s.clone();
+            for x in secrets.iter().filter(|x| x.len() >= 3) {
+                out = out.replace(x.as_str(), "[REDACTED]");
+            }
+            Value::String(out)
+        }
+        Value::Array(a) => Value::Array(a.iter().map(|x| redact_value(x, secrets)).collect()),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, x)| (k.clone(), redact_value(x, secrets)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
