@@ -27,6 +27,7 @@ pub mod finished;
 pub mod limits;
 pub mod metrics;
 pub mod options;
+#[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod search;
 pub mod serve;

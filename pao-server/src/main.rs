@@ -47,7 +47,8 @@ struct ServeArgs {
     #[arg(long, env = "PAO_LOG_FORMAT")]
     log_format: Option<String>,
     /// Start local fakes of JIRA, GitHub, Terraform Cloud and the example REST services,
-    /// point the catalog at them and print development tokens.
+    /// point the catalog at them and print development tokens (needs the `sandbox` feature,
+    /// on by default).
     #[arg(long)]
     sandbox: bool,
 }
@@ -226,6 +227,27 @@ mod serve {
 
     use super::ServeArgs;
 
+    /// `--sandbox`: the fakes of `pao_server::sandbox`, or a clear error when this binary was
+    /// built without them.
+    mod sandbox {
+        #[cfg(feature = "sandbox")]
+        pub use pao_server::sandbox::prepare;
+
+        #[cfg(not(feature = "sandbox"))]
+        pub async fn prepare(
+            _: pao_server::config::ServerConfig,
+        ) -> anyhow::Result<(
+            pao_server::config::ServerConfig,
+            pao_server::state::Overrides,
+            std::convert::Infallible,
+            String,
+        )> {
+            anyhow::bail!(
+                "--sandbox: this `pao` was built without the `sandbox` feature (it is on by default; rebuild without `--no-default-features`)"
+            )
+        }
+    }
+
     fn config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
         let mut c = match &args.config {
             Some(p) => ServerConfig::from_file(p)?,
@@ -269,7 +291,7 @@ mod serve {
         runtime.block_on(async move {
             let started = std::time::Instant::now();
             let (config, over, _sandbox, banner) = if args.sandbox {
-                let (c, o, s, b) = pao_server::sandbox::prepare(config).await?;
+                let (c, o, s, b) = sandbox::prepare(config).await?;
                 (c, o, Some(s), Some(b))
             } else {
                 (config, Default::default(), None, None)

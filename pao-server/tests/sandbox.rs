@@ -1,6 +1,7 @@
 //! `pao serve --sandbox` as a newcomer runs it: the real binary on the example catalog with
 //! the local fakes; a request submitted with curl-like calls reaches `Completed`, and one that
 //! needs approval completes after the approver approves.
+#![cfg(feature = "sandbox")]
 
 mod support;
 

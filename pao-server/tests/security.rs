@@ -502,6 +502,7 @@ async fn webhook_keys_must_be_keys() {
     assert!(e.to_string().contains("github_secret"), "{e}");
 }
 
+#[cfg(feature = "sandbox")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sandbox_stays_on_this_machine() {
     let config = pao_server::config::ServerConfig {

@@ -1,6 +1,6 @@
 //! Durable state behind the engine. One trait, [`Store`], implemented in memory here and on
-//! SQLite and PostgreSQL in `pao-store`; [`conformance`] is the shared test suite every
-//! implementation must pass (River's driver-test idea).
+//! SQLite and PostgreSQL in `pao-store`; `conformance` (behind the `conformance` cargo feature)
+//! is the shared test suite every implementation must pass (River's driver-test idea).
 //!
 //! The contract, in short:
 //! - a state change and its event commit together ([`Store::transition`]); a transition from
@@ -17,6 +17,7 @@
 //!   once. The engine writes through these, so each durable write it waits for carries
 //!   everything that was ready.
 
+#[cfg(feature = "conformance")]
 pub mod conformance;
 mod memory;
 mod observed;
