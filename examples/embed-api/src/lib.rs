@@ -55,8 +55,9 @@ pub async fn serve(
     stop: CancellationToken,
 ) -> std::io::Result<()> {
     let worker = tokio::spawn(pao.clone().run_worker("lab-1".into(), stop.clone()));
-    let app = axum::serve(listener, router(pao));
-    app.with_graceful_shutdown(stop.clone().cancelled_owned())
+    let shutdown = stop.clone().cancelled_owned();
+    axum::serve(listener, router(pao))
+        .with_graceful_shutdown(shutdown)
         .await?;
     stop.cancel();
     worker.await.map_err(std::io::Error::other)

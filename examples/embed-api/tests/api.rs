@@ -302,3 +302,31 @@ async fn bad_input_is_refused_with_where_it_is_wrong() {
     let (status, _) = lab.get("ada", "/requests/no-such-request").await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn the_program_serves_on_the_address_it_prints() {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pao-example-embed-api"))
+        .env("LAB_API_ADDR", "127.0.0.1:0")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the program starts");
+    let mut line = String::new();
+    let stdout = child.stdout.take().unwrap();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .map(str::parse);
+    let lab = Lab {
+        addr: addr.expect("it prints its address").unwrap(),
+        stop: CancellationToken::new(),
+    };
+    let (status, items) = lab.get("ada", "/items").await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(status, 200, "{items}");
+    assert_eq!(items.as_array().map(Vec::len), Some(2));
+}
