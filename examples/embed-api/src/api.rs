@@ -127,6 +127,20 @@ pub async fn mine(State(pao): Pao, User(who): User) -> Result<Json<Vec<RequestVi
     Ok(Json(page.requests.iter().map(RequestView::of).collect()))
 }
 
+/// `GET /approvals`: the requests waiting for the caller's decision, newest first.
+pub async fn approvals(
+    State(pao): Pao,
+    User(who): User,
+) -> Result<Json<Vec<RequestView>>, Problem> {
+    let page = pao.pending_for(&who, None, None).await?;
+    Ok(Json(
+        page.approvals
+            .iter()
+            .map(|p| RequestView::of(&p.request))
+            .collect(),
+    ))
+}
+
 /// `GET /requests/{id}`: one request, if the caller may see it (404 otherwise).
 pub async fn request(
     State(pao): Pao,

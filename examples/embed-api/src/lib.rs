@@ -44,6 +44,7 @@ pub fn router(pao: Arc<Orchestrator>) -> Router {
         .route("/requests/{id}", get(api::request))
         .route("/requests/{id}/cancel", post(api::cancel))
         .route("/requests/{id}/approve", post(api::approve))
+        .route("/approvals", get(api::approvals))
         .with_state(pao)
 }
 

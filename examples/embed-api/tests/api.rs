@@ -182,6 +182,10 @@ async fn a_lead_approves_and_the_request_runs() {
     assert_eq!(status, 404);
 
     // Cy, a lead, sees what waits for them and approves it.
+    let (_, waiting) = lab.get("cy", "/approvals").await;
+    assert_eq!(waiting[0]["id"], id, "{waiting}");
+    let (_, none) = lab.get("bob", "/approvals").await;
+    assert_eq!(none, json!([]));
     let (status, waiting) = lab.get("cy", &format!("/requests/{id}")).await;
     assert_eq!(
         (status, &waiting["state"]),
@@ -191,6 +195,8 @@ async fn a_lead_approves_and_the_request_runs() {
     let (status, approved) = lab.post("cy", &approve, json!({})).await;
     assert_eq!(status, 200, "{approved}");
     assert_eq!(approved["state"], "queued");
+    let (_, decided) = lab.get("cy", "/approvals").await;
+    assert_eq!(decided, json!([]));
     let done = lab.until_done("ada", id).await;
     assert_eq!(done["state"], "completed", "{done}");
     assert_eq!(

@@ -68,12 +68,21 @@ fn the_guide_lists_every_route() {
             (path, method)
         })
         .collect();
-    assert_eq!(routes.len(), 6, "{routes:?}");
+    assert_eq!(routes.len(), 7, "{routes:?}");
     for (path, method) in routes {
         let row = format!("| `{} {path}` |", method.to_uppercase());
         assert!(
             section().contains(&row),
             "the guide's route table lacks {row}"
         );
+    }
+}
+
+#[test]
+fn the_handlers_call_only_the_service_layer() {
+    for (file, text) in [("api.rs", SOURCES[2]), ("identity.rs", SOURCES[3])] {
+        for word in ["Store", ".store", "store("] {
+            assert!(!text.contains(word), "src/{file} uses the store (`{word}`)");
+        }
     }
 }
