@@ -60,7 +60,8 @@ pub enum Permission {
     View,
     /// Submit a request for an item.
     Submit,
-    /// Approve or reject a request.
+    /// Approve or reject a request. The item's approvers say who may decide; the authorizer
+    /// may still refuse one of them (the default authorizer never does).
     Approve,
     /// Cancel or retry a request.
     Cancel,

@@ -215,3 +215,62 @@ async fn quota_limits_are_checked_and_stored_with_their_audit_record() {
     let usage = store.quota_usage("payments").await.unwrap();
     assert_eq!(usage[0].limit, Some(8));
 }
+
+/// An embedder's rule: contractors never decide on requests, whatever the catalog says.
+struct NoContractorApprovals;
+
+impl Authorizer for NoContractorApprovals {
+    fn allowed(
+        &self,
+        who: &Principal,
+        what: Permission,
+        item: &CatalogItem,
+        owner: Option<(&str, &str)>,
+    ) -> bool {
+        if what == Permission::Approve && who.roles.iter().any(|r| r == "contractor") {
+            return false;
+        }
+        ItemAccessAuthorizer.allowed(who, what, item, owner)
+    }
+}
+
+const APPROVED_ITEM: &str = r#"fulfillment:
+  mode: automated
+  approval:
+    approvers: { teams: [leads], min_approvals: 1 }
+  actions:
+    - { id: one, type: "plugin:test", config: {} }
+"#;
+
+#[tokio::test]
+async fn the_authorizer_may_refuse_an_approver_named_by_the_item() {
+    let mut registry = ActionRegistry::new();
+    registry.register(Arc::new(TestAction {
+        ledger: Arc::new(Ledger::default()),
+    }));
+    let catalog = catalog(&[("gated", APPROVED_ITEM)], &registry);
+    let engine = Orchestrator::builder(catalog, Arc::new(MemoryStore::new()))
+        .actions(registry)
+        .authorizer(Arc::new(NoContractorApprovals))
+        .build();
+    let r = engine
+        .submit_request(&dev(), "gated", &json!({}), SubmitOptions::default())
+        .await
+        .unwrap()
+        .request;
+    assert_eq!(r.state, RequestState::AwaitingApproval);
+    // Both are in the approving team; only one is let decide.
+    let contractor = Principal::new("c1", &["leads", "payments"], &["contractor"]);
+    let lead = Principal::new("l1", &["leads", "payments"], &["developer"]);
+    assert!(!engine.may_decide(&contractor, &r));
+    let refused = engine.approve_request(&contractor, &r.id, None).await;
+    assert!(
+        matches!(refused, Err(EngineError::Forbidden(_))),
+        "{refused:?}"
+    );
+    let pending = engine.pending_for(&contractor, None, None).await.unwrap();
+    assert!(pending.approvals.is_empty(), "{:?}", pending.approvals);
+    assert!(engine.may_decide(&lead, &r));
+    let approved = engine.approve_request(&lead, &r.id, None).await.unwrap();
+    assert_ne!(approved.state, RequestState::AwaitingApproval);
+}

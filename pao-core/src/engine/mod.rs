@@ -875,14 +875,23 @@ impl Orchestrator {
                 .iter()
                 .flatten()
                 .any(|u| *u == who.id || who.email.as_deref() == Some(u));
-        if ok {
-            Ok(())
-        } else {
-            Err(EngineError::Forbidden(format!(
+        if !ok {
+            return Err(EngineError::Forbidden(format!(
                 "{} is not an approver of this request",
                 who.id
-            )))
+            )));
         }
+        let owner = Some((request.requester.id.as_str(), request.team.as_str()));
+        if !self
+            .authz
+            .allowed(who, Permission::Approve, &item.item, owner)
+        {
+            return Err(EngineError::Forbidden(format!(
+                "the authorizer does not let {} decide on this request",
+                who.id
+            )));
+        }
+        Ok(())
     }
 
     /// Approves; with enough approvals the request is queued.
