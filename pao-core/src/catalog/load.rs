@@ -651,6 +651,14 @@ pub fn load_settings(file: &str, source: &str) -> (Option<CatalogSettings>, Vec<
             );
         }
     }
+    if let Some(defaults) = &settings.defaults {
+        if let Some(a) = &defaults.approval {
+            super::check::durations::check_approval(&mut d, "/defaults/approval", a);
+        }
+        if let Some(x) = &defaults.execution {
+            super::check::durations::check_execution(&mut d, "/defaults/execution", x);
+        }
+    }
     let ok = !d.out.iter().any(Diagnostic::is_error);
     (ok.then_some(settings), d.out)
 }

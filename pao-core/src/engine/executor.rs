@@ -22,7 +22,7 @@ use crate::action::{
 };
 use crate::authz::Principal;
 use crate::catalog::LoadedItem;
-use crate::catalog::model::{ActionSpec, FulfillmentMode, OnFailure};
+use crate::catalog::model::{ActionSpec, DurationText, FulfillmentMode, OnFailure};
 use crate::lifecycle::RequestState;
 use crate::secrets::SecretError;
 use crate::store::{
@@ -332,7 +332,7 @@ impl RunCtx {
             .and_then(|d| d.retry.as_ref())
     }
 
-    fn timeout(&self, spec_timeout: Option<&str>) -> Duration {
+    fn timeout(&self, spec_timeout: Option<&DurationText>) -> Duration {
         spec_timeout
             .or_else(|| {
                 self.item
@@ -340,11 +340,9 @@ impl RunCtx {
                     .fulfillment
                     .defaults
                     .as_ref()
-                    .and_then(|d| d.timeout.as_deref())
+                    .and_then(|d| d.timeout.as_ref())
             })
-            .and_then(crate::vars::parse_duration_ms)
-            .and_then(|ms| u64::try_from(ms).ok())
-            .map(Duration::from_millis)
+            .and_then(DurationText::get)
             .unwrap_or(self.engine.config.default_timeout)
     }
 
@@ -371,7 +369,7 @@ impl RunCtx {
             IdempotencyKey::for_action(&self.request.id, &spec.id)
         };
         let retry = Retry::resolve(spec.retry.as_ref(), self.defaults_retry());
-        let timeout = self.timeout(spec.timeout.as_deref());
+        let timeout = self.timeout(spec.timeout.as_ref());
         let target = action.target(input);
         let input_hash = hex::encode(sha2::Sha256::digest(
             serde_json::to_vec(input).unwrap_or_default(),
@@ -1646,17 +1644,17 @@ impl Orchestrator {
             let rc_timeout = n
                 .spec
                 .timeout
-                .as_deref()
+                .as_ref()
                 .or_else(|| {
                     item.item
                         .fulfillment
                         .defaults
                         .as_ref()
-                        .and_then(|d| d.timeout.as_deref())
+                        .and_then(|d| d.timeout.as_ref())
                 })
-                .and_then(crate::vars::parse_duration_ms)
-                .and_then(|ms| u64::try_from(ms).ok())
-                .unwrap_or(self.config.default_timeout.as_millis() as u64);
+                .and_then(DurationText::get)
+                .unwrap_or(self.config.default_timeout)
+                .as_millis() as u64;
             let start = n.deps.iter().map(|&d| finish_ms[d]).max().unwrap_or(0);
             finish_ms[i] = start
                 + if will_run == Some(false) {
