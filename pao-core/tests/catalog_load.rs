@@ -417,6 +417,30 @@ fn e021_durations_are_parsed_at_load() {
 }
 
 #[test]
+fn e022_field_patterns_compile_at_load() {
+    let manual = "fulfillment: { mode: manual, manual: { jira: { project: P, issue_type: Task, summary: s } } }\n";
+    let form = |pattern: &str| {
+        format!(
+            "{HEAD}presentation:\n  groups:\n    - id: g\n      title: G\n      fields:\n        - {{ id: name, type: text, validation: {{ pattern: \"{pattern}\" }} }}\n{manual}"
+        )
+    };
+    let d = first(&form("^([a-z]+$"));
+    assert_eq!(
+        (d.code, d.pointer.as_str(), d.line),
+        (
+            "PAO-E022",
+            "/presentation/groups/0/fields/0/validation/pattern",
+            15
+        )
+    );
+    let (item, diags) = load_item("t.yaml", &form("^[a-z]+$"), &options());
+    assert!(diags.iter().all(|d| !d.is_error()), "{diags:?}");
+    let item = item.expect("a valid pattern loads");
+    let re = &item.compiled.patterns["name"];
+    assert!(re.is_match("abc") && !re.is_match("ABC"));
+}
+
+#[test]
 fn warnings_for_lifecycle() {
     let manual = "fulfillment: { mode: manual, manual: { jira: { project: P, issue_type: Task, summary: s } } }\n";
     let (item, diags) = load_item(

@@ -71,6 +71,8 @@ pub mod codes {
     pub const ACTION_CONFIG: &str = "PAO-E020";
     /// A duration that is not one PAO takes (it does not parse, or is longer than ten years).
     pub const DURATION: &str = "PAO-E021";
+    /// A field's `validation.pattern` that is not a regular expression.
+    pub const PATTERN: &str = "PAO-E022";
     /// Deprecated item without a replacement.
     pub const DEPRECATED_NO_REPLACEMENT: &str = "PAO-W001";
     /// Retired item.

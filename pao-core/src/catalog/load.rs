@@ -108,6 +108,8 @@ pub struct CompiledItem {
     pub actions: BTreeMap<String, CompiledAction>,
     /// Other templated sections (manual ticket, cost, sources, monitoring, quota) by pointer.
     pub sections: BTreeMap<String, ValueTemplate>,
+    /// Each field's `validation.pattern`, by field id.
+    pub patterns: BTreeMap<String, regex::Regex>,
 }
 
 /// A loaded, valid item.

@@ -1,8 +1,10 @@
 //! Form fields: unique ids, defaults and options that fit the type, the conditions of groups
-//! and fields (with the `required_when` rules), and the templates of option sources.
+//! and fields (with the `required_when` rules), validation patterns, and the templates of option
+//! sources.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use regex::Regex;
 use serde_json::Value;
 
 use super::sections::compile_section;
@@ -60,8 +62,8 @@ pub(super) fn collect(d: &mut FileDiags, item: &CatalogItem) -> BTreeMap<String,
     fields
 }
 
-/// Compiles the conditions of groups and fields and the templates of field sources, in form
-/// order.
+/// Compiles the conditions of groups and fields, the fields' validation patterns and the
+/// templates of their sources, in form order.
 pub(super) fn conditions_and_sources(
     d: &mut FileDiags,
     engine: &Engine,
@@ -89,6 +91,37 @@ pub(super) fn conditions_and_sources(
                 let v = serde_json::to_value(src).unwrap_or(Value::Null);
                 compile_section(d, engine, &format!("{fptr}/source"), &v, base, compiled);
             }
+            if let Some(v) = &f.validation {
+                let ptr = format!("{fptr}/validation/pattern");
+                if let Some(re) = compile_pattern(d, &ptr, &f.id, &v.pattern) {
+                    compiled.patterns.insert(f.id.clone(), re);
+                }
+            }
+        }
+    }
+}
+
+/// A field's `validation.pattern` (PAO-E022).
+fn compile_pattern(d: &mut FileDiags, ptr: &str, id: &str, pattern: &str) -> Option<Regex> {
+    match Regex::new(pattern) {
+        Ok(re) => Some(re),
+        Err(e) => {
+            let text = e.to_string();
+            let why = text
+                .lines()
+                .find_map(|l| l.strip_prefix("error: "))
+                .unwrap_or(&text)
+                .to_string();
+            d.error(
+                codes::PATTERN,
+                ptr,
+                format!("the pattern of field `{id}` is not a regular expression: {why}"),
+                Some(
+                    "write a regular expression in Rust regex syntax, e.g. `^[a-z][a-z0-9-]*$`"
+                        .to_string(),
+                ),
+            );
+            None
         }
     }
 }
