@@ -377,6 +377,10 @@ fn located(yaml: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+fn one(code: &str, pointer: &str) -> Vec<(String, String)> {
+    vec![(code.to_string(), pointer.to_string())]
+}
+
 #[test]
 fn e021_durations_are_parsed_at_load() {
     // The schema takes any whole number with a unit; one PAO cannot use is refused when the
@@ -438,6 +442,46 @@ fn e022_field_patterns_compile_at_load() {
     let item = item.expect("a valid pattern loads");
     let re = &item.compiled.patterns["name"];
     assert!(re.is_match("abc") && !re.is_match("ABC"));
+}
+
+#[test]
+fn e023_option_sources_compile_at_load() {
+    let manual = "fulfillment: { mode: manual, manual: { jira: { project: P, issue_type: Task, summary: \"${{ fields.team }}\" } } }\n";
+    let form = |http: &str| {
+        format!(
+            "{HEAD}presentation:\n  groups:\n    - id: g\n      title: G\n      fields:\n        - {{ id: team, type: select, source: {{ http: {{ {http} }} }} }}\n{manual}"
+        )
+    };
+    assert_eq!(
+        located(&form("url: \"https://teams.example/list\", items: \"$[[\"")),
+        one(
+            "PAO-E023",
+            "/presentation/groups/0/fields/0/source/http/items"
+        )
+    );
+    assert_eq!(
+        located(&form("url: \"https://teams.example/${{ env.X + }}\"")),
+        one(
+            "PAO-E010",
+            "/presentation/groups/0/fields/0/source/http/url"
+        )
+    );
+    assert_eq!(
+        located(&form(
+            "url: \"https://teams.example/\", headers: { X-Team: \"${{ fields.nope }}\" }"
+        )),
+        one(
+            "PAO-E011",
+            "/presentation/groups/0/fields/0/source/http/headers/X-Team"
+        )
+    );
+    let ok = form(
+        "url: \"https://teams.example/${{ env.REGION }}\", items: \"$.teams[*]\", headers: { X-Env: \"${{ env.REGION }}\" }",
+    );
+    let (item, diags) = load_item("t.yaml", &ok, &options());
+    assert!(diags.iter().all(|d| !d.is_error()), "{diags:?}");
+    let source = &item.expect("loads").compiled.sources["team"];
+    assert_eq!(source.headers.len(), 1);
 }
 
 #[test]

@@ -73,6 +73,8 @@ pub mod codes {
     pub const DURATION: &str = "PAO-E021";
     /// A field's `validation.pattern` that is not a regular expression.
     pub const PATTERN: &str = "PAO-E022";
+    /// The `items` of an HTTP option source that is not JSONPath.
+    pub const JSONPATH: &str = "PAO-E023";
     /// Deprecated item without a replacement.
     pub const DEPRECATED_NO_REPLACEMENT: &str = "PAO-W001";
     /// Retired item.

@@ -44,7 +44,7 @@ pub(super) fn check_item(
         allow_result: false,
     };
     compiled.computed = sections::computed(d, engine, item, &base);
-    fields::conditions_and_sources(d, engine, item, &fields, &base, &mut compiled);
+    fields::compile(d, engine, item, &fields, &base, &mut compiled);
     sections::fulfillment(d, engine, item, &graph, &base, &mut compiled);
     actions::compile(d, engine, &graph, &base, &mut compiled);
     // Fields nothing reads: only when every read is a literal path, and every template
