@@ -369,6 +369,121 @@ fn e020_action_config_schema() {
     assert_eq!(diags[0].code, "PAO-E020");
 }
 
+/// Diagnostics of one item as `(code, pointer)`, without PAO-W003.
+fn located(yaml: &str) -> Vec<(String, String)> {
+    diags_of(yaml)
+        .iter()
+        .map(|d| (d.code.to_string(), d.pointer.clone()))
+        .collect()
+}
+
+fn one(code: &str, pointer: &str) -> Vec<(String, String)> {
+    vec![(code.to_string(), pointer.to_string())]
+}
+
+#[test]
+fn e021_durations_are_parsed_at_load() {
+    // The schema takes any whole number with a unit; one PAO cannot use is refused when the
+    // catalog loads, not when a request waits for approval or an action runs.
+    let script = "id: a, type: script, config: { script: \"1\" }";
+    for (action, pointer) in [
+        (
+            format!("{{ {script}, timeout: 99999999999999999999s }}"),
+            "/fulfillment/actions/0/timeout",
+        ),
+        (
+            format!("{{ {script}, retry: {{ initial: 1s, max: 9999999999999999d }} }}"),
+            "/fulfillment/actions/0/retry/max",
+        ),
+        (
+            "{ id: a, type: rest, config: { url: \"https://x.example\", poll: { until: \"result.status == 200\", interval: 99999999999999999999ms } } }".to_string(),
+            "/fulfillment/actions/0/config/poll/interval",
+        ),
+    ] {
+        let d = diags_of(&automated(&format!("    - {action}\n")));
+        assert_eq!(d.len(), 1, "{action}: {d:?}");
+        assert_eq!((d[0].code, d[0].pointer.as_str()), ("PAO-E021", pointer));
+        assert_eq!(d[0].line, 20, "{action}");
+    }
+    // Longer than PAO takes (it would overflow the date a request is due).
+    let approval = format!(
+        "{}  approval: {{ approvers: {{ teams: [t] }}, timeout: 99999999999d }}\n",
+        automated(&format!("    - {{ {script} }}\n"))
+    );
+    let d = first(&approval);
+    assert_eq!(
+        (d.code, d.pointer.as_str(), d.line),
+        ("PAO-E021", "/fulfillment/approval/timeout", 21)
+    );
+    assert!(d.message.contains("99999999999d"), "{}", d.message);
+    let fine = approval.replace("99999999999d", "72h");
+    assert!(located(&fine).is_empty(), "{:?}", located(&fine));
+}
+
+#[test]
+fn e022_field_patterns_compile_at_load() {
+    let manual = "fulfillment: { mode: manual, manual: { jira: { project: P, issue_type: Task, summary: s } } }\n";
+    let form = |pattern: &str| {
+        format!(
+            "{HEAD}presentation:\n  groups:\n    - id: g\n      title: G\n      fields:\n        - {{ id: name, type: text, validation: {{ pattern: \"{pattern}\" }} }}\n{manual}"
+        )
+    };
+    let d = first(&form("^([a-z]+$"));
+    assert_eq!(
+        (d.code, d.pointer.as_str(), d.line),
+        (
+            "PAO-E022",
+            "/presentation/groups/0/fields/0/validation/pattern",
+            15
+        )
+    );
+    let (item, diags) = load_item("t.yaml", &form("^[a-z]+$"), &options());
+    assert!(diags.iter().all(|d| !d.is_error()), "{diags:?}");
+    let item = item.expect("a valid pattern loads");
+    let re = &item.compiled.patterns["name"];
+    assert!(re.is_match("abc") && !re.is_match("ABC"));
+}
+
+#[test]
+fn e023_option_sources_compile_at_load() {
+    let manual = "fulfillment: { mode: manual, manual: { jira: { project: P, issue_type: Task, summary: \"${{ fields.team }}\" } } }\n";
+    let form = |http: &str| {
+        format!(
+            "{HEAD}presentation:\n  groups:\n    - id: g\n      title: G\n      fields:\n        - {{ id: team, type: select, source: {{ http: {{ {http} }} }} }}\n{manual}"
+        )
+    };
+    assert_eq!(
+        located(&form("url: \"https://teams.example/list\", items: \"$[[\"")),
+        one(
+            "PAO-E023",
+            "/presentation/groups/0/fields/0/source/http/items"
+        )
+    );
+    assert_eq!(
+        located(&form("url: \"https://teams.example/${{ env.X + }}\"")),
+        one(
+            "PAO-E010",
+            "/presentation/groups/0/fields/0/source/http/url"
+        )
+    );
+    assert_eq!(
+        located(&form(
+            "url: \"https://teams.example/\", headers: { X-Team: \"${{ fields.nope }}\" }"
+        )),
+        one(
+            "PAO-E011",
+            "/presentation/groups/0/fields/0/source/http/headers/X-Team"
+        )
+    );
+    let ok = form(
+        "url: \"https://teams.example/${{ env.REGION }}\", items: \"$.teams[*]\", headers: { X-Env: \"${{ env.REGION }}\" }",
+    );
+    let (item, diags) = load_item("t.yaml", &ok, &options());
+    assert!(diags.iter().all(|d| !d.is_error()), "{diags:?}");
+    let source = &item.expect("loads").compiled.sources["team"];
+    assert_eq!(source.headers.len(), 1);
+}
+
 #[test]
 fn warnings_for_lifecycle() {
     let manual = "fulfillment: { mode: manual, manual: { jira: { project: P, issue_type: Task, summary: s } } }\n";

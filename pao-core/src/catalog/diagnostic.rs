@@ -69,6 +69,12 @@ pub mod codes {
     pub const COMPUTED_CYCLE: &str = "PAO-E019";
     /// Action config does not match the action type's schema.
     pub const ACTION_CONFIG: &str = "PAO-E020";
+    /// A duration that is not one PAO takes (it does not parse, or is longer than ten years).
+    pub const DURATION: &str = "PAO-E021";
+    /// A field's `validation.pattern` that is not a regular expression.
+    pub const PATTERN: &str = "PAO-E022";
+    /// The `items` of an HTTP option source that is not JSONPath.
+    pub const JSONPATH: &str = "PAO-E023";
     /// Deprecated item without a replacement.
     pub const DEPRECATED_NO_REPLACEMENT: &str = "PAO-W001";
     /// Retired item.

@@ -106,8 +106,23 @@ pub struct CompiledItem {
     pub approval_required_when: Option<Expression>,
     /// Actions by id (main and post-fulfillment).
     pub actions: BTreeMap<String, CompiledAction>,
-    /// Other templated sections (manual ticket, cost, sources, monitoring, quota) by pointer.
+    /// Other templated sections (manual ticket, cost, prerequisites, monitoring) by pointer.
     pub sections: BTreeMap<String, ValueTemplate>,
+    /// Each field's `validation.pattern`, by field id.
+    pub patterns: BTreeMap<String, regex::Regex>,
+    /// Each field's HTTP option source, by field id.
+    pub sources: BTreeMap<String, CompiledSource>,
+}
+
+/// A field's HTTP option source, compiled with the catalog's engine.
+#[derive(Debug)]
+pub struct CompiledSource {
+    /// The URL to GET, a URL template ([`Engine::compile_url`]).
+    pub url: Template,
+    /// Request headers: each name with its value template.
+    pub headers: Vec<(String, Template)>,
+    /// Where the options are in the answer (`items`; `$` when absent).
+    pub items: serde_json_path::JsonPath,
 }
 
 /// A loaded, valid item.
@@ -649,6 +664,14 @@ pub fn load_settings(file: &str, source: &str) -> (Option<CatalogSettings>, Vec<
                 format!("restricted period id `{}` is used twice", p.id),
                 None,
             );
+        }
+    }
+    if let Some(defaults) = &settings.defaults {
+        if let Some(a) = &defaults.approval {
+            super::check::durations::check_approval(&mut d, "/defaults/approval", a);
+        }
+        if let Some(x) = &defaults.execution {
+            super::check::durations::check_execution(&mut d, "/defaults/execution", x);
         }
     }
     let ok = !d.out.iter().any(Diagnostic::is_error);

@@ -9,12 +9,14 @@
 //! `layout: wizard`) are applied by the code that reads the model, not here.
 //!
 //! Strings are kept as written: templates (`${{ … }}`) and bare expressions (`*_when`, `when`)
-//! are compiled by the variable engine at load time, not by these types. Action `config` is a
+//! are compiled by the variable engine at load time, not by these types. Durations are
+//! [`DurationText`]s: the text as written, parsed once when the item is read. Action `config` is a
 //! free-form JSON value here; its shape per action type is checked against the JSON Schema and
 //! by the action itself.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
@@ -26,6 +28,71 @@ pub const API_VERSION: &str = "pao.dev/v2";
 pub const ITEM_KIND: &str = "CatalogItem";
 /// `kind` of the catalog settings file `catalog.yaml`.
 pub const CATALOG_KIND: &str = "Catalog";
+
+/// The longest duration an item may state: ten years (3650 days).
+pub const MAX_DURATION: Duration = Duration::from_secs(3650 * 24 * 3600);
+
+/// A duration as the catalog writes it (`500ms`, `30s`, `10m`, `72h`, `30d`), parsed when the
+/// item is read. It serializes back to its text. A text that is no duration, or one longer
+/// than [`MAX_DURATION`], has no value; the loader refuses such an item (PAO-E021), so every
+/// duration of a loaded item has one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DurationText {
+    text: String,
+    value: Option<Duration>,
+}
+
+impl DurationText {
+    /// Parses `text`.
+    pub fn new(text: impl Into<String>) -> DurationText {
+        let text = text.into();
+        let value = crate::vars::parse_duration_ms(&text)
+            .and_then(|ms| u64::try_from(ms).ok())
+            .map(Duration::from_millis)
+            .filter(|d| *d <= MAX_DURATION);
+        DurationText { text, value }
+    }
+
+    /// The text as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The duration; `None` when the text is not one PAO takes.
+    pub fn get(&self) -> Option<Duration> {
+        self.value
+    }
+}
+
+impl From<&str> for DurationText {
+    fn from(text: &str) -> DurationText {
+        DurationText::new(text)
+    }
+}
+
+impl From<String> for DurationText {
+    fn from(text: String) -> DurationText {
+        DurationText::new(text)
+    }
+}
+
+impl fmt::Display for DurationText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl Serialize for DurationText {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+impl<'de> Deserialize<'de> for DurationText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<DurationText, D::Error> {
+        String::deserialize(d).map(DurationText::new)
+    }
+}
 
 // ------------------------------------------------------------------------------------------
 // Item
@@ -111,7 +178,7 @@ pub struct Owner {
 pub struct Sla {
     /// Target fulfillment time (duration string, e.g. `4h`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fulfillment: Option<String>,
+    pub fulfillment: Option<DurationText>,
     /// Support hours, e.g. `business-hours`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub support: Option<String>,
@@ -644,7 +711,7 @@ pub struct Approval {
     pub approvers: Approvers,
     /// How long approval may take (duration).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<String>,
+    pub timeout: Option<DurationText>,
     /// What happens on timeout; default reject.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_timeout: Option<OnTimeout>,
@@ -679,7 +746,7 @@ pub struct Approvers {
 #[serde(deny_unknown_fields)]
 pub struct Escalation {
     /// Delay before escalating (duration).
-    pub after: String,
+    pub after: DurationText,
     /// Teams asked after the delay.
     pub teams: Vec<String>,
 }
@@ -719,7 +786,7 @@ pub struct QuotaRequirement {
 pub struct ExecutionDefaults {
     /// Per-attempt timeout (duration).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<String>,
+    pub timeout: Option<DurationText>,
     /// Retry policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryPolicy>,
@@ -737,10 +804,10 @@ pub struct RetryPolicy {
     pub backoff: Option<Backoff>,
     /// First delay (duration).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub initial: Option<String>,
+    pub initial: Option<DurationText>,
     /// Largest delay (duration).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max: Option<String>,
+    pub max: Option<DurationText>,
     /// Random fraction 0..=1 applied to each delay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jitter: Option<f64>,
@@ -833,7 +900,7 @@ pub struct ActionSpec {
     pub when: Option<String>,
     /// Per-attempt timeout (duration).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<String>,
+    pub timeout: Option<DurationText>,
     /// Retry policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryPolicy>,
@@ -1070,7 +1137,7 @@ pub struct MaintenanceWindow {
     /// Start, as a 5-field cron expression (UTC).
     pub cron: String,
     /// Length (duration).
-    pub duration: String,
+    pub duration: DurationText,
 }
 
 /// Observability of what the item provisions.
@@ -1096,7 +1163,7 @@ pub struct HealthCheck {
     pub url: String,
     /// Time between checks (duration).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub interval: Option<String>,
+    pub interval: Option<DurationText>,
 }
 
 /// An alert rule shipped with the provisioned service.

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::action::ActionRegistry;
 use crate::authz::{Authorizer, ItemAccessAuthorizer, Permission, Principal};
-use crate::catalog::model::{LifecycleStatus, OnTimeout, RestrictionPolicy};
+use crate::catalog::model::{DurationText, LifecycleStatus, OnTimeout, RestrictionPolicy};
 use crate::catalog::{Catalog, LoadOptions, LoadedItem};
 use crate::clock::{Clock, SystemClock};
 use crate::events::{EventSink, LiveEvent, NoopSink};
@@ -266,11 +266,8 @@ impl OrchestratorBuilder {
     }
 }
 
-fn approval_duration(s: Option<&str>, default: Duration) -> Duration {
-    s.and_then(crate::vars::parse_duration_ms)
-        .and_then(|ms| u64::try_from(ms).ok())
-        .map(Duration::from_millis)
-        .unwrap_or(default)
+fn approval_duration(d: Option<&DurationText>, default: Duration) -> Duration {
+    d.and_then(DurationText::get).unwrap_or(default)
 }
 
 impl Orchestrator {
@@ -772,7 +769,7 @@ impl Orchestrator {
             };
         if needed {
             let timeout = approval_duration(
-                approval.and_then(|a| a.timeout.as_deref()),
+                approval.and_then(|a| a.timeout.as_ref()),
                 Duration::from_secs(72 * 3600),
             );
             let due = at + chrono::Duration::from_std(timeout).unwrap_or_default();
@@ -1006,7 +1003,7 @@ impl Orchestrator {
             .filter_map(|approval| {
                 let esc = approval.escalation.as_ref()?;
                 let timeout =
-                    approval_duration(approval.timeout.as_deref(), Duration::from_secs(72 * 3600));
+                    approval_duration(approval.timeout.as_ref(), Duration::from_secs(72 * 3600));
                 let after = approval_duration(Some(&esc.after), timeout);
                 Some(timeout.saturating_sub(after))
             })
@@ -1054,7 +1051,7 @@ impl Orchestrator {
                 continue;
             };
             let timeout =
-                approval_duration(approval.timeout.as_deref(), Duration::from_secs(72 * 3600));
+                approval_duration(approval.timeout.as_ref(), Duration::from_secs(72 * 3600));
             let entered = due - chrono::Duration::from_std(timeout).unwrap_or_default();
             if let Some(esc) = &approval.escalation
                 && !request.escalated

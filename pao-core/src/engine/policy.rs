@@ -8,8 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sha2::Digest;
 
-use crate::catalog::model::{Backoff, RetryPolicy};
-use crate::vars::parse_duration_ms;
+use crate::catalog::model::{Backoff, DurationText, RetryPolicy};
 
 /// The longest wait a remote system's `Retry-After` (or rate-limit reset) can ask for.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
@@ -41,11 +40,8 @@ impl Default for Retry {
     }
 }
 
-fn dur(s: &Option<String>) -> Option<Duration> {
-    s.as_deref()
-        .and_then(parse_duration_ms)
-        .and_then(|ms| u64::try_from(ms).ok())
-        .map(Duration::from_millis)
+fn dur(d: &Option<DurationText>) -> Option<Duration> {
+    d.as_ref().and_then(DurationText::get)
 }
 
 impl Retry {

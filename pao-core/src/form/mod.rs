@@ -491,7 +491,7 @@ pub fn validate_fields(
         }
         let Some(value) = value else { continue };
         let before = errors.len();
-        check_value(f, value, &mut errors);
+        check_value(f, item.compiled.patterns.get(&f.id), value, &mut errors);
         check_source_value(f, value, &mut errors);
         if errors.len() == before {
             if f.is_secret() {
@@ -511,7 +511,8 @@ pub fn validate_fields(
     }
 }
 
-fn check_value(f: &Field, v: &Value, errors: &mut Vec<FieldError>) {
+/// Checks one value against its field; `pattern` is the field's compiled `validation.pattern`.
+fn check_value(f: &Field, pattern: Option<&regex::Regex>, v: &Value, errors: &mut Vec<FieldError>) {
     let id = f.id.as_str();
     let want = |errors: &mut Vec<FieldError>, what: &str| {
         errors.push(ferr(
@@ -677,7 +678,7 @@ fn check_value(f: &Field, v: &Value, errors: &mut Vec<FieldError>) {
         ));
     }
     if let Some(val) = &f.validation {
-        match pattern(&val.pattern) {
+        match pattern {
             Some(re) if !re.is_match(s) => {
                 let msg = val
                     .message
@@ -815,57 +816,5 @@ fn type_name(v: &Value) -> &'static str {
         Value::String(_) => "text",
         Value::Array(_) => "a list",
         Value::Object(_) => "an object",
-    }
-}
-
-/// The compiled form of a catalog field's `validation.pattern`, compiled once per process (a
-/// pattern is compiled in tens of microseconds, and every submission checks it). `None` when
-/// it does not compile. At most [`PATTERNS_KEPT`] patterns are kept; the cache starts over
-/// when a catalog has more.
-fn pattern(source: &str) -> Option<regex::Regex> {
-    use std::collections::HashMap;
-    use std::sync::{LazyLock, RwLock};
-    static PATTERNS: LazyLock<RwLock<HashMap<String, Option<regex::Regex>>>> =
-        LazyLock::new(Default::default);
-    if let Some(re) = PATTERNS
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(source)
-    {
-        return re.clone();
-    }
-    let re = regex::Regex::new(source).ok();
-    let mut map = PATTERNS.write().unwrap_or_else(|e| e.into_inner());
-    if map.len() >= PATTERNS_KEPT {
-        map.clear();
-    }
-    map.insert(source.to_string(), re.clone());
-    re
-}
-
-/// How many compiled patterns [`pattern`] keeps.
-const PATTERNS_KEPT: usize = 4096;
-
-#[cfg(test)]
-mod pattern_tests {
-    use super::pattern;
-
-    #[test]
-    fn patterns_compile_once_and_keep_their_answers() {
-        for _ in 0..3 {
-            let re = pattern("^[a-z]+-[0-9]+$").expect("compiles");
-            assert!(re.is_match("app-12"));
-            assert!(!re.is_match("App-12"));
-            assert!(
-                pattern("([unclosed").is_none(),
-                "an invalid pattern stays invalid"
-            );
-        }
-        // More distinct patterns than are kept: answers stay right across the start-over.
-        for i in 0..(super::PATTERNS_KEPT + 10) {
-            let re = pattern(&format!("^x{i}$")).expect("compiles");
-            assert!(re.is_match(&format!("x{i}")));
-            assert!(!re.is_match(&format!("x{i}y")));
-        }
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! An HTTP source's URL and headers are templates over the values of the fields it depends
 //! on (given by the caller), the caller, `env` and the item's metadata, compiled with the
-//! catalog's variable engine (embedder functions included). Only the parameters naming a
+//! catalog's variable engine (embedder functions included) when the catalog loads, as is its
+//! `items` JSONPath ([`CompiledSource`]). Only the parameters naming a
 //! field the templates read become `fields.*`, each at most [`MAX_PARAM_BYTES`] without
 //! control characters; the URL is a URL template, so a value cannot leave its place in the
 //! path or query. The answer's items are found with the source's JSONPath (`items`) and each
@@ -15,10 +16,10 @@ use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 
 use crate::authz::Principal;
-use crate::catalog::LoadedItem;
 use crate::catalog::model::{CatalogSourceKind, Field, FieldOption, HttpSource};
+use crate::catalog::{CompiledSource, LoadedItem};
 use crate::engine::{EngineError, Orchestrator};
-use crate::vars::{Context, Scope, Template, VarError};
+use crate::vars::{Context, Scope, Template};
 
 /// The longest value of a parameter that becomes a field value.
 pub const MAX_PARAM_BYTES: usize = 256;
@@ -63,7 +64,7 @@ pub enum OptionsError {
     /// A parameter given for a field value is refused.
     #[error("{0}")]
     Param(String),
-    /// A template of the source does not compile or render, or is not an http(s) URL.
+    /// A template of the source does not render, or is not an http(s) URL.
     #[error("{0}")]
     Template(String),
     /// The source failed or answered something PAO does not take.
@@ -143,8 +144,13 @@ impl Orchestrator {
             });
         }
         if let Some(http) = source.and_then(|s| s.http.as_ref()) {
+            let compiled = item.compiled.sources.get(field_id).ok_or_else(|| {
+                OptionsError::Template(format!("the source of field `{field_id}` did not compile"))
+            })?;
             return Ok(FieldOptions {
-                options: self.http_options(who, &item, http, params, fetcher).await?,
+                options: self
+                    .http_options(who, &item, http, compiled, params, fetcher)
+                    .await?,
                 from: OptionsFrom::Http,
             });
         }
@@ -190,21 +196,12 @@ impl Orchestrator {
         who: &Principal,
         item: &LoadedItem,
         src: &HttpSource,
+        compiled: &CompiledSource,
         params: &BTreeMap<String, String>,
         fetcher: &dyn OptionFetcher,
     ) -> Result<Vec<OptionValue>, EngineError> {
-        let engine = &self.load_options.engine;
-        let template_error = |e: VarError| OptionsError::Template(e.to_string());
-        let url = engine.compile_url(&src.url).map_err(template_error)?;
-        let mut headers = Vec::new();
-        for (k, v) in src.headers.iter().flatten() {
-            headers.push((k.clone(), engine.compile(v).map_err(template_error)?));
-        }
-        let path = src.items.as_deref().unwrap_or("$");
-        let items = serde_json_path::JsonPath::parse(path)
-            .map_err(|e| OptionsError::Template(format!("`items` is not JSONPath: {e}")))?;
-        let mut templates = vec![&url];
-        templates.extend(headers.iter().map(|(_, t)| t));
+        let mut templates = vec![&compiled.url];
+        templates.extend(compiled.headers.iter().map(|(_, t)| t));
         let fields = field_values(&templates, params)?;
         let (user, env) = (who.to_scope(), Value::Object(self.config.env.clone()));
         let metadata = serde_json::to_value(&item.item.metadata).unwrap_or(Value::Null);
@@ -220,10 +217,10 @@ impl Orchestrator {
                 ))
             })
         };
-        let url = render(&url)?;
+        let url = render(&compiled.url)?;
         check_url(&url)?;
         let mut rendered = Vec::new();
-        for (k, t) in &headers {
+        for (k, t) in &compiled.headers {
             rendered.push((k.clone(), render(t)?));
         }
         let doc = fetcher
@@ -233,7 +230,7 @@ impl Orchestrator {
                 FetchError::InvalidUrl(why) => OptionsError::Template(why),
                 FetchError::Source(why) => OptionsError::Source(why),
             })?;
-        Ok(pick_options(&items.query(&doc).all(), src))
+        Ok(pick_options(&compiled.items.query(&doc).all(), src))
     }
 }
 

@@ -1,15 +1,16 @@
 //! Form fields: unique ids, defaults and options that fit the type, the conditions of groups
-//! and fields (with the `required_when` rules), and the templates of option sources.
+//! and fields (with the `required_when` rules), validation patterns, and HTTP option sources.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use regex::Regex;
 use serde_json::Value;
+use serde_json_path::JsonPath;
 
-use super::sections::compile_section;
 use crate::catalog::diagnostic::codes;
-use crate::catalog::load::{CompiledItem, FileDiags};
-use crate::catalog::model::{CatalogItem, Field, FieldType, NumberOrText};
-use crate::vars::{Declarations, Engine, Reference, Scope, did_you_mean};
+use crate::catalog::load::{CompiledItem, CompiledSource, FileDiags};
+use crate::catalog::model::{CatalogItem, Field, FieldType, HttpSource, NumberOrText};
+use crate::vars::{Declarations, Engine, Reference, Scope, Template, VarError, did_you_mean};
 
 /// Where a field is, and whether it may be hidden (it or its group has `visible_when`).
 pub(super) struct FieldInfo {
@@ -60,9 +61,9 @@ pub(super) fn collect(d: &mut FileDiags, item: &CatalogItem) -> BTreeMap<String,
     fields
 }
 
-/// Compiles the conditions of groups and fields and the templates of field sources, in form
-/// order.
-pub(super) fn conditions_and_sources(
+/// Compiles the conditions of groups and fields, the fields' validation patterns and their
+/// HTTP option sources, in form order.
+pub(super) fn compile(
     d: &mut FileDiags,
     engine: &Engine,
     item: &CatalogItem,
@@ -85,10 +86,108 @@ pub(super) fn conditions_and_sources(
         for (fi, f) in g.fields.iter().enumerate() {
             let fptr = format!("{gptr}/fields/{fi}");
             field_conditions(d, engine, f, &fptr, fields, base, compiled);
-            if let Some(src) = &f.source {
-                let v = serde_json::to_value(src).unwrap_or(Value::Null);
-                compile_section(d, engine, &format!("{fptr}/source"), &v, base, compiled);
+            if let Some(http) = f.source.as_ref().and_then(|s| s.http.as_ref()) {
+                let ptr = format!("{fptr}/source/http");
+                if let Some(source) = compile_http_source(d, engine, &ptr, http, base) {
+                    compiled.sources.insert(f.id.clone(), source);
+                }
             }
+            if let Some(v) = &f.validation {
+                let ptr = format!("{fptr}/validation/pattern");
+                if let Some(re) = compile_pattern(d, &ptr, &f.id, &v.pattern) {
+                    compiled.patterns.insert(f.id.clone(), re);
+                }
+            }
+        }
+    }
+}
+
+/// A field's `validation.pattern` (PAO-E022).
+fn compile_pattern(d: &mut FileDiags, ptr: &str, id: &str, pattern: &str) -> Option<Regex> {
+    match Regex::new(pattern) {
+        Ok(re) => Some(re),
+        Err(e) => {
+            let text = e.to_string();
+            let why = text
+                .lines()
+                .find_map(|l| l.strip_prefix("error: "))
+                .unwrap_or(&text)
+                .to_string();
+            d.error(
+                codes::PATTERN,
+                ptr,
+                format!("the pattern of field `{id}` is not a regular expression: {why}"),
+                Some(
+                    "write a regular expression in Rust regex syntax, e.g. `^[a-z][a-z0-9-]*$`"
+                        .to_string(),
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// An HTTP option source: the URL and header templates (checked like every template) and
+/// the `items` JSONPath (PAO-E023). `None` when a piece does not compile.
+fn compile_http_source(
+    d: &mut FileDiags,
+    engine: &Engine,
+    ptr: &str,
+    src: &HttpSource,
+    base: &Declarations,
+) -> Option<CompiledSource> {
+    let url = checked(d, &format!("{ptr}/url"), engine.compile_url(&src.url), base);
+    let mut headers = Vec::new();
+    for (name, value) in src.headers.iter().flatten() {
+        let hptr = format!(
+            "{ptr}/headers/{}",
+            name.replace('~', "~0").replace('/', "~1")
+        );
+        if let Some(t) = checked(d, &hptr, engine.compile(value), base) {
+            headers.push((name.clone(), t));
+        }
+    }
+    let path = src.items.as_deref().unwrap_or("$");
+    let items = match JsonPath::parse(path) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            d.error(
+                codes::JSONPATH,
+                &format!("{ptr}/items"),
+                format!("`{path}` is not JSONPath: {e}"),
+                Some("write an RFC 9535 JSONPath to the list of options, e.g. `$.items[*]` or `$.data`".to_string()),
+            );
+            None
+        }
+    };
+    let all_headers = headers.len() == src.headers.iter().flatten().count();
+    match (url, items) {
+        (Some(url), Some(items)) if all_headers => Some(CompiledSource {
+            url,
+            headers,
+            items,
+        }),
+        _ => None,
+    }
+}
+
+/// A compiled template, its check errors reported; `None` (reported) when it does not compile.
+fn checked(
+    d: &mut FileDiags,
+    ptr: &str,
+    compiled: Result<Template, VarError>,
+    base: &Declarations,
+) -> Option<Template> {
+    match compiled {
+        Ok(t) => {
+            for e in t.check(base) {
+                d.var_error(ptr, &e);
+            }
+            Some(t)
+        }
+        Err(e) => {
+            d.var_error(ptr, &e);
+            None
         }
     }
 }

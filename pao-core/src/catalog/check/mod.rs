@@ -3,6 +3,7 @@
 //! field values, unused fields and the lifecycle. Each problem is a located diagnostic.
 
 mod actions;
+pub(super) mod durations;
 mod fields;
 mod graph;
 mod sections;
@@ -28,6 +29,7 @@ pub(super) fn check_item(
     let mut compiled = CompiledItem::default();
     let fields = fields::collect(d, item);
     let graph = actions::graph(d, item, opts);
+    durations::check(d, item, &graph);
     let base = Declarations {
         fields: fields.keys().cloned().collect(),
         computed: item
@@ -42,7 +44,7 @@ pub(super) fn check_item(
         allow_result: false,
     };
     compiled.computed = sections::computed(d, engine, item, &base);
-    fields::conditions_and_sources(d, engine, item, &fields, &base, &mut compiled);
+    fields::compile(d, engine, item, &fields, &base, &mut compiled);
     sections::fulfillment(d, engine, item, &graph, &base, &mut compiled);
     actions::compile(d, engine, &graph, &base, &mut compiled);
     // Fields nothing reads: only when every read is a literal path, and every template

@@ -13,7 +13,7 @@ use crate::catalog::load::{CompiledItem, FileDiags};
 use crate::catalog::model::{CatalogItem, FulfillmentMode};
 use crate::vars::{Declarations, Engine, Template, ValueTemplate};
 
-pub(super) fn compile_section(
+fn compile_section(
     d: &mut FileDiags,
     engine: &Engine,
     ptr: &str,

@@ -52,6 +52,12 @@ pub(super) fn warn_unused_fields(
     for t in compiled.sections.values() {
         t.for_each_template(&mut |_, t| note(t.references()));
     }
+    for s in compiled.sources.values() {
+        note(s.url.references());
+        for (_, t) in &s.headers {
+            note(t.references());
+        }
+    }
     if dynamic {
         return;
     }

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::Orchestrator;
 use crate::action::ActionError;
 use crate::catalog::LoadedItem;
+use crate::catalog::model::DurationText;
 use crate::lifecycle::RequestState;
 use crate::store::{AttemptRecord, EventKind, Lease, Request, StateChange, StoreError, Write};
 use crate::vars::{Context, Scope};
@@ -154,7 +155,7 @@ impl RunCtx {
             .and_then(|d| d.retry.as_ref())
     }
 
-    fn timeout(&self, spec_timeout: Option<&str>) -> Duration {
+    fn timeout(&self, spec_timeout: Option<&DurationText>) -> Duration {
         spec_timeout
             .or_else(|| {
                 self.item
@@ -162,11 +163,9 @@ impl RunCtx {
                     .fulfillment
                     .defaults
                     .as_ref()
-                    .and_then(|d| d.timeout.as_deref())
+                    .and_then(|d| d.timeout.as_ref())
             })
-            .and_then(crate::vars::parse_duration_ms)
-            .and_then(|ms| u64::try_from(ms).ok())
-            .map(Duration::from_millis)
+            .and_then(DurationText::get)
             .unwrap_or(self.engine.config.default_timeout)
     }
 }

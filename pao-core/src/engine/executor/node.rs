@@ -111,7 +111,7 @@ impl RunCtx {
             rollback,
             key,
             retry: Retry::resolve(spec.retry.as_ref(), self.defaults_retry()),
-            timeout: self.timeout(spec.timeout.as_deref()),
+            timeout: self.timeout(spec.timeout.as_ref()),
             target,
             input_hash,
             stored_input: redact_value(input, &self.scopes.secret_values),

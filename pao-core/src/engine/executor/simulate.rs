@@ -12,7 +12,7 @@ use super::node::render_config;
 use crate::action::{Action, ActionContext, ActionLogger, IdempotencyKey};
 use crate::authz::Principal;
 use crate::catalog::LoadedItem;
-use crate::catalog::model::FulfillmentMode;
+use crate::catalog::model::{DurationText, FulfillmentMode};
 use crate::engine::plan::{Phase, Plan};
 use crate::engine::{EngineError, Orchestrator};
 use crate::store::{NewRequest, Request};
@@ -165,7 +165,7 @@ impl Orchestrator {
             let rendered = w.sample_outputs(&n.spec.id, &ctx, &sample);
             w.outputs.insert(n.spec.id.clone(), Value::Object(rendered));
         }
-        let timeout_ms = self.simulated_timeout_ms(item, n.spec.timeout.as_deref());
+        let timeout_ms = self.simulated_timeout_ms(item, n.spec.timeout.as_ref());
         let start = n.deps.iter().map(|&d| w.finish_ms[d]).max().unwrap_or(0);
         w.finish_ms[i] = start
             + if will_run == Some(false) {
@@ -205,18 +205,18 @@ impl Orchestrator {
     }
 
     /// An action's timeout in a simulation: its own, the item's default, or the engine's.
-    fn simulated_timeout_ms(&self, item: &LoadedItem, spec_timeout: Option<&str>) -> u64 {
+    fn simulated_timeout_ms(&self, item: &LoadedItem, spec_timeout: Option<&DurationText>) -> u64 {
         spec_timeout
             .or_else(|| {
                 item.item
                     .fulfillment
                     .defaults
                     .as_ref()
-                    .and_then(|d| d.timeout.as_deref())
+                    .and_then(|d| d.timeout.as_ref())
             })
-            .and_then(crate::vars::parse_duration_ms)
-            .and_then(|ms| u64::try_from(ms).ok())
-            .unwrap_or(self.config.default_timeout.as_millis() as u64)
+            .and_then(DurationText::get)
+            .unwrap_or(self.config.default_timeout)
+            .as_millis() as u64
     }
 }
 
