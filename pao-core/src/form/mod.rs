@@ -130,40 +130,8 @@ pub fn validate_fields(
         .flat_map(|p| p.groups.iter().enumerate())
         .flat_map(|(gi, g)| g.fields.iter().enumerate().map(move |(fi, f)| (gi, fi, f)))
         .collect();
-    let known: HashSet<&str> = fields.iter().map(|(_, _, f)| f.id.as_str()).collect();
-    let unknown: Vec<&String> = submitted
-        .keys()
-        .filter(|k| !known.contains(k.as_str()))
-        .collect();
-    for key in unknown.iter().take(MAX_ERRORS_PER_FIELD) {
-        errors.push(ferr(
-            key,
-            "unknown_field",
-            format!("`{}` is not a field of {}", shown(key), item.id()),
-        ));
-    }
-    if unknown.len() > MAX_ERRORS_PER_FIELD {
-        errors.push(ferr(
-            "",
-            "unknown_field",
-            format!(
-                "and {} more names that are not fields of {}",
-                unknown.len() - MAX_ERRORS_PER_FIELD,
-                item.id()
-            ),
-        ));
-    }
-    // Defaults fill in before conditions are evaluated, as the form shows them.
-    let mut current = submitted.clone();
-    for (_, _, f) in &fields {
-        if !current.contains_key(&f.id)
-            && let Some(d) = &f.default
-            && !d.as_str().is_some_and(crate::vars::is_templated)
-        {
-            current.insert(f.id.clone(), d.clone());
-        }
-    }
-    let current = Value::Object(current);
+    unknown_fields(item, submitted, &fields, &mut errors);
+    let current = with_defaults(submitted, &fields);
     let vars_ctx = Context::new()
         .with(Scope::Fields, &current)
         .with(Scope::User, &ctx.user)
@@ -231,4 +199,52 @@ pub fn validate_fields(
     } else {
         Err(errors)
     }
+}
+
+/// Refuses the submitted names that are not fields of the item: the first few each with an
+/// error, the rest counted in one more.
+fn unknown_fields(
+    item: &LoadedItem,
+    submitted: &Map<String, Value>,
+    fields: &[(usize, usize, &Field)],
+    errors: &mut Vec<FieldError>,
+) {
+    let known: HashSet<&str> = fields.iter().map(|(_, _, f)| f.id.as_str()).collect();
+    let unknown: Vec<&String> = submitted
+        .keys()
+        .filter(|k| !known.contains(k.as_str()))
+        .collect();
+    for key in unknown.iter().take(MAX_ERRORS_PER_FIELD) {
+        errors.push(ferr(
+            key,
+            "unknown_field",
+            format!("`{}` is not a field of {}", shown(key), item.id()),
+        ));
+    }
+    if unknown.len() > MAX_ERRORS_PER_FIELD {
+        errors.push(ferr(
+            "",
+            "unknown_field",
+            format!(
+                "and {} more names that are not fields of {}",
+                unknown.len() - MAX_ERRORS_PER_FIELD,
+                item.id()
+            ),
+        ));
+    }
+}
+
+/// The submitted values with the fields' defaults filled in (untemplated ones), as the form
+/// shows them: conditions are evaluated over these.
+fn with_defaults(submitted: &Map<String, Value>, fields: &[(usize, usize, &Field)]) -> Value {
+    let mut current = submitted.clone();
+    for (_, _, f) in fields {
+        if !current.contains_key(&f.id)
+            && let Some(d) = &f.default
+            && !d.as_str().is_some_and(crate::vars::is_templated)
+        {
+            current.insert(f.id.clone(), d.clone());
+        }
+    }
+    Value::Object(current)
 }
