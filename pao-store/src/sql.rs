@@ -2,7 +2,6 @@
 //! placeholders work in both), except for the claim and quota statements where PostgreSQL
 //! takes row locks (`FOR UPDATE SKIP LOCKED`) and SQLite relies on its single writer.
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +9,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use pao_core::lifecycle::RequestState;
 use pao_core::store::*;
-use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Row};
 use tokio::sync::Notify;
 
@@ -46,16 +45,6 @@ pub enum OpenError {
     #[error("cannot create {0}: {1}")]
     Folder(String, std::io::Error),
 }
-
-/// A pooled PostgreSQL connection idle at least this long is pinged before it is handed out
-/// (a round trip of about 0.1 ms: at most 0.1 % of the time it sat idle). A busy pool reuses
-/// its connections within milliseconds and never pings; a connection the server closed while
-/// it sat in the pool (a restart, `pg_terminate_backend`, an idle-session timeout) is found and
-/// replaced before a statement fails on it, unless it was closed in its last 100 ms of rest.
-const IDLE_PING_AFTER: Duration = Duration::from_millis(100);
-
-static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// A [`Store`] on SQLite or PostgreSQL.
 pub struct SqlStore {
@@ -96,7 +85,8 @@ impl Drop for SqlStore {
     }
 }
 
-fn redact_url(url: &str) -> String {
+/// `url` with its password masked, for messages.
+pub(crate) fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
             let creds = &url[s + 3..at];
@@ -108,8 +98,6 @@ fn redact_url(url: &str) -> String {
         _ => url.to_string(),
     }
 }
-
-const NOTIFY_CHANNEL: &str = "pao_work";
 
 impl SqlStore {
     /// Opens (creating a SQLite file and its folder when missing) and migrates.
@@ -127,129 +115,24 @@ impl SqlStore {
         } else {
             return Err(OpenError::UnsupportedUrl(url.to_string()));
         };
-        let connect_err = |source| OpenError::Connect {
-            url: redact_url(url),
-            source,
-        };
         let (pool, writer, wal) = match dialect {
-            Dialect::Sqlite => {
-                let path = url
-                    .trim_start_matches("sqlite://")
-                    .trim_start_matches("sqlite:");
-                let path = path.split('?').next().unwrap_or(path);
-                if path != ":memory:"
-                    && let Some(dir) = std::path::Path::new(path).parent()
-                    && !dir.as_os_str().is_empty()
-                {
-                    std::fs::create_dir_all(dir)
-                        .map_err(|e| OpenError::Folder(dir.display().to_string(), e))?;
-                }
-                let opts = sqlx::sqlite::SqliteConnectOptions::from_str(url)
-                    .map_err(connect_err)?
-                    .create_if_missing(true)
-                    .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-                    .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
-                    .busy_timeout(Duration::from_secs(10))
-                    .foreign_keys(true);
-                // Connect once with the typed options so the file exists with WAL on, then pool
-                // through `Any` with the same pragmas in the URL.
-                let first = busy_retry(|| {
-                    sqlx::sqlite::SqlitePoolOptions::new()
-                        .max_connections(1)
-                        .connect_with(opts.clone())
-                })
-                .await
-                .map_err(connect_err)?;
-                first.close().await;
-                let sep = if url.contains('?') { '&' } else { '?' };
-                let any_url = format!("{url}{sep}mode=rwc");
-                let sqlite_pool = |size: u32| {
-                    AnyPoolOptions::new()
-                        .max_connections(size)
-                        .after_connect(|conn, _| {
-                            Box::pin(async move {
-                                use sqlx::Executor;
-                                // The busy timeout first: setting the journal mode waits for a
-                                // lock while another process migrates the same new file. No
-                                // automatic checkpoints: they would run inside a commit of the
-                                // single writer and stall every write queued behind it; a
-                                // background task checkpoints instead (`spawn_checkpointer`).
-                                conn.execute("PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0;")
-                                    .await?;
-                                Ok(())
-                            })
-                        })
-                        .connect(&any_url)
-                };
-                // SQLite has one writer. Writers on several connections of one process would
-                // meet in SQLite's busy handler, which sleeps (1, 2, 5, 10 ... ms) and retries:
-                // throughput fell to a quarter with four workers. One writer connection queues
-                // them in the pool instead, fairly and without sleeping; reads keep their own
-                // connections (WAL readers never block the writer).
-                let writer = busy_retry(|| sqlite_pool(1)).await.map_err(connect_err)?;
-                let reader = if path == ":memory:" {
-                    // Every connection would open its own empty in-memory database.
-                    writer.clone()
-                } else {
-                    busy_retry(|| sqlite_pool(max_connections.max(1)))
-                        .await
-                        .map_err(connect_err)?
-                };
-                (reader, writer, path != ":memory:")
-            }
+            Dialect::Sqlite => crate::sqlite::open::connect(url, max_connections).await?,
             Dialect::Postgres => {
-                let pool = AnyPoolOptions::new()
-                    .max_connections(max_connections)
-                    // sqlx pings every connection it hands out: one more round trip per
-                    // statement, a third of a worker's on a busy store. A connection that
-                    // answered within `IDLE_PING_AFTER` is taken as alive; one idle for longer
-                    // is pinged first (pgxpool does the same, after 1 s).
-                    .test_before_acquire(false)
-                    .before_acquire(|conn, meta| {
-                        Box::pin(async move {
-                            if meta.idle_for >= IDLE_PING_AFTER {
-                                sqlx::Connection::ping(conn).await?;
-                            }
-                            Ok(true)
-                        })
-                    })
-                    .after_connect(|conn, _| {
-                        Box::pin(async move {
-                            use sqlx::Executor;
-                            conn.execute("SET statement_timeout = '30s'").await?;
-                            Ok(())
-                        })
-                    })
-                    .connect(url)
-                    .await
-                    .map_err(connect_err)?;
+                let pool = crate::pg::open::connect(url, max_connections).await?;
                 (pool.clone(), pool, false)
             }
         };
         match dialect {
-            Dialect::Sqlite => {
-                // sqlx takes no lock for SQLite migrations: when two processes open a new
-                // file at once, the slower one fails on `CREATE TABLE` after the faster one
-                // committed. Each migration is one transaction, so running again is safe and
-                // then finds it applied.
-                let mut tries = 0;
-                loop {
-                    match SQLITE_MIGRATIONS.run(&writer).await {
-                        Ok(()) => break,
-                        Err(_) if tries < 5 => {
-                            tries += 1;
-                            tokio::time::sleep(Duration::from_millis(100 * tries)).await;
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-            }
-            Dialect::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
+            Dialect::Sqlite => crate::sqlite::open::migrate(&writer).await?,
+            Dialect::Postgres => crate::pg::open::migrate(&pool).await?,
         }
         let work = Arc::new(Notify::new());
         let background = match dialect {
-            Dialect::Postgres => Some(spawn_listener(url.to_string(), work.clone())),
-            Dialect::Sqlite if wal => Some(spawn_checkpointer(pool.clone())),
+            Dialect::Postgres => Some(crate::pg::open::spawn_listener(
+                url.to_string(),
+                work.clone(),
+            )),
+            Dialect::Sqlite if wal => Some(crate::sqlite::open::spawn_checkpointer(pool.clone())),
             Dialect::Sqlite => None,
         };
         let writes = match dialect {
@@ -259,7 +142,7 @@ impl SqlStore {
             Dialect::Postgres => Writes::Pooled(crate::pg::worker_connections::Lane::new(
                 writer.clone(),
                 max_connections,
-                IDLE_PING_AFTER,
+                crate::pg::open::IDLE_PING_AFTER,
             )),
         };
         Ok(SqlStore {
@@ -300,26 +183,6 @@ impl SqlStore {
         }
         self.pool.close().await;
         self.writer.close().await;
-    }
-
-    /// An online, consistent copy of a SQLite database into `path` (`VACUUM INTO`).
-    pub async fn backup_to(&self, path: &str) -> Result<(), StoreError> {
-        if self.dialect != Dialect::Sqlite {
-            return Err(StoreError::Unavailable(
-                "backup_to is for SQLite; use pg_dump for PostgreSQL".into(),
-            ));
-        }
-        if std::path::Path::new(path).exists() {
-            return Err(StoreError::Duplicate(format!(
-                "{path} exists; choose a new file"
-            )));
-        }
-        sqlx::query("VACUUM INTO $1")
-            .bind(path.to_string())
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
-        Ok(())
     }
 
     /// Deletes ended requests (and their events, attempts, decisions) last updated before
@@ -367,77 +230,6 @@ impl SqlStore {
             .await?;
         Ok(n)
     }
-}
-
-/// Retries opening SQLite while the file is locked: setting up a connection (WAL mode) can
-/// meet another process creating or migrating the same new file, and SQLite then answers
-/// `SQLITE_BUSY` at once instead of waiting for its busy timeout.
-async fn busy_retry<T, F, Fut>(mut open: F) -> Result<T, sqlx::Error>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
-{
-    let mut tries = 0u64;
-    loop {
-        match open().await {
-            Err(sqlx::Error::Database(e))
-                if tries < 10 && matches!(e.code().as_deref(), Some("5" | "261" | "517")) =>
-            {
-                tries += 1;
-                tokio::time::sleep(Duration::from_millis(50 * tries)).await;
-            }
-            other => return other,
-        }
-    }
-}
-
-/// How often the SQLite WAL is checkpointed.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
-
-/// WAL frames beyond which a checkpoint that readers kept from finishing is forced
-/// (`TRUNCATE` waits for them), so the WAL file stays bounded (about 40 MB of 4 KiB pages).
-const WAL_FRAMES_FORCE: i64 = 10_000;
-
-/// SQLite: copies the WAL into the database file off the write path, on a reader connection
-/// (`PASSIVE`: it never waits for the writer, and the writer never waits for it).
-fn spawn_checkpointer(reader: AnyPool) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            // (busy, frames in the WAL, frames copied)
-            let Ok(row) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                .fetch_one(&reader)
-                .await
-            else {
-                continue;
-            };
-            let frames: i64 = row.try_get(1).unwrap_or(0);
-            let copied: i64 = row.try_get(2).unwrap_or(0);
-            if frames >= WAL_FRAMES_FORCE && copied < frames {
-                let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-                    .execute(&reader)
-                    .await;
-            }
-        }
-    })
-}
-
-fn spawn_listener(url: String, work: Arc<Notify>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            if let Ok(mut l) = sqlx::postgres::PgListener::connect(&url).await
-                && l.listen(NOTIFY_CHANNEL).await.is_ok()
-            {
-                while l.recv().await.is_ok() {
-                    work.notify_waiters();
-                }
-            }
-            // Connection lost: the poll fallback in wait_for_work covers the gap.
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    })
 }
 
 pub(crate) fn db(e: sqlx::Error) -> StoreError {
@@ -849,6 +641,53 @@ async fn insert_request(conn: &mut AnyConnection, r: &Request) -> Result<(), Sto
     Ok(())
 }
 
+/// A batch being applied by [`SqlStore::apply_in`].
+struct Applying<'a> {
+    id: &'a str,
+    lease: Option<&'a Lease>,
+    /// The request is being submitted: not stored yet.
+    new: bool,
+    /// The events to append, in order.
+    events: Vec<(DateTime<Utc>, EventKind)>,
+    /// The request row changes (a transition or a patch).
+    changed: bool,
+    /// A transition ended the request: its lease goes.
+    terminal: bool,
+}
+
+impl Applying<'_> {
+    /// The lease attempt writes need.
+    fn leased(&self) -> Result<&Lease, StoreError> {
+        self.lease
+            .ok_or_else(|| StoreError::LeaseLost(self.id.to_string()))
+    }
+}
+
+/// Journals an attempt's end inside a transaction; `NotFound` when its start is not journaled.
+async fn finish_attempt_in(
+    tx: &mut AnyConnection,
+    id: &str,
+    record: &AttemptRecord,
+) -> Result<(), StoreError> {
+    let n = sqlx::query("UPDATE attempts SET record = $5 WHERE request_id = $1 AND action_id = $2 AND rollback = $3 AND attempt = $4")
+        .bind(id.to_string())
+        .bind(record.action_id.clone())
+        .bind(i64::from(record.rollback))
+        .bind(i64::from(record.attempt))
+        .bind(json(record))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?
+        .rows_affected();
+    if n == 0 {
+        return Err(StoreError::NotFound(format!(
+            "attempt {} of {} in {id}",
+            record.attempt, record.action_id
+        )));
+    }
+    Ok(())
+}
+
 impl SqlStore {
     /// Runs `op` as one transaction: group-committed on SQLite, its own transaction on
     /// PostgreSQL (whose server already groups concurrent commits).
@@ -994,97 +833,120 @@ impl SqlStore {
         {
             return Err(StoreError::LeaseLost(id.to_string()));
         }
-        let mut events: Vec<(DateTime<Utc>, EventKind)> = Vec::new();
-        let new = matches!(current, Current::New(..));
+        let mut a = Applying {
+            id,
+            lease,
+            new: matches!(current, Current::New(..)),
+            events: Vec::new(),
+            changed: false,
+            terminal: false,
+        };
         let mut r = match current {
             Current::New(r, first) => {
-                events.push(first);
+                a.events.push(first);
                 *r
             }
-            Current::Stored => {
-                let lock = match self.dialect {
-                    Dialect::Postgres => " FOR UPDATE",
-                    Dialect::Sqlite => "",
-                };
-                let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {COLUMNS}, lease_owner, lease_token FROM requests WHERE id = $1{lock}"
-                )))
-                .bind(id.to_string())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db)?
-                .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
-                if let Some(l) = lease {
-                    let owner: Option<String> = row.try_get("lease_owner").map_err(db)?;
-                    let token: i64 = row.try_get("lease_token").map_err(db)?;
-                    if owner.as_deref() != Some(l.worker_id.as_str()) || token != l.token as i64 {
-                        return Err(StoreError::LeaseLost(id.to_string()));
-                    }
-                }
-                row_to_request(&row)?
-            }
+            Current::Stored => self.locked_request(&mut *tx, id, lease).await?,
         };
-        let leased = || lease.ok_or_else(|| StoreError::LeaseLost(id.to_string()));
-        let mut changed = false;
-        let mut terminal = false;
         for w in writes {
-            match w {
-                Write::Transition { from, to, change } => {
-                    let when = change.at;
-                    let event = r.apply_transition(from, to, change)?;
-                    // Stored to the millisecond.
-                    r.updated_at = at(ms(when));
-                    changed = true;
-                    terminal |= to.is_terminal();
-                    events.push((when, event));
-                }
-                Write::Patch(p) => {
-                    p.apply_to(&mut r);
-                    r.approval_due = r.approval_due.map(|d| at(ms(d)));
-                    changed = true;
-                }
-                Write::Event { at, kind } => events.push((at, kind)),
-                Write::StartAttempt(record) => {
-                    leased()?;
-                    if record.request_id != id {
-                        return Err(StoreError::LeaseLost(id.to_string()));
-                    }
-                    insert_attempt(&mut *tx, &record).await?;
-                }
-                Write::FinishAttempt(record) => {
-                    leased()?;
-                    let n = sqlx::query("UPDATE attempts SET record = $5 WHERE request_id = $1 AND action_id = $2 AND rollback = $3 AND attempt = $4")
-                        .bind(id.to_string())
-                        .bind(record.action_id.clone())
-                        .bind(i64::from(record.rollback))
-                        .bind(i64::from(record.attempt))
-                        .bind(json(&record))
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db)?
-                        .rows_affected();
-                    if n == 0 {
-                        return Err(StoreError::NotFound(format!(
-                            "attempt {} of {} in {id}",
-                            record.attempt, record.action_id
-                        )));
-                    }
-                }
-                Write::ReserveQuota { resource, amount } => {
-                    let team = r.team.clone();
-                    // A refusal is described (and checked once more) by the general path.
-                    if !(new && reserve_new_in(&mut *tx, id, &team, &resource, amount).await?) {
-                        self.reserve_in(&mut *tx, id, &team, &resource, amount)
-                            .await?;
-                    }
-                }
-                Write::ReleaseQuota => {
-                    release_in(&mut *tx, "request_id = $1", id.to_string()).await?
-                }
-                Write::Audit(a) => insert_audit(&mut *tx, &a).await?,
+            self.apply_write(&mut *tx, &mut a, &mut r, w).await?;
+        }
+        self.store_applied(&mut *tx, a, &r).await?;
+        Ok(r)
+    }
+
+    /// Reads the stored request, its row locked on PostgreSQL (SQLite has a single writer),
+    /// and checks the fence.
+    async fn locked_request(
+        &self,
+        tx: &mut AnyConnection,
+        id: &str,
+        lease: Option<&Lease>,
+    ) -> Result<Request, StoreError> {
+        let lock = match self.dialect {
+            Dialect::Postgres => " FOR UPDATE",
+            Dialect::Sqlite => "",
+        };
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS}, lease_owner, lease_token FROM requests WHERE id = $1{lock}"
+        )))
+        .bind(id.to_string())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?
+        .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+        if let Some(l) = lease {
+            let owner: Option<String> = row.try_get("lease_owner").map_err(db)?;
+            let token: i64 = row.try_get("lease_token").map_err(db)?;
+            if owner.as_deref() != Some(l.worker_id.as_str()) || token != l.token as i64 {
+                return Err(StoreError::LeaseLost(id.to_string()));
             }
         }
-        let clear_lease = if terminal {
+        row_to_request(&row)
+    }
+
+    /// Applies one write of a batch: to the request in memory, or to the attempts, quota
+    /// and audit tables at once.
+    async fn apply_write(
+        &self,
+        tx: &mut AnyConnection,
+        a: &mut Applying<'_>,
+        r: &mut Request,
+        w: Write,
+    ) -> Result<(), StoreError> {
+        let id = a.id;
+        match w {
+            Write::Transition { from, to, change } => {
+                let when = change.at;
+                let event = r.apply_transition(from, to, change)?;
+                // Stored to the millisecond.
+                r.updated_at = at(ms(when));
+                a.changed = true;
+                a.terminal |= to.is_terminal();
+                a.events.push((when, event));
+            }
+            Write::Patch(p) => {
+                p.apply_to(r);
+                r.approval_due = r.approval_due.map(|d| at(ms(d)));
+                a.changed = true;
+            }
+            Write::Event { at, kind } => a.events.push((at, kind)),
+            Write::StartAttempt(record) => {
+                a.leased()?;
+                if record.request_id != id {
+                    return Err(StoreError::LeaseLost(id.to_string()));
+                }
+                insert_attempt(&mut *tx, &record).await?;
+            }
+            Write::FinishAttempt(record) => {
+                a.leased()?;
+                finish_attempt_in(&mut *tx, id, &record).await?;
+            }
+            Write::ReserveQuota { resource, amount } => {
+                let team = r.team.clone();
+                // A refusal is described (and checked once more) by the general path.
+                if !(a.new && reserve_new_in(&mut *tx, id, &team, &resource, amount).await?) {
+                    self.reserve_in(&mut *tx, id, &team, &resource, amount)
+                        .await?;
+                }
+            }
+            Write::ReleaseQuota => release_in(&mut *tx, "request_id = $1", id.to_string()).await?,
+            Write::Audit(audit) => insert_audit(&mut *tx, &audit).await?,
+        }
+        Ok(())
+    }
+
+    /// Stores what a batch did to the request: a new request inserted, a stored one updated,
+    /// its events appended; on PostgreSQL a request queued again is announced to the other
+    /// replicas.
+    async fn store_applied(
+        &self,
+        tx: &mut AnyConnection,
+        a: Applying<'_>,
+        r: &Request,
+    ) -> Result<(), StoreError> {
+        let (id, events) = (a.id, &a.events);
+        let clear_lease = if a.terminal {
             ", lease_owner = NULL, lease_expires_at = NULL"
         } else {
             ""
@@ -1104,38 +966,35 @@ impl SqlStore {
                 .bind(r.waiting_for.clone())
                 .bind(id.to_string())
         };
-        if new {
-            insert_request(&mut *tx, &r).await?;
-            insert_events(&mut *tx, id, &r.correlation_id, &events).await?;
-        } else if changed && !events.is_empty() && self.dialect == Dialect::Postgres {
+        if a.new {
+            insert_request(&mut *tx, r).await?;
+            insert_events(&mut *tx, id, &r.correlation_id, events).await?;
+        } else if a.changed && !events.is_empty() && self.dialect == Dialect::Postgres {
             // One round trip: the row's update as a data-modifying CTE of the events' insert.
             let sql = format!(
                 "WITH changed AS ({update}) {}",
                 events_sql(events.len(), 10)
             );
             let q = bind_update(sqlx::query(sqlx::AssertSqlSafe(sql)));
-            bind_events(q, id, &r.correlation_id, &events)
+            bind_events(q, id, &r.correlation_id, events)
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?;
         } else {
-            if changed {
+            if a.changed {
                 bind_update(sqlx::query(sqlx::AssertSqlSafe(update)))
                     .execute(&mut *tx)
                     .await
                     .map_err(db)?;
             }
-            insert_events(&mut *tx, id, &r.correlation_id, &events).await?;
+            insert_events(&mut *tx, id, &r.correlation_id, events).await?;
         }
-        if r.state == RequestState::Queued && changed && self.dialect == Dialect::Postgres {
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(NOTIFY_CHANNEL)
-                .bind(id.to_string())
-                .execute(&mut *tx)
+        if r.state == RequestState::Queued && a.changed && self.dialect == Dialect::Postgres {
+            crate::pg::open::notify_work(&mut *tx, id)
                 .await
                 .map_err(db)?;
         }
-        Ok(r)
+        Ok(())
     }
 
     /// Locks the request row for this transaction (a no-op update takes the write lock in both
@@ -1548,11 +1407,7 @@ impl Store for SqlStore {
         }
         self.work.notify_waiters();
         if self.dialect == Dialect::Postgres {
-            let _ = sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(NOTIFY_CHANNEL)
-                .bind(lease.request_id.clone())
-                .execute(&self.writer)
-                .await;
+            let _ = crate::pg::open::notify_work(&self.writer, &lease.request_id).await;
         }
         Ok(())
     }

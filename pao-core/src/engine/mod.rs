@@ -541,33 +541,8 @@ impl Orchestrator {
         let validated =
             validate_fields(&item, fields, &form_ctx).map_err(EngineError::InvalidFields)?;
         let now = self.clock.now();
-        let team = opts
-            .team
-            .clone()
-            .or_else(|| who.teams.first().cloned())
-            .unwrap_or_else(|| who.id.clone());
-        let environment = validated
-            .values
-            .get("environment")
-            .or_else(|| validated.values.get("env"))
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        let new = NewRequest {
-            id: uuid::Uuid::new_v4().to_string(),
-            item_id: item_id.to_string(),
-            item_version: item.version().to_string(),
-            item_hash: item.content_hash.clone(),
-            fields: validated.values,
-            requester: who.clone(),
-            team,
-            environment,
-            priority: opts.priority,
-            idempotency_key: opts.idempotency_key,
-            correlation_id: opts
-                .correlation_id
-                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-            retry_of,
-        };
+        let secrets = validated.secrets;
+        let new = new_request(who, item_id, &item, validated.values, opts, retry_of);
         // Admission is decided before anything is written, and stored with the request in
         // one durable write: audit, prerequisites, quota reservation, the approval decision.
         // The request as it will be stored, for deciding its admission before writing.
@@ -583,9 +558,9 @@ impl Orchestrator {
         writes.extend(self.admission(&provisional, &item));
         release_quota_on_failure(&mut writes);
         // A worker may claim the request the moment it is stored: its secrets go first.
-        let has_secrets = !validated.secrets.is_empty();
+        let has_secrets = !secrets.is_empty();
         if has_secrets && let Ok(mut m) = self.field_secrets.lock() {
-            m.insert(new.id.clone(), validated.secrets.clone());
+            m.insert(new.id.clone(), secrets.clone());
         }
         let forget_secrets = || {
             if has_secrets && let Ok(mut m) = self.field_secrets.lock() {
@@ -1474,4 +1449,43 @@ fn live_events(request: &Request, writes: &[Write]) -> Vec<LiveEvent> {
             })
         })
         .collect()
+}
+
+/// A new request of `who` for `item` (`item_id`) with its validated field values: for the team of the
+/// options, or `who`'s first team, or `who`; in the environment its `environment` (or `env`)
+/// field names.
+fn new_request(
+    who: &Principal,
+    item_id: &str,
+    item: &LoadedItem,
+    values: Value,
+    opts: SubmitOptions,
+    retry_of: Option<String>,
+) -> NewRequest {
+    let team = opts
+        .team
+        .clone()
+        .or_else(|| who.teams.first().cloned())
+        .unwrap_or_else(|| who.id.clone());
+    let environment = values
+        .get("environment")
+        .or_else(|| values.get("env"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    NewRequest {
+        id: uuid::Uuid::new_v4().to_string(),
+        item_id: item_id.to_string(),
+        item_version: item.version().to_string(),
+        item_hash: item.content_hash.clone(),
+        fields: values,
+        requester: who.clone(),
+        team,
+        environment,
+        priority: opts.priority,
+        idempotency_key: opts.idempotency_key,
+        correlation_id: opts
+            .correlation_id
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        retry_of,
+    }
 }

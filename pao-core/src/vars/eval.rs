@@ -955,27 +955,7 @@ fn eval_path_general<'a>(
                     "`loop` is not a value; use loop.index, loop.index0, loop.first, loop.last or loop.length",
                 ));
             };
-            let key = match &seg.kind {
-                SegKind::Key(k) => &**k,
-                _ => "",
-            };
-            match key {
-                "index" => Val::Int(frame.index as i64 + 1),
-                "index0" => Val::Int(frame.index as i64),
-                "first" => Val::Bool(frame.index == 0),
-                "last" => Val::Bool(frame.index + 1 == frame.len),
-                "length" => Val::Int(frame.len as i64),
-                "revindex" => Val::Int((frame.len - frame.index) as i64),
-                other => {
-                    return Err(VarError::at(
-                        VarErrorKind::Undefined,
-                        seg.span,
-                        format!(
-                            "`loop` has no `{other}`; it has index, index0, first, last, length, revindex"
-                        ),
-                    ));
-                }
-            }
+            loop_meta(frame, seg)?
         }
         Base::Expr(e) => eval(e, ctx, st, lenient)?,
     };
@@ -995,22 +975,7 @@ fn eval_path_general<'a>(
         let dyn_key;
         let kind: &SegKind = match &seg.kind {
             SegKind::Dyn(e) => {
-                let k = eval(e, ctx, st, false)?;
-                dyn_key = match k {
-                    Val::Int(i) => SegKind::Index(i),
-                    Val::Str(s) => SegKind::Key(s.into()),
-                    Val::String(s) => SegKind::Key(s.as_str().into()),
-                    other => {
-                        return Err(VarError::at(
-                            VarErrorKind::Type,
-                            seg.span,
-                            format!(
-                                "an index must be an int or a string, not a {}",
-                                other.type_name()
-                            ),
-                        ));
-                    }
-                };
+                dyn_key = dyn_seg_kind(e, seg.span, ctx, st)?;
                 &dyn_key
             }
             k => k,
@@ -1058,6 +1023,53 @@ fn eval_path_general<'a>(
         st.taint(&text);
     }
     Ok(cur)
+}
+
+/// `loop.<seg>` in the loop of `frame`: its index, index0, first, last, length or revindex.
+fn loop_meta<'a>(frame: &Frame<'a>, seg: &Seg) -> Result<Val<'a>, VarError> {
+    let key = match &seg.kind {
+        SegKind::Key(k) => &**k,
+        _ => "",
+    };
+    Ok(match key {
+        "index" => Val::Int(frame.index as i64 + 1),
+        "index0" => Val::Int(frame.index as i64),
+        "first" => Val::Bool(frame.index == 0),
+        "last" => Val::Bool(frame.index + 1 == frame.len),
+        "length" => Val::Int(frame.len as i64),
+        "revindex" => Val::Int((frame.len - frame.index) as i64),
+        other => {
+            return Err(VarError::at(
+                VarErrorKind::Undefined,
+                seg.span,
+                format!(
+                    "`loop` has no `{other}`; it has index, index0, first, last, length, revindex"
+                ),
+            ));
+        }
+    })
+}
+
+/// A dynamic index (`x[expr]`) evaluated into a key or an index.
+fn dyn_seg_kind<'a>(
+    e: &'a Expr,
+    span: Span,
+    ctx: &Context<'a>,
+    st: &mut State<'a>,
+) -> Result<SegKind, VarError> {
+    match eval(e, ctx, st, false)? {
+        Val::Int(i) => Ok(SegKind::Index(i)),
+        Val::Str(s) => Ok(SegKind::Key(s.into())),
+        Val::String(s) => Ok(SegKind::Key(s.as_str().into())),
+        other => Err(VarError::at(
+            VarErrorKind::Type,
+            span,
+            format!(
+                "an index must be an int or a string, not a {}",
+                other.type_name()
+            ),
+        )),
+    }
 }
 
 static EMPTY_OBJECT: std::sync::LazyLock<Value> =

@@ -709,67 +709,8 @@ impl<'s, 'f> Parser<'s, 'f> {
                 self.expect(Tok::RParen, "`)`")?;
                 inner
             }
-            Tok::LBracket => {
-                let mut items = Vec::new();
-                let end = loop {
-                    if self.peek_is(&Tok::RBracket)? {
-                        break self.next()?.1;
-                    }
-                    items.push(self.parse_expr()?);
-                    match self.next()? {
-                        (Tok::Comma, _) => continue,
-                        (Tok::RBracket, s) => break s,
-                        (tok, s) => {
-                            return Err(VarError::at(
-                                VarErrorKind::Syntax,
-                                s,
-                                format!(
-                                    "expected `,` or `]` in the list, found {}",
-                                    tok.describe()
-                                ),
-                            ));
-                        }
-                    }
-                };
-                Expr::List(items.into_boxed_slice(), span.to(end))
-            }
-            Tok::LBrace => {
-                let mut entries = Vec::new();
-                let end = loop {
-                    if self.peek_is(&Tok::RBrace)? {
-                        break self.next()?.1;
-                    }
-                    let key = match self.next()? {
-                        (Tok::Str(s), _) => s,
-                        (Tok::Ident(s), _) => s.into(),
-                        (tok, s) => {
-                            return Err(VarError::at(
-                                VarErrorKind::Syntax,
-                                s,
-                                format!("expected an object key, found {}", tok.describe()),
-                            ));
-                        }
-                    };
-                    self.expect(Tok::Colon, "`:` after the object key")?;
-                    let value = self.parse_expr()?;
-                    entries.push((key, value));
-                    match self.next()? {
-                        (Tok::Comma, _) => continue,
-                        (Tok::RBrace, s) => break s,
-                        (tok, s) => {
-                            return Err(VarError::at(
-                                VarErrorKind::Syntax,
-                                s,
-                                format!(
-                                    "expected `,` or `}}` in the object, found {}",
-                                    tok.describe()
-                                ),
-                            ));
-                        }
-                    }
-                };
-                Expr::Object(entries.into_boxed_slice(), span.to(end))
-            }
+            Tok::LBracket => self.parse_list(span)?,
+            Tok::LBrace => self.parse_object(span)?,
             Tok::Ident(name) => match name {
                 "true" => Expr::Const(Const::Bool(true), span),
                 "false" => Expr::Const(Const::Bool(false), span),
@@ -803,44 +744,7 @@ impl<'s, 'f> Parser<'s, 'f> {
             }
         };
         // Postfix accessors.
-        loop {
-            let optional = match self.peek()?.0 {
-                Tok::Dot | Tok::LBracket => false,
-                Tok::OptDot => true,
-                _ => break,
-            };
-            let (tok, start) = self.next()?;
-            let (kind, end) =
-                if tok == Tok::LBracket || (optional && self.peek_is(&Tok::LBracket)?) {
-                    if tok != Tok::LBracket {
-                        self.next()?;
-                    }
-                    let index = self.parse_expr()?;
-                    let end = self.expect(Tok::RBracket, "`]`")?;
-                    let kind = match index {
-                        Expr::Const(Const::Str(s), _) => SegKind::Key(CompactString::from(s)),
-                        Expr::Const(Const::Int(i), _) => SegKind::Index(i),
-                        other => SegKind::Dyn(Box::new(other)),
-                    };
-                    (kind, end)
-                } else {
-                    match self.next()? {
-                        (Tok::Ident(name), s) => (SegKind::Key(CompactString::from(name)), s),
-                        (Tok::Int(i), s) if i >= 0 => (SegKind::Index(i), s),
-                        (tok, s) => {
-                            return Err(VarError::at(
-                                VarErrorKind::Syntax,
-                                s,
-                                format!("expected a name after `.`, found {}", tok.describe()),
-                            ));
-                        }
-                    }
-                };
-            let seg = Seg {
-                kind,
-                optional,
-                span: start.to(end),
-            };
+        while let Some((seg, end)) = self.parse_seg()? {
             let p = path.get_or_insert_with(|| {
                 let base_span = expr.span();
                 Box::new(Path {
@@ -867,6 +771,110 @@ impl<'s, 'f> Parser<'s, 'f> {
             return Ok(Expr::Path(p));
         }
         Ok(expr)
+    }
+
+    /// The rest of a list literal after its `[` at `span`.
+    fn parse_list(&mut self, span: Span) -> Result<Expr, VarError> {
+        let mut items = Vec::new();
+        let end = loop {
+            if self.peek_is(&Tok::RBracket)? {
+                break self.next()?.1;
+            }
+            items.push(self.parse_expr()?);
+            match self.next()? {
+                (Tok::Comma, _) => continue,
+                (Tok::RBracket, s) => break s,
+                (tok, s) => {
+                    return Err(VarError::at(
+                        VarErrorKind::Syntax,
+                        s,
+                        format!("expected `,` or `]` in the list, found {}", tok.describe()),
+                    ));
+                }
+            }
+        };
+        Ok(Expr::List(items.into_boxed_slice(), span.to(end)))
+    }
+
+    /// The rest of an object literal after its `{` at `span`.
+    fn parse_object(&mut self, span: Span) -> Result<Expr, VarError> {
+        let mut entries = Vec::new();
+        let end = loop {
+            if self.peek_is(&Tok::RBrace)? {
+                break self.next()?.1;
+            }
+            let key = match self.next()? {
+                (Tok::Str(s), _) => s,
+                (Tok::Ident(s), _) => s.into(),
+                (tok, s) => {
+                    return Err(VarError::at(
+                        VarErrorKind::Syntax,
+                        s,
+                        format!("expected an object key, found {}", tok.describe()),
+                    ));
+                }
+            };
+            self.expect(Tok::Colon, "`:` after the object key")?;
+            let value = self.parse_expr()?;
+            entries.push((key, value));
+            match self.next()? {
+                (Tok::Comma, _) => continue,
+                (Tok::RBrace, s) => break s,
+                (tok, s) => {
+                    return Err(VarError::at(
+                        VarErrorKind::Syntax,
+                        s,
+                        format!(
+                            "expected `,` or `}}` in the object, found {}",
+                            tok.describe()
+                        ),
+                    ));
+                }
+            }
+        };
+        Ok(Expr::Object(entries.into_boxed_slice(), span.to(end)))
+    }
+
+    /// One postfix accessor (`.name`, `?.name`, `[index]`, `?.[index]`) and where it ends;
+    /// `None` when none follows.
+    fn parse_seg(&mut self) -> Result<Option<(Seg, Span)>, VarError> {
+        let optional = match self.peek()?.0 {
+            Tok::Dot | Tok::LBracket => false,
+            Tok::OptDot => true,
+            _ => return Ok(None),
+        };
+        let (tok, start) = self.next()?;
+        let (kind, end) = if tok == Tok::LBracket || (optional && self.peek_is(&Tok::LBracket)?) {
+            if tok != Tok::LBracket {
+                self.next()?;
+            }
+            let index = self.parse_expr()?;
+            let end = self.expect(Tok::RBracket, "`]`")?;
+            let kind = match index {
+                Expr::Const(Const::Str(s), _) => SegKind::Key(CompactString::from(s)),
+                Expr::Const(Const::Int(i), _) => SegKind::Index(i),
+                other => SegKind::Dyn(Box::new(other)),
+            };
+            (kind, end)
+        } else {
+            match self.next()? {
+                (Tok::Ident(name), s) => (SegKind::Key(CompactString::from(name)), s),
+                (Tok::Int(i), s) if i >= 0 => (SegKind::Index(i), s),
+                (tok, s) => {
+                    return Err(VarError::at(
+                        VarErrorKind::Syntax,
+                        s,
+                        format!("expected a name after `.`, found {}", tok.describe()),
+                    ));
+                }
+            }
+        };
+        let seg = Seg {
+            kind,
+            optional,
+            span: start.to(end),
+        };
+        Ok(Some((seg, end)))
     }
 
     fn resolve_root(&mut self, name: &str, span: Span) -> Result<Base, VarError> {

@@ -63,6 +63,20 @@ pub(crate) struct Plan<'w> {
     finishes: Vec<AttemptKey<'w>>,
 }
 
+/// The writes of a batch, gathered by kind.
+struct Gathered<'w> {
+    /// The state the first transition moves from.
+    from: Option<RequestState>,
+    /// The state the last transition moves to, and when.
+    state: Option<(RequestState, DateTime<Utc>)>,
+    /// A transition ends the request.
+    terminal: bool,
+    patch: RequestPatch,
+    events: Vec<(DateTime<Utc>, EventKind)>,
+    starts: Vec<&'w AttemptRecord>,
+    finishes: Vec<&'w AttemptRecord>,
+}
+
 /// The statement for `writes`, or `None` when the batch needs the transactional path.
 pub(crate) fn plan<'w>(id: &str, lease: Option<&Lease>, writes: &'w [Write]) -> Option<Plan<'w>> {
     if writes.is_empty() || Write::queues(writes) {
@@ -73,13 +87,78 @@ pub(crate) fn plan<'w>(id: &str, lease: Option<&Lease>, writes: &'w [Write]) -> 
     {
         return None;
     }
-    let mut from = None;
-    let mut state: Option<(RequestState, DateTime<Utc>)> = None;
-    let mut terminal = false;
-    let mut patch = RequestPatch::default();
-    let mut events: Vec<(DateTime<Utc>, EventKind)> = Vec::new();
-    let mut starts: Vec<&AttemptRecord> = Vec::new();
-    let mut finishes: Vec<&AttemptRecord> = Vec::new();
+    let g = gather(id, lease, writes)?;
+    let mut p = Params::default();
+    let id_p = p.text(id);
+    let sets = sets(&mut p, g.state, g.patch, g.terminal);
+    // Which row, in which state.
+    let mut conds = vec![format!("id = {id_p}")];
+    if let Some(l) = lease {
+        conds.push(format!("lease_owner = {}", p.text(&l.worker_id)));
+        conds.push(format!("lease_token = {}", p.int(l.token as i64)));
+    }
+    if let Some(f) = g.from {
+        conds.push(format!("state = {}", p.text(f.as_str())));
+    }
+    let mut finish_parts = Vec::new();
+    for r in &g.finishes {
+        let k = format!(
+            "action_id = {} AND rollback = {} AND attempt = {}",
+            p.text(&r.action_id),
+            p.int(i64::from(r.rollback)),
+            p.int(i64::from(r.attempt))
+        );
+        conds.push(format!(
+            "EXISTS (SELECT 1 FROM attempts WHERE request_id = {id_p} AND {k})"
+        ));
+        finish_parts.push((k, p.push(Bind::Text(json(*r)))));
+    }
+    let lock = if sets.is_empty() {
+        format!(
+            "SELECT {COLUMNS} FROM requests WHERE {} FOR UPDATE",
+            conds.join(" AND ")
+        )
+    } else {
+        format!(
+            "UPDATE requests SET {} WHERE {} RETURNING {COLUMNS}",
+            sets.join(", "),
+            conds.join(" AND ")
+        )
+    };
+    let mut ctes = vec![format!("upd AS ({lock})")];
+    if !g.starts.is_empty() {
+        ctes.push(starts_cte(&mut p, &g.starts));
+    }
+    for (i, (k, record)) in finish_parts.into_iter().enumerate() {
+        ctes.push(format!(
+            "f{i} AS (UPDATE attempts SET record = {record} WHERE request_id = (SELECT id FROM upd) AND {k})"
+        ));
+    }
+    if !g.events.is_empty() {
+        ctes.push(events_cte(&mut p, g.events, &id_p));
+    }
+    Some(Plan {
+        ctes,
+        params: p,
+        from: g.from,
+        starts: g.starts.iter().map(|r| key(r)).collect(),
+        finishes: g.finishes.iter().map(|r| key(r)).collect(),
+    })
+}
+
+/// Sorts a batch's writes by kind; `None` when the batch needs the transactional path
+/// (transitions that do not chain, attempts of another request or without a lease, an attempt
+/// written twice, quota or audit).
+fn gather<'w>(id: &str, lease: Option<&Lease>, writes: &'w [Write]) -> Option<Gathered<'w>> {
+    let mut g = Gathered {
+        from: None,
+        state: None,
+        terminal: false,
+        patch: RequestPatch::default(),
+        events: Vec::new(),
+        starts: Vec::new(),
+        finishes: Vec::new(),
+    };
     for w in writes {
         match w {
             Write::Transition {
@@ -87,37 +166,44 @@ pub(crate) fn plan<'w>(id: &str, lease: Option<&Lease>, writes: &'w [Write]) -> 
                 to,
                 change,
             } => {
-                match state {
-                    None => from = Some(*f),
+                match g.state {
+                    None => g.from = Some(*f),
                     Some((s, _)) if s != *f => return None,
                     Some(_) => {}
                 }
-                events.push((change.at, change.clone().into_event(*f, *to).ok()?));
-                state = Some((*to, change.at));
-                terminal |= to.is_terminal();
+                g.events
+                    .push((change.at, change.clone().into_event(*f, *to).ok()?));
+                g.state = Some((*to, change.at));
+                g.terminal |= to.is_terminal();
             }
-            Write::Patch(p) => merge(&mut patch, p),
-            Write::Event { at, kind } => events.push((*at, kind.clone())),
+            Write::Patch(p) => merge(&mut g.patch, p),
+            Write::Event { at, kind } => g.events.push((*at, kind.clone())),
             Write::StartAttempt(r) | Write::FinishAttempt(r) => {
                 if lease.is_none()
                     || r.request_id != id
-                    || starts.iter().chain(&finishes).any(|o| key(o) == key(r))
+                    || g.starts.iter().chain(&g.finishes).any(|o| key(o) == key(r))
                 {
                     return None;
                 }
                 if matches!(w, Write::StartAttempt(_)) {
-                    starts.push(r);
+                    g.starts.push(r);
                 } else {
-                    finishes.push(r);
+                    g.finishes.push(r);
                 }
             }
             Write::ReserveQuota { .. } | Write::ReleaseQuota | Write::Audit(_) => return None,
         }
     }
+    Some(g)
+}
 
-    let mut p = Params::default();
-    let id_p = p.text(id);
-    // What changes on the request row.
+/// What changes on the request row: its state, the patched columns, the lease on an end.
+fn sets(
+    p: &mut Params,
+    state: Option<(RequestState, DateTime<Utc>)>,
+    patch: RequestPatch,
+    terminal: bool,
+) -> Vec<String> {
     let mut sets: Vec<String> = Vec::new();
     if let Some((to, at)) = state {
         sets.push(format!("state = {}", p.text(to.as_str())));
@@ -147,94 +233,52 @@ pub(crate) fn plan<'w>(id: &str, lease: Option<&Lease>, writes: &'w [Write]) -> 
     if terminal {
         sets.push("lease_owner = NULL, lease_expires_at = NULL".to_string());
     }
-    // Which row, in which state.
-    let mut conds = vec![format!("id = {id_p}")];
-    if let Some(l) = lease {
-        conds.push(format!("lease_owner = {}", p.text(&l.worker_id)));
-        conds.push(format!("lease_token = {}", p.int(l.token as i64)));
-    }
-    if let Some(f) = from {
-        conds.push(format!("state = {}", p.text(f.as_str())));
-    }
-    let mut finish_parts = Vec::new();
-    for r in &finishes {
-        let k = format!(
-            "action_id = {} AND rollback = {} AND attempt = {}",
-            p.text(&r.action_id),
-            p.int(i64::from(r.rollback)),
-            p.int(i64::from(r.attempt))
-        );
-        conds.push(format!(
-            "EXISTS (SELECT 1 FROM attempts WHERE request_id = {id_p} AND {k})"
-        ));
-        finish_parts.push((k, p.push(Bind::Text(json(*r)))));
-    }
-    let lock = if sets.is_empty() {
-        format!(
-            "SELECT {COLUMNS} FROM requests WHERE {} FOR UPDATE",
-            conds.join(" AND ")
-        )
-    } else {
-        format!(
-            "UPDATE requests SET {} WHERE {} RETURNING {COLUMNS}",
-            sets.join(", "),
-            conds.join(" AND ")
-        )
-    };
-    let mut ctes = vec![format!("upd AS ({lock})")];
-    if !starts.is_empty() {
-        let rows: Vec<String> = starts
-            .iter()
-            .map(|r| {
-                format!(
-                    "({}, {}, {}, {}, {})",
-                    p.text(&r.action_id),
-                    p.int(i64::from(r.rollback)),
-                    p.int(i64::from(r.attempt)),
-                    p.int(ms(r.started_at)),
-                    p.push(Bind::Text(json(*r)))
-                )
-            })
-            .collect();
-        ctes.push(format!(
-            "s AS (INSERT INTO attempts (request_id, action_id, rollback, attempt, started_at, record) \
-             SELECT upd.id, v.column1, v.column2, v.column3, v.column4, v.column5 FROM upd, (VALUES {}) AS v)",
-            rows.join(", ")
-        ));
-    }
-    for (i, (k, record)) in finish_parts.into_iter().enumerate() {
-        ctes.push(format!(
-            "f{i} AS (UPDATE attempts SET record = {record} WHERE request_id = (SELECT id FROM upd) AND {k})"
-        ));
-    }
-    if !events.is_empty() {
-        let rows: Vec<String> = events
-            .into_iter()
-            .enumerate()
-            .map(|(i, (at, kind))| {
-                format!(
-                    "({}, {}, {})",
-                    p.int(i as i64 + 1),
-                    p.int(ms(at)),
-                    p.push(Bind::Text(json(&kind)))
-                )
-            })
-            .collect();
-        ctes.push(format!(
-            "e AS (INSERT INTO events (request_id, seq, at, correlation_id, kind) \
-             SELECT upd.id, last.m + v.column1, v.column2, upd.correlation_id, v.column3 \
-             FROM upd, (SELECT COALESCE(MAX(seq), 0) AS m FROM events WHERE request_id = {id_p}) AS last, \
-             (VALUES {}) AS v)",
-            rows.join(", ")
-        ));
-    }
-    Some(Plan {
-        ctes,
-        params: p,
-        from,
-        starts: starts.iter().map(|r| key(r)).collect(),
-        finishes: finishes.iter().map(|r| key(r)).collect(),
-    })
+    sets
+}
+
+/// The part that inserts the attempts a batch starts.
+fn starts_cte(p: &mut Params, starts: &[&AttemptRecord]) -> String {
+    let rows: Vec<String> = starts
+        .iter()
+        .map(|r| {
+            format!(
+                "({}, {}, {}, {}, {})",
+                p.text(&r.action_id),
+                p.int(i64::from(r.rollback)),
+                p.int(i64::from(r.attempt)),
+                p.int(ms(r.started_at)),
+                p.push(Bind::Text(json(*r)))
+            )
+        })
+        .collect();
+    format!(
+        "s AS (INSERT INTO attempts (request_id, action_id, rollback, attempt, started_at, record) \
+         SELECT upd.id, v.column1, v.column2, v.column3, v.column4, v.column5 FROM upd, (VALUES {}) AS v)",
+        rows.join(", ")
+    )
+}
+
+/// The part that appends a batch's events after the request's last one.
+fn events_cte(p: &mut Params, events: Vec<(DateTime<Utc>, EventKind)>, id_p: &str) -> String {
+    let rows: Vec<String> = events
+        .into_iter()
+        .enumerate()
+        .map(|(i, (at, kind))| {
+            format!(
+                "({}, {}, {})",
+                p.int(i as i64 + 1),
+                p.int(ms(at)),
+                p.push(Bind::Text(json(&kind)))
+            )
+        })
+        .collect();
+    format!(
+        "e AS (INSERT INTO events (request_id, seq, at, correlation_id, kind) \
+         SELECT upd.id, last.m + v.column1, v.column2, upd.correlation_id, v.column3 \
+         FROM upd, (SELECT COALESCE(MAX(seq), 0) AS m FROM events WHERE request_id = {id_p}) AS last, \
+         (VALUES {}) AS v)",
+        rows.join(", ")
+    )
 }
 
 /// Later patches of a batch win, field by field, as when applied one after the other.

@@ -8,7 +8,7 @@
 //! statement that ran to its end, without an error, returns the connection to the lane. One
 //! dropped mid-query or that failed is closed, and the next caller opens a fresh one.
 //!
-//! A connection idle for `IDLE_PING_AFTER` (`sql.rs`, 100 ms) or longer is pinged before use, as
+//! A connection idle for `IDLE_PING_AFTER` (`pg/open.rs`, 100 ms) or longer is pinged before use, as
 //! the pool does: the server may have closed it meanwhile.
 
 use std::sync::{Arc, Mutex};

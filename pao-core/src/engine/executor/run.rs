@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::scopes::{SECRETS_UNAVAILABLE_WAIT, ScopesError};
 use super::{LEASE_LOST, NodeResult, PhaseEnd, RunCtx, RunWrites, Scopes, state_change};
+use crate::action::ActionOutput;
 use crate::catalog::LoadedItem;
 use crate::catalog::model::{ActionSpec, FulfillmentMode};
 use crate::engine::Orchestrator;
@@ -28,6 +29,9 @@ impl Drop for AbortOnDrop {
         self.0.abort();
     }
 }
+
+/// The action id of a manual request's ticket.
+const TICKET: &str = "manual-ticket";
 
 impl Orchestrator {
     pub(crate) fn item_semaphore(&self, item_id: &str) -> Option<Arc<tokio::sync::Semaphore>> {
@@ -459,8 +463,9 @@ impl Orchestrator {
         Ok(())
     }
 
+    /// A manual request: creates its ticket (or takes it from the journal), then waits for
+    /// the ticket to be resolved.
     async fn run_manual(&self, rc: &RunCtx, request: Request) -> Result<(), StoreError> {
-        const TICKET: &str = "manual-ticket";
         let lease = &rc.lease;
         if request.waiting_for.is_some() {
             return Ok(());
@@ -520,36 +525,7 @@ impl Orchestrator {
                 .map(|(out, record)| (out, Some(record))),
         };
         match out {
-            Ok((out, record)) => {
-                let key = out
-                    .result
-                    .get("key")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-                    .unwrap_or_else(|| "ticket".to_string());
-                let mut writes = Vec::new();
-                if let Some(mut record) = record {
-                    record.outcome = AttemptOutcome::Succeeded {
-                        output: out.clone(),
-                        outputs: Value::Null,
-                    };
-                    record.finished_at = Some(self.clock.now());
-                    writes.push(Write::FinishAttempt(record));
-                }
-                writes.push(Write::Patch(RequestPatch {
-                    waiting_for: Some(Some(format!("manual:{key}"))),
-                    ..RequestPatch::default()
-                }));
-                writes.push(Write::Event {
-                    at: self.clock.now(),
-                    kind: EventKind::Log {
-                        action_id: Some(TICKET.into()),
-                        level: "info".into(),
-                        message: format!("waiting for ticket {key} to be resolved"),
-                    },
-                });
-                rc.flush_with(writes).await?;
-            }
+            Ok((out, record)) => self.ticket_created(rc, out, record).await?,
             Err(e) if e.message == LEASE_LOST => {}
             Err(e) => {
                 self.fail(
@@ -561,6 +537,44 @@ impl Orchestrator {
                 .await?;
             }
         }
+        Ok(())
+    }
+
+    /// Writes the end of the ticket's attempt (when it ran now) and the wait for the ticket.
+    async fn ticket_created(
+        &self,
+        rc: &RunCtx,
+        out: ActionOutput,
+        record: Option<AttemptRecord>,
+    ) -> Result<(), StoreError> {
+        let key = out
+            .result
+            .get("key")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| "ticket".to_string());
+        let mut writes = Vec::new();
+        if let Some(mut record) = record {
+            record.outcome = AttemptOutcome::Succeeded {
+                output: out.clone(),
+                outputs: Value::Null,
+            };
+            record.finished_at = Some(self.clock.now());
+            writes.push(Write::FinishAttempt(record));
+        }
+        writes.push(Write::Patch(RequestPatch {
+            waiting_for: Some(Some(format!("manual:{key}"))),
+            ..RequestPatch::default()
+        }));
+        writes.push(Write::Event {
+            at: self.clock.now(),
+            kind: EventKind::Log {
+                action_id: Some(TICKET.into()),
+                level: "info".into(),
+                message: format!("waiting for ticket {key} to be resolved"),
+            },
+        });
+        rc.flush_with(writes).await?;
         Ok(())
     }
 }
