@@ -4,6 +4,10 @@
 //!
 //! The fixtures are copies of those in `benches/src/lib.rs` (`small`, `jira20`, `loop20_rich`,
 //! `cond_expr`); `pao-core` cannot depend on the benchmark crate.
+#![allow(
+    unsafe_code,
+    reason = "a `GlobalAlloc` that counts and forwards to `System` (SAFETY below)"
+)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

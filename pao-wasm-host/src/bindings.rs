@@ -1,8 +1,10 @@
-//! Host-side bindings generated from the one WIT file the SDK also uses
-//! (`pao-plugins-sdk/wit/action.wit`): a contract change shows up here as a compile error.
+//! Host-side bindings generated from `wit/action.wit`, a copy of the SDK's
+//! `pao-plugins-sdk/wit/action.wit` kept in this crate so that it packages on its own
+//! (`repo-checks/tests/copies.rs` fails when the two differ): a contract change shows up here
+//! as a compile error.
 
 wasmtime::component::bindgen!({
-    path: "../pao-plugins-sdk/wit",
+    path: "wit",
     world: "plugin",
     imports: { default: async },
     exports: { default: async },

@@ -37,6 +37,10 @@ pub(crate) fn check_header(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
 }
 
 /// Compiles `bytes`, or loads them precompiled from `cache_dir`.
+#[allow(
+    unsafe_code,
+    reason = "`Component::deserialize` of an artifact this host wrote and authenticated (SAFETY below)"
+)]
 pub(crate) fn compile(
     engine: &Engine,
     cache_dir: Option<&Path>,

@@ -23,9 +23,9 @@ use crate::vars::{
 pub const MAX_FILE_BYTES: usize = 1 << 20;
 
 /// The published item schema (`schemas/catalog-item.v2.schema.json`).
-pub const ITEM_SCHEMA: &str = include_str!("../../../schemas/catalog-item.v2.schema.json");
+pub const ITEM_SCHEMA: &str = include_str!("../../schemas/catalog-item.v2.schema.json");
 /// The published `catalog.yaml` schema (`schemas/catalog.v2.schema.json`).
-pub const SETTINGS_SCHEMA: &str = include_str!("../../../schemas/catalog.v2.schema.json");
+pub const SETTINGS_SCHEMA: &str = include_str!("../../schemas/catalog.v2.schema.json");
 
 struct Schemas {
     item: jsonschema::Validator,

@@ -641,8 +641,3 @@ impl ValueTemplate {
 
 #[cfg(test)]
 mod tests;
-
-/// The Rust examples of the language reference, run as doctests.
-#[cfg(doctest)]
-#[doc = include_str!("../../../docs/variables.md")]
-pub struct LanguageReference;
