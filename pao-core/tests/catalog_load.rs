@@ -485,6 +485,33 @@ fn e023_option_sources_compile_at_load() {
 }
 
 #[test]
+fn rest_poll_until_compiles_at_load() {
+    let rest = |until: &str| {
+        automated(&format!(
+            "    - {{ id: a, type: rest, config: {{ url: \"https://x.example\", poll: {{ until: \"{until}\" }} }} }}\n"
+        ))
+    };
+    let pointer = "/fulfillment/actions/0/config/poll/until";
+    assert_eq!(
+        located(&rest("result.body.state ==")),
+        one("PAO-E010", pointer)
+    );
+    assert_eq!(
+        located(&rest("result.body.state == fieldz.name")),
+        one("PAO-E011", pointer)
+    );
+    assert!(located(&rest("result.body.state == fields.name")).is_empty());
+    // `poll.url` is a URL template over `result`, compiled with the action's config.
+    let url = automated(
+        "    - { id: a, type: rest, config: { url: \"https://x.example\", poll: { url: \"https://x.example/${{ result.body.id + }}\", until: \"true\" } } }\n",
+    );
+    assert_eq!(
+        located(&url),
+        one("PAO-E010", "/fulfillment/actions/0/config/poll/url")
+    );
+}
+
+#[test]
 fn warnings_for_lifecycle() {
     let manual = "fulfillment: { mode: manual, manual: { jira: { project: P, issue_type: Task, summary: s } } }\n";
     let (item, diags) = load_item(

@@ -3,11 +3,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use serde_json::Value;
+
 use super::graph::{find_cycle, reach};
 use super::sections::compile_checked_with;
 use crate::catalog::diagnostic::codes;
 use crate::catalog::load::{CompiledAction, CompiledItem, FileDiags, LoadOptions};
-use crate::catalog::model::{ActionSpec, ActionStep, CatalogItem, OnFailure};
+use crate::catalog::model::{ActionSpec, ActionStep, ActionType, CatalogItem, OnFailure};
 use crate::vars::{Declarations, Engine, did_you_mean};
 
 /// Where an action lives and what runs before it.
@@ -303,6 +305,9 @@ fn compile_action(
         true,
         |p| p.starts_with("/poll"),
     );
+    if a.spec.action_type == ActionType::Rest {
+        check_poll_until(d, engine, a, decl);
+    }
     let mut outputs = Vec::new();
     let out_decl = Declarations {
         allow_result: true,
@@ -338,5 +343,27 @@ fn compile_action(
         config,
         outputs,
         rollback,
+    }
+}
+
+/// A REST action's `poll.until`: a bare expression over `result` that the action evaluates
+/// after each response. It is compiled and checked here, with the catalog's engine, so that a
+/// mistake in it is a load error (PAO-E010, PAO-E011) rather than a failed action.
+fn check_poll_until(d: &mut FileDiags, engine: &Engine, a: &ActionInfo, decl: &Declarations) {
+    let Some(Value::String(src)) = a.spec.config.pointer("/poll/until") else {
+        return;
+    };
+    let ptr = format!("{}/config/poll/until", a.pointer);
+    let with_result = Declarations {
+        allow_result: true,
+        ..decl.clone()
+    };
+    match engine.compile_expression(src) {
+        Ok(e) => {
+            for err in e.check(&with_result) {
+                d.var_error(&ptr, &err);
+            }
+        }
+        Err(err) => d.var_error(&ptr, &err),
     }
 }
