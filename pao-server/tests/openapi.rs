@@ -299,3 +299,57 @@ async fn server_takes_what_the_document_allows_and_refuses_the_rest() {
     assert_eq!(code, 200, "{v}");
     s.stop().await;
 }
+
+/// Every success response names its body: JSON bodies are a `$ref` to a component generated
+/// from the handler's response type (an object with properties, or a documented composition),
+/// never an inline or untyped schema. Only the Prometheus text of `/metrics` is plain text, and
+/// two bodies are documents of other standards, typed by those: the form (JSON Schema) and
+/// the API document itself (OpenAPI).
+#[test]
+fn every_success_response_has_a_schema_from_its_type() {
+    let doc = pao_server::api::openapi::document_json();
+    let components = &doc["components"]["schemas"];
+    let mut checked = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            for (code, resp) in op["responses"].as_object().unwrap() {
+                if !code.starts_with('2') {
+                    continue;
+                }
+                let Some(content) = resp.get("content").and_then(Value::as_object) else {
+                    assert_eq!(code, "204", "{method} {path} {code} has no body schema");
+                    continue;
+                };
+                for (kind, media) in content {
+                    if kind == "text/plain" {
+                        assert_eq!(path, "/api/v1/metrics", "{method} {path}: text body");
+                        continue;
+                    }
+                    let name = media["schema"]["$ref"]
+                        .as_str()
+                        .and_then(|r| r.strip_prefix("#/components/schemas/"))
+                        .unwrap_or_else(|| panic!("{method} {path} {code}: inline schema"));
+                    let mut schema = &components[name];
+                    if let Some(inner) = schema["$ref"].as_str() {
+                        schema = &components[inner.trim_start_matches("#/components/schemas/")];
+                    }
+                    if ["FormSchema", "OpenApiDocument"].contains(&name) {
+                        assert!(schema["description"].is_string(), "{name}: {schema}");
+                        checked += 1;
+                        continue;
+                    }
+                    let typed = schema.get("properties").is_some()
+                        || schema.get("oneOf").is_some()
+                        || schema.get("allOf").is_some()
+                        || schema.get("items").is_some();
+                    assert!(
+                        typed,
+                        "{method} {path} {code}: `{name}` is untyped: {schema}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked >= 40, "only {checked} success bodies found");
+}

@@ -217,8 +217,63 @@ pub async fn test_variables(
 /// timeout) and `worst_case_ms`.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(transparent)]
-#[schema(value_type = Object)]
-pub struct SimulationView(pub Value);
+#[schema(value_type = SimulationDoc)]
+pub struct SimulationView(pub pao_core::engine::Simulation);
+
+/// What a request would do, without running anything (the API shape of
+/// `pao_core::engine::Simulation`).
+#[derive(ToSchema)]
+#[schema(as = Simulation)]
+#[allow(dead_code)]
+pub struct SimulationDoc {
+    /// The item.
+    item_id: String,
+    /// `manual` or `automated`.
+    mode: String,
+    /// Whether the request would wait for approval.
+    approval_required: bool,
+    /// The item's computed values for these fields.
+    #[schema(value_type = Object)]
+    computed: Value,
+    /// Each action in plan order.
+    actions: Vec<SimulatedActionDoc>,
+    /// Upper bound of the fulfillment time: the critical path of timeouts.
+    worst_case_ms: u64,
+    /// Problems found on the way (render errors, missing action types).
+    problems: Vec<String>,
+}
+
+/// One action of a simulation (the API shape of `pao_core::engine::SimulatedAction`).
+#[derive(ToSchema)]
+#[schema(as = SimulatedAction)]
+#[allow(dead_code)]
+pub struct SimulatedActionDoc {
+    /// Action id.
+    id: String,
+    /// Action type.
+    action_type: String,
+    /// `main` or `post_fulfillment`.
+    phase: String,
+    /// Parallel group.
+    group: Option<String>,
+    /// Direct dependencies.
+    depends_on: Vec<String>,
+    /// Whether its `when` holds (`null` when it cannot be decided before running).
+    will_run: Option<bool>,
+    /// The input it would get (secrets as `[secret:<name>]`).
+    #[schema(value_type = Object)]
+    input: Value,
+    /// What it would send (its dry run), for action types that can say without sending.
+    #[schema(value_type = Option<Object>)]
+    request: Option<Value>,
+    /// The sample output its type describes.
+    #[schema(value_type = Value)]
+    sample_output: Value,
+    /// Its timeout.
+    timeout_ms: u64,
+    /// When it would finish at the latest, from the start.
+    latest_finish_ms: u64,
+}
 
 /// `POST /simulate/fulfillment`: what a request for `item_id` with `fields` would do — the
 /// plan, which actions run, rendered inputs (secrets masked), approval, worst-case time —
@@ -235,9 +290,7 @@ pub async fn simulate(
     state.orch.visible_item(&who, id)?;
     let fields = src.fields.clone().unwrap_or_else(|| json!({}));
     let sim = state.orch.simulate(&who, id, &fields).await?;
-    Ok(Json(SimulationView(
-        serde_json::to_value(&sim).unwrap_or(Value::Null),
-    )))
+    Ok(Json(SimulationView(sim)))
 }
 
 /// What the authoring endpoints read of their bodies. The handlers parse one
