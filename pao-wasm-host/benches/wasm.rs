@@ -10,10 +10,8 @@
 //! Target (from the issue): ≤ 50 µs median per plugin invocation. The ratio plugin / native
 //! is the cost of the sandbox.
 //!
-//! Measured 2026-11-29 on a shared 2-core x86_64 VM (`cargo bench -p pao-wasm-host --bench
-//! wasm -- --warm-up-time 1 --measurement-time 3`), medians: native 0.35 µs,
-//! plugin_pooling 35.4 µs (≈100× native, within the 50 µs target), plugin_on_demand 63.2 µs
-//! (≈179×). Pooling is the host's default.
+//! Pooling is the host's default. The measured medians, with the command that reproduces
+//! them, are in `docs/benchmarks.md`.
 //!
 //! Before timing, each variant is run once and its result checked,
 //! so `cargo test --benches` fails if the host breaks. Runs on a current-thread runtime.
