@@ -89,6 +89,7 @@ presentation:
       title: Basics
       fields:
         - { id: system, type: select, source: { http: { url: "${{ env.PAO_OPTIONS_URL }}/moved", headers: { X-API-Key: inventory-key-123 } } } }
+        - { id: owner, type: select, source: { http: { url: "${{ env.PAO_OPTIONS_URL }}/owners", headers: { Authorization: "Bearer ${{ secrets.cmdb_token }}" } } } }
 fulfillment:
   mode: automated
   actions:
@@ -108,6 +109,8 @@ async fn server() -> Option<(TestServer, Seen, Seen, Vec<pao_sandbox::FakeServer
     let s = spawn_with(Db::Sqlite, move |c| {
         std::fs::write(c.catalog.join("outbound.yaml"), OUTBOUND_ITEM).unwrap();
         c.env.insert("PAO_OPTIONS_URL".into(), Some(url));
+        c.secrets
+            .insert("cmdb_token".into(), "cmdb-token-0123456789".into());
     })
     .await?;
     Some((s, first, second, vec![options, other]))
@@ -199,5 +202,30 @@ async fn a_source_backed_value_that_is_not_a_name_is_refused_at_submit() {
         )
         .await;
     assert!(code == 201 || code == 202, "{code} {v}");
+    s.stop().await;
+}
+
+/// A source's headers may read `secrets` (the server fetches, never the browser): the value
+/// reaches the source and nowhere else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_options_source_header_reads_a_secret() {
+    let Some((s, first, _, _fakes)) = server().await else {
+        return;
+    };
+    let (code, v) = s
+        .get(ALICE, "/catalog/items/test.outbound/fields/owner/options")
+        .await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["options"][0]["value"], "a", "{v}");
+    assert!(!v.to_string().contains("cmdb-token"), "{v}");
+    assert_eq!(first.paths(), vec!["/owners".to_string()]);
+    assert!(
+        first
+            .headers()
+            .iter()
+            .any(|(n, v)| n == "authorization" && v == "Bearer cmdb-token-0123456789"),
+        "{:?}",
+        first.headers()
+    );
     s.stop().await;
 }

@@ -203,13 +203,16 @@ impl Orchestrator {
         let mut templates = vec![&compiled.url];
         templates.extend(compiled.headers.iter().map(|(_, t)| t));
         let fields = field_values(&templates, params)?;
+        // Secrets only in headers: a URL shows up in errors and in the source's logs.
+        let secrets = self.source_secrets(&templates[1..]).await?;
         let (user, env) = (who.to_scope(), Value::Object(self.config.env.clone()));
         let metadata = serde_json::to_value(&item.item.metadata).unwrap_or(Value::Null);
         let ctx = Context::new()
             .with(Scope::Fields, &fields)
             .with(Scope::User, &user)
             .with(Scope::Env, &env)
-            .with(Scope::Metadata, &metadata);
+            .with(Scope::Metadata, &metadata)
+            .with(Scope::Secrets, &secrets);
         let render = |t: &Template| -> Result<String, OptionsError> {
             t.render(&ctx).map_err(|e| {
                 OptionsError::Template(format!(
@@ -231,6 +234,30 @@ impl Orchestrator {
                 FetchError::Source(why) => OptionsError::Source(why),
             })?;
         Ok(pick_options(&compiled.items.query(&doc).all(), src))
+    }
+}
+
+impl Orchestrator {
+    /// The secrets a source's templates read (`secrets.<name>` in a header), from the
+    /// orchestrator's secret provider. The values go to the source only: they are never in an
+    /// answer or an error.
+    async fn source_secrets(&self, templates: &[&Template]) -> Result<Value, OptionsError> {
+        let names: BTreeSet<String> = templates
+            .iter()
+            .flat_map(|t| t.references())
+            .filter(|r| r.scope == Scope::Secrets)
+            .filter_map(|r| r.path.first().cloned())
+            .collect();
+        let mut out = Map::new();
+        for name in names {
+            let value = self.secrets.get(&name).await.map_err(|_| {
+                OptionsError::Source(format!(
+                    "options source: the secret `{name}` its headers read is not available"
+                ))
+            })?;
+            out.insert(name, Value::String(value));
+        }
+        Ok(Value::Object(out))
     }
 }
 
