@@ -19,6 +19,7 @@ use crate::authz::Principal;
 use crate::catalog::model::{CatalogSourceKind, Field, FieldOption, HttpSource};
 use crate::catalog::{CompiledSource, LoadedItem};
 use crate::engine::{EngineError, Orchestrator};
+use crate::secrets::SecretError;
 use crate::vars::{Context, Scope, Template};
 
 /// The longest value of a parameter that becomes a field value.
@@ -238,24 +239,29 @@ impl Orchestrator {
 }
 
 impl Orchestrator {
-    /// The secrets a source's templates read (`secrets.<name>` in a header), from the
-    /// orchestrator's secret provider. The values go to the source only: they are never in an
-    /// answer or an error.
+    /// The secrets a source's header templates read (`secrets.<name>`), from the
+    /// orchestrator's secret provider, as actions get them: a secret that does not exist or is
+    /// not granted is left out (the header that reads it fails to render); a failing provider
+    /// fails the call. The values go to the source only, never into an answer or an error.
     async fn source_secrets(&self, templates: &[&Template]) -> Result<Value, OptionsError> {
         let names: BTreeSet<String> = templates
             .iter()
             .flat_map(|t| t.references())
-            .filter(|r| r.scope == Scope::Secrets)
-            .filter_map(|r| r.path.first().cloned())
+            .filter_map(|r| r.secret_name().map(str::to_owned))
             .collect();
         let mut out = Map::new();
         for name in names {
-            let value = self.secrets.get(&name).await.map_err(|_| {
-                OptionsError::Source(format!(
-                    "options source: the secret `{name}` its headers read is not available"
-                ))
-            })?;
-            out.insert(name, Value::String(value));
+            match self.secrets.get(&name).await {
+                Ok(value) => {
+                    out.insert(name, Value::String(value));
+                }
+                Err(SecretError::Unavailable(why)) => {
+                    return Err(OptionsError::Source(format!(
+                        "options source: secret `{name}`: {why}"
+                    )));
+                }
+                Err(SecretError::NotFound(_) | SecretError::Denied(_)) => {}
+            }
         }
         Ok(Value::Object(out))
     }

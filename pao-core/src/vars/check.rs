@@ -20,6 +20,16 @@ pub struct Reference {
     pub guarded: bool,
 }
 
+impl Reference {
+    /// The secret it names, when it reads `secrets.<name>`.
+    pub fn secret_name(&self) -> Option<&str> {
+        match self.scope {
+            Scope::Secrets => self.path.first().map(String::as_str),
+            _ => None,
+        }
+    }
+}
+
 /// What an item declares, for the static checks.
 #[derive(Debug, Clone, Default)]
 pub struct Declarations {

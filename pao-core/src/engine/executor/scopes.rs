@@ -84,13 +84,11 @@ impl Scopes {
         // Fetch only the secrets the item's templates read.
         let mut names = BTreeSet::new();
         let mut collect = |refs: Vec<crate::vars::Reference>| {
-            for r in refs {
-                if r.scope == Scope::Secrets
-                    && let Some(n) = r.path.first()
-                {
-                    names.insert(n.clone());
-                }
-            }
+            names.extend(
+                refs.iter()
+                    .filter_map(|r| r.secret_name())
+                    .map(str::to_owned),
+            );
         };
         let c = &item.compiled;
         for (_, t) in &c.computed {

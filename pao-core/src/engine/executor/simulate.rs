@@ -103,10 +103,8 @@ impl Orchestrator {
         for a in item.compiled.actions.values() {
             a.config.for_each_template(&mut |_, t| {
                 for r in t.references() {
-                    if r.scope == Scope::Secrets
-                        && let Some(n) = r.path.first()
-                    {
-                        secret_names.insert(n.clone(), Value::String(format!("[secret:{n}]")));
+                    if let Some(n) = r.secret_name() {
+                        secret_names.insert(n.to_owned(), Value::String(format!("[secret:{n}]")));
                     }
                 }
             });
