@@ -57,7 +57,8 @@ use serde_json::json;
 use super::{
     ApprovalDecision, AttemptOutcome, AttemptRecord, AuditRecord, CompletionTimes, Event,
     EventKind, Lease, LeaseClock, LoggedAudit, NewRequest, QuotaUsage, Request, RequestFilter,
-    RequestPatch, RollbackStatus, StateChange, StateCount, StatsScope, Store, StoreError, Write,
+    RequestPatch, RollbackStatus, SealedSecrets, StateChange, StateCount, StatsScope, Store,
+    StoreError, Write,
 };
 use crate::action::{ActionError, ActionOutput, ErrorClass, IdempotencyKey};
 use crate::authz::Principal;
@@ -135,6 +136,7 @@ macro_rules! for_each_conformance_check {
             check_submit_with_admits_in_one_write,
             check_submit_with_all_or_nothing,
             check_submit_with_quota_counts_earlier_requests,
+            check_sealed_values,
         );
     };
 }
@@ -4304,4 +4306,171 @@ pub async fn check_submit_with_quota_counts_earlier_requests(store: &dyn Store) 
     assert_eq!(used(store, "team-a", "db").await, 3);
     ok("nothing reserved", admit("q-7", 0).await);
     assert_eq!(used(store, "team-a", "db").await, 3);
+}
+
+/// Sealed values ([`Write::Seal`], [`Store::sealed`]): stored with the request's wrapped data
+/// key, refused under another key (and the whole batch with them), trimmed when the request
+/// ends (a failed one keeps all but the form's values), and re-wrapped by compare-and-set.
+pub async fn check_sealed_values(store: &dyn Store) {
+    use crate::sealing::WrappedKey;
+    let k1 = WrappedKey {
+        kek_id: "kek-a".into(),
+        wrapped: vec![1, 2, 3, 0, 255],
+    };
+    let k2 = WrappedKey {
+        kek_id: "kek-b".into(),
+        wrapped: vec![9, 9],
+    };
+    let seal = |key: &WrappedKey, values: &[(&str, &[u8])]| Write::Seal {
+        key: key.clone(),
+        values: values
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_vec()))
+            .collect(),
+    };
+    let none = ok("sealed of an unknown request", store.sealed("nobody").await);
+    assert_eq!(
+        none,
+        SealedSecrets::default(),
+        "an unknown request has nothing sealed"
+    );
+    for (id, end) in [
+        ("sealed-failed", State::Failed),
+        ("sealed-done", State::Completed),
+    ] {
+        let submitted = ok(
+            &format!("submit {id} with sealed values"),
+            store
+                .submit_with(
+                    new_request(id),
+                    "alice",
+                    t(0),
+                    vec![seal(&k1, &[("field:pw", b"c1"), ("field:token", b"c2")])],
+                )
+                .await,
+        );
+        assert!(submitted.created);
+        let s = ok(&format!("sealed {id}"), store.sealed(id).await);
+        assert_eq!(s.key.as_ref(), Some(&k1), "{id}: the data key as written");
+        assert_eq!(s.values.len(), 2, "{id}: both values");
+        assert_eq!(s.values["field:pw"], b"c1".to_vec());
+        let lease = run(store, id, "w1", t(1)).await;
+        // The same key again: values added and replaced.
+        ok(
+            &format!("{id}: seal a rollback input"),
+            store
+                .apply(
+                    id,
+                    Some(&lease),
+                    vec![seal(&k1, &[("rollback:a", b"in"), ("field:pw", b"c1b")])],
+                )
+                .await,
+        );
+        // Another key: refused, and nothing of the batch is kept.
+        let refused = store
+            .apply(
+                id,
+                Some(&lease),
+                vec![
+                    Write::Event {
+                        at: t(2),
+                        kind: EventKind::Log {
+                            action_id: None,
+                            level: "info".into(),
+                            message: "kept?".into(),
+                        },
+                    },
+                    seal(&k2, &[("rollback:b", b"x")]),
+                ],
+            )
+            .await;
+        assert!(
+            refused.is_err(),
+            "{id}: a seal under another data key must be refused"
+        );
+        let s = ok(&format!("sealed {id}"), store.sealed(id).await);
+        assert_eq!(s.key.as_ref(), Some(&k1));
+        assert_eq!(
+            s.values.keys().cloned().collect::<Vec<_>>(),
+            vec!["field:pw", "field:token", "rollback:a"],
+            "{id}: the refused batch left nothing"
+        );
+        assert_eq!(s.values["field:pw"], b"c1b".to_vec());
+        // The end, as a worker writes it: under the lease with its event.
+        ok(
+            &format!("{id}: end as {end}"),
+            store
+                .apply(
+                    id,
+                    Some(&lease),
+                    vec![Write::Transition {
+                        from: State::InProgress,
+                        to: end,
+                        change: change("worker:w1", None, t(3)),
+                    }],
+                )
+                .await,
+        );
+        let s = ok(
+            &format!("sealed {id} after the end"),
+            store.sealed(id).await,
+        );
+        if end == State::Failed {
+            assert_eq!(
+                s.key.as_ref(),
+                Some(&k1),
+                "a failed request keeps its data key"
+            );
+            assert_eq!(
+                s.values.keys().cloned().collect::<Vec<_>>(),
+                vec!["rollback:a"],
+                "a failed request keeps its rollback inputs, not its form's secrets"
+            );
+        } else {
+            assert_eq!(
+                s,
+                SealedSecrets::default(),
+                "a completed request keeps nothing sealed"
+            );
+        }
+    }
+    // Re-wrapping after a rotation: only keys not under the current KEK, compare-and-set.
+    let old = ok(
+        "keys not under kek-b",
+        store.keys_not_wrapped_by("kek-b", 10).await,
+    );
+    assert_eq!(old, vec![("sealed-failed".to_string(), k1.clone())]);
+    assert!(
+        ok(
+            "keys not under kek-a",
+            store.keys_not_wrapped_by("kek-a", 10).await
+        )
+        .is_empty()
+    );
+    let new = WrappedKey {
+        kek_id: "kek-b".into(),
+        wrapped: vec![4, 5, 6],
+    };
+    assert!(ok(
+        "rewrap",
+        store.rewrap_key("sealed-failed", &k1, &new).await
+    ));
+    assert!(
+        !ok(
+            "rewrap from a stale key",
+            store.rewrap_key("sealed-failed", &k1, &new).await
+        ),
+        "a stale re-wrap must not apply"
+    );
+    assert_eq!(
+        ok("sealed after rewrap", store.sealed("sealed-failed").await).key,
+        Some(new)
+    );
+    assert!(
+        ok(
+            "keys not under kek-b",
+            store.keys_not_wrapped_by("kek-b", 10).await
+        )
+        .is_empty()
+    );
 }

@@ -24,6 +24,7 @@ struct Inner {
     limits: BTreeMap<(String, String), u64>,
     reservations: BTreeMap<(String, String), (String, u64)>,
     audit: Vec<AuditRecord>,
+    sealed: HashMap<String, SealedSecrets>,
 }
 
 /// A [`Store`] in memory.
@@ -103,6 +104,7 @@ struct Undo {
     attempts: Option<Vec<AttemptRecord>>,
     reservations: Vec<((String, String), (String, u64))>,
     audit: usize,
+    sealed: Option<SealedSecrets>,
 }
 
 impl Inner {
@@ -120,6 +122,7 @@ impl Inner {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             audit: self.audit.len(),
+            sealed: self.sealed.get(id).cloned(),
         }
     }
 
@@ -158,6 +161,14 @@ impl Inner {
             }
         }
         self.reservations.retain(|(rid, _), _| *rid != id);
+        match u.sealed {
+            Some(x) => {
+                self.sealed.insert(id.clone(), x);
+            }
+            None => {
+                self.sealed.remove(&id);
+            }
+        }
         self.reservations.extend(u.reservations);
         self.audit.truncate(u.audit);
     }
@@ -220,6 +231,13 @@ impl Inner {
         self.push_event(id, at, event);
         if to.is_terminal() {
             self.leases.remove(id);
+            if to == RequestState::Failed {
+                if let Some(x) = self.sealed.get_mut(id) {
+                    x.values.retain(|k, _| !k.starts_with(SEALED_FIELD_PREFIX));
+                }
+            } else {
+                self.sealed.remove(id);
+            }
         }
         Ok(out)
     }
@@ -374,6 +392,21 @@ impl Inner {
                 }
                 Write::ReleaseQuota => self.reservations.retain(|(rid, _), _| rid != id),
                 Write::Audit(a) => self.audit.push(a),
+                Write::Seal { key, values } => {
+                    if !self.requests.contains_key(id) {
+                        return Err(StoreError::NotFound(id.to_string()));
+                    }
+                    let x = self.sealed.entry(id.to_string()).or_default();
+                    match &x.key {
+                        Some(k) if *k != key => {
+                            return Err(StoreError::Duplicate(format!(
+                                "request {id} has another data key"
+                            )));
+                        }
+                        _ => x.key = Some(key),
+                    }
+                    x.values.extend(values);
+                }
             }
         }
         self.requests
@@ -662,6 +695,48 @@ impl Store for MemoryStore {
         }
         list.push(d);
         Ok(list.clone())
+    }
+
+    async fn sealed(&self, request_id: &str) -> Result<SealedSecrets, StoreError> {
+        Ok(self
+            .lock()?
+            .sealed
+            .get(request_id)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    async fn keys_not_wrapped_by(
+        &self,
+        kek_id: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, WrappedKey)>, StoreError> {
+        let g = self.lock()?;
+        let mut out: Vec<(String, WrappedKey)> = g
+            .sealed
+            .iter()
+            .filter_map(|(id, x)| x.key.as_ref().map(|k| (id.clone(), k.clone())))
+            .filter(|(_, k)| k.kek_id != kek_id)
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    async fn rewrap_key(
+        &self,
+        request_id: &str,
+        old: &WrappedKey,
+        new: &WrappedKey,
+    ) -> Result<bool, StoreError> {
+        let mut g = self.lock()?;
+        match g.sealed.get_mut(request_id) {
+            Some(x) if x.key.as_ref() == Some(old) => {
+                x.key = Some(new.clone());
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     async fn decisions(&self, id: &str) -> Result<Vec<ApprovalDecision>, StoreError> {

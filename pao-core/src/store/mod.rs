@@ -35,6 +35,7 @@ pub use observed::{CallOutcome, Observed, StoreCall, StoreObserver};
 use crate::action::{ActionError, ActionOutput, ErrorClass, IdempotencyKey};
 use crate::authz::Principal;
 use crate::lifecycle::{IllegalTransition, RequestState};
+use crate::sealing::WrappedKey;
 
 /// What a caller submits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -765,6 +766,15 @@ pub enum Write {
     ReleaseQuota,
     /// Appends an audit record.
     Audit(AuditRecord),
+    /// Stores sealed values of the request, replacing values of the same name. `key` is the
+    /// request's wrapped data key: stored when the request has none yet, otherwise it must be
+    /// the stored one (values sealed under another data key would not open).
+    Seal {
+        /// The request's data key, wrapped.
+        key: WrappedKey,
+        /// Sealed values by name.
+        values: Vec<(String, Vec<u8>)>,
+    },
 }
 
 impl Write {
@@ -788,6 +798,20 @@ impl Write {
             )
         })
     }
+}
+
+/// The name prefix of sealed `secret` form field values. A transition to a terminal state
+/// deletes them; see [`Store::sealed`].
+pub const SEALED_FIELD_PREFIX: &str = "field:";
+
+/// The sealed values of one request ([`Store::sealed`]): its wrapped data key and the values
+/// it seals, by name. Only ciphertext: see [`crate::sealing`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SealedSecrets {
+    /// The request's data key, wrapped by a key-encryption key.
+    pub key: Option<WrappedKey>,
+    /// Sealed values by name.
+    pub values: std::collections::BTreeMap<String, Vec<u8>>,
 }
 
 /// A submission's result.
@@ -885,6 +909,11 @@ pub trait Store: Send + Sync {
                 }
                 Write::ReleaseQuota => self.release_quota(id).await?,
                 Write::Audit(a) => self.audit(a).await?,
+                Write::Seal { .. } => {
+                    return Err(StoreError::Unavailable(
+                        "this store keeps no sealed values: implement `apply`".to_string(),
+                    ));
+                }
             }
         }
         self.get(id)
@@ -1092,6 +1121,31 @@ pub trait Store: Send + Sync {
         after: Option<&(DateTime<Utc>, String)>,
         limit: usize,
     ) -> Result<Vec<Request>, StoreError>;
+
+    /// The sealed values of a request ([`Write::Seal`]); empty when it has none.
+    ///
+    /// Sealed values live as long as they can be needed: a transition to a terminal state
+    /// deletes the values named `field:*` ([`SEALED_FIELD_PREFIX`]); a transition to a
+    /// terminal state other than `Failed` deletes them all with the data key (a failed
+    /// request keeps what a retry may need to undo the actions it reuses, until it is purged).
+    async fn sealed(&self, request_id: &str) -> Result<SealedSecrets, StoreError>;
+
+    /// Up to `limit` wrapped data keys not wrapped by the key-encryption key `kek_id`, with
+    /// their request ids (for re-wrapping after a rotation).
+    async fn keys_not_wrapped_by(
+        &self,
+        kek_id: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, WrappedKey)>, StoreError>;
+
+    /// Replaces the wrapped data key of a request when it is still `old`; `false` when it
+    /// changed or went meanwhile.
+    async fn rewrap_key(
+        &self,
+        request_id: &str,
+        old: &WrappedKey,
+        new: &WrappedKey,
+    ) -> Result<bool, StoreError>;
 
     /// Waits until new work may be claimable, or `timeout` passes. The default sleeps; stores
     /// with notifications (PostgreSQL LISTEN/NOTIFY, the in-memory store) wake at once.

@@ -31,6 +31,9 @@ pub enum StoreCall {
     Attempts,
     RecordDecision,
     Decisions,
+    Sealed,
+    KeysNotWrappedBy,
+    RewrapKey,
     SetQuotaLimit,
     SetQuotaLimits,
     ReserveQuota,
@@ -67,6 +70,9 @@ impl StoreCall {
             StoreCall::Attempts => "attempts",
             StoreCall::RecordDecision => "record_decision",
             StoreCall::Decisions => "decisions",
+            StoreCall::Sealed => "sealed",
+            StoreCall::KeysNotWrappedBy => "keys_not_wrapped_by",
+            StoreCall::RewrapKey => "rewrap_key",
             StoreCall::SetQuotaLimit => "set_quota_limit",
             StoreCall::SetQuotaLimits => "set_quota_limits",
             StoreCall::ReserveQuota => "reserve_quota",
@@ -91,6 +97,8 @@ impl StoreCall {
                 | StoreCall::Events
                 | StoreCall::Attempts
                 | StoreCall::Decisions
+                | StoreCall::Sealed
+                | StoreCall::KeysNotWrappedBy
                 | StoreCall::QuotaUsage
                 | StoreCall::AuditLog
                 | StoreCall::RequestStats
@@ -360,6 +368,33 @@ impl<S: Store, O: StoreObserver> Store for Observed<S, O> {
     async fn decisions(&self, id: &str) -> Result<Vec<ApprovalDecision>, StoreError> {
         self.forward(StoreCall::Decisions, self.inner.decisions(id))
             .await
+    }
+    async fn sealed(&self, request_id: &str) -> Result<SealedSecrets, StoreError> {
+        self.forward(StoreCall::Sealed, self.inner.sealed(request_id))
+            .await
+    }
+    async fn keys_not_wrapped_by(
+        &self,
+        kek_id: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, WrappedKey)>, StoreError> {
+        self.forward(
+            StoreCall::KeysNotWrappedBy,
+            self.inner.keys_not_wrapped_by(kek_id, limit),
+        )
+        .await
+    }
+    async fn rewrap_key(
+        &self,
+        request_id: &str,
+        old: &WrappedKey,
+        new: &WrappedKey,
+    ) -> Result<bool, StoreError> {
+        self.forward(
+            StoreCall::RewrapKey,
+            self.inner.rewrap_key(request_id, old, new),
+        )
+        .await
     }
     async fn set_quota_limit(
         &self,

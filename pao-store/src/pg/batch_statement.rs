@@ -137,6 +137,24 @@ pub(crate) fn plan<'w>(id: &str, lease: Option<&Lease>, writes: &'w [Write]) -> 
     if !g.events.is_empty() {
         ctes.push(events_cte(&mut p, g.events, &id_p));
     }
+    // An ended request's sealed values go with the transition (see `Store::sealed`).
+    match g.state {
+        Some((RequestState::Failed, _)) => ctes.push(format!(
+            "sv AS (DELETE FROM sealed_values WHERE request_id = (SELECT id FROM upd) AND name LIKE {})",
+            p.text(&format!("{SEALED_FIELD_PREFIX}%"))
+        )),
+        Some((to, _)) if to.is_terminal() => {
+            ctes.push(
+                "sv AS (DELETE FROM sealed_values WHERE request_id = (SELECT id FROM upd))"
+                    .to_string(),
+            );
+            ctes.push(
+                "sk AS (DELETE FROM sealed_keys WHERE request_id = (SELECT id FROM upd))"
+                    .to_string(),
+            );
+        }
+        _ => {}
+    }
     Some(Plan {
         ctes,
         params: p,
@@ -191,7 +209,10 @@ fn gather<'w>(id: &str, lease: Option<&Lease>, writes: &'w [Write]) -> Option<Ga
                     g.finishes.push(r);
                 }
             }
-            Write::ReserveQuota { .. } | Write::ReleaseQuota | Write::Audit(_) => return None,
+            Write::ReserveQuota { .. }
+            | Write::ReleaseQuota
+            | Write::Audit(_)
+            | Write::Seal { .. } => return None,
         }
     }
     Some(g)

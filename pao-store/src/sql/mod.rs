@@ -213,7 +213,13 @@ impl SqlStore {
                     cutoff,
                 )
                 .await?;
-                for table in ["events", "attempts", "decisions"] {
+                for table in [
+                    "events",
+                    "attempts",
+                    "decisions",
+                    "sealed_values",
+                    "sealed_keys",
+                ] {
                     sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE request_id IN (SELECT id FROM requests WHERE {ended})"
             )))

@@ -5,6 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use pao_core::lifecycle::RequestState;
+use pao_core::sealing::WrappedKey;
 use pao_core::store::*;
 use sqlx::{AnyConnection, Row};
 
@@ -495,6 +496,96 @@ impl Store for SqlStore {
             })
             .await?;
         self.decisions(&d.request_id).await
+    }
+
+    async fn sealed(&self, request_id: &str) -> Result<SealedSecrets, StoreError> {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let undecodable = |what: &str| {
+            StoreError::Unavailable(format!(
+                "sealed {what} of request {request_id} is not base64"
+            ))
+        };
+        let key: Option<(String, String)> =
+            sqlx::query_as("SELECT kek_id, wrapped FROM sealed_keys WHERE request_id = $1")
+                .bind(request_id.to_string())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT name, sealed FROM sealed_values WHERE request_id = $1 ORDER BY name",
+        )
+        .bind(request_id.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let key = match key {
+            Some((kek_id, w)) => Some(WrappedKey {
+                kek_id,
+                wrapped: b64.decode(w).map_err(|_| undecodable("data key"))?,
+            }),
+            None => None,
+        };
+        let mut values = std::collections::BTreeMap::new();
+        for (name, v) in rows {
+            let bytes = b64.decode(v).map_err(|_| undecodable(&name))?;
+            values.insert(name, bytes);
+        }
+        Ok(SealedSecrets { key, values })
+    }
+
+    async fn keys_not_wrapped_by(
+        &self,
+        kek_id: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, WrappedKey)>, StoreError> {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT request_id, kek_id, wrapped FROM sealed_keys WHERE kek_id <> $1 \
+             ORDER BY request_id LIMIT $2",
+        )
+        .bind(kek_id.to_string())
+        .bind(limit.min(i64::MAX as usize) as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|(id, kek_id, w)| {
+                let wrapped = b64.decode(w).map_err(|_| {
+                    StoreError::Unavailable(format!("data key of request {id} is not base64"))
+                })?;
+                Ok((id, WrappedKey { kek_id, wrapped }))
+            })
+            .collect()
+    }
+
+    async fn rewrap_key(
+        &self,
+        request_id: &str,
+        old: &WrappedKey,
+        new: &WrappedKey,
+    ) -> Result<bool, StoreError> {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let (request_id, old, new) = (request_id.to_string(), old.clone(), new.clone());
+        self.write(async move |tx: &mut sqlx::AnyConnection| {
+            let n = sqlx::query(
+                "UPDATE sealed_keys SET kek_id = $1, wrapped = $2 \
+                 WHERE request_id = $3 AND kek_id = $4 AND wrapped = $5",
+            )
+            .bind(new.kek_id.clone())
+            .bind(b64.encode(&new.wrapped))
+            .bind(request_id.clone())
+            .bind(old.kek_id.clone())
+            .bind(b64.encode(&old.wrapped))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?
+            .rows_affected();
+            Ok(n == 1)
+        })
+        .await
     }
 
     async fn decisions(&self, id: &str) -> Result<Vec<ApprovalDecision>, StoreError> {

@@ -307,6 +307,8 @@ struct Applying<'a> {
     changed: bool,
     /// A transition ended the request: its lease goes.
     terminal: bool,
+    /// The terminal state it ended in (its sealed values go).
+    ended_as: Option<RequestState>,
 }
 
 impl Applying<'_> {
@@ -315,6 +317,81 @@ impl Applying<'_> {
         self.lease
             .ok_or_else(|| StoreError::LeaseLost(self.id.to_string()))
     }
+}
+
+/// Stores sealed values of a request (and its wrapped data key, when it has none yet).
+async fn seal_in(
+    tx: &mut AnyConnection,
+    id: &str,
+    key: &pao_core::sealing::WrappedKey,
+    values: &[(String, Vec<u8>)],
+) -> Result<(), StoreError> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let wrapped = b64.encode(&key.wrapped);
+    sqlx::query(
+        "INSERT INTO sealed_keys (request_id, kek_id, wrapped) VALUES ($1, $2, $3) \
+         ON CONFLICT (request_id) DO NOTHING",
+    )
+    .bind(id.to_string())
+    .bind(key.kek_id.clone())
+    .bind(wrapped.clone())
+    .execute(&mut *tx)
+    .await
+    .map_err(db)?;
+    let stored: Option<(String, String)> =
+        sqlx::query_as("SELECT kek_id, wrapped FROM sealed_keys WHERE request_id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+    if stored.as_ref() != Some(&(key.kek_id.clone(), wrapped)) {
+        return Err(StoreError::Duplicate(format!(
+            "request {id} has another data key"
+        )));
+    }
+    for (name, sealed) in values {
+        sqlx::query(
+            "INSERT INTO sealed_values (request_id, name, sealed) VALUES ($1, $2, $3) \
+             ON CONFLICT (request_id, name) DO UPDATE SET sealed = excluded.sealed",
+        )
+        .bind(id.to_string())
+        .bind(name.clone())
+        .bind(b64.encode(sealed))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+    }
+    Ok(())
+}
+
+/// Deletes what an ended request no longer needs of its sealed values: the form's secrets;
+/// everything with the data key unless it failed (a retry may undo what it reuses).
+async fn drop_sealed_in(
+    tx: &mut AnyConnection,
+    id: &str,
+    ended_as: RequestState,
+) -> Result<(), StoreError> {
+    if ended_as == RequestState::Failed {
+        sqlx::query("DELETE FROM sealed_values WHERE request_id = $1 AND name LIKE $2")
+            .bind(id.to_string())
+            .bind(format!("{SEALED_FIELD_PREFIX}%"))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+    } else {
+        for sql in [
+            "DELETE FROM sealed_values WHERE request_id = $1",
+            "DELETE FROM sealed_keys WHERE request_id = $1",
+        ] {
+            sqlx::query(sql)
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+    }
+    Ok(())
 }
 
 /// Journals an attempt's end inside a transaction; `NotFound` when its start is not journaled.
@@ -494,6 +571,7 @@ impl SqlStore {
             events: Vec::new(),
             changed: false,
             terminal: false,
+            ended_as: None,
         };
         let mut r = match current {
             Current::New(r, first) => {
@@ -557,6 +635,9 @@ impl SqlStore {
                 r.updated_at = at(ms(when));
                 a.changed = true;
                 a.terminal |= to.is_terminal();
+                if to.is_terminal() {
+                    a.ended_as = Some(to);
+                }
                 a.events.push((when, event));
             }
             Write::Patch(p) => {
@@ -586,6 +667,7 @@ impl SqlStore {
             }
             Write::ReleaseQuota => release_in(&mut *tx, "request_id = $1", id.to_string()).await?,
             Write::Audit(audit) => insert_audit(&mut *tx, &audit).await?,
+            Write::Seal { key, values } => seal_in(&mut *tx, id, &key, &values).await?,
         }
         Ok(())
     }
@@ -642,6 +724,9 @@ impl SqlStore {
                     .map_err(db)?;
             }
             insert_events(&mut *tx, id, &r.correlation_id, events).await?;
+        }
+        if let Some(to) = a.ended_as {
+            drop_sealed_in(&mut *tx, id, to).await?;
         }
         if r.state == RequestState::Queued && a.changed && self.dialect == Dialect::Postgres {
             crate::pg::open::notify_work(&mut *tx, id)
