@@ -545,6 +545,7 @@ presentation:
           type: secret
 computed:
   total: "${{ 1 + 2 }}"
+secrets: [token, key, s, p, t, h]
 fulfillment:
   mode: automated
   manual:

@@ -484,6 +484,73 @@ fn e023_option_sources_compile_at_load() {
     assert_eq!(source.headers.len(), 1);
 }
 
+/// Secrets are granted per item (`secrets:`); the server's own secrets are never readable from
+/// the catalog; a secret field is read as `secrets.<id>`, never `fields.<id>`.
+#[test]
+fn e011_e024_secret_grants() {
+    let reserved = LoadOptions {
+        reserved_secrets: ["approval_hook".to_string()].into(),
+        ..options()
+    };
+    let item = |grants: &str, url: &str| {
+        format!(
+            "{HEAD}presentation:\n  groups:\n    - id: g\n      title: G\n      fields:\n        - {{ id: pw, type: secret }}\n{grants}fulfillment:\n  mode: automated\n  actions:\n    - {{ id: w, type: webhook, config: {{ url: \"https://hooks.example.com/{url}\", body: {{ a: 1 }} }} }}\n"
+        )
+    };
+    let diags = |yaml: &str| {
+        let (_, d) = load_item("t.yaml", yaml, &reserved);
+        d.into_iter()
+            .filter(|d| d.code != "PAO-W003")
+            .map(|d| (d.code.to_string(), d.message, d.line))
+            .collect::<Vec<_>>()
+    };
+    // Declared, and the item's own secret field: clean.
+    assert!(
+        diags(&item(
+            "secrets: [hook_token]\n",
+            "${{ secrets.hook_token }}/${{ secrets.pw }}"
+        ))
+        .is_empty()
+    );
+    // Not declared: located at the template, with the fix.
+    let d = diags(&item("", "${{ secrets.hook_token }}"));
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0].0, "PAO-E011");
+    assert!(
+        d[0].1.contains("secret `hook_token` is not granted"),
+        "{d:?}"
+    );
+    assert_eq!(d[0].2, 19, "the line of the action that reads it");
+    // A near miss gets a suggestion.
+    let (_, near) = load_item(
+        "t.yaml",
+        &item("secrets: [hook_token]\n", "${{ secrets.hook_tokn }}"),
+        &reserved,
+    );
+    assert!(
+        near.iter().any(|d| d
+            .hint
+            .as_deref()
+            .is_some_and(|h| h.contains("did you mean `hook_token`"))),
+        "{near:?}"
+    );
+    // Reserved: neither readable nor grantable.
+    let d = diags(&item(
+        "secrets: [approval_hook]\n",
+        "${{ secrets.approval_hook }}",
+    ));
+    let codes: Vec<&str> = d.iter().map(|x| x.0.as_str()).collect();
+    assert_eq!(codes, vec!["PAO-E024", "PAO-E011"], "{d:?}");
+    assert!(
+        d.iter().all(|x| x.1.contains("reserved for the server")),
+        "{d:?}"
+    );
+    // A secret field read through `fields`.
+    let d = diags(&item("", "${{ fields.pw }}"));
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert!(d[0].1.contains("`pw` is a secret field"), "{d:?}");
+}
+
 #[test]
 fn rest_poll_until_compiles_at_load() {
     let rest = |until: &str| {

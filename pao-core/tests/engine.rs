@@ -231,7 +231,8 @@ impl pao_core::secrets::SecretProvider for FlakySecrets {
 /// and completes. A secret that does not exist still fails it.
 #[tokio::test(start_paused = true)]
 async fn a_secret_provider_outage_is_retried_not_fatal() {
-    let item = r#"fulfillment:
+    let item = r#"secrets: [api_token]
+fulfillment:
   mode: automated
   actions:
     - { id: a, type: "plugin:test", config: { token: "${{ secrets.api_token }}" } }
@@ -1072,6 +1073,7 @@ async fn simulation_predicts_without_calling() {
       title: G
       fields:
         - { id: env, type: select, options: [dev, prod], default: dev }
+secrets: [api_token]
 fulfillment:
   mode: automated
   approval: { required_when: "fields.env == 'prod'", approvers: { teams: [platform-leads] } }

@@ -75,6 +75,8 @@ pub mod codes {
     pub const PATTERN: &str = "PAO-E022";
     /// The `items` of an HTTP option source that is not JSONPath.
     pub const JSONPATH: &str = "PAO-E023";
+    /// The item's `secrets:` list grants a secret reserved for the server.
+    pub const SECRET_GRANT: &str = "PAO-E024";
     /// Deprecated item without a replacement.
     pub const DEPRECATED_NO_REPLACEMENT: &str = "PAO-W001";
     /// Retired item.

@@ -55,6 +55,9 @@ pub struct LoadOptions {
     pub plugin_config_schemas: BTreeMap<String, Value>,
     /// The variable engine (with embedder functions).
     pub engine: Engine,
+    /// Secrets only the server reads (inbound webhook keys, the key-encryption key): no item
+    /// may read or declare them.
+    pub reserved_secrets: BTreeSet<String>,
 }
 
 impl Default for LoadOptions {
@@ -66,6 +69,7 @@ impl Default for LoadOptions {
                 .collect(),
             plugin_config_schemas: BTreeMap::new(),
             engine: Engine::new(),
+            reserved_secrets: BTreeSet::new(),
         }
     }
 }

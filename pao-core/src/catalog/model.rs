@@ -115,6 +115,10 @@ pub struct CatalogItem {
     /// Named derived values (name -> template), available as `computed.<name>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub computed: Option<BTreeMap<String, String>>,
+    /// The provider's secrets this item's templates may read as `secrets.<name>` (its own
+    /// `secret` form fields need no entry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<Vec<String>>,
     /// How requests are fulfilled.
     pub fulfillment: Fulfillment,
     /// Lifecycle status, deprecation and maintenance windows.
@@ -1081,6 +1085,19 @@ impl CatalogItem {
     /// Every field of the form, in display order (none without a presentation).
     pub fn all_fields(&self) -> impl Iterator<Item = &Field> + '_ {
         self.presentation.iter().flat_map(Presentation::all_fields)
+    }
+
+    /// Whether the item declares that its templates read the provider's secret `name`.
+    pub fn grants_secret(&self, name: &str) -> bool {
+        self.secrets.iter().flatten().any(|s| s == name)
+    }
+
+    /// The ids of the form's `secret` fields (read as `secrets.<id>`).
+    pub fn secret_field_ids(&self) -> std::collections::BTreeSet<&str> {
+        self.all_fields()
+            .filter(|f| f.is_secret())
+            .map(|f| f.id.as_str())
+            .collect()
     }
 }
 

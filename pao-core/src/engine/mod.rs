@@ -37,10 +37,11 @@ use crate::clock::{Clock, SystemClock};
 use crate::events::{EventSink, LiveEvent, NoopSink};
 use crate::form::{FieldError, FormContext, validate_fields};
 use crate::lifecycle::RequestState;
+use crate::sealing::Keyring;
 use crate::secrets::{SecretProvider, StaticSecrets};
 use crate::store::{
     ApprovalDecision, AuditRecord, EventKind, Lease, NewRequest, Request, RequestPatch,
-    StateChange, Store, StoreError, Submitted, Write,
+    SEALED_FIELD_PREFIX, StateChange, Store, StoreError, Submitted, Write,
 };
 
 pub use executor::{SimulatedAction, Simulation};
@@ -49,6 +50,15 @@ pub use policy::{BreakerConfig, BreakerState, Breakers, Retry};
 
 /// How many requests [`Orchestrator::sweep_approvals`] reads at a time.
 pub const SWEEP_PAGE: usize = 200;
+
+/// What [`Orchestrator::rewrap_sealed`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RewrapReport {
+    /// Data keys now wrapped by the current key-encryption key.
+    pub rewrapped: u64,
+    /// Data keys wrapped by a key-encryption key this process does not hold.
+    pub unreadable: u64,
+}
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -176,9 +186,9 @@ pub struct Orchestrator {
     pub(crate) breakers: Breakers,
     pub(crate) config: EngineConfig,
     pub(crate) running: Mutex<HashMap<String, CancellationToken>>,
-    /// Values of `secret` form fields, by request: held in this process's memory only, never
-    /// stored, and readable by the request's templates as `secrets.<field_id>`.
-    pub(crate) field_secrets: Mutex<HashMap<String, Map<String, Value>>>,
+    /// Seals what a request needs later (its `secret` form fields, rollback inputs) in the
+    /// store; see [`crate::sealing`].
+    pub(crate) keyring: Arc<Keyring>,
     pub(crate) global_slots: Arc<tokio::sync::Semaphore>,
     pub(crate) item_slots: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
     pub(crate) load_options: Arc<LoadOptions>,
@@ -203,9 +213,20 @@ pub struct OrchestratorBuilder {
     authz: Arc<dyn Authorizer>,
     config: EngineConfig,
     load_options: Arc<LoadOptions>,
+    keyring: Option<Keyring>,
 }
 
 impl OrchestratorBuilder {
+    /// The key-encryption keys that seal what requests need later (their `secret` form
+    /// fields, the inputs of completed actions a rollback replays) in the store. Every
+    /// process sharing a store needs the same current key (and the previous ones until
+    /// [`Orchestrator::rewrap_sealed`] has re-wrapped everything). Default: a random key of
+    /// this process, so sealed values survive neither a restart nor a move to another
+    /// process.
+    pub fn keyring(mut self, keyring: Keyring) -> Self {
+        self.keyring = Some(keyring);
+        self
+    }
     /// The action types.
     pub fn actions(mut self, actions: ActionRegistry) -> Self {
         self.actions = actions;
@@ -259,7 +280,7 @@ impl OrchestratorBuilder {
             )),
             config: self.config,
             running: Mutex::default(),
-            field_secrets: Mutex::default(),
+            keyring: Arc::new(self.keyring.unwrap_or_else(Keyring::ephemeral)),
             item_slots: Mutex::default(),
             load_options: self.load_options,
         })
@@ -283,7 +304,74 @@ impl Orchestrator {
             authz: Arc::new(ItemAccessAuthorizer),
             config: EngineConfig::default(),
             load_options: Arc::new(LoadOptions::default()),
+            keyring: None,
         }
+    }
+
+    /// Re-wraps the data keys of sealed values that are not wrapped by the current
+    /// key-encryption key, `batch` at a time, until none is left or one cannot be opened
+    /// (its KEK is not held). Requests keep running meanwhile: a re-wrap replaces a key
+    /// only if it is still the one read. Returns how many keys were re-wrapped and how many
+    /// could not be (their KEK is held by no one here).
+    pub async fn rewrap_sealed(&self, batch: usize) -> Result<RewrapReport, StoreError> {
+        let mut report = RewrapReport::default();
+        let current = self.keyring.current_id().to_string();
+        let mut skipped = std::collections::BTreeSet::new();
+        loop {
+            let keys = self
+                .store
+                .keys_not_wrapped_by(&current, batch.max(1) + skipped.len())
+                .await?;
+            let mut progressed = false;
+            for (id, wrapped) in keys {
+                if skipped.contains(&id) {
+                    continue;
+                }
+                match self.keyring.rewrap(&id, &wrapped) {
+                    Ok(Some(new)) => {
+                        if self.store.rewrap_key(&id, &wrapped, &new).await? {
+                            report.rewrapped += 1;
+                        }
+                        progressed = true;
+                    }
+                    Ok(None) => {}
+                    Err(_) => {
+                        report.unreadable += 1;
+                        skipped.insert(id);
+                    }
+                }
+            }
+            if !progressed {
+                return Ok(report);
+            }
+        }
+    }
+
+    /// Whether `item`'s templates may read the provider's secret `name`: it must be declared
+    /// in the item's `secrets:` list and not be reserved for the server. The loader reports
+    /// the same as a diagnostic; this is the run-time check.
+    pub(crate) fn secret_grant(
+        &self,
+        item: &crate::catalog::model::CatalogItem,
+        name: &str,
+    ) -> Result<(), String> {
+        if self.load_options.reserved_secrets.contains(name) {
+            return Err(format!(
+                "secret `{name}` is reserved for the server and cannot be read from the catalog"
+            ));
+        }
+        if !item.grants_secret(name) {
+            return Err(format!(
+                "secret `{name}` is not granted to item `{}` (declare it in the item's `secrets:` list)",
+                item.metadata.id
+            ));
+        }
+        Ok(())
+    }
+
+    /// The fingerprint of the key-encryption key that wraps new data keys.
+    pub fn current_kek_id(&self) -> &str {
+        self.keyring.current_id()
     }
 
     /// The catalog in service.
@@ -401,16 +489,10 @@ impl Orchestrator {
         (done.applied, done.claimed.ok().flatten())
     }
 
-    /// What a stored batch means beyond the store: its live events are published, and a
-    /// request that ended forgets its field secrets.
-    fn tell(&self, request: &Request, stored: Stored) {
+    /// What a stored batch means beyond the store: its live events are published.
+    fn tell(&self, _request: &Request, stored: Stored) {
         for e in stored.live {
             self.sink.publish(e);
-        }
-        if stored.ended
-            && let Ok(mut m) = self.field_secrets.lock()
-        {
-            m.remove(&request.id);
         }
     }
 
@@ -555,18 +637,25 @@ impl Orchestrator {
             detail: json!({ "item": item_id }),
         });
         let mut writes = vec![audited.clone()];
+        // The secret form fields, sealed with the request: any worker of any replica opens
+        // them; the end of the request deletes them.
+        if !secrets.is_empty() {
+            let key = self.keyring.new_data_key(&new.id);
+            let values = secrets
+                .iter()
+                .map(|(k, v)| {
+                    let name = format!("{SEALED_FIELD_PREFIX}{k}");
+                    let sealed = key.seal(&name, &serde_json::to_vec(v).unwrap_or_default());
+                    (name, sealed)
+                })
+                .collect();
+            writes.push(Write::Seal {
+                key: key.wrapped().clone(),
+                values,
+            });
+        }
         writes.extend(self.admission(&provisional, &item));
         release_quota_on_failure(&mut writes);
-        // A worker may claim the request the moment it is stored: its secrets go first.
-        let has_secrets = !secrets.is_empty();
-        if has_secrets && let Ok(mut m) = self.field_secrets.lock() {
-            m.insert(new.id.clone(), secrets.clone());
-        }
-        let forget_secrets = || {
-            if has_secrets && let Ok(mut m) = self.field_secrets.lock() {
-                m.remove(&provisional.id);
-            }
-        };
         let live = live_events(&provisional, &writes);
         let (submitted, live) = match self
             .store
@@ -577,7 +666,6 @@ impl Orchestrator {
             // The reservation lost against the team's limit (checked in the same write):
             // the request is stored as rejected, with the reason.
             Err(e @ StoreError::QuotaExceeded { .. }) => {
-                forget_secrets();
                 let reason = e.to_string();
                 match self.store.get(&new.id).await? {
                     // A store whose batches are not atomic kept part of the admission.
@@ -618,21 +706,14 @@ impl Orchestrator {
                     }
                 }
             }
-            Err(e) => {
-                forget_secrets();
-                return Err(e.into());
-            }
+            Err(e) => return Err(e.into()),
         };
         if !submitted.created {
             // The idempotency key was seen before: the earlier request, nothing new.
-            forget_secrets();
             return Ok(submitted);
         }
         for e in live {
             self.sink.publish(e);
-        }
-        if submitted.request.state.is_terminal() {
-            forget_secrets();
         }
         Ok(submitted)
     }
@@ -1396,31 +1477,27 @@ impl Orchestrator {
 /// A batch about to be committed: what [`Orchestrator::tell`] does once it is stored.
 struct Stored {
     live: Vec<LiveEvent>,
-    ended: bool,
 }
 
 impl Stored {
     /// Completes `writes` (a quota release when they end the request other than `Completed`)
     /// and notes what to tell once they are stored.
     fn of(request: &Request, writes: &mut Vec<Write>) -> Stored {
-        let ended = release_quota_on_failure(writes);
+        release_quota_on_failure(writes);
         Stored {
             live: live_events(request, writes),
-            ended,
         }
     }
 }
 
-/// Appends a quota release to a batch that ends the request other than `Completed`; returns
-/// whether the batch ends the request at all.
-fn release_quota_on_failure(writes: &mut Vec<Write>) -> bool {
+/// Appends a quota release to a batch that ends the request other than `Completed`.
+fn release_quota_on_failure(writes: &mut Vec<Write>) {
     let end = Write::final_state(writes).filter(|to| to.is_terminal());
     if end.is_some_and(|to| to != RequestState::Completed)
         && !writes.iter().any(|w| matches!(w, Write::ReleaseQuota))
     {
         writes.push(Write::ReleaseQuota);
     }
-    end.is_some()
 }
 
 /// What the live sink hears about a batch once it is stored.

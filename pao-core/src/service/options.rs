@@ -205,7 +205,7 @@ impl Orchestrator {
         templates.extend(compiled.headers.iter().map(|(_, t)| t));
         let fields = field_values(&templates, params)?;
         // Secrets only in headers: a URL shows up in errors and in the source's logs.
-        let secrets = self.source_secrets(&templates[1..]).await?;
+        let secrets = self.source_secrets(&item.item, &templates[1..]).await?;
         let (user, env) = (who.to_scope(), Value::Object(self.config.env.clone()));
         let metadata = serde_json::to_value(&item.item.metadata).unwrap_or(Value::Null);
         let ctx = Context::new()
@@ -243,11 +243,16 @@ impl Orchestrator {
     /// orchestrator's secret provider, as actions get them: a secret that does not exist or is
     /// not granted is left out (the header that reads it fails to render); a failing provider
     /// fails the call. The values go to the source only, never into an answer or an error.
-    async fn source_secrets(&self, templates: &[&Template]) -> Result<Value, OptionsError> {
+    async fn source_secrets(
+        &self,
+        item: &crate::catalog::model::CatalogItem,
+        templates: &[&Template],
+    ) -> Result<Value, OptionsError> {
         let names: BTreeSet<String> = templates
             .iter()
             .flat_map(|t| t.references())
             .filter_map(|r| r.secret_name().map(str::to_owned))
+            .filter(|name| self.secret_grant(item, name).is_ok())
             .collect();
         let mut out = Map::new();
         for name in names {

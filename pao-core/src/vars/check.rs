@@ -45,6 +45,13 @@ pub struct Declarations {
     pub env: Option<BTreeSet<String>>,
     /// Whether `result` may be read (inside an action's `outputs`).
     pub allow_result: bool,
+    /// The provider's secrets that may be read as `secrets.<name>` besides the secret fields;
+    /// `None` accepts any name.
+    pub secrets: Option<BTreeSet<String>>,
+    /// Ids of `secret` form fields: read as `secrets.<id>`, never as `fields.<id>`.
+    pub secret_fields: BTreeSet<String>,
+    /// Secrets only the server reads: never readable here.
+    pub reserved_secrets: BTreeSet<String>,
 }
 
 pub(crate) fn collect_nodes(nodes: &[Node], out: &mut Vec<Reference>) {
@@ -150,6 +157,48 @@ pub(crate) fn check(refs: &[Reference], decl: &Declarations) -> Vec<VarError> {
                     && !decl.fields.contains(name)
                 {
                     errors.push(undeclared("field", name, &decl.fields));
+                } else if let Some(name) = first
+                    && decl.secret_fields.contains(name)
+                {
+                    errors.push(
+                        VarError::at(
+                            VarErrorKind::Undeclared,
+                            r.span,
+                            format!("`{name}` is a secret field: its value is never in `fields`"),
+                        )
+                        .with_hint(format!("read it as `secrets.{name}`")),
+                    );
+                }
+            }
+            Scope::Secrets => {
+                let Some(name) = first else { continue };
+                if decl.secret_fields.contains(name) {
+                    continue;
+                }
+                if decl.reserved_secrets.contains(name) {
+                    errors.push(
+                        VarError::at(
+                            VarErrorKind::Undeclared,
+                            r.span,
+                            format!("secret `{name}` is reserved for the server and cannot be read from the catalog"),
+                        )
+                        .with_hint("inbound webhook keys and the key-encryption key are for PAO only; give the item its own secret"),
+                    );
+                } else if let Some(allowed) = &decl.secrets
+                    && !allowed.contains(name)
+                {
+                    let mut e = VarError::at(
+                        VarErrorKind::Undeclared,
+                        r.span,
+                        format!("secret `{name}` is not granted to this item"),
+                    );
+                    e = match did_you_mean(name, allowed.iter().map(String::as_str)) {
+                        Some(s) => e.with_hint(format!(
+                            "did you mean `{s}`? Otherwise add `{name}` to the item's `secrets:` list"
+                        )),
+                        None => e.with_hint(format!("add `{name}` to the item's `secrets:` list")),
+                    };
+                    errors.push(e);
                 }
             }
             Scope::Computed => {

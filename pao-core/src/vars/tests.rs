@@ -747,6 +747,7 @@ fn static_checks() {
         completed: ["tf"].iter().map(|s| s.to_string()).collect(),
         env: Some(["REGION"].iter().map(|s| s.to_string()).collect()),
         allow_result: false,
+        ..Declarations::default()
     };
     let t = e
         .compile("${{ fields.name }} ${{ fields.nmae }}\n${{ computed.db }} ${{ outputs.tf.x }} ${{ outputs.dns.id }} ${{ outputs.dns?.id }} ${{ outputs.nope.x }} ${{ env.HOME }} ${{ result.x }} ${{ default(outputs.later.x, 1) }}")

@@ -39,6 +39,8 @@ pub struct Ledger {
     pub running: AtomicUsize,
     pub max_running: AtomicUsize,
     pub effects: Mutex<BTreeMap<String, usize>>,
+    /// What each call of the test action received: (action, rollback, input).
+    pub inputs: Mutex<Vec<(String, bool, Value)>>,
 }
 
 impl Ledger {
@@ -99,6 +101,11 @@ impl Action for TestAction {
             rollback,
             at: tokio::time::Instant::now(),
         });
+        self.ledger
+            .inputs
+            .lock()
+            .unwrap()
+            .push((name.clone(), rollback, input.clone()));
         let now = self.ledger.running.fetch_add(1, Ordering::SeqCst) + 1;
         self.ledger.max_running.fetch_max(now, Ordering::SeqCst);
         let result = self.behave(ctx, input, rollback).await;

@@ -42,7 +42,15 @@ pub(super) fn check_item(
         completed: BTreeSet::new(),
         env: env_allowlist.cloned(),
         allow_result: false,
+        secrets: Some(item.secrets.iter().flatten().cloned().collect()),
+        secret_fields: item
+            .secret_field_ids()
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
+        reserved_secrets: opts.reserved_secrets.clone(),
     };
+    secret_grants(d, item, opts);
     compiled.computed = sections::computed(d, engine, item, &base);
     fields::compile(d, engine, item, &fields, &base, &mut compiled);
     sections::fulfillment(d, engine, item, &graph, &base, &mut compiled);
@@ -54,6 +62,30 @@ pub(super) fn check_item(
     }
     lifecycle(d, item);
     compiled
+}
+
+/// The item's `secrets:` list names no secret reserved for the server, and no secret field.
+fn secret_grants(d: &mut FileDiags, item: &CatalogItem, opts: &LoadOptions) {
+    let fields = item.secret_field_ids();
+    for (i, name) in item.secrets.iter().flatten().enumerate() {
+        if opts.reserved_secrets.contains(name) {
+            d.push(
+                Severity::Error,
+                codes::SECRET_GRANT,
+                &format!("/secrets/{i}"),
+                format!("secret `{name}` is reserved for the server and cannot be granted to an item"),
+                Some("inbound webhook keys and the key-encryption key are for PAO only; give the item its own secret".to_string()),
+            );
+        } else if fields.contains(name.as_str()) {
+            d.push(
+                Severity::Warning,
+                codes::SECRET_GRANT,
+                &format!("/secrets/{i}"),
+                format!("`{name}` is a secret field of this item; it needs no grant"),
+                Some(format!("remove `{name}` from `secrets:`; the provider's secret of that name is not read")),
+            );
+        }
+    }
 }
 
 /// PAO-W001 and PAO-W002.

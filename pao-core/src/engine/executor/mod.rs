@@ -116,9 +116,59 @@ struct RunCtx {
     cancel: CancellationToken,
     journal: Arc<Vec<AttemptRecord>>,
     writes: Arc<RunWrites>,
+    /// The request's data key: the one it was submitted with, or one made when the run
+    /// first seals something.
+    data_key: Arc<std::sync::OnceLock<crate::sealing::DataKey>>,
+    /// The real input and rollback state of completed actions, sealed by this request and
+    /// the requests it retries, by (request id, action id).
+    rollback_data: Arc<std::collections::BTreeMap<(String, String), (Value, Value)>>,
 }
 
 impl RunCtx {
+    /// A completed action of the journal as the run knows it: its outputs, and its real input
+    /// and rollback state (sealed; the journal keeps them redacted).
+    fn journaled_success(&self, a: &AttemptRecord) -> Option<NodeResult> {
+        let crate::store::AttemptOutcome::Succeeded { output, outputs } = &a.outcome else {
+            return None;
+        };
+        let (input, state) = self
+            .rollback_data
+            .get(&(a.request_id.clone(), a.action_id.clone()))
+            .cloned()
+            .unwrap_or_else(|| (a.input.clone(), output.rollback_state.clone()));
+        Some(NodeResult::Succeeded {
+            outputs: outputs.clone(),
+            input,
+            state,
+        })
+    }
+
+    /// A write that seals a completed action's real input and rollback state, when the
+    /// journal keeps them redacted (so a rollback after a resume or in a retry replays the
+    /// real values).
+    fn seal_rollback_data(
+        &self,
+        action_id: &str,
+        input: &Value,
+        stored_input: &Value,
+        state: &Value,
+    ) -> Option<Write> {
+        let stored_state = self.scopes.redact_json(state);
+        if *input == *stored_input && *state == stored_state {
+            return None;
+        }
+        let key = self
+            .data_key
+            .get_or_init(|| self.engine.keyring.new_data_key(&self.request.id));
+        let name = scopes::rollback_name(action_id);
+        let plain = serde_json::to_vec(&serde_json::json!({ "input": input, "state": state }))
+            .unwrap_or_default();
+        Some(Write::Seal {
+            key: key.wrapped().clone(),
+            values: vec![(name.clone(), key.seal(&name, &plain))],
+        })
+    }
+
     fn context<'a>(&'a self, outputs: &'a Value) -> Context<'a> {
         self.scopes.context().with(Scope::Outputs, outputs)
     }

@@ -355,16 +355,10 @@ impl RunCtx {
                 && a.rollback
                 && matches!(a.outcome, AttemptOutcome::Succeeded { .. })
         });
-        match &done.outcome {
-            AttemptOutcome::Succeeded { output, outputs } if !rolled_back => {
-                Some(NodeResult::Succeeded {
-                    outputs: outputs.clone(),
-                    input: done.input.clone(),
-                    state: output.rollback_state.clone(),
-                })
-            }
-            _ => None,
+        if rolled_back {
+            return None;
         }
+        self.journaled_success(done)
     }
 
     /// Renders a succeeded node's outputs and writes the end of its attempt (with what
@@ -412,7 +406,8 @@ impl RunCtx {
         };
         let now = self.engine.clock.now();
         record.finished_at = Some(now);
-        let finished = [
+        let sealed = self.seal_rollback_data(&spec.id, &input, &record.input, &out.rollback_state);
+        let mut finished = vec![
             Write::FinishAttempt(record),
             Write::Event {
                 at: now,
@@ -424,9 +419,10 @@ impl RunCtx {
                 },
             },
         ];
+        finished.extend(sealed);
         if node.inline {
             self.writes.push_all(finished);
-        } else if self.flush_with(finished.into()).await.is_err() {
+        } else if self.flush_with(finished).await.is_err() {
             return NodeResult::Abandoned;
         }
         NodeResult::Succeeded {

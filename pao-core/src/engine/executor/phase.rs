@@ -59,26 +59,13 @@ fn earlier_phases(rc: &RunCtx, plan: &Plan, phase: Phase, done: &mut BTreeMap<us
     for (i, n) in plan.nodes.iter().enumerate() {
         let earlier = phase == Phase::Post && n.phase == Phase::Main;
         if earlier && !done.contains_key(&i) {
-            let prev = rc.journal.iter().rev().find_map(|a| match &a.outcome {
-                AttemptOutcome::Succeeded { outputs, output }
-                    if a.action_id == n.spec.id && !a.rollback =>
-                {
-                    Some((
-                        outputs.clone(),
-                        output.rollback_state.clone(),
-                        a.input.clone(),
-                    ))
-                }
-                _ => None,
-            });
-            let r = match prev {
-                Some((o, state, input)) => NodeResult::Succeeded {
-                    outputs: o,
-                    input,
-                    state,
-                },
-                None => NodeResult::Skipped,
-            };
+            let r = rc
+                .journal
+                .iter()
+                .rev()
+                .filter(|a| a.action_id == n.spec.id && !a.rollback)
+                .find_map(|a| rc.journaled_success(a))
+                .unwrap_or(NodeResult::Skipped);
             done.insert(i, r);
         }
     }
@@ -107,10 +94,9 @@ fn resume(
         let Some((pos, a)) = last else { continue };
         let max_attempts = Retry::resolve(n.spec.retry.as_ref(), rc.defaults_retry()).max_attempts;
         let r = match &a.outcome {
-            AttemptOutcome::Succeeded { output, outputs } => NodeResult::Succeeded {
-                outputs: outputs.clone(),
-                input: a.input.clone(),
-                state: output.rollback_state.clone(),
+            AttemptOutcome::Succeeded { .. } => match rc.journaled_success(a) {
+                Some(r) => r,
+                None => continue,
             },
             AttemptOutcome::Failed { error }
                 if error.class == ErrorClass::Permanent

@@ -280,6 +280,11 @@ impl Orchestrator {
             return Ok(());
         };
         let journal = self.journal(&request, fresh).await?;
+        let rollback_data = self.rollback_data(&request, &scopes, &journal).await;
+        let data_key = std::sync::OnceLock::new();
+        if let Some(k) = scopes.data_key.clone() {
+            let _ = data_key.set(k);
+        }
         let rc = RunCtx {
             engine: self.clone(),
             item: item.clone(),
@@ -289,6 +294,8 @@ impl Orchestrator {
             cancel: cancel.clone(),
             journal: Arc::new(journal),
             writes: writes.clone(),
+            data_key: Arc::new(data_key),
+            rollback_data: Arc::new(rollback_data),
         };
         if item.item.fulfillment.mode == FulfillmentMode::Manual
             && request.state == RequestState::InProgress
@@ -351,6 +358,34 @@ impl Orchestrator {
                 Ok(None)
             }
         }
+    }
+
+    /// The real inputs and rollback states sealed by this request and the requests it retries
+    /// (whose completed actions it may reuse and undo). A prior request whose sealed values
+    /// cannot be opened contributes nothing: its actions are undone with the journal's input.
+    async fn rollback_data(
+        &self,
+        request: &Request,
+        scopes: &Scopes,
+        journal: &[AttemptRecord],
+    ) -> BTreeMap<(String, String), (Value, Value)> {
+        let mut out = BTreeMap::new();
+        for (action, data) in &scopes.rollback_data {
+            out.insert((request.id.clone(), action.clone()), data.clone());
+        }
+        let prior: std::collections::BTreeSet<&str> = journal
+            .iter()
+            .map(|a| a.request_id.as_str())
+            .filter(|id| *id != request.id)
+            .collect();
+        for id in prior {
+            if let Ok(opened) = super::scopes::open_sealed(self, id).await {
+                for (action, data) in opened.rollback {
+                    out.insert((id.to_string(), action), data);
+                }
+            }
+        }
+        out
     }
 
     /// The journal of a run: this request's attempts, and those of the requests it retries.

@@ -1,14 +1,15 @@
 //! The template scopes of a run: request, item, environment, computed values and secrets.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 
 use super::Orchestrator;
 use crate::catalog::LoadedItem;
+use crate::sealing::DataKey;
 use crate::secrets::SecretError;
-use crate::store::Request;
+use crate::store::{Request, SEALED_FIELD_PREFIX};
 use crate::vars::{Context, Scope};
 
 /// The owned values behind a request's template context.
@@ -24,6 +25,63 @@ pub(crate) struct Scopes {
     pub(super) secrets: Value,
     /// Every secret value, for redaction.
     pub secret_values: Vec<String>,
+    /// The request's data key, when it has sealed values.
+    pub(super) data_key: Option<DataKey>,
+    /// What the request sealed for rollbacks: the real input and rollback state of completed
+    /// actions, by action id.
+    pub(super) rollback_data: BTreeMap<String, (Value, Value)>,
+}
+
+/// The name under which the real input and rollback state of a completed action are sealed.
+pub(super) fn rollback_name(action_id: &str) -> String {
+    format!("rollback:{action_id}")
+}
+
+/// What a request sealed, opened: its data key, its `secret` form fields, and its rollback
+/// data by action id.
+pub(super) struct Opened {
+    pub key: Option<DataKey>,
+    pub fields: Map<String, Value>,
+    pub rollback: BTreeMap<String, (Value, Value)>,
+}
+
+/// Opens the sealed values of `request_id`.
+pub(super) async fn open_sealed(
+    engine: &Orchestrator,
+    request_id: &str,
+) -> Result<Opened, ScopesError> {
+    let sealed =
+        engine.store.sealed(request_id).await.map_err(|e| {
+            ScopesError::SecretsUnavailable(format!("reading the sealed secrets: {e}"))
+        })?;
+    let mut out = Opened {
+        key: None,
+        fields: Map::new(),
+        rollback: BTreeMap::new(),
+    };
+    let Some(wrapped) = sealed.key else {
+        return Ok(out);
+    };
+    let key = engine
+        .keyring
+        .unwrap_key(request_id, &wrapped)
+        .map_err(|e| ScopesError::Failed(format!("the request's sealed secrets: {e}")))?;
+    for (name, bytes) in &sealed.values {
+        let plain = key
+            .open(name, bytes)
+            .map_err(|e| ScopesError::Failed(format!("the request's sealed secrets: {e}")))?;
+        let value: Value = serde_json::from_slice(&plain)
+            .map_err(|_| ScopesError::Failed(format!("sealed value `{name}` is not JSON")))?;
+        if let Some(field) = name.strip_prefix(SEALED_FIELD_PREFIX) {
+            out.fields.insert(field.to_string(), value);
+        } else if let Some(action) = name.strip_prefix("rollback:") {
+            let input = value.get("input").cloned().unwrap_or(Value::Null);
+            let state = value.get("state").cloned().unwrap_or(Value::Null);
+            out.rollback.insert(action.to_string(), (input, state));
+        }
+    }
+    out.key = Some(key);
+    Ok(out)
 }
 
 impl Scopes {
@@ -81,6 +139,9 @@ impl Scopes {
         item: &LoadedItem,
     ) -> Result<Scopes, ScopesError> {
         let mut s = Scopes::base(engine, request, item);
+        let opened = open_sealed(engine, &request.id).await?;
+        s.data_key = opened.key;
+        s.rollback_data = opened.rollback;
         // Fetch only the secrets the item's templates read.
         let mut names = BTreeSet::new();
         let mut collect = |refs: Vec<crate::vars::Reference>| {
@@ -108,7 +169,14 @@ impl Scopes {
             t.for_each_template(&mut |_, t| collect(t.references()));
         }
         let mut secrets = Map::new();
+        let secret_fields = item.item.secret_field_ids();
         for name in names {
+            if secret_fields.contains(name.as_str()) {
+                continue;
+            }
+            engine
+                .secret_grant(&item.item, &name)
+                .map_err(ScopesError::Failed)?;
             match engine.secrets.get(&name).await {
                 Ok(v) => {
                     s.secret_values.push(v.clone());
@@ -123,14 +191,8 @@ impl Scopes {
                 Err(SecretError::NotFound(_) | SecretError::Denied(_)) => {}
             }
         }
-        // Secret form fields of this request, kept in memory by the engine that accepted it.
-        let from_form = engine
-            .field_secrets
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&request.id).cloned())
-            .unwrap_or_default();
-        for (k, v) in from_form {
+        // Secret form fields of this request, sealed when it was submitted.
+        for (k, v) in opened.fields {
             if let Some(text) = v.as_str() {
                 s.secret_values.push(text.to_string());
             }
@@ -139,6 +201,10 @@ impl Scopes {
         s.secrets = Value::Object(secrets);
         s.compute(item).map_err(ScopesError::Failed)?;
         Ok(s)
+    }
+
+    pub(super) fn redact_json(&self, v: &Value) -> Value {
+        redact_value(v, &self.secret_values)
     }
 
     pub(super) fn redact(&self, text: &str) -> String {
