@@ -54,6 +54,56 @@ pub struct ServerConfig {
     pub finished_cache_entries: usize,
     /// Seconds an ended request is served from memory (a purge shows within this time).
     pub finished_cache_secs: u64,
+    /// The key-encryption keys of sealed secrets (see `docs/secrets.md`).
+    pub sealing: SealingConfig,
+}
+
+/// The key-encryption keys (KEKs) that wrap the data keys of sealed secrets: secret form
+/// fields and the inputs of completed actions a rollback replays. Every replica sharing a
+/// database needs the same keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SealingConfig {
+    /// The secret (read from the secret provider) holding the current KEK: 32 bytes as base64
+    /// or 64 hex digits (`openssl rand -base64 32`). Without it, each process makes a random
+    /// key: sealed values then survive neither a restart nor a move to another replica.
+    pub kek: Option<String>,
+    /// Secrets holding earlier KEKs, still needed to open what they wrapped until it is
+    /// re-wrapped under the current one.
+    pub previous_keks: Vec<String>,
+    /// Seconds between re-wrap passes (data keys still wrapped by a previous KEK move to the
+    /// current one); 0 turns them off.
+    pub rewrap_interval_secs: u64,
+}
+
+impl Default for SealingConfig {
+    fn default() -> Self {
+        SealingConfig {
+            kek: None,
+            previous_keks: Vec::new(),
+            rewrap_interval_secs: 600,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The secrets only the server reads (inbound webhook keys, the KEKs): no catalog item
+    /// may read or declare them.
+    pub fn reserved_secrets(&self) -> std::collections::BTreeSet<String> {
+        let w = &self.webhooks;
+        [
+            &w.github_secret,
+            &w.jira_secret,
+            &w.terraform_secret,
+            &w.approval_secret,
+            &self.sealing.kek,
+        ]
+        .into_iter()
+        .flatten()
+        .chain(&self.sealing.previous_keks)
+        .cloned()
+        .collect()
+    }
 }
 
 /// Where plugins come from and what each may do.
@@ -93,6 +143,7 @@ impl Default for ServerConfig {
             allowed_origins: Vec::new(),
             finished_cache_entries: 10_000,
             finished_cache_secs: 10,
+            sealing: SealingConfig::default(),
         }
     }
 }

@@ -55,6 +55,9 @@ pub struct Sandbox {
 /// Where `scripts/build-plugins` puts the example plugins.
 pub const DEFAULT_PLUGIN_DIR: &str = "target/plugins";
 
+/// The sandbox's key-encryption key (32 bytes, base64): public, for development only.
+pub const SANDBOX_KEK: &str = "cGFvLXNhbmRib3gta2V5LWVuY3J5cHRpb24ta2V5ISE=";
+
 /// Starts the fakes and returns the configuration pointing at them, the overrides with the
 /// development tokens, and a banner for the terminal.
 pub async fn prepare(
@@ -76,6 +79,14 @@ pub async fn prepare(
         config.secrets.insert(k, v);
     }
     config.actions = serde_json::from_value(fakes.actions_config_json())?;
+    // A fixed development key, so that the sandbox's database keeps its sealed secrets across
+    // restarts. Public: the sandbox holds no real secrets.
+    if config.sealing.kek.is_none() {
+        config
+            .secrets
+            .insert("sandbox_kek".into(), SANDBOX_KEK.into());
+        config.sealing.kek = Some("sandbox_kek".into());
+    }
     // The example plugins, when built, talk to their fakes.
     let slack = pao_sandbox::slack::SlackFake::start().await?;
     let servicenow = pao_sandbox::servicenow::ServiceNowFake::start().await?;

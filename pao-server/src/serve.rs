@@ -39,6 +39,29 @@ pub fn start(
             async move { orch.run_worker(id, token).await },
         ));
     }
+    let rewrap_every = state.config.sealing.rewrap_interval_secs;
+    if rewrap_every > 0 {
+        let orch = state.orch.clone();
+        let token = shutdown.child_token();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(rewrap_every));
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    _ = tick.tick() => match orch.rewrap_sealed(100).await {
+                        Ok(r) if r.rewrapped > 0 || r.unreadable > 0 => tracing::info!(
+                            rewrapped = r.rewrapped,
+                            unreadable = r.unreadable,
+                            current = orch.current_kek_id(),
+                            "sealed data keys re-wrapped under the current key-encryption key"
+                        ),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "re-wrapping sealed data keys failed"),
+                    },
+                }
+            }
+        }));
+    }
     if state.config.watch_catalog {
         let st = state.clone();
         let token = shutdown.child_token();

@@ -161,7 +161,8 @@ impl AppState {
                 (registry, Some(b), host)
             }
         };
-        let load_options = actions.load_options();
+        let mut load_options = actions.load_options();
+        load_options.reserved_secrets = config.reserved_secrets();
         // Parsing a large catalog is CPU work: keep it off the async workers.
         let (dir, options) = (config.catalog.clone(), load_options.clone());
         let catalog = tokio::task::spawn_blocking(move || Catalog::load(&dir, &options))
@@ -206,8 +207,10 @@ impl AppState {
             env: env.clone(),
             ..EngineConfig::default()
         };
+        let keyring = keyring(&config, secrets.as_ref()).await?;
         let orch = Orchestrator::builder(catalog, store.clone())
             .actions(actions)
+            .keyring(keyring)
             .secrets(secrets.clone())
             .events(sink)
             .config(engine_config)
@@ -313,6 +316,36 @@ impl AppState {
 
 /// Inbound webhook keys must be long enough to be keys: an empty one would accept an empty
 /// signature, a short one can be guessed.
+/// The KEKs of `[sealing]`, read from the secret provider.
+async fn keyring(
+    config: &ServerConfig,
+    secrets: &dyn SecretProvider,
+) -> Result<pao_core::sealing::Keyring, StartError> {
+    use pao_core::sealing::{Kek, Keyring};
+    let read = async |name: &str| -> Result<Kek, StartError> {
+        let text = secrets.get(name).await.map_err(|e| {
+            StartError::Config(format!("sealing: key-encryption key `{name}`: {e}"))
+        })?;
+        Kek::parse(&text).map_err(|e| StartError::Config(format!("sealing: secret `{name}`: {e}")))
+    };
+    let Some(current) = &config.sealing.kek else {
+        tracing::warn!(
+            "no [sealing] kek configured: secret form fields and rollback inputs are sealed with a key of this process only; they are lost on restart and other replicas cannot run such requests (see docs/secrets.md)"
+        );
+        return Ok(Keyring::ephemeral());
+    };
+    let mut ring = Keyring::new(read(current).await?);
+    for name in &config.sealing.previous_keks {
+        ring = ring.with_previous(read(name).await?);
+    }
+    tracing::info!(
+        current = ring.current_id(),
+        keys = ring.ids().len(),
+        "sealing keys loaded"
+    );
+    Ok(ring)
+}
+
 async fn check_webhook_secrets(
     config: &ServerConfig,
     secrets: &dyn SecretProvider,

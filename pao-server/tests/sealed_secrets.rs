@@ -1,0 +1,369 @@
+//! Secrets across processes: `pao serve` processes on one PostgreSQL database, with a
+//! key-encryption key from the secret provider. A request with a `secret` form field accepted
+//! by a replica without workers is run by another, and its action receives the value; a
+//! request awaiting approval keeps its secret across a restart of every process. Afterwards
+//! the database holds no plaintext (nor base64 or URL-encoded form) of any secret, and
+//! neither do the processes' logs or the API's answers.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+const FIELD_SECRET_1: &str = "first-field-secret-9f3a7c";
+const FIELD_SECRET_2: &str = "second-field-secret-b81d2e";
+const PROVIDER_SECRET: &str = "provider-token-5e6f7a8b9c";
+const KEK: &str = "c2VhbGVkLXNlY3JldHMtdGVzdC1rZXktMzItYnl0ZXM=";
+
+/// Bodies posted to the fake receiver.
+#[derive(Clone, Default)]
+struct Received(Arc<Mutex<Vec<Value>>>);
+
+async fn receiver() -> (String, Received) {
+    let got = Received::default();
+    let app = axum::Router::new()
+        .route(
+            "/hook",
+            axum::routing::post(
+                |axum::extract::State(got): axum::extract::State<Received>,
+                 axum::Json(body): axum::Json<Value>| async move {
+                    got.0.lock().unwrap().push(body);
+                    axum::Json(json!({"received": true}))
+                },
+            ),
+        )
+        .with_state(got.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, got)
+}
+
+fn item(id: &str, receiver: &str, approval: &str) -> String {
+    format!(
+        r#"apiVersion: pao.dev/v2
+kind: CatalogItem
+metadata: {{ id: {id}, name: Secret test, description: Sends a secret field on., version: 1.0.0, category: security, owner: {{ team: platform }} }}
+presentation:
+  groups:
+    - id: g
+      title: G
+      fields:
+        - {{ id: password, type: secret, required: true }}
+secrets: [api_token]
+fulfillment:
+  mode: automated
+{approval}  actions:
+    - {{ id: call, type: webhook, config: {{ url: "{receiver}/hook", body: {{ password: "${{{{ secrets.password }}}}", token: "${{{{ secrets.api_token }}}}" }} }} }}
+"#
+    )
+}
+
+/// A `pao serve` whose log (stderr) goes to `log`.
+fn spawn(config: &std::path::Path, cwd: &std::path::Path, log: &std::path::Path) -> Process {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pao"))
+        .args([
+            std::ffi::OsStr::new("serve"),
+            std::ffi::OsStr::new("--config"),
+            config.as_os_str(),
+        ])
+        .current_dir(cwd)
+        .env_remove("PAO_DATABASE_URL")
+        .env_remove("PAO_CONFIG")
+        .env_remove("PAO_BIND")
+        .env("RUST_LOG", "debug")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("pao starts");
+    let out = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("listening on ") {
+                let _ = tx.send(url.to_string());
+            }
+        }
+    });
+    let base = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the server says where it listens");
+    Process { child, base }
+}
+
+struct Process {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every form a secret must never appear in.
+fn forms(secret: &str) -> Vec<String> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    vec![
+        secret.to_string(),
+        b64.encode(secret),
+        url.encode(secret),
+        // URL-encoded: these secrets have only unreserved characters, so check the
+        // percent-encoding of every byte as well.
+        secret.bytes().map(|b| format!("%{b:02X}")).collect(),
+    ]
+}
+
+fn assert_clean(what: &str, text: &str) {
+    for s in [FIELD_SECRET_1, FIELD_SECRET_2, PROVIDER_SECRET] {
+        for f in forms(s) {
+            assert!(
+                !text.contains(&f),
+                "{what} contains `{f}` (a form of a secret)"
+            );
+        }
+    }
+}
+
+async fn call(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    token: &str,
+    body: Option<Value>,
+    transcript: &mut String,
+) -> (u16, Value) {
+    let mut req = http.request(method, url).bearer_auth(token);
+    if let Some(b) = &body {
+        req = req.json(b);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    transcript.push_str(&text);
+    transcript.push('\n');
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+async fn wait_state(
+    http: &reqwest::Client,
+    base: &str,
+    id: &str,
+    want: &str,
+    transcript: &mut String,
+) -> Value {
+    for _ in 0..300 {
+        let (_, r) = call(
+            http,
+            reqwest::Method::GET,
+            format!("{base}/api/v1/requests/{id}"),
+            "t-alice",
+            None,
+            transcript,
+        )
+        .await;
+        let state = r["state"].as_str().unwrap_or_default().to_string();
+        if state == want {
+            return r;
+        }
+        assert!(
+            !matches!(state.as_str(), "failed" | "rejected" | "cancelled") || want == state,
+            "request {id} ended {state}, not {want}: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("request {id} never reached {want}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_fields_cross_replicas_and_restarts_and_leave_no_plaintext() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let Some(url) = support::database_url(support::Db::Postgres).await else {
+        return;
+    };
+    let (recv, received) = receiver().await;
+    let dir = std::env::temp_dir().join(format!("pao-sealed-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let catalog = dir.join("catalog");
+    std::fs::create_dir_all(&catalog).unwrap();
+    std::fs::write(catalog.join("direct.yaml"), item("sec.direct", &recv, "")).unwrap();
+    std::fs::write(
+        catalog.join("approved.yaml"),
+        item(
+            "sec.approved",
+            &recv,
+            "  approval: { required_when: \"true\", approvers: { teams: [platform-leads] } }\n",
+        ),
+    )
+    .unwrap();
+    let config = |name: &str, workers: i64| {
+        let text = format!(
+            r#"bind = "127.0.0.1:0"
+database_url = "{url}"
+database_pool = 4
+catalog = "{catalog}"
+workers = {workers}
+watch_catalog = false
+log_format = "json"
+
+[secrets]
+api_token = "{PROVIDER_SECRET}"
+pao_kek = "{KEK}"
+
+[sealing]
+kek = "pao_kek"
+
+[[auth.tokens]]
+id = "alice"
+teams = ["payments"]
+roles = ["developer"]
+token_sha256 = "{alice}"
+
+[[auth.tokens]]
+id = "bob"
+teams = ["platform-leads"]
+roles = ["developer", "approver"]
+token_sha256 = "{bob}"
+"#,
+            catalog = catalog.display(),
+            alice = pao_server::config::hash_token("t-alice"),
+            bob = pao_server::config::hash_token("t-bob"),
+        );
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let (api_only, runner) = (config("a.toml", 0), config("b.toml", 2));
+    let logs: Vec<std::path::PathBuf> = ["a.log", "b.log", "c.log"]
+        .iter()
+        .map(|n| dir.join(n))
+        .collect();
+    let http = reqwest::Client::new();
+    let mut transcript = String::new();
+    let t = &mut transcript;
+
+    // Accepted by A (no workers), run by B.
+    let a = spawn(&api_only, &dir, &logs[0]);
+    let b = spawn(&runner, &dir, &logs[1]);
+    let (status, r) = call(
+        &http,
+        reqwest::Method::POST,
+        format!("{}/api/v1/requests", a.base),
+        "t-alice",
+        Some(json!({"item_id": "sec.direct", "fields": {"password": FIELD_SECRET_1}})),
+        t,
+    )
+    .await;
+    assert_eq!(status, 201, "{r}");
+    let direct = r["id"].as_str().unwrap().to_string();
+    let done = wait_state(&http, &a.base, &direct, "completed", t).await;
+    assert_eq!(done["state"], "completed");
+
+    // Awaiting approval while every process restarts.
+    let (status, r) = call(
+        &http,
+        reqwest::Method::POST,
+        format!("{}/api/v1/requests", a.base),
+        "t-alice",
+        Some(json!({"item_id": "sec.approved", "fields": {"password": FIELD_SECRET_2}})),
+        t,
+    )
+    .await;
+    assert_eq!(status, 201, "{r}");
+    let approved = r["id"].as_str().unwrap().to_string();
+    wait_state(&http, &a.base, &approved, "awaiting_approval", t).await;
+    drop(a);
+    drop(b);
+    let c = spawn(&runner, &dir, &logs[2]);
+    let (status, r) = call(
+        &http,
+        reqwest::Method::POST,
+        format!("{}/api/v1/approvals/{approved}/approve", c.base),
+        "t-bob",
+        Some(json!({"comment": "ok"})),
+        t,
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    wait_state(&http, &c.base, &approved, "completed", t).await;
+
+    // The action received the real values, each request its own.
+    let got = received.0.lock().unwrap().clone();
+    let passwords: Vec<&str> = got.iter().filter_map(|b| b["password"].as_str()).collect();
+    assert_eq!(passwords, vec![FIELD_SECRET_1, FIELD_SECRET_2], "{got:?}");
+    assert!(got.iter().all(|b| b["token"] == PROVIDER_SECRET));
+
+    // Every answer about the requests.
+    for id in [&direct, &approved] {
+        for path in [
+            format!("/api/v1/requests/{id}"),
+            format!("/api/v1/requests/{id}/events"),
+            format!("/api/v1/requests/{id}/status"),
+        ] {
+            call(
+                &http,
+                reqwest::Method::GET,
+                format!("{}{path}", c.base),
+                "t-alice",
+                None,
+                t,
+            )
+            .await;
+        }
+    }
+    call(
+        &http,
+        reqwest::Method::GET,
+        format!("{}/api/v1/requests", c.base),
+        "t-alice",
+        None,
+        t,
+    )
+    .await;
+    drop(c);
+    assert_clean("the API's answers", &transcript);
+    for log in &logs {
+        let text = std::fs::read_to_string(log).unwrap();
+        assert!(!text.is_empty(), "{} logged nothing", log.display());
+        assert_clean(&format!("log {}", log.display()), &text);
+    }
+
+    // The database, every row of every table as text.
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    let tables: Vec<(String,)> = sqlx::query_as(
+        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let mut dump = String::new();
+    for (table,) in &tables {
+        let rows: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT t::text FROM \"{table}\" t"
+        )))
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        for (row,) in rows {
+            dump.push_str(&row);
+            dump.push('\n');
+        }
+    }
+    assert!(tables.iter().any(|(t,)| t == "sealed_values"), "{tables:?}");
+    assert!(dump.contains(&direct), "the dump has the requests");
+    assert_clean("the database", &dump);
+    let left: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM sealed_values")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left.0, 0, "completed requests keep nothing sealed");
+    pool.close().await;
+}
