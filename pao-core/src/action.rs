@@ -83,7 +83,7 @@ pub struct ActionError {
     /// Retryable or not.
     pub class: ErrorClass,
     /// What happened, with the remote system's own message where there is one. Never contains
-    /// secret values (the engine redacts by value before storing it anyway).
+    /// secret values (the engine redacts every form of them before storing it anyway).
     pub message: String,
     /// The remote system asked to wait this long (e.g. `Retry-After`).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "duration_ms")]
