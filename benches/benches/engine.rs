@@ -172,7 +172,7 @@ fn bench(c: &mut Criterion) {
         idempotency_key: IdempotencyKey::for_action("r", "a"),
         deadline: None,
         cancel: CancellationToken::new(),
-        log: ActionLogger::new(Vec::new()),
+        log: ActionLogger::default(),
         secrets: Arc::new(StaticSecrets::new()),
         dry_run: false,
     };

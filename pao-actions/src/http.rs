@@ -280,7 +280,7 @@ impl Http {
             || call
                 .headers
                 .iter()
-                .any(|(n, v)| sensitive_header(n) || ctx.log.redact(v) != *v)
+                .any(|(n, v)| sensitive_header(n) || ctx.log.redactor().contains_secret(v))
     }
 
     /// Sends `call`; any status is `Ok`. Connect errors and timeouts are retryable, the
@@ -460,7 +460,8 @@ pub(crate) async fn secret(ctx: &ActionContext, name: &str) -> Result<String, Ac
     }
 }
 
-/// Last line of defence: no error message leaves an action with a known secret in it.
+/// Last line of defence: no error message leaves an action with a known secret in it, in any
+/// form the run's [`pao_core::redact::Redactor`] recognises.
 pub(crate) fn redacted<T>(
     ctx: &ActionContext,
     r: Result<T, ActionError>,

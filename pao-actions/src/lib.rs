@@ -154,21 +154,12 @@ pub fn register_builtins(
     Ok(Builtins { prices })
 }
 
-/// Replaces the secret values the logger knows anywhere in a JSON value.
+/// Replaces every form of every secret the run's redactor knows in a JSON value (strings and
+/// keys).
 #[allow(dead_code, reason = "unused when every action feature is off")]
 pub(crate) fn redact_json(
     ctx: &pao_core::action::ActionContext,
     v: &serde_json::Value,
 ) -> serde_json::Value {
-    use serde_json::Value;
-    match v {
-        Value::String(s) => Value::String(ctx.log.redact(s)),
-        Value::Array(a) => Value::Array(a.iter().map(|x| redact_json(ctx, x)).collect()),
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .map(|(k, x)| (k.clone(), redact_json(ctx, x)))
-                .collect(),
-        ),
-        other => other.clone(),
-    }
+    ctx.log.redact_json(v)
 }

@@ -347,7 +347,7 @@ impl TerraformAction {
             other => other.to_string(),
         };
         // A value that holds a known secret is written as sensitive whatever the config says.
-        let holds_secret = !value.is_empty() && ctx.log.redact(&value) != value;
+        let holds_secret = ctx.log.redactor().contains_secret(&value);
         let sensitive = var.sensitive.unwrap_or(false) || holds_secret;
         if sensitive {
             ctx.log.add_secret(&value);

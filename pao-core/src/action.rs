@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use crate::redact::Redactor;
 use crate::secrets::SecretProvider;
 
 /// What an action type says about itself.
@@ -82,7 +83,7 @@ pub struct ActionError {
     /// Retryable or not.
     pub class: ErrorClass,
     /// What happened, with the remote system's own message where there is one. Never contains
-    /// secret values (the engine redacts by value before storing it anyway).
+    /// secret values (the engine redacts every form of them before storing it anyway).
     pub message: String,
     /// The remote system asked to wait this long (e.g. `Retry-After`).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "duration_ms")]
@@ -161,11 +162,15 @@ pub const MAX_LOG_LINES: usize = 1_000;
 /// Bytes of one log line; a longer line is cut with a marker that says how much.
 pub const MAX_LOG_LINE_BYTES: usize = 8 * 1024;
 
-/// Collects an action's log lines, replacing every secret value it knows by `[REDACTED]`.
-/// It keeps at most [`MAX_LOG_LINES`] lines of at most [`MAX_LOG_LINE_BYTES`] each.
+/// Collects an action's log lines, replacing every form of every secret its [`Redactor`] knows
+/// by `[REDACTED]`. It keeps at most [`MAX_LOG_LINES`] lines of at most [`MAX_LOG_LINE_BYTES`]
+/// each.
+///
+/// The engine gives it the run's redactor: a secret an action adds ([`ActionLogger::add_secret`])
+/// is redacted from everything the engine stores afterwards, not only from the action's lines.
 #[derive(Debug, Clone, Default)]
 pub struct ActionLogger {
-    secrets: Arc<Mutex<Vec<String>>>,
+    redactor: Redactor,
     lines: Arc<Mutex<LogBuffer>>,
 }
 
@@ -190,32 +195,32 @@ fn cut(text: &str, max: usize) -> &str {
 }
 
 impl ActionLogger {
-    /// A logger that redacts these values.
-    pub fn new(secrets: Vec<String>) -> ActionLogger {
+    /// A logger that redacts with `redactor` (shared: secrets added here are added there).
+    pub fn new(redactor: Redactor) -> ActionLogger {
         ActionLogger {
-            secrets: Arc::new(Mutex::new(secrets)),
+            redactor,
             lines: Arc::default(),
         }
     }
 
-    /// Adds values to redact (a secret fetched during the action).
-    pub fn add_secret(&self, value: &str) {
-        if value.len() >= 3
-            && let Ok(mut s) = self.secrets.lock()
-        {
-            s.push(value.to_string());
-        }
+    /// The redactor, shared with the run.
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
     }
 
-    /// Replaces every known secret value in `text`.
+    /// Adds a value to redact (a secret fetched during the action).
+    pub fn add_secret(&self, value: &str) {
+        self.redactor.add(value);
+    }
+
+    /// `text` with every known secret replaced.
     pub fn redact(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        if let Ok(secrets) = self.secrets.lock() {
-            for s in secrets.iter().filter(|s| !s.is_empty()) {
-                out = out.replace(s.as_str(), "[REDACTED]");
-            }
-        }
-        out
+        self.redactor.redact_str(text).into_owned()
+    }
+
+    /// `value` with every known secret replaced in its strings and keys.
+    pub fn redact_json(&self, value: &Value) -> Value {
+        self.redactor.redact_json(value)
     }
 
     fn push(&self, level: &str, message: &str) {
@@ -229,11 +234,7 @@ impl ActionLogger {
         }
         // Redact before cutting, so a secret across the cut is still replaced; keep enough
         // past the limit for the longest secret.
-        let longest = self
-            .secrets
-            .lock()
-            .map(|s| s.iter().map(String::len).max().unwrap_or(0))
-            .unwrap_or(0);
+        let longest = self.redactor.longest_form();
         let redacted = self.redact(cut(message, MAX_LOG_LINE_BYTES.saturating_add(longest)));
         let message = if message.len() > MAX_LOG_LINE_BYTES {
             let kept = cut(&redacted, MAX_LOG_LINE_BYTES);
@@ -445,7 +446,7 @@ mod tests {
 
     #[test]
     fn long_lines_are_cut_after_redaction() {
-        let log = ActionLogger::new(vec!["s3cr3t-value".into()]);
+        let log = ActionLogger::new(["s3cr3t-value"].into_iter().collect());
         // A secret across the cut is still replaced, not half shown.
         let text = format!(
             "{}s3cr3t-value{}",

@@ -24,6 +24,7 @@ pub mod engine;
 pub mod events;
 pub mod form;
 pub mod lifecycle;
+pub mod redact;
 pub mod sealing;
 pub mod secrets;
 pub mod service;

@@ -5,7 +5,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::borrow::Cow;
+
 use pao_core::action::ActionError;
+use pao_core::redact::Redactor;
 
 /// A plugin could not be loaded. Each message names the file or plugin and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +109,37 @@ pub struct PluginError {
     pub plugin: String,
     /// What happened.
     pub kind: PluginErrorKind,
+}
+
+impl PluginError {
+    /// This error with every form of every secret `redactor` knows replaced in its texts: a
+    /// plugin's own message, its panic output, a trap's message.
+    pub fn redacted(mut self, redactor: &Redactor) -> PluginError {
+        let text = |s: &mut String| {
+            if let Cow::Owned(x) = redactor.redact_str(s) {
+                *s = x;
+            }
+        };
+        match &mut self.kind {
+            PluginErrorKind::Panic(m)
+            | PluginErrorKind::Trap(m)
+            | PluginErrorKind::BadOutput(m)
+            | PluginErrorKind::Denied(m)
+            | PluginErrorKind::Failed(m)
+            | PluginErrorKind::Retryable { message: m, .. } => text(m),
+            PluginErrorKind::InvalidInput(problems) => {
+                for (pointer, message) in problems {
+                    text(pointer);
+                    text(message);
+                }
+            }
+            PluginErrorKind::Timeout(_)
+            | PluginErrorKind::OutOfFuel(_)
+            | PluginErrorKind::MemoryLimit(_)
+            | PluginErrorKind::Cancelled => {}
+        }
+        self
+    }
 }
 
 /// What went wrong in a plugin call.

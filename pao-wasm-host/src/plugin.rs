@@ -206,7 +206,26 @@ impl WasmAction {
     }
 
     /// `execute`, with the typed error. [`Action::execute`] converts it to an `ActionError`.
+    ///
+    /// The error, the result and the rollback state are redacted with the context's redactor,
+    /// which holds the run's secrets and those the plugin read: what a plugin returns never
+    /// carries a secret to the journal, the events or a later action.
     pub async fn run(
+        &self,
+        ctx: &ActionContext,
+        input: &Value,
+    ) -> Result<ActionOutput, PluginError> {
+        let redactor = ctx.log.redactor();
+        match self.run_unredacted(ctx, input).await {
+            Ok(out) => Ok(ActionOutput {
+                result: redactor.redact_json(&out.result),
+                rollback_state: redactor.redact_json(&out.rollback_state),
+            }),
+            Err(e) => Err(e.redacted(redactor)),
+        }
+    }
+
+    async fn run_unredacted(
         &self,
         ctx: &ActionContext,
         input: &Value,
@@ -237,7 +256,7 @@ impl WasmAction {
         })
     }
 
-    /// `rollback`, with the typed error.
+    /// `rollback`, with the typed error, redacted as [`WasmAction::run`]'s.
     pub async fn run_rollback(
         &self,
         ctx: &ActionContext,
@@ -250,8 +269,9 @@ impl WasmAction {
         self.call(Some(Self::scope(ctx)), Some(&ctx.cancel), async |g, s| {
             g.call_rollback(s, &wctx, &input, &state).await
         })
-        .await?
-        .map_err(|e| self.plugin_error(e))
+        .await
+        .and_then(|r| r.map_err(|e| self.plugin_error(e)))
+        .map_err(|e| e.redacted(ctx.log.redactor()))
     }
 
     /// `validate`, with the typed error: the plugin's own checks beyond the JSON Schema.

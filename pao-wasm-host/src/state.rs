@@ -246,7 +246,7 @@ impl http::Host for CallState {
                 tracing::debug!(plugin = %plugin.name, %method, url = %self.redact(&url), status = resp.status, "plugin http")
             }
             Err(e) => {
-                tracing::info!(plugin = %plugin.name, %method, url = %self.redact(&url), error = ?e, "plugin http failed")
+                tracing::info!(plugin = %plugin.name, %method, url = %self.redact(&url), error = %self.redact(&format!("{e:?}")), "plugin http failed")
             }
         }
         r

@@ -56,7 +56,7 @@ impl Sandbox {
             idempotency_key: IdempotencyKey(key.to_string()),
             deadline: None,
             cancel: CancellationToken::new(),
-            log: ActionLogger::new(Vec::new()),
+            log: ActionLogger::default(),
             secrets: self.secrets.clone(),
             dry_run: false,
         }

@@ -655,7 +655,7 @@ fn builtin<'a>(
                 let s = v.as_str().unwrap_or("").trim();
                 s.parse::<i64>()
                     .or_else(|_| s.parse::<f64>().map(|f| f.trunc() as i64))
-                    .map_err(|_| err(call, VarErrorKind::Type, format!("`{s}` is not a number")))?
+                    .map_err(|_| not_a_number(call, s))?
             }
             other => {
                 return Err(err(
@@ -670,8 +670,7 @@ fn builtin<'a>(
             Val::Float(f) => *f,
             v if v.as_str().is_some() => {
                 let s = v.as_str().unwrap_or("").trim();
-                s.parse::<f64>()
-                    .map_err(|_| err(call, VarErrorKind::Type, format!("`{s}` is not a number")))?
+                s.parse::<f64>().map_err(|_| not_a_number(call, s))?
             }
             other => {
                 return Err(err(
@@ -921,6 +920,16 @@ fn slugify(s: &str) -> String {
         }
     }
     out
+}
+
+/// The error of `int` and `float` on a text that is no number. It does not echo the text: it
+/// may be a secret.
+fn not_a_number(call: &Call, s: &str) -> VarError {
+    err(
+        call,
+        VarErrorKind::Type,
+        format!("a text of {} characters is not a number", s.chars().count()),
+    )
 }
 
 fn url_encode(s: &str) -> String {

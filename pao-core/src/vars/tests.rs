@@ -996,3 +996,18 @@ fn ints_and_floats_compare_exactly() {
     assert_eq!(value("1 == 1.0 && 2.5 > 2 && -1 < -0.5"), json!(true));
     assert_eq!(value("unique([1, 1.0, 2])"), json!([1, 2]));
 }
+
+#[test]
+fn int_and_float_errors_do_not_echo_the_text() {
+    for expr in ["secrets.token | int", "float(secrets.token)"] {
+        let e = eval_err(expr);
+        assert_eq!(e.kind(), VarErrorKind::Type, "{expr}");
+        assert!(!e.message().contains("s3cr3t"), "{expr}: {}", e.message());
+        assert!(
+            e.message()
+                .contains("a text of 6 characters is not a number"),
+            "{expr}: {}",
+            e.message()
+        );
+    }
+}

@@ -96,7 +96,7 @@ pub fn context(secrets: StaticSecrets) -> ActionContext {
         idempotency_key: IdempotencyKey::for_action("req-42", "notify"),
         deadline: None,
         cancel: CancellationToken::new(),
-        log: ActionLogger::new(Vec::new()),
+        log: ActionLogger::default(),
         secrets: Arc::new(secrets),
         dry_run: false,
     }

@@ -9,6 +9,7 @@ mod run;
 mod scopes;
 mod simulate;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,11 +17,15 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::Orchestrator;
-use crate::action::ActionError;
+use crate::action::{ActionError, ActionOutput};
 use crate::catalog::LoadedItem;
 use crate::catalog::model::DurationText;
 use crate::lifecycle::RequestState;
-use crate::store::{AttemptRecord, EventKind, Lease, Request, StateChange, StoreError, Write};
+use crate::redact::Redactor;
+use crate::store::{
+    AttemptOutcome, AttemptRecord, AuditRecord, EventKind, Lease, Request, RequestPatch,
+    StateChange, StoreError, Write,
+};
 use crate::vars::{Context, Scope};
 
 pub(crate) use scopes::Scopes;
@@ -59,6 +64,8 @@ pub(crate) struct RunWrites {
     worker_id: String,
     /// The request claimed with the final write, for the worker loop to run next.
     claimed: std::sync::Mutex<Option<(Request, Lease)>>,
+    /// The run's redactor, once its scopes are built: every write is redacted with it.
+    redactor: std::sync::OnceLock<Redactor>,
 }
 
 impl RunWrites {
@@ -81,8 +88,108 @@ impl RunWrites {
             .unwrap_or_default()
     }
 
+    /// Redacts `writes` with the run's redactor (which holds, by then, the secrets its actions
+    /// fetched too).
+    fn redact(&self, writes: &mut [Write]) {
+        if let Some(r) = self.redactor.get().filter(|r| !r.is_empty()) {
+            writes.iter_mut().for_each(|w| redact_write(w, r));
+        }
+    }
+
     fn is_empty(&self) -> bool {
         self.pending.lock().map(|p| p.is_empty()).unwrap_or(true)
+    }
+}
+
+/// Redacts the text a write stores: reasons, errors, log lines, an attempt's input, error and
+/// output (result, rendered outputs, rollback state). The run keeps the real values in memory.
+/// Every field is named, so that a new one is a decision, not a leak.
+fn redact_write(w: &mut Write, r: &Redactor) {
+    let text = |s: &mut String| {
+        if let Cow::Owned(x) = r.redact_str(s) {
+            *s = x;
+        }
+    };
+    match w {
+        Write::Transition {
+            from: _,
+            to: _,
+            change:
+                StateChange {
+                    actor: _,
+                    reason,
+                    at: _,
+                },
+        } => reason.iter_mut().for_each(text),
+        Write::Patch(RequestPatch {
+            rollback: _,
+            error,
+            approval_due: _,
+            escalated: _,
+            cancel_requested: _,
+            waiting_for,
+        }) => {
+            error.iter_mut().for_each(text);
+            waiting_for.iter_mut().flatten().for_each(text);
+        }
+        Write::Event { at: _, kind } => match kind {
+            EventKind::StateChanged { reason, .. } => reason.iter_mut().for_each(text),
+            EventKind::ActionFailed { error, .. } => text(error),
+            EventKind::ActionSkipped { reason, .. } => text(reason),
+            EventKind::Log { message, .. } => text(message),
+            EventKind::ApprovalDecided { reason, .. } => reason.iter_mut().for_each(text),
+            EventKind::ActionStarted { .. }
+            | EventKind::ActionSucceeded { .. }
+            | EventKind::Escalated { .. } => {}
+        },
+        Write::StartAttempt(a) | Write::FinishAttempt(a) => {
+            let AttemptRecord {
+                request_id: _,
+                action_id: _,
+                rollback: _,
+                attempt: _,
+                idempotency_key: _,
+                input_hash: _,
+                input,
+                started_at: _,
+                finished_at: _,
+                outcome,
+            } = a;
+            r.redact_json_in_place(input);
+            match outcome {
+                AttemptOutcome::Succeeded {
+                    output:
+                        ActionOutput {
+                            result,
+                            rollback_state,
+                        },
+                    outputs,
+                } => {
+                    r.redact_json_in_place(result);
+                    r.redact_json_in_place(rollback_state);
+                    r.redact_json_in_place(outputs);
+                }
+                AttemptOutcome::Failed {
+                    error:
+                        ActionError {
+                            class: _,
+                            message,
+                            retry_after: _,
+                        },
+                } => text(message),
+                AttemptOutcome::Running | AttemptOutcome::Skipped => {}
+            }
+        }
+        Write::Audit(AuditRecord {
+            at: _,
+            actor: _,
+            action: _,
+            target: _,
+            detail,
+        }) => r.redact_json_in_place(detail),
+        // Ciphertext: what it seals must stay real (a rollback replays it).
+        Write::Seal { key: _, values: _ } => {}
+        Write::ReserveQuota { .. } | Write::ReleaseQuota => {}
     }
 }
 

@@ -8,7 +8,6 @@ use serde_json::{Map, Value};
 use sha2::Digest;
 use tokio_util::sync::CancellationToken;
 
-use super::scopes::redact_value;
 use super::{LEASE_LOST, NodeResult, RunCtx, lease_lost};
 use crate::action::{
     Action, ActionContext, ActionError, ActionLogger, ActionOutput, ErrorClass, IdempotencyKey,
@@ -114,7 +113,7 @@ impl RunCtx {
             timeout: self.timeout(spec.timeout.as_ref()),
             target,
             input_hash,
-            stored_input: redact_value(input, &self.scopes.secret_values),
+            stored_input: self.scopes.redactor.redact_json(input),
             action,
         })
     }
@@ -198,7 +197,7 @@ impl RunCtx {
             idempotency_key: a.key.clone(),
             deadline: Some(now + chrono::Duration::from_std(timeout).unwrap_or_default()),
             cancel: child.clone(),
-            log: ActionLogger::new(self.scopes.secret_values.clone()),
+            log: ActionLogger::new(self.scopes.redactor.clone()),
             secrets: engine.secrets.clone(),
             dry_run: false,
         };
@@ -400,6 +399,8 @@ impl RunCtx {
             }
         }
         let outputs = Value::Object(rendered);
+        // Stored redacted with the rest of the run's writes; the run goes on with the real
+        // values.
         record.outcome = AttemptOutcome::Succeeded {
             output: out.clone(),
             outputs: outputs.clone(),

@@ -127,7 +127,11 @@ impl Orchestrator {
                         attempt: 0,
                         rollback: true,
                         class: ErrorClass::Permanent,
-                        error: format!("rollback config{}: {}", e.pointer, e.error.message()),
+                        error: format!(
+                            "rollback config{}: {}",
+                            e.pointer,
+                            rc.scopes.redact(e.error.message())
+                        ),
                         will_retry: false,
                     });
                     return Some(false);

@@ -187,6 +187,7 @@ impl Orchestrator {
     ) -> Result<Request, StoreError> {
         let mut all = writes.take();
         all.extend(extra);
+        writes.redact(&mut all);
         let ends = Write::final_state(&all).is_some_and(|to| to.is_terminal());
         let r = if ends {
             let (r, next) = self
@@ -279,6 +280,8 @@ impl Orchestrator {
         else {
             return Ok(());
         };
+        // From here on, every write of the run is redacted with the run's secrets.
+        let _ = writes.redactor.set(scopes.redactor.clone());
         let journal = self.journal(&request, fresh).await?;
         let rollback_data = self.rollback_data(&request, &scopes, &journal).await;
         let data_key = std::sync::OnceLock::new();
@@ -524,7 +527,11 @@ impl Orchestrator {
                         &rc.writes,
                         &request,
                         lease,
-                        format!("manual ticket{}: {}", e.pointer, e.error.message()),
+                        format!(
+                            "manual ticket{}: {}",
+                            e.pointer,
+                            rc.scopes.redact(e.error.message())
+                        ),
                     )
                     .await?;
                     return Ok(());

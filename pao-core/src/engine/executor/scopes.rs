@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use super::Orchestrator;
 use crate::catalog::LoadedItem;
 use crate::sealing::DataKey;
+use crate::redact::Redactor;
 use crate::secrets::SecretError;
 use crate::store::{Request, SEALED_FIELD_PREFIX};
 use crate::vars::{Context, Scope};
@@ -23,8 +24,8 @@ pub(crate) struct Scopes {
     fields: Value,
     pub(super) computed: Value,
     pub(super) secrets: Value,
-    /// Every secret value, for redaction.
-    pub secret_values: Vec<String>,
+    /// Every secret value of the run, for redaction; shared with its actions' loggers.
+    pub redactor: Redactor,
     /// The request's data key, when it has sealed values.
     pub(super) data_key: Option<DataKey>,
     /// What the request sealed for rollbacks: the real input and rollback state of completed
@@ -120,13 +121,27 @@ impl Scopes {
         s
     }
 
+    /// Evaluates the computed values in order. A value built from a secret (the text of an
+    /// interpolation that read one) is redacted like the secret.
     pub(super) fn compute(&mut self, item: &LoadedItem) -> Result<(), String> {
         let mut computed = Map::new();
         for (name, t) in &item.compiled.computed {
             self.computed = Value::Object(computed.clone());
-            let v = t
-                .render_value(&self.context())
-                .map_err(|e| format!("computed `{name}`: {}", e.message()))?;
+            let ctx = self.context();
+            let rendered = if t.uses_secrets() {
+                t.render_tracked(&ctx).map(|r| {
+                    self.redactor.add_all(
+                        r.secrets
+                            .iter()
+                            .filter(|s| !matches!(s.as_str(), "true" | "false" | "null")),
+                    );
+                    r.value
+                })
+            } else {
+                t.render_value(&ctx)
+            };
+            let v =
+                rendered.map_err(|e| format!("computed `{name}`: {}", self.redact(e.message())))?;
             computed.insert(name.clone(), v);
         }
         self.computed = Value::Object(computed);
@@ -179,7 +194,7 @@ impl Scopes {
                 .map_err(ScopesError::Failed)?;
             match engine.secrets.get(&name).await {
                 Ok(v) => {
-                    s.secret_values.push(v.clone());
+                    s.redactor.add(&v);
                     secrets.insert(name, Value::String(v));
                 }
                 Err(SecretError::Unavailable(why)) => {
@@ -194,7 +209,7 @@ impl Scopes {
         // Secret form fields of this request, sealed when it was submitted.
         for (k, v) in opened.fields {
             if let Some(text) = v.as_str() {
-                s.secret_values.push(text.to_string());
+                s.redactor.add(text);
             }
             secrets.insert(k, v);
         }
@@ -204,15 +219,11 @@ impl Scopes {
     }
 
     pub(super) fn redact_json(&self, v: &Value) -> Value {
-        redact_value(v, &self.secret_values)
+        self.redactor.redact_json(v)
     }
 
     pub(super) fn redact(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        for s in self.secret_values.iter().filter(|s| s.len() >= 3) {
-            out = out.replace(s.as_str(), "[REDACTED]");
-        }
-        out
+        self.redactor.redact_str(text).into_owned()
     }
 }
 
@@ -227,22 +238,3 @@ pub(super) enum ScopesError {
 /// How long a run waits, holding its lease, after the secret provider failed, before it gives
 /// the request back to be claimed again.
 pub(crate) const SECRETS_UNAVAILABLE_WAIT: Duration = Duration::from_secs(10);
-
-pub(super) fn redact_value(v: &Value, secrets: &[String]) -> Value {
-    match v {
-        Value::String(s) => {
-            let mut out = s.clone();
-            for x in secrets.iter().filter(|x| x.len() >= 3) {
-                out = out.replace(x.as_str(), "[REDACTED]");
-            }
-            Value::String(out)
-        }
-        Value::Array(a) => Value::Array(a.iter().map(|x| redact_value(x, secrets)).collect()),
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .map(|(k, x)| (k.clone(), redact_value(x, secrets)))
-                .collect(),
-        ),
-        other => other.clone(),
-    }
-}

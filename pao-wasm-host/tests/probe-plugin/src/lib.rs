@@ -1,6 +1,6 @@
 //! `plugin:probe`: a real Rust guest that does, on request, what a hostile or buggy plugin
-//! would: call a host it was not granted, read a secret it was not granted, loop forever,
-//! allocate without end, panic, touch the filesystem and the environment. The sandbox tests
+//! would: call a host it was not granted, read a secret it was not granted, leak a secret it
+//! read, loop forever, allocate without end, panic, touch the filesystem and the environment. The sandbox tests
 //! of `pao-wasm-host` run it; `{"probe": "ok"}` is also the trivial plugin of the `wasm` bench.
 
 use pao_plugins_sdk::{Context, Descriptor, Error, Host, Plugin, json};
@@ -52,6 +52,17 @@ impl Plugin for Probe {
             "secret" => {
                 let v = host.secret(&arg("name"))?;
                 Ok(json!({ "length": v.len() }))
+            }
+            // A careless plugin: the secret it read ends up in its error, its result (raw,
+            // and hex-encoded), its rollback state, or its panic message.
+            "leak-secret" => {
+                let v = host.secret(&arg("name"))?;
+                let hex: String = v.bytes().map(|b| format!("{b:02x}")).collect();
+                match arg("how").as_str() {
+                    "error" => Err(Error::failed(format!("login failed with {v} (hex {hex})"))),
+                    "panic" => panic!("cannot go on with token {v}"),
+                    _ => Ok(json!({ "token": v, "hex": hex, v.clone(): "as a key" })),
+                }
             }
             "log-secret" => {
                 let v = host.secret(&arg("name"))?;
