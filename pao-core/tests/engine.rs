@@ -1396,6 +1396,8 @@ async fn a_worker_that_cannot_renew_its_lease_stops_its_run_when_the_lease_ends(
     )))
     .config(EngineConfig {
         lease: Duration::from_secs(30),
+        // Longer than the call, so that the call's end and its timeout never race.
+        default_timeout: Duration::from_secs(1200),
         ..EngineConfig::default()
     })
     .build();
