@@ -52,6 +52,7 @@ struct Inner {
     logins: usize,
     renewals: usize,
     seq: u64,
+    namespaces: Vec<String>,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -107,6 +108,7 @@ impl VaultFake {
             logins: 0,
             renewals: 0,
             seq: 0,
+            namespaces: Vec::new(),
         }));
         let router = Router::new()
             .route("/v1/auth/approle/login", post(approle_login))
@@ -190,6 +192,11 @@ impl VaultFake {
     /// Successful `renew-self` calls so far.
     pub fn renewals(&self) -> usize {
         self.with(|i| i.renewals).unwrap_or(0)
+    }
+
+    /// The `X-Vault-Namespace` headers of the KV reads received so far.
+    pub fn namespaces(&self) -> Vec<String> {
+        self.with(|i| i.namespaces.clone()).unwrap_or_default()
     }
 
     /// KV reads received so far (`GET /v1/<mount>/data/...`), whatever the answer.
@@ -388,9 +395,12 @@ async fn read(
     Query(q): Query<BTreeMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let Ok(i) = s.lock() else {
+    let Ok(mut i) = s.lock() else {
         return err(500, "internal error");
     };
+    if let Some(ns) = header_str(&headers, "x-vault-namespace") {
+        i.namespaces.push(ns);
+    }
     if let Err(status) = live_token(&i, &headers) {
         return err(status, "");
     }
