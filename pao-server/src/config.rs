@@ -120,7 +120,7 @@ pub enum SecretProviderConfig {
         dir: PathBuf,
     },
     /// HashiCorp Vault, KV version 2.
-    Vault(pao_actions::secrets::VaultConfig),
+    Vault(Box<pao_actions::secrets::VaultConfig>),
 }
 
 fn default_env_prefix() -> String {
@@ -164,7 +164,7 @@ impl SecretProviderConfig {
                 std::sync::Arc::new(FileSecrets::new(dir))
             }
             SecretProviderConfig::Vault(c) => {
-                std::sync::Arc::new(VaultSecrets::new(c.clone()).map_err(|e| e.to_string())?)
+                std::sync::Arc::new(VaultSecrets::new((**c).clone()).map_err(|e| e.to_string())?)
             }
         })
     }
