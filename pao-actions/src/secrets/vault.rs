@@ -657,7 +657,8 @@ impl VaultSecrets {
     async fn lookup(&self, name: &str, t: &Target) -> Result<String, SecretError> {
         let tied = |f: Fail| match f {
             Fail::Denied(m) => SecretError::Denied(format!("{name} ({m})")),
-            Fail::Unavailable(m) => SecretError::Unavailable(format!("secret `{name}`: {m}")),
+            // The engine names the secret; `m` names the Vault path or the login.
+            Fail::Unavailable(m) => SecretError::Unavailable(m),
         };
         let mut retried = false;
         loop {
