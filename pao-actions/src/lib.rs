@@ -11,6 +11,10 @@
 //! resolved through the [`SecretProvider`](pao_core::secrets::SecretProvider) of the call and
 //! redacted from logs and errors.
 //!
+//! [`secrets`] holds the secret providers a server chooses in its configuration: environment
+//! variables, a folder of files (a mounted Kubernetes secret) and HashiCorp Vault (feature
+//! `vault`).
+//!
 //! Every remote action classifies its failures the same way: connect errors, timeouts, 408,
 //! 429 (with `Retry-After`) and 5xx are retryable; other 4xx and answers that do not parse are
 //! permanent and carry the vendor's own message. Every one passes the attempt's idempotency key
@@ -60,6 +64,7 @@ pub mod jira;
 pub mod rest;
 #[cfg(feature = "script")]
 pub mod script;
+pub mod secrets;
 #[cfg(feature = "terraform")]
 pub mod terraform;
 #[cfg(feature = "webhook")]

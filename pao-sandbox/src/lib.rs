@@ -13,6 +13,9 @@
 //! # });
 //! ```
 //!
+//! [`vault::VaultFake`] is the secret store behind PAO's Vault secret provider (KV v2, AppRole
+//! and Kubernetes logins, token renewal); tests start it on its own.
+//!
 //! [`VendorFakes`] starts every fake the built-in actions talk to and says how to reach them:
 //! `env()` for the engine's `env` scope, `secrets()` for the secret provider and
 //! `actions_config_json()` for `pao-actions`' `ActionsConfig`. Tests inject faults
@@ -36,6 +39,7 @@ pub mod rest;
 pub mod servicenow;
 pub mod slack;
 pub mod terraform;
+pub mod vault;
 pub mod webhook;
 
 use std::collections::BTreeMap;

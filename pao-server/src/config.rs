@@ -28,8 +28,11 @@ pub struct ServerConfig {
     /// Environment variables templates may read as `env.NAME`, with their values; a value of
     /// `null`/absent reads the process environment.
     pub env: BTreeMap<String, Option<String>>,
-    /// Secret values by name (development only; production uses a secret provider).
+    /// Secret values by name (development only): what the `static` secret provider serves.
     pub secrets: BTreeMap<String, String>,
+    /// Where secrets come from: `static` (the `[secrets]` table, the default), `env`, `files`
+    /// or `vault` (see `docs/secrets.md`).
+    pub secret_provider: SecretProviderConfig,
     /// Authentication.
     pub auth: AuthConfig,
     /// Limits on what clients send.
@@ -132,6 +135,7 @@ impl Default for ServerConfig {
             base_url: None,
             env: BTreeMap::new(),
             secrets: BTreeMap::new(),
+            secret_provider: SecretProviderConfig::default(),
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
             webhooks: WebhookConfig::default(),
@@ -145,6 +149,75 @@ impl Default for ServerConfig {
             finished_cache_secs: 10,
             sealing: SealingConfig::default(),
         }
+    }
+}
+
+/// The `[secret_provider]` table, tagged by `kind`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SecretProviderConfig {
+    /// The values of the `[secrets]` table (development and tests).
+    #[default]
+    Static,
+    /// Environment variables: secret `jira_token` is `<prefix>JIRA_TOKEN`.
+    Env {
+        /// Default `PAO_SECRET_`.
+        #[serde(default = "default_env_prefix")]
+        prefix: String,
+    },
+    /// One file per secret in a folder (a mounted Kubernetes secret).
+    Files {
+        /// The folder.
+        dir: PathBuf,
+    },
+    /// HashiCorp Vault, KV version 2.
+    Vault(Box<pao_actions::secrets::VaultConfig>),
+}
+
+fn default_env_prefix() -> String {
+    pao_actions::secrets::DEFAULT_ENV_PREFIX.into()
+}
+
+impl SecretProviderConfig {
+    /// The provider this configuration describes, `statics` being the `[secrets]` table.
+    /// Checks the configuration; sends no request.
+    pub fn build(
+        &self,
+        statics: &BTreeMap<String, String>,
+    ) -> Result<std::sync::Arc<dyn pao_core::secrets::SecretProvider>, String> {
+        use pao_actions::secrets::{EnvSecrets, FileSecrets, VaultSecrets};
+        use pao_core::secrets::StaticSecrets;
+        let kind = match self {
+            SecretProviderConfig::Static => "static",
+            SecretProviderConfig::Env { .. } => "env",
+            SecretProviderConfig::Files { .. } => "files",
+            SecretProviderConfig::Vault(_) => "vault",
+        };
+        if kind != "static" && !statics.is_empty() {
+            return Err(format!(
+                "[secrets] holds values but secret_provider.kind is `{kind}`, which does not read them: remove the [secrets] table or use kind = \"static\""
+            ));
+        }
+        Ok(match self {
+            SecretProviderConfig::Static => std::sync::Arc::new(
+                statics
+                    .iter()
+                    .fold(StaticSecrets::new(), |s, (k, v)| s.with(k, v)),
+            ),
+            SecretProviderConfig::Env { prefix } => std::sync::Arc::new(EnvSecrets::new(prefix)),
+            SecretProviderConfig::Files { dir } => {
+                if !dir.is_dir() {
+                    return Err(format!(
+                        "secret_provider.dir: {} is not a folder",
+                        dir.display()
+                    ));
+                }
+                std::sync::Arc::new(FileSecrets::new(dir))
+            }
+            SecretProviderConfig::Vault(c) => {
+                std::sync::Arc::new(VaultSecrets::new((**c).clone()).map_err(|e| e.to_string())?)
+            }
+        })
     }
 }
 
@@ -418,6 +491,140 @@ mod tests {
         let e = ServerConfig::from_toml("bind = \"x\"\nwrokers = 3\n").unwrap_err();
         assert!(e.contains("wrokers"), "{e}");
         assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn secret_provider_defaults_to_the_secrets_table() {
+        let c = ServerConfig::from_toml("[secrets]\nhook_hmac = \"k\"\n").unwrap();
+        assert_eq!(c.secret_provider, SecretProviderConfig::Static);
+        assert!(c.secret_provider.build(&c.secrets).is_ok());
+        let c = ServerConfig::from_toml("[secret_provider]\nkind = \"static\"\n").unwrap();
+        assert_eq!(c.secret_provider, SecretProviderConfig::Static);
+    }
+
+    #[test]
+    fn secret_provider_env() {
+        let c = ServerConfig::from_toml("[secret_provider]\nkind = \"env\"\n").unwrap();
+        assert_eq!(
+            c.secret_provider,
+            SecretProviderConfig::Env {
+                prefix: "PAO_SECRET_".into()
+            }
+        );
+        let c = ServerConfig::from_toml("[secret_provider]\nkind = \"env\"\nprefix = \"APP_\"\n")
+            .unwrap();
+        assert_eq!(
+            c.secret_provider,
+            SecretProviderConfig::Env {
+                prefix: "APP_".into()
+            }
+        );
+        assert!(c.secret_provider.build(&c.secrets).is_ok());
+    }
+
+    #[test]
+    fn secret_provider_files() {
+        let dir = std::env::temp_dir();
+        let text = format!(
+            "[secret_provider]\nkind = \"files\"\ndir = \"{}\"\n",
+            dir.display()
+        );
+        let c = ServerConfig::from_toml(&text).unwrap();
+        assert_eq!(
+            c.secret_provider,
+            SecretProviderConfig::Files { dir: dir.clone() }
+        );
+        assert!(c.secret_provider.build(&c.secrets).is_ok());
+        let c = ServerConfig::from_toml(
+            "[secret_provider]\nkind = \"files\"\ndir = \"/nonexistent/pao-secrets\"\n",
+        )
+        .unwrap();
+        let e = c.secret_provider.build(&c.secrets).err().unwrap();
+        assert!(
+            e.contains("/nonexistent/pao-secrets is not a folder"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn secret_provider_vault() {
+        let c = ServerConfig::from_toml(
+            r#"
+[secret_provider]
+kind = "vault"
+address = "https://vault.example.com:8200"
+mount = "kv"
+path_prefix = "pao/"
+namespace = "platform"
+cache_ttl = "30s"
+[secret_provider.auth]
+method = "approle"
+role_id = "0f5c"
+secret_id_file = "/etc/pao/secret-id"
+[secret_provider.map]
+jira_token = "teams/jira#token@3"
+"#,
+        )
+        .unwrap();
+        let SecretProviderConfig::Vault(v) = &c.secret_provider else {
+            panic!("{:?}", c.secret_provider);
+        };
+        assert_eq!(v.mount, "kv");
+        assert_eq!(v.field, "value");
+        assert_eq!(v.cache_ttl, std::time::Duration::from_secs(30));
+        assert_eq!(v.map["jira_token"], "teams/jira#token@3");
+        assert!(matches!(
+            &v.auth,
+            pao_actions::secrets::VaultAuth::Approle { mount, .. } if mount == "approle"
+        ));
+        assert!(c.secret_provider.build(&c.secrets).is_ok());
+    }
+
+    #[test]
+    fn bad_secret_provider_configs_say_what_is_wrong() {
+        let vault_auth = "[secret_provider.auth]\nmethod = \"kubernetes\"\nrole = \"pao\"\n";
+        // Caught when the file is read, with the key named.
+        for (text, expected) in [
+            (
+                format!("[secret_provider]\nkind = \"vault\"\n{vault_auth}"),
+                "missing field `address`",
+            ),
+            (
+                "[secret_provider]\nkind = \"vault\"\naddress = \"https://v\"\n[secret_provider.auth]\nmethod = \"approle\"\nsecret_id = \"s\"\n".to_string(),
+                "missing field `role_id`",
+            ),
+            (
+                "[secret_provider]\nkind = \"aws\"\n".to_string(),
+                "unknown variant `aws`",
+            ),
+            (
+                "[secret_provider]\nkind = \"env\"\nprefx = \"A_\"\n".to_string(),
+                "unknown field `prefx`",
+            ),
+        ] {
+            let e = ServerConfig::from_toml(&text).unwrap_err();
+            assert!(e.contains(expected), "{expected}: {e}");
+            assert!(e.contains("line "), "located: {e}");
+        }
+        // Caught when the provider is built, at start.
+        for (text, expected) in [
+            (
+                format!("[secret_provider]\nkind = \"vault\"\naddress = \"vault:8200\"\n{vault_auth}"),
+                "secret_provider.address: `vault:8200` is not an absolute http(s) URL",
+            ),
+            (
+                "[secret_provider]\nkind = \"vault\"\naddress = \"https://v\"\n[secret_provider.auth]\nmethod = \"approle\"\nrole_id = \"r\"\n".to_string(),
+                "takes one of `secret_id` and `secret_id_file`",
+            ),
+            (
+                "[secrets]\na = \"b\"\n[secret_provider]\nkind = \"env\"\n".to_string(),
+                "[secrets] holds values but secret_provider.kind is `env`",
+            ),
+        ] {
+            let c = ServerConfig::from_toml(&text).unwrap();
+            let e = c.secret_provider.build(&c.secrets).err().unwrap();
+            assert!(e.contains(expected), "{expected}: {e}");
+        }
     }
 
     #[test]

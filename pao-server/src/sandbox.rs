@@ -75,6 +75,8 @@ pub async fn prepare(
     for (k, v) in fakes.env() {
         config.env.insert(k, Some(v));
     }
+    // The fakes' credentials are served from memory, whatever provider the file names.
+    config.secret_provider = crate::config::SecretProviderConfig::Static;
     for (k, v) in fakes.secrets() {
         config.secrets.insert(k, v);
     }

@@ -9,7 +9,7 @@ use pao_core::action::ActionRegistry;
 use pao_core::catalog::{Catalog, LoadOptions};
 use pao_core::engine::{EngineConfig, Orchestrator};
 use pao_core::events::{EventSink, LiveEvent};
-use pao_core::secrets::{SecretProvider, StaticSecrets};
+use pao_core::secrets::SecretProvider;
 use pao_core::store::Store;
 use serde_json::{Map, Value};
 use tokio::sync::broadcast;
@@ -178,12 +178,10 @@ impl AppState {
         }
         let secrets: Arc<dyn SecretProvider> = match over.secrets {
             Some(s) => s,
-            None => Arc::new(
-                config
-                    .secrets
-                    .iter()
-                    .fold(StaticSecrets::new(), |s, (k, v)| s.with(k, v)),
-            ),
+            None => config
+                .secret_provider
+                .build(&config.secrets)
+                .map_err(StartError::Config)?,
         };
         let (tx, _) = broadcast::channel(4096);
         let (changes, _) = broadcast::channel(256);

@@ -1,0 +1,95 @@
+//! The server takes its secrets from the provider `[secret_provider]` names: here Vault (the
+//! sandbox's fake, on 127.0.0.1), read at start for the inbound webhook keys.
+
+mod support;
+
+use pao_sandbox::vault::VaultFake;
+use pao_server::config::ServerConfig;
+use pao_server::state::AppState;
+use serde_json::json;
+
+async fn config_with_vault(vault: &VaultFake, auth: &str) -> ServerConfig {
+    let url = support::database_url(support::Db::Sqlite).await.unwrap();
+    let text = format!(
+        r#"
+database_url = "{url}"
+catalog = "{catalog}"
+workers = 0
+watch_catalog = false
+
+[webhooks]
+github_secret = "github_hook"
+
+[secret_provider]
+kind = "vault"
+address = "{address}"
+path_prefix = "pao"
+cache_ttl = "1s"
+
+[secret_provider.auth]
+{auth}
+"#,
+        catalog = support::catalog_copy().display(),
+        address = vault.url(),
+    );
+    ServerConfig::from_toml(&text).expect("the configuration parses")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_reads_its_secrets_from_vault() {
+    let vault = VaultFake::start().await.unwrap();
+    vault.add_approle("pao-server", "sid-0123");
+    vault.put_secret(
+        "secret",
+        "pao/github_hook",
+        json!({"value": "gh-hook-key-from-vault-0123"}),
+    );
+    let config = config_with_vault(
+        &vault,
+        "method = \"approle\"\nrole_id = \"pao-server\"\nsecret_id = \"sid-0123\"",
+    )
+    .await;
+    let state = AppState::build(config, Default::default())
+        .await
+        .expect("the server starts");
+    assert_eq!(vault.logins(), 1, "the start logged in to Vault");
+    assert_eq!(
+        state.secrets.get("github_hook").await.unwrap(),
+        "gh-hook-key-from-vault-0123"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_start_checks_webhook_keys_read_from_vault() {
+    let vault = VaultFake::start().await.unwrap();
+    vault.put_secret("secret", "pao/github_hook", json!({"value": "short"}));
+    let config = config_with_vault(
+        &vault,
+        &format!(
+            "method = \"token\"\ntoken = \"{}\"",
+            pao_sandbox::vault::ROOT_TOKEN
+        ),
+    )
+    .await;
+    let e = AppState::build(config, Default::default())
+        .await
+        .err()
+        .expect("a 5-byte webhook key is refused");
+    assert!(e.to_string().contains("github_secret"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_provider_configuration_stops_the_start() {
+    let vault = VaultFake::start().await.unwrap();
+    let config = config_with_vault(&vault, "method = \"approle\"\nrole_id = \"pao-server\"").await;
+    let e = AppState::build(config, Default::default())
+        .await
+        .err()
+        .expect("an AppRole without a secret id is refused");
+    let e = e.to_string();
+    assert!(
+        e.contains("method `approle` takes one of `secret_id` and `secret_id_file`"),
+        "{e}"
+    );
+    assert_eq!(vault.logins(), 0);
+}
