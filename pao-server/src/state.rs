@@ -382,6 +382,15 @@ async fn load_plugins(
     let Some(dir) = &config.plugins.dir else {
         return Ok(None);
     };
+    // The server's own secrets are for the server: not for plugins either.
+    let reserved = config.reserved_secrets();
+    for (plugin, grant) in &config.plugins.grants {
+        if let Some(name) = grant.secrets.iter().find(|n| reserved.contains(*n)) {
+            return Err(StartError::Config(format!(
+                "plugins.grants.{plugin}.secrets: `{name}` is reserved for the server (an inbound webhook key or a key-encryption key); give the plugin its own secret"
+            )));
+        }
+    }
     let host = pao_wasm_host::PluginHost::new(pao_wasm_host::HostConfig {
         // Compiling a plugin takes seconds; the cache makes later starts instant.
         cache_dir: Some(

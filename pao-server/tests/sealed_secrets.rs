@@ -3,7 +3,8 @@
 //! by a replica without workers is run by another, and its action receives the value; a
 //! request awaiting approval keeps its secret across a restart of every process. Afterwards
 //! the database holds no plaintext (nor base64 or URL-encoded form) of any secret, and
-//! neither do the processes' logs or the API's answers.
+//! neither do the processes' logs (at debug level), the API's answers or the WebSocket
+//! stream of a run.
 
 mod support;
 
@@ -11,7 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
+use futures_util::StreamExt;
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
 
 const FIELD_SECRET_1: &str = "first-field-secret-9f3a7c";
 const FIELD_SECRET_2: &str = "second-field-secret-b81d2e";
@@ -62,9 +65,9 @@ fulfillment:
     )
 }
 
-/// A `pao serve` whose log (stderr) goes to `log`.
+/// A `pao serve` logging at debug level; its output (the log) goes to `log`.
 fn spawn(config: &std::path::Path, cwd: &std::path::Path, log: &std::path::Path) -> Process {
-    use std::io::BufRead;
+    use std::io::{BufRead, Write};
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pao"))
         .args([
             std::ffi::OsStr::new("serve"),
@@ -75,15 +78,17 @@ fn spawn(config: &std::path::Path, cwd: &std::path::Path, log: &std::path::Path)
         .env_remove("PAO_DATABASE_URL")
         .env_remove("PAO_CONFIG")
         .env_remove("PAO_BIND")
-        .env("RUST_LOG", "debug")
+        .env("PAO_LOG", "debug")
         .stdout(std::process::Stdio::piped())
-        .stderr(std::fs::File::create(log).unwrap())
+        .stderr(std::fs::File::create(log.with_extension("stderr")).unwrap())
         .spawn()
         .expect("pao starts");
     let out = child.stdout.take().expect("stdout is piped");
     let (tx, rx) = std::sync::mpsc::channel();
+    let mut file = std::fs::File::create(log).unwrap();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = writeln!(file, "{line}");
             if let Some(url) = line.strip_prefix("listening on ") {
                 let _ = tx.send(url.to_string());
             }
@@ -263,6 +268,28 @@ token_sha256 = "{bob}"
     .await;
     assert_eq!(status, 201, "{r}");
     let direct = r["id"].as_str().unwrap().to_string();
+    // Its whole event stream, live from the replica that runs it.
+    let ws_url = format!(
+        "{}/api/v1/ws/requests/{direct}/logs?access_token=t-alice&after=0",
+        b.base.replacen("http://", "ws://", 1)
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
+    let mut messages = 0;
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .expect("events keep coming");
+        let Some(Ok(Message::Text(text))) = m else {
+            continue;
+        };
+        messages += 1;
+        t.push_str(&text);
+        t.push('\n');
+        if serde_json::from_str::<Value>(&text).unwrap()["type"] == "end" {
+            break;
+        }
+    }
+    assert!(messages > 3, "the stream showed the run");
     let done = wait_state(&http, &a.base, &direct, "completed", t).await;
     assert_eq!(done["state"], "completed");
 
@@ -328,10 +355,17 @@ token_sha256 = "{bob}"
     )
     .await;
     drop(c);
-    assert_clean("the API's answers", &transcript);
+    assert_clean("the API's answers and WebSocket messages", &transcript);
     for log in &logs {
-        let text = std::fs::read_to_string(log).unwrap();
-        assert!(!text.is_empty(), "{} logged nothing", log.display());
+        let text = std::fs::read_to_string(log).unwrap()
+            + std::fs::read_to_string(log.with_extension("stderr"))
+                .unwrap_or_default()
+                .as_str();
+        assert!(
+            text.lines().count() > 5 && text.contains("DEBUG"),
+            "{} logged at debug level: {text}",
+            log.display()
+        );
         assert_clean(&format!("log {}", log.display()), &text);
     }
 
@@ -366,4 +400,97 @@ token_sha256 = "{bob}"
         .unwrap();
     assert_eq!(left.0, 0, "completed requests keep nothing sealed");
     pool.close().await;
+}
+
+/// On SQLite, the database file and its write-ahead log hold no form of a secret field or of
+/// a provider secret after a run whose action echoed both back in its result; a request still
+/// waiting for approval holds its secret only sealed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_file_holds_no_secret_in_any_form() {
+    let dir = std::env::temp_dir().join(format!("pao-sealed-sqlite-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let echo = |id: &str, approval: &str| {
+        format!(
+            r#"apiVersion: pao.dev/v2
+kind: CatalogItem
+metadata: {{ id: {id}, name: Echo secret, description: Echoes a secret back., version: 1.0.0, category: security, owner: {{ team: platform }} }}
+presentation:
+  groups:
+    - id: g
+      title: G
+      fields:
+        - {{ id: password, type: secret, required: true }}
+secrets: [api_token]
+fulfillment:
+  mode: automated
+{approval}  actions:
+    - {{ id: echo, type: "plugin:echo", config: {{ message: "${{{{ secrets.password }}}} ${{{{ secrets.api_token }}}}" }} }}
+"#
+        )
+    };
+    std::fs::write(dir.join("echo.yaml"), echo("sec.echo", "")).unwrap();
+    std::fs::write(
+        dir.join("wait.yaml"),
+        echo(
+            "sec.wait",
+            "  approval: { required_when: \"true\", approvers: { teams: [leads] } }\n",
+        ),
+    )
+    .unwrap();
+    let catalog = dir.clone();
+    let Some(s) = support::spawn_with(support::Db::Sqlite, move |c| {
+        c.catalog = catalog;
+        c.secrets.insert("api_token".into(), PROVIDER_SECRET.into());
+        c.secrets.insert("pao_kek".into(), KEK.into());
+        c.sealing.kek = Some("pao_kek".into());
+    })
+    .await
+    else {
+        return;
+    };
+    let (code, r) = s
+        .post(
+            "t-alice",
+            "/requests",
+            json!({"item_id": "sec.echo", "fields": {"password": FIELD_SECRET_1}}),
+        )
+        .await;
+    assert_eq!(code, 201, "{r}");
+    let id = r["id"].as_str().unwrap().to_string();
+    s.wait_state("t-alice", &id, "completed").await;
+    let (_, attempts) = s.get("t-alice", &format!("/requests/{id}")).await;
+    assert_clean("the request's detail", &attempts.to_string());
+    let (code, r) = s
+        .post(
+            "t-alice",
+            "/requests",
+            json!({"item_id": "sec.wait", "fields": {"password": FIELD_SECRET_2}}),
+        )
+        .await;
+    assert_eq!(code, 201, "{r}");
+    let waiting = r["id"].as_str().unwrap().to_string();
+    s.wait_state("t-alice", &waiting, "awaiting_approval").await;
+    let sealed = s.state.store.sealed(&waiting).await.unwrap();
+    assert_eq!(
+        sealed.values.len(),
+        1,
+        "the waiting request's secret is sealed"
+    );
+    let file = s
+        .database_url
+        .strip_prefix("sqlite://")
+        .unwrap()
+        .to_string();
+    s.stop().await;
+    let mut bytes = Vec::new();
+    for suffix in ["", "-wal", "-shm"] {
+        if let Ok(b) = std::fs::read(format!("{file}{suffix}")) {
+            bytes.extend(b);
+        }
+    }
+    assert!(bytes.len() > 4096, "read the database");
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.contains(&id), "the file holds the requests");
+    assert_clean("the SQLite file", &text);
 }

@@ -93,3 +93,46 @@ async fn a_bad_provider_configuration_stops_the_start() {
     );
     assert_eq!(vault.logins(), 0);
 }
+
+/// The server's own secrets (webhook keys, key-encryption keys) are reserved: a plugin grant
+/// that names one stops the start, and a KEK that is not a key does too, without its value.
+#[tokio::test]
+async fn reserved_secrets_and_bad_keys_stop_the_start() {
+    let dir = std::env::temp_dir().join(format!("pao-reserved-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("catalog")).unwrap();
+    std::fs::create_dir_all(dir.join("plugins")).unwrap();
+    let base = format!(
+        "database_url = \"sqlite://{d}/pao.db\"\ncatalog = \"{d}/catalog\"\n",
+        d = dir.display()
+    );
+    let granted = format!(
+        "{base}[secrets]\napproval_webhook = \"0123456789abcdef0123\"\n[webhooks]\napproval_secret = \"approval_webhook\"\n[plugins]\ndir = \"{d}/plugins\"\n[plugins.grants.slack-notify]\nsecrets = [\"approval_webhook\"]\n",
+        d = dir.display()
+    );
+    let e = AppState::build(
+        ServerConfig::from_toml(&granted).unwrap(),
+        Default::default(),
+    )
+    .await
+    .err()
+    .expect("a plugin granted a webhook key is refused")
+    .to_string();
+    assert!(
+        e.contains("plugins.grants.slack-notify.secrets: `approval_webhook` is reserved"),
+        "{e}"
+    );
+    let bad_key = format!(
+        "{base}[secrets]\npao_kek = \"not-a-key-but-secret-text\"\n[sealing]\nkek = \"pao_kek\"\n"
+    );
+    let e = AppState::build(
+        ServerConfig::from_toml(&bad_key).unwrap(),
+        Default::default(),
+    )
+    .await
+    .err()
+    .expect("a KEK that is not 32 bytes is refused")
+    .to_string();
+    assert!(e.contains("sealing: secret `pao_kek`"), "{e}");
+    assert!(!e.contains("not-a-key-but-secret-text"), "{e}");
+}

@@ -32,3 +32,17 @@ fn the_documented_secret_providers_parse() {
     }
     assert_eq!(kinds, ["static", "env", "files", "vault"]);
 }
+
+#[test]
+fn the_documented_sealing_table_parses() {
+    let block = DOC
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("```").map(|(block, _)| block))
+        .find(|block| block.contains("[sealing]\n"))
+        .expect("docs/secrets.md shows the [sealing] table");
+    let config = ServerConfig::from_toml(block).unwrap_or_else(|e| panic!("{e}\n{block}"));
+    assert_eq!(config.sealing.kek.as_deref(), Some("pao_kek"));
+    assert_eq!(config.sealing.rewrap_interval_secs, 600);
+    assert!(config.reserved_secrets().contains("pao_kek"));
+}

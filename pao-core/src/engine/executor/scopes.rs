@@ -7,8 +7,8 @@ use serde_json::{Map, Value};
 
 use super::Orchestrator;
 use crate::catalog::LoadedItem;
-use crate::sealing::DataKey;
 use crate::redact::Redactor;
+use crate::sealing::DataKey;
 use crate::secrets::SecretError;
 use crate::store::{Request, SEALED_FIELD_PREFIX};
 use crate::vars::{Context, Scope};
