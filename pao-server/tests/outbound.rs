@@ -90,6 +90,7 @@ presentation:
       fields:
         - { id: system, type: select, source: { http: { url: "${{ env.PAO_OPTIONS_URL }}/moved", headers: { X-API-Key: inventory-key-123 } } } }
         - { id: owner, type: select, source: { http: { url: "${{ env.PAO_OPTIONS_URL }}/owners", headers: { Authorization: "Bearer ${{ secrets.cmdb_token }}" } } } }
+secrets: [cmdb_token]
 fulfillment:
   mode: automated
   actions:
