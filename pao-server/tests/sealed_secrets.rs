@@ -331,7 +331,7 @@ token_sha256 = "{bob}"
     for id in [&direct, &approved] {
         for path in [
             format!("/api/v1/requests/{id}"),
-            format!("/api/v1/requests/{id}/events"),
+            format!("/api/v1/requests/{id}/logs"),
             format!("/api/v1/requests/{id}/status"),
         ] {
             call(

@@ -136,3 +136,108 @@ async fn reserved_secrets_and_bad_keys_stop_the_start() {
     assert!(e.contains("sealing: secret `pao_kek`"), "{e}");
     assert!(!e.contains("not-a-key-but-secret-text"), "{e}");
 }
+
+/// A request whose secret comes from Vault while Vault is down waits and is tried again; it
+/// does not fail. Once Vault answers, it completes. The key-encryption key comes from Vault
+/// too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_waits_out_a_vault_outage_and_completes() {
+    let vault = VaultFake::start().await.unwrap();
+    vault.add_approle("pao-server", "sid-0123");
+    vault.put_secret(
+        "secret",
+        "pao/api_token",
+        json!({"value": "token-from-vault-0123"}),
+    );
+    vault.put_secret(
+        "secret",
+        "pao/pao_kek",
+        json!({"value": "c2VhbGVkLXNlY3JldHMtdGVzdC1rZXktMzItYnl0ZXM="}),
+    );
+    let dir = std::env::temp_dir().join(format!("pao-vault-outage-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("echo.yaml"),
+        r#"apiVersion: pao.dev/v2
+kind: CatalogItem
+metadata: { id: vault.echo, name: Vault echo, description: Reads a secret from Vault., version: 1.0.0, category: security, owner: { team: platform } }
+secrets: [api_token]
+fulfillment:
+  mode: automated
+  actions:
+    - { id: echo, type: "plugin:echo", config: { message: "${{ secrets.api_token }}" } }
+"#,
+    )
+    .unwrap();
+    let provider = ServerConfig::from_toml(&format!(
+        "[secret_provider]\nkind = \"vault\"\naddress = \"{}\"\npath_prefix = \"pao\"\ncache_ttl = \"1s\"\n[secret_provider.auth]\nmethod = \"approle\"\nrole_id = \"pao-server\"\nsecret_id = \"sid-0123\"\n",
+        vault.url()
+    ))
+    .unwrap()
+    .secret_provider;
+    let catalog = dir.clone();
+    let Some(s) = support::spawn_with(support::Db::Sqlite, move |c| {
+        c.catalog = catalog;
+        c.secrets.clear();
+        c.webhooks = Default::default();
+        c.secret_provider = provider;
+        c.sealing.kek = Some("pao_kek".into());
+    })
+    .await
+    else {
+        return;
+    };
+    vault.set_sealed(true);
+    let (code, r) = s
+        .post(
+            "t-alice",
+            "/requests",
+            json!({"item_id": "vault.echo", "fields": {}}),
+        )
+        .await;
+    assert_eq!(code, 201, "{r}");
+    let id = r["id"].as_str().unwrap().to_string();
+    // The run meets the outage, says so, and leaves the request to be tried again.
+    let mut warned = false;
+    for _ in 0..100 {
+        let (_, events) = s.get("t-alice", &format!("/requests/{id}/logs")).await;
+        if events
+            .to_string()
+            .contains("secret provider is unavailable")
+        {
+            warned = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (_, events) = s.get("t-alice", &format!("/requests/{id}/logs")).await;
+    let (_, now) = s.get("t-alice", &format!("/requests/{id}")).await;
+    assert!(
+        warned,
+        "the outage is reported on the request: {events} {now}"
+    );
+    let (_, now) = s.get("t-alice", &format!("/requests/{id}")).await;
+    assert_ne!(
+        now["state"], "failed",
+        "an outage is not the request's fault: {now}"
+    );
+    vault.set_sealed(false);
+    let mut state = String::new();
+    for _ in 0..300 {
+        let (_, r) = s.get("t-alice", &format!("/requests/{id}")).await;
+        state = r["state"].as_str().unwrap_or_default().to_string();
+        assert_ne!(state, "failed", "{r}");
+        if state == "completed" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(state, "completed");
+    let (_, detail) = s.get("t-alice", &format!("/requests/{id}")).await;
+    assert!(
+        !detail.to_string().contains("token-from-vault-0123"),
+        "the secret is redacted: {detail}"
+    );
+    s.stop().await;
+}
