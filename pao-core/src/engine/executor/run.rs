@@ -335,7 +335,7 @@ impl Orchestrator {
         item: &LoadedItem,
         fresh: bool,
     ) -> Result<Option<Arc<Scopes>>, StoreError> {
-        match Scopes::for_run(self, request, item).await {
+        match Scopes::for_run(self, request, item, fresh).await {
             Ok(s) => Ok(Some(Arc::new(s))),
             Err(ScopesError::Failed(e)) => {
                 self.fail(writes, request, lease, e).await?;

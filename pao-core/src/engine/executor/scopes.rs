@@ -148,13 +148,25 @@ impl Scopes {
         Ok(())
     }
 
+    /// The scopes of a run. `fresh`: the request never ran, so it sealed nothing but what
+    /// its submission did (its secret fields); without secret fields the store is not read.
     pub(super) async fn for_run(
         engine: &Orchestrator,
         request: &Request,
         item: &LoadedItem,
+        fresh: bool,
     ) -> Result<Scopes, ScopesError> {
         let mut s = Scopes::base(engine, request, item);
-        let opened = open_sealed(engine, &request.id).await?;
+        let secret_fields = item.item.secret_field_ids();
+        let opened = if fresh && secret_fields.is_empty() {
+            Opened {
+                key: None,
+                fields: Map::new(),
+                rollback: BTreeMap::new(),
+            }
+        } else {
+            open_sealed(engine, &request.id).await?
+        };
         s.data_key = opened.key;
         s.rollback_data = opened.rollback;
         // Fetch only the secrets the item's templates read.
@@ -184,7 +196,6 @@ impl Scopes {
             t.for_each_template(&mut |_, t| collect(t.references()));
         }
         let mut secrets = Map::new();
-        let secret_fields = item.item.secret_field_ids();
         for name in names {
             if secret_fields.contains(name.as_str()) {
                 continue;
