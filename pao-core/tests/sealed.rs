@@ -60,6 +60,13 @@ const FORM: &str = r#"presentation:
         - { id: db_password, type: secret, required: true }
 "#;
 
+/// The form and one action that receives the secret field.
+fn one_action_item() -> String {
+    format!(
+        "{FORM}fulfillment:\n  mode: automated\n  actions:\n    - {{ id: a, type: \"plugin:test\", config: {{ password: \"${{{{ secrets.db_password }}}}\" }} }}\n"
+    )
+}
+
 fn inputs_of(ledger: &Ledger, action: &str, rollback: bool) -> Vec<Value> {
     ledger
         .inputs
@@ -84,9 +91,7 @@ async fn stored_text(store: &MemoryStore, id: &str) -> String {
 
 #[tokio::test(start_paused = true)]
 async fn a_secret_field_accepted_by_one_engine_is_run_by_another() {
-    let item = format!(
-        "{FORM}fulfillment:\n  mode: automated\n  actions:\n    - {{ id: a, type: \"plugin:test\", config: {{ password: \"${{{{ secrets.db_password }}}}\" }} }}\n"
-    );
+    let item = one_action_item();
     let store = Arc::new(MemoryStore::new());
     let kek = Kek::generate();
     let (accepting, _) = replica(&store, &[("sec", &item)], Some(Keyring::new(kek.clone())));
@@ -123,9 +128,7 @@ async fn a_secret_field_accepted_by_one_engine_is_run_by_another() {
 
 #[tokio::test(start_paused = true)]
 async fn an_engine_without_the_key_fails_the_request_and_says_why() {
-    let item = format!(
-        "{FORM}fulfillment:\n  mode: automated\n  actions:\n    - {{ id: a, type: \"plugin:test\", config: {{ password: \"${{{{ secrets.db_password }}}}\" }} }}\n"
-    );
+    let item = one_action_item();
     let store = Arc::new(MemoryStore::new());
     let (accepting, _) = replica(&store, &[("sec", &item)], None);
     let (running, ledger) = replica(&store, &[("sec", &item)], None);
@@ -150,9 +153,7 @@ async fn an_engine_without_the_key_fails_the_request_and_says_why() {
 /// key under the new KEK while requests wait, after which the old KEK is not needed.
 #[tokio::test(start_paused = true)]
 async fn rotation_rewraps_waiting_requests_and_the_old_key_can_go() {
-    let item = format!(
-        "{FORM}fulfillment:\n  mode: automated\n  actions:\n    - {{ id: a, type: \"plugin:test\", config: {{ password: \"${{{{ secrets.db_password }}}}\" }} }}\n"
-    );
+    let item = one_action_item();
     let store = Arc::new(MemoryStore::new());
     let (old, new) = (Kek::generate(), Kek::generate());
     let (before, _) = replica(&store, &[("sec", &item)], Some(Keyring::new(old.clone())));

@@ -40,6 +40,7 @@ pub(super) fn rollback_name(action_id: &str) -> String {
 
 /// What a request sealed, opened: its data key, its `secret` form fields, and its rollback
 /// data by action id.
+#[derive(Default)]
 pub(super) struct Opened {
     pub key: Option<DataKey>,
     pub fields: Map<String, Value>,
@@ -55,11 +56,7 @@ pub(super) async fn open_sealed(
         engine.store.sealed(request_id).await.map_err(|e| {
             ScopesError::SecretsUnavailable(format!("reading the sealed secrets: {e}"))
         })?;
-    let mut out = Opened {
-        key: None,
-        fields: Map::new(),
-        rollback: BTreeMap::new(),
-    };
+    let mut out = Opened::default();
     let Some(wrapped) = sealed.key else {
         return Ok(out);
     };
@@ -159,11 +156,7 @@ impl Scopes {
         let mut s = Scopes::base(engine, request, item);
         let secret_fields = item.item.secret_field_ids();
         let opened = if fresh && secret_fields.is_empty() {
-            Opened {
-                key: None,
-                fields: Map::new(),
-                rollback: BTreeMap::new(),
-            }
+            Opened::default()
         } else {
             open_sealed(engine, &request.id).await?
         };
