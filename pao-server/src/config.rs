@@ -21,6 +21,13 @@ pub struct ServerConfig {
     pub catalog: PathBuf,
     /// Workers in this process (0 = API only).
     pub workers: usize,
+    /// Seconds a claim on a request lasts without a heartbeat (workers renew it every third of
+    /// this). Work held by a replica that died without releasing it resumes elsewhere after
+    /// this long. Between 3 and 3600; the same on every replica.
+    pub lease_secs: u64,
+    /// Seconds a shutdown (SIGTERM) lets in-flight runs finish before handing them back to
+    /// other replicas (0 = hand back at once).
+    pub drain_timeout_secs: u64,
     /// `text` or `json`.
     pub log_format: String,
     /// The URL clients reach this server at (`system.base_url`).
@@ -59,6 +66,8 @@ pub struct ServerConfig {
     pub finished_cache_secs: u64,
     /// The key-encryption keys of sealed secrets (see `docs/secrets.md`).
     pub sealing: SealingConfig,
+    /// HTTPS on `bind`: certificate and key files, minimum version. Absent: plain HTTP.
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 /// The key-encryption keys (KEKs) that wrap the data keys of sealed secrets: secret form
@@ -131,6 +140,8 @@ impl Default for ServerConfig {
             database_pool: 8,
             catalog: PathBuf::from("catalog"),
             workers: 2,
+            lease_secs: 30,
+            drain_timeout_secs: 20,
             log_format: "text".into(),
             base_url: None,
             env: BTreeMap::new(),
@@ -148,6 +159,7 @@ impl Default for ServerConfig {
             finished_cache_entries: 10_000,
             finished_cache_secs: 10,
             sealing: SealingConfig::default(),
+            tls: None,
         }
     }
 }

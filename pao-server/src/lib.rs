@@ -32,3 +32,4 @@ pub mod sandbox;
 pub mod search;
 pub mod serve;
 pub mod state;
+pub mod tls;

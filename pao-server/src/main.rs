@@ -288,7 +288,7 @@ mod serve {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
-        runtime.block_on(async move {
+        let result = runtime.block_on(async move {
             let started = std::time::Instant::now();
             let (config, over, _sandbox, banner) = if args.sandbox {
                 let (c, o, s, b) = sandbox::prepare(config).await?;
@@ -297,7 +297,9 @@ mod serve {
                 (config, Default::default(), None, None)
             };
             let workers = config.workers;
+            let drain_timeout = config.drain_timeout_secs;
             let bind = config.bind.clone();
+            let scheme = if config.tls.is_some() { "https" } else { "http" };
             let state = AppState::build(config, over).await?;
             let catalog = state.orch.catalog();
             let errors = catalog
@@ -331,15 +333,27 @@ mod serve {
             }
             if api {
                 // Scripts (and the sandbox test) read the bound address from here.
-                println!("listening on http://{}", running.addr);
+                println!("listening on {scheme}://{}", running.addr);
             }
             pao_server::serve::signal().await;
+            let timeout = std::time::Duration::from_secs(drain_timeout);
             tracing::info!(
-                "shutting down: no new work is claimed; in-flight work finishes or is released"
+                drain_timeout_secs = drain_timeout,
+                "shutting down: not ready, no new work is claimed; runs in flight get the drain time to finish, then are handed back to other replicas (a second signal hands them back at once)"
             );
-            running.shutdown.cancel();
-            let _ = running.done.await;
+            let drained = running.drain(timeout, pao_server::serve::signal()).await;
+            if drained.finished_in_time {
+                tracing::info!("drained: every run in flight finished");
+            } else {
+                tracing::info!(
+                    handed_back = drained.handed_back,
+                    "drained: runs still in flight were handed back"
+                );
+            }
             Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
-        })
+        });
+        // Blocking work still running (a plugin compile) does not hold the exit.
+        runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+        result
     }
 }

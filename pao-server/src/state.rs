@@ -81,6 +81,8 @@ pub struct AppStateInner {
     pub builtins: Option<pao_actions::Builtins>,
     /// The WASM plugin host, when plugins were loaded.
     pub plugins: Option<pao_wasm_host::PluginHost>,
+    /// Set when a shutdown began: readiness fails from then on.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 /// The event sink the orchestrator publishes to: a broadcast channel for WebSockets plus
@@ -196,7 +198,14 @@ impl AppState {
                 env.insert(k.clone(), Value::String(value));
             }
         }
+        if !(3..=3600).contains(&config.lease_secs) {
+            return Err(StartError::Config(format!(
+                "lease_secs = {}: must be between 3 and 3600",
+                config.lease_secs
+            )));
+        }
         let engine_config = EngineConfig {
+            lease: std::time::Duration::from_secs(config.lease_secs),
             instance: hostname(),
             base_url: config
                 .base_url
@@ -264,6 +273,7 @@ impl AppState {
             notifications: broadcast::channel(256).0,
             builtins,
             plugins,
+            draining: std::sync::atomic::AtomicBool::new(false),
         })))
     }
 

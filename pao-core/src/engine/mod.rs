@@ -186,6 +186,9 @@ pub struct Orchestrator {
     pub(crate) breakers: Breakers,
     pub(crate) config: EngineConfig,
     pub(crate) running: Mutex<HashMap<String, CancellationToken>>,
+    /// Fired by [`Orchestrator::hand_back_running`]: every run stops and gives its request
+    /// back.
+    pub(crate) hand_back: CancellationToken,
     /// Seals what a request needs later (its `secret` form fields, rollback inputs) in the
     /// store; see [`crate::sealing`].
     pub(crate) keyring: Arc<Keyring>,
@@ -280,6 +283,7 @@ impl OrchestratorBuilder {
             )),
             config: self.config,
             running: Mutex::default(),
+            hand_back: CancellationToken::new(),
             keyring: Arc::new(self.keyring.unwrap_or_else(Keyring::ephemeral)),
             item_slots: Mutex::default(),
             load_options: self.load_options,
@@ -1408,13 +1412,21 @@ impl Orchestrator {
         }
     }
 
-    /// A worker loop: claim, run, repeat, until `shutdown` is cancelled. In-flight work is
-    /// finished (or its lease released) before it returns.
+    /// A worker loop: claim, run, repeat, until `shutdown` is cancelled (or runs are handed
+    /// back: [`Orchestrator::hand_back_running`]). The run in flight is finished, or handed
+    /// back, before it returns; a request claimed but not started is released.
     pub async fn run_worker(self: Arc<Self>, worker_id: String, shutdown: CancellationToken) {
         let mut last_sweep: Option<DateTime<Utc>> = None;
         // The request claimed together with the end of the previous one.
         let mut next: Option<(Request, Lease)> = None;
-        while !shutdown.is_cancelled() {
+        // Once runs are handed back, claiming more would only hand them back too.
+        let stop = async || {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = self.hand_back.cancelled() => {}
+            }
+        };
+        while !shutdown.is_cancelled() && !self.hand_back.is_cancelled() {
             // Approval deadlines and escalations are due by the clock, not by any event.
             let now = self.clock.now();
             if last_sweep.is_none_or(|t| now - t >= chrono::Duration::seconds(60)) {
@@ -1439,13 +1451,13 @@ impl Orchestrator {
                 Ok(None) => {
                     tokio::select! {
                         _ = self.store.wait_for_work(Duration::from_secs(1)) => {}
-                        _ = shutdown.cancelled() => {}
+                        _ = stop() => {}
                     }
                 }
                 Err(_) => {
                     tokio::select! {
                         _ = self.clock.sleep(Duration::from_secs(1)) => {}
-                        _ = shutdown.cancelled() => {}
+                        _ = stop() => {}
                     }
                 }
             }
@@ -1454,6 +1466,20 @@ impl Orchestrator {
         if let Some((_, lease)) = next {
             let _ = self.store.release(&lease).await;
         }
+    }
+
+    /// Stops every run of this engine where it is and gives its request back: what the run
+    /// has recorded is stored, its lease released, and another worker or replica resumes the
+    /// request from its journal at once (an action cut off mid-call runs again there, with
+    /// the same idempotency key). Worker loops stop claiming. For a shutdown whose drain time
+    /// ran out; it cannot be undone.
+    pub fn hand_back_running(&self) {
+        self.hand_back.cancel();
+    }
+
+    /// Requests this engine is running now.
+    pub fn running_count(&self) -> usize {
+        self.running.lock().map(|m| m.len()).unwrap_or(0)
     }
 
     /// Context scopes of a request for a `Context`.

@@ -41,8 +41,13 @@ pub struct Ready {
     pub catalog_errors: usize,
 }
 
-/// `GET /health/ready`: the store answers and the catalog loaded; `503` otherwise.
+/// `GET /health/ready`: the store answers and the catalog loaded; `503` otherwise, and from
+/// the moment a shutdown begins (so a load balancer stops sending traffic while the process
+/// drains).
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
+    if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(ApiError::unavailable("shutting down"));
+    }
     if let Err(e) = state
         .orch
         .store_ready(std::time::Duration::from_secs(2))

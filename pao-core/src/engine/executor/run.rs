@@ -30,6 +30,17 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// How a run ended in this worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// As far as it could go.
+    Ran,
+    /// Stopped where it was: the lease may be another worker's by now.
+    Abandoned,
+    /// Stopped where it was and given back ([`Orchestrator::hand_back_running`]).
+    HandedBack,
+}
+
 /// The action id of a manual request's ticket.
 const TICKET: &str = "manual-ticket";
 
@@ -87,15 +98,17 @@ impl Orchestrator {
             fields: Value::Null,
             ..request.clone()
         };
-        let ran = tokio::select! {
-            _ = self.clone().execute_inner(request, lease, cancel, writes.clone()) => true,
-            _ = abandon.cancelled() => false,
+        let hand_back = self.hand_back.clone();
+        let ended = tokio::select! {
+            _ = self.clone().execute_inner(request, lease, cancel, writes.clone()) => Ended::Ran,
+            _ = abandon.cancelled() => Ended::Abandoned,
+            _ = hand_back.cancelled() => Ended::HandedBack,
         };
         drop(heartbeat);
         if let Ok(mut m) = self.running.lock() {
             m.remove(&id);
         }
-        if !ran {
+        if ended == Ended::Abandoned {
             // As a crashed worker would: nothing more is written under a lease another worker
             // may hold by now, and nothing is given back. The journal lets the next holder
             // resume.
@@ -111,7 +124,14 @@ impl Orchestrator {
         if !writes.ended.load(std::sync::atomic::Ordering::SeqCst) {
             let _ = self.store.release(&current).await;
         }
-        writes.claimed.lock().ok().and_then(|mut c| c.take())
+        let next = writes.claimed.lock().ok().and_then(|mut c| c.take());
+        if ended == Ended::HandedBack
+            && let Some((_, lease)) = &next
+        {
+            let _ = self.store.release(lease).await;
+            return None;
+        }
+        next
     }
 
     /// Renews a run's lease every third of its length until the run ends (the caller aborts
