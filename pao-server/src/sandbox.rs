@@ -55,6 +55,37 @@ pub struct Sandbox {
 /// Where `scripts/build-plugins` puts the example plugins.
 pub const DEFAULT_PLUGIN_DIR: &str = "target/plugins";
 
+/// Where the sandbox writes the example plugins built into this binary.
+pub const EMBEDDED_PLUGIN_DIR: &str = "data/sandbox-plugins";
+
+// `EXAMPLE_PLUGINS`, written by the build script.
+include!(concat!(env!("OUT_DIR"), "/example_plugins.rs"));
+
+/// The folder of the example plugins: those built into this binary, written to
+/// [`EMBEDDED_PLUGIN_DIR`] (rewritten only when they differ); else [`DEFAULT_PLUGIN_DIR`] when
+/// `scripts/build-plugins` filled it; else none.
+fn example_plugins_dir() -> anyhow::Result<Option<std::path::PathBuf>> {
+    if !EXAMPLE_PLUGINS.is_empty() {
+        let dir = std::path::PathBuf::from(EMBEDDED_PLUGIN_DIR);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+        for (name, wasm, manifest) in EXAMPLE_PLUGINS {
+            for (file, bytes) in [
+                (dir.join(format!("{name}.wasm")), *wasm),
+                (dir.join(format!("{name}.toml")), manifest.as_bytes()),
+            ] {
+                if std::fs::read(&file).ok().as_deref() != Some(bytes) {
+                    std::fs::write(&file, bytes)
+                        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", file.display()))?;
+                }
+            }
+        }
+        return Ok(Some(dir));
+    }
+    let dir = std::path::PathBuf::from(DEFAULT_PLUGIN_DIR);
+    Ok(dir.join("slack-notify.wasm").exists().then_some(dir))
+}
+
 /// The sandbox's key-encryption key (32 bytes, base64): public, for development only.
 pub const SANDBOX_KEK: &str = "cGFvLXNhbmRib3gta2V5LWVuY3J5cHRpb24ta2V5ISE=";
 
@@ -94,13 +125,13 @@ pub async fn prepare(
     let servicenow = pao_sandbox::servicenow::ServiceNowFake::start().await?;
     let mut plugin_note = String::new();
     if config.plugins.dir.is_none() {
-        let dir = std::path::PathBuf::from(DEFAULT_PLUGIN_DIR);
-        if dir.join("slack-notify.wasm").exists() {
-            config.plugins.dir = Some(dir);
-        } else {
-            plugin_note = format!(
-                "\n  (items using the example plugins are off: run scripts/build-plugins to build them into {DEFAULT_PLUGIN_DIR})"
-            );
+        match example_plugins_dir()? {
+            Some(dir) => config.plugins.dir = Some(dir),
+            None => {
+                plugin_note = format!(
+                    "\n  (items using the example plugins are off: this `pao` was built without them; `rustup target add wasm32-wasip2` and build again, or run scripts/build-plugins to build them into {DEFAULT_PLUGIN_DIR})"
+                );
+            }
         }
     }
     let host = |url: String| url.trim_start_matches("http://").to_string();

@@ -197,3 +197,57 @@ async fn a_newcomer_sees_requests_complete_in_the_sandbox() {
         panic!("the VM request was refused: {r}");
     }
 }
+
+/// The README's first command as a newcomer runs it, in a fresh folder with no configuration
+/// and no plugin folder: the plugins built into `pao` are used, every example item is offered
+/// and the catalog reports no error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_command_offers_every_example_item() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = std::env::temp_dir().join(format!("pao-readme-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let catalog = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/catalog");
+    let stderr = dir.join("stderr.log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pao"));
+    cmd.args(["serve", "--sandbox", "--bind", "127.0.0.1:0", "--catalog"])
+        .arg(&catalog)
+        .current_dir(&dir)
+        .env_remove("PAO_DATABASE_URL")
+        .env_remove("PAO_CONFIG")
+        .env_remove("PAO_BIND")
+        .env_remove("PAO_CATALOG");
+    let started = Instant::now();
+    let p = support::spawn_command_logging(cmd, &stderr, Duration::from_secs(120));
+    eprintln!("first start ready after {:?}", started.elapsed());
+    let http = reqwest::Client::new();
+    let cat: Value = http
+        .get(format!("{}/api/v1/catalog?limit=100", p.base))
+        .bearer_auth("dev-admin")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cat["total"], 16, "{cat}");
+    let ready: Value = http
+        .get(format!("{}/api/v1/health/ready", p.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["catalog_errors"], 0, "{ready}");
+    drop(p);
+    let log = std::fs::read_to_string(&stderr).unwrap_or_default();
+    assert!(
+        !log.contains("PAO-E"),
+        "catalog errors on the terminal: {log}"
+    );
+    assert!(
+        dir.join("data/sandbox-plugins/slack-notify.wasm").is_file(),
+        "the built-in plugins were written out"
+    );
+}
