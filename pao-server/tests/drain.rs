@@ -12,10 +12,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-/// Calls to `/act`: the `Idempotency-Key` of each, and whether the next ones hang.
+/// Calls to `/act`: the `Idempotency-Key` of each, the keys of those answered (the fake's
+/// effects), and whether the next ones hang.
 #[derive(Clone, Default)]
 struct Calls {
     keys: Arc<Mutex<Vec<String>>>,
+    effects: Arc<Mutex<Vec<String>>>,
     hang: Arc<Mutex<bool>>,
 }
 
@@ -33,12 +35,17 @@ async fn receiver() -> (String, Calls) {
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or_default()
                         .to_string();
-                    c.keys.lock().unwrap().push(key);
+                    c.keys.lock().unwrap().push(key.clone());
                     let hang = *c.hang.lock().unwrap();
                     if hang {
                         std::future::pending::<()>().await;
                     }
                     tokio::time::sleep(Duration::from_millis(800)).await;
+                    // As a vendor honouring the key would: one effect per key.
+                    let mut effects = c.effects.lock().unwrap();
+                    if !effects.contains(&key) {
+                        effects.push(key);
+                    }
                     axum::Json(json!({"ok": true}))
                 },
             ),
@@ -194,9 +201,10 @@ token_sha256 = "{alice}"
     tokio::time::sleep(Duration::from_millis(300)).await;
     let during = http.get(&ready).send().await.unwrap().status();
     assert_eq!(during, 503, "readiness fails while draining");
-    let code = exit_within(&mut first, Duration::from_secs(20));
+    // drain_timeout_secs + 2 s.
+    let code = exit_within(&mut first, Duration::from_secs(4));
     let took = signalled.elapsed();
-    assert_eq!(code, Some(0), "exits 0 within 20 s of SIGTERM");
+    assert_eq!(code, Some(0), "exits 0 within 4 s of SIGTERM ({took:?})");
     assert!(
         took >= Duration::from_secs(2),
         "the run had its drain time: {took:?}"
@@ -211,6 +219,11 @@ token_sha256 = "{alice}"
     let keys = calls.keys.lock().unwrap().clone();
     assert_eq!(keys.len(), 2, "called once per replica: {keys:?}");
     assert_eq!(keys[0], keys[1], "the same idempotency key");
+    assert_eq!(
+        calls.effects.lock().unwrap().len(),
+        1,
+        "one effect at the fake"
+    );
 
     // A run that ends within the drain time finishes here, and the process then exits.
     let other = submit(&second.base).await;

@@ -48,12 +48,24 @@ async fn get_health(
     trust: &[u8],
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> Result<(String, Vec<u8>), String> {
+    get_health_version(addr, trust, versions)
+        .await
+        .map(|(status, cert, _)| (status, cert))
+}
+
+/// As [`get_health`], with the protocol version the handshake settled on.
+async fn get_health_version(
+    addr: &str,
+    trust: &[u8],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Result<(String, Vec<u8>, rustls::ProtocolVersion), String> {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut tls = client(trust, versions)
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
         .map_err(|e| e.to_string())?;
     let presented = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    let version = tls.get_ref().1.protocol_version().unwrap();
     tls.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
@@ -63,6 +75,7 @@ async fn get_health(
     Ok((
         text.lines().next().unwrap_or_default().to_string(),
         presented,
+        version,
     ))
 }
 
@@ -120,9 +133,23 @@ async fn serves_https_and_picks_up_a_renewed_certificate() {
         .unwrap_or_else(|| panic!("announces https: {}", p.base))
         .to_string();
     let all = rustls::ALL_VERSIONS;
-    let (status, presented) = get_health(&addr, &der1, all).await.unwrap();
+    let (status, presented, version) = get_health_version(&addr, &der1, all).await.unwrap();
     assert_eq!(status, "HTTP/1.1 200 OK");
     assert_eq!(presented, der1);
+    assert_eq!(version, rustls::ProtocolVersion::TLSv1_3);
+    // Plain HTTP to the TLS port gets no HTTP answer: the connection is refused in the
+    // handshake.
+    let mut plain = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    plain
+        .write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(15), plain.read_to_end(&mut reply)).await;
+    assert!(
+        !String::from_utf8_lossy(&reply).contains("HTTP/1.1"),
+        "plain HTTP was answered: {reply:?}"
+    );
     // TLS 1.2 clients are still welcome at min_version 1.2.
     let (status, _) = get_health(&addr, &der1, &[&rustls::version::TLS12])
         .await

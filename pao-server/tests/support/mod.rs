@@ -420,21 +420,52 @@ impl Drop for PaoProcess {
 /// Runs the `pao` binary with `args` in `cwd` and waits (up to `within`) until it says where
 /// it listens.
 pub fn spawn_pao(args: &[&std::ffi::OsStr], cwd: &Path, within: Duration) -> PaoProcess {
-    use std::io::BufRead;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pao"))
-        .args(args)
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pao"));
+    cmd.args(args)
         .current_dir(cwd)
         .env_remove("PAO_DATABASE_URL")
         .env_remove("PAO_CONFIG")
-        .env_remove("PAO_BIND")
+        .env_remove("PAO_BIND");
+    spawn_command(cmd, within)
+}
+
+/// Runs `cmd` (a `pao serve`, perhaps behind a wrapper) and waits (up to `within`) until it
+/// says where it listens.
+pub fn spawn_command(cmd: std::process::Command, within: Duration) -> PaoProcess {
+    spawn_with_stderr(cmd, std::process::Stdio::null(), None, within)
+}
+
+/// As [`spawn_command`], with the standard error written to `stderr` and the standard output
+/// (the log) to `stderr` with the extension `stdout`.
+pub fn spawn_command_logging(
+    cmd: std::process::Command,
+    stderr: &Path,
+    within: Duration,
+) -> PaoProcess {
+    let file = std::fs::File::create(stderr).expect("create the stderr log");
+    let out = std::fs::File::create(stderr.with_extension("stdout")).expect("create the log");
+    spawn_with_stderr(cmd, file.into(), Some(out), within)
+}
+
+fn spawn_with_stderr(
+    mut cmd: std::process::Command,
+    stderr: std::process::Stdio,
+    mut log: Option<std::fs::File>,
+    within: Duration,
+) -> PaoProcess {
+    use std::io::{BufRead, Write};
+    let mut child = cmd
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("pao starts");
     let out = child.stdout.take().expect("stdout is piped");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(f) = log.as_mut() {
+                let _ = writeln!(f, "{line}");
+            }
             if let Some(url) = line.strip_prefix("listening on ") {
                 let _ = tx.send(url.to_string());
             }
