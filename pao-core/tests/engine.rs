@@ -583,6 +583,74 @@ async fn circuit_breaker_opens_after_repeated_failures() {
     ));
 }
 
+/// The trial call of a half-open breaker that fails permanently (a 4xx: the call's own input
+/// was refused) says nothing about the target: the next call may try again. It used to leave
+/// the breaker half-open, refusing every call to the target until a restart.
+#[tokio::test(start_paused = true)]
+async fn a_trial_call_that_fails_permanently_does_not_leave_the_breaker_half_open() {
+    let item = |fail: &str| {
+        format!(
+            "fulfillment:\n  mode: automated\n  actions:\n    - {{ id: call, type: \"plugin:test\", retry: {{ max_attempts: 1 }}, config: {{ {fail} }} }}\n"
+        )
+    };
+    let (flaky, refused, fine) = (item("fail: retryable"), item("fail: permanent"), item(""));
+    let h = harness_with(
+        &[("flaky", &flaky), ("refused", &refused), ("fine", &fine)],
+        EngineConfig {
+            breakers: pao_core::engine::BreakerConfig {
+                failure_threshold: 2,
+                open_for: Duration::from_secs(60),
+            },
+            ..EngineConfig::default()
+        },
+    );
+    for _ in 0..2 {
+        h.engine
+            .submit(&dev(), "flaky", &json!({}), SubmitOptions::default())
+            .await
+            .unwrap();
+    }
+    h.engine.run_until_idle("w1").await.unwrap();
+    assert!(matches!(
+        h.engine.breaker_states()["plugin:test"],
+        pao_core::engine::BreakerState::Open { .. }
+    ));
+    tokio::time::advance(Duration::from_secs(61)).await;
+    // The trial: the target answers, refusing this call's input.
+    let trial = h
+        .engine
+        .submit(&dev(), "refused", &json!({}), SubmitOptions::default())
+        .await
+        .unwrap();
+    h.engine.run_until_idle("w1").await.unwrap();
+    assert_eq!(
+        h.store.get(&trial.id).await.unwrap().unwrap().state,
+        RequestState::Failed
+    );
+    assert_ne!(
+        h.engine.breaker_states()["plugin:test"],
+        pao_core::engine::BreakerState::HalfOpen,
+        "the trial's outcome was recorded"
+    );
+    let next = h
+        .engine
+        .submit(&dev(), "fine", &json!({}), SubmitOptions::default())
+        .await
+        .unwrap();
+    h.engine.run_until_idle("w1").await.unwrap();
+    let next = h.store.get(&next.id).await.unwrap().unwrap();
+    assert_eq!(
+        next.state,
+        RequestState::Completed,
+        "the next call went through: {:?}",
+        next.error
+    );
+    assert_eq!(
+        h.engine.breaker_states()["plugin:test"],
+        pao_core::engine::BreakerState::Closed { failures: 0 }
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn cancel_before_work_starts_in_every_state() {
     let approval = r#"fulfillment:

@@ -46,7 +46,7 @@ use crate::store::{
 
 pub use executor::{SimulatedAction, Simulation};
 pub use plan::{Phase, Plan};
-pub use policy::{BreakerConfig, BreakerState, Breakers, Retry};
+pub use policy::{BreakerConfig, BreakerPermit, BreakerState, Breakers, Retry, Verdict};
 
 /// How many requests [`Orchestrator::sweep_approvals`] reads at a time.
 pub const SWEEP_PAGE: usize = 200;

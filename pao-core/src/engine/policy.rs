@@ -134,6 +134,56 @@ pub enum BreakerState {
     HalfOpen,
 }
 
+/// What a call said about the health of its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// It answered (the call succeeded).
+    Healthy,
+    /// It failed in a way that may pass later (a timeout, a 5xx, a refused connection).
+    Failing,
+    /// Nothing: the call was cancelled, never made, or refused for its own input (a 4xx, a
+    /// bad configuration).
+    Unknown,
+}
+
+/// Leave to call a target, from [`Breakers::try_acquire`]. Report the call's outcome with
+/// [`BreakerPermit::record`]. A permit dropped without an outcome (the call was cancelled,
+/// its run stopped, or it was never made) counts as [`Verdict::Unknown`]: a half-open
+/// breaker's trial is given back, so a later call may try again, and the breaker never stays
+/// half-open.
+#[must_use = "report the call's outcome with `record`"]
+#[derive(Debug)]
+pub struct BreakerPermit<'a> {
+    breakers: &'a Breakers,
+    target: String,
+    /// This call is the half-open breaker's one trial.
+    trial: bool,
+    at: DateTime<Utc>,
+    recorded: bool,
+}
+
+impl BreakerPermit<'_> {
+    /// Whether this call is the trial of a half-open breaker.
+    pub fn is_trial(&self) -> bool {
+        self.trial
+    }
+
+    /// Records what the call said about its target.
+    pub fn record(mut self, verdict: Verdict, now: DateTime<Utc>) {
+        self.recorded = true;
+        self.breakers.record_verdict(&self.target, verdict, now);
+    }
+}
+
+impl Drop for BreakerPermit<'_> {
+    fn drop(&mut self) {
+        if !self.recorded {
+            self.breakers
+                .record_verdict(&self.target, Verdict::Unknown, self.at);
+        }
+    }
+}
+
 /// Circuit breakers, one per target system.
 #[derive(Debug, Default)]
 pub struct Breakers {
@@ -150,27 +200,48 @@ impl Breakers {
         }
     }
 
-    /// May a call to `target` go now? `Err(wait)` says how long until a trial is allowed.
-    pub fn try_acquire(&self, target: &str, now: DateTime<Utc>) -> Result<(), Duration> {
+    /// May a call to `target` go now? `Ok` holds the leave to call; report what the call said
+    /// with [`BreakerPermit::record`]. `Err(wait)` says how long until a trial is allowed.
+    pub fn try_acquire(
+        &self,
+        target: &str,
+        now: DateTime<Utc>,
+    ) -> Result<BreakerPermit<'_>, Duration> {
+        let permit = |trial| BreakerPermit {
+            breakers: self,
+            target: target.to_string(),
+            trial,
+            at: now,
+            recorded: false,
+        };
         let Ok(mut states) = self.states.lock() else {
-            return Ok(());
+            return Ok(permit(false));
         };
         let state = states
             .entry(target.to_string())
             .or_insert(BreakerState::Closed { failures: 0 });
         match *state {
-            BreakerState::Closed { .. } => Ok(()),
+            BreakerState::Closed { .. } => Ok(permit(false)),
             BreakerState::Open { until } if now >= until => {
                 *state = BreakerState::HalfOpen;
-                Ok(())
+                Ok(permit(true))
             }
             BreakerState::Open { until } => Err((until - now).to_std().unwrap_or_default()),
             BreakerState::HalfOpen => Err(self.config.open_for / 10),
         }
     }
 
-    /// Records a call's outcome.
+    /// Records a call's outcome: `true` the target answered, `false` it failed.
     pub fn record(&self, target: &str, success: bool, now: DateTime<Utc>) {
+        let verdict = if success {
+            Verdict::Healthy
+        } else {
+            Verdict::Failing
+        };
+        self.record_verdict(target, verdict, now);
+    }
+
+    fn record_verdict(&self, target: &str, verdict: Verdict, now: DateTime<Utc>) {
         let Ok(mut states) = self.states.lock() else {
             return;
         };
@@ -178,18 +249,21 @@ impl Breakers {
             .entry(target.to_string())
             .or_insert(BreakerState::Closed { failures: 0 });
         let open_until = now + chrono::Duration::from_std(self.config.open_for).unwrap_or_default();
-        *state = match (*state, success) {
-            (_, true) => BreakerState::Closed { failures: 0 },
-            (BreakerState::HalfOpen, false) => BreakerState::Open { until: open_until },
-            (BreakerState::Closed { failures }, false)
+        *state = match (*state, verdict) {
+            (_, Verdict::Healthy) => BreakerState::Closed { failures: 0 },
+            // The trial said nothing about the target: the next call may try at once.
+            (BreakerState::HalfOpen, Verdict::Unknown) => BreakerState::Open { until: now },
+            (other, Verdict::Unknown) => other,
+            (BreakerState::HalfOpen, Verdict::Failing) => BreakerState::Open { until: open_until },
+            (BreakerState::Closed { failures }, Verdict::Failing)
                 if failures + 1 >= self.config.failure_threshold =>
             {
                 BreakerState::Open { until: open_until }
             }
-            (BreakerState::Closed { failures }, false) => BreakerState::Closed {
+            (BreakerState::Closed { failures }, Verdict::Failing) => BreakerState::Closed {
                 failures: failures + 1,
             },
-            (open @ BreakerState::Open { .. }, false) => open,
+            (open @ BreakerState::Open { .. }, Verdict::Failing) => open,
         };
     }
 
@@ -308,24 +382,59 @@ mod tests {
             open_for: Duration::from_secs(30),
         });
         for i in 0..2 {
-            assert!(b.try_acquire("jira", t(i)).is_ok());
-            b.record("jira", false, t(i));
+            b.try_acquire("jira", t(i))
+                .unwrap()
+                .record(Verdict::Failing, t(i));
         }
         assert_eq!(b.snapshot()["jira"], BreakerState::Closed { failures: 2 });
         b.record("jira", false, t(2));
         assert_eq!(b.snapshot()["jira"], BreakerState::Open { until: t(32) });
-        assert_eq!(b.try_acquire("jira", t(10)), Err(Duration::from_secs(22)));
+        assert_eq!(
+            b.try_acquire("jira", t(10)).err(),
+            Some(Duration::from_secs(22))
+        );
         assert!(
             b.try_acquire("other", t(10)).is_ok(),
             "breakers are per target"
         );
-        assert!(b.try_acquire("jira", t(32)).is_ok(), "trial after open_for");
+        let trial = b.try_acquire("jira", t(32)).expect("trial after open_for");
+        assert!(trial.is_trial());
         assert_eq!(b.snapshot()["jira"], BreakerState::HalfOpen);
         assert!(b.try_acquire("jira", t(33)).is_err(), "one trial at a time");
-        b.record("jira", false, t(33));
+        trial.record(Verdict::Failing, t(33));
         assert_eq!(b.snapshot()["jira"], BreakerState::Open { until: t(63) });
-        assert!(b.try_acquire("jira", t(63)).is_ok());
-        b.record("jira", true, t(63));
+        b.try_acquire("jira", t(63))
+            .unwrap()
+            .record(Verdict::Healthy, t(63));
         assert_eq!(b.snapshot()["jira"], BreakerState::Closed { failures: 0 });
+    }
+
+    /// A trial that says nothing about the target (a 4xx, a cancelled call) or that is never
+    /// made gives the trial back: the breaker does not stay half-open.
+    #[test]
+    fn a_trial_without_a_verdict_is_given_back() {
+        let b = Breakers::new(BreakerConfig {
+            failure_threshold: 1,
+            open_for: Duration::from_secs(30),
+        });
+        b.record("tfc", false, t(0));
+        let trial = b.try_acquire("tfc", t(30)).unwrap();
+        trial.record(Verdict::Unknown, t(31));
+        assert_eq!(b.snapshot()["tfc"], BreakerState::Open { until: t(31) });
+        let dropped = b.try_acquire("tfc", t(31)).unwrap();
+        assert!(dropped.is_trial());
+        drop(dropped);
+        assert_eq!(b.snapshot()["tfc"], BreakerState::Open { until: t(31) });
+        let trial = b.try_acquire("tfc", t(32)).expect("a new trial may pass");
+        trial.record(Verdict::Healthy, t(32));
+        assert_eq!(b.snapshot()["tfc"], BreakerState::Closed { failures: 0 });
+        // Outside a trial an unknown verdict changes nothing.
+        let b = Breakers::new(BreakerConfig::default());
+        b.record("gh", false, t(40));
+        drop(b.try_acquire("gh", t(40)).unwrap());
+        b.try_acquire("gh", t(41))
+            .unwrap()
+            .record(Verdict::Unknown, t(41));
+        assert_eq!(b.snapshot()["gh"], BreakerState::Closed { failures: 1 });
     }
 }

@@ -13,7 +13,7 @@ use crate::action::{
     Action, ActionContext, ActionError, ActionLogger, ActionOutput, ErrorClass, IdempotencyKey,
 };
 use crate::catalog::model::ActionSpec;
-use crate::engine::policy::Retry;
+use crate::engine::policy::{Retry, Verdict};
 use crate::store::{AttemptOutcome, AttemptRecord, EventKind, Write};
 use crate::vars::{Context, Engine, LocatedVarError, Scope, ValueTemplate};
 
@@ -139,12 +139,18 @@ impl RunCtx {
     async fn attempt_once(&self, a: &Attempts<'_>, attempt: u32) -> Result<Attempted, ActionError> {
         let engine = &self.engine;
         let now = engine.clock.now();
-        if let Err(wait) = engine.breakers.try_acquire(&a.target, now) {
-            let target = &a.target;
-            let refused = ActionError::retryable(format!("circuit breaker for `{target}` is open"))
-                .with_retry_after(wait);
-            return Ok((Err(refused), None));
-        }
+        // Held until the call's outcome is recorded: a permit dropped without one (the
+        // journal write failed, the run stopped) gives a half-open breaker's trial back.
+        let permit = match engine.breakers.try_acquire(&a.target, now) {
+            Ok(p) => p,
+            Err(wait) => {
+                let target = &a.target;
+                let refused =
+                    ActionError::retryable(format!("circuit breaker for `{target}` is open"))
+                        .with_retry_after(wait);
+                return Ok((Err(refused), None));
+            }
+        };
         let record = AttemptRecord {
             request_id: self.request.id.clone(),
             action_id: a.spec.id.clone(),
@@ -172,11 +178,12 @@ impl RunCtx {
             return Err(lease_lost());
         }
         let result = self.call(a, attempt, now).await;
+        permit.record(verdict(&result), engine.clock.now());
         Ok((result, Some(record)))
     }
 
     /// Calls the action (or its rollback) once, under its timeout and the concurrency limits,
-    /// and keeps its log lines and the breaker's count.
+    /// and keeps its log lines.
     async fn call(
         &self,
         a: &Attempts<'_>,
@@ -230,13 +237,6 @@ impl RunCtx {
                 level: line.level,
                 message: line.message,
             });
-        }
-        match &r {
-            Ok(_) => engine.breakers.record(&a.target, true, engine.clock.now()),
-            Err(e) if e.class == ErrorClass::Retryable => {
-                engine.breakers.record(&a.target, false, engine.clock.now())
-            }
-            Err(_) => {}
         }
         r
     }
@@ -489,4 +489,15 @@ pub(super) fn render_config(
     poll.insert("scopes".into(), Value::Object(scopes));
     out.insert("poll".into(), Value::Object(poll));
     Ok(Value::Object(out))
+}
+
+/// What a call's result says about its target's health, for its circuit breaker: only
+/// failures that may pass later count against it; a refusal of the call's own input (a
+/// permanent error) or a cancelled call says nothing.
+fn verdict(result: &Result<ActionOutput, ActionError>) -> Verdict {
+    match result {
+        Ok(_) => Verdict::Healthy,
+        Err(e) if e.class == ErrorClass::Retryable => Verdict::Failing,
+        Err(_) => Verdict::Unknown,
+    }
 }
