@@ -68,6 +68,8 @@ pub struct ServerConfig {
     pub sealing: SealingConfig,
     /// HTTPS on `bind`: certificate and key files, minimum version. Absent: plain HTTP.
     pub tls: Option<crate::tls::TlsConfig>,
+    /// The circuit breakers of the systems actions call.
+    pub breakers: BreakersConfig,
 }
 
 /// The key-encryption keys (KEKs) that wrap the data keys of sealed secrets: secret form
@@ -118,6 +120,27 @@ impl ServerConfig {
     }
 }
 
+/// `[breakers]`: one circuit breaker per system actions call (a JIRA site, a Terraform
+/// organization, a webhook host).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakersConfig {
+    /// Consecutive retryable failures (timeouts, 5xx, refused connections) that open it.
+    pub failure_threshold: u32,
+    /// Seconds it stays open before one trial call may pass.
+    pub open_secs: u64,
+}
+
+impl Default for BreakersConfig {
+    fn default() -> Self {
+        let d = pao_core::engine::BreakerConfig::default();
+        BreakersConfig {
+            failure_threshold: d.failure_threshold,
+            open_secs: d.open_for.as_secs(),
+        }
+    }
+}
+
 /// Where plugins come from and what each may do.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -160,6 +183,7 @@ impl Default for ServerConfig {
             finished_cache_secs: 10,
             sealing: SealingConfig::default(),
             tls: None,
+            breakers: BreakersConfig::default(),
         }
     }
 }

@@ -204,8 +204,17 @@ impl AppState {
                 config.lease_secs
             )));
         }
+        if config.breakers.failure_threshold == 0 || config.breakers.open_secs == 0 {
+            return Err(StartError::Config(
+                "breakers: failure_threshold and open_secs must be at least 1".into(),
+            ));
+        }
         let engine_config = EngineConfig {
             lease: std::time::Duration::from_secs(config.lease_secs),
+            breakers: pao_core::engine::BreakerConfig {
+                failure_threshold: config.breakers.failure_threshold,
+                open_for: std::time::Duration::from_secs(config.breakers.open_secs),
+            },
             instance: hostname(),
             base_url: config
                 .base_url
