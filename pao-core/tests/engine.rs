@@ -584,8 +584,8 @@ async fn circuit_breaker_opens_after_repeated_failures() {
 }
 
 /// The trial call of a half-open breaker that fails permanently (a 4xx: the call's own input
-/// was refused) says nothing about the target: the next call may try again. It used to leave
-/// the breaker half-open, refusing every call to the target until a restart.
+/// was refused) says nothing about the target: the breaker does not stay half-open, and the
+/// next call may try again.
 #[tokio::test(start_paused = true)]
 async fn a_trial_call_that_fails_permanently_does_not_leave_the_breaker_half_open() {
     let item = |fail: &str| {

@@ -73,50 +73,6 @@ impl Calls {
     }
 }
 
-fn sigterm(p: &support::PaoProcess) {
-    let ok = std::process::Command::new("kill")
-        .args(["-TERM", &p.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-}
-
-/// Waits up to `within` for the process to exit; its exit code.
-fn exit_within(p: &mut support::PaoProcess, within: Duration) -> Option<i32> {
-    let start = Instant::now();
-    while start.elapsed() < within {
-        if let Some(status) = p.child.try_wait().unwrap() {
-            return Some(status.code().unwrap_or(-1));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
-}
-
-async fn state_of(http: &reqwest::Client, base: &str, id: &str) -> Value {
-    http.get(format!("{base}/api/v1/requests/{id}"))
-        .bearer_auth("t-alice")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-async fn wait_state(http: &reqwest::Client, base: &str, id: &str, want: &str) -> Duration {
-    let start = Instant::now();
-    let mut last = Value::Null;
-    while start.elapsed() < Duration::from_secs(60) {
-        last = state_of(http, base, id).await;
-        if last["state"] == want {
-            return start.elapsed();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{id} did not reach {want}: {last}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_then_hands_the_run_to_another_replica() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -197,12 +153,12 @@ token_sha256 = "{alice}"
     let ready = format!("{}/api/v1/health/ready", first.base);
     assert_eq!(http.get(&ready).send().await.unwrap().status(), 200);
     let signalled = Instant::now();
-    sigterm(&first);
+    first.sigterm();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let during = http.get(&ready).send().await.unwrap().status();
     assert_eq!(during, 503, "readiness fails while draining");
     // drain_timeout_secs + 2 s.
-    let code = exit_within(&mut first, Duration::from_secs(4));
+    let code = first.exit_within(Duration::from_secs(4)).await;
     let took = signalled.elapsed();
     assert_eq!(code, Some(0), "exits 0 within 4 s of SIGTERM ({took:?})");
     assert!(
@@ -211,7 +167,9 @@ token_sha256 = "{alice}"
     );
     *calls.hang.lock().unwrap() = false;
     let mut second = support::spawn_pao(&args, &dir, Duration::from_secs(60));
-    let resumed_in = wait_state(&http, &second.base, &id, "completed").await;
+    let resumed = Instant::now();
+    support::wait_request(&http, &second.base, "t-alice", &id, "completed").await;
+    let resumed_in = resumed.elapsed();
     assert!(
         resumed_in < Duration::from_secs(30),
         "resumed without waiting out the 120 s lease: {resumed_in:?}"
@@ -228,11 +186,11 @@ token_sha256 = "{alice}"
     // A run that ends within the drain time finishes here, and the process then exits.
     let other = submit(&second.base).await;
     calls.wait_for(3).await;
-    sigterm(&second);
-    let code = exit_within(&mut second, Duration::from_secs(20));
+    second.sigterm();
+    let code = second.exit_within(Duration::from_secs(20)).await;
     assert_eq!(code, Some(0));
     let third = support::spawn_pao(&args, &dir, Duration::from_secs(60));
-    let r = state_of(&http, &third.base, &other).await;
+    let r = support::request(&http, &third.base, "t-alice", &other).await;
     assert_eq!(r["state"], "completed", "finished before the exit: {r}");
     assert_eq!(calls.count(), 3, "not called again");
 }

@@ -53,26 +53,6 @@ struct Seen {
     reads: usize,
 }
 
-fn sigterm(p: &support::PaoProcess) {
-    let ok = std::process::Command::new("kill")
-        .args(["-TERM", &p.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-}
-
-/// Waits for the exit (at most `within`): its code.
-async fn exit_code(p: &mut support::PaoProcess, within: Duration) -> Option<i32> {
-    let start = Instant::now();
-    while start.elapsed() < within {
-        if let Some(s) = p.child.try_wait().unwrap() {
-            return Some(s.code().unwrap_or(-1));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    None
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_under_load_loses_nothing_and_answers_no_5xx() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -229,8 +209,8 @@ token_sha256 = "{alice}"
     tokio::time::sleep(Duration::from_secs(2)).await;
     for (slot, process) in procs.iter_mut().enumerate() {
         let before = seen.lock().unwrap().accepted.len();
-        sigterm(process);
-        let code = exit_code(process, Duration::from_secs(12)).await;
+        process.sigterm();
+        let code = process.exit_within(Duration::from_secs(12)).await;
         assert_eq!(code, Some(0), "process {slot} exits 0 after its drain");
         let fresh = start();
         bases.lock().unwrap()[slot] = fresh.base.clone();

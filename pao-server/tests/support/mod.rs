@@ -417,6 +417,62 @@ impl Drop for PaoProcess {
     }
 }
 
+impl PaoProcess {
+    /// Sends SIGTERM, as Kubernetes does to stop a pod.
+    pub fn sigterm(&self) {
+        let ok = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits up to `within` for the process to exit: its exit code, or `None` if it is still
+    /// running.
+    pub async fn exit_within(&mut self, within: Duration) -> Option<i32> {
+        let start = std::time::Instant::now();
+        while start.elapsed() < within {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status.code().unwrap_or(-1));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+}
+
+/// `GET /api/v1/requests/{id}` as `token`.
+pub async fn request(http: &reqwest::Client, base: &str, token: &str, id: &str) -> Value {
+    http.get(format!("{base}/api/v1/requests/{id}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Polls the request until its state is `want` (60 s at most); the request then.
+pub async fn wait_request(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    id: &str,
+    want: &str,
+) -> Value {
+    let start = std::time::Instant::now();
+    let mut last = Value::Null;
+    while start.elapsed() < Duration::from_secs(60) {
+        last = request(http, base, token, id).await;
+        if last["state"] == want {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{id} did not reach {want}: {last}");
+}
+
 /// Runs the `pao` binary with `args` in `cwd` and waits (up to `within`) until it says where
 /// it listens.
 pub fn spawn_pao(args: &[&std::ffi::OsStr], cwd: &Path, within: Duration) -> PaoProcess {
