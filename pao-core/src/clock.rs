@@ -59,3 +59,42 @@ impl Clock for TokioClock {
         tokio::time::sleep(d).await;
     }
 }
+
+/// A clock that reads what it is set to: [`ManualClock::set`] and [`ManualClock::advance`]
+/// move it; it never moves by itself. Sleeping waits real time. For tests of dates and
+/// deadlines (restricted periods, approval timeouts) in a server that otherwise runs normally.
+#[derive(Debug)]
+pub struct ManualClock {
+    now: std::sync::Mutex<DateTime<Utc>>,
+}
+
+impl ManualClock {
+    /// A clock reading `at`.
+    pub fn at(at: DateTime<Utc>) -> ManualClock {
+        ManualClock {
+            now: std::sync::Mutex::new(at),
+        }
+    }
+
+    /// Sets the time.
+    pub fn set(&self, at: DateTime<Utc>) {
+        *self.now.lock().unwrap_or_else(|e| e.into_inner()) = at;
+    }
+
+    /// Moves the time forward by `d`.
+    pub fn advance(&self, d: Duration) {
+        let mut now = self.now.lock().unwrap_or_else(|e| e.into_inner());
+        *now += chrono::Duration::from_std(d).unwrap_or_default();
+    }
+}
+
+#[async_trait]
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.now.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn sleep(&self, d: Duration) {
+        tokio::time::sleep(d).await;
+    }
+}

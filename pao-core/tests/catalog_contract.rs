@@ -501,6 +501,7 @@ metadata:
   cost: { currency: USD, monthly: "${{ computed.total }}", one_time: 12.5 }
   compliance: { data_classification: confidential, frameworks: [SOC2], pii: false, data_residency: [eu] }
   access: { teams: ["*"], environments: [dev, prod], roles: [developer] }
+  environment: prod
 presentation:
   layout: wizard
   groups:

@@ -6,7 +6,7 @@ mod engine_support;
 use std::time::Duration;
 
 use engine_support::*;
-use pao_core::engine::{EngineConfig, ManualOutcome, SubmitOptions};
+use pao_core::engine::{EngineConfig, EngineError, ManualOutcome, SubmitOptions};
 use pao_core::lifecycle::RequestState;
 use pao_core::store::{AttemptOutcome, EventKind, RollbackStatus, Store};
 use serde_json::json;
@@ -1070,11 +1070,15 @@ async fn quota_and_idempotent_submission() {
         .await
         .unwrap();
     assert_eq!(r1.id, again.id, "same key, same request");
-    let r2 = h
+    let refused = h
         .engine
         .submit(&dev(), "q", &json!({}), SubmitOptions::default())
-        .await
-        .unwrap();
+        .await;
+    let Err(EngineError::QuotaExceeded { request_id, reason }) = refused else {
+        panic!("over quota: {refused:?}");
+    };
+    assert!(reason.contains("quota `databases`"), "{reason}");
+    let r2 = h.store.get(&request_id).await.unwrap().unwrap();
     assert_eq!(r2.state, RequestState::Rejected);
     let events = h.store.events(&r2.id, 0, 0).await.unwrap();
     let reason = events.iter().rev().find_map(|e| match &e.kind {
@@ -1314,8 +1318,20 @@ async fn post_fulfillment_runs_after_main_and_reads_its_outputs() {
         .find(|a| a.action_id == "notify")
         .unwrap();
     assert_eq!(notify.input, json!({"about": "a-id"}));
-    assert_eq!(r.state, RequestState::Failed);
-    assert!(r.error.unwrap().starts_with("post-fulfillment:"));
+    assert_eq!(
+        r.state,
+        RequestState::Completed,
+        "a post-fulfillment failure never fails the request"
+    );
+    assert_eq!(r.error, None);
+    let warned = h
+        .store
+        .events(&r.id, 0, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .any(|e| matches!(&e.kind, EventKind::Log { action_id: Some(a), level, .. } if a == "close" && level == "warn"));
+    assert!(warned, "the failure is reported in the request's log");
     assert!(
         h.ledger.rolled_back().is_empty(),
         "a post-fulfillment failure does not undo the main actions"

@@ -132,6 +132,12 @@ struct Node {
 }
 
 impl Node {
+    /// Whether the request goes on when the action fails: `on_failure: continue`, and every
+    /// post-fulfillment action (its failure never fails the request).
+    fn continues(&self) -> bool {
+        self.post || self.raw.policy == Policy::Continue
+    }
+
     /// Whether the action fails for good when it runs.
     fn fails(&self) -> bool {
         match self.raw.behaviour {
@@ -452,7 +458,7 @@ fn observe(model: &Model, events: &[pao_core::store::Event]) -> Observed {
                 ..
             } => {
                 o.failed.insert(action_id.clone());
-                if model.node(action_id).raw.policy == Policy::Continue {
+                if model.node(action_id).continues() {
                     o.finished.entry(action_id.clone()).or_insert((e.seq, e.at));
                 }
             }
@@ -650,7 +656,7 @@ async fn check_case(case: &Case) -> Result<(), TestCaseError> {
     let would_fail = model
         .nodes
         .iter()
-        .any(|n| n.raw.when && n.fails() && n.raw.policy != Policy::Continue);
+        .any(|n| n.raw.when && n.fails() && !n.continues());
     let expected_rolled_back = |filter: &dyn Fn(&Node) -> bool| -> Vec<String> {
         o.succeeded
             .iter()
@@ -714,8 +720,7 @@ async fn check_case(case: &Case) -> Result<(), TestCaseError> {
                     .find(|a| a.action_id == n.id && !a.rollback)
                     .map(|a| &a.outcome);
                 let ok = matches!(last, Some(AttemptOutcome::Succeeded { .. }))
-                    || (matches!(last, Some(AttemptOutcome::Failed { .. }))
-                        && n.raw.policy == Policy::Continue);
+                    || (matches!(last, Some(AttemptOutcome::Failed { .. })) && n.continues());
                 prop_assert!(
                     ok,
                     "{} ended {:?} in a completed request\n{}",
@@ -745,7 +750,7 @@ async fn check_case(case: &Case) -> Result<(), TestCaseError> {
             let Some(culprit) = culprit else {
                 return Err(TestCaseError::fail(format!("unexpected error {error}")));
             };
-            prop_assert!(culprit.fails() && culprit.raw.policy != Policy::Continue);
+            prop_assert!(culprit.fails() && !culprit.continues());
             prop_assert!(o.failed.contains(&culprit.id));
             // Post-fulfillment failures do not roll back the main actions.
             let want = if culprit.raw.policy.rolls_back() && !culprit.post {

@@ -418,7 +418,7 @@ impl FromRequestParts<AppState> for Caller {
             .auth
             .authenticate(&parts.headers, peer(&parts.extensions))
             .await?;
-        Ok(Caller(p))
+        Ok(Caller(state.orch.with_catalog_teams(p)))
     }
 }
 

@@ -161,6 +161,14 @@ impl From<EngineError> for ApiError {
                 };
                 ApiError::unprocessable(code, e.to_string(), json!([]))
             }
+            EngineError::QuotaExceeded { request_id, reason } => ApiError {
+                extra: Some(("request_id", Value::String(request_id))),
+                ..ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "PAO-API-QUOTA-EXCEEDED",
+                    reason,
+                )
+            },
             EngineError::Store(e) => e.into(),
         }
     }

@@ -110,6 +110,8 @@ pub struct Overrides {
     pub secrets: Option<Arc<dyn SecretProvider>>,
     /// Extra API tokens (token, principal).
     pub tokens: Vec<(String, pao_core::authz::Principal)>,
+    /// The engine's clock (default: the system clock).
+    pub clock: Option<Arc<dyn pao_core::clock::Clock>>,
 }
 
 /// Why the server could not start.
@@ -224,7 +226,11 @@ impl AppState {
             ..EngineConfig::default()
         };
         let keyring = keyring(&config, secrets.as_ref()).await?;
-        let orch = Orchestrator::builder(catalog, store.clone())
+        let mut builder = Orchestrator::builder(catalog, store.clone());
+        if let Some(clock) = over.clock.clone() {
+            builder = builder.clock(clock);
+        }
+        let orch = builder
             .actions(actions)
             .keyring(keyring)
             .secrets(secrets.clone())

@@ -82,6 +82,7 @@ metadata:
   version: 1.0.0
   category: compute
   owner: { team: app-team }
+  environment: dev
   access: { teams: [app-team], environments: [dev] }
 presentation:
   groups:

@@ -96,7 +96,7 @@ async fn quota_limits(s: &TestServer) {
             .as_array()
             .unwrap()
             .iter()
-            .all(|u| u["limit"].is_null()),
+            .all(|u| u["limit_source"] != "api"),
         "refused limits are not stored: {v}"
     );
     let (code, v) = s

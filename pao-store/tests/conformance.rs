@@ -172,6 +172,7 @@ async fn backup_and_purge_on_sqlite() {
         Write::ReserveQuota {
             resource: "db".into(),
             amount: 2,
+            default_limit: None,
         },
         step(S::Prerequisites, S::Validation),
         step(S::Validation, S::Queued),

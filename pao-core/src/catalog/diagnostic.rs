@@ -77,6 +77,10 @@ pub mod codes {
     pub const JSONPATH: &str = "PAO-E023";
     /// The item's `secrets:` list grants a secret reserved for the server.
     pub const SECRET_GRANT: &str = "PAO-E024";
+    /// The item's environment: a `metadata.environment` that reads `request`, two fields
+    /// listing the catalog's environments, an `access.environments` entry or a default
+    /// approval rule the catalog cannot apply.
+    pub const ENVIRONMENT: &str = "PAO-E025";
     /// Deprecated item without a replacement.
     pub const DEPRECATED_NO_REPLACEMENT: &str = "PAO-W001";
     /// Retired item.

@@ -16,7 +16,7 @@ use super::diagnostic::{Diagnostic, Severity, codes};
 use super::model::{CatalogItem, CatalogSettings};
 use super::yaml::{self, Pos, ScalarStyle, SpannedDoc, YamlErrorKind};
 use crate::vars::{
-    Engine, Expression, Template, ValueTemplate, VarError, VarErrorKind, did_you_mean,
+    Engine, Expression, Scope, Template, ValueTemplate, VarError, VarErrorKind, did_you_mean,
 };
 
 /// Largest catalog file accepted.
@@ -116,6 +116,19 @@ pub struct CompiledItem {
     pub patterns: BTreeMap<String, regex::Regex>,
     /// Each field's HTTP option source, by field id.
     pub sources: BTreeMap<String, CompiledSource>,
+    /// Where a request's environment comes from; `None` when the item declares none.
+    pub environment: Option<ItemEnvironment>,
+}
+
+/// Where a request's environment comes from: `metadata.environment` (a template), or the
+/// field whose options are the catalog's environments.
+#[derive(Debug)]
+pub struct ItemEnvironment {
+    /// `metadata.environment`, compiled; `None` for the environments field.
+    pub template: Option<Template>,
+    /// The one field it reads (the environments field itself): refusals of the environment
+    /// are located at it.
+    pub field: Option<String>,
 }
 
 /// A field's HTTP option source, compiled with the catalog's engine.
@@ -159,6 +172,7 @@ impl LoadedItem {
 pub struct Catalog {
     items: BTreeMap<String, Arc<LoadedItem>>,
     settings: Option<Arc<CatalogSettings>>,
+    default_approval_when: Option<Arc<Expression>>,
     diagnostics: Vec<Diagnostic>,
 }
 
@@ -187,7 +201,7 @@ impl Catalog {
         // catalog.yaml first: its env allow-list applies to items.
         let settings_path = dir.join("catalog.yaml");
         let settings_env = if settings_path.is_file() {
-            catalog.read_settings(&settings_path)?
+            catalog.read_settings(&settings_path, opts)?
         } else {
             None
         };
@@ -220,10 +234,23 @@ impl Catalog {
     }
 
     /// Reads `catalog.yaml` into the settings; its env allow-list, when it has one.
-    fn read_settings(&mut self, path: &Path) -> std::io::Result<Option<BTreeSet<String>>> {
+    fn read_settings(
+        &mut self,
+        path: &Path,
+        opts: &LoadOptions,
+    ) -> std::io::Result<Option<BTreeSet<String>>> {
         let (settings, diags) = match read_limited(path)? {
             FileBytes::Read(bytes) => {
-                load_settings("catalog.yaml", &String::from_utf8_lossy(&bytes))
+                let source = String::from_utf8_lossy(&bytes);
+                let (settings, mut diags) = load_settings("catalog.yaml", &source);
+                let settings = settings.and_then(|s| {
+                    let (when, more) = compile_default_approval(&source, &s, opts);
+                    let ok = !more.iter().any(Diagnostic::is_error);
+                    diags.extend(more);
+                    self.default_approval_when = when.map(Arc::new);
+                    ok.then_some(s)
+                });
+                (settings, diags)
             }
             FileBytes::TooLarge(size) => (None, vec![too_large("catalog.yaml", size)]),
         };
@@ -324,6 +351,12 @@ impl Catalog {
     /// The `catalog.yaml` settings, when present and valid.
     pub fn settings(&self) -> Option<&CatalogSettings> {
         self.settings.as_deref()
+    }
+
+    /// `defaults.approval.required_when` of `catalog.yaml`, compiled: the approval condition
+    /// of items without their own `approval` block.
+    pub fn default_approval_when(&self) -> Option<&Expression> {
+        self.default_approval_when.as_deref()
     }
 
     /// Every diagnostic, in file order.
@@ -612,6 +645,65 @@ impl FileDiags<'_> {
             e.hint().map(str::to_string),
         ));
     }
+}
+
+/// Compiles `defaults.approval.required_when`. It applies to every item without its own
+/// rule, so it reads what every request has (`request`, `user`, `system`, allow-listed `env`),
+/// never a field (PAO-E011 with a hint, PAO-E025 for an unknown environment it names).
+fn compile_default_approval(
+    source: &str,
+    settings: &CatalogSettings,
+    opts: &LoadOptions,
+) -> (Option<Expression>, Vec<Diagnostic>) {
+    let Some(src) = settings
+        .defaults
+        .as_ref()
+        .and_then(|d| d.approval.as_ref())
+        .and_then(|a| a.required_when.as_ref())
+    else {
+        return (None, Vec::new());
+    };
+    let Ok(mut d) = parse_file("catalog.yaml", source) else {
+        return (None, Vec::new());
+    };
+    let ptr = "/defaults/approval/required_when";
+    let decl = crate::vars::Declarations {
+        env: settings
+            .env_allowlist
+            .as_ref()
+            .map(|l| l.iter().cloned().collect()),
+        secrets: Some(BTreeSet::new()),
+        ..crate::vars::Declarations::default()
+    };
+    let expr = match opts.engine.compile_expression(src) {
+        Ok(e) => e,
+        Err(e) => {
+            d.var_error(ptr, &e);
+            return (None, d.out);
+        }
+    };
+    let errors = expr.check(&decl);
+    let reads_fields = expr
+        .references()
+        .iter()
+        .any(|r| matches!(r.scope, Scope::Fields | Scope::Computed | Scope::Outputs));
+    if reads_fields {
+        d.error(
+            codes::UNDECLARED,
+            ptr,
+            "the catalog-wide approval rule reads the form, which differs from item to item"
+                .to_string(),
+            Some(
+                "read what every request has, e.g. `request.environment == 'prod'`; an item that needs a rule on its fields gets its own `fulfillment.approval`"
+                    .to_string(),
+            ),
+        );
+    } else {
+        for e in errors {
+            d.var_error(ptr, &e);
+        }
+    }
+    (Some(expr), d.out)
 }
 
 /// Validates `catalog.yaml`.

@@ -160,6 +160,11 @@ pub struct ItemMetadata {
     /// Who may see and request the item; absent means everyone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access: Option<Access>,
+    /// The environment a request targets: an environment id or a template (`${{
+    /// fields.stage }}`). Without it, the value of the field whose options are the catalog's
+    /// environments (`source.catalog.kind: environments`), if there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
 }
 
 /// Owning team and how to reach it.

@@ -18,6 +18,7 @@
 //!   idempotency key.
 
 mod executor;
+mod governance;
 pub mod plan;
 pub mod policy;
 
@@ -45,6 +46,7 @@ use crate::store::{
 };
 
 pub use executor::{SimulatedAction, Simulation};
+pub use governance::{ActivePeriod, ApprovalRule, HELD_BY_PERIOD, RuleOrigin};
 pub use plan::{Phase, Plan};
 pub use policy::{BreakerConfig, BreakerPermit, BreakerState, Breakers, Retry, Verdict};
 
@@ -137,6 +139,15 @@ pub enum EngineError {
     /// A field's options could not be given.
     #[error(transparent)]
     Options(#[from] crate::service::OptionsError),
+    /// The submission would exceed the team's quota. The request is stored, rejected, with
+    /// this reason.
+    #[error("{reason}")]
+    QuotaExceeded {
+        /// The rejected request.
+        request_id: String,
+        /// Which limit, how much was used and asked.
+        reason: String,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -628,7 +639,8 @@ impl Orchestrator {
             validate_fields(&item, fields, &form_ctx).map_err(EngineError::InvalidFields)?;
         let now = self.clock.now();
         let secrets = validated.secrets;
-        let new = new_request(who, item_id, &item, validated.values, opts, retry_of);
+        let mut new = new_request(who, item_id, &item, validated.values, opts, retry_of);
+        new.environment = self.request_environment(&item, &new.clone().into_submitted(now))?;
         // Admission is decided before anything is written, and stored with the request in
         // one durable write: audit, prerequisites, quota reservation, the approval decision.
         // The request as it will be stored, for deciding its admission before writing.
@@ -679,13 +691,13 @@ impl Orchestrator {
                                 &partial,
                                 RequestState::Rejected,
                                 "system",
-                                Some(reason),
+                                Some(reason.clone()),
                                 None,
                             )
                             .await?;
-                        return Ok(Submitted {
-                            request: r,
-                            created: true,
+                        return Err(EngineError::QuotaExceeded {
+                            request_id: r.id,
+                            reason,
                         });
                     }
                     None => {
@@ -699,14 +711,22 @@ impl Orchestrator {
                             step(
                                 RequestState::Prerequisites,
                                 RequestState::Rejected,
-                                Some(reason),
+                                Some(reason.clone()),
                             ),
                         ];
                         let live = live_events(&provisional, &writes);
-                        (
-                            self.store.submit_with(new, &who.id, now, writes).await?,
-                            live,
-                        )
+                        let stored = self.store.submit_with(new, &who.id, now, writes).await?;
+                        if !stored.created {
+                            // The idempotency key was seen before: the earlier request.
+                            return Ok(stored);
+                        }
+                        for e in live {
+                            self.sink.publish(e);
+                        }
+                        return Err(EngineError::QuotaExceeded {
+                            request_id: stored.request.id,
+                            reason,
+                        });
                     }
                 }
             }
@@ -726,7 +746,7 @@ impl Orchestrator {
     /// restricted change periods, quota), `Validation`, then the approval decision, ending in
     /// `AwaitingApproval`, `Queued` or `Rejected`. The quota reservation is one of the writes,
     /// so the store checks it against the limit atomically.
-    fn admission(&self, request: &Request, item: &LoadedItem) -> Vec<Write> {
+    fn admission(&self, request: &Request, item: &Arc<LoadedItem>) -> Vec<Write> {
         use RequestState as S;
         let at = self.clock.now();
         let step = |from, to, reason: Option<String>| {
@@ -764,14 +784,10 @@ impl Orchestrator {
         }
         // Restricted change periods.
         let mut force_approval = false;
-        if let Some(period) = self.active_restriction(item, request) {
-            match period.policy {
+        if let Some(active) = self.active_restriction(item, request.environment.as_deref(), at) {
+            match active.period.policy {
                 RestrictionPolicy::Refuse => {
-                    let reason = period
-                        .message
-                        .clone()
-                        .unwrap_or_else(|| format!("changes are frozen during `{}`", period.name));
-                    w.push(step(S::Prerequisites, S::Rejected, Some(reason)));
+                    w.push(step(S::Prerequisites, S::Rejected, Some(active.message())));
                     return w;
                 }
                 RestrictionPolicy::RequireApproval => force_approval = true,
@@ -809,13 +825,15 @@ impl Orchestrator {
             w.push(Write::ReserveQuota {
                 resource: q.resource.clone(),
                 amount,
+                default_limit: self.declared_quota(&request.team, &q.resource),
             });
         }
         w.push(step(S::Prerequisites, S::Validation, None));
         // Approval.
-        let approval = item.item.fulfillment.approval.as_ref();
+        let rule = self.approval_rule(item);
+        let approval = rule.as_ref().map(|r| &r.approval);
         let needed = force_approval
-            || match (approval, &item.compiled.approval_required_when) {
+            || match (approval, rule.as_ref().and_then(|r| r.required_when())) {
                 (Some(_), Some(expr)) => match expr.eval_bool(&ctx) {
                     Ok(b) => b,
                     Err(e) => {
@@ -846,44 +864,6 @@ impl Orchestrator {
         w
     }
 
-    fn active_restriction(
-        &self,
-        item: &LoadedItem,
-        request: &Request,
-    ) -> Option<crate::catalog::model::RestrictedPeriod> {
-        let has_change = item.item.all_actions().any(|a| a.change == Some(true));
-        if !has_change {
-            return None;
-        }
-        let catalog = self.catalog();
-        let settings = catalog.settings()?;
-        let today = self.clock.now().format("%m-%d").to_string();
-        settings
-            .restricted_periods
-            .iter()
-            .flatten()
-            .find(|p| {
-                let inside = if p.start <= p.end {
-                    p.start <= today && today <= p.end
-                } else {
-                    today >= p.start || today <= p.end
-                };
-                let scope_ok = p.applies_to.as_ref().is_none_or(|a| {
-                    a.categories
-                        .as_ref()
-                        .is_none_or(|c| c.contains(&item.item.metadata.category))
-                        && a.environments.as_ref().is_none_or(|e| {
-                            request
-                                .environment
-                                .as_ref()
-                                .is_some_and(|env| e.contains(env))
-                        })
-                });
-                inside && scope_ok
-            })
-            .cloned()
-    }
-
     async fn request(&self, id: &str) -> Result<Request, EngineError> {
         self.store
             .get(id)
@@ -904,10 +884,11 @@ impl Orchestrator {
     fn may_approve(
         &self,
         who: &Principal,
-        item: &LoadedItem,
+        item: &Arc<LoadedItem>,
         request: &Request,
     ) -> Result<(), EngineError> {
-        let Some(approval) = item.item.fulfillment.approval.as_ref() else {
+        let rule = self.approval_rule(item);
+        let Some(approval) = rule.as_ref().map(|r| &r.approval) else {
             if who.is_admin() {
                 return Ok(());
             }
@@ -1022,30 +1003,37 @@ impl Orchestrator {
             json!({ "reason": reason }),
         )
         .await?;
-        if !approved {
-            return Ok(self
-                .move_to(&request, RequestState::Rejected, &who.id, reason, None)
-                .await?);
+        let (to, why) = if !approved {
+            (RequestState::Rejected, reason)
+        } else {
+            let needed = self.approval_rule(&item).map_or(1, |r| r.min_approvals());
+            if decisions.iter().filter(|d| d.approved).count() < needed {
+                return Ok(request);
+            }
+            (RequestState::Queued, Some("approved".into()))
+        };
+        match self.move_to(&request, to, &who.id, why, None).await {
+            Ok(r) => Ok(r),
+            // Another decision, recorded at the same time, moved the request first. An
+            // approval that met an approval is done: the request is approved either way.
+            Err(StoreError::Conflict { .. }) => {
+                let now = self.request(request_id).await?;
+                if approved && now.state != RequestState::Rejected {
+                    Ok(now)
+                } else {
+                    Err(EngineError::Invalid(format!(
+                        "request {request_id} was {} by a decision made at the same time; \
+                         yours is recorded in its approvals",
+                        if now.state == RequestState::Rejected {
+                            "rejected"
+                        } else {
+                            "approved"
+                        }
+                    )))
+                }
+            }
+            Err(e) => Err(e.into()),
         }
-        let needed = item
-            .item
-            .fulfillment
-            .approval
-            .as_ref()
-            .and_then(|a| a.approvers.min_approvals)
-            .unwrap_or(1) as usize;
-        if decisions.iter().filter(|d| d.approved).count() >= needed {
-            return Ok(self
-                .move_to(
-                    &request,
-                    RequestState::Queued,
-                    &who.id,
-                    Some("approved".into()),
-                    None,
-                )
-                .await?);
-        }
-        Ok(request)
     }
 
     /// Applies approval timeouts and escalations that are due; returns how many requests changed.
@@ -1059,8 +1047,9 @@ impl Orchestrator {
         let lead = self
             .catalog()
             .items()
-            .filter_map(|i| i.item.fulfillment.approval.as_ref())
-            .filter_map(|approval| {
+            .filter_map(|i| self.approval_rule(i))
+            .filter_map(|rule| {
+                let approval = &rule.approval;
                 let esc = approval.escalation.as_ref()?;
                 let timeout =
                     approval_duration(approval.timeout.as_ref(), Duration::from_secs(72 * 3600));
@@ -1104,9 +1093,10 @@ impl Orchestrator {
             let Ok(item) = self.item(&request.item_id) else {
                 continue;
             };
-            let Some(approval) = item.item.fulfillment.approval.as_ref() else {
+            let Some(rule) = self.approval_rule(&item) else {
                 continue;
             };
+            let approval = &rule.approval;
             let Some(due) = request.approval_due else {
                 continue;
             };
@@ -1417,6 +1407,7 @@ impl Orchestrator {
     /// back, before it returns; a request claimed but not started is released.
     pub async fn run_worker(self: Arc<Self>, worker_id: String, shutdown: CancellationToken) {
         let mut last_sweep: Option<DateTime<Utc>> = None;
+        let mut last_release: Option<tokio::time::Instant> = None;
         // The request claimed together with the end of the previous one.
         let mut next: Option<(Request, Lease)> = None;
         // Once runs are handed back, claiming more would only hand them back too.
@@ -1432,6 +1423,12 @@ impl Orchestrator {
             if last_sweep.is_none_or(|t| now - t >= chrono::Duration::seconds(60)) {
                 last_sweep = Some(now);
                 let _ = self.sweep_approvals().await;
+            }
+            // Requests held by a restricted period start within a second of its end: the
+            // check reads only the held requests.
+            if last_release.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                last_release = Some(tokio::time::Instant::now());
+                let _ = self.release_held().await;
             }
             let claimed = match next.take() {
                 Some(claimed) => Ok(Some(claimed)),
@@ -1555,8 +1552,8 @@ fn live_events(request: &Request, writes: &[Write]) -> Vec<LiveEvent> {
 }
 
 /// A new request of `who` for `item` (`item_id`) with its validated field values: for the team of the
-/// options, or `who`'s first team, or `who`; in the environment its `environment` (or `env`)
-/// field names.
+/// options, or `who`'s first team, or `who`. Its environment is worked out by
+/// [`Orchestrator::request_environment`].
 fn new_request(
     who: &Principal,
     item_id: &str,
@@ -1570,11 +1567,6 @@ fn new_request(
         .clone()
         .or_else(|| who.teams.first().cloned())
         .unwrap_or_else(|| who.id.clone());
-    let environment = values
-        .get("environment")
-        .or_else(|| values.get("env"))
-        .and_then(Value::as_str)
-        .map(str::to_string);
     NewRequest {
         id: uuid::Uuid::new_v4().to_string(),
         item_id: item_id.to_string(),
@@ -1583,7 +1575,7 @@ fn new_request(
         fields: values,
         requester: who.clone(),
         team,
-        environment,
+        environment: None,
         priority: opts.priority,
         idempotency_key: opts.idempotency_key,
         correlation_id: opts

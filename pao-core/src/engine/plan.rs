@@ -33,8 +33,13 @@ pub struct PlanNode {
 }
 
 impl PlanNode {
-    /// The action's failure policy (rollback by default).
+    /// The action's failure policy (rollback by default). A post-fulfillment action's
+    /// failure never fails the request: the resources exist by then, so it is reported and
+    /// the request completes.
     pub fn on_failure(&self) -> OnFailure {
+        if self.phase == Phase::Post {
+            return OnFailure::Continue;
+        }
         self.spec.on_failure.unwrap_or(OnFailure::Rollback)
     }
 }

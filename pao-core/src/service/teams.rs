@@ -15,9 +15,7 @@ use crate::catalog::LoadedItem;
 use crate::catalog::model::TeamDef;
 use crate::engine::{EngineError, Orchestrator};
 use crate::lifecycle::RequestState;
-use crate::store::{
-    AuditRecord, CompletionTimes, QuotaUsage, RequestStats, StatsScope, check_quota_limit,
-};
+use crate::store::{AuditRecord, CompletionTimes, RequestStats, StatsScope, check_quota_limit};
 
 /// The largest quota limit the API accepts: the largest integer every JSON reader keeps
 /// exactly (2^53 - 1).
@@ -36,11 +34,34 @@ pub struct OwnedItem {
     pub failed: u64,
 }
 
+/// Where a team's quota limit comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitSource {
+    /// Set through the API (`POST /quota/limits`, `POST /teams/{id}/config`).
+    Api,
+    /// `catalog.yaml`'s `teams[].quotas`, for a resource with no limit set.
+    Catalog,
+}
+
+/// A team's usage of one resource, with the limit that applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaLine {
+    /// The resource.
+    pub resource: String,
+    /// The limit that applies; `None`: unlimited.
+    pub limit: Option<u64>,
+    /// Where the limit comes from.
+    pub limit_source: Option<LimitSource>,
+    /// Reserved by live and completed requests.
+    pub used: u64,
+}
+
 /// A team's quota usage and requests by state.
 #[derive(Debug, Clone)]
 pub struct TeamUsage {
     /// Usage by resource.
-    pub quota: Vec<QuotaUsage>,
+    pub quota: Vec<QuotaLine>,
     /// Requests by state name.
     pub requests_by_state: BTreeMap<String, u64>,
 }
@@ -51,7 +72,7 @@ pub struct TeamSettings {
     /// Its entry in `catalog.yaml`, if any.
     pub declared: Option<TeamDef>,
     /// Usage by resource.
-    pub quota: Vec<QuotaUsage>,
+    pub quota: Vec<QuotaLine>,
 }
 
 /// Requests for one item.
@@ -200,14 +221,49 @@ impl Orchestrator {
             .collect())
     }
 
-    /// A team's quota usage by resource (members and admins).
+    /// A team's quota usage by resource (members and admins), with the limit that applies:
+    /// the one set through the API, else the one `catalog.yaml` declares.
     pub async fn team_quota(
         &self,
         who: &Principal,
         team: &str,
-    ) -> Result<Vec<QuotaUsage>, EngineError> {
+    ) -> Result<Vec<QuotaLine>, EngineError> {
         self.require_member(who, team)?;
-        Ok(self.store.quota_usage(team).await?)
+        self.quota_lines(team).await
+    }
+
+    async fn quota_lines(&self, team: &str) -> Result<Vec<QuotaLine>, EngineError> {
+        let usage = self.store.quota_usage(team).await?;
+        let declared = self
+            .declared_team(team)
+            .and_then(|t| t.quotas)
+            .unwrap_or_default();
+        let mut lines: BTreeMap<String, QuotaLine> = declared
+            .iter()
+            .map(|(resource, &limit)| {
+                let line = QuotaLine {
+                    resource: resource.clone(),
+                    limit: Some(limit),
+                    limit_source: Some(LimitSource::Catalog),
+                    used: 0,
+                };
+                (resource.clone(), line)
+            })
+            .collect();
+        for u in usage {
+            let line = lines.entry(u.resource.clone()).or_insert(QuotaLine {
+                resource: u.resource.clone(),
+                limit: None,
+                limit_source: None,
+                used: 0,
+            });
+            line.used = u.used;
+            if let Some(limit) = u.limit {
+                line.limit = Some(limit);
+                line.limit_source = Some(LimitSource::Api);
+            }
+        }
+        Ok(lines.into_values().collect())
     }
 
     /// A team's quota usage and requests by state.
@@ -261,7 +317,7 @@ impl Orchestrator {
         who: &Principal,
         team: &str,
         limits: &BTreeMap<String, u64>,
-    ) -> Result<Vec<QuotaUsage>, EngineError> {
+    ) -> Result<Vec<QuotaLine>, EngineError> {
         let team_admin =
             who.teams.iter().any(|t| t == team) && who.roles.iter().any(|r| r == "team-admin");
         if !who.is_admin() && !team_admin {
@@ -317,7 +373,7 @@ impl Orchestrator {
         who: &Principal,
         team: &str,
         limits: &BTreeMap<String, u64>,
-    ) -> Result<Vec<QuotaUsage>, EngineError> {
+    ) -> Result<Vec<QuotaLine>, EngineError> {
         if !who.is_admin() {
             return Err(EngineError::Forbidden(
                 "quota limits are set by admins".into(),
@@ -338,7 +394,7 @@ impl Orchestrator {
         limits: &BTreeMap<String, u64>,
         action: &str,
         detail: serde_json::Value,
-    ) -> Result<Vec<QuotaUsage>, EngineError> {
+    ) -> Result<Vec<QuotaLine>, EngineError> {
         let list: Vec<(String, u64)> = limits.iter().map(|(k, v)| (k.clone(), *v)).collect();
         let record = AuditRecord {
             at: self.now(),
@@ -348,6 +404,6 @@ impl Orchestrator {
             detail,
         };
         self.store.set_quota_limits(team, &list, record).await?;
-        Ok(self.store.quota_usage(team).await?)
+        self.quota_lines(team).await
     }
 }

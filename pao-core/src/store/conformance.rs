@@ -108,6 +108,7 @@ macro_rules! for_each_conformance_check {
             check_terminal_transition_drops_lease,
             check_waiting_for_not_claimable,
             check_request_waiting_for,
+            check_held_requests,
             check_lease_fences_only_its_request,
             check_lease_clock,
             check_attempts_journal,
@@ -136,6 +137,7 @@ macro_rules! for_each_conformance_check {
             check_submit_with_admits_in_one_write,
             check_submit_with_all_or_nothing,
             check_submit_with_quota_counts_earlier_requests,
+            check_submit_with_default_quota_limit,
             check_sealed_values,
         );
     };
@@ -1763,6 +1765,77 @@ pub async fn check_waiting_for_not_claimable(store: &dyn Store) {
     assert_eq!(request.id, "req-1");
     assert_eq!(request.waiting_for, None);
     assert!(again.token > lease.token);
+}
+
+/// A queued request whose `waiting_for` is set (held by a restricted period) is not
+/// claimed; `held_requests` lists the queued ones whose `waiting_for` starts with a prefix,
+/// oldest first, and not in-progress requests parked on the same kind of key; once cleared,
+/// the request is claimed.
+pub async fn check_held_requests(store: &dyn Store) {
+    let hold = |id: &str| format!("hold:{id}");
+    for (secs, id) in (0..).zip(["h-b", "h-a", "h-c"]) {
+        submit(store, new_request(id), t(secs)).await;
+        queue(store, id, t(secs)).await;
+        ok(
+            "hold",
+            store
+                .update(
+                    id,
+                    RequestPatch {
+                        waiting_for: Some(Some(hold(id))),
+                        ..RequestPatch::default()
+                    },
+                    None,
+                )
+                .await,
+        );
+    }
+    // Another kind of wait, and an in-progress request parked on a key with the prefix.
+    submit(store, new_request("other"), t(3)).await;
+    queue(store, "other", t(3)).await;
+    ok(
+        "park",
+        store
+            .update(
+                "other",
+                RequestPatch {
+                    waiting_for: Some(Some("holdx".into())),
+                    ..RequestPatch::default()
+                },
+                None,
+            )
+            .await,
+    );
+    must_not_claim(store, "w1", t(10), "every queued request is held").await;
+    let ids = |v: Vec<Request>| v.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(ok("held", store.held_requests("hold:", 10).await)),
+        ["h-b", "h-a", "h-c"],
+        "oldest first, only the prefix"
+    );
+    assert_eq!(
+        ids(ok("held", store.held_requests("hold:", 2).await)),
+        ["h-b", "h-a"]
+    );
+    ok(
+        "release h-a",
+        store
+            .update(
+                "h-a",
+                RequestPatch {
+                    waiting_for: Some(None),
+                    ..RequestPatch::default()
+                },
+                None,
+            )
+            .await,
+    );
+    let (r, _) = must_claim(store, "w1", t(11)).await;
+    assert_eq!(r.id, "h-a");
+    assert_eq!(
+        ids(ok("held", store.held_requests("hold:", 10).await)),
+        ["h-b", "h-c"]
+    );
 }
 
 /// `request_waiting_for` finds the in-progress request parked on a key, whether its
@@ -3746,6 +3819,7 @@ pub async fn check_apply_all_or_nothing(store: &dyn Store) {
             Write::ReserveQuota {
                 resource: "db".into(),
                 amount: 1,
+                default_limit: None,
             },
             Write::Audit(AuditRecord {
                 at: t(3),
@@ -3791,6 +3865,7 @@ pub async fn check_apply_all_or_nothing(store: &dyn Store) {
             Write::ReserveQuota {
                 resource: "db".into(),
                 amount: 5,
+                default_limit: None,
             },
             |e| matches!(e, StoreError::QuotaExceeded { .. }),
         ),
@@ -4135,6 +4210,10 @@ pub async fn check_apply_concurrent_batches_number_events(store: &dyn Store) {
 }
 
 fn admission(id: &str, quota: u64) -> Vec<Write> {
+    admission_limited(id, quota, None)
+}
+
+fn admission_limited(id: &str, quota: u64, default_limit: Option<u64>) -> Vec<Write> {
     vec![
         Write::Audit(AuditRecord {
             at: t(0),
@@ -4151,6 +4230,7 @@ fn admission(id: &str, quota: u64) -> Vec<Write> {
         Write::ReserveQuota {
             resource: "db".into(),
             amount: quota,
+            default_limit,
         },
         Write::Transition {
             from: State::Prerequisites,
@@ -4217,6 +4297,56 @@ pub async fn check_submit_with_admits_in_one_write(store: &dyn Store) {
     );
     assert_eq!(all_events(store, "s-1").await.len(), 4);
     assert!(ok("get", store.get("s-1-again").await).is_none());
+}
+
+/// A reservation's `default_limit` (the catalog's team quota) limits a team that has no limit
+/// set for the resource; a limit set for the team replaces it.
+pub async fn check_submit_with_default_quota_limit(store: &dyn Store) {
+    ok(
+        "within the default",
+        store
+            .submit_with(
+                new_request("d-1"),
+                "ada",
+                t(0),
+                admission_limited("d-1", 2, Some(3)),
+            )
+            .await,
+    );
+    match store
+        .submit_with(
+            new_request("d-2"),
+            "ada",
+            t(0),
+            admission_limited("d-2", 2, Some(3)),
+        )
+        .await
+    {
+        Err(StoreError::QuotaExceeded {
+            limit: 3,
+            used: 2,
+            asked: 2,
+            ..
+        }) => {}
+        other => panic!("over the default limit: expected QuotaExceeded, got {other:?}"),
+    }
+    assert!(
+        ok("get", store.get("d-2").await).is_none(),
+        "nothing stored"
+    );
+    ok("limit", store.set_quota_limit("team-a", "db", 10).await);
+    ok(
+        "the team's own limit",
+        store
+            .submit_with(
+                new_request("d-3"),
+                "ada",
+                t(0),
+                admission_limited("d-3", 2, Some(3)),
+            )
+            .await,
+    );
+    assert_eq!(used(store, "team-a", "db").await, 4);
 }
 
 /// A failing admission batch stores nothing: no request, no event, no audit, and its

@@ -318,6 +318,7 @@ impl Inner {
         team: &str,
         resource: &str,
         amount: u64,
+        default_limit: Option<u64>,
     ) -> Result<(), StoreError> {
         let key = (request_id.to_string(), resource.to_string());
         let used: u64 = self
@@ -330,6 +331,7 @@ impl Inner {
             .limits
             .get(&(team.to_string(), resource.to_string()))
             .copied()
+            .or(default_limit)
             && used.saturating_add(amount) > limit
         {
             return Err(StoreError::QuotaExceeded {
@@ -381,14 +383,18 @@ impl Inner {
                         at,
                     )?
                 }
-                Write::ReserveQuota { resource, amount } => {
+                Write::ReserveQuota {
+                    resource,
+                    amount,
+                    default_limit,
+                } => {
                     let team = self
                         .requests
                         .get(id)
                         .ok_or_else(|| StoreError::NotFound(id.to_string()))?
                         .team
                         .clone();
-                    self.reserve_in(id, &team, &resource, amount)?
+                    self.reserve_in(id, &team, &resource, amount, default_limit)?
                 }
                 Write::ReleaseQuota => self.reservations.retain(|(rid, _), _| rid != id),
                 Write::Audit(a) => self.audit.push(a),
@@ -530,6 +536,24 @@ impl Store for MemoryStore {
             .cloned())
     }
 
+    async fn held_requests(&self, prefix: &str, limit: usize) -> Result<Vec<Request>, StoreError> {
+        let g = self.lock()?;
+        let mut held: Vec<Request> = g
+            .requests
+            .values()
+            .filter(|r| r.state == RequestState::Queued)
+            .filter(|r| {
+                r.waiting_for
+                    .as_deref()
+                    .is_some_and(|w| w.starts_with(prefix))
+            })
+            .cloned()
+            .collect();
+        held.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        held.truncate(limit);
+        Ok(held)
+    }
+
     async fn transition(
         &self,
         id: &str,
@@ -593,7 +617,10 @@ impl Store for MemoryStore {
                 continue;
             };
             let runnable = match r.state {
-                RequestState::Queued => g.leases.get(id).is_none_or(|(_, _, exp)| *exp <= now),
+                RequestState::Queued => {
+                    r.waiting_for.is_none()
+                        && g.leases.get(id).is_none_or(|(_, _, exp)| *exp <= now)
+                }
                 RequestState::InProgress | RequestState::PostFulfillment => {
                     r.waiting_for.is_none()
                         && g.leases.get(id).is_none_or(|(_, _, exp)| *exp <= now)
@@ -779,7 +806,8 @@ impl Store for MemoryStore {
         resource: &str,
         amount: u64,
     ) -> Result<(), StoreError> {
-        self.lock()?.reserve_in(request_id, team, resource, amount)
+        self.lock()?
+            .reserve_in(request_id, team, resource, amount, None)
     }
 
     async fn release_quota(&self, request_id: &str) -> Result<(), StoreError> {

@@ -761,6 +761,9 @@ pub enum Write {
         resource: String,
         /// How much.
         amount: u64,
+        /// The limit when none is set for the team (`catalog.yaml`'s team quota); `None`:
+        /// unlimited unless set.
+        default_limit: Option<u64>,
     },
     /// Returns the request's quota, as [`Store::release_quota`].
     ReleaseQuota,
@@ -899,12 +902,34 @@ pub trait Store: Send + Sync {
                     )
                     .await?
                 }
-                Write::ReserveQuota { resource, amount } => {
+                Write::ReserveQuota {
+                    resource,
+                    amount,
+                    default_limit,
+                } => {
                     let team = self
                         .get(id)
                         .await?
                         .ok_or_else(|| StoreError::NotFound(id.to_string()))?
                         .team;
+                    // Not atomic, as nothing in this fallback is: the limit of the catalog
+                    // when the team has none set.
+                    if let Some(limit) = default_limit {
+                        let usage = self.quota_usage(&team).await?;
+                        let line = usage.iter().find(|u| u.resource == resource);
+                        let used = line.map_or(0, |u| u.used);
+                        if line.is_none_or(|u| u.limit.is_none())
+                            && used.saturating_add(amount) > limit
+                        {
+                            return Err(StoreError::QuotaExceeded {
+                                team,
+                                resource,
+                                limit,
+                                used,
+                                asked: amount,
+                            });
+                        }
+                    }
                     self.reserve_quota(id, &team, &resource, amount).await?
                 }
                 Write::ReleaseQuota => self.release_quota(id).await?,
@@ -930,6 +955,10 @@ pub trait Store: Send + Sync {
     /// The request in `InProgress` that waits for `key`: its `waiting_for` is `key` or
     /// `manual:{key}` (a manual-mode ticket). The oldest one if several do.
     async fn request_waiting_for(&self, key: &str) -> Result<Option<Request>, StoreError>;
+
+    /// Queued requests held back: their `waiting_for` starts with `prefix` (a restricted
+    /// period's hold). Oldest first, at most `limit`.
+    async fn held_requests(&self, prefix: &str, limit: usize) -> Result<Vec<Request>, StoreError>;
 
     /// Moves a request from `from` to `to` and appends the event, atomically. With a lease,
     /// the write is fenced.

@@ -18,6 +18,7 @@ pub enum StoreCall {
     Get,
     List,
     RequestWaitingFor,
+    HeldRequests,
     Transition,
     Update,
     AppendEvent,
@@ -57,6 +58,7 @@ impl StoreCall {
             StoreCall::Get => "get",
             StoreCall::List => "list",
             StoreCall::RequestWaitingFor => "request_waiting_for",
+            StoreCall::HeldRequests => "held_requests",
             StoreCall::Transition => "transition",
             StoreCall::Update => "update",
             StoreCall::AppendEvent => "append_event",
@@ -94,6 +96,7 @@ impl StoreCall {
             StoreCall::Get
                 | StoreCall::List
                 | StoreCall::RequestWaitingFor
+                | StoreCall::HeldRequests
                 | StoreCall::Events
                 | StoreCall::Attempts
                 | StoreCall::Decisions
@@ -242,6 +245,10 @@ impl<S: Store, O: StoreObserver> Store for Observed<S, O> {
         let run = self.inner.request_waiting_for(key);
         self.observe(StoreCall::RequestWaitingFor, Option::is_none, run)
             .await
+    }
+    async fn held_requests(&self, prefix: &str, limit: usize) -> Result<Vec<Request>, StoreError> {
+        let run = self.inner.held_requests(prefix, limit);
+        self.forward(StoreCall::HeldRequests, run).await
     }
     async fn transition(
         &self,

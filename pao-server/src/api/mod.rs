@@ -145,6 +145,8 @@ async fn rate_limit(State(state): State<AppState>, mut req: Request, next: Next)
     }
     match state.auth.authenticate(req.headers(), peer).await {
         Ok(p) => {
+            // Team membership `catalog.yaml` declares joins the identity provider's.
+            let p = state.orch.with_catalog_teams(p);
             if let Err(wait) = state.limiter.check(&p.id) {
                 return too_many(format!("{} is over its request rate", p.id), wait);
             }

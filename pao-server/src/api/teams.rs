@@ -58,19 +58,24 @@ pub async fn requests(
 pub struct QuotaLine {
     /// The resource (`databases`, `vcpu`).
     pub resource: String,
-    /// The team's limit, if one is set.
+    /// The limit that applies; absent: unlimited.
     pub limit: Option<u64>,
+    /// Where the limit comes from: `api` (set by an admin or team-admin), `catalog`
+    /// (`catalog.yaml`'s `teams[].quotas`, for a resource with no limit set).
+    #[schema(value_type = Option<String>)]
+    pub limit_source: Option<pao_core::service::teams::LimitSource>,
     /// Reserved by live and completed requests.
     pub used: u64,
 }
 
 /// The lines of a team's quota usage.
-pub fn quota_lines(usage: Vec<pao_core::store::QuotaUsage>) -> Vec<QuotaLine> {
+pub fn quota_lines(usage: Vec<pao_core::service::teams::QuotaLine>) -> Vec<QuotaLine> {
     usage
         .into_iter()
         .map(|u| QuotaLine {
             resource: u.resource,
             limit: u.limit,
+            limit_source: u.limit_source,
             used: u.used,
         })
         .collect()

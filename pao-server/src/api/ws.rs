@@ -49,7 +49,8 @@ async fn caller(
     headers: &HeaderMap,
     peer: Option<IpAddr>,
 ) -> Result<Principal, ApiError> {
-    state.auth.authenticate(headers, peer).await
+    let p = state.auth.authenticate(headers, peer).await?;
+    Ok(state.orch.with_catalog_teams(p))
 }
 
 /// Everything a stream checks before the upgrade: who the caller is, that the page that
@@ -148,7 +149,12 @@ impl Credentials {
     }
 
     async fn still(&self, state: &AppState) -> Option<Principal> {
-        state.auth.authenticate(&self.headers, self.peer).await.ok()
+        let p = state
+            .auth
+            .authenticate(&self.headers, self.peer)
+            .await
+            .ok()?;
+        Some(state.orch.with_catalog_teams(p))
     }
 }
 

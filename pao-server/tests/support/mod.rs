@@ -295,6 +295,15 @@ pub async fn spawn(db: Db) -> Option<TestServer> {
 }
 
 pub async fn spawn_with(db: Db, tweak: impl FnOnce(&mut ServerConfig)) -> Option<TestServer> {
+    spawn_clocked(db, None, tweak).await
+}
+
+/// [`spawn_with`], with the engine reading `clock`.
+pub async fn spawn_clocked(
+    db: Db,
+    clock: Option<Arc<dyn pao_core::clock::Clock>>,
+    tweak: impl FnOnce(&mut ServerConfig),
+) -> Option<TestServer> {
     let database_url = database_url(db).await?;
     let catalog_dir = catalog_copy();
     let mut config = ServerConfig {
@@ -331,6 +340,7 @@ pub async fn spawn_with(db: Db, tweak: impl FnOnce(&mut ServerConfig)) -> Option
     let over = Overrides {
         actions: Some(registry()),
         tokens: tokens(),
+        clock,
         ..Overrides::default()
     };
     let state = AppState::build(config, over).await.expect("server state");

@@ -211,6 +211,26 @@ impl Store for SqlStore {
         row.as_ref().map(row_to_request).transpose()
     }
 
+    async fn held_requests(&self, prefix: &str, limit: usize) -> Result<Vec<Request>, StoreError> {
+        // A range on `waiting_for` walks the partial index of parked requests.
+        let mut upper = prefix.to_string();
+        let last = upper
+            .pop()
+            .map_or('\u{1}', |c| char::from_u32(c as u32 + 1).unwrap_or(c));
+        upper.push(last);
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM requests WHERE waiting_for >= $1 AND waiting_for < $2 \
+             AND state = 'queued' ORDER BY created_at, id LIMIT $3"
+        )))
+        .bind(prefix.to_string())
+        .bind(upper)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(row_to_request).collect()
+    }
+
     async fn transition(
         &self,
         id: &str,
@@ -660,7 +680,7 @@ impl Store for SqlStore {
         amount: u64,
     ) -> Result<(), StoreError> {
         self.write(async |tx: &mut AnyConnection| {
-            self.reserve_in(tx, request_id, team, resource, amount)
+            self.reserve_in(tx, request_id, team, resource, amount, None)
                 .await
         })
         .await

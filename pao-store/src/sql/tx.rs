@@ -208,21 +208,26 @@ async fn reserve_new_in(
     team: &str,
     resource: &str,
     amount: u64,
+    default_limit: Option<u64>,
 ) -> Result<bool, StoreError> {
-    const MAX: &str = "9223372036854775807";
     let asked = i64::try_from(amount).ok();
+    // The team's limit, else the catalog's (`$4`, the largest integer when there is none).
+    let fallback = default_limit
+        .and_then(|l| i64::try_from(l).ok())
+        .unwrap_or(i64::MAX);
     let grown = match asked {
         // `used <= limit - amount`, never `used + amount`: no overflow in either database.
-        Some(a) => sqlx::query(sqlx::AssertSqlSafe(format!(
+        Some(a) => sqlx::query(
             "INSERT INTO quota_totals (team, resource, used) \
-             SELECT $1, $2, $3 WHERE $3 <= COALESCE((SELECT lim FROM quota_limits WHERE team = $1 AND resource = $2), {MAX}) \
+             SELECT $1, $2, $3 WHERE $3 <= COALESCE((SELECT lim FROM quota_limits WHERE team = $1 AND resource = $2), $4) \
              ON CONFLICT (team, resource) DO UPDATE SET used = quota_totals.used + excluded.used \
-             WHERE quota_totals.used <= COALESCE((SELECT lim FROM quota_limits WHERE team = $1 AND resource = $2), {MAX}) - excluded.used \
-             RETURNING used"
-        )))
+             WHERE quota_totals.used <= COALESCE((SELECT lim FROM quota_limits WHERE team = $1 AND resource = $2), $4) - excluded.used \
+             RETURNING used",
+        )
         .bind(team.to_string())
         .bind(resource.to_string())
         .bind(a)
+        .bind(fallback)
         .fetch_optional(&mut *tx)
         .await
         .map_err(db)?
@@ -460,6 +465,7 @@ impl SqlStore {
         team: &str,
         resource: &str,
         amount: u64,
+        default_limit: Option<u64>,
     ) -> Result<(), StoreError> {
         let total: i64 = sqlx::query(
             "INSERT INTO quota_totals (team, resource, used) VALUES ($1, $2, 0) \
@@ -483,7 +489,10 @@ impl SqlStore {
         .fetch_one(&mut *tx)
         .await
         .map_err(db)?;
-        let limit: Option<i64> = row.try_get("lim").map_err(db)?;
+        let limit: Option<i64> = row
+            .try_get::<Option<i64>, _>("lim")
+            .map_err(db)?
+            .or_else(|| default_limit.and_then(|l| i64::try_from(l).ok()));
         let prev: Option<i64> = row.try_get("prev").map_err(db)?;
         let prev_team: Option<String> = row.try_get("prev_team").map_err(db)?;
         // This request's earlier reservation is replaced, not added to.
@@ -657,11 +666,18 @@ impl SqlStore {
                 a.leased()?;
                 finish_attempt_in(&mut *tx, id, &record).await?;
             }
-            Write::ReserveQuota { resource, amount } => {
+            Write::ReserveQuota {
+                resource,
+                amount,
+                default_limit,
+            } => {
                 let team = r.team.clone();
                 // A refusal is described (and checked once more) by the general path.
-                if !(a.new && reserve_new_in(&mut *tx, id, &team, &resource, amount).await?) {
-                    self.reserve_in(&mut *tx, id, &team, &resource, amount)
+                if !(a.new
+                    && reserve_new_in(&mut *tx, id, &team, &resource, amount, default_limit)
+                        .await?)
+                {
+                    self.reserve_in(&mut *tx, id, &team, &resource, amount, default_limit)
                         .await?;
                 }
             }

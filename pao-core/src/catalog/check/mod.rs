@@ -54,6 +54,7 @@ pub(super) fn check_item(
     compiled.computed = sections::computed(d, engine, item, &base);
     fields::compile(d, engine, item, &fields, &base, &mut compiled);
     sections::fulfillment(d, engine, item, &graph, &base, &mut compiled);
+    compiled.environment = sections::environment(d, engine, item, &base);
     actions::compile(d, engine, &graph, &base, &mut compiled);
     // Fields nothing reads: only when every read is a literal path, and every template
     // compiled (a broken template's reads are unknown).

@@ -9,8 +9,8 @@ use serde_json::Value;
 use super::actions::ActionGraph;
 use super::graph::find_cycle;
 use crate::catalog::diagnostic::codes;
-use crate::catalog::load::{CompiledItem, FileDiags};
-use crate::catalog::model::{CatalogItem, FulfillmentMode};
+use crate::catalog::load::{CompiledItem, FileDiags, ItemEnvironment};
+use crate::catalog::model::{CatalogItem, CatalogSourceKind, FulfillmentMode};
 use crate::vars::{Declarations, Engine, Template, ValueTemplate};
 
 fn compile_section(
@@ -225,4 +225,96 @@ pub(super) fn fulfillment(
 
 fn json_of(v: &impl serde::Serialize) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+/// Where the item's requests get their environment (PAO-E025): `metadata.environment`,
+/// which may read fields, the user and computed values but not `request` (the environment is
+/// part of it); or else the one field whose options are the catalog's environments.
+pub(super) fn environment(
+    d: &mut FileDiags,
+    engine: &Engine,
+    item: &CatalogItem,
+    base: &Declarations,
+) -> Option<ItemEnvironment> {
+    let ptr = "/metadata/environment";
+    if let Some(src) = &item.metadata.environment {
+        let t = match engine.compile(src) {
+            Ok(t) => t,
+            Err(e) => {
+                d.var_error(ptr, &e);
+                return None;
+            }
+        };
+        for e in t.check(base) {
+            d.var_error(ptr, &e);
+        }
+        let refs = t.references();
+        if refs.iter().any(|r| r.scope == crate::vars::Scope::Request) {
+            d.error(
+                codes::ENVIRONMENT,
+                ptr,
+                "the environment cannot read `request`: `request.environment` is this value"
+                    .to_string(),
+                Some("read the form instead, e.g. `${{ fields.environment }}`".to_string()),
+            );
+        }
+        let read: BTreeSet<&str> = refs
+            .iter()
+            .filter(|r| r.scope == crate::vars::Scope::Fields)
+            .filter_map(|r| r.path.first().map(String::as_str))
+            .collect();
+        let field =
+            (read.len() == 1).then(|| read.into_iter().next().unwrap_or_default().to_string());
+        return Some(ItemEnvironment {
+            template: Some(t),
+            field,
+        });
+    }
+    let sourced: Vec<&str> = item
+        .all_fields()
+        .filter(|f| {
+            f.source
+                .as_ref()
+                .and_then(|s| s.catalog.as_ref())
+                .is_some_and(|c| c.kind == CatalogSourceKind::Environments)
+        })
+        .map(|f| f.id.as_str())
+        .collect();
+    match sourced.as_slice() {
+        [] => {
+            if item
+                .metadata
+                .access
+                .as_ref()
+                .is_some_and(|a| a.environments.is_some())
+            {
+                d.error(
+                    codes::ENVIRONMENT,
+                    "/metadata/access/environments",
+                    "`access.environments` limits the environments, but the item does not say which environment a request is for".to_string(),
+                    Some("add `environment: \"${{ fields.environment }}\"` to metadata, or take the field's options from `source: { catalog: { kind: environments } }`".to_string()),
+                );
+            }
+            None
+        }
+        [one] => Some(ItemEnvironment {
+            template: None,
+            field: Some(one.to_string()),
+        }),
+        many => {
+            d.error(
+                codes::ENVIRONMENT,
+                "/presentation",
+                format!(
+                    "fields {} all list the catalog's environments: which one is the request's environment?",
+                    many.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", ")
+                ),
+                Some(format!(
+                    "say which in `metadata.environment`, e.g. `environment: \"${{{{ fields.{} }}}}\"`",
+                    many[0]
+                )),
+            );
+            None
+        }
+    }
 }

@@ -52,6 +52,13 @@ pub(super) fn warn_unused_fields(
     for t in compiled.sections.values() {
         t.for_each_template(&mut |_, t| note(t.references()));
     }
+    if let Some(t) = compiled
+        .environment
+        .as_ref()
+        .and_then(|e| e.template.as_ref())
+    {
+        note(t.references());
+    }
     for s in compiled.sources.values() {
         note(s.url.references());
         for (_, t) in &s.headers {
@@ -60,6 +67,12 @@ pub(super) fn warn_unused_fields(
     }
     if dynamic {
         return;
+    }
+    // The field the request's environment comes from.
+    if let Some(e) = &compiled.environment
+        && e.template.is_none()
+    {
+        used.extend(e.field.iter().cloned());
     }
     for (id, info) in fields {
         if !used.contains(id) {

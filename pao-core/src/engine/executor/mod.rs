@@ -229,6 +229,8 @@ struct RunCtx {
     /// The real input and rollback state of completed actions, sealed by this request and
     /// the requests it retries, by (request id, action id).
     rollback_data: Arc<std::collections::BTreeMap<(String, String), (Value, Value)>>,
+    /// The item's `fulfillment.defaults` over `catalog.yaml`'s `defaults.execution`.
+    defaults: Arc<crate::catalog::model::ExecutionDefaults>,
 }
 
 impl RunCtx {
@@ -304,24 +306,12 @@ impl RunCtx {
     }
 
     fn defaults_retry(&self) -> Option<&crate::catalog::model::RetryPolicy> {
-        self.item
-            .item
-            .fulfillment
-            .defaults
-            .as_ref()
-            .and_then(|d| d.retry.as_ref())
+        self.defaults.retry.as_ref()
     }
 
     fn timeout(&self, spec_timeout: Option<&DurationText>) -> Duration {
         spec_timeout
-            .or_else(|| {
-                self.item
-                    .item
-                    .fulfillment
-                    .defaults
-                    .as_ref()
-                    .and_then(|d| d.timeout.as_ref())
-            })
+            .or(self.defaults.timeout.as_ref())
             .and_then(DurationText::get)
             .unwrap_or(self.engine.config.default_timeout)
     }

@@ -242,13 +242,15 @@ impl PhaseRun<'_> {
             NodeResult::Failed(e) if e.class == ErrorClass::Cancelled => {}
             NodeResult::Failed(e) => match node.on_failure() {
                 OnFailure::Continue => {
+                    let why = if node.phase == crate::engine::Phase::Post {
+                        "post-fulfillment never fails the request"
+                    } else {
+                        "on_failure: continue"
+                    };
                     rc.emit(EventKind::Log {
                         action_id: Some(node.spec.id.clone()),
                         level: "warn".into(),
-                        message: format!(
-                            "failed, continuing (on_failure: continue): {}",
-                            e.message
-                        ),
+                        message: format!("failed, continuing ({why}): {}", e.message),
                     });
                 }
                 OnFailure::Fail => {

@@ -276,6 +276,11 @@ impl Orchestrator {
         // A queued request never ran: it has no attempts of its own. Its move to
         // `InProgress` waits for the run's first write.
         let fresh = request.state == RequestState::Queued;
+        // Work that would start inside a restricted period waits for its end.
+        if fresh && let Some(hold) = self.period_hold(&request) {
+            writes.push_all(hold);
+            return Ok(());
+        }
         if fresh {
             writes.push(state_change(
                 RequestState::Queued,
@@ -319,6 +324,7 @@ impl Orchestrator {
             writes: writes.clone(),
             data_key: Arc::new(data_key),
             rollback_data: Arc::new(rollback_data),
+            defaults: Arc::new(self.execution_defaults(&item)),
         };
         if item.item.fulfillment.mode == FulfillmentMode::Manual
             && request.state == RequestState::InProgress

@@ -51,13 +51,13 @@ impl Orchestrator {
             retry_of: None,
         }
         .into_submitted(now);
+        let mut fake = fake;
+        fake.environment = self.request_environment(&item, &fake)?;
         let mut problems = Vec::new();
         let scopes = self.simulation_scopes(&fake, &item, &mut problems);
         let ctx = scopes.context();
-        let approval_required = match (
-            &item.item.fulfillment.approval,
-            &item.compiled.approval_required_when,
-        ) {
+        let rule = self.approval_rule(&item);
+        let approval_required = match (&rule, rule.as_ref().and_then(|r| r.required_when())) {
             (Some(_), Some(e)) => e.eval_bool(&ctx).unwrap_or(true),
             (Some(_), None) => true,
             (None, _) => false,
@@ -205,13 +205,7 @@ impl Orchestrator {
     /// An action's timeout in a simulation: its own, the item's default, or the engine's.
     fn simulated_timeout_ms(&self, item: &LoadedItem, spec_timeout: Option<&DurationText>) -> u64 {
         spec_timeout
-            .or_else(|| {
-                item.item
-                    .fulfillment
-                    .defaults
-                    .as_ref()
-                    .and_then(|d| d.timeout.as_ref())
-            })
+            .or(self.execution_defaults(item).timeout.as_ref())
             .and_then(DurationText::get)
             .unwrap_or(self.config.default_timeout)
             .as_millis() as u64

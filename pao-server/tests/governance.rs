@@ -1,0 +1,395 @@
+//! Governance written in the catalog, enforced through the API, on SQLite and PostgreSQL:
+//! `catalog.yaml` approval defaults, team quotas and members; the request's environment and
+//! `access.environments`; restricted change periods for every mode, at submission and again
+//! when work would start (at the period's boundaries, with a clock the test sets); approvals
+//! under concurrency; post-fulfilment failures; the quota refusal's status code.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use pao_core::clock::{Clock, ManualClock};
+use serde_json::{Value, json};
+use support::{Db, TestServer};
+
+const ALICE: &str = "t-alice";
+const BOB: &str = "t-bob";
+const ADMIN: &str = "t-admin";
+/// Dana has no team from the identity provider; `catalog.yaml` lists her in `platform-admins`.
+const DANA: &str = "t-dana";
+
+fn utc(y: i32, m: u32, d: u32, h: u32, min: u32, s: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(y, m, d, h, min, s).unwrap()
+}
+
+/// A server on the governance catalog whose engine reads `clock`.
+async fn server(db: Db, clock: Arc<ManualClock>) -> Option<TestServer> {
+    let dir = std::env::temp_dir().join(format!(
+        "pao-governance-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/governance");
+    for e in std::fs::read_dir(fixtures).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+    }
+    support::spawn_clocked(db, Some(clock), |c| {
+        c.catalog = dir;
+        c.auth.tokens.push(pao_server::config::TokenConfig {
+            id: "dana".into(),
+            token_sha256: pao_server::config::hash_token(DANA),
+            email: Some("dana@example.com".into()),
+            name: None,
+            teams: vec![],
+            roles: vec!["developer".into()],
+        });
+    })
+    .await
+}
+
+async fn submit(s: &TestServer, token: &str, item: &str, fields: Value) -> (u16, Value) {
+    s.post(
+        token,
+        "/requests",
+        json!({ "item_id": item, "fields": fields }),
+    )
+    .await
+}
+
+async fn submitted(s: &TestServer, token: &str, item: &str, fields: Value) -> Value {
+    let (code, v) = submit(s, token, item, fields).await;
+    assert_eq!(code, 201, "{v}");
+    v
+}
+
+fn id(v: &Value) -> String {
+    v["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{v}"))
+        .to_string()
+}
+
+macro_rules! on_both_clocked {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::run(super::support::Db::Sqlite, super::$body).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::run(super::support::Db::Postgres, super::$body).await;
+            }
+        }
+    };
+}
+
+async fn run<F>(db: Db, body: impl FnOnce(TestServer, Arc<ManualClock>) -> F)
+where
+    F: std::future::Future<Output = TestServer>,
+{
+    // Outside every restricted period of the catalog.
+    let clock = Arc::new(ManualClock::at(utc(2026, 6, 15, 12, 0, 0)));
+    if let Some(s) = server(db, clock.clone()).await {
+        body(s, clock).await.stop().await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+/// An item without its own approval rule gets `catalog.yaml`'s `defaults.approval`: its
+/// condition, approvers and timeout. The approvers' team takes members from `catalog.yaml`.
+async fn default_approval(s: TestServer, clock: Arc<ManualClock>) -> TestServer {
+    let dev = submitted(&s, ALICE, "gov.plain", json!({ "stage": "dev" })).await;
+    assert_eq!(dev["state"], "queued", "dev needs no approval: {dev}");
+    assert_eq!(dev["environment"], "dev", "{dev}");
+    let prod = submitted(&s, ALICE, "gov.plain", json!({ "stage": "prod" })).await;
+    assert_eq!(prod["state"], "awaiting_approval", "{prod}");
+    assert_eq!(prod["environment"], "prod", "{prod}");
+    let due: DateTime<Utc> = prod["approval_due"].as_str().unwrap().parse().unwrap();
+    assert_eq!(due, clock.now() + chrono::Duration::hours(48), "{prod}");
+    let pid = id(&prod);
+    // Bob leads another team: not an approver of the default rule.
+    let (code, v) = s
+        .post(BOB, &format!("/approvals/{pid}/approve"), json!({}))
+        .await;
+    assert!(code == 403 || code == 404, "{code} {v}");
+    // Dana is in platform-admins by catalog.yaml: she sees it pending and approves it.
+    let (code, pending) = s.get(DANA, "/approvals/pending").await;
+    assert_eq!(code, 200, "{pending}");
+    assert_eq!(
+        pending["approvals"][0]["approval_id"],
+        pid.as_str(),
+        "{pending}"
+    );
+    let (code, v) = s
+        .post(DANA, &format!("/approvals/{pid}/approve"), json!({}))
+        .await;
+    assert_eq!(code, 200, "{v}");
+    s.wait_state(ALICE, &pid, "completed").await;
+    s.wait_state(ALICE, &id(&dev), "completed").await;
+    // Catalog members see their team's views.
+    let (code, v) = s.get(DANA, "/teams/platform-admins/settings").await;
+    assert_eq!(code, 200, "{v}");
+    s
+}
+on_both_clocked!(
+    defaults_approval_applies_to_items_without_their_own,
+    default_approval
+);
+
+// ---------------------------------------------------------------------------------------
+/// `catalog.yaml` team quotas are limits until an admin sets one through the API; a refusal
+/// answers 422 `PAO-API-QUOTA-EXCEEDED` and the refused request stays on record as rejected.
+async fn catalog_quotas(s: TestServer, _clock: Arc<ManualClock>) -> TestServer {
+    let (code, v) = s.get(ALICE, "/teams/app-team/settings").await;
+    assert_eq!(code, 200, "{v}");
+    let line = v["quota"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["resource"] == "echoes")
+        .cloned()
+        .unwrap_or_else(|| panic!("echoes in {v}"));
+    assert_eq!(line["limit"], 2, "{v}");
+    assert_eq!(line["limit_source"], "catalog", "{v}");
+    for _ in 0..2 {
+        submitted(&s, ALICE, "gov.plain", json!({ "stage": "dev" })).await;
+    }
+    let (code, v) = submit(&s, ALICE, "gov.plain", json!({ "stage": "dev" })).await;
+    assert_eq!(code, 422, "the third is over the catalog's limit of 2: {v}");
+    assert_eq!(v["code"], "PAO-API-QUOTA-EXCEEDED", "{v}");
+    let refused = v["request_id"].as_str().unwrap_or_else(|| panic!("{v}"));
+    let (code, r) = s.get(ALICE, &format!("/requests/{refused}")).await;
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(r["state"], "rejected", "{r}");
+    // An admin's limit replaces the catalog's.
+    let (code, v) = s
+        .post(
+            ADMIN,
+            "/quota/limits/app-team",
+            json!({ "limits": { "echoes": 3 } }),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    let (_, v) = s.get(ALICE, "/teams/app-team/settings").await;
+    let line = v["quota"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["resource"] == "echoes")
+        .cloned()
+        .unwrap();
+    assert_eq!(line["limit"], 3, "{v}");
+    assert_eq!(line["limit_source"], "api", "{v}");
+    submitted(&s, ALICE, "gov.plain", json!({ "stage": "dev" })).await;
+    s
+}
+on_both_clocked!(catalog_team_quotas_are_limits, catalog_quotas);
+
+// ---------------------------------------------------------------------------------------
+/// The environment is what the item declares (`metadata.environment`, or its field sourced
+/// from the catalog's environments), one of `catalog.yaml`'s, and one `access.environments`
+/// allows; otherwise 422 at the field, with nothing stored.
+async fn environments(s: TestServer, _clock: Arc<ManualClock>) -> TestServer {
+    let (code, v) = submit(&s, ALICE, "gov.devonly", json!({ "environment": "prod" })).await;
+    assert_eq!(code, 422, "prod is not allowed for this item: {v}");
+    assert_eq!(v["errors"][0]["pointer"], "/environment", "{v}");
+    let (code, v) = submit(&s, ALICE, "gov.plain", json!({ "stage": "qa" })).await;
+    assert_eq!(code, 422, "qa is no environment of the catalog: {v}");
+    assert_eq!(v["errors"][0]["pointer"], "/stage", "{v}");
+    let (_, list) = s.get(ALICE, "/requests").await;
+    assert!(list["requests"].as_array().unwrap().is_empty(), "{list}");
+    let ok = submitted(&s, ALICE, "gov.devonly", json!({ "environment": "dev" })).await;
+    assert_eq!(ok["environment"], "dev", "{ok}");
+    s
+}
+on_both_clocked!(environments_are_explicit_and_access_checked, environments);
+
+// ---------------------------------------------------------------------------------------
+/// A `refuse` period refuses manual-mode items too, and holds an approved request that would
+/// start inside it until the period ends: still held on its last second, started on the
+/// first second after it.
+async fn freeze(s: TestServer, clock: Arc<ManualClock>) -> TestServer {
+    clock.set(utc(2026, 11, 24, 0, 0, 0));
+    let (code, v) = submit(&s, ALICE, "gov.ticket", json!({ "environment": "prod" })).await;
+    assert_eq!(code, 201, "{v}");
+    assert_eq!(
+        v["state"], "rejected",
+        "a manual change in prod during peak week: {v}"
+    );
+    let dev = submitted(&s, ALICE, "gov.ticket", json!({ "environment": "dev" })).await;
+    assert_ne!(dev["state"], "rejected", "dev is not frozen: {dev}");
+
+    // Submitted the second before the period, approved inside it.
+    clock.set(utc(2026, 11, 23, 23, 59, 59));
+    let r = submitted(&s, ALICE, "gov.plain", json!({ "stage": "prod" })).await;
+    assert_eq!(r["state"], "awaiting_approval", "{r}");
+    let rid = id(&r);
+    clock.set(utc(2026, 11, 24, 0, 0, 0));
+    let (code, v) = s
+        .post(DANA, &format!("/approvals/{rid}/approve"), json!({}))
+        .await;
+    assert_eq!(code, 200, "{v}");
+    let held = wait_waiting(&s, &rid).await;
+    assert_eq!(held["state"], "queued", "{held}");
+    assert!(
+        held["waiting_for"].as_str().unwrap().contains("peak-week"),
+        "{held}"
+    );
+    // The period's last second: still held.
+    clock.set(utc(2026, 12, 2, 23, 59, 59));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (_, st) = s.get(ALICE, &format!("/requests/{rid}/status")).await;
+    assert_eq!(st["state"], "queued", "held until the period ends: {st}");
+    // The first second after it: released and run.
+    clock.set(utc(2026, 12, 3, 0, 0, 0));
+    s.wait_state(ALICE, &rid, "completed").await;
+    s
+}
+on_both_clocked!(
+    restricted_periods_hold_every_mode_at_submit_and_at_start,
+    freeze
+);
+
+async fn wait_waiting(s: &TestServer, id: &str) -> Value {
+    for _ in 0..200 {
+        let (_, v) = s.get(ALICE, &format!("/requests/{id}/status")).await;
+        if v["waiting_for"].is_string() {
+            return v;
+        }
+        assert!(
+            !matches!(
+                v["state"].as_str(),
+                Some("in_progress" | "completed" | "failed")
+            ),
+            "started inside the period: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("request {id} was not held");
+}
+
+// ---------------------------------------------------------------------------------------
+/// Two approvers approving at once: each answer is 200, or a 409 whose decision was not
+/// recorded; never a 409 after the decision was stored.
+async fn concurrent_approvals(s: TestServer, _clock: Arc<ManualClock>) -> TestServer {
+    for round in 0..12 {
+        let r = submitted(
+            &s,
+            ALICE,
+            "gov.gated",
+            json!({ "note": format!("r{round}") }),
+        )
+        .await;
+        let rid = id(&r);
+        let approve = |token: &'static str| {
+            let url = s.url(&format!("/approvals/{rid}/approve"));
+            let http = s.http.clone();
+            async move {
+                let resp = http
+                    .post(url)
+                    .bearer_auth(token)
+                    .json(&json!({}))
+                    .send()
+                    .await
+                    .unwrap();
+                support::decode(resp).await
+            }
+        };
+        let (a, b) = tokio::join!(approve(BOB), approve(ADMIN));
+        let (_, detail) = s.get(ADMIN, &format!("/requests/{rid}")).await;
+        let recorded: Vec<&str> = detail["approvals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["approver"].as_str().unwrap())
+            .collect();
+        for ((code, v), who) in [(a, "bob"), (b, "admin")] {
+            match code {
+                200 => assert!(recorded.contains(&who), "{who}: 200 but not recorded"),
+                409 => assert!(
+                    !recorded.contains(&who),
+                    "round {round}: {who} got 409 after the decision was recorded: {v}"
+                ),
+                _ => panic!("{who}: {code} {v}"),
+            }
+        }
+        s.wait_state(ALICE, &rid, "completed").await;
+    }
+    s
+}
+on_both_clocked!(
+    approvals_are_idempotent_under_concurrency,
+    concurrent_approvals
+);
+
+// ---------------------------------------------------------------------------------------
+/// A failed post-fulfilment action does not fail the request: it completes, the failure is
+/// a warning in its log, and its quota stays reserved (the resources exist).
+async fn post_fulfilment(s: TestServer, _clock: Arc<ManualClock>) -> TestServer {
+    let r = submitted(
+        &s,
+        ALICE,
+        "gov.plain",
+        json!({ "stage": "dev", "post_fail": true }),
+    )
+    .await;
+    let rid = id(&r);
+    s.wait_state(ALICE, &rid, "completed").await;
+    let (_, logs) = s.get(ALICE, &format!("/requests/{rid}/logs")).await;
+    let text = logs.to_string();
+    assert!(
+        text.contains("announce") && text.contains("warn"),
+        "the post-fulfilment failure is logged: {logs}"
+    );
+    let (_, v) = s.get(ALICE, "/quota/usage/app-team").await;
+    let used = v["usage"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["resource"] == "echoes")
+        .map(|l| l["used"].clone());
+    assert_eq!(used, Some(json!(1)), "{v}");
+    s
+}
+on_both_clocked!(
+    post_fulfilment_failures_do_not_fail_the_request,
+    post_fulfilment
+);
+
+// ---------------------------------------------------------------------------------------
+/// `catalog.yaml`'s `defaults.execution` (timeout 1 s, 2 attempts) applies to an action that
+/// sets neither: it times out twice and the request fails within seconds.
+async fn execution_defaults(s: TestServer, _clock: Arc<ManualClock>) -> TestServer {
+    let r = submitted(&s, ALICE, "gov.slow", json!({})).await;
+    let rid = id(&r);
+    let failed = s.wait_state(ALICE, &rid, "failed").await;
+    let (_, detail) = s.get(ALICE, &format!("/requests/{rid}")).await;
+    let attempts: Vec<&Value> = detail["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["action_id"] == "wait")
+        .collect();
+    assert_eq!(
+        attempts.len(),
+        2,
+        "max_attempts 2 from catalog.yaml: {detail}"
+    );
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("timed out")
+            || detail.to_string().contains("timed out"),
+        "{failed} {detail}"
+    );
+    s
+}
+on_both_clocked!(catalog_execution_defaults_apply, execution_defaults);
