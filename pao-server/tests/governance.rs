@@ -393,3 +393,49 @@ async fn execution_defaults(s: TestServer, _clock: Arc<ManualClock>) -> TestServ
     s
 }
 on_both_clocked!(catalog_execution_defaults_apply, execution_defaults);
+
+// ---------------------------------------------------------------------------------------
+/// A request runs the item definition it was submitted and approved against: the catalog
+/// changes while it waits for approval, and it still runs the old version.
+async fn pinned_versions(s: TestServer, _clock: Arc<ManualClock>) -> TestServer {
+    let r = submitted(&s, ALICE, "gov.versioned", json!({ "note": "a" })).await;
+    let rid = id(&r);
+    assert_eq!(r["state"], "awaiting_approval", "{r}");
+    let file = s.state.catalog_dir.join("versioned.yaml");
+    let old = std::fs::read_to_string(&file).unwrap();
+    let new = old
+        .replace("version: 1.0.0", "version: 2.0.0")
+        .replace("first version", "second version");
+    std::fs::write(&file, new).unwrap();
+    let (code, v) = s.post(ADMIN, "/catalog/refresh", json!({})).await;
+    assert_eq!(code, 200, "{v}");
+    let (_, item) = s.get(ALICE, "/catalog/items/gov.versioned").await;
+    assert_eq!(item["version"], "2.0.0", "{item}");
+    let (code, v) = s
+        .post(BOB, &format!("/approvals/{rid}/approve"), json!({}))
+        .await;
+    assert_eq!(code, 200, "{v}");
+    s.wait_state(ALICE, &rid, "completed").await;
+    let (_, detail) = s.get(ALICE, &format!("/requests/{rid}")).await;
+    assert_eq!(detail["item_version"], "1.0.0", "{detail}");
+    let input = detail["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["action_id"] == "say")
+        .map(|a| a["input"]["message"].clone());
+    assert_eq!(input, Some(json!("first version a")), "{detail}");
+    // A new request gets the new version.
+    let r2 = submitted(&s, ALICE, "gov.versioned", json!({ "note": "b" })).await;
+    let r2id = id(&r2);
+    s.post(BOB, &format!("/approvals/{r2id}/approve"), json!({}))
+        .await;
+    s.wait_state(ALICE, &r2id, "completed").await;
+    let (_, detail) = s.get(ALICE, &format!("/requests/{r2id}")).await;
+    assert_eq!(detail["item_version"], "2.0.0", "{detail}");
+    s
+}
+on_both_clocked!(
+    requests_run_the_version_they_were_admitted_with,
+    pinned_versions
+);

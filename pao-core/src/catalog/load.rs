@@ -151,6 +151,9 @@ pub struct LoadedItem {
     pub file: String,
     /// SHA-256 of the file's bytes, hex; changes whenever the file does.
     pub content_hash: String,
+    /// The file's text: stored with each request, so that a request runs the definition it
+    /// was admitted with after the catalog changes.
+    pub source: Arc<str>,
     /// Compiled templates and conditions.
     pub compiled: CompiledItem,
 }
@@ -1144,6 +1147,7 @@ fn load_item_bytes(
         item,
         file: file.to_string(),
         content_hash: hex::encode(sha2::Sha256::digest(bytes)),
+        source: Arc::from(source),
         compiled,
     });
     (loaded, d.out)

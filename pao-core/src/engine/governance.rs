@@ -18,6 +18,20 @@ use crate::form::FieldError;
 use crate::store::{EventKind, Request, RequestPatch, Write};
 use crate::vars::Expression;
 
+/// Why the definition a request was admitted with is not at hand.
+#[derive(Debug, thiserror::Error)]
+pub enum PinnedItemError {
+    /// The store could not be read; try again.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The kept definition does not load any more.
+    #[error("{0}")]
+    NoLongerLoads(String),
+}
+
+/// Earlier item definitions a process keeps compiled.
+const PINNED_CACHE: usize = 256;
+
 /// Held requests read per page when releasing them.
 const RELEASE_PAGE: usize = 500;
 
@@ -388,6 +402,65 @@ impl Orchestrator {
             timeout: own.timeout.or(wide.timeout),
             retry,
         }
+    }
+
+    /// The item definition `request` was admitted with: the catalog's item when its content
+    /// is unchanged, else the definition kept with the request, compiled once per process.
+    /// `Ok(None)` when neither exists (an item removed from the catalog, a request older
+    /// than kept definitions whose item changed: then the current one).
+    /// [`PinnedItemError::NoLongerLoads`] says why a kept definition does not load (for
+    /// example, an action type that is gone).
+    pub async fn item_of(
+        &self,
+        request: &Request,
+    ) -> Result<Option<Arc<LoadedItem>>, PinnedItemError> {
+        let current = self.catalog().get(&request.item_id).cloned();
+        if current
+            .as_ref()
+            .is_some_and(|c| c.content_hash == request.item_hash)
+        {
+            return Ok(current);
+        }
+        if let Some(hit) = self
+            .pinned
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&request.item_hash).cloned())
+        {
+            return Ok(Some(hit));
+        }
+        let kept = self
+            .store
+            .item_definition(&request.item_hash)
+            .await
+            .map_err(PinnedItemError::Store)?;
+        let Some((_, source)) = kept else {
+            return Ok(current);
+        };
+        let file = current
+            .as_ref()
+            .map_or_else(|| format!("{}.yaml", request.item_id), |c| c.file.clone());
+        let (loaded, diags) = crate::catalog::load_item(&file, &source, &self.load_options);
+        let Some(loaded) = loaded else {
+            let first = diags
+                .iter()
+                .find(|d| d.is_error())
+                .map(|d| format!("{}: {}", d.code, d.message))
+                .unwrap_or_default();
+            return Err(PinnedItemError::NoLongerLoads(format!(
+                "version {} of `{}`, which this request was admitted with, no longer loads: {first}",
+                request.item_version, request.item_id
+            )));
+        };
+        let loaded = Arc::new(loaded);
+        if let Ok(mut m) = self.pinned.lock() {
+            // Bounded: a process keeps at most this many earlier definitions compiled.
+            if m.len() >= PINNED_CACHE {
+                m.clear();
+            }
+            m.insert(request.item_hash.clone(), loaded.clone());
+        }
+        Ok(Some(loaded))
     }
 
     /// The limit `catalog.yaml` declares for `team` and `resource`.

@@ -46,7 +46,7 @@ use crate::store::{
 };
 
 pub use executor::{SimulatedAction, Simulation};
-pub use governance::{ActivePeriod, ApprovalRule, HELD_BY_PERIOD, RuleOrigin};
+pub use governance::{ActivePeriod, ApprovalRule, HELD_BY_PERIOD, PinnedItemError, RuleOrigin};
 pub use plan::{Phase, Plan};
 pub use policy::{BreakerConfig, BreakerPermit, BreakerState, Breakers, Retry, Verdict};
 
@@ -206,6 +206,8 @@ pub struct Orchestrator {
     pub(crate) global_slots: Arc<tokio::sync::Semaphore>,
     pub(crate) item_slots: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
     pub(crate) load_options: Arc<LoadOptions>,
+    /// Earlier definitions of items that requests still run, compiled, by content hash.
+    pub(crate) pinned: Mutex<HashMap<String, Arc<LoadedItem>>>,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -297,6 +299,7 @@ impl OrchestratorBuilder {
             hand_back: CancellationToken::new(),
             keyring: Arc::new(self.keyring.unwrap_or_else(Keyring::ephemeral)),
             item_slots: Mutex::default(),
+            pinned: Mutex::default(),
             load_options: self.load_options,
         })
     }
@@ -652,7 +655,15 @@ impl Orchestrator {
             target: new.id.clone(),
             detail: json!({ "item": item_id }),
         });
-        let mut writes = vec![audited.clone()];
+        // The definition admitted, kept so the request runs it whatever the catalog becomes.
+        let mut writes = vec![
+            audited.clone(),
+            Write::KeepItemDefinition {
+                hash: item.content_hash.clone(),
+                item_id: item_id.to_string(),
+                source: item.source.to_string(),
+            },
+        ];
         // The secret form fields, sealed with the request: any worker of any replica opens
         // them; the end of the request deletes them.
         if !secrets.is_empty() {

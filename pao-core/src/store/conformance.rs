@@ -138,6 +138,7 @@ macro_rules! for_each_conformance_check {
             check_submit_with_all_or_nothing,
             check_submit_with_quota_counts_earlier_requests,
             check_submit_with_default_quota_limit,
+            check_item_definitions,
             check_sealed_values,
         );
     };
@@ -4347,6 +4348,43 @@ pub async fn check_submit_with_default_quota_limit(store: &dyn Store) {
             .await,
     );
     assert_eq!(used(store, "team-a", "db").await, 4);
+}
+
+/// An item definition kept with a submission is read back by its hash; a second one under
+/// the same hash leaves the first as it was; an unknown hash has none.
+pub async fn check_item_definitions(store: &dyn Store) {
+    let keep = |source: &str| Write::KeepItemDefinition {
+        hash: "h-1".into(),
+        item_id: "postgres-database".into(),
+        source: source.into(),
+    };
+    let mut first = admission("v-1", 0);
+    first.push(keep("version: 1.0.0"));
+    ok(
+        "submit",
+        store
+            .submit_with(new_request("v-1"), "ada", t(0), first)
+            .await,
+    );
+    let mut second = admission("v-2", 0);
+    second.push(keep("version: 2.0.0"));
+    ok(
+        "submit",
+        store
+            .submit_with(new_request("v-2"), "ada", t(1), second)
+            .await,
+    );
+    assert_eq!(
+        ok("item_definition", store.item_definition("h-1").await),
+        Some((
+            "postgres-database".to_string(),
+            "version: 1.0.0".to_string()
+        ))
+    );
+    assert_eq!(
+        ok("item_definition", store.item_definition("h-2").await),
+        None
+    );
 }
 
 /// A failing admission batch stores nothing: no request, no event, no audit, and its

@@ -25,6 +25,7 @@ struct Inner {
     reservations: BTreeMap<(String, String), (String, u64)>,
     audit: Vec<AuditRecord>,
     sealed: HashMap<String, SealedSecrets>,
+    definitions: HashMap<String, (String, String)>,
 }
 
 /// A [`Store`] in memory.
@@ -413,6 +414,13 @@ impl Inner {
                     }
                     x.values.extend(values);
                 }
+                Write::KeepItemDefinition {
+                    hash,
+                    item_id,
+                    source,
+                } => {
+                    self.definitions.entry(hash).or_insert((item_id, source));
+                }
             }
         }
         self.requests
@@ -722,6 +730,10 @@ impl Store for MemoryStore {
         }
         list.push(d);
         Ok(list.clone())
+    }
+
+    async fn item_definition(&self, hash: &str) -> Result<Option<(String, String)>, StoreError> {
+        Ok(self.lock()?.definitions.get(hash).cloned())
     }
 
     async fn sealed(&self, request_id: &str) -> Result<SealedSecrets, StoreError> {

@@ -778,6 +778,16 @@ pub enum Write {
         /// Sealed values by name.
         values: Vec<(String, Vec<u8>)>,
     },
+    /// Keeps the definition of the request's item as it was admitted (the file's text), by
+    /// its content hash; a definition already kept under that hash stays as it is.
+    KeepItemDefinition {
+        /// SHA-256 of the file, hex (the request's `item_hash`).
+        hash: String,
+        /// The item id.
+        item_id: String,
+        /// The file's text.
+        source: String,
+    },
 }
 
 impl Write {
@@ -934,7 +944,7 @@ pub trait Store: Send + Sync {
                 }
                 Write::ReleaseQuota => self.release_quota(id).await?,
                 Write::Audit(a) => self.audit(a).await?,
-                Write::Seal { .. } => {
+                Write::Seal { .. } | Write::KeepItemDefinition { .. } => {
                     return Err(StoreError::Unavailable(
                         "this store keeps no sealed values: implement `apply`".to_string(),
                     ));
@@ -1158,6 +1168,10 @@ pub trait Store: Send + Sync {
     /// terminal state other than `Failed` deletes them all with the data key (a failed
     /// request keeps what a retry may need to undo the actions it reuses, until it is purged).
     async fn sealed(&self, request_id: &str) -> Result<SealedSecrets, StoreError>;
+
+    /// The item definition kept under `hash` ([`Write::KeepItemDefinition`]): item id and
+    /// the file's text.
+    async fn item_definition(&self, hash: &str) -> Result<Option<(String, String)>, StoreError>;
 
     /// Up to `limit` wrapped data keys not wrapped by the key-encryption key `kek_id`, with
     /// their request ids (for re-wrapping after a rotation).

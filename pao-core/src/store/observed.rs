@@ -19,6 +19,7 @@ pub enum StoreCall {
     List,
     RequestWaitingFor,
     HeldRequests,
+    ItemDefinition,
     Transition,
     Update,
     AppendEvent,
@@ -59,6 +60,7 @@ impl StoreCall {
             StoreCall::List => "list",
             StoreCall::RequestWaitingFor => "request_waiting_for",
             StoreCall::HeldRequests => "held_requests",
+            StoreCall::ItemDefinition => "item_definition",
             StoreCall::Transition => "transition",
             StoreCall::Update => "update",
             StoreCall::AppendEvent => "append_event",
@@ -97,6 +99,7 @@ impl StoreCall {
                 | StoreCall::List
                 | StoreCall::RequestWaitingFor
                 | StoreCall::HeldRequests
+                | StoreCall::ItemDefinition
                 | StoreCall::Events
                 | StoreCall::Attempts
                 | StoreCall::Decisions
@@ -245,6 +248,10 @@ impl<S: Store, O: StoreObserver> Store for Observed<S, O> {
         let run = self.inner.request_waiting_for(key);
         self.observe(StoreCall::RequestWaitingFor, Option::is_none, run)
             .await
+    }
+    async fn item_definition(&self, hash: &str) -> Result<Option<(String, String)>, StoreError> {
+        let run = self.inner.item_definition(hash);
+        self.forward(StoreCall::ItemDefinition, run).await
     }
     async fn held_requests(&self, prefix: &str, limit: usize) -> Result<Vec<Request>, StoreError> {
         let run = self.inner.held_requests(prefix, limit);

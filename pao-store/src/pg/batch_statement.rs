@@ -212,7 +212,8 @@ fn gather<'w>(id: &str, lease: Option<&Lease>, writes: &'w [Write]) -> Option<Ga
             Write::ReserveQuota { .. }
             | Write::ReleaseQuota
             | Write::Audit(_)
-            | Write::Seal { .. } => return None,
+            | Write::Seal { .. }
+            | Write::KeepItemDefinition { .. } => return None,
         }
     }
     Some(g)

@@ -518,6 +518,14 @@ impl Store for SqlStore {
         self.decisions(&d.request_id).await
     }
 
+    async fn item_definition(&self, hash: &str) -> Result<Option<(String, String)>, StoreError> {
+        sqlx::query_as("SELECT item_id, source FROM item_definitions WHERE hash = $1")
+            .bind(hash.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)
+    }
+
     async fn sealed(&self, request_id: &str) -> Result<SealedSecrets, StoreError> {
         use base64::Engine as _;
         let b64 = base64::engine::general_purpose::STANDARD;

@@ -684,6 +684,22 @@ impl SqlStore {
             Write::ReleaseQuota => release_in(&mut *tx, "request_id = $1", id.to_string()).await?,
             Write::Audit(audit) => insert_audit(&mut *tx, &audit).await?,
             Write::Seal { key, values } => seal_in(&mut *tx, id, &key, &values).await?,
+            Write::KeepItemDefinition {
+                hash,
+                item_id,
+                source,
+            } => {
+                sqlx::query(
+                    "INSERT INTO item_definitions (hash, item_id, source) VALUES ($1, $2, $3) \
+                     ON CONFLICT (hash) DO NOTHING",
+                )
+                .bind(hash)
+                .bind(item_id)
+                .bind(source)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            }
         }
         Ok(())
     }

@@ -189,6 +189,8 @@ fn redact_write(w: &mut Write, r: &Redactor) {
         }) => r.redact_json_in_place(detail),
         // Ciphertext: what it seals must stay real (a rollback replays it).
         Write::Seal { key: _, values: _ } => {}
+        // The catalog's own text, not the request's values.
+        Write::KeepItemDefinition { .. } => {}
         Write::ReserveQuota { .. } | Write::ReleaseQuota => {}
     }
 }

@@ -291,13 +291,22 @@ impl Orchestrator {
             ));
             request.state = RequestState::InProgress;
         }
-        let Some(item) = self.catalog().get(&request.item_id).cloned() else {
-            let reason = format!(
-                "catalog item `{}` is no longer in the catalog",
-                request.item_id
-            );
-            self.fail(&writes, &request, &lease, reason).await?;
-            return Ok(());
+        // The definition the request was admitted with, whatever the catalog holds now.
+        let item = match self.item_of(&request).await {
+            Ok(Some(item)) => item,
+            Ok(None) => {
+                let reason = format!(
+                    "catalog item `{}` is no longer in the catalog",
+                    request.item_id
+                );
+                self.fail(&writes, &request, &lease, reason).await?;
+                return Ok(());
+            }
+            Err(super::super::governance::PinnedItemError::NoLongerLoads(reason)) => {
+                self.fail(&writes, &request, &lease, reason).await?;
+                return Ok(());
+            }
+            Err(super::super::governance::PinnedItemError::Store(e)) => return Err(e),
         };
         let Some(scopes) = self
             .run_scopes(&writes, &request, &lease, &item, fresh)
