@@ -1264,9 +1264,23 @@ async fn cancel_while_waiting_for_a_ticket_and_during_post_fulfillment() {
             .waiting_for
             .is_some()
     );
-    assert_eq!(
-        h.engine.cancel(&dev(), &m.id, None).await.unwrap().state,
-        RequestState::Cancelled
+    // A worker closes the ticket (the jira action's rollback), then cancels the request.
+    let asked = h.engine.cancel(&dev(), &m.id, None).await.unwrap();
+    assert!(
+        asked.cancel_requested && asked.waiting_for.is_none(),
+        "{asked:?}"
+    );
+    h.engine.run_until_idle("w1").await.unwrap();
+    let cancelled = h.store.get(&m.id).await.unwrap().unwrap();
+    assert_eq!(cancelled.state, RequestState::Cancelled);
+    assert!(
+        h.store
+            .attempts(&m.id)
+            .await
+            .unwrap()
+            .iter()
+            .any(|a| a.action_id == "manual-ticket" && a.rollback),
+        "the ticket's rollback ran"
     );
 
     let p = h

@@ -439,3 +439,37 @@ on_both_clocked!(
     requests_run_the_version_they_were_admitted_with,
     pinned_versions
 );
+
+// ---------------------------------------------------------------------------------------
+/// Cancelling a manual request whose ticket is open closes the ticket (the `jira` action's
+/// rollback: cancel transition and comment), then cancels the request.
+async fn manual_cancel(s: TestServer, _clock: Arc<ManualClock>) -> TestServer {
+    let r = submitted(&s, ALICE, "gov.ticket", json!({ "environment": "dev" })).await;
+    let rid = id(&r);
+    for _ in 0..200 {
+        let (_, st) = s.get(ALICE, &format!("/requests/{rid}/status")).await;
+        if st["waiting_for"]
+            .as_str()
+            .is_some_and(|w| w.contains("NET-7"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, v) = s
+        .post(
+            ALICE,
+            &format!("/requests/{rid}/cancel"),
+            json!({ "reason": "not needed" }),
+        )
+        .await;
+    assert!(code == 200 || code == 202, "{code} {v}");
+    let done = s.wait_state(ALICE, &rid, "cancelled").await;
+    assert_eq!(done["rollback"], "complete", "{done}");
+    assert!(
+        support::JIRA_CLOSED.lock().unwrap().contains(&rid),
+        "the ticket of {rid} was closed"
+    );
+    s
+}
+on_both_clocked!(cancelling_a_manual_request_closes_its_ticket, manual_cancel);

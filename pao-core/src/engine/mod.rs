@@ -1196,13 +1196,21 @@ impl Orchestrator {
                 request.state,
                 RequestState::InProgress | RequestState::PostFulfillment
             ) && request.waiting_for.is_none();
-            if running {
+            // A manual request waiting on its ticket: a worker closes the ticket, then
+            // cancels the request.
+            let ticket_open = request.state == RequestState::InProgress
+                && request
+                    .waiting_for
+                    .as_deref()
+                    .is_some_and(|w| w.starts_with("manual:"));
+            if running || ticket_open {
                 let r = self
                     .store
                     .update(
                         request_id,
                         RequestPatch {
                             cancel_requested: Some(true),
+                            waiting_for: ticket_open.then_some(None),
                             ..RequestPatch::default()
                         },
                         None,

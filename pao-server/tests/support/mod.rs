@@ -79,8 +79,12 @@ impl Action for Echo {
     }
 }
 
-/// Stands in for the JIRA action of manual mode: returns a ticket key.
+/// Stands in for the JIRA action of manual mode: returns a ticket key; its rollback (closing
+/// the ticket) records the request id in [`JIRA_CLOSED`].
 pub struct JiraStub;
+
+/// Requests whose ticket [`JiraStub`] closed.
+pub static JIRA_CLOSED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
 #[async_trait]
 impl Action for JiraStub {
@@ -89,7 +93,7 @@ impl Action for JiraStub {
             type_name: "jira".into(),
             config_schema: json!({ "type": "object" }),
             output_schema: json!({ "type": "object" }),
-            supports_rollback: false,
+            supports_rollback: true,
             sample_output: json!({ "key": "NET-1" }),
         }
     }
@@ -102,6 +106,20 @@ impl Action for JiraStub {
         Ok(ActionOutput::new(
             json!({ "key": "NET-7", "id": "10007", "url": "http://jira.invalid/browse/NET-7" }),
         ))
+    }
+
+    async fn rollback(
+        &self,
+        ctx: &ActionContext,
+        _input: &Value,
+        state: &Value,
+    ) -> Result<(), ActionError> {
+        assert_eq!(state["key"], "NET-7", "the ticket's rollback state");
+        JIRA_CLOSED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(ctx.request_id.clone());
+        Ok(())
     }
 }
 

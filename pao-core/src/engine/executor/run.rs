@@ -1,5 +1,6 @@
 //! A claimed request from start to end: the lease, the run's writes, the phases in turn.
 
+use crate::store::RollbackStatus;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -540,6 +541,9 @@ impl Orchestrator {
     /// the ticket to be resolved.
     async fn run_manual(&self, rc: &RunCtx, request: Request) -> Result<(), StoreError> {
         let lease = &rc.lease;
+        if request.cancel_requested {
+            return self.cancel_manual(rc, request).await;
+        }
         if request.waiting_for.is_some() {
             return Ok(());
         }
@@ -574,20 +578,7 @@ impl Orchestrator {
             },
             None => serde_json::to_value(&manual.jira).unwrap_or(Value::Null),
         };
-        let spec = ActionSpec {
-            id: TICKET.to_string(),
-            action_type: crate::catalog::model::ActionType::Jira,
-            config: ticket.clone(),
-            depends_on: None,
-            when: None,
-            timeout: None,
-            retry: None,
-            on_failure: None,
-            rollback: None,
-            outputs: None,
-            description: None,
-            change: None,
-        };
+        let spec = ticket_spec(ticket.clone());
         let reused = rc.journal.iter().rev().find_map(|a| match &a.outcome {
             AttemptOutcome::Succeeded { output, .. } if a.action_id == TICKET && !a.rollback => {
                 Some(output.clone())
@@ -614,6 +605,66 @@ impl Orchestrator {
                 .await?;
             }
         }
+        Ok(())
+    }
+
+    /// Cancels a manual request: its ticket, if one was created, is closed through the `jira`
+    /// action's rollback (the instance's cancel transition and a comment), journaled as a
+    /// rollback attempt; then the request is cancelled. A ticket that cannot be closed leaves
+    /// the rollback `incomplete`, with the error in the log.
+    async fn cancel_manual(&self, rc: &RunCtx, request: Request) -> Result<(), StoreError> {
+        let lease = &rc.lease;
+        let ticket = rc.journal.iter().rev().find_map(|a| {
+            (a.action_id == TICKET && !a.rollback)
+                .then(|| rc.journaled_success(a))
+                .flatten()
+        });
+        let closed_before = rc.journal.iter().any(|a| {
+            a.action_id == TICKET
+                && a.rollback
+                && matches!(a.outcome, AttemptOutcome::Succeeded { .. })
+        });
+        let mut status = RollbackStatus::None;
+        if let (Some(NodeResult::Succeeded { input, state, .. }), false) = (ticket, closed_before) {
+            let spec = ticket_spec(input.clone());
+            status = match rc.attempt_loop(&spec, "jira", &input, Some(&state)).await {
+                Ok((out, mut record)) => {
+                    let attempt = record.attempt;
+                    record.outcome = AttemptOutcome::Succeeded {
+                        output: out,
+                        outputs: Value::Null,
+                    };
+                    record.finished_at = Some(self.clock.now());
+                    rc.writes.push(Write::FinishAttempt(record));
+                    rc.writes.push(Write::Event {
+                        at: self.clock.now(),
+                        kind: EventKind::ActionSucceeded {
+                            action_id: TICKET.into(),
+                            action_type: Some("jira".into()),
+                            attempt,
+                            rollback: true,
+                        },
+                    });
+                    RollbackStatus::Complete
+                }
+                Err(e) if e.message == LEASE_LOST => return Ok(()),
+                Err(_) => RollbackStatus::Incomplete,
+            };
+        }
+        if status != RollbackStatus::None {
+            rc.writes.push(Write::Patch(RequestPatch {
+                rollback: Some(status),
+                ..RequestPatch::default()
+            }));
+        }
+        self.move_run(
+            &rc.writes,
+            &request,
+            lease,
+            RequestState::Cancelled,
+            Some("cancelled".into()),
+        )
+        .await?;
         Ok(())
     }
 
@@ -653,5 +704,23 @@ impl Orchestrator {
         });
         rc.flush_with(writes).await?;
         Ok(())
+    }
+}
+
+/// The action spec of a manual request's ticket.
+fn ticket_spec(config: Value) -> ActionSpec {
+    ActionSpec {
+        id: TICKET.to_string(),
+        action_type: crate::catalog::model::ActionType::Jira,
+        config,
+        depends_on: None,
+        when: None,
+        timeout: None,
+        retry: None,
+        on_failure: None,
+        rollback: None,
+        outputs: None,
+        description: None,
+        change: None,
     }
 }
