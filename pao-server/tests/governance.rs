@@ -133,6 +133,16 @@ async fn default_approval(s: TestServer, clock: Arc<ManualClock>) -> TestServer 
     assert_eq!(code, 200, "{v}");
     s.wait_state(ALICE, &pid, "completed").await;
     s.wait_state(ALICE, &id(&dev), "completed").await;
+    // The catalog list says an approval rule applies to the item.
+    let (_, list) = s.get(ALICE, "/catalog").await;
+    let plain = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == "gov.plain")
+        .cloned()
+        .unwrap_or_else(|| panic!("{list}"));
+    assert_eq!(plain["approval"], true, "{plain}");
     // Catalog members see their team's views.
     let (code, v) = s.get(DANA, "/teams/platform-admins/settings").await;
     assert_eq!(code, 200, "{v}");

@@ -93,7 +93,8 @@ pub struct ItemSummary {
     pub owner: String,
     /// How it is fulfilled.
     pub mode: ModeName,
-    /// Whether requests need approval.
+    /// Whether an approval rule applies: the item's own, or `catalog.yaml`'s
+    /// `defaults.approval` (its condition decides per request).
     pub approval: bool,
     /// Environments it is available in (`null`: all).
     pub environments: Option<Vec<String>>,
@@ -106,8 +107,8 @@ pub struct ItemSummary {
     pub content_hash: String,
 }
 
-/// The summary of an item in lists.
-pub fn summary(item: &LoadedItem) -> ItemSummary {
+/// The summary of an item in lists; `default_rule`: `catalog.yaml` has `defaults.approval`.
+pub fn summary(item: &LoadedItem, default_rule: bool) -> ItemSummary {
     let m = &item.item.metadata;
     ItemSummary {
         id: m.id.clone(),
@@ -121,7 +122,7 @@ pub fn summary(item: &LoadedItem) -> ItemSummary {
             FulfillmentMode::Manual => ModeName::Manual,
             FulfillmentMode::Automated => ModeName::Automated,
         },
-        approval: item.item.fulfillment.approval.is_some(),
+        approval: item.item.fulfillment.approval.is_some() || default_rule,
         environments: m.access.as_ref().and_then(|a| a.environments.clone()),
         status: match item_status(item) {
             LifecycleStatus::Deprecated => ItemStatus::Deprecated,
@@ -163,9 +164,13 @@ impl CatalogQuery {
 }
 
 impl CatalogPage {
-    fn of(page: pao_core::service::CatalogPage) -> CatalogPage {
+    fn of(page: pao_core::service::CatalogPage, default_rule: bool) -> CatalogPage {
         CatalogPage {
-            items: page.items.iter().map(|i| summary(i)).collect(),
+            items: page
+                .items
+                .iter()
+                .map(|i| summary(i, default_rule))
+                .collect(),
             total: page.total,
             next_cursor: page.next.as_deref().map(cursor::encode_text),
         }
@@ -179,7 +184,7 @@ pub async fn list(
     Query(q): Query<CatalogQuery>,
 ) -> Result<Json<CatalogPage>, ApiError> {
     let page = state.orch.catalog_page(&who, &q.filter()?);
-    Ok(Json(CatalogPage::of(page)))
+    Ok(Json(CatalogPage::of(page, default_rule(&state))))
 }
 
 /// `GET /catalog/{category}`.
@@ -190,7 +195,7 @@ pub async fn by_category(
     Query(q): Query<CatalogQuery>,
 ) -> Result<Json<CatalogPage>, ApiError> {
     let page = state.orch.category_page(&who, &category, &q.filter()?)?;
-    Ok(Json(CatalogPage::of(page)))
+    Ok(Json(CatalogPage::of(page, default_rule(&state))))
 }
 
 /// Query of `GET /catalog/search`.
@@ -247,7 +252,7 @@ pub async fn search(
         .filter_map(|h| {
             let item = catalog.get(&h.id)?;
             state.orch.may_see_item(&who, item).then(|| SearchHit {
-                item: summary(item),
+                item: summary(item, default_rule(&state)),
                 score: h.score,
                 highlights: h.highlights,
             })
@@ -295,7 +300,7 @@ pub async fn item(
         content_hash: item.content_hash.clone(),
         file: item.file.clone(),
         can_submit,
-        status: summary(&item).status,
+        status: summary(&item, false).status,
         item: serde_json::to_value(&item.item).unwrap_or(Value::Null),
     }))
 }
@@ -378,4 +383,14 @@ pub async fn field_options(
             OptionsFrom::Http => OptionSource::Http,
         },
     }))
+}
+
+/// Whether `catalog.yaml` has a default approval rule.
+pub fn default_rule(state: &AppState) -> bool {
+    state
+        .orch
+        .catalog()
+        .settings()
+        .and_then(|s| s.defaults.as_ref())
+        .is_some_and(|d| d.approval.is_some())
 }

@@ -110,13 +110,14 @@ pub async fn catalog(
     Caller(who): Caller,
     Path(team): Path<String>,
 ) -> Result<Json<TeamCatalog>, ApiError> {
+    let default_rule = super::catalog::default_rule(&state);
     let items = state
         .orch
         .team_catalog(&who, &team)
         .await?
         .iter()
         .map(|o| OwnedItem {
-            item: super::catalog::summary(&o.item),
+            item: super::catalog::summary(&o.item, default_rule),
             requests: o.requests as usize,
             completed: o.completed as usize,
             failed: o.failed as usize,
