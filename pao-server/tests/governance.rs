@@ -67,6 +67,16 @@ async fn submitted(s: &TestServer, token: &str, item: &str, fields: Value) -> Va
     v
 }
 
+/// The entry of the array `list` whose `key` is `value`.
+fn entry(list: &Value, key: &str, value: &str) -> Value {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not an array: {list}"))
+        .iter()
+        .find(|e| e[key] == value)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {key} = {value} in {list}"))
+}
+
 fn id(v: &Value) -> String {
     v["id"]
         .as_str()
@@ -135,13 +145,7 @@ async fn default_approval(s: TestServer, clock: Arc<ManualClock>) -> TestServer 
     s.wait_state(ALICE, &id(&dev), "completed").await;
     // The catalog list says an approval rule applies to the item.
     let (_, list) = s.get(ALICE, "/catalog").await;
-    let plain = list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["id"] == "gov.plain")
-        .cloned()
-        .unwrap_or_else(|| panic!("{list}"));
+    let plain = entry(&list["items"], "id", "gov.plain");
     assert_eq!(plain["approval"], true, "{plain}");
     // Catalog members see their team's views.
     let (code, v) = s.get(DANA, "/teams/platform-admins/settings").await;
@@ -159,13 +163,7 @@ on_both_clocked!(
 async fn catalog_quotas(s: TestServer, _clock: Arc<ManualClock>) -> TestServer {
     let (code, v) = s.get(ALICE, "/teams/app-team/settings").await;
     assert_eq!(code, 200, "{v}");
-    let line = v["quota"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["resource"] == "echoes")
-        .cloned()
-        .unwrap_or_else(|| panic!("echoes in {v}"));
+    let line = entry(&v["quota"], "resource", "echoes");
     assert_eq!(line["limit"], 2, "{v}");
     assert_eq!(line["limit_source"], "catalog", "{v}");
     for _ in 0..2 {
@@ -188,13 +186,7 @@ async fn catalog_quotas(s: TestServer, _clock: Arc<ManualClock>) -> TestServer {
         .await;
     assert_eq!(code, 200, "{v}");
     let (_, v) = s.get(ALICE, "/teams/app-team/settings").await;
-    let line = v["quota"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["resource"] == "echoes")
-        .cloned()
-        .unwrap();
+    let line = entry(&v["quota"], "resource", "echoes");
     assert_eq!(line["limit"], 3, "{v}");
     assert_eq!(line["limit_source"], "api", "{v}");
     submitted(&s, ALICE, "gov.plain", json!({ "stage": "dev" })).await;
@@ -359,13 +351,7 @@ async fn post_fulfilment(s: TestServer, _clock: Arc<ManualClock>) -> TestServer 
         "the post-fulfilment failure is logged: {logs}"
     );
     let (_, v) = s.get(ALICE, "/quota/usage/app-team").await;
-    let used = v["usage"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["resource"] == "echoes")
-        .map(|l| l["used"].clone());
-    assert_eq!(used, Some(json!(1)), "{v}");
+    assert_eq!(entry(&v["usage"], "resource", "echoes")["used"], 1, "{v}");
     s
 }
 on_both_clocked!(

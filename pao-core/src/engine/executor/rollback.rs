@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use super::{LEASE_LOST, NodeResult, RunCtx};
+use crate::action::ActionOutput;
 use crate::action::ErrorClass;
 use crate::catalog::model::OnFailure;
 use crate::engine::Orchestrator;
 use crate::engine::plan::{Plan, PlanNode};
-use crate::store::{AttemptOutcome, EventKind, RequestPatch, RollbackStatus, Write};
+use crate::store::{AttemptOutcome, AttemptRecord, EventKind, RequestPatch, RollbackStatus, Write};
 
 impl Orchestrator {
     /// Undoes completed actions in reverse completion order. Returns `None` when the lease was
@@ -97,6 +98,33 @@ impl Orchestrator {
             .collect()
     }
 
+    /// The writes that end a rollback attempt that succeeded: its journal record and its
+    /// `ActionSucceeded` event.
+    pub(super) fn rollback_succeeded(
+        &self,
+        mut record: AttemptRecord,
+        out: ActionOutput,
+        action_id: &str,
+        type_name: &str,
+    ) -> Vec<Write> {
+        let attempt = record.attempt;
+        record.outcome = AttemptOutcome::Succeeded {
+            output: out,
+            outputs: Value::Null,
+        };
+        record.finished_at = Some(self.clock.now());
+        let event = Write::Event {
+            at: self.clock.now(),
+            kind: EventKind::ActionSucceeded {
+                action_id: action_id.to_string(),
+                action_type: Some(type_name.to_string()),
+                attempt,
+                rollback: true,
+            },
+        };
+        vec![Write::FinishAttempt(record), event]
+    }
+
     /// Undoes one completed node, with its own rollback action or its type's. Returns `None`
     /// when the lease was lost, `Some(undone)` otherwise.
     async fn undo(
@@ -147,27 +175,11 @@ impl Orchestrator {
                 .await
         };
         match result {
-            Ok((out, mut record)) => {
-                let attempt = record.attempt;
-                record.outcome = AttemptOutcome::Succeeded {
-                    output: out,
-                    outputs: Value::Null,
-                };
-                record.finished_at = Some(self.clock.now());
-                let event = Write::Event {
-                    at: self.clock.now(),
-                    kind: EventKind::ActionSucceeded {
-                        action_id: n.spec.id.clone(),
-                        action_type: Some(type_name.clone()),
-                        attempt,
-                        rollback: true,
-                    },
-                };
-                rc.flush_with(vec![Write::FinishAttempt(record), event])
-                    .await
-                    .ok()
-                    .map(|_| true)
-            }
+            Ok((out, record)) => rc
+                .flush_with(self.rollback_succeeded(record, out, &n.spec.id, &type_name))
+                .await
+                .ok()
+                .map(|_| true),
             Err(e) if e.message == LEASE_LOST => None,
             Err(_) => Some(false),
         }

@@ -628,23 +628,9 @@ impl Orchestrator {
         if let (Some(NodeResult::Succeeded { input, state, .. }), false) = (ticket, closed_before) {
             let spec = ticket_spec(input.clone());
             status = match rc.attempt_loop(&spec, "jira", &input, Some(&state)).await {
-                Ok((out, mut record)) => {
-                    let attempt = record.attempt;
-                    record.outcome = AttemptOutcome::Succeeded {
-                        output: out,
-                        outputs: Value::Null,
-                    };
-                    record.finished_at = Some(self.clock.now());
-                    rc.writes.push(Write::FinishAttempt(record));
-                    rc.writes.push(Write::Event {
-                        at: self.clock.now(),
-                        kind: EventKind::ActionSucceeded {
-                            action_id: TICKET.into(),
-                            action_type: Some("jira".into()),
-                            attempt,
-                            rollback: true,
-                        },
-                    });
+                Ok((out, record)) => {
+                    rc.writes
+                        .push_all(self.rollback_succeeded(record, out, TICKET, "jira"));
                     RollbackStatus::Complete
                 }
                 Err(e) if e.message == LEASE_LOST => return Ok(()),
