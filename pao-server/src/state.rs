@@ -112,6 +112,9 @@ pub struct Overrides {
     pub tokens: Vec<(String, pao_core::authz::Principal)>,
     /// The engine's clock (default: the system clock).
     pub clock: Option<Arc<dyn pao_core::clock::Clock>>,
+    /// With `actions`: the built-ins' handles (the `cost` action's price table) that catalog
+    /// loads and reloads keep up to date.
+    pub builtins: Option<pao_actions::Builtins>,
 }
 
 /// Why the server could not start.
@@ -156,7 +159,7 @@ impl AppState {
             None => Arc::new(open_store(&config).await?),
         };
         let (actions, builtins, plugins) = match over.actions {
-            Some(a) => (a, None, None),
+            Some(a) => (a, over.builtins.clone(), None),
             None => {
                 let mut registry = ActionRegistry::new();
                 let b = pao_actions::register_builtins(&mut registry, &config.actions, None)

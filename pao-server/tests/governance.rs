@@ -469,3 +469,93 @@ async fn manual_cancel(s: TestServer, _clock: Arc<ManualClock>) -> TestServer {
     s
 }
 on_both_clocked!(cancelling_a_manual_request_closes_its_ticket, manual_cancel);
+
+// ---------------------------------------------------------------------------------------
+/// The cost is estimated at admission: the item's `cost` action runs in estimate mode with the
+/// submitted fields. The approval rule reads it (`cost.monthly > 1000`), approvers see it in
+/// `GET /approvals/pending`, and `GET /cost/estimates/{id}` shows it with the declared cost
+/// rendered.
+async fn cost_at_admission(s: TestServer, _clock: Arc<ManualClock>) -> TestServer {
+    let small = submitted(&s, ALICE, "gov.costly", json!({ "nodes": 2 })).await;
+    assert_eq!(
+        small["state"], "queued",
+        "600 a month needs no approval: {small}"
+    );
+    assert_eq!(small["cost"]["monthly"], 600.0, "{small}");
+    assert_eq!(small["cost"]["currency"], "USD", "{small}");
+    assert_eq!(small["cost"]["source"], "actions", "{small}");
+    assert_eq!(
+        small["cost"]["estimates"][0]["action_id"], "estimate",
+        "{small}"
+    );
+    let big = submitted(&s, ALICE, "gov.costly", json!({ "nodes": 4 })).await;
+    assert_eq!(big["state"], "awaiting_approval", "1,200 a month: {big}");
+    let bid = id(&big);
+    let (code, pending) = s.get(BOB, "/approvals/pending").await;
+    assert_eq!(code, 200, "{pending}");
+    let line = entry(&pending["approvals"], "approval_id", &bid);
+    assert_eq!(line["cost"]["monthly"], 1200.0, "{pending}");
+    assert_eq!(
+        line["cost"]["estimates"][0]["result"]["lines"][0]["quantity"], 4.0,
+        "{pending}"
+    );
+    let (code, c) = s.get(ALICE, &format!("/cost/estimates/{bid}")).await;
+    assert_eq!(code, 200, "{c}");
+    assert_eq!(c["admission"]["monthly"], 1200.0, "{c}");
+    assert_eq!(
+        c["declared"]["monthly"], 1200,
+        "the declared cost is rendered: {c}"
+    );
+    assert_eq!(c["estimates"], json!([]), "nothing has run yet: {c}");
+    let (code, v) = s
+        .post(BOB, &format!("/approvals/{bid}/approve"), json!({}))
+        .await;
+    assert_eq!(code, 200, "{v}");
+    s.wait_state(ALICE, &bid, "completed").await;
+    let (_, c) = s.get(ALICE, &format!("/cost/estimates/{bid}")).await;
+    assert_eq!(c["estimates"][0]["result"]["monthly"], 1200.0, "{c}");
+    s.wait_state(ALICE, &id(&small), "completed").await;
+    s
+}
+on_both_clocked!(cost_is_estimated_at_admission, cost_at_admission);
+
+// ---------------------------------------------------------------------------------------
+/// A submission whose quota reservation takes its team to 80 % or 100 % of a limit records a
+/// `budget_threshold` event on that request.
+async fn budget_events(s: TestServer, _clock: Arc<ManualClock>) -> TestServer {
+    let thresholds = async |id: &str| -> Vec<Value> {
+        let (code, logs) = s.get(ALICE, &format!("/requests/{id}/logs")).await;
+        assert_eq!(code, 200, "{logs}");
+        logs["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "budget_threshold")
+            .cloned()
+            .collect()
+    };
+    // The catalog gives app-team 10 nodes.
+    let mut ids = Vec::new();
+    for nodes in [3, 3, 2, 2] {
+        let r = submitted(&s, ALICE, "gov.costly", json!({ "nodes": nodes })).await;
+        ids.push(id(&r));
+    }
+    assert_eq!(thresholds(&ids[0]).await, Vec::<Value>::new(), "30 %");
+    assert_eq!(thresholds(&ids[1]).await, Vec::<Value>::new(), "60 %");
+    let at80 = thresholds(&ids[2]).await;
+    assert_eq!(at80.len(), 1, "{at80:?}");
+    assert_eq!(at80[0]["percent"], 80, "{at80:?}");
+    assert_eq!(at80[0]["team"], "app-team", "{at80:?}");
+    assert_eq!(at80[0]["resource"], "nodes", "{at80:?}");
+    assert_eq!(at80[0]["used"], 8, "{at80:?}");
+    assert_eq!(at80[0]["limit"], 10, "{at80:?}");
+    let at100 = thresholds(&ids[3]).await;
+    assert_eq!(at100.len(), 1, "{at100:?}");
+    assert_eq!(at100[0]["percent"], 100, "{at100:?}");
+    let (code, v) = submit(&s, ALICE, "gov.costly", json!({ "nodes": 1 })).await;
+    assert_eq!(code, 422, "over the limit: {v}");
+    let refused = v["request_id"].as_str().unwrap().to_string();
+    assert_eq!(thresholds(&refused).await, Vec::<Value>::new(), "refused");
+    s
+}
+on_both_clocked!(budget_thresholds_are_events, budget_events);

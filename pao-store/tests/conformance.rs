@@ -148,6 +148,7 @@ async fn backup_and_purge_on_sqlite() {
         idempotency_key: None,
         correlation_id: "c".into(),
         retry_of: None,
+        cost: None,
     };
     store.submit(new.clone(), "u", now).await.unwrap();
     // r2 runs to `Completed` holding 2 units of quota: a completed request keeps its
@@ -270,6 +271,7 @@ async fn skewed_replicas_take_no_live_lease(exact: &SqlStore, ahead: &SqlStore) 
         idempotency_key: None,
         correlation_id: "c".into(),
         retry_of: None,
+        cost: None,
     };
     let queued = vec![
         step(S::Submitted, S::Prerequisites),

@@ -24,6 +24,7 @@ fn new_request(i: usize) -> NewRequest {
         idempotency_key: None,
         correlation_id: format!("c-{i}"),
         retry_of: None,
+        cost: None,
     }
 }
 

@@ -676,6 +676,7 @@ fn compile_default_approval(
             .as_ref()
             .map(|l| l.iter().cloned().collect()),
         secrets: Some(BTreeSet::new()),
+        allow_cost: true,
         ..crate::vars::Declarations::default()
     };
     let expr = match opts.engine.compile_expression(src) {

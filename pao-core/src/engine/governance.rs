@@ -39,6 +39,10 @@ const RELEASE_PAGE: usize = 500;
 /// `restricted_period:<id>:<end, RFC 3339>`.
 pub const HELD_BY_PERIOD: &str = "restricted_period:";
 
+/// Budget thresholds, in percent of a team's quota limit: a submission whose reservation
+/// reaches one records a [`EventKind::BudgetThreshold`] event.
+pub const BUDGET_THRESHOLDS: [u32; 2] = [80, 100];
+
 /// The approval rule that applies to an item.
 #[derive(Debug, Clone)]
 pub struct ApprovalRule {
@@ -138,6 +142,62 @@ pub(crate) fn parse_hold(waiting_for: &str) -> Option<(&str, DateTime<Utc>)> {
 }
 
 impl Orchestrator {
+    /// The budget events of a submission whose admission `writes` reserve quota: one per
+    /// threshold of [`BUDGET_THRESHOLDS`] that the reservation reaches, judged against the
+    /// team's usage read just before the submission is stored. None when the admission
+    /// releases the reservation or goes over the limit (the store refuses it).
+    pub(crate) async fn budget_events(
+        &self,
+        request: &Request,
+        writes: &[Write],
+        at: DateTime<Utc>,
+    ) -> Result<Vec<Write>, EngineError> {
+        if writes.iter().any(|w| matches!(w, Write::ReleaseQuota)) {
+            return Ok(Vec::new());
+        }
+        let Some((resource, amount, default_limit)) = writes.iter().find_map(|w| match w {
+            Write::ReserveQuota {
+                resource,
+                amount,
+                default_limit,
+            } => Some((resource, *amount, *default_limit)),
+            _ => None,
+        }) else {
+            return Ok(Vec::new());
+        };
+        if amount == 0 {
+            return Ok(Vec::new());
+        }
+        let usage = self.store.quota_usage(&request.team).await?;
+        let line = usage.iter().find(|u| &u.resource == resource);
+        let before = line.map_or(0, |l| l.used);
+        let Some(limit) = line.and_then(|l| l.limit).or(default_limit) else {
+            return Ok(Vec::new());
+        };
+        let after = before.saturating_add(amount);
+        if limit == 0 || after > limit {
+            return Ok(Vec::new());
+        }
+        let pct = |used: u64| u128::from(used) * 100;
+        let mut events = Vec::new();
+        for t in BUDGET_THRESHOLDS {
+            let mark = u128::from(t) * u128::from(limit);
+            if pct(before) < mark && pct(after) >= mark {
+                events.push(Write::Event {
+                    at,
+                    kind: EventKind::BudgetThreshold {
+                        team: request.team.clone(),
+                        resource: resource.clone(),
+                        percent: t,
+                        used: after,
+                        limit,
+                    },
+                });
+            }
+        }
+        Ok(events)
+    }
+
     /// The approval rule of `item`: its own `fulfillment.approval`, or else `catalog.yaml`'s
     /// `defaults.approval`; `None` when neither exists.
     pub fn approval_rule(&self, item: &Arc<LoadedItem>) -> Option<ApprovalRule> {

@@ -644,6 +644,10 @@ impl Orchestrator {
         let secrets = validated.secrets;
         let mut new = new_request(who, item_id, &item, validated.values, opts, retry_of);
         new.environment = self.request_environment(&item, &new.clone().into_submitted(now))?;
+        // The cost, estimated before admission: approval rules read it, approvers see it.
+        new.cost = self
+            .admission_cost(&new.clone().into_submitted(now), &item)
+            .await;
         // Admission is decided before anything is written, and stored with the request in
         // one durable write: audit, prerequisites, quota reservation, the approval decision.
         // The request as it will be stored, for deciding its admission before writing.
@@ -683,6 +687,7 @@ impl Orchestrator {
         }
         writes.extend(self.admission(&provisional, &item));
         release_quota_on_failure(&mut writes);
+        writes.extend(self.budget_events(&provisional, &writes, now).await?);
         let live = live_events(&provisional, &writes);
         let (submitted, live) = match self
             .store
@@ -806,7 +811,8 @@ impl Orchestrator {
         }
         // Quota.
         let scopes = executor::Scopes::for_admission(self, request, item);
-        let ctx = scopes.context();
+        let cost = executor::cost_scope(request.cost.as_ref());
+        let ctx = scopes.context().with(crate::vars::Scope::Cost, &cost);
         if let Some(q) = item
             .item
             .fulfillment
@@ -1601,5 +1607,6 @@ fn new_request(
             .correlation_id
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
         retry_of,
+        cost: None,
     }
 }

@@ -9,7 +9,6 @@ use serde_json::{Value, json};
 use super::page_size;
 use super::teams::Analytics;
 use crate::authz::Principal;
-use crate::catalog::model::CostInfo;
 use crate::engine::{BreakerState, EngineError, ManualOutcome, Orchestrator};
 use crate::lifecycle::RequestState;
 use crate::store::{AttemptOutcome, AuditRecord, LoggedAudit, Request, RequestFilter, StatsScope};
@@ -70,8 +69,12 @@ pub struct CostEstimate {
 pub struct CostEstimates {
     /// Results of its `cost` actions that succeeded.
     pub estimates: Vec<CostEstimate>,
-    /// The item's declared cost, if any.
-    pub declared: Option<CostInfo>,
+    /// The estimate made at admission, before approval.
+    pub admission: Option<crate::store::AdmissionCost>,
+    /// The item's declared cost, rendered with the request's fields at admission; for a
+    /// request admitted without an estimate, the item's declared cost when it is not a
+    /// template.
+    pub declared: Option<Value>,
 }
 
 /// What a resolved ticket did.
@@ -224,9 +227,17 @@ impl Orchestrator {
                 });
             }
         }
+        let declared = match &request.cost {
+            Some(c) => c.declared.clone(),
+            None => item
+                .and_then(|i| i.item.metadata.cost.as_ref())
+                .and_then(|c| serde_json::to_value(c).ok())
+                .filter(|v| !v.to_string().contains("${{")),
+        };
         Ok(CostEstimates {
             estimates,
-            declared: item.and_then(|i| i.item.metadata.cost.clone()),
+            admission: request.cost,
+            declared,
         })
     }
 

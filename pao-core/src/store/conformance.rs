@@ -191,6 +191,7 @@ fn new_request(id: &str) -> NewRequest {
         idempotency_key: None,
         correlation_id: format!("corr-{id}"),
         retry_of: None,
+        cost: None,
     }
 }
 
@@ -501,6 +502,18 @@ pub async fn check_submit_creates_request_and_first_event(store: &dyn Store) {
     new.retry_of = Some("req-0".to_string());
     new.idempotency_key = Some("key-1".to_string());
     new.environment = None;
+    new.cost = Some(crate::store::AdmissionCost {
+        currency: Some("EUR".to_string()),
+        monthly: Some(1234.5),
+        one_time: Some(0.0),
+        source: crate::store::CostSource::Actions,
+        estimates: vec![crate::store::ActionEstimate {
+            action_id: "estimate".to_string(),
+            result: json!({ "currency": "EUR", "monthly": 1234.5, "lines": [] }),
+        }],
+        declared: Some(json!({ "currency": "EUR", "monthly": 1200 })),
+        problems: vec!["a note".to_string()],
+    });
     let submitted = ok("submit", store.submit(new.clone(), "ada", t(0)).await);
     assert!(submitted.created, "submit: a first submission is created");
     let expected = Request {
@@ -523,6 +536,7 @@ pub async fn check_submit_creates_request_and_first_event(store: &dyn Store) {
         escalated: false,
         cancel_requested: false,
         waiting_for: None,
+        cost: new.cost.clone(),
         created_at: t(0),
         updated_at: t(0),
     };

@@ -64,6 +64,9 @@ pub struct NewRequest {
     pub correlation_id: String,
     /// The failed request this one retries.
     pub retry_of: Option<String>,
+    /// Its cost, estimated at admission.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<AdmissionCost>,
 }
 
 /// Whether compensation ran.
@@ -123,10 +126,60 @@ pub struct Request {
     /// What an `InProgress` request waits for outside PAO (a manual ticket key); such a
     /// request is not claimable until it is resolved.
     pub waiting_for: Option<String>,
+    /// Its cost, estimated at admission; `None` for an item that declares no cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<AdmissionCost>,
     /// Submitted at.
     pub created_at: DateTime<Utc>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+}
+
+/// A request's cost, estimated when it was admitted: the item's `cost` actions run in
+/// estimate mode with the submitted fields, or else the item's declared `metadata.cost`
+/// rendered with them. Approvers see it, and approval rules read it as `cost`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct AdmissionCost {
+    /// Currency of the totals (ISO 4217).
+    #[serde(default)]
+    pub currency: Option<String>,
+    /// Monthly total; `None` when some part could not be estimated (see `problems`).
+    #[serde(default)]
+    pub monthly: Option<f64>,
+    /// One-off total; `None` when some part could not be estimated.
+    #[serde(default)]
+    pub one_time: Option<f64>,
+    /// Where the totals come from.
+    pub source: CostSource,
+    /// Each `cost` action's estimate, by action id.
+    #[serde(default)]
+    pub estimates: Vec<ActionEstimate>,
+    /// The item's `metadata.cost`, rendered with the request.
+    #[serde(default)]
+    pub declared: Option<Value>,
+    /// Why a part could not be estimated.
+    #[serde(default)]
+    pub problems: Vec<String>,
+}
+
+/// Where an admission estimate's totals come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CostSource {
+    /// The item's `cost` actions, run in estimate mode.
+    #[default]
+    Actions,
+    /// The item's declared `metadata.cost` (it has no `cost` action).
+    Declared,
+}
+
+/// One `cost` action's estimate at admission.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionEstimate {
+    /// The action.
+    pub action_id: String,
+    /// Its result: `currency`, `monthly`, `one_time`, lines, discounts, tax.
+    pub result: Value,
 }
 
 /// Fields of a request that change outside transitions.
@@ -195,6 +248,7 @@ impl NewRequest {
             escalated: false,
             cancel_requested: false,
             waiting_for: None,
+            cost: self.cost,
             created_at: now,
             updated_at: now,
         }
@@ -340,6 +394,20 @@ pub enum EventKind {
     Escalated {
         /// Teams asked now.
         teams: Vec<String>,
+    },
+    /// This request's quota reservation took its team's use of a resource to a budget
+    /// threshold (80 % or 100 % of the limit).
+    BudgetThreshold {
+        /// The team.
+        team: String,
+        /// The quota resource.
+        resource: String,
+        /// The threshold reached, in percent of the limit.
+        percent: u32,
+        /// In use after the reservation.
+        used: u64,
+        /// The team's limit.
+        limit: u64,
     },
 }
 

@@ -33,11 +33,14 @@ pub enum Scope {
     Secrets,
     /// Inside an action's `outputs` map: that action's raw result.
     Result,
+    /// In approval rules: the request's cost estimated at admission (`monthly`, `one_time`,
+    /// `currency`).
+    Cost,
 }
 
 impl Scope {
     /// Every scope, in context order.
-    pub const ALL: [Scope; 10] = [
+    pub const ALL: [Scope; 11] = [
         Scope::User,
         Scope::Metadata,
         Scope::Request,
@@ -48,6 +51,7 @@ impl Scope {
         Scope::Computed,
         Scope::Secrets,
         Scope::Result,
+        Scope::Cost,
     ];
 
     /// The name used in templates.
@@ -63,6 +67,7 @@ impl Scope {
             Scope::Computed => "computed",
             Scope::Secrets => "secrets",
             Scope::Result => "result",
+            Scope::Cost => "cost",
         }
     }
 

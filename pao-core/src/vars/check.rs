@@ -45,6 +45,8 @@ pub struct Declarations {
     pub env: Option<BTreeSet<String>>,
     /// Whether `result` may be read (inside an action's `outputs`).
     pub allow_result: bool,
+    /// Whether `cost` may be read (in approval rules).
+    pub allow_cost: bool,
     /// The provider's secrets that may be read as `secrets.<name>` besides the secret fields;
     /// `None` accepts any name.
     pub secrets: Option<BTreeSet<String>>,
@@ -243,6 +245,16 @@ pub(crate) fn check(refs: &[Reference], decl: &Declarations) -> Vec<VarError> {
                         ),
                     );
                 }
+            }
+            Scope::Cost if !decl.allow_cost => {
+                errors.push(
+                    VarError::at(
+                        VarErrorKind::UnknownScope,
+                        r.span,
+                        "`cost` is only available in approval rules (`required_when`)",
+                    )
+                    .with_hint("the estimate is made at admission, for deciding on approval"),
+                );
             }
             Scope::Result if !decl.allow_result => {
                 errors.push(

@@ -18,7 +18,7 @@ pub(crate) const MAX_LOOP_DEPTH: usize = 16;
 /// A scope that is not set behaves as an empty object.
 #[derive(Debug, Clone, Copy)]
 pub struct Context<'a> {
-    scopes: [&'a Value; 10],
+    scopes: [&'a Value; 11],
 }
 
 impl Default for Context<'_> {
@@ -31,7 +31,7 @@ impl<'a> Context<'a> {
     /// A context with every scope empty.
     pub fn new() -> Context<'a> {
         Context {
-            scopes: [&NULL; 10],
+            scopes: [&NULL; 11],
         }
     }
 

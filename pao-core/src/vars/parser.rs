@@ -13,9 +13,9 @@ use super::error::{Span, VarError, VarErrorKind, did_you_mean};
 use super::functions::{Builtin, Functions};
 use super::lexer::{Lexer, Tok};
 
-const SCOPE_NAMES: [&str; 10] = [
+const SCOPE_NAMES: [&str; 11] = [
     "user", "metadata", "request", "system", "env", "fields", "outputs", "computed", "secrets",
-    "result",
+    "result", "cost",
 ];
 
 const PREC_OR: u8 = 1;

@@ -1011,3 +1011,23 @@ fn int_and_float_errors_do_not_echo_the_text() {
         );
     }
 }
+
+#[test]
+fn cost_is_read_only_in_approval_rules() {
+    let e = Engine::new();
+    let x = e.compile_expression("cost.monthly > 1000").unwrap();
+    let errs = x.check(&Declarations::default());
+    assert!(
+        errs.iter()
+            .any(|e| e.message().contains("only available in approval rules")),
+        "{errs:?}"
+    );
+    let allowed = Declarations {
+        allow_cost: true,
+        ..Declarations::default()
+    };
+    assert!(x.check(&allowed).is_empty());
+    let cost = serde_json::json!({ "monthly": 1200.5 });
+    let ctx = Context::new().with(Scope::Cost, &cost);
+    assert!(x.eval_bool(&ctx).unwrap());
+}

@@ -232,6 +232,8 @@ pub struct SimulationDoc {
     mode: String,
     /// Whether the request would wait for approval.
     approval_required: bool,
+    /// The cost its admission would estimate; `null` when the item declares no cost.
+    cost: Option<super::requests::AdmissionCostDoc>,
     /// The item's computed values for these fields.
     #[schema(value_type = Object)]
     computed: Value,

@@ -133,11 +133,15 @@ pub struct CostEstimate {
 pub struct CostEstimates {
     /// The request.
     pub request_id: String,
-    /// Results of its `cost` actions.
+    /// Results of its `cost` actions that ran.
     pub estimates: Vec<CostEstimate>,
-    /// The item's declared cost (`currency`, `monthly`), if any.
+    /// The estimate made at admission, before approval.
+    #[schema(value_type = Option<super::requests::AdmissionCostDoc>)]
+    pub admission: Option<pao_core::store::AdmissionCost>,
+    /// The item's declared cost (`currency`, `monthly`, `one_time`), rendered with the
+    /// request's fields.
     #[schema(value_type = Option<Object>)]
-    pub declared: Option<pao_core::catalog::model::CostInfo>,
+    pub declared: Option<Value>,
 }
 
 /// A team's quota usage.
@@ -168,6 +172,7 @@ pub async fn cost_estimate(
                 outputs: e.outputs,
             })
             .collect(),
+        admission: c.admission,
         declared: c.declared,
     }))
 }

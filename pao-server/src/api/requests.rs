@@ -131,6 +131,9 @@ pub struct RequestView {
     pub cancel_requested: bool,
     /// What the request waits for outside PAO (a manual ticket key).
     pub waiting_for: Option<String>,
+    /// Its cost, estimated at admission; `null` when the item declares no cost.
+    #[schema(value_type = Option<AdmissionCostDoc>)]
+    pub cost: Option<pao_core::store::AdmissionCost>,
     /// Submitted at.
     #[schema(value_type = String, format = DateTime)]
     pub created_at: chrono::DateTime<chrono::Utc>,
@@ -161,10 +164,48 @@ impl RequestView {
             escalated: r.escalated,
             cancel_requested: r.cancel_requested,
             waiting_for: r.waiting_for.clone(),
+            cost: r.cost.clone(),
             created_at: r.created_at,
             updated_at: r.updated_at,
         }
     }
+}
+
+/// A request's cost, estimated at admission: the item's `cost` actions run in estimate mode
+/// with the submitted fields, or else its declared `metadata.cost` (the API shape of
+/// `pao_core::store::AdmissionCost`). Approval rules read it as `cost`.
+#[derive(ToSchema)]
+#[schema(as = AdmissionCost)]
+#[allow(dead_code)]
+pub struct AdmissionCostDoc {
+    /// Currency of the totals (ISO 4217).
+    currency: Option<String>,
+    /// Monthly total; `null` when some part could not be estimated (see `problems`).
+    monthly: Option<f64>,
+    /// One-off total; `null` when some part could not be estimated.
+    one_time: Option<f64>,
+    /// `actions` (the item's `cost` actions) or `declared` (its `metadata.cost`).
+    #[schema(pattern = "^(actions|declared)$")]
+    source: String,
+    /// Each `cost` action's estimate.
+    estimates: Vec<ActionEstimateDoc>,
+    /// The item's `metadata.cost`, rendered with the request.
+    #[schema(value_type = Option<Object>)]
+    declared: Option<Value>,
+    /// Why a part could not be estimated.
+    problems: Vec<String>,
+}
+
+/// One `cost` action's estimate at admission.
+#[derive(ToSchema)]
+#[schema(as = ActionEstimate)]
+#[allow(dead_code)]
+pub struct ActionEstimateDoc {
+    /// The action.
+    action_id: String,
+    /// Its result: `currency`, `monthly`, `one_time`, `lines`, `discounts`, `tax`.
+    #[schema(value_type = Object)]
+    result: Value,
 }
 
 /// The public view of a request, as JSON.

@@ -355,8 +355,13 @@ pub async fn spawn_clocked(
         .insert("PAO_OPTIONS_URL".into(), Some(inventory.url()));
     tweak(&mut config);
     let workers = config.workers;
+    // The `cost` action, with the price table of the catalog's `catalog.yaml`.
+    let prices = pao_actions::PriceBook::new(None);
+    let mut actions = registry();
+    actions.register(Arc::new(pao_actions::cost::CostAction::new(prices.clone())));
     let over = Overrides {
-        actions: Some(registry()),
+        actions: Some(actions),
+        builtins: Some(pao_actions::Builtins { prices }),
         tokens: tokens(),
         clock,
         ..Overrides::default()

@@ -33,7 +33,7 @@ pub(super) fn parse<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, StoreE
 
 pub(crate) const COLUMNS: &str = "id, item_id, item_version, item_hash, fields, requester, team, environment, priority, \
     idempotency_key, correlation_id, retry_of, state, rollback, error, approval_due, escalated, cancel_requested, \
-    waiting_for, created_at, updated_at";
+    waiting_for, cost, created_at, updated_at";
 
 pub(crate) fn rollback_name(r: RollbackStatus) -> &'static str {
     match r {
@@ -131,6 +131,7 @@ pub(crate) fn row_to_request(row: &AnyRow) -> Result<Request, StoreError> {
         escalated: get_i("escalated")? != 0,
         cancel_requested: get_i("cancel_requested")? != 0,
         waiting_for: get_os("waiting_for")?,
+        cost: get_os("cost")?.map(|s| parse(&s)).transpose()?,
         created_at: at(get_i("created_at")?),
         updated_at: at(get_i("updated_at")?),
     })

@@ -264,8 +264,8 @@ async fn insert_request(conn: &mut AnyConnection, r: &Request) -> Result<(), Sto
     sqlx::query(
         "INSERT INTO requests (id, item_id, item_version, item_hash, fields, requester, requester_id, team, environment, \
          priority, idempotency_key, correlation_id, retry_of, state, rollback, error, approval_due, escalated, \
-         cancel_requested, waiting_for, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
+         cancel_requested, waiting_for, cost, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)",
     )
     .bind(r.id.clone())
     .bind(r.item_id.clone())
@@ -287,6 +287,7 @@ async fn insert_request(conn: &mut AnyConnection, r: &Request) -> Result<(), Sto
     .bind(i64::from(r.escalated))
     .bind(i64::from(r.cancel_requested))
     .bind(r.waiting_for.clone())
+    .bind(r.cost.as_ref().map(json))
     .bind(ms(r.created_at))
     .bind(ms(r.updated_at))
     .execute(&mut *conn)

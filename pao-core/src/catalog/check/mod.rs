@@ -42,6 +42,7 @@ pub(super) fn check_item(
         completed: BTreeSet::new(),
         env: env_allowlist.cloned(),
         allow_result: false,
+        allow_cost: false,
         secrets: Some(item.secrets.iter().flatten().cloned().collect()),
         secret_fields: item
             .secret_field_ids()

@@ -172,9 +172,14 @@ pub(super) fn fulfillment(
         && let Some(src) = &a.required_when
     {
         let ptr = "/fulfillment/approval/required_when".to_string();
+        // An approval rule may read the cost estimated at admission.
+        let decl = Declarations {
+            allow_cost: true,
+            ..base.clone()
+        };
         match engine.compile_expression(src) {
             Ok(e) => {
-                for err in e.check(base) {
+                for err in e.check(&decl) {
                     d.var_error(&ptr, &err);
                 }
                 compiled.approval_required_when = Some(e);

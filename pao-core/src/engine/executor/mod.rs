@@ -2,6 +2,7 @@
 //! cancellation and rollback; and simulation, which walks the same plan without calling
 //! anything.
 
+mod cost;
 mod node;
 mod phase;
 mod rollback;
@@ -28,6 +29,7 @@ use crate::store::{
 };
 use crate::vars::{Context, Scope};
 
+pub(crate) use cost::cost_scope;
 pub(crate) use scopes::Scopes;
 pub use simulate::{SimulatedAction, Simulation};
 
@@ -140,7 +142,8 @@ fn redact_write(w: &mut Write, r: &Redactor) {
             EventKind::ApprovalDecided { reason, .. } => reason.iter_mut().for_each(text),
             EventKind::ActionStarted { .. }
             | EventKind::ActionSucceeded { .. }
-            | EventKind::Escalated { .. } => {}
+            | EventKind::Escalated { .. }
+            | EventKind::BudgetThreshold { .. } => {}
         },
         Write::StartAttempt(a) | Write::FinishAttempt(a) => {
             let AttemptRecord {

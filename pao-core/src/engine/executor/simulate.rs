@@ -49,13 +49,16 @@ impl Orchestrator {
             idempotency_key: None,
             correlation_id: "simulation".into(),
             retry_of: None,
+            cost: None,
         }
         .into_submitted(now);
         let mut fake = fake;
         fake.environment = self.request_environment(&item, &fake)?;
+        fake.cost = self.admission_cost(&fake, &item).await;
         let mut problems = Vec::new();
         let scopes = self.simulation_scopes(&fake, &item, &mut problems);
-        let ctx = scopes.context();
+        let cost = super::cost_scope(fake.cost.as_ref());
+        let ctx = scopes.context().with(Scope::Cost, &cost);
         let rule = self.approval_rule(&item);
         let approval_required = match (&rule, rule.as_ref().and_then(|r| r.required_when())) {
             (Some(_), Some(e)) => e.eval_bool(&ctx).unwrap_or(true),
@@ -83,6 +86,7 @@ impl Orchestrator {
                 "automated"
             },
             approval_required,
+            cost: fake.cost.clone(),
             computed: scopes.computed.clone(),
             actions,
             worst_case_ms: walk.finish_ms.iter().copied().max().unwrap_or(0),
@@ -290,6 +294,8 @@ pub struct Simulation {
     pub mode: &'static str,
     /// Whether the request would wait for approval.
     pub approval_required: bool,
+    /// The cost its admission would estimate.
+    pub cost: Option<crate::store::AdmissionCost>,
     /// Computed values.
     pub computed: Value,
     /// Each action in plan order.
@@ -329,7 +335,7 @@ pub struct SimulatedAction {
 }
 
 /// The secret provider of simulations: every name reads as `[secret:<name>]`.
-struct PlaceholderSecrets;
+pub(super) struct PlaceholderSecrets;
 
 #[async_trait::async_trait]
 impl crate::secrets::SecretProvider for PlaceholderSecrets {

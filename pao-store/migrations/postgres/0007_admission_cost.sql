@@ -1,0 +1,3 @@
+-- A request's cost, estimated at admission (JSON): approvers see it and approval rules read
+-- it. NULL for items that declare no cost and for requests admitted before it was kept.
+ALTER TABLE requests ADD COLUMN cost TEXT;
