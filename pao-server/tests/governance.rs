@@ -559,3 +559,43 @@ async fn budget_events(s: TestServer, _clock: Arc<ManualClock>) -> TestServer {
     s
 }
 on_both_clocked!(budget_thresholds_are_events, budget_events);
+
+// ---------------------------------------------------------------------------------------
+/// `lifecycle.maintenance` is shown on the item and its form: the window in progress and the
+/// next one; a request submitted during a window is told so in its log.
+async fn maintenance(s: TestServer, clock: Arc<ManualClock>) -> TestServer {
+    // Sunday 03:00 UTC: inside the 02:00-04:00 window.
+    clock.set(utc(2026, 6, 14, 3, 0, 0));
+    let (code, item) = s.get(ALICE, "/catalog/items/gov.maintained").await;
+    assert_eq!(code, 200, "{item}");
+    let w = &item["maintenance"][0];
+    assert_eq!(w["cron"], "0 2 * * SUN", "{item}");
+    assert_eq!(w["duration"], "2h", "{item}");
+    assert_eq!(w["in_progress"], true, "{item}");
+    assert_eq!(w["ends_at"], "2026-06-14T04:00:00Z", "{item}");
+    assert_eq!(w["next_start"], "2026-06-21T02:00:00Z", "{item}");
+    assert_eq!(w["next_end"], "2026-06-21T04:00:00Z", "{item}");
+    let (code, form) = s.get(ALICE, "/catalog/items/gov.maintained/schema").await;
+    assert_eq!(code, 200, "{form}");
+    assert_eq!(form["x-pao-maintenance"][0]["in_progress"], true, "{form}");
+    let r = submitted(&s, ALICE, "gov.maintained", json!({ "note": "hi" })).await;
+    let (_, logs) = s.get(ALICE, &format!("/requests/{}/logs", id(&r))).await;
+    let told = logs["events"].as_array().unwrap().iter().any(|e| {
+        e["type"] == "log"
+            && e["level"] == "warn"
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("maintenance window until 2026-06-14T04:00:00"))
+    });
+    assert!(told, "{logs}");
+    // At 04:00 the window is over; the next is a week later.
+    clock.set(utc(2026, 6, 14, 4, 0, 0));
+    let (_, item) = s.get(ALICE, "/catalog/items/gov.maintained").await;
+    assert_eq!(item["maintenance"][0]["in_progress"], false, "{item}");
+    assert_eq!(item["maintenance"][0]["ends_at"], Value::Null, "{item}");
+    // Items without windows show none.
+    let (_, plain) = s.get(ALICE, "/catalog/items/gov.plain").await;
+    assert_eq!(plain["maintenance"], json!([]), "{plain}");
+    s
+}
+on_both_clocked!(maintenance_windows_are_shown, maintenance);

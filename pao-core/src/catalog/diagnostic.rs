@@ -81,6 +81,8 @@ pub mod codes {
     /// listing the catalog's environments, an `access.environments` entry or a default
     /// approval rule the catalog cannot apply.
     pub const ENVIRONMENT: &str = "PAO-E025";
+    /// A maintenance window's `cron` is not a 5-field cron expression that matches a date.
+    pub const CRON: &str = "PAO-E026";
     /// Deprecated item without a replacement.
     pub const DEPRECATED_NO_REPLACEMENT: &str = "PAO-W001";
     /// Retired item.

@@ -14,6 +14,7 @@ pub const BUILT_IN_ACTION_TYPES: &[&str] = &[
 mod check;
 pub mod diagnostic;
 mod load;
+pub mod maintenance;
 pub mod model;
 pub mod yaml;
 

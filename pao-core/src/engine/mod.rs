@@ -798,6 +798,23 @@ impl Orchestrator {
             }
             _ => {}
         }
+        // A maintenance window in progress: the request is admitted, and told.
+        for window in crate::catalog::maintenance::windows(&item.item, at) {
+            if let Some(end) = window.ends_at {
+                w.push(Write::Event {
+                    at,
+                    kind: EventKind::Log {
+                        action_id: None,
+                        level: "warn".into(),
+                        message: format!(
+                            "item `{}` is in a maintenance window until {}",
+                            item.id(),
+                            end.to_rfc3339()
+                        ),
+                    },
+                });
+            }
+        }
         // Restricted change periods.
         let mut force_approval = false;
         if let Some(active) = self.active_restriction(item, request.environment.as_deref(), at) {

@@ -67,10 +67,29 @@ impl Orchestrator {
             .map_err(|e| EngineError::Invalid(format!("checking the item stopped: {e}")))
     }
 
-    /// The form schema (JSON Schema 2020-12 with UI hints) of an item `who` may see.
+    /// The form schema (JSON Schema 2020-12 with UI hints) of an item `who` may see, with
+    /// its maintenance windows now under `x-pao-maintenance`.
     pub fn form_of(&self, who: &Principal, item_id: &str) -> Result<Value, EngineError> {
         let item = self.visible_item(who, item_id)?;
-        Ok(crate::form::form_schema(&item.item))
+        let mut schema = crate::form::form_schema(&item.item);
+        let windows = self.maintenance_of(&item);
+        if !windows.is_empty()
+            && let Some(o) = schema.as_object_mut()
+        {
+            o.insert(
+                "x-pao-maintenance".into(),
+                serde_json::to_value(windows).unwrap_or(Value::Null),
+            );
+        }
+        Ok(schema)
+    }
+
+    /// The item's maintenance windows now: whether one is in progress, and the next.
+    pub fn maintenance_of(
+        &self,
+        item: &crate::catalog::LoadedItem,
+    ) -> Vec<crate::catalog::maintenance::WindowStatus> {
+        crate::catalog::maintenance::windows(&item.item, self.clock.now())
     }
 
     /// Evaluates a template or an expression with the catalog's variable engine (embedder

@@ -265,6 +265,26 @@ pub async fn search(
     }))
 }
 
+/// A maintenance window of an item, now.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MaintenanceWindow {
+    /// When windows start: a 5-field cron expression in UTC (`0 2 * * SUN`).
+    pub cron: String,
+    /// How long each lasts (`2h`).
+    pub duration: String,
+    /// Whether a window is in progress.
+    pub in_progress: bool,
+    /// When the window in progress ends.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub ends_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The next start.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub next_start: Option<chrono::DateTime<chrono::Utc>>,
+    /// The end of the next window.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub next_end: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// An item as written.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ItemDetail {
@@ -280,6 +300,8 @@ pub struct ItemDetail {
     pub can_submit: bool,
     /// Lifecycle status.
     pub status: ItemStatus,
+    /// Its maintenance windows (`lifecycle.maintenance`) now.
+    pub maintenance: Vec<MaintenanceWindow>,
     /// The item (catalog Schema v2.0: `apiVersion`, `kind`, `metadata`, `presentation`,
     /// `fulfillment`, ...).
     #[schema(value_type = Object)]
@@ -301,6 +323,19 @@ pub async fn item(
         file: item.file.clone(),
         can_submit,
         status: summary(&item, false).status,
+        maintenance: state
+            .orch
+            .maintenance_of(&item)
+            .into_iter()
+            .map(|w| MaintenanceWindow {
+                cron: w.cron,
+                duration: w.duration,
+                in_progress: w.in_progress,
+                ends_at: w.ends_at,
+                next_start: w.next_start,
+                next_end: w.next_end,
+            })
+            .collect(),
         item: serde_json::to_value(&item.item).unwrap_or(Value::Null),
     }))
 }

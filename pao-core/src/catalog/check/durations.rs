@@ -43,6 +43,17 @@ pub(super) fn check(d: &mut FileDiags, item: &CatalogItem, g: &ActionGraph) {
     for (i, w) in windows.into_iter().flatten().enumerate() {
         let ptr = format!("/lifecycle/maintenance/{i}/duration");
         check_one(d, &ptr, Some(&w.duration));
+        if let Err(e) = crate::catalog::maintenance::parse_cron(&w.cron) {
+            d.error(
+                codes::CRON,
+                &format!("/lifecycle/maintenance/{i}/cron"),
+                format!("`{}` is not a maintenance start PAO takes: {e}", w.cron),
+                Some(
+                    "write 5 fields in UTC: minute, hour, day of month, month, day of week, e.g. `0 2 * * SUN`"
+                        .to_string(),
+                ),
+            );
+        }
     }
     let health = item
         .monitoring
