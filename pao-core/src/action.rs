@@ -434,6 +434,13 @@ impl ActionRegistry {
             if name.starts_with("plugin:") {
                 opts.plugin_config_schemas
                     .insert(name.clone(), action.describe().config_schema);
+                let action = action.clone();
+                opts.plugin_validators.insert(
+                    name.clone(),
+                    crate::catalog::ConfigValidator(Arc::new(move |config: &Value| {
+                        action.validate(config)
+                    })),
+                );
             }
         }
         opts

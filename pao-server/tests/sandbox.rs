@@ -251,3 +251,72 @@ async fn the_readme_command_offers_every_example_item() {
         "the built-in plugins were written out"
     );
 }
+
+/// A plugin's own config check (its `validate` export) runs when the catalog loads: a config
+/// the plugin refuses is a catalog diagnostic at the offending key, and the item is not offered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_the_plugin_refuses_is_a_catalog_diagnostic() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = std::env::temp_dir().join(format!("pao-plugin-validate-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let catalog = dir.join("catalog");
+    std::fs::create_dir_all(&catalog).unwrap();
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/catalog");
+    std::fs::copy(examples.join("catalog.yaml"), catalog.join("catalog.yaml")).unwrap();
+    let item = |id: &str, channel: &str| {
+        format!(
+            "apiVersion: pao.dev/v2\nkind: CatalogItem\nmetadata:\n  id: {id}\n  name: Notify\n  description: Posts to Slack.\n  version: 1.0.0\n  category: compute\n  owner: {{ team: platform-admins }}\n\
+             presentation:\n  groups:\n    - id: basics\n      title: Basics\n      fields:\n        - {{ id: note, type: text }}\n\
+             fulfillment:\n  mode: automated\n  actions:\n    - id: notify\n      type: \"plugin:slack-notify\"\n      config:\n        channel: \"{channel}\"\n        text: \"${{{{ fields.note }}}}\"\n"
+        )
+    };
+    // A file that does not load is found by its name.
+    std::fs::write(
+        catalog.join("notify.bad.yaml"),
+        item("notify.bad", "general"),
+    )
+    .unwrap();
+    std::fs::write(catalog.join("good.yaml"), item("notify.good", "#general")).unwrap();
+    let stderr = dir.join("stderr.log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pao"));
+    cmd.args(["serve", "--sandbox", "--bind", "127.0.0.1:0", "--catalog"])
+        .arg(&catalog)
+        .current_dir(&dir)
+        .env_remove("PAO_DATABASE_URL")
+        .env_remove("PAO_CONFIG")
+        .env_remove("PAO_BIND")
+        .env_remove("PAO_CATALOG");
+    let p = support::spawn_command_logging(cmd, &stderr, Duration::from_secs(120));
+    let http = reqwest::Client::new();
+    let get = async |path: &str| -> Value {
+        http.get(format!("{}/api/v1{path}", p.base))
+            .bearer_auth("dev-admin")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    };
+    let report = get("/catalog/validation/notify.bad").await;
+    assert_eq!(report["loaded"], false, "{report}");
+    let d = report["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["code"] == "PAO-E020")
+        .cloned()
+        .unwrap_or_else(|| panic!("no PAO-E020: {report}"));
+    assert_eq!(d["pointer"], "/fulfillment/actions/0/config/channel", "{d}");
+    assert!(
+        d["message"]
+            .as_str()
+            .unwrap()
+            .contains("a channel is `#name` or a channel id"),
+        "{d}"
+    );
+    assert!(d["line"].as_u64().unwrap() > 0, "{d}");
+    let good = get("/catalog/validation/notify.good").await;
+    assert_eq!(good["valid"], true, "{good}");
+    assert_eq!(good["loaded"], true, "{good}");
+}

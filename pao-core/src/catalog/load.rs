@@ -46,6 +46,19 @@ static SCHEMAS: LazyLock<Schemas> = LazyLock::new(|| {
     }
 });
 
+/// A plugin's own check of an action config: `Err` holds its complaints, each `pointer:
+/// message` (a JSON pointer into the config) or a bare message.
+#[derive(Clone)]
+pub struct ConfigValidator(
+    pub std::sync::Arc<dyn Fn(&Value) -> Result<(), Vec<String>> + Send + Sync>,
+);
+
+impl std::fmt::Debug for ConfigValidator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConfigValidator")
+    }
+}
+
 /// What the loader needs from its embedder.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -53,6 +66,9 @@ pub struct LoadOptions {
     pub action_types: BTreeSet<String>,
     /// JSON Schemas of plugin configs, by type name.
     pub plugin_config_schemas: BTreeMap<String, Value>,
+    /// Plugins' own config checks (their `validate`), by type name: run on each config of
+    /// that type (as written, templates unrendered) that fits the schema.
+    pub plugin_validators: BTreeMap<String, ConfigValidator>,
     /// The variable engine (with embedder functions).
     pub engine: Engine,
     /// Secrets only the server reads (inbound webhook keys, the key-encryption key): no item
@@ -68,6 +84,7 @@ impl Default for LoadOptions {
                 .map(|s| s.to_string())
                 .collect(),
             plugin_config_schemas: BTreeMap::new(),
+            plugin_validators: BTreeMap::new(),
             engine: Engine::new(),
             reserved_secrets: BTreeSet::new(),
         }

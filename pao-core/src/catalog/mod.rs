@@ -21,6 +21,6 @@ pub mod yaml;
 pub use check::valid_cidr;
 pub use diagnostic::{Diagnostic, Severity, codes, render_all};
 pub use load::{
-    Catalog, CompiledAction, CompiledItem, CompiledSource, ITEM_SCHEMA, LoadOptions, LoadedItem,
-    MAX_FILE_BYTES, SETTINGS_SCHEMA, load_item, load_settings,
+    Catalog, CompiledAction, CompiledItem, CompiledSource, ConfigValidator, ITEM_SCHEMA,
+    LoadOptions, LoadedItem, MAX_FILE_BYTES, SETTINGS_SCHEMA, load_item, load_settings,
 };

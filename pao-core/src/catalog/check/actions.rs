@@ -182,23 +182,56 @@ fn check_types(d: &mut FileDiags, a: &ActionInfo, opts: &LoadOptions) {
             format!("unknown action type `{ty}`"),
             Some(hint),
         );
-    } else if let Some(schema) = opts.plugin_config_schemas.get(&ty)
-        && let Ok(v) = jsonschema::validator_for(schema)
-    {
-        for e in v.iter_errors(&a.spec.config) {
-            let p = format!("{}/config{}", a.pointer, e.instance_path().as_str());
-            d.error(codes::ACTION_CONFIG, &p, format!("{ty} config: {e}"), None);
-        }
+    } else {
+        plugin_config(d, &a.pointer, &ty, &a.spec.config, opts);
     }
     if let Some(rb) = &a.spec.rollback {
         let rty = rb.action_type.to_string();
-        if !opts.action_types.contains(&rty) {
+        if opts.action_types.contains(&rty) {
+            let ptr = format!("{}/rollback", a.pointer);
+            plugin_config(d, &ptr, &rty, &rb.config, opts);
+        } else {
             d.error(
                 codes::UNKNOWN_ACTION_TYPE,
                 &format!("{}/rollback/type", a.pointer),
                 format!("unknown action type `{rty}` in rollback"),
                 did_you_mean(&rty, opts.action_types.iter().map(String::as_str))
                     .map(|s| format!("did you mean `{s}`?")),
+            );
+        }
+    }
+}
+
+/// A plugin action's config (at `ptr/config`) fits the plugin's schema, then passes the
+/// plugin's own `validate`.
+fn plugin_config(d: &mut FileDiags, ptr: &str, ty: &str, config: &Value, opts: &LoadOptions) {
+    let mut fits = true;
+    if let Some(schema) = opts.plugin_config_schemas.get(ty)
+        && let Ok(v) = jsonschema::validator_for(schema)
+    {
+        for e in v.iter_errors(config) {
+            let p = format!("{ptr}/config{}", e.instance_path().as_str());
+            d.error(codes::ACTION_CONFIG, &p, format!("{ty} config: {e}"), None);
+            fits = false;
+        }
+    }
+    let Some(check) = opts.plugin_validators.get(ty).filter(|_| fits) else {
+        return;
+    };
+    if let Err(complaints) = (check.0)(config) {
+        for c in complaints {
+            // `/channel: a channel is ...` points into the config; a bare message at it.
+            let (at, message) = match c.split_once(": ") {
+                Some((p, m)) if p.starts_with('/') && config.pointer(p).is_some() => {
+                    (format!("{ptr}/config{p}"), m.to_string())
+                }
+                _ => (format!("{ptr}/config"), c.clone()),
+            };
+            d.error(
+                codes::ACTION_CONFIG,
+                &at,
+                format!("{ty} config: {message}"),
+                Some(format!("the plugin's own check (`validate`) refused it")),
             );
         }
     }
