@@ -70,6 +70,50 @@ pub struct ServerConfig {
     pub tls: Option<crate::tls::TlsConfig>,
     /// The circuit breakers of the systems actions call.
     pub breakers: BreakersConfig,
+    /// How long ended requests and audit records are kept.
+    pub retention: RetentionConfig,
+}
+
+/// `[retention]`: ended requests and audit records older than these periods are deleted by
+/// a job every `interval_secs`. Without periods everything is kept.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Days an ended request (`completed`, `failed`, `cancelled`, `rejected`) is kept after
+    /// its last change, with its events, attempts, decisions and quota reservation.
+    pub requests_days: Option<u32>,
+    /// Days an audit record is kept.
+    pub audit_days: Option<u32>,
+    /// Seconds between runs of the job.
+    pub interval_secs: u64,
+    /// Rows deleted per transaction.
+    pub batch: usize,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            requests_days: None,
+            audit_days: None,
+            interval_secs: 3600,
+            batch: 1000,
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// The policy the job applies; `None` when nothing is ever deleted.
+    pub fn policy(&self) -> Option<pao_core::service::RetentionPolicy> {
+        let days =
+            |d: Option<u32>| d.map(|d| std::time::Duration::from_secs(u64::from(d) * 86_400));
+        (self.requests_days.is_some() || self.audit_days.is_some()).then(|| {
+            pao_core::service::RetentionPolicy {
+                requests: days(self.requests_days),
+                audit: days(self.audit_days),
+                batch: self.batch.max(1),
+            }
+        })
+    }
 }
 
 /// The key-encryption keys (KEKs) that wrap the data keys of sealed secrets: secret form
@@ -184,6 +228,7 @@ impl Default for ServerConfig {
             sealing: SealingConfig::default(),
             tls: None,
             breakers: BreakersConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }

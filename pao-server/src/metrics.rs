@@ -74,7 +74,21 @@ impl Metrics {
                 let kind = action_type.clone().unwrap_or_else(|| "unknown".into());
                 metrics::counter!("pao_action_attempts_total", "type" => kind, "outcome" => "failed", "class" => class, "rollback" => rollback.to_string()).increment(1);
             }
+            EventKind::BudgetThreshold {
+                team,
+                resource,
+                percent,
+                ..
+            } => {
+                metrics::counter!("pao_budget_threshold_events_total", "team" => team.clone(), "resource" => resource.clone(), "percent" => percent.to_string()).increment(1);
+            }
             _ => {}
         }
+    }
+
+    /// Counts what a retention run deleted.
+    pub fn purged(&self, requests: u64, audit: u64) {
+        metrics::counter!("pao_retention_deleted_total", "kind" => "requests").increment(requests);
+        metrics::counter!("pao_retention_deleted_total", "kind" => "audit").increment(audit);
     }
 }

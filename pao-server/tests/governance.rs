@@ -26,6 +26,15 @@ fn utc(y: i32, m: u32, d: u32, h: u32, min: u32, s: u32) -> DateTime<Utc> {
 
 /// A server on the governance catalog whose engine reads `clock`.
 async fn server(db: Db, clock: Arc<ManualClock>) -> Option<TestServer> {
+    server_with(db, clock, |_| {}).await
+}
+
+/// [`server`], with more configuration.
+async fn server_with(
+    db: Db,
+    clock: Arc<ManualClock>,
+    tweak: impl FnOnce(&mut pao_server::config::ServerConfig),
+) -> Option<TestServer> {
     let dir = std::env::temp_dir().join(format!(
         "pao-governance-{}-{}",
         std::process::id(),
@@ -48,6 +57,7 @@ async fn server(db: Db, clock: Arc<ManualClock>) -> Option<TestServer> {
             teams: vec![],
             roles: vec!["developer".into()],
         });
+        tweak(c);
     })
     .await
 }
@@ -599,3 +609,88 @@ async fn maintenance(s: TestServer, clock: Arc<ManualClock>) -> TestServer {
     s
 }
 on_both_clocked!(maintenance_windows_are_shown, maintenance);
+
+// ---------------------------------------------------------------------------------------
+/// `[retention]`: a job deletes requests that ended more than `requests_days` ago, with their
+/// journal, and audit records older than `audit_days`; live requests and recent ones stay.
+async fn retention(db: Db) {
+    let clock = Arc::new(ManualClock::at(utc(2026, 6, 15, 12, 0, 0)));
+    let Some(s) = server_with(db, clock.clone(), |c| {
+        c.retention.requests_days = Some(30);
+        c.retention.audit_days = Some(60);
+        c.retention.interval_secs = 1;
+        c.retention.batch = 1;
+    })
+    .await
+    else {
+        return;
+    };
+    let mut old = Vec::new();
+    for (item, fields) in [
+        ("gov.plain", json!({ "stage": "dev" })),
+        ("gov.maintained", json!({ "note": "x" })),
+    ] {
+        let r = submitted(&s, ALICE, item, fields).await;
+        s.wait_state(ALICE, &id(&r), "completed").await;
+        old.push(id(&r));
+    }
+    // A manual ticket stays in progress: live, however old.
+    let live = id(&submitted(&s, ALICE, "gov.ticket", json!({ "environment": "dev" })).await);
+    s.wait_state(ALICE, &live, "in_progress").await;
+    // 31 days later, a request ends.
+    clock.set(utc(2026, 7, 16, 12, 0, 0));
+    let recent = id(&submitted(&s, ALICE, "gov.maintained", json!({ "note": "y" })).await);
+    s.wait_state(ALICE, &recent, "completed").await;
+    let gone = async |rid: &str| {
+        for _ in 0..100 {
+            let (code, _) = s.get(ALICE, &format!("/requests/{rid}")).await;
+            if code == 404 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    };
+    for rid in &old {
+        assert!(
+            gone(rid).await,
+            "{rid} ended 31 days ago and was not deleted"
+        );
+        let (code, v) = s.get(ALICE, &format!("/requests/{rid}/logs")).await;
+        assert_eq!(code, 404, "its journal went with it: {v}");
+    }
+    for rid in [&live, &recent] {
+        let (code, v) = s.get(ALICE, &format!("/requests/{rid}")).await;
+        assert_eq!(code, 200, "{rid} stays: {v}");
+    }
+    // The audit trail is kept 60 days: the old submissions are still in it.
+    let (code, audit) = s.get(ADMIN, "/audit/requests").await;
+    assert_eq!(code, 200, "{audit}");
+    let targets = audit.to_string();
+    assert!(targets.contains(&old[0]), "{audit}");
+    // 61 days after the first submissions, their audit records go too.
+    clock.set(utc(2026, 8, 15, 12, 0, 1));
+    let mut cleared = false;
+    for _ in 0..100 {
+        let (_, audit) = s.get(ADMIN, "/audit/requests").await;
+        if !audit.to_string().contains(&old[0]) {
+            cleared = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(cleared, "the audit records of 2026-06-15 were not deleted");
+    s.stop().await;
+}
+
+mod retention_deletes_what_is_past_its_period {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::retention(super::support::Db::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::retention(super::support::Db::Postgres).await;
+    }
+}

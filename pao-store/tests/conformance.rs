@@ -209,9 +209,10 @@ async fn backup_and_purge_on_sqlite() {
     // their events are protected by a trigger too.
     assert_eq!(
         store
-            .purge(now + chrono::Duration::days(1), now)
+            .purge(now + chrono::Duration::days(1), now, 100)
             .await
-            .unwrap(),
+            .unwrap()
+            .requests,
         1,
         "only the completed r2 is purged"
     );

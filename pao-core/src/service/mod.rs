@@ -28,6 +28,7 @@ pub mod operations;
 pub mod options;
 pub mod progress;
 pub mod requests;
+pub mod retention;
 pub mod teams;
 
 pub use approvals::PendingPage;
@@ -44,6 +45,7 @@ pub use requests::{
     RequestCursor, RequestDetail, RequestPage, RequestQuery, RequestScope, RequestStatus,
     RequestWatch,
 };
+pub use retention::RetentionPolicy;
 pub use teams::{Analytics, OwnedItem, PopularItem, TeamSettings, TeamUsage};
 
 /// A page size: `None` is `default`, and the size is kept within `1..=max`.

@@ -140,6 +140,7 @@ macro_rules! for_each_conformance_check {
             check_submit_with_default_quota_limit,
             check_item_definitions,
             check_sealed_values,
+            check_purge,
         );
     };
 }
@@ -4655,4 +4656,96 @@ pub async fn check_sealed_values(store: &dyn Store) {
         )
         .is_empty()
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Retention
+
+/// `purge` deletes ended requests last updated before its cutoff, oldest first and at most
+/// `limit`, with their events, attempts, decisions and quota; never a live request nor a newer
+/// ended one. Audit records before their own cutoff go, oldest first, at most `limit`.
+pub async fn check_purge(store: &dyn Store) {
+    request_in(store, "old-1", "team-a", "item", t(0), &TO_COMPLETED, t(10)).await;
+    request_in(store, "old-2", "team-a", "item", t(0), &TO_FAILED, t(20)).await;
+    request_in(store, "live", "team-a", "item", t(0), &TO_APPROVAL, t(5)).await;
+    request_in(store, "new", "team-a", "item", t(0), &TO_COMPLETED, t(100)).await;
+    ok(
+        "reserve",
+        store.reserve_quota("old-1", "team-a", "databases", 2).await,
+    );
+    ok(
+        "reserve",
+        store.reserve_quota("live", "team-a", "databases", 3).await,
+    );
+    for (at, target) in [(1, "old-1"), (2, "live"), (50, "new")] {
+        ok(
+            "audit",
+            store
+                .audit(AuditRecord {
+                    at: t(at),
+                    actor: "ada".to_string(),
+                    action: "request.submit".to_string(),
+                    target: target.to_string(),
+                    detail: json!({}),
+                })
+                .await,
+        );
+    }
+    let first = ok("purge", store.purge(t(50), t(30), 1).await);
+    assert_eq!(
+        first,
+        super::Purged {
+            requests: 1,
+            audit: 1
+        },
+        "purge with limit 1: the oldest ended request and the oldest audit record"
+    );
+    assert!(
+        ok("get", store.get("old-1").await).is_none(),
+        "purge: old-1 (ended at t10) went first"
+    );
+    assert!(
+        ok("events", store.events("old-1", 0, 100).await).is_empty(),
+        "purge: old-1's events went with it"
+    );
+    assert!(
+        ok("get", store.get("old-2").await).is_some(),
+        "purge with limit 1: old-2 waits for the next pass"
+    );
+    let used = |u: Vec<QuotaUsage>| u.iter().map(|q| q.used).sum::<u64>();
+    assert_eq!(
+        used(ok("quota", store.quota_usage("team-a").await)),
+        3,
+        "purge: old-1's reservation is returned, live's kept"
+    );
+    let second = ok("purge", store.purge(t(50), t(30), 10).await);
+    assert_eq!(
+        second,
+        super::Purged {
+            requests: 1,
+            audit: 1
+        },
+        "purge: old-2, and the second audit record before t30"
+    );
+    let third = ok("purge", store.purge(t(50), t(30), 10).await);
+    assert_eq!(
+        third,
+        super::Purged::default(),
+        "purge: nothing is left to purge"
+    );
+    assert!(
+        ok("get", store.get("live").await).is_some(),
+        "purge never deletes a live request, however old"
+    );
+    assert!(
+        !ok("events", store.events("live", 0, 100).await).is_empty(),
+        "the live request keeps its events"
+    );
+    assert!(
+        ok("get", store.get("new").await).is_some(),
+        "purge keeps requests that ended after the cutoff"
+    );
+    let audit = ok("audit log", store.audit_log(None, None, 0).await);
+    assert_eq!(audit.len(), 1, "purge: the audit record after t30 stays");
+    assert_eq!(audit[0].record.target, "new");
 }

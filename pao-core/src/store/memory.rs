@@ -23,7 +23,9 @@ struct Inner {
     decisions: HashMap<String, Vec<ApprovalDecision>>,
     limits: BTreeMap<(String, String), u64>,
     reservations: BTreeMap<(String, String), (String, u64)>,
-    audit: Vec<AuditRecord>,
+    /// Audit records with their ids, in append order; ids are never reused.
+    audit: Vec<(u64, AuditRecord)>,
+    audit_ids: u64,
     sealed: HashMap<String, SealedSecrets>,
     definitions: HashMap<String, (String, String)>,
 }
@@ -109,6 +111,11 @@ struct Undo {
 }
 
 impl Inner {
+    fn push_audit(&mut self, record: AuditRecord) {
+        self.audit_ids += 1;
+        self.audit.push((self.audit_ids, record));
+    }
+
     fn undo_point(&self, id: &str) -> Undo {
         Undo {
             id: id.to_string(),
@@ -398,7 +405,7 @@ impl Inner {
                     self.reserve_in(id, &team, &resource, amount, default_limit)?
                 }
                 Write::ReleaseQuota => self.reservations.retain(|(rid, _), _| rid != id),
-                Write::Audit(a) => self.audit.push(a),
+                Write::Audit(a) => self.push_audit(a),
                 Write::Seal { key, values } => {
                     if !self.requests.contains_key(id) {
                         return Err(StoreError::NotFound(id.to_string()));
@@ -732,6 +739,51 @@ impl Store for MemoryStore {
         Ok(list.clone())
     }
 
+    async fn purge(
+        &self,
+        before: DateTime<Utc>,
+        audit_before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Purged, StoreError> {
+        let mut g = self.lock()?;
+        let mut ended: Vec<(DateTime<Utc>, String)> = g
+            .requests
+            .values()
+            .filter(|r| r.state.is_terminal() && r.updated_at < before)
+            .map(|r| (r.updated_at, r.id.clone()))
+            .collect();
+        ended.sort();
+        ended.truncate(limit);
+        let mut out = Purged::default();
+        for (_, id) in &ended {
+            if let Some(r) = g.requests.remove(id)
+                && let Some(k) = r.idempotency_key
+            {
+                g.by_key.remove(&k);
+            }
+            g.order.retain(|o| o != id);
+            g.leases.remove(id);
+            g.tokens.remove(id);
+            g.events.remove(id);
+            g.attempts.remove(id);
+            g.decisions.remove(id);
+            g.sealed.remove(id);
+            g.reservations.retain(|(rid, _), _| rid != id);
+            out.requests += 1;
+        }
+        // Oldest first (the log is in append order), at most `limit`.
+        let mut left = limit;
+        g.audit.retain(|(_, a)| {
+            let goes = left > 0 && a.at < audit_before;
+            if goes {
+                left -= 1;
+            }
+            !goes
+        });
+        out.audit = (limit - left) as u64;
+        Ok(out)
+    }
+
     async fn item_definition(&self, hash: &str) -> Result<Option<(String, String)>, StoreError> {
         Ok(self.lock()?.definitions.get(hash).cloned())
     }
@@ -807,7 +859,7 @@ impl Store for MemoryStore {
             g.limits
                 .insert((team.to_string(), resource.clone()), *limit);
         }
-        g.audit.push(audit);
+        g.push_audit(audit);
         Ok(())
     }
 
@@ -858,7 +910,7 @@ impl Store for MemoryStore {
     }
 
     async fn audit(&self, record: AuditRecord) -> Result<(), StoreError> {
-        self.lock()?.audit.push(record);
+        self.lock()?.push_audit(record);
         Ok(())
     }
 
@@ -869,17 +921,15 @@ impl Store for MemoryStore {
         limit: usize,
     ) -> Result<Vec<LoggedAudit>, StoreError> {
         let g = self.lock()?;
-        // A record's id is its place in the log, from 1 (records are never removed).
-        let end = before.map_or(g.audit.len(), |b| {
-            usize::try_from(b.saturating_sub(1)).map_or(g.audit.len(), |b| b.min(g.audit.len()))
-        });
-        let iter = g.audit[..end]
+        let iter = g
+            .audit
             .iter()
-            .enumerate()
             .rev()
-            .filter(|(_, a)| target.is_none_or(|t| a.target == t))
-            .map(|(i, a)| LoggedAudit {
-                id: i as u64 + 1,
+            .filter(|(id, a)| {
+                before.is_none_or(|b| *id < b) && target.is_none_or(|t| a.target == t)
+            })
+            .map(|(id, a)| LoggedAudit {
+                id: *id,
                 record: a.clone(),
             });
         Ok(if limit > 0 {

@@ -162,6 +162,15 @@ pub struct AdmissionCost {
     pub problems: Vec<String>,
 }
 
+/// What a [`Store::purge`] deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Purged {
+    /// Requests, with everything recorded about them.
+    pub requests: u64,
+    /// Audit records.
+    pub audit: u64,
+}
+
 /// Where an admission estimate's totals come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -1240,6 +1249,18 @@ pub trait Store: Send + Sync {
     /// The item definition kept under `hash` ([`Write::KeepItemDefinition`]): item id and
     /// the file's text.
     async fn item_definition(&self, hash: &str) -> Result<Option<(String, String)>, StoreError>;
+
+    /// Retention: deletes up to `limit` requests that ended (`completed`, `failed`,
+    /// `cancelled`, `rejected`) and were last updated before `before`, oldest first, with
+    /// their events, attempts, decisions, sealed values and quota reservations (their quota is
+    /// returned); and the audit records older than `audit_before`. One transaction; never
+    /// touches a live request. Kept item definitions stay.
+    async fn purge(
+        &self,
+        before: DateTime<Utc>,
+        audit_before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Purged, StoreError>;
 
     /// Up to `limit` wrapped data keys not wrapped by the key-encryption key `kek_id`, with
     /// their request ids (for re-wrapping after a rotation).

@@ -20,6 +20,7 @@ pub enum StoreCall {
     RequestWaitingFor,
     HeldRequests,
     ItemDefinition,
+    Purge,
     Transition,
     Update,
     AppendEvent,
@@ -61,6 +62,7 @@ impl StoreCall {
             StoreCall::RequestWaitingFor => "request_waiting_for",
             StoreCall::HeldRequests => "held_requests",
             StoreCall::ItemDefinition => "item_definition",
+            StoreCall::Purge => "purge",
             StoreCall::Transition => "transition",
             StoreCall::Update => "update",
             StoreCall::AppendEvent => "append_event",
@@ -252,6 +254,15 @@ impl<S: Store, O: StoreObserver> Store for Observed<S, O> {
     async fn item_definition(&self, hash: &str) -> Result<Option<(String, String)>, StoreError> {
         let run = self.inner.item_definition(hash);
         self.forward(StoreCall::ItemDefinition, run).await
+    }
+    async fn purge(
+        &self,
+        before: DateTime<Utc>,
+        audit_before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Purged, StoreError> {
+        let run = self.inner.purge(before, audit_before, limit);
+        self.forward(StoreCall::Purge, run).await
     }
     async fn held_requests(&self, prefix: &str, limit: usize) -> Result<Vec<Request>, StoreError> {
         let run = self.inner.held_requests(prefix, limit);

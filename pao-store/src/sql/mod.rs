@@ -10,9 +10,7 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
-use pao_core::store::*;
-use sqlx::{AnyConnection, AnyPool};
+use sqlx::AnyPool;
 use tokio::sync::Notify;
 
 mod rows;
@@ -23,7 +21,6 @@ pub(crate) use rows::{
     COLUMNS, claim_statement, claimed, db, json, ms, rollback_name, row_to_request,
 };
 pub(crate) use tx::fenced_state;
-use tx::release_in;
 
 /// Which database is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,57 +190,5 @@ impl SqlStore {
         }
         self.pool.close().await;
         self.writer.close().await;
-    }
-
-    /// Deletes ended requests (and their events, attempts, decisions) last updated before
-    /// `before`, and audit records older than `audit_before`; returns how many requests went.
-    pub async fn purge(
-        &self,
-        before: DateTime<Utc>,
-        audit_before: DateTime<Utc>,
-    ) -> Result<u64, StoreError> {
-        let n = self
-            .write(async |tx: &mut AnyConnection| {
-                let cutoff = ms(before);
-                let ended =
-                    "state IN ('completed', 'failed', 'cancelled', 'rejected') AND updated_at < $1";
-                release_in(
-                    &mut *tx,
-                    &format!("request_id IN (SELECT id FROM requests WHERE {ended})"),
-                    cutoff,
-                )
-                .await?;
-                for table in [
-                    "events",
-                    "attempts",
-                    "decisions",
-                    "sealed_values",
-                    "sealed_keys",
-                ] {
-                    sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DELETE FROM {table} WHERE request_id IN (SELECT id FROM requests WHERE {ended})"
-            )))
-            .bind(cutoff)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-                }
-                let n = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DELETE FROM requests WHERE {ended}"
-                )))
-                .bind(cutoff)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?
-                .rows_affected();
-                sqlx::query("DELETE FROM audit WHERE at < $1")
-                    .bind(ms(audit_before))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db)?;
-                Ok(n)
-            })
-            .await?;
-        Ok(n)
     }
 }

@@ -518,6 +518,59 @@ impl Store for SqlStore {
         self.decisions(&d.request_id).await
     }
 
+    async fn purge(
+        &self,
+        before: DateTime<Utc>,
+        audit_before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Purged, StoreError> {
+        let limit = limit.max(1);
+        // The batch: the oldest ended requests before the cutoff (the `requests_ended`
+        // index). The cutoff is in the past, so the batch is the same for every statement.
+        let batch = format!(
+            "SELECT id FROM requests WHERE state IN ('completed', 'failed', 'cancelled', 'rejected') \
+             AND updated_at < $1 ORDER BY updated_at, id LIMIT {limit}"
+        );
+        self.write(async |tx: &mut AnyConnection| {
+            let cutoff = ms(before);
+            release_in(&mut *tx, &format!("request_id IN ({batch})"), cutoff).await?;
+            for table in [
+                "events",
+                "attempts",
+                "decisions",
+                "sealed_values",
+                "sealed_keys",
+            ] {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DELETE FROM {table} WHERE request_id IN ({batch})"
+                )))
+                .bind(cutoff)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            }
+            let requests = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM requests WHERE id IN ({batch})"
+            )))
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?
+            .rows_affected();
+            // Audit ids grow with time: the oldest come first.
+            let audit = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE at < $1 ORDER BY id LIMIT {limit})"
+            )))
+            .bind(ms(audit_before))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?
+            .rows_affected();
+            Ok(Purged { requests, audit })
+        })
+        .await
+    }
+
     async fn item_definition(&self, hash: &str) -> Result<Option<(String, String)>, StoreError> {
         sqlx::query_as("SELECT item_id, source FROM item_definitions WHERE hash = $1")
             .bind(hash.to_string())
