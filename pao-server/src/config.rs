@@ -72,6 +72,8 @@ pub struct ServerConfig {
     pub breakers: BreakersConfig,
     /// How long ended requests and audit records are kept.
     pub retention: RetentionConfig,
+    /// How the tickets of manual-mode requests are watched.
+    pub manual_tickets: crate::tickets::ManualTicketsConfig,
 }
 
 /// `[retention]`: ended requests and audit records older than these periods are deleted by
@@ -229,6 +231,7 @@ impl Default for ServerConfig {
             tls: None,
             breakers: BreakersConfig::default(),
             retention: RetentionConfig::default(),
+            manual_tickets: crate::tickets::ManualTicketsConfig::default(),
         }
     }
 }

@@ -32,4 +32,5 @@ pub mod sandbox;
 pub mod search;
 pub mod serve;
 pub mod state;
+pub mod tickets;
 pub mod tls;

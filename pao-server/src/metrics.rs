@@ -82,6 +82,9 @@ impl Metrics {
             } => {
                 metrics::counter!("pao_budget_threshold_events_total", "team" => team.clone(), "resource" => resource.clone(), "percent" => percent.to_string()).increment(1);
             }
+            EventKind::SlaBreached { .. } => {
+                metrics::counter!("pao_sla_breaches_total").increment(1);
+            }
             _ => {}
         }
     }

@@ -115,6 +115,10 @@ pub fn start(
             }
         }));
     }
+    tasks.push(tokio::spawn(crate::tickets::watch(
+        state.clone(),
+        shutdown.child_token(),
+    )));
     if let Some(policy) = state.config.retention.policy() {
         let orch = state.orch.clone();
         let token = shutdown.child_token();

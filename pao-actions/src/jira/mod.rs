@@ -203,17 +203,7 @@ impl JiraTickets {
         instance: Option<&str>,
         key: &str,
     ) -> Result<TicketOutcome, ActionError> {
-        let ctx = ActionContext {
-            request_id: String::new(),
-            action_id: "manual-ticket".into(),
-            attempt: 1,
-            idempotency_key: pao_core::action::IdempotencyKey(format!("poll-{key}")),
-            deadline: None,
-            cancel: tokio_util::sync::CancellationToken::new(),
-            log: pao_core::action::ActionLogger::default(),
-            secrets,
-            dry_run: false,
-        };
+        let ctx = Self::context(secrets, &format!("poll-{key}"));
         let r = async {
             let site = self.action.site(&ctx, instance).await?;
             let call = site.call(
@@ -232,6 +222,46 @@ impl JiraTickets {
                 })?;
             let resolution = v.pointer("/fields/resolution/name").and_then(Value::as_str);
             Ok(ticket_outcome(&site.inst.outcomes, status, resolution))
+        }
+        .await;
+        redacted(&ctx, r)
+    }
+}
+
+impl JiraTickets {
+    fn context(
+        secrets: std::sync::Arc<dyn pao_core::secrets::SecretProvider>,
+        key: &str,
+    ) -> ActionContext {
+        ActionContext {
+            request_id: String::new(),
+            action_id: "manual-ticket".into(),
+            attempt: 1,
+            idempotency_key: pao_core::action::IdempotencyKey(key.to_string()),
+            deadline: None,
+            cancel: tokio_util::sync::CancellationToken::new(),
+            log: pao_core::action::ActionLogger::default(),
+            secrets,
+            dry_run: false,
+        }
+    }
+
+    /// Adds `text` as a comment to ticket `key`, unless one of its last 100 comments already
+    /// says the same (a retry after a lost answer does not comment twice).
+    pub async fn comment(
+        &self,
+        secrets: std::sync::Arc<dyn pao_core::secrets::SecretProvider>,
+        instance: Option<&str>,
+        key: &str,
+        text: &str,
+    ) -> Result<(), ActionError> {
+        let ctx = Self::context(secrets, &format!("comment-{key}"));
+        let r = async {
+            let site = self.action.site(&ctx, instance).await?;
+            if !self.action.has_comment(&ctx, &site, key, text).await? {
+                self.action.comment(&ctx, &site, key, text).await?;
+            }
+            Ok(())
         }
         .await;
         redacted(&ctx, r)

@@ -19,6 +19,7 @@
 
 mod executor;
 mod governance;
+mod manual;
 pub mod plan;
 pub mod policy;
 
@@ -47,6 +48,7 @@ use crate::store::{
 
 pub use executor::{SimulatedAction, Simulation};
 pub use governance::{ActivePeriod, ApprovalRule, HELD_BY_PERIOD, PinnedItemError, RuleOrigin};
+pub use manual::{TicketReader, TicketSweep};
 pub use plan::{Phase, Plan};
 pub use policy::{BreakerConfig, BreakerPermit, BreakerState, Breakers, Retry, Verdict};
 

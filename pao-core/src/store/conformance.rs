@@ -141,6 +141,7 @@ macro_rules! for_each_conformance_check {
             check_item_definitions,
             check_sealed_values,
             check_purge,
+            check_parked_requests,
         );
     };
 }
@@ -1249,6 +1250,18 @@ pub async fn check_events_round_trip_every_kind(store: &dyn Store) {
         },
         EventKind::Escalated {
             teams: vec!["dba".to_string(), "security".to_string()],
+        },
+        EventKind::BudgetThreshold {
+            team: "team-a".to_string(),
+            resource: "vcpus".to_string(),
+            percent: 80,
+            used: 410,
+            limit: 512,
+        },
+        EventKind::SlaBreached {
+            sla: "4h".to_string(),
+            elapsed_secs: 14_401,
+            ticket: "NET-7".to_string(),
         },
         EventKind::StateChanged {
             from: Some(State::Queued),
@@ -4748,4 +4761,70 @@ pub async fn check_purge(store: &dyn Store) {
     let audit = ok("audit log", store.audit_log(None, None, 0).await);
     assert_eq!(audit.len(), 1, "purge: the audit record after t30 stays");
     assert_eq!(audit[0].record.target, "new");
+}
+
+/// `parked_requests` pages through the requests of one state parked on a `waiting_for` with a
+/// prefix, in `(waiting_for, id)` order.
+pub async fn check_parked_requests(store: &dyn Store) {
+    const TO_RUNNING: [State; 4] = [
+        State::Prerequisites,
+        State::Validation,
+        State::Queued,
+        State::InProgress,
+    ];
+    let park = async |id: &str, path: &[State], on: &str| {
+        request_in(store, id, "team-a", "item", t(0), path, t(1)).await;
+        ok(
+            "park",
+            store
+                .update(
+                    id,
+                    RequestPatch {
+                        waiting_for: Some(Some(on.to_string())),
+                        ..RequestPatch::default()
+                    },
+                    None,
+                )
+                .await,
+        );
+    };
+    park("p-1", &TO_RUNNING, "manual:NET-2").await;
+    park("p-2", &TO_RUNNING, "manual:NET-1").await;
+    park("p-3", &TO_RUNNING, "manual:NET-3").await;
+    park("p-4", &TO_RUNNING, "other:NET-0").await;
+    park("p-5", &TO_APPROVAL, "manual:NET-0").await;
+    let ids = |v: Vec<Request>| v.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    let first = ok(
+        "parked",
+        store
+            .parked_requests("manual:", State::InProgress, None, 2)
+            .await,
+    );
+    assert_eq!(
+        ids(first.clone()),
+        ["p-2", "p-1"],
+        "parked_requests: in waiting_for order, only the state and the prefix"
+    );
+    let last = first.last().unwrap();
+    let after = (last.waiting_for.as_deref().unwrap(), last.id.as_str());
+    assert_eq!(
+        ids(ok(
+            "parked",
+            store
+                .parked_requests("manual:", State::InProgress, Some(after), 2)
+                .await
+        )),
+        ["p-3"],
+        "parked_requests: the next page goes on after the last one"
+    );
+    assert_eq!(
+        ids(ok(
+            "parked",
+            store
+                .parked_requests("manual:", State::AwaitingApproval, None, 10)
+                .await
+        )),
+        ["p-5"],
+        "parked_requests: another state"
+    );
 }

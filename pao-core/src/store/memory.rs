@@ -551,6 +551,30 @@ impl Store for MemoryStore {
             .cloned())
     }
 
+    async fn parked_requests(
+        &self,
+        prefix: &str,
+        state: RequestState,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<Request>, StoreError> {
+        let g = self.lock()?;
+        let mut parked: Vec<Request> = g
+            .requests
+            .values()
+            .filter(|r| r.state == state)
+            .filter(|r| {
+                r.waiting_for.as_deref().is_some_and(|w| {
+                    w.starts_with(prefix) && after.is_none_or(|a| (w, r.id.as_str()) > a)
+                })
+            })
+            .cloned()
+            .collect();
+        parked.sort_by(|a, b| (&a.waiting_for, &a.id).cmp(&(&b.waiting_for, &b.id)));
+        parked.truncate(limit);
+        Ok(parked)
+    }
+
     async fn held_requests(&self, prefix: &str, limit: usize) -> Result<Vec<Request>, StoreError> {
         let g = self.lock()?;
         let mut held: Vec<Request> = g

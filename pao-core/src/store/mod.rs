@@ -404,6 +404,16 @@ pub enum EventKind {
         /// Teams asked now.
         teams: Vec<String>,
     },
+    /// A manual-mode request passed its item's fulfillment SLA with its ticket still open;
+    /// the ticket got a comment saying so.
+    SlaBreached {
+        /// The SLA (`sla.fulfillment`, e.g. `4h`).
+        sla: String,
+        /// Seconds since submission when it was noticed.
+        elapsed_secs: u64,
+        /// The ticket.
+        ticket: String,
+    },
     /// This request's quota reservation took its team's use of a resource to a budget
     /// threshold (80 % or 100 % of the limit).
     BudgetThreshold {
@@ -1035,6 +1045,17 @@ pub trait Store: Send + Sync {
 
     /// One request.
     async fn get(&self, id: &str) -> Result<Option<Request>, StoreError>;
+
+    /// Up to `limit` requests in `state` whose `waiting_for` starts with `prefix`, ordered by
+    /// `waiting_for` then id, after the position `after` (`(waiting_for, id)` of the last one
+    /// of the previous page): the manual-mode tickets a poller walks through.
+    async fn parked_requests(
+        &self,
+        prefix: &str,
+        state: RequestState,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<Request>, StoreError>;
 
     /// Requests, newest first.
     async fn list(&self, filter: &RequestFilter) -> Result<Vec<Request>, StoreError>;

@@ -19,6 +19,7 @@ pub enum StoreCall {
     List,
     RequestWaitingFor,
     HeldRequests,
+    ParkedRequests,
     ItemDefinition,
     Purge,
     Transition,
@@ -62,6 +63,7 @@ impl StoreCall {
             StoreCall::RequestWaitingFor => "request_waiting_for",
             StoreCall::HeldRequests => "held_requests",
             StoreCall::ItemDefinition => "item_definition",
+            StoreCall::ParkedRequests => "parked_requests",
             StoreCall::Purge => "purge",
             StoreCall::Transition => "transition",
             StoreCall::Update => "update",
@@ -101,6 +103,7 @@ impl StoreCall {
                 | StoreCall::List
                 | StoreCall::RequestWaitingFor
                 | StoreCall::HeldRequests
+                | StoreCall::ParkedRequests
                 | StoreCall::ItemDefinition
                 | StoreCall::Events
                 | StoreCall::Attempts
@@ -263,6 +266,16 @@ impl<S: Store, O: StoreObserver> Store for Observed<S, O> {
     ) -> Result<Purged, StoreError> {
         let run = self.inner.purge(before, audit_before, limit);
         self.forward(StoreCall::Purge, run).await
+    }
+    async fn parked_requests(
+        &self,
+        prefix: &str,
+        state: RequestState,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<Request>, StoreError> {
+        let run = self.inner.parked_requests(prefix, state, after, limit);
+        self.forward(StoreCall::ParkedRequests, run).await
     }
     async fn held_requests(&self, prefix: &str, limit: usize) -> Result<Vec<Request>, StoreError> {
         let run = self.inner.held_requests(prefix, limit);

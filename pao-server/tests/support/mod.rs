@@ -322,6 +322,17 @@ pub async fn spawn_clocked(
     clock: Option<Arc<dyn pao_core::clock::Clock>>,
     tweak: impl FnOnce(&mut ServerConfig),
 ) -> Option<TestServer> {
+    spawn_full(db, clock, false, tweak).await
+}
+
+/// [`spawn_clocked`]; with `builtins`, the server registers its built-in actions from the
+/// configuration (`[actions]`) instead of the test stubs.
+pub async fn spawn_full(
+    db: Db,
+    clock: Option<Arc<dyn pao_core::clock::Clock>>,
+    builtins: bool,
+    tweak: impl FnOnce(&mut ServerConfig),
+) -> Option<TestServer> {
     let database_url = database_url(db).await?;
     let catalog_dir = catalog_copy();
     let mut config = ServerConfig {
@@ -360,8 +371,8 @@ pub async fn spawn_clocked(
     let mut actions = registry();
     actions.register(Arc::new(pao_actions::cost::CostAction::new(prices.clone())));
     let over = Overrides {
-        actions: Some(actions),
-        builtins: Some(pao_actions::Builtins { prices }),
+        actions: (!builtins).then_some(actions),
+        builtins: (!builtins).then_some(pao_actions::Builtins { prices }),
         tokens: tokens(),
         clock,
         ..Overrides::default()

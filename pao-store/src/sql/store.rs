@@ -211,6 +211,36 @@ impl Store for SqlStore {
         row.as_ref().map(row_to_request).transpose()
     }
 
+    async fn parked_requests(
+        &self,
+        prefix: &str,
+        state: RequestState,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<Request>, StoreError> {
+        // A range on `waiting_for` walks the partial index of parked requests in its order.
+        let mut upper = prefix.to_string();
+        let last = upper
+            .pop()
+            .map_or('\u{1}', |c| char::from_u32(c as u32 + 1).unwrap_or(c));
+        upper.push(last);
+        let (from, from_id) = after.unwrap_or((prefix, ""));
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM requests WHERE waiting_for >= $1 AND waiting_for < $2 AND state = $3 \
+             AND (waiting_for > $4 OR (waiting_for = $4 AND id > $5)) ORDER BY waiting_for, id LIMIT $6"
+        )))
+        .bind(prefix.to_string())
+        .bind(upper)
+        .bind(state.as_str().to_string())
+        .bind(from.to_string())
+        .bind(from_id.to_string())
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(row_to_request).collect()
+    }
+
     async fn held_requests(&self, prefix: &str, limit: usize) -> Result<Vec<Request>, StoreError> {
         // A range on `waiting_for` walks the partial index of parked requests.
         let mut upper = prefix.to_string();

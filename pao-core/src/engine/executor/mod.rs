@@ -30,6 +30,7 @@ use crate::store::{
 use crate::vars::{Context, Scope};
 
 pub(crate) use cost::cost_scope;
+pub(crate) use run::TICKET;
 pub(crate) use scopes::Scopes;
 pub use simulate::{SimulatedAction, Simulation};
 
@@ -143,7 +144,8 @@ fn redact_write(w: &mut Write, r: &Redactor) {
             EventKind::ActionStarted { .. }
             | EventKind::ActionSucceeded { .. }
             | EventKind::Escalated { .. }
-            | EventKind::BudgetThreshold { .. } => {}
+            | EventKind::BudgetThreshold { .. }
+            | EventKind::SlaBreached { .. } => {}
         },
         Write::StartAttempt(a) | Write::FinishAttempt(a) => {
             let AttemptRecord {

@@ -43,7 +43,7 @@ enum Ended {
 }
 
 /// The action id of a manual request's ticket.
-const TICKET: &str = "manual-ticket";
+pub(crate) const TICKET: &str = "manual-ticket";
 
 impl Orchestrator {
     pub(crate) fn item_semaphore(&self, item_id: &str) -> Option<Arc<tokio::sync::Semaphore>> {
