@@ -164,7 +164,7 @@ impl AppState {
                 let mut registry = ActionRegistry::new();
                 let b = pao_actions::register_builtins(&mut registry, &config.actions, None)
                     .map_err(|e| StartError::Actions(e.to_string()))?;
-                let host = load_plugins(&config, &mut registry).await?;
+                let host = load_plugins(&config, &mut registry, store.clone()).await?;
                 (registry, Some(b), host)
             }
         };
@@ -406,6 +406,7 @@ async fn check_webhook_secrets(
 async fn load_plugins(
     config: &ServerConfig,
     registry: &mut ActionRegistry,
+    store: Arc<dyn Store>,
 ) -> Result<Option<pao_wasm_host::PluginHost>, StartError> {
     let Some(dir) = &config.plugins.dir else {
         return Ok(None);
@@ -419,17 +420,22 @@ async fn load_plugins(
             )));
         }
     }
-    let host = pao_wasm_host::PluginHost::new(pao_wasm_host::HostConfig {
-        // Compiling a plugin takes seconds; the cache makes later starts instant.
-        cache_dir: Some(
-            config
-                .plugins
-                .cache_dir
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("data/plugin-cache")),
-        ),
-        ..pao_wasm_host::HostConfig::default()
-    })
+    // Plugin key-value data lives in the database: it survives restarts and replicas share it.
+    let kv = Arc::new(StoreKv { store });
+    let host = pao_wasm_host::PluginHost::with_kv(
+        pao_wasm_host::HostConfig {
+            // Compiling a plugin takes seconds; the cache makes later starts instant.
+            cache_dir: Some(
+                config
+                    .plugins
+                    .cache_dir
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("data/plugin-cache")),
+            ),
+            ..pao_wasm_host::HostConfig::default()
+        },
+        kv,
+    )
     .map_err(|e| StartError::Plugins(e.to_string()))?;
     let grants = pao_wasm_host::Grants {
         plugins: config.plugins.grants.clone(),
@@ -514,5 +520,61 @@ mod tests {
             redact_url("postgres://db/pao?user=u&password=secret&sslmode=require"),
             "postgres://db/pao?user=u&password=***&sslmode=require"
         );
+    }
+}
+
+/// The plugins' key-value data in the server's store: it survives restarts and every
+/// replica sees it.
+pub struct StoreKv {
+    store: Arc<dyn Store>,
+}
+
+impl StoreKv {
+    /// Keeps plugin key-value data in `store`.
+    pub fn new(store: Arc<dyn Store>) -> StoreKv {
+        StoreKv { store }
+    }
+}
+
+impl std::fmt::Debug for StoreKv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreKv")
+    }
+}
+
+#[async_trait::async_trait]
+impl pao_wasm_host::KvStore for StoreKv {
+    async fn get(&self, namespace: &str, key: &str) -> Result<Option<String>, String> {
+        self.store
+            .kv_get(namespace, key)
+            .await
+            .map_err(|e| format!("key-value store unavailable: {e}"))
+    }
+
+    async fn set(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &str,
+        max_namespace_bytes: u64,
+    ) -> Result<(), String> {
+        match self
+            .store
+            .kv_set(namespace, key, value, max_namespace_bytes)
+            .await
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(format!(
+                "namespace `{namespace}` would exceed {max_namespace_bytes} bytes"
+            )),
+            Err(e) => Err(format!("key-value store unavailable: {e}")),
+        }
+    }
+
+    async fn delete(&self, namespace: &str, key: &str) -> Result<(), String> {
+        self.store
+            .kv_delete(namespace, key)
+            .await
+            .map_err(|e| format!("key-value store unavailable: {e}"))
     }
 }

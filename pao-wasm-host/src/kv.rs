@@ -5,13 +5,17 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Mutex;
 
-/// Where plugin key-value data lives. The default is in memory ([`MemoryKv`]); an embedder
-/// may put it in its `Store`.
+use async_trait::async_trait;
+
+/// Where plugin key-value data lives. The default is in memory ([`MemoryKv`]); `pao serve`
+/// keeps it in its database, so it survives restarts and is shared by replicas.
+#[async_trait]
 pub trait KvStore: Send + Sync + fmt::Debug {
-    /// The value of `key` in `namespace`.
-    fn get(&self, namespace: &str, key: &str) -> Option<String>;
-    /// Sets `key`; fails when the namespace would hold more than `max_namespace_bytes`.
-    fn set(
+    /// The value of `key` in `namespace`; `Err` when the store cannot be read.
+    async fn get(&self, namespace: &str, key: &str) -> Result<Option<String>, String>;
+    /// Sets `key`; fails when the namespace would hold more than `max_namespace_bytes`, or
+    /// the store cannot be written.
+    async fn set(
         &self,
         namespace: &str,
         key: &str,
@@ -19,7 +23,7 @@ pub trait KvStore: Send + Sync + fmt::Debug {
         max_namespace_bytes: u64,
     ) -> Result<(), String>;
     /// Removes `key`.
-    fn delete(&self, namespace: &str, key: &str);
+    async fn delete(&self, namespace: &str, key: &str) -> Result<(), String>;
 }
 
 /// A [`KvStore`] in process memory.
@@ -28,13 +32,17 @@ pub struct MemoryKv {
     data: Mutex<BTreeMap<(String, String), String>>,
 }
 
+#[async_trait]
 impl KvStore for MemoryKv {
-    fn get(&self, namespace: &str, key: &str) -> Option<String> {
-        let data = self.data.lock().ok()?;
-        data.get(&(namespace.to_string(), key.to_string())).cloned()
+    async fn get(&self, namespace: &str, key: &str) -> Result<Option<String>, String> {
+        let data = self
+            .data
+            .lock()
+            .map_err(|_| "key-value store unavailable".to_string())?;
+        Ok(data.get(&(namespace.to_string(), key.to_string())).cloned())
     }
 
-    fn set(
+    async fn set(
         &self,
         namespace: &str,
         key: &str,
@@ -59,10 +67,13 @@ impl KvStore for MemoryKv {
         Ok(())
     }
 
-    fn delete(&self, namespace: &str, key: &str) {
-        if let Ok(mut data) = self.data.lock() {
-            data.remove(&(namespace.to_string(), key.to_string()));
-        }
+    async fn delete(&self, namespace: &str, key: &str) -> Result<(), String> {
+        let mut data = self
+            .data
+            .lock()
+            .map_err(|_| "key-value store unavailable".to_string())?;
+        data.remove(&(namespace.to_string(), key.to_string()));
+        Ok(())
     }
 }
 
@@ -70,14 +81,14 @@ impl KvStore for MemoryKv {
 mod tests {
     use super::*;
 
-    #[test]
-    fn namespaces_do_not_meet_and_are_capped() {
+    #[tokio::test]
+    async fn namespaces_do_not_meet_and_are_capped() {
         let kv = MemoryKv::default();
-        kv.set("a", "k", "1", 100).unwrap();
-        assert_eq!(kv.get("b", "k"), None);
-        assert_eq!(kv.get("a", "k").as_deref(), Some("1"));
-        assert!(kv.set("a", "big", &"x".repeat(200), 100).is_err());
-        kv.delete("a", "k");
-        assert_eq!(kv.get("a", "k"), None);
+        kv.set("a", "k", "1", 100).await.unwrap();
+        assert_eq!(kv.get("b", "k").await.unwrap(), None);
+        assert_eq!(kv.get("a", "k").await.unwrap().as_deref(), Some("1"));
+        assert!(kv.set("a", "big", &"x".repeat(200), 100).await.is_err());
+        kv.delete("a", "k").await.unwrap();
+        assert_eq!(kv.get("a", "k").await.unwrap(), None);
     }
 }

@@ -258,7 +258,13 @@ impl kv::Host for CallState {
         if !self.plugin.effective.kv {
             return Err(kv::KvError::Denied);
         }
-        Ok(self.plugin.kv.get(&self.plugin.name, &key))
+        // The WIT contract has no "unavailable" error: a store that cannot be read says so in
+        // `too-large`'s text rather than answering "no value".
+        self.plugin
+            .kv
+            .get(&self.plugin.name, &key)
+            .await
+            .map_err(kv::KvError::TooLarge)
     }
 
     async fn set(&mut self, key: String, value: String) -> Result<(), kv::KvError> {
@@ -273,6 +279,7 @@ impl kv::Host for CallState {
             )));
         }
         p.kv.set(&p.name, &key, &value, max.saturating_mul(256))
+            .await
             .map_err(kv::KvError::TooLarge)
     }
 
@@ -280,7 +287,10 @@ impl kv::Host for CallState {
         if !self.plugin.effective.kv {
             return Err(kv::KvError::Denied);
         }
-        self.plugin.kv.delete(&self.plugin.name, &key);
-        Ok(())
+        self.plugin
+            .kv
+            .delete(&self.plugin.name, &key)
+            .await
+            .map_err(kv::KvError::TooLarge)
     }
 }

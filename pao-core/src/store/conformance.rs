@@ -142,6 +142,7 @@ macro_rules! for_each_conformance_check {
             check_sealed_values,
             check_purge,
             check_parked_requests,
+            check_plugin_kv,
         );
     };
 }
@@ -4826,5 +4827,44 @@ pub async fn check_parked_requests(store: &dyn Store) {
         )),
         ["p-5"],
         "parked_requests: another state"
+    );
+}
+
+/// Plugin key-value data: namespaces apart, values replaced, a namespace capped in bytes (a set
+/// that would pass the cap changes nothing), deletes.
+pub async fn check_plugin_kv(store: &dyn Store) {
+    assert_eq!(ok("kv_get", store.kv_get("slack", "k").await), None);
+    assert!(ok("kv_set", store.kv_set("slack", "k", "v1", 100).await));
+    assert!(ok("kv_set", store.kv_set("jira", "k", "other", 100).await));
+    assert_eq!(
+        ok("kv_get", store.kv_get("slack", "k").await).as_deref(),
+        Some("v1"),
+        "kv: namespaces do not meet"
+    );
+    assert!(ok("kv_set", store.kv_set("slack", "k", "v2", 100).await));
+    assert_eq!(
+        ok("kv_get", store.kv_get("slack", "k").await).as_deref(),
+        Some("v2"),
+        "kv: a set replaces the value"
+    );
+    // 20 bytes in the namespace: `k` + `v2` (3) and `big` + 15 bytes (18) is over.
+    assert!(
+        !ok("kv_set", store.kv_set("slack", "big", "ééééééé.", 20).await),
+        "kv: a set over the namespace's bytes is refused (é is 2 bytes)"
+    );
+    assert_eq!(ok("kv_get", store.kv_get("slack", "big").await), None);
+    assert!(
+        ok(
+            "kv_set",
+            store.kv_set("slack", "k", &"x".repeat(19), 20).await
+        ),
+        "kv: replacing a key counts its new value only"
+    );
+    ok("kv_delete", store.kv_delete("slack", "k").await);
+    assert_eq!(ok("kv_get", store.kv_get("slack", "k").await), None);
+    assert_eq!(
+        ok("kv_get", store.kv_get("jira", "k").await).as_deref(),
+        Some("other"),
+        "kv: a delete touches its namespace only"
     );
 }

@@ -28,6 +28,7 @@ struct Inner {
     audit_ids: u64,
     sealed: HashMap<String, SealedSecrets>,
     definitions: HashMap<String, (String, String)>,
+    kv: BTreeMap<(String, String), String>,
 }
 
 /// A [`Store`] in memory.
@@ -806,6 +807,41 @@ impl Store for MemoryStore {
         });
         out.audit = (limit - left) as u64;
         Ok(out)
+    }
+
+    async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .lock()?
+            .kv
+            .get(&(namespace.to_string(), key.to_string()))
+            .cloned())
+    }
+
+    async fn kv_set(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &str,
+        max_namespace_bytes: u64,
+    ) -> Result<bool, StoreError> {
+        let mut g = self.lock()?;
+        let others: usize =
+            g.kv.iter()
+                .filter(|((ns, k), _)| ns == namespace && k != key)
+                .map(|((_, k), v)| k.len() + v.len())
+                .sum();
+        if (others + key.len() + value.len()) as u64 > max_namespace_bytes {
+            return Ok(false);
+        }
+        g.kv.insert((namespace.to_string(), key.to_string()), value.to_string());
+        Ok(true)
+    }
+
+    async fn kv_delete(&self, namespace: &str, key: &str) -> Result<(), StoreError> {
+        self.lock()?
+            .kv
+            .remove(&(namespace.to_string(), key.to_string()));
+        Ok(())
     }
 
     async fn item_definition(&self, hash: &str) -> Result<Option<(String, String)>, StoreError> {

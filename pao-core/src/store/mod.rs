@@ -1283,6 +1283,22 @@ pub trait Store: Send + Sync {
         limit: usize,
     ) -> Result<Purged, StoreError>;
 
+    /// Plugin key-value data: the value of `key` in `namespace` (a plugin's name).
+    async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<String>, StoreError>;
+
+    /// Sets `key` in `namespace` unless the namespace would then hold more than
+    /// `max_namespace_bytes` (keys and values, in bytes): `false` then, and nothing changes.
+    async fn kv_set(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &str,
+        max_namespace_bytes: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// Removes `key` from `namespace`.
+    async fn kv_delete(&self, namespace: &str, key: &str) -> Result<(), StoreError>;
+
     /// Up to `limit` wrapped data keys not wrapped by the key-encryption key `kek_id`, with
     /// their request ids (for re-wrapping after a rotation).
     async fn keys_not_wrapped_by(

@@ -20,6 +20,9 @@ pub enum StoreCall {
     RequestWaitingFor,
     HeldRequests,
     ParkedRequests,
+    KvGet,
+    KvSet,
+    KvDelete,
     ItemDefinition,
     Purge,
     Transition,
@@ -64,6 +67,9 @@ impl StoreCall {
             StoreCall::HeldRequests => "held_requests",
             StoreCall::ItemDefinition => "item_definition",
             StoreCall::ParkedRequests => "parked_requests",
+            StoreCall::KvGet => "kv_get",
+            StoreCall::KvSet => "kv_set",
+            StoreCall::KvDelete => "kv_delete",
             StoreCall::Purge => "purge",
             StoreCall::Transition => "transition",
             StoreCall::Update => "update",
@@ -104,6 +110,7 @@ impl StoreCall {
                 | StoreCall::RequestWaitingFor
                 | StoreCall::HeldRequests
                 | StoreCall::ParkedRequests
+                | StoreCall::KvGet
                 | StoreCall::ItemDefinition
                 | StoreCall::Events
                 | StoreCall::Attempts
@@ -266,6 +273,26 @@ impl<S: Store, O: StoreObserver> Store for Observed<S, O> {
     ) -> Result<Purged, StoreError> {
         let run = self.inner.purge(before, audit_before, limit);
         self.forward(StoreCall::Purge, run).await
+    }
+    async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<String>, StoreError> {
+        let run = self.inner.kv_get(namespace, key);
+        self.forward(StoreCall::KvGet, run).await
+    }
+    async fn kv_set(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &str,
+        max_namespace_bytes: u64,
+    ) -> Result<bool, StoreError> {
+        let run = self
+            .inner
+            .kv_set(namespace, key, value, max_namespace_bytes);
+        self.forward(StoreCall::KvSet, run).await
+    }
+    async fn kv_delete(&self, namespace: &str, key: &str) -> Result<(), StoreError> {
+        let run = self.inner.kv_delete(namespace, key);
+        self.forward(StoreCall::KvDelete, run).await
     }
     async fn parked_requests(
         &self,

@@ -601,6 +601,84 @@ impl Store for SqlStore {
         .await
     }
 
+    async fn kv_get(&self, namespace: &str, key: &str) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar("SELECT value FROM plugin_kv WHERE namespace = $1 AND key = $2")
+            .bind(namespace.to_string())
+            .bind(key.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)
+    }
+
+    async fn kv_set(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &str,
+        max_namespace_bytes: u64,
+    ) -> Result<bool, StoreError> {
+        let (size, lock) = match self.dialect {
+            Dialect::Postgres => (
+                "octet_length(key) + octet_length(value)",
+                // Two sets in one namespace at once must not both pass the size check.
+                Some("SELECT pg_advisory_xact_lock(hashtext('plugin_kv:' || $1))"),
+            ),
+            Dialect::Sqlite => (
+                "length(CAST(key AS BLOB)) + length(CAST(value AS BLOB))",
+                None,
+            ),
+        };
+        let (ns, k, v) = (namespace.to_string(), key.to_string(), value.to_string());
+        let wanted = i64::try_from(key.len() + value.len()).unwrap_or(i64::MAX);
+        let max = i64::try_from(max_namespace_bytes).unwrap_or(i64::MAX);
+        self.write(async |tx: &mut AnyConnection| {
+            if let Some(lock) = lock {
+                sqlx::query(lock)
+                    .bind(ns.clone())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            }
+            let others: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT CAST(COALESCE(SUM({size}), 0) AS BIGINT) FROM plugin_kv WHERE namespace = $1 AND key <> $2"
+            )))
+            .bind(ns.clone())
+            .bind(k.clone())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?;
+            if others.saturating_add(wanted) > max {
+                return Ok(false);
+            }
+            sqlx::query(
+                "INSERT INTO plugin_kv (namespace, key, value) VALUES ($1, $2, $3) \
+                 ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(ns.clone())
+            .bind(k.clone())
+            .bind(v.clone())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn kv_delete(&self, namespace: &str, key: &str) -> Result<(), StoreError> {
+        let (ns, k) = (namespace.to_string(), key.to_string());
+        self.write(async |tx: &mut AnyConnection| {
+            sqlx::query("DELETE FROM plugin_kv WHERE namespace = $1 AND key = $2")
+                .bind(ns.clone())
+                .bind(k.clone())
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn item_definition(&self, hash: &str) -> Result<Option<(String, String)>, StoreError> {
         sqlx::query_as("SELECT item_id, source FROM item_definitions WHERE hash = $1")
             .bind(hash.to_string())
