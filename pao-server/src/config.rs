@@ -74,6 +74,8 @@ pub struct ServerConfig {
     pub retention: RetentionConfig,
     /// How the tickets of manual-mode requests are watched.
     pub manual_tickets: crate::tickets::ManualTicketsConfig,
+    /// How the items' health checks run.
+    pub health_checks: crate::health::HealthChecksConfig,
 }
 
 /// `[retention]`: ended requests and audit records older than these periods are deleted by
@@ -232,6 +234,7 @@ impl Default for ServerConfig {
             breakers: BreakersConfig::default(),
             retention: RetentionConfig::default(),
             manual_tickets: crate::tickets::ManualTicketsConfig::default(),
+            health_checks: crate::health::HealthChecksConfig::default(),
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod finished;
+pub mod health;
 pub mod limits;
 pub mod metrics;
 pub mod options;

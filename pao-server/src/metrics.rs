@@ -89,6 +89,11 @@ impl Metrics {
         }
     }
 
+    /// Counts one health check of an item's provisioned instance.
+    pub fn health_checked(&self, item: &str, healthy: bool) {
+        metrics::counter!("pao_health_checks_total", "item" => item.to_string(), "healthy" => healthy.to_string()).increment(1);
+    }
+
     /// Counts what a retention run deleted.
     pub fn purged(&self, requests: u64, audit: u64) {
         metrics::counter!("pao_retention_deleted_total", "kind" => "requests").increment(requests);

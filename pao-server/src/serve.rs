@@ -115,6 +115,10 @@ pub fn start(
             }
         }));
     }
+    tasks.push(tokio::spawn(crate::health::watch(
+        state.clone(),
+        shutdown.child_token(),
+    )));
     tasks.push(tokio::spawn(crate::tickets::watch(
         state.clone(),
         shutdown.child_token(),

@@ -694,3 +694,76 @@ mod retention_deletes_what_is_past_its_period {
         super::retention(super::support::Db::Postgres).await;
     }
 }
+
+// ---------------------------------------------------------------------------------------
+/// `monitoring.health_check` runs for completed requests every `interval`: its URL rendered
+/// from the request's outputs; the first result and every change are `health_changed` events.
+async fn health_checks(db: Db) {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    let status = Arc::new(AtomicU16::new(200));
+    let answer = status.clone();
+    let app = axum::Router::new().route(
+        "/health",
+        axum::routing::get(move || {
+            let s = answer.load(Ordering::SeqCst);
+            async move { axum::http::StatusCode::from_u16(s).unwrap() }
+        }),
+    );
+    let instance = pao_sandbox::FakeServer::start(app).await.unwrap();
+    let port: u16 = instance.url().rsplit(':').next().unwrap().parse().unwrap();
+    let clock = Arc::new(ManualClock::at(Utc::now()));
+    let Some(s) = server_with(db, clock, |c| c.health_checks.sweep_secs = 1).await else {
+        return;
+    };
+    let r = submitted(&s, ALICE, "gov.monitored", json!({ "port": port })).await;
+    let rid = id(&r);
+    s.wait_state(ALICE, &rid, "completed").await;
+    let changes = async |n: usize| -> Vec<Value> {
+        let mut seen = Vec::new();
+        for _ in 0..100 {
+            let (_, logs) = s.get(ALICE, &format!("/requests/{rid}/logs")).await;
+            seen = logs["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["type"] == "health_changed")
+                .cloned()
+                .collect();
+            if seen.len() >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        seen
+    };
+    let first = changes(1).await;
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0]["healthy"], true, "{first:?}");
+    assert_eq!(first[0]["status"], 200, "{first:?}");
+    assert_eq!(first[0]["url"], format!("http://127.0.0.1:{port}/health"));
+    status.store(503, Ordering::SeqCst);
+    let down = changes(2).await;
+    assert_eq!(down.len(), 2, "{down:?}");
+    assert_eq!(down[1]["healthy"], false, "{down:?}");
+    assert_eq!(down[1]["status"], 503, "{down:?}");
+    // Checks go on every second; only changes are recorded.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(changes(2).await.len(), 2);
+    status.store(204, Ordering::SeqCst);
+    let up = changes(3).await;
+    assert_eq!(up.len(), 3, "{up:?}");
+    assert_eq!(up[2]["healthy"], true, "{up:?}");
+    s.stop().await;
+}
+
+mod health_checks_run_for_completed_requests {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::health_checks(super::support::Db::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::health_checks(super::support::Db::Postgres).await;
+    }
+}

@@ -19,6 +19,7 @@
 
 mod executor;
 mod governance;
+mod health;
 mod manual;
 pub mod plan;
 pub mod policy;
@@ -48,6 +49,7 @@ use crate::store::{
 
 pub use executor::{SimulatedAction, Simulation};
 pub use governance::{ActivePeriod, ApprovalRule, HELD_BY_PERIOD, PinnedItemError, RuleOrigin};
+pub use health::{DEFAULT_HEALTH_INTERVAL, HealthTarget};
 pub use manual::{TicketReader, TicketSweep};
 pub use plan::{Phase, Plan};
 pub use policy::{BreakerConfig, BreakerPermit, BreakerState, Breakers, Retry, Verdict};

@@ -1259,6 +1259,12 @@ pub async fn check_events_round_trip_every_kind(store: &dyn Store) {
             used: 410,
             limit: 512,
         },
+        EventKind::HealthChanged {
+            healthy: false,
+            url: "https://db-1.example.internal:8008/health".to_string(),
+            status: Some(503),
+            error: None,
+        },
         EventKind::SlaBreached {
             sla: "4h".to_string(),
             elapsed_secs: 14_401,

@@ -404,6 +404,18 @@ pub enum EventKind {
         /// Teams asked now.
         teams: Vec<String>,
     },
+    /// The health of what a completed request provisioned changed (its item's
+    /// `monitoring.health_check`); the first check records it too.
+    HealthChanged {
+        /// Whether the URL answered 2xx.
+        healthy: bool,
+        /// The URL checked.
+        url: String,
+        /// Its HTTP status, when it answered.
+        status: Option<u16>,
+        /// Why it did not answer.
+        error: Option<String>,
+    },
     /// A manual-mode request passed its item's fulfillment SLA with its ticket still open;
     /// the ticket got a comment saying so.
     SlaBreached {

@@ -145,7 +145,8 @@ fn redact_write(w: &mut Write, r: &Redactor) {
             | EventKind::ActionSucceeded { .. }
             | EventKind::Escalated { .. }
             | EventKind::BudgetThreshold { .. }
-            | EventKind::SlaBreached { .. } => {}
+            | EventKind::SlaBreached { .. }
+            | EventKind::HealthChanged { .. } => {}
         },
         Write::StartAttempt(a) | Write::FinishAttempt(a) => {
             let AttemptRecord {
