@@ -507,22 +507,6 @@ fn hostname() -> String {
         .unwrap_or_else(|| "pao".to_string())
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn redact_url_hides_passwords() {
-        use super::redact_url;
-        assert_eq!(
-            redact_url("postgres://u:secret@db/pao"),
-            "postgres://u:***@db/pao"
-        );
-        assert_eq!(
-            redact_url("postgres://db/pao?user=u&password=secret&sslmode=require"),
-            "postgres://db/pao?user=u&password=***&sslmode=require"
-        );
-    }
-}
-
 /// The plugins' key-value data in the server's store: it survives restarts and every
 /// replica sees it.
 pub struct StoreKv {
@@ -576,5 +560,21 @@ impl pao_wasm_host::KvStore for StoreKv {
             .kv_delete(namespace, key)
             .await
             .map_err(|e| format!("key-value store unavailable: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redact_url_hides_passwords() {
+        use super::redact_url;
+        assert_eq!(
+            redact_url("postgres://u:secret@db/pao"),
+            "postgres://u:***@db/pao"
+        );
+        assert_eq!(
+            redact_url("postgres://db/pao?user=u&password=secret&sslmode=require"),
+            "postgres://db/pao?user=u&password=***&sslmode=require"
+        );
     }
 }

@@ -49,9 +49,10 @@ static SCHEMAS: LazyLock<Schemas> = LazyLock::new(|| {
 /// A plugin's own check of an action config: `Err` holds its complaints, each `pointer:
 /// message` (a JSON pointer into the config) or a bare message.
 #[derive(Clone)]
-pub struct ConfigValidator(
-    pub std::sync::Arc<dyn Fn(&Value) -> Result<(), Vec<String>> + Send + Sync>,
-);
+pub struct ConfigValidator(pub std::sync::Arc<ConfigCheck>);
+
+/// The function behind a [`ConfigValidator`].
+pub type ConfigCheck = dyn Fn(&Value) -> Result<(), Vec<String>> + Send + Sync;
 
 impl std::fmt::Debug for ConfigValidator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -231,7 +231,7 @@ fn plugin_config(d: &mut FileDiags, ptr: &str, ty: &str, config: &Value, opts: &
                 codes::ACTION_CONFIG,
                 &at,
                 format!("{ty} config: {message}"),
-                Some(format!("the plugin's own check (`validate`) refused it")),
+                Some("the plugin's own check (`validate`) refused it".to_string()),
             );
         }
     }
