@@ -382,7 +382,9 @@ impl Orchestrator {
                 // then give it back (the caller releases the lease) to be claimed again. The
                 // wait is not cut short by a cancel, so that a re-claim cannot spin.
                 if fresh {
-                    writes.push(Write::Event {
+                    // Stored now, not after the wait: the request's log says at once why it
+                    // does not start.
+                    let warning = Write::Event {
                         at: self.clock.now(),
                         kind: EventKind::Log {
                             action_id: None,
@@ -391,7 +393,9 @@ impl Orchestrator {
                                 "the secret provider is unavailable ({e}); the request will be tried again"
                             ),
                         },
-                    });
+                    };
+                    self.commit_run(writes, request, lease, vec![warning])
+                        .await?;
                 }
                 self.clock.sleep(SECRETS_UNAVAILABLE_WAIT).await;
                 Ok(None)
