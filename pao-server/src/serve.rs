@@ -123,33 +123,10 @@ pub fn start(
         state.clone(),
         shutdown.child_token(),
     )));
-    if let Some(policy) = state.config.retention.policy() {
-        let orch = state.orch.clone();
-        let token = shutdown.child_token();
-        let every = Duration::from_secs(state.config.retention.interval_secs.max(1));
-        let metrics = state.metrics.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tokio::select! {
-                    _ = token.cancelled() => return,
-                    _ = tick.tick() => match orch.purge_expired(&policy).await {
-                        Ok(p) => {
-                            metrics.purged(p.requests, p.audit);
-                            if p.requests > 0 || p.audit > 0 {
-                                tracing::info!(
-                                    requests = p.requests,
-                                    audit = p.audit,
-                                    "retention deleted ended requests and audit records past their periods"
-                                );
-                            }
-                        }
-                        Err(e) => tracing::warn!(error = %e, "retention run failed; it runs again at the next interval"),
-                    },
-                }
-            }
-        }));
-    }
+    tasks.push(tokio::spawn(retention(
+        state.clone(),
+        shutdown.child_token(),
+    )));
     if state.config.watch_catalog {
         let st = state.clone();
         let token = shutdown.child_token();
@@ -242,5 +219,33 @@ pub async fn signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term => {}
+    }
+}
+
+/// Deletes what `[retention]` no longer keeps, every `interval_secs`, until `token` is
+/// cancelled; nothing runs without `[retention]`.
+async fn retention(state: AppState, token: CancellationToken) {
+    let Some(policy) = state.config.retention.policy() else {
+        return;
+    };
+    let every = Duration::from_secs(state.config.retention.interval_secs.max(1));
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tick.tick() => match state.orch.purge_expired(&policy).await {
+                Ok(p) => {
+                    state.metrics.purged(p.requests, p.audit);
+                    if p.requests > 0 || p.audit > 0 {
+                        tracing::info!(
+                            requests = p.requests,
+                            audit = p.audit,
+                            "retention deleted ended requests and audit records past their periods"
+                        );
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "retention run failed; it runs again at the next interval"),
+            },
+        }
     }
 }
