@@ -71,16 +71,13 @@ pub async fn watch(state: AppState, token: tokio_util::sync::CancellationToken) 
             _ = token.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let (targets, problems) = match state.orch.health_targets(cfg.per_item).await {
+        let targets = match state.orch.health_targets(cfg.per_item).await {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!(error = %e, "health checks: listing completed requests failed");
                 continue;
             }
         };
-        for p in problems {
-            tracing::debug!(problem = %p, "health check skipped");
-        }
         let live: std::collections::HashSet<&str> =
             targets.iter().map(|t| t.request.id.as_str()).collect();
         seen.retain(|id, _| live.contains(id.as_str()));
@@ -94,6 +91,14 @@ pub async fn watch(state: AppState, token: tokio_util::sync::CancellationToken) 
                 continue;
             }
             entry.checked = Some(Instant::now());
+            // Rendered only when due: it reads the request's journal.
+            let url = match state.orch.health_url(&t).await {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::debug!(request_id = %t.request.id, error = %e, "health check skipped: its URL does not render");
+                    continue;
+                }
+            };
             if entry.healthy.is_none() {
                 // After a restart: what was recorded last, so it is not recorded again.
                 entry.healthy = state.orch.last_health(&t.request.id).await.ok().flatten();
@@ -102,15 +107,15 @@ pub async fn watch(state: AppState, token: tokio_util::sync::CancellationToken) 
             let (client, limit) = (client.clone(), limit.clone());
             checks.spawn(async move {
                 let _permit = limit.acquire_owned().await;
-                let (healthy, status, error) = match client.get(&t.url).send().await {
+                let (healthy, status, error) = match client.get(&url).send().await {
                     Ok(r) => (r.status().is_success(), Some(r.status().as_u16()), None),
                     Err(e) => (false, None, Some(e.without_url().to_string())),
                 };
-                (t, before, healthy, status, error)
+                (t, url, before, healthy, status, error)
             });
         }
         while let Some(done) = checks.join_next().await {
-            let Ok((t, before, healthy, status, error)) = done else {
+            let Ok((t, url, before, healthy, status, error)) = done else {
                 continue;
             };
             state.metrics.health_checked(&t.request.item_id, healthy);
@@ -119,7 +124,7 @@ pub async fn watch(state: AppState, token: tokio_util::sync::CancellationToken) 
             }
             match state
                 .orch
-                .record_health(&t.request, healthy, &t.url, status, error)
+                .record_health(&t.request, healthy, &url, status, error)
                 .await
             {
                 Ok(()) => {
@@ -127,7 +132,7 @@ pub async fn watch(state: AppState, token: tokio_util::sync::CancellationToken) 
                         s.healthy = Some(healthy);
                     }
                     if !healthy {
-                        tracing::warn!(request_id = %t.request.id, item = %t.request.item_id, url = %t.url, "a provisioned instance is unhealthy");
+                        tracing::warn!(request_id = %t.request.id, item = %t.request.item_id, url = %url, "a provisioned instance is unhealthy");
                     }
                 }
                 Err(e) => {

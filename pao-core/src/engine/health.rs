@@ -2,12 +2,14 @@
 //! item): the targets to check, with their URLs rendered from the request (fields, computed
 //! values, outputs), and the record of each change of health as an event on the request.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 
 use super::executor::Scopes;
 use super::{EngineError, Orchestrator};
+use crate::catalog::LoadedItem;
 use crate::lifecycle::RequestState;
 use crate::store::{AttemptOutcome, EventKind, Request, RequestFilter};
 use crate::vars::Scope;
@@ -16,27 +18,23 @@ use crate::vars::Scope;
 pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(300);
 
 /// One provisioned instance to check.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct HealthTarget {
     /// The request that provisioned it.
     pub request: Request,
-    /// The URL that answers 2xx when healthy.
-    pub url: String,
     /// How often to check.
     pub interval: Duration,
+    /// The definition the request was admitted with.
+    item: Arc<LoadedItem>,
 }
 
 impl Orchestrator {
     /// The health-check targets: the completed requests of every item with a
-    /// `monitoring.health_check`, newest first, at most `per_item` per item. A request whose
-    /// URL does not render is left out, with the reason in the second list.
-    pub async fn health_targets(
-        &self,
-        per_item: usize,
-    ) -> Result<(Vec<HealthTarget>, Vec<String>), EngineError> {
+    /// `monitoring.health_check`, newest first, at most `per_item` per item. Their URLs are
+    /// rendered only when a check is due ([`Orchestrator::health_url`]).
+    pub async fn health_targets(&self, per_item: usize) -> Result<Vec<HealthTarget>, EngineError> {
         let catalog = self.catalog();
         let mut targets = Vec::new();
-        let mut problems = Vec::new();
         for item in catalog.items() {
             if item
                 .item
@@ -75,26 +73,20 @@ impl Orchestrator {
                     .as_ref()
                     .and_then(|d| d.get())
                     .unwrap_or(DEFAULT_HEALTH_INTERVAL);
-                match self.health_url(&r, &pinned).await {
-                    Ok(url) => targets.push(HealthTarget {
-                        request: r,
-                        url,
-                        interval,
-                    }),
-                    Err(e) => problems.push(format!("{}: health_check.url: {e}", r.id)),
-                }
+                targets.push(HealthTarget {
+                    request: r,
+                    interval,
+                    item: pinned,
+                });
             }
         }
-        Ok((targets, problems))
+        Ok(targets)
     }
 
-    /// The request's health-check URL, rendered with its fields, computed values and the
-    /// outputs of its actions.
-    async fn health_url(
-        &self,
-        r: &Request,
-        item: &crate::catalog::LoadedItem,
-    ) -> Result<String, String> {
+    /// The target's health-check URL, rendered with its request's fields, computed values and
+    /// the outputs of its actions (read from the journal).
+    pub async fn health_url(&self, target: &HealthTarget) -> Result<String, String> {
+        let (r, item) = (&target.request, target.item.as_ref());
         let mut outputs = Map::new();
         for a in self
             .store
