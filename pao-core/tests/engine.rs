@@ -1656,3 +1656,63 @@ fulfillment:
         .unwrap();
     assert_eq!(rejected.len(), N);
 }
+
+#[tokio::test(start_paused = true)]
+async fn health_targets_read_no_journal_until_a_check_is_due() {
+    use pao_core::store::StoreCall;
+    use std::sync::Arc;
+    let item = r#"presentation:
+  groups:
+    - id: g
+      title: G
+      fields:
+        - { id: name, type: text, required: true }
+fulfillment:
+  mode: automated
+  actions:
+    - { id: a, type: "plugin:test", config: { result: { host: "db-${{ fields.name }}" } }, outputs: { host: "${{ result.host }}" } }
+monitoring:
+  health_check: { url: "http://${{ outputs.a.host }}:8008/health", interval: 1h }
+"#;
+    let ledger = Arc::new(Ledger::default());
+    let mut registry = pao_core::action::ActionRegistry::new();
+    registry.register(Arc::new(TestAction { ledger }));
+    let store = Arc::new(pao_core::store::Observed::new(
+        pao_core::store::MemoryStore::new(),
+        Calls::default(),
+    ));
+    let engine = pao_core::engine::Orchestrator::builder(
+        catalog(&[("monitored", item)], &registry),
+        store.clone(),
+    )
+    .actions(registry)
+    .build();
+    const N: usize = 40;
+    for i in 0..N {
+        engine
+            .submit(
+                &dev(),
+                "monitored",
+                &json!({ "name": format!("n{i}") }),
+                SubmitOptions::default(),
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(engine.run_until_idle("w1").await.unwrap(), N);
+    store.observer.take();
+    let targets = engine.health_targets(1000).await.unwrap();
+    assert_eq!(targets.len(), N);
+    assert_eq!(targets[0].interval, Duration::from_secs(3600));
+    let calls = store.observer.take();
+    assert_eq!(
+        calls.get(&StoreCall::Attempts),
+        None,
+        "listing the targets reads no journal ({calls:?})"
+    );
+    let url = engine.health_url(&targets[0]).await.unwrap();
+    let name = targets[0].request.fields["name"].as_str().unwrap();
+    assert_eq!(url, format!("http://db-{name}:8008/health"));
+    let calls = store.observer.take();
+    assert_eq!(calls.get(&StoreCall::Attempts), Some(&1), "{calls:?}");
+}
