@@ -110,6 +110,23 @@ macro_rules! on_both_clocked {
     };
 }
 
+/// Tests of a body that starts its own server (`body(db)`), on SQLite and PostgreSQL.
+macro_rules! on_both_databases {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$body(super::support::Db::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$body(super::support::Db::Postgres).await;
+            }
+        }
+    };
+}
+
 async fn run<F>(db: Db, body: impl FnOnce(TestServer, Arc<ManualClock>) -> F)
 where
     F: std::future::Future<Output = TestServer>,
@@ -533,17 +550,7 @@ on_both_clocked!(cost_is_estimated_at_admission, cost_at_admission);
 /// A submission whose quota reservation takes its team to 80 % or 100 % of a limit records a
 /// `budget_threshold` event on that request.
 async fn budget_events(s: TestServer, _clock: Arc<ManualClock>) -> TestServer {
-    let thresholds = async |id: &str| -> Vec<Value> {
-        let (code, logs) = s.get(ALICE, &format!("/requests/{id}/logs")).await;
-        assert_eq!(code, 200, "{logs}");
-        logs["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["type"] == "budget_threshold")
-            .cloned()
-            .collect()
-    };
+    let thresholds = async |id: &str| s.events_of(ALICE, id, "budget_threshold").await;
     // The catalog gives app-team 10 nodes.
     let mut ids = Vec::new();
     for nodes in [3, 3, 2, 2] {
@@ -683,17 +690,7 @@ async fn retention(db: Db) {
     s.stop().await;
 }
 
-mod retention_deletes_what_is_past_its_period {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sqlite() {
-        super::retention(super::support::Db::Sqlite).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn postgres() {
-        super::retention(super::support::Db::Postgres).await;
-    }
-}
+on_both_databases!(retention_deletes_what_is_past_its_period, retention);
 
 // ---------------------------------------------------------------------------------------
 /// `monitoring.health_check` runs for completed requests every `interval`: its URL rendered
@@ -721,14 +718,7 @@ async fn health_checks(db: Db) {
     let changes = async |n: usize| -> Vec<Value> {
         let mut seen = Vec::new();
         for _ in 0..100 {
-            let (_, logs) = s.get(ALICE, &format!("/requests/{rid}/logs")).await;
-            seen = logs["events"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|e| e["type"] == "health_changed")
-                .cloned()
-                .collect();
+            seen = s.events_of(ALICE, &rid, "health_changed").await;
             if seen.len() >= n {
                 break;
             }
@@ -756,14 +746,4 @@ async fn health_checks(db: Db) {
     s.stop().await;
 }
 
-mod health_checks_run_for_completed_requests {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sqlite() {
-        super::health_checks(super::support::Db::Sqlite).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn postgres() {
-        super::health_checks(super::support::Db::Postgres).await;
-    }
-}
+on_both_databases!(health_checks_run_for_completed_requests, health_checks);

@@ -64,18 +64,6 @@ async fn ticket_of(s: &TestServer, id: &str) -> String {
     panic!("{id} never waited for a ticket: {st}\n{logs}");
 }
 
-async fn events_of(s: &TestServer, id: &str, kind: &str) -> Vec<Value> {
-    let (code, logs) = s.get(ALICE, &format!("/requests/{id}/logs")).await;
-    assert_eq!(code, 200, "{logs}");
-    logs["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["type"] == kind)
-        .cloned()
-        .collect()
-}
-
 async fn submit(s: &TestServer, rule: &str) -> String {
     let (code, r) = s
         .post(
@@ -109,7 +97,7 @@ async fn scenario(db: Db) {
     );
     clock.advance(Duration::from_secs(301));
     s.wait_state(ALICE, &done, "completed").await;
-    let moves = events_of(&s, &done, "state_changed").await;
+    let moves = s.events_of(ALICE, &done, "state_changed").await;
     assert!(
         moves
             .iter()
@@ -120,11 +108,11 @@ async fn scenario(db: Db) {
     // Still open when the SLA of 1h passes: escalated once.
     let open = submit(&s, "allow 10.1.0.0/16 to cache:6379").await;
     let key = ticket_of(&s, &open).await;
-    assert!(events_of(&s, &open, "sla_breached").await.is_empty());
+    assert!(s.events_of(ALICE, &open, "sla_breached").await.is_empty());
     clock.advance(Duration::from_secs(2 * 3600));
     let mut breached = Vec::new();
     for _ in 0..100 {
-        breached = events_of(&s, &open, "sla_breached").await;
+        breached = s.events_of(ALICE, &open, "sla_breached").await;
         if !breached.is_empty() {
             break;
         }
@@ -145,7 +133,7 @@ async fn scenario(db: Db) {
     );
     // Later sweeps do not escalate again; the ticket is still being worked.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(events_of(&s, &open, "sla_breached").await.len(), 1);
+    assert_eq!(s.events_of(ALICE, &open, "sla_breached").await.len(), 1);
     assert_eq!(jira.issue(&key).unwrap().comments.len(), 1);
     let (_, st) = s.get(ALICE, &format!("/requests/{open}/status")).await;
     assert_eq!(st["state"], "in_progress", "{st}");

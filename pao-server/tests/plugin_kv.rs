@@ -26,12 +26,7 @@ async fn scenario(db: Db) {
         uuid::Uuid::new_v4()
     ));
     let plugins = dir.join("plugins");
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let built = std::process::Command::new(root.join("scripts/build-plugins"))
-        .arg(&plugins)
-        .status()
-        .expect("scripts/build-plugins runs");
-    assert!(built.success(), "scripts/build-plugins failed");
+    support::build_plugins(&plugins);
     let slack = SlackFake::start().await.unwrap();
     let grants = pao_wasm_host::Grants {
         plugins: [(

@@ -18,11 +18,7 @@ fn start() -> (support::PaoProcess, std::path::PathBuf) {
     let catalog = root.join("examples/catalog");
     // The example plugins, built for wasm32-wasip2 the way the README says.
     let plugins = dir.join("plugins");
-    let built = Command::new(root.join("scripts/build-plugins"))
-        .arg(&plugins)
-        .status()
-        .expect("scripts/build-plugins runs");
-    assert!(built.success(), "scripts/build-plugins failed");
+    support::build_plugins(&plugins);
     std::fs::write(
         dir.join("pao.toml"),
         format!("[plugins]\ndir = {:?}\n", plugins.display().to_string()),
@@ -198,6 +194,20 @@ async fn a_newcomer_sees_requests_complete_in_the_sandbox() {
     }
 }
 
+/// `pao serve --sandbox` on `catalog` in `dir`, as the README's first command runs it: no
+/// configuration file, no `PAO_*` variables.
+fn readme_command(catalog: &std::path::Path, dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pao"));
+    cmd.args(["serve", "--sandbox", "--bind", "127.0.0.1:0", "--catalog"])
+        .arg(catalog)
+        .current_dir(dir)
+        .env_remove("PAO_DATABASE_URL")
+        .env_remove("PAO_CONFIG")
+        .env_remove("PAO_BIND")
+        .env_remove("PAO_CATALOG");
+    cmd
+}
+
 /// The README's first command as a newcomer runs it, in a fresh folder with no configuration
 /// and no plugin folder: the plugins built into `pao` are used, every example item is offered
 /// and the catalog reports no error.
@@ -209,14 +219,7 @@ async fn the_readme_command_offers_every_example_item() {
     std::fs::create_dir_all(&dir).unwrap();
     let catalog = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/catalog");
     let stderr = dir.join("stderr.log");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pao"));
-    cmd.args(["serve", "--sandbox", "--bind", "127.0.0.1:0", "--catalog"])
-        .arg(&catalog)
-        .current_dir(&dir)
-        .env_remove("PAO_DATABASE_URL")
-        .env_remove("PAO_CONFIG")
-        .env_remove("PAO_BIND")
-        .env_remove("PAO_CATALOG");
+    let cmd = readme_command(&catalog, &dir);
     let started = Instant::now();
     let p = support::spawn_command_logging(cmd, &stderr, Duration::from_secs(120));
     eprintln!("first start ready after {:?}", started.elapsed());
@@ -278,14 +281,7 @@ async fn a_config_the_plugin_refuses_is_a_catalog_diagnostic() {
     .unwrap();
     std::fs::write(catalog.join("good.yaml"), item("notify.good", "#general")).unwrap();
     let stderr = dir.join("stderr.log");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pao"));
-    cmd.args(["serve", "--sandbox", "--bind", "127.0.0.1:0", "--catalog"])
-        .arg(&catalog)
-        .current_dir(&dir)
-        .env_remove("PAO_DATABASE_URL")
-        .env_remove("PAO_CONFIG")
-        .env_remove("PAO_BIND")
-        .env_remove("PAO_CATALOG");
+    let cmd = readme_command(&catalog, &dir);
     let p = support::spawn_command_logging(cmd, &stderr, Duration::from_secs(120));
     let http = reqwest::Client::new();
     let get = async |path: &str| -> Value {

@@ -235,12 +235,7 @@ async fn secret_fields_cross_replicas_and_restarts_and_leave_no_plaintext() {
         .await
         .unwrap();
     let plugins = dir.join("plugins");
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let built = std::process::Command::new(root.join("scripts/build-plugins"))
-        .arg(&plugins)
-        .status()
-        .expect("scripts/build-plugins runs");
-    assert!(built.success(), "scripts/build-plugins failed");
+    support::build_plugins(&plugins);
     std::fs::write(
         catalog.join("direct.yaml"),
         item(

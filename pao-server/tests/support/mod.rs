@@ -259,6 +259,19 @@ impl TestServer {
         decode(r).await
     }
 
+    /// The events of `type` `kind` in request `id`'s log.
+    pub async fn events_of(&self, token: &str, id: &str, kind: &str) -> Vec<Value> {
+        let (code, logs) = self.get(token, &format!("/requests/{id}/logs")).await;
+        assert_eq!(code, 200, "{logs}");
+        logs["events"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{logs}"))
+            .iter()
+            .filter(|e| e["type"] == kind)
+            .cloned()
+            .collect()
+    }
+
     /// Polls the status until `pred` holds (10 s at most).
     pub async fn wait_state(&self, token: &str, id: &str, want: &str) -> Value {
         let mut last = Value::Null;
@@ -583,4 +596,14 @@ pub fn sign256(key: &str, msg: &[u8]) -> String {
     let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
     m.update(msg);
     hex::encode(m.finalize().into_bytes())
+}
+
+/// Builds the example plugins into `dir` the way the README says (`scripts/build-plugins`).
+pub fn build_plugins(dir: &Path) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let built = std::process::Command::new(root.join("scripts/build-plugins"))
+        .arg(dir)
+        .status()
+        .expect("scripts/build-plugins runs");
+    assert!(built.success(), "scripts/build-plugins failed");
 }
