@@ -23,7 +23,8 @@ exec python3 - "$criterion_dir" "$estimate" <<'PY'
 import json, os, sys
 
 root, estimate = sys.argv[1], sys.argv[2]
-GROUPS = ["small", "jira20", "filters3", "loop20", "loop20_rich", "cond_expr", "catalog_item",
+GROUPS = ["small", "jira20", "filters3", "loop20", "loop20_rich", "cond_expr", "cond_in_list",
+          "cond_arith", "cond_const_fold", "catalog_item",
           "compile_jira20", "error_undefined"]
 PEERS = ["minijinja", "tera", "handlebars", "upon", "rhai"]
 
@@ -40,7 +41,7 @@ def ns(v):
         return "-"
     return f"{v:,.0f}" if v >= 100 else f"{v:.1f}"
 
-results = {g: {e: load(g, e) for e in ["pao", "native"] + PEERS} for g in GROUPS}
+results = {g: {e: load(g, e) for e in ["pao", "native", "pao_eq_chain"] + PEERS} for g in GROUPS}
 if all(r["pao"] is None for r in results.values()):
     print(f"no results under {root}; run: cargo bench -p pao-benches --bench vars", file=sys.stderr)
     sys.exit(2)
@@ -80,6 +81,8 @@ targets.append(("jira20   pao <= 0.50x fastest peer", jp / jf if jp and jf else 
 targets.append(("jira20   pao <= 0.25x minijinja", jp / jm if jp and jm else None, 0.25, "x"))
 targets.append(("small    pao <= 100 ns", results["small"]["pao"], 100, "ns"))
 targets.append(("cond_expr pao <= 60 ns", results["cond_expr"]["pao"], 60, "ns"))
+ip, ic = results["cond_in_list"]["pao"], results["cond_in_list"]["pao_eq_chain"]
+targets.append(("cond_in_list pao <= 1.5x its == chain", ip / ic if ip and ic else None, 1.5, "x"))
 targets.append(("loop20   pao <= 600 ns", results["loop20"]["pao"], 600, "ns"))
 targets.append(("compile_jira20 pao <= 5 us", results["compile_jira20"]["pao"], 5000, "ns"))
 

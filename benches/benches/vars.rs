@@ -33,8 +33,8 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use pao_benches::{
-    SCOPES, catalog_item, cond_expr, context_json, error_undefined, filters3, jira20, loop20,
-    loop20_rich, pao_context, small,
+    SCOPES, catalog_item, cond_expr, cond_shapes, context_json, error_undefined, filters3, jira20,
+    loop20, loop20_rich, pao_context, small,
 };
 use pao_core::vars::{Engine, Expression, Template};
 use serde_json::Value;
@@ -441,6 +441,68 @@ fn bench_cond_expr(c: &mut Criterion) {
     g.finish();
 }
 
+/// One of [`cond_shapes`]: PAO, minijinja, rhai and the floor, after each gives the same answer.
+fn bench_cond_shape(c: &mut Criterion, shape: &cond_shapes::Shape, eq_chain: Option<&str>) {
+    let mut cx = Contexts::new();
+    let ctx = pao_context(&cx.json);
+    let pao = Engine::new()
+        .compile_expression(shape.pao)
+        .expect("pao compile");
+    let expected = pao.eval_bool(&ctx).expect("pao eval");
+    let chain = eq_chain.map(|src| {
+        let e = Engine::new()
+            .compile_expression(src)
+            .expect("chain compile");
+        assert_eq!(e.eval_bool(&ctx).expect("chain eval"), expected, "eq chain");
+        e
+    });
+    let mj_env = minijinja_env(false);
+    let mj = mj_env
+        .compile_expression(shape.minijinja)
+        .expect("minijinja compile");
+    let rhai = rhai_engine();
+    let rhai_ast = rhai.compile_expression(shape.rhai).expect("rhai compile");
+    assert_eq!((shape.native)(&cx.json), expected, "native");
+    assert_eq!(
+        mj.eval(&cx.minijinja).expect("minijinja").is_true(),
+        expected,
+        "minijinja"
+    );
+    assert_eq!(
+        rhai.eval_ast_with_scope::<bool>(&mut cx.rhai, &rhai_ast)
+            .expect("rhai"),
+        expected,
+        "rhai"
+    );
+
+    let mut g = configured(c, shape.group);
+    g.bench_function("pao", |b| {
+        b.iter(|| pao.eval_bool(black_box(&ctx)).unwrap())
+    });
+    if let Some(chain) = &chain {
+        g.bench_function("pao_eq_chain", |b| {
+            b.iter(|| chain.eval_bool(black_box(&ctx)).unwrap())
+        });
+    }
+    g.bench_function("minijinja", |b| {
+        b.iter(|| mj.eval(black_box(&cx.minijinja)).unwrap().is_true())
+    });
+    g.bench_function("rhai", |b| {
+        b.iter(|| {
+            rhai.eval_ast_with_scope::<bool>(black_box(&mut cx.rhai), &rhai_ast)
+                .unwrap()
+        })
+    });
+    g.bench_function("native", |b| b.iter(|| (shape.native)(black_box(&cx.json))));
+    g.finish();
+}
+
+fn bench_cond_shapes(c: &mut Criterion) {
+    bench_cond_shape(c, &cond_shapes::IN_LIST, Some(cond_shapes::EQ_CHAIN));
+    bench_cond_shape(c, &cond_shapes::ARITH, None);
+    bench_cond_shape(c, &cond_shapes::CONST_FOLD, None);
+}
+
 fn bench_catalog_item(c: &mut Criterion) {
     use catalog_item::{Output, Sources};
     let mut cx = Contexts::new();
@@ -719,6 +781,7 @@ criterion_group!(
     bench_loop20,
     bench_loop20_rich,
     bench_cond_expr,
+    bench_cond_shapes,
     bench_catalog_item,
     bench_compile_jira20,
     bench_error_undefined

@@ -411,6 +411,72 @@ pub mod cond_expr {
     }
 }
 
+/// The common shapes of conditions beside `cond_expr`: membership in a constant list (and the
+/// `==` chain it stands for), arithmetic on fields compared with a number, and constants that
+/// fold when compiled. Each is written for PAO, minijinja and rhai, with a hand-written floor.
+pub mod cond_shapes {
+    use super::*;
+
+    /// One condition in each engine's syntax.
+    pub struct Shape {
+        /// The bench group.
+        pub group: &'static str,
+        /// PAO.
+        pub pao: &'static str,
+        /// minijinja.
+        pub minijinja: &'static str,
+        /// rhai.
+        pub rhai: &'static str,
+        /// Hand-written floor.
+        pub native: fn(&Value) -> bool,
+    }
+
+    /// `fields.env` is `prod`, the last of four: every comparison is made.
+    pub const IN_LIST: Shape = Shape {
+        group: "cond_in_list",
+        pao: "fields.env in ['dev', 'qa', 'staging', 'prod']",
+        minijinja: "fields.env in ['dev', 'qa', 'staging', 'prod']",
+        rhai: "fields.env in [\"dev\", \"qa\", \"staging\", \"prod\"]",
+        native: |c| {
+            let env = c["fields"]["env"].as_str();
+            ["dev", "qa", "staging", "prod"]
+                .iter()
+                .any(|e| env == Some(e))
+        },
+    };
+
+    /// The `==` chain that `IN_LIST` stands for (PAO only; the target is `in` within 1.5x).
+    pub const EQ_CHAIN: &str = "fields.env == 'dev' || fields.env == 'qa' || fields.env == 'staging' || fields.env == 'prod'";
+
+    /// Arithmetic on fields compared with a number.
+    pub const ARITH: Shape = Shape {
+        group: "cond_arith",
+        pao: "fields.replicas * fields.storage_gb + 50 > 700",
+        minijinja: "fields.replicas * fields.storage_gb + 50 > 700",
+        rhai: "fields.replicas * fields.storage_gb + 50 > 700",
+        native: |c| {
+            let f = &c["fields"];
+            match (f["replicas"].as_i64(), f["storage_gb"].as_i64()) {
+                (Some(r), Some(s)) => r * s + 50 > 700,
+                _ => false,
+            }
+        },
+    };
+
+    /// Constants written as expressions: a size in GB, a name joined from parts.
+    pub const CONST_FOLD: Shape = Shape {
+        group: "cond_const_fold",
+        pao: "fields.storage_gb < 1024 * 4 && fields.size != 'x' ~ 'large'",
+        minijinja: "fields.storage_gb < 1024 * 4 and fields.size != 'x' ~ 'large'",
+        rhai: "fields.storage_gb < 1024 * 4 && fields.size != \"x\" + \"large\"",
+        native: |c| {
+            let f = &c["fields"];
+            f["storage_gb"].as_i64().is_some_and(|g| g < 1024 * 4)
+                && f["size"].as_str() != Some("xlarge")
+        },
+    };
+}
+
 /// A template that reads a misspelt variable, rendered in strict mode: the cost of the error.
 pub mod error_undefined {
     /// PAO.

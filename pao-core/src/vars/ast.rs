@@ -164,17 +164,35 @@ pub(crate) enum Expr {
     Call(Box<Call>),
     List(Box<[Expr]>, Span),
     Object(Box<[(Box<str>, Expr)]>, Span),
+    /// An operator or literal over constants, evaluated when compiled (see `fold`).
+    Folded(Box<Folded>, Span),
+}
+
+/// The value of a constant expression, and the fuel its evaluation cost.
+#[derive(Debug)]
+pub(crate) struct Folded {
+    pub value: serde_json::Value,
+    pub fuel: u64,
 }
 
 impl Expr {
     pub(crate) fn span(&self) -> Span {
         match self {
             Expr::Const(_, s) | Expr::Unary(_, _, s) | Expr::Binary(_, _, s) => *s,
-            Expr::List(_, s) | Expr::Object(_, s) => *s,
+            Expr::List(_, s) | Expr::Object(_, s) | Expr::Folded(_, s) => *s,
             Expr::Path(p) => p.span,
             Expr::And(b) | Expr::Or(b) => b.0.span().to(b.1.span()),
             Expr::Cond(b) => b.0.span().to(b.2.span()),
             Expr::Call(c) => c.span,
+        }
+    }
+
+    /// The text of a string literal, or of a constant expression that folded to a string.
+    pub(crate) fn const_str(&self) -> Option<&str> {
+        match self {
+            Expr::Const(Const::Str(s), _) => Some(s),
+            Expr::Folded(f, _) => f.value.as_str(),
+            _ => None,
         }
     }
 }

@@ -78,7 +78,7 @@ pub(crate) fn collect_nodes(nodes: &[Node], out: &mut Vec<Reference>) {
 
 pub(crate) fn collect(expr: &Expr, guarded: bool, out: &mut Vec<Reference>) {
     match expr {
-        Expr::Const(..) => {}
+        Expr::Const(..) | Expr::Folded(..) => {}
         Expr::Path(p) => {
             let mut segs_guarded = guarded;
             for seg in &p.segs {

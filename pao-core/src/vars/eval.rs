@@ -124,6 +124,11 @@ impl<'a> State<'a> {
         }
     }
 
+    /// The fuel not used yet.
+    pub(crate) fn fuel_left(&self) -> u64 {
+        self.fuel
+    }
+
     #[inline]
     pub(crate) fn tick(&mut self, span: Span) -> Result<(), VarError> {
         self.tick_at(|| span)
@@ -395,6 +400,15 @@ pub(crate) fn eval_truthy<'a>(
                 st.charge(2, Span::default())?;
                 return Ok(answer);
             }
+            // `fields.env in ['prod', 'staging']`: the folded list is searched in place.
+            if let (BinOp::In | BinOp::NotIn, Expr::Path(p), Expr::Folded(f, _)) = (*op, &b.0, &b.1)
+                && p.plain
+                && let Value::Array(items) = &f.value
+                && let Some(found) = walk_plain(p, ctx, st)
+            {
+                st.charge(1 + f.fuel, Span::default())?;
+                return Ok(in_constant_list(found, items) == (*op == BinOp::In));
+            }
             let l = operand(&b.0, ctx, st)?;
             let r = operand(&b.1, ctx, st)?;
             if let Some(answer) = quick_compare(*op, &l, &r) {
@@ -409,17 +423,57 @@ pub(crate) fn eval_truthy<'a>(
     }
 }
 
-/// [`eval`] of one side of a comparison, with plain paths read in place.
+/// [`eval`] of one side of a comparison, with plain paths read in place, and arithmetic on
+/// them (`fields.replicas * 2 > 6`) worked out without the general evaluator's bookkeeping.
 #[inline]
 fn operand<'a>(e: &'a Expr, ctx: &Context<'a>, st: &mut State<'a>) -> Result<Val<'a>, VarError> {
-    if let Expr::Path(p) = e
-        && p.plain
-        && let Some(v) = walk_plain(p, ctx, st)
-    {
-        st.tick(Span::default())?;
-        return Ok(v.into_val());
+    match e {
+        Expr::Path(p)
+            if p.plain
+                && let Some(v) = walk_plain(p, ctx, st) =>
+        {
+            st.tick(Span::default())?;
+            Ok(v.into_val())
+        }
+        Expr::Binary(op @ (BinOp::Add | BinOp::Sub | BinOp::Mul), b, span) => {
+            st.tick(Span::default())?;
+            let l = operand(&b.0, ctx, st)?;
+            let r = operand(&b.1, ctx, st)?;
+            if let (Val::Int(x), Val::Int(y)) = (&l, &r) {
+                let v = match op {
+                    BinOp::Add => x.checked_add(*y),
+                    BinOp::Sub => x.checked_sub(*y),
+                    _ => x.checked_mul(*y),
+                };
+                if let Some(v) = v {
+                    return Ok(Val::Int(v));
+                }
+            }
+            if matches!(l, Val::Undef) || matches!(r, Val::Undef) {
+                return Ok(Val::Undef);
+            }
+            let v = binary(*op, l, r, *span)?;
+            if *op == BinOp::Add {
+                st.charge(functions::size_cost(&v), *span)?;
+            }
+            Ok(v)
+        }
+        _ => eval(e, ctx, st, false),
     }
-    eval(e, ctx, st, false)
+}
+
+/// Whether what a plain path found equals an item of a constant list.
+#[inline]
+fn in_constant_list(found: Found, items: &[Value]) -> bool {
+    match found {
+        Found::Json(Value::String(s)) => items
+            .iter()
+            .any(|i| matches!(i, Value::String(t) if t.len() == s.len() && same_bytes(t.as_bytes(), s.as_bytes()))),
+        found => {
+            let needle = found.into_val();
+            items.iter().any(|i| equals(&Val::from_ref(i), &needle))
+        }
+    }
 }
 
 /// The comparisons of two ints or two strings, which need no error handling; `None` for the
@@ -505,6 +559,10 @@ fn eval_untimed<'a>(
             Const::Str(s) => Val::Str(s),
         }),
         Expr::Path(p) => eval_path(p, ctx, st, lenient),
+        Expr::Folded(f, span) => {
+            st.charge(f.fuel.saturating_sub(1), *span)?;
+            Ok(Val::from_ref(&f.value))
+        }
         _ => eval_compound(expr, ctx, st, lenient),
     }
 }
@@ -517,7 +575,7 @@ fn eval_compound<'a>(
     lenient: bool,
 ) -> Result<Val<'a>, VarError> {
     match expr {
-        Expr::Const(..) | Expr::Path(_) => eval_untimed(expr, ctx, st, lenient),
+        Expr::Const(..) | Expr::Path(_) | Expr::Folded(..) => eval_untimed(expr, ctx, st, lenient),
         Expr::And(b) => {
             let l = eval(&b.0, ctx, st, lenient)?;
             if lenient && matches!(l, Val::Undef) {

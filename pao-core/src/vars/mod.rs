@@ -28,6 +28,7 @@ mod ast;
 mod check;
 mod error;
 mod eval;
+mod fold;
 mod functions;
 mod lexer;
 mod parser;

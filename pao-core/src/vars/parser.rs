@@ -10,6 +10,7 @@ use regex::Regex;
 use super::Limits;
 use super::ast::*;
 use super::error::{Span, VarError, VarErrorKind, did_you_mean};
+use super::fold;
 use super::functions::{Builtin, Functions};
 use super::lexer::{Lexer, Tok};
 
@@ -460,7 +461,7 @@ impl<'s, 'f> Parser<'s, 'f> {
             let then = self.parse_expr()?;
             self.expect(Tok::Colon, "`:` of the `? :` expression")?;
             let otherwise = self.parse_expr()?;
-            return Ok(Expr::Cond(Box::new((cond, then, otherwise))));
+            return Ok(self.fold(Expr::Cond(Box::new((cond, then, otherwise)))));
         }
         Ok(cond)
     }
@@ -501,7 +502,7 @@ impl<'s, 'f> Parser<'s, 'f> {
             self.depth -= 1;
             let inner = inner?;
             let span = span.to(inner.span());
-            Expr::Unary(UnOp::Not, Box::new(inner), span)
+            self.fold(Expr::Unary(UnOp::Not, Box::new(inner), span))
         } else {
             self.parse_unary()?
         };
@@ -532,11 +533,11 @@ impl<'s, 'f> Parser<'s, 'f> {
                 self.depth -= 1;
                 let rhs = rhs?;
                 lhs = match op {
-                    BinaryOp::Or => Expr::Or(Box::new((lhs, rhs))),
-                    BinaryOp::And => Expr::And(Box::new((lhs, rhs))),
+                    BinaryOp::Or => self.fold(Expr::Or(Box::new((lhs, rhs)))),
+                    BinaryOp::And => self.fold(Expr::And(Box::new((lhs, rhs)))),
                     BinaryOp::Op(op) => {
                         let span = lhs.span().to(rhs.span());
-                        Expr::Binary(op, Box::new((lhs, rhs)), span)
+                        self.fold(Expr::Binary(op, Box::new((lhs, rhs)), span))
                     }
                 };
             }
@@ -544,6 +545,11 @@ impl<'s, 'f> Parser<'s, 'f> {
         })();
         self.depth = outer_depth;
         result
+    }
+
+    /// `e`, evaluated now when it is an operator over constants (see [`fold`]).
+    fn fold(&self, e: Expr) -> Expr {
+        fold::fold(e, self.limits)
     }
 
     fn nest(&mut self, span: Span) -> Result<(), VarError> {
@@ -586,7 +592,7 @@ impl<'s, 'f> Parser<'s, 'f> {
                 }
             }
             let span = span.to(inner.span());
-            return Ok(Expr::Unary(op, Box::new(inner), span));
+            return Ok(self.fold(Expr::Unary(op, Box::new(inner), span)));
         }
         self.parse_filtered()
     }
@@ -681,9 +687,10 @@ impl<'s, 'f> Parser<'s, 'f> {
         let mut regex = None;
         if let Func::Builtin(b) = &func {
             if let Some(i) = b.regex_arg()
-                && let Some(Expr::Const(Const::Str(pat), pspan)) = args.get(i)
+                && let Some(arg) = args.get(i)
+                && let Some(pat) = arg.const_str()
             {
-                regex = Some(compile_regex(pat).map_err(|e| e.with_span(*pspan))?);
+                regex = Some(compile_regex(pat).map_err(|e| e.with_span(arg.span()))?);
             }
             b.check_literal_args(&args)?;
         }
@@ -793,7 +800,7 @@ impl<'s, 'f> Parser<'s, 'f> {
                 }
             }
         };
-        Ok(Expr::List(items.into_boxed_slice(), span.to(end)))
+        Ok(self.fold(Expr::List(items.into_boxed_slice(), span.to(end))))
     }
 
     /// The rest of an object literal after its `{` at `span`.
@@ -832,7 +839,7 @@ impl<'s, 'f> Parser<'s, 'f> {
                 }
             }
         };
-        Ok(Expr::Object(entries.into_boxed_slice(), span.to(end)))
+        Ok(self.fold(Expr::Object(entries.into_boxed_slice(), span.to(end))))
     }
 
     /// One postfix accessor (`.name`, `?.name`, `[index]`, `?.[index]`) and where it ends;
@@ -964,9 +971,12 @@ impl Builtin {
     fn check_literal_args(&self, args: &[Expr]) -> Result<(), VarError> {
         let wants_string = self.string_args();
         for &i in wants_string {
-            if let Some(Expr::Const(c, span)) = args.get(i)
-                && !matches!(c, Const::Str(_))
-            {
+            let not_text = match args.get(i) {
+                Some(Expr::Const(c, span)) => (!matches!(c, Const::Str(_))).then_some(span),
+                Some(Expr::Folded(f, span)) => (!f.value.is_string()).then_some(span),
+                _ => None,
+            };
+            if let Some(span) = not_text {
                 return Err(VarError::at(
                     VarErrorKind::BadArguments,
                     *span,

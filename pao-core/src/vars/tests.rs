@@ -1031,3 +1031,89 @@ fn cost_is_read_only_in_approval_rules() {
     let ctx = Context::new().with(Scope::Cost, &cost);
     assert!(x.eval_bool(&ctx).unwrap());
 }
+
+/// `src` compiled with `fuel`, with or without constant folding, evaluated as a condition.
+fn eval_folded(src: &str, fuel: u64, fold: bool) -> Result<bool, String> {
+    let f = fixture();
+    super::fold::NO_FOLD.with(|n| n.set(!fold));
+    let compiled = Engine::new()
+        .with_limits(Limits {
+            fuel,
+            ..Limits::default()
+        })
+        .compile_expression(src);
+    super::fold::NO_FOLD.with(|n| n.set(false));
+    let e = compiled.map_err(|e| format!("compile: {e}"))?;
+    e.eval_bool(&f.ctx()).map_err(|e| e.to_string())
+}
+
+/// The least fuel `src` evaluates with.
+fn least_fuel(src: &str, fold: bool) -> u64 {
+    let (mut lo, mut hi) = (1, 10_000);
+    assert!(eval_folded(src, hi, fold).is_ok(), "{src}");
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if eval_folded(src, mid, fold).is_ok() {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    lo
+}
+
+#[test]
+fn folded_constants_give_the_same_answers_errors_and_fuel() {
+    let fine = [
+        "fields.env in ['dev', 'qa', 'staging', 'prod']",
+        "fields.env not in ['dev', 'qa']",
+        "fields.replicas in [1, 2, 3.0]",
+        "fields.ratio in [0.5]",
+        "fields.on in [false, true]",
+        "fields.nothing in [null]",
+        "fields.tags in [['a', 'b', 'c'], []]",
+        "fields.replicas > 2 * 4 - 7",
+        "fields.name == 'Billing' ~ ' ' ~ 'DB'",
+        "fields.nums == [3, 1, 2]",
+        "fields.labels == {'team': 'data', 'tier': 'gold'}",
+        "-(2 * 3) < fields.replicas",
+        "!(1 > 2) && fields.on",
+        "(true ? 'x' : 'y') == 'x' && fields.on",
+        "fields.replicas * 2 + 1 > 6",
+        "fields.replicas * fields.replicas - 1 == 8",
+        "fields.ratio * 2 == 1.0",
+        "fields.replicas + 0.5 > 3",
+        "fields.name + '!' == 'Billing DB!'",
+        "matches(fields.name, '^Bill' ~ 'ing')",
+        "len([1, 2, 3] + [4]) == 4",
+    ];
+    for src in fine {
+        assert_eq!(
+            eval_folded(src, 1_000_000, true),
+            eval_folded(src, 1_000_000, false),
+            "{src}"
+        );
+        assert_eq!(eval_folded(src, 1_000_000, true), Ok(true), "{src}");
+        assert_eq!(
+            least_fuel(src, true),
+            least_fuel(src, false),
+            "fuel of {src}"
+        );
+    }
+    // Constant expressions that fail are left as written: they fail when evaluated, with the
+    // same message and location.
+    let failing = [
+        "fields.replicas > 1 / 0",
+        "fields.replicas > 9223372036854775807 + 1",
+        "fields.on && 'a' - 1 > 0",
+        "fields.missing * 2 > 1",
+        "fields.name * 2 > 1",
+        "fields.replicas in 3",
+        "fields.replicas * 4611686018427387904 > 1",
+    ];
+    for src in failing {
+        let folded = eval_folded(src, 1_000_000, true);
+        assert!(folded.is_err(), "{src}: {folded:?}");
+        assert_eq!(folded, eval_folded(src, 1_000_000, false), "{src}");
+    }
+}
