@@ -274,3 +274,224 @@ async fn the_authorizer_may_refuse_an_approver_named_by_the_item() {
     let approved = engine.approve_request(&lead, &r.id, None).await.unwrap();
     assert_ne!(approved.state, RequestState::AwaitingApproval);
 }
+
+/// A catalog of `n` items with every combination of access rule, category, owner, tag,
+/// environment and lifecycle status the catalog filters look at.
+fn varied_catalog(n: usize, registry: &ActionRegistry) -> pao_core::catalog::Catalog {
+    let dir = std::env::temp_dir().join(format!("pao-views-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let teams = [
+        "",
+        "teams: [payments]",
+        "teams: ['*']",
+        "teams: [data, payments]",
+    ];
+    let roles = ["", "roles: [sre]", "roles: [developer, sre]"];
+    let categories = ["compute", "database", "networking"];
+    let envs = [
+        "",
+        "environments: [prod]",
+        "environments: ['*']",
+        "environments: [dev, staging]",
+    ];
+    let status = [
+        "",
+        "lifecycle: { status: deprecated }\n",
+        "lifecycle: { status: retired }\n",
+    ];
+    for i in 0..n {
+        let access = [teams[i % 4], roles[(i / 4) % 3], envs[(i / 2) % 4]]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let yaml = format!(
+            "apiVersion: pao.dev/v2\nkind: CatalogItem\nmetadata: {{ id: item-{i:04}, name: Item {i}, \
+             description: Item number {i}., version: 1.0.0, category: {}, tags: [t{}, common], \
+             owner: {{ team: {} }}{} }}\n{}{ITEM}",
+            categories[i % 3],
+            i % 5,
+            ["platform", "data"][(i / 3) % 2],
+            if access.is_empty() {
+                String::new()
+            } else {
+                format!(", environment: prod, access: {{ {access} }}")
+            },
+            status[(i / 7) % 3],
+        );
+        std::fs::write(dir.join(format!("item-{i:04}.yaml")), yaml).unwrap();
+    }
+    let c = pao_core::catalog::Catalog::load(&dir, &registry.load_options()).unwrap();
+    assert!(
+        !c.has_errors(),
+        "{}",
+        pao_core::catalog::render_all(c.diagnostics())
+    );
+    assert_eq!(c.len(), n);
+    c
+}
+
+/// Every page of `filter` for `who`, followed by cursor: (ids, totals seen).
+fn all_pages(
+    engine: &Orchestrator,
+    who: &Principal,
+    filter: &pao_core::service::CatalogFilter,
+) -> (Vec<String>, Vec<usize>) {
+    let mut ids = Vec::new();
+    let mut totals = Vec::new();
+    let mut f = filter.clone();
+    loop {
+        let page = engine.catalog_page(who, &f);
+        assert!(page.items.len() <= f.limit.unwrap_or(50).max(1));
+        ids.extend(page.items.iter().map(|i| i.id().to_string()));
+        totals.push(page.total);
+        match page.next {
+            Some(next) => f.after = Some(next),
+            None => break,
+        }
+    }
+    (ids, totals)
+}
+
+#[test]
+fn catalog_pages_from_class_views_match_the_items_filtered_one_by_one() {
+    use pao_core::service::CatalogFilter;
+    let registry = {
+        let mut r = ActionRegistry::new();
+        r.register(Arc::new(TestAction {
+            ledger: Arc::new(Ledger::default()),
+        }));
+        r
+    };
+    let catalog = varied_catalog(240, &registry);
+    let principals = [
+        Principal::new("ann", &["payments"], &["developer"]),
+        Principal::new("ben", &["data"], &["sre"]),
+        Principal::new("cid", &["payments", "data"], &["developer", "sre"]),
+        Principal::new("dee", &[], &[]),
+        Principal::new("eve", &["data", "payments"], &["sre", "developer"]),
+        Principal::new("root", &[], &["admin"]),
+    ];
+    let filters = [
+        CatalogFilter::default(),
+        CatalogFilter {
+            limit: Some(7),
+            ..Default::default()
+        },
+        CatalogFilter {
+            include_retired: true,
+            limit: Some(13),
+            ..Default::default()
+        },
+        CatalogFilter {
+            category: Some("database".into()),
+            limit: Some(5),
+            ..Default::default()
+        },
+        CatalogFilter {
+            category: Some("nope".into()),
+            ..Default::default()
+        },
+        CatalogFilter {
+            tag: Some("t3".into()),
+            limit: Some(4),
+            ..Default::default()
+        },
+        CatalogFilter {
+            environment: Some("prod".into()),
+            limit: Some(9),
+            ..Default::default()
+        },
+        CatalogFilter {
+            owner: Some("data".into()),
+            include_retired: true,
+            ..Default::default()
+        },
+        CatalogFilter {
+            after: Some("item-0100".into()),
+            limit: Some(11),
+            ..Default::default()
+        },
+        CatalogFilter {
+            after: Some("item-0100x".into()),
+            limit: Some(11),
+            ..Default::default()
+        },
+        CatalogFilter {
+            after: Some("zzz".into()),
+            ..Default::default()
+        },
+    ];
+    // The same rules with no view class: every item asked for at each read.
+    struct Unclassed;
+    impl Authorizer for Unclassed {
+        fn allowed(
+            &self,
+            who: &Principal,
+            what: Permission,
+            item: &CatalogItem,
+            owner: Option<(&str, &str)>,
+        ) -> bool {
+            ItemAccessAuthorizer.allowed(who, what, item, owner)
+        }
+    }
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let classed = Orchestrator::builder(catalog.clone(), store.clone()).build();
+    let unclassed = Orchestrator::builder(catalog.clone(), store)
+        .authorizer(Arc::new(Unclassed))
+        .build();
+    for who in &principals {
+        for filter in &filters {
+            // What the filter means, item by item.
+            let expected: Vec<String> = catalog
+                .items()
+                .filter(|i| ItemAccessAuthorizer.allowed(who, Permission::View, &i.item, None))
+                .filter(|i| {
+                    let m = &i.item.metadata;
+                    let retired = i.item.lifecycle.as_ref().and_then(|l| l.status)
+                        == Some(pao_core::catalog::model::LifecycleStatus::Retired);
+                    filter.category.as_ref().is_none_or(|c| &m.category == c)
+                        && filter.owner.as_ref().is_none_or(|o| &m.owner.team == o)
+                        && filter
+                            .tag
+                            .as_ref()
+                            .is_none_or(|t| m.tags.iter().flatten().any(|x| x == t))
+                        && filter.environment.as_ref().is_none_or(|e| {
+                            m.access
+                                .as_ref()
+                                .and_then(|a| a.environments.as_ref())
+                                .is_none_or(|envs| envs.iter().any(|x| x == e || x == "*"))
+                        })
+                        && (filter.include_retired || !retired)
+                })
+                .map(|i| i.id().to_string())
+                .collect();
+            let total = expected.len();
+            let expected: Vec<String> = expected
+                .into_iter()
+                .filter(|id| filter.after.as_deref().is_none_or(|a| id.as_str() > a))
+                .collect();
+            for engine in [&classed, &unclassed] {
+                let (ids, totals) = all_pages(engine, who, filter);
+                assert_eq!(ids, expected, "{} {filter:?}", who.id);
+                assert!(
+                    totals.iter().all(|t| *t == total),
+                    "{} {filter:?}: {totals:?}",
+                    who.id
+                );
+            }
+        }
+    }
+    // Two principals with the same teams and roles in another order share a class, and a
+    // new catalog replaces every class's view.
+    let (before, _) = all_pages(&classed, &principals[2], &CatalogFilter::default());
+    assert_eq!(
+        all_pages(&classed, &principals[4], &CatalogFilter::default()).0,
+        before
+    );
+    classed.set_catalog(varied_catalog(30, &registry));
+    let (after, totals) = all_pages(&classed, &principals[2], &CatalogFilter::default());
+    assert!(after.len() < before.len() && after.iter().all(|id| id.as_str() < "item-0030"));
+    assert_eq!(totals, vec![after.len()]);
+}

@@ -212,6 +212,8 @@ pub struct Orchestrator {
     pub(crate) load_options: Arc<LoadOptions>,
     /// Earlier definitions of items that requests still run, compiled, by content hash.
     pub(crate) pinned: Mutex<HashMap<String, Arc<LoadedItem>>>,
+    /// The catalog as each class of callers sees it.
+    pub(crate) views: Mutex<crate::service::catalog::ViewCache>,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -304,6 +306,7 @@ impl OrchestratorBuilder {
             keyring: Arc::new(self.keyring.unwrap_or_else(Keyring::ephemeral)),
             item_slots: Mutex::default(),
             pinned: Mutex::default(),
+            views: Mutex::default(),
             load_options: self.load_options,
         })
     }

@@ -1,11 +1,12 @@
 //! The catalog as a caller sees it: the items they may view, filtered and paged by id,
 //! categories, and the validation report of an item's file.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::authz::{Permission, Principal};
 use crate::catalog::model::LifecycleStatus;
-use crate::catalog::{Diagnostic, LoadedItem};
+use crate::catalog::{Catalog, Diagnostic, LoadedItem};
 use crate::engine::{EngineError, Orchestrator};
 
 use super::page_size;
@@ -96,7 +97,99 @@ impl CatalogFilter {
     }
 }
 
+/// The items one class of callers may see ([`crate::authz::Authorizer::view_class`]), by id,
+/// with and without retired items, and by category.
+#[derive(Debug, Default)]
+pub(crate) struct ClassView {
+    /// `[0]`: without retired items; `[1]`: with them.
+    sets: [ViewSet; 2],
+}
+
+#[derive(Debug, Default)]
+struct ViewSet {
+    all: Vec<Arc<LoadedItem>>,
+    by_category: HashMap<String, Vec<Arc<LoadedItem>>>,
+}
+
+impl ClassView {
+    fn build(catalog: &Catalog, visible: impl Fn(&LoadedItem) -> bool) -> ClassView {
+        let mut view = ClassView::default();
+        // The catalog iterates by id: every list comes out sorted.
+        for item in catalog.items().filter(|i| visible(i)) {
+            let retired = item_status(item) == LifecycleStatus::Retired;
+            for (n, set) in view.sets.iter_mut().enumerate() {
+                if retired && n == 0 {
+                    continue;
+                }
+                set.all.push(item.clone());
+                set.by_category
+                    .entry(item.item.metadata.category.clone())
+                    .or_default()
+                    .push(item.clone());
+            }
+        }
+        view
+    }
+
+    /// The items a filter's category and `include_retired` select, by id.
+    fn base(&self, filter: &CatalogFilter) -> &[Arc<LoadedItem>] {
+        let set = &self.sets[usize::from(filter.include_retired)];
+        match &filter.category {
+            None => &set.all,
+            Some(c) => set.by_category.get(c).map_or(&[], Vec::as_slice),
+        }
+    }
+}
+
+/// Precomputed [`ClassView`]s of the catalog in service, by class key. Bounded: when full it
+/// starts over (a class costs two pointers per visible item).
+#[derive(Debug, Default)]
+pub(crate) struct ViewCache {
+    catalog: Option<Arc<Catalog>>,
+    classes: HashMap<String, Arc<ClassView>>,
+}
+
+/// How many classes [`ViewCache`] keeps.
+const MAX_VIEW_CLASSES: usize = 512;
+
 impl Orchestrator {
+    /// The items `who` may see: the precomputed view of their class, or one built now when the
+    /// authorizer gives no class.
+    fn class_view(&self, who: &Principal) -> Arc<ClassView> {
+        let catalog = self.catalog();
+        let build = || Arc::new(ClassView::build(&catalog, |i| self.may_see_item(who, i)));
+        let Some(key) = self.authz.view_class(who) else {
+            return build();
+        };
+        {
+            let cache = self.views.lock().unwrap_or_else(|e| e.into_inner());
+            if cache
+                .catalog
+                .as_ref()
+                .is_some_and(|c| Arc::ptr_eq(c, &catalog))
+                && let Some(view) = cache.classes.get(&key)
+            {
+                return view.clone();
+            }
+        }
+        // Built outside the lock: other classes are served meanwhile.
+        let view = build();
+        let mut cache = self.views.lock().unwrap_or_else(|e| e.into_inner());
+        if !cache
+            .catalog
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(c, &catalog))
+        {
+            cache.catalog = Some(catalog.clone());
+            cache.classes.clear();
+        }
+        if cache.classes.len() >= MAX_VIEW_CLASSES {
+            cache.classes.clear();
+        }
+        cache.classes.insert(key, view.clone());
+        view
+    }
+
     /// Whether `who` may see `item` ([`Permission::View`]).
     pub fn may_see_item(&self, who: &Principal, item: &LoadedItem) -> bool {
         self.authz.allowed(who, Permission::View, &item.item, None)
@@ -128,22 +221,29 @@ impl Orchestrator {
         }
     }
 
-    /// A page of the items `who` may see that match `filter`, by id.
+    /// A page of the items `who` may see that match `filter`, by id. Costs the page when
+    /// the filter has no tag, environment or owner (a binary search in the caller's class
+    /// view); those filters scan the view, with no authorization call.
     pub fn catalog_page(&self, who: &Principal, filter: &CatalogFilter) -> CatalogPage {
         let limit = page_size(filter.limit, DEFAULT_PAGE, MAX_PAGE);
-        let catalog = self.catalog();
-        let mut matching: Vec<&Arc<LoadedItem>> = catalog
-            .items()
-            .filter(|i| self.may_see_item(who, i) && filter.matches(i))
-            .collect();
-        matching.sort_by(|a, b| a.id().cmp(b.id()));
-        let total = matching.len();
-        let mut items: Vec<Arc<LoadedItem>> = matching
-            .into_iter()
-            .filter(|i| filter.after.as_deref().is_none_or(|a| i.id() > a))
-            .take(limit + 1)
-            .cloned()
-            .collect();
+        let view = self.class_view(who);
+        let base = view.base(filter);
+        let after = |items: &[Arc<LoadedItem>]| match filter.after.as_deref() {
+            None => 0,
+            Some(a) => items.partition_point(|i| i.id() <= a),
+        };
+        let (total, mut items): (usize, Vec<Arc<LoadedItem>>) =
+            if filter.tag.is_none() && filter.environment.is_none() && filter.owner.is_none() {
+                let start = after(base);
+                let end = (start + limit + 1).min(base.len());
+                (base.len(), base[start..end].to_vec())
+            } else {
+                let matching: Vec<Arc<LoadedItem>> =
+                    base.iter().filter(|i| filter.matches(i)).cloned().collect();
+                let start = after(&matching);
+                let end = (start + limit + 1).min(matching.len());
+                (matching.len(), matching[start..end].to_vec())
+            };
         let more = items.len() > limit;
         items.truncate(limit);
         let next = more
