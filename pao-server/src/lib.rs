@@ -28,6 +28,7 @@ pub mod health;
 pub mod limits;
 pub mod metrics;
 pub mod options;
+pub mod rendered;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod search;
@@ -35,3 +36,4 @@ pub mod serve;
 pub mod state;
 pub mod tickets;
 pub mod tls;
+pub mod wakes;

@@ -1,5 +1,6 @@
 //! Catalog search with tantivy: an in-memory index over name, description, tags, id and
-//! category, rebuilt when the catalog changes (cheap: a catalog has hundreds of items).
+//! category, built once per catalog (the catalog in service is compared by identity, so a
+//! search does not look at the items to know the index is current).
 //! Typo tolerance comes from fuzzy term queries (edit distance 1 for words of 4+ letters,
 //! 2 for 8+), highlights from tantivy's snippet generator.
 
@@ -27,8 +28,8 @@ pub struct Hit {
 }
 
 struct Built {
-    /// The catalog fingerprint the index was built from.
-    key: Vec<(String, String)>,
+    /// The catalog the index was built from.
+    catalog: Arc<Catalog>,
     _index: Index,
     reader: IndexReader,
 }
@@ -65,30 +66,31 @@ impl CatalogSearch {
         }
     }
 
-    fn index_for(&self, catalog: &Catalog) -> Result<Arc<Built>, ApiError> {
-        let key: Vec<(String, String)> = catalog
-            .fingerprint()
-            .into_iter()
-            .map(|(k, (_, hash))| (k, hash))
-            .collect();
+    fn index_for(&self, catalog: &Arc<Catalog>) -> Result<Arc<Built>, ApiError> {
         let mut guard = self
             .built
             .lock()
             .map_err(|_| ApiError::unavailable("search index poisoned"))?;
         if let Some(b) = guard.as_ref()
-            && b.key == key
+            && Arc::ptr_eq(&b.catalog, catalog)
         {
             return Ok(b.clone());
         }
         let b = Arc::new(
-            build(catalog, key).map_err(|e| ApiError::unavailable(format!("search index: {e}")))?,
+            build(catalog.clone())
+                .map_err(|e| ApiError::unavailable(format!("search index: {e}")))?,
         );
         *guard = Some(b.clone());
         Ok(b)
     }
 
     /// Items matching `q`, best first.
-    pub fn search(&self, catalog: &Catalog, q: &str, limit: usize) -> Result<Vec<Hit>, ApiError> {
+    pub fn search(
+        &self,
+        catalog: &Arc<Catalog>,
+        q: &str,
+        limit: usize,
+    ) -> Result<Vec<Hit>, ApiError> {
         let built = self.index_for(catalog)?;
         let f = self.fields;
         let words: Vec<String> = q
@@ -194,7 +196,7 @@ fn schema() -> (Schema, Fields) {
     )
 }
 
-fn build(catalog: &Catalog, key: Vec<(String, String)>) -> tantivy::Result<Built> {
+fn build(catalog: Arc<Catalog>) -> tantivy::Result<Built> {
     let (schema, f) = schema();
     let index = Index::create_in_ram(schema);
     let mut w: tantivy::IndexWriter = index.writer_with_num_threads(1, 15_000_000)?;
@@ -211,7 +213,7 @@ fn build(catalog: &Catalog, key: Vec<(String, String)>) -> tantivy::Result<Built
     w.commit()?;
     let reader = index.reader()?;
     Ok(Built {
-        key,
+        catalog,
         _index: index,
         reader,
     })

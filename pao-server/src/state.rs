@@ -73,6 +73,12 @@ pub struct AppStateInner {
     pub env: Arc<Map<String, Value>>,
     /// Catalog search index.
     pub search: crate::search::CatalogSearch,
+    /// Wake-ups of the streams following a request.
+    pub wakes: Arc<crate::wakes::Wakes>,
+    /// Whether the store announces other replicas' events (else streams poll every 500 ms).
+    pub cross_replica_wakeups: bool,
+    /// The catalog's answers, serialized once per catalog.
+    pub rendered: crate::rendered::RenderedCatalog,
     /// Webhook deliveries seen recently.
     pub replay: Arc<crate::api::webhooks::ReplayGuard>,
     /// Notices for `/ws/notifications` (inbound webhooks).
@@ -90,11 +96,13 @@ pub struct AppStateInner {
 pub struct ServerSink {
     tx: broadcast::Sender<LiveEvent>,
     metrics: Metrics,
+    wakes: Arc<crate::wakes::Wakes>,
 }
 
 impl EventSink for ServerSink {
     fn publish(&self, event: LiveEvent) {
         self.metrics.observe_event(&event.kind);
+        self.wakes.wake(&event.request_id);
         let _ = self.tx.send(event);
     }
 }
@@ -190,11 +198,13 @@ impl AppState {
                 .build(&config.secrets)
                 .map_err(StartError::Config)?,
         };
-        let (tx, _) = broadcast::channel(4096);
-        let (changes, _) = broadcast::channel(256);
+        let (tx, changes) = (broadcast::channel(4096).0, broadcast::channel(256).0);
+        let wakes = Arc::new(crate::wakes::Wakes::default());
+        let cross_replica = spawn_cross_replica_wakes(store.as_ref(), &wakes);
         let sink = Arc::new(ServerSink {
             tx: tx.clone(),
             metrics: metrics.clone(),
+            wakes: wakes.clone(),
         });
         let mut env = Map::new();
         for (k, v) in &config.env {
@@ -287,6 +297,9 @@ impl AppState {
                 .unwrap_or_default(),
             env: Arc::new(env),
             search: crate::search::CatalogSearch::new(),
+            wakes,
+            cross_replica_wakeups: cross_replica,
+            rendered: crate::rendered::RenderedCatalog::default(),
             replay: Arc::default(),
             notifications: broadcast::channel(256).0,
             builtins,
@@ -561,6 +574,25 @@ impl pao_wasm_host::KvStore for StoreKv {
             .await
             .map_err(|e| format!("key-value store unavailable: {e}"))
     }
+}
+
+/// Passes the store's announcements of other replicas' events to this one's streams; whether
+/// the store makes any.
+fn spawn_cross_replica_wakes(store: &dyn Store, wakes: &Arc<crate::wakes::Wakes>) -> bool {
+    let Some(mut rx) = store.event_wakeups() else {
+        return false;
+    };
+    let wakes = wakes.clone();
+    tokio::spawn(async move {
+        loop {
+            match rx.recv().await {
+                Ok(id) => wakes.wake(&id),
+                Err(broadcast::error::RecvError::Lagged(_)) => wakes.wake(""),
+                Err(broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    });
+    true
 }
 
 #[cfg(test)]

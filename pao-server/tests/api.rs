@@ -65,6 +65,82 @@ async fn probes(s: &TestServer) {
 on_both!(probes_work_without_auth, probes);
 
 // ---------------------------------------------------------------------------------------
+/// `GET` with an `If-None-Match`: status, `ETag`, `Cache-Control`, body.
+async fn conditional_get(
+    s: &TestServer,
+    token: &str,
+    path: &str,
+    if_none_match: Option<&str>,
+) -> (u16, String, String, String) {
+    let mut r = s.http.get(s.url(path)).bearer_auth(token);
+    if let Some(tag) = if_none_match {
+        r = r.header("If-None-Match", tag);
+    }
+    let r = r.send().await.unwrap();
+    let header = |name: &str| {
+        r.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    let (etag, cache) = (header("etag"), header("cache-control"));
+    let status = r.status().as_u16();
+    (status, etag, cache, r.text().await.unwrap())
+}
+
+async fn catalog_etags(s: &TestServer) {
+    for path in [
+        "/catalog",
+        "/catalog?limit=1",
+        "/catalog/compute",
+        "/catalog/search?q=echo",
+        "/catalog/items/test.echo",
+        "/catalog/items/test.echo/schema",
+    ] {
+        let (code, tag, cache, body) = conditional_get(s, ALICE, path, None).await;
+        assert_eq!(code, 200, "{path}: {body}");
+        assert!(
+            tag.starts_with('"') && tag.ends_with('"') && tag.len() > 2,
+            "{path}: {tag}"
+        );
+        assert_eq!(cache, "private, no-cache", "{path}");
+        serde_json::from_str::<Value>(&body).unwrap();
+        // The same answer again: the same tag; asked for with it, 304 and no body.
+        let (_, again, _, _) = conditional_get(s, ALICE, path, None).await;
+        assert_eq!(again, tag, "{path}");
+        for header in [
+            tag.clone(),
+            format!("W/{tag}"),
+            format!("\"x\", {tag}"),
+            "*".into(),
+        ] {
+            let (code, same, _, body) = conditional_get(s, ALICE, path, Some(&header)).await;
+            assert_eq!((code, body.as_str()), (304, ""), "{path} with {header}");
+            assert_eq!(same, tag, "{path}");
+        }
+        let (code, _, _, body) = conditional_get(s, ALICE, path, Some("\"other\"")).await;
+        assert_eq!(code, 200, "{path}");
+        assert!(!body.is_empty());
+    }
+    // Another caller sees another list: alice's tag is not theirs.
+    let (_, alice_tag, _, _) = conditional_get(s, ALICE, "/catalog", None).await;
+    let (code, admin_tag, _, body) = conditional_get(s, ADMIN, "/catalog", Some(&alice_tag)).await;
+    assert_eq!(code, 200, "{body}");
+    assert_ne!(admin_tag, alice_tag);
+    // A changed catalog changes the answer and its tag.
+    s.state
+        .orch
+        .set_catalog(pao_core::catalog::Catalog::default());
+    let (code, tag, _, body) = conditional_get(s, ALICE, "/catalog", Some(&alice_tag)).await;
+    assert_eq!(code, 200, "{body}");
+    assert_ne!(tag, alice_tag);
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["total"], 0);
+    // Errors carry no tag.
+    let (code, tag, _, _) = conditional_get(s, ALICE, "/catalog/items/test.echo", None).await;
+    assert_eq!((code, tag.as_str()), (404, ""));
+}
+on_both!(catalog_answers_carry_etags, catalog_etags);
+
 async fn catalog(s: &TestServer) {
     // 401 without or with a wrong token.
     let r = s.http.get(s.url("/catalog")).send().await.unwrap();

@@ -1333,4 +1333,12 @@ pub trait Store: Send + Sync {
     async fn wait_for_work(&self, timeout: Duration) {
         tokio::time::sleep(timeout).await;
     }
+
+    /// Ids of requests whose events any process appended, as the database announces them
+    /// (PostgreSQL `LISTEN`/`NOTIFY`), for live streams of other replicas to wake at once. An
+    /// empty id means "announcements may have been missed: look at every request". `None`
+    /// (the default): the store cannot tell, and streams poll.
+    fn event_wakeups(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        None
+    }
 }

@@ -537,4 +537,7 @@ impl<S: Store, O: StoreObserver> Store for Observed<S, O> {
         self.observer
             .after(StoreCall::WaitForWork, started.elapsed(), CallOutcome::Done);
     }
+    fn event_wakeups(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        self.inner.event_wakeups()
+    }
 }

@@ -1,7 +1,11 @@
 //! Catalog browsing: list, category, search, item details, form schema, dynamic options.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use pao_core::catalog::LoadedItem;
 use pao_core::catalog::model::{FulfillmentMode, LifecycleStatus};
 use pao_core::service::catalog::item_status;
@@ -13,6 +17,7 @@ use utoipa::ToSchema;
 use super::{Query, cursor};
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::rendered::{Rendered, json_string, json_with_etag};
 use crate::state::AppState;
 
 /// Filters of `GET /catalog`.
@@ -163,39 +168,51 @@ impl CatalogQuery {
     }
 }
 
-impl CatalogPage {
-    fn of(page: pao_core::service::CatalogPage, default_rule: bool) -> CatalogPage {
-        CatalogPage {
-            items: page
-                .items
-                .iter()
-                .map(|i| summary(i, default_rule))
-                .collect(),
-            total: page.total,
-            next_cursor: page.next.as_deref().map(cursor::encode_text),
+/// `CatalogPage` as JSON, from the summaries serialized once per catalog.
+fn page_json(page: &pao_core::service::CatalogPage, rendered: &Rendered) -> String {
+    let mut out = String::with_capacity(64 + page.items.len() * 512);
+    out.push_str("{\"items\":[");
+    for (n, item) in page.items.iter().enumerate() {
+        if n > 0 {
+            out.push(',');
         }
+        out.push_str(rendered.summary(item));
     }
+    out.push_str("],\"total\":");
+    out.push_str(&page.total.to_string());
+    out.push_str(",\"next_cursor\":");
+    match page.next.as_deref() {
+        Some(next) => out.push_str(&json_string(&cursor::encode_text(next))),
+        None => out.push_str("null"),
+    }
+    out.push('}');
+    out
 }
 
-/// `GET /catalog`: the items the caller may see, sorted by id, paginated.
+/// `GET /catalog`: the items the caller may see, sorted by id, paginated. Answers carry an
+/// `ETag`; `If-None-Match` with it gives `304 Not Modified`.
 pub async fn list(
     State(state): State<AppState>,
     Caller(who): Caller,
+    headers: HeaderMap,
     Query(q): Query<CatalogQuery>,
-) -> Result<Json<CatalogPage>, ApiError> {
+) -> Result<Response, ApiError> {
+    let rendered = state.rendered.of(&state.orch.catalog());
     let page = state.orch.catalog_page(&who, &q.filter()?);
-    Ok(Json(CatalogPage::of(page, default_rule(&state))))
+    Ok(json_with_etag(&headers, page_json(&page, &rendered)))
 }
 
 /// `GET /catalog/{category}`.
 pub async fn by_category(
     State(state): State<AppState>,
     Caller(who): Caller,
+    headers: HeaderMap,
     Path(category): Path<String>,
     Query(q): Query<CatalogQuery>,
-) -> Result<Json<CatalogPage>, ApiError> {
+) -> Result<Response, ApiError> {
+    let rendered = state.rendered.of(&state.orch.catalog());
     let page = state.orch.category_page(&who, &category, &q.filter()?)?;
-    Ok(Json(CatalogPage::of(page, default_rule(&state))))
+    Ok(json_with_etag(&headers, page_json(&page, &rendered)))
 }
 
 /// Query of `GET /catalog/search`.
@@ -239,30 +256,46 @@ pub struct SearchResults {
 pub async fn search(
     State(state): State<AppState>,
     Caller(who): Caller,
+    headers: HeaderMap,
     Query(q): Query<SearchQuery>,
-) -> Result<Json<SearchResults>, ApiError> {
+) -> Result<Response, ApiError> {
     if q.q.trim().is_empty() {
         return Err(ApiError::bad_request("`q` must not be empty"));
     }
     let catalog = state.orch.catalog();
+    let rendered = state.rendered.of(&catalog);
     let limit = q.limit.unwrap_or(20).clamp(1, 100);
     let hits = state.search.search(&catalog, &q.q, 200)?;
-    let results: Vec<SearchHit> = hits
-        .into_iter()
-        .filter_map(|h| {
-            let item = catalog.get(&h.id)?;
-            state.orch.may_see_item(&who, item).then(|| SearchHit {
-                item: summary(item, default_rule(&state)),
-                score: h.score,
-                highlights: h.highlights,
-            })
-        })
-        .take(limit)
-        .collect();
-    Ok(Json(SearchResults {
-        query: q.q,
-        results,
-    }))
+    let mut out = String::with_capacity(64 + limit * 640);
+    out.push_str("{\"query\":");
+    out.push_str(&json_string(&q.q));
+    out.push_str(",\"results\":[");
+    let mut n = 0;
+    for h in hits {
+        let Some(item) = catalog.get(&h.id) else {
+            continue;
+        };
+        if !state.orch.may_see_item(&who, item) {
+            continue;
+        }
+        if n == limit {
+            break;
+        }
+        if n > 0 {
+            out.push(',');
+        }
+        n += 1;
+        // `SearchHit`: the summary's members, then `score` and `highlights`.
+        let summary = rendered.summary(item);
+        out.push_str(summary.strip_suffix('}').unwrap_or(summary));
+        out.push_str(",\"score\":");
+        out.push_str(&serde_json::to_string(&h.score).unwrap_or_else(|_| "0".into()));
+        out.push_str(",\"highlights\":");
+        out.push_str(&h.highlights.to_string());
+        out.push('}');
+    }
+    out.push_str("]}");
+    Ok(json_with_etag(&headers, out))
 }
 
 /// A maintenance window of an item, now.
@@ -308,20 +341,33 @@ pub struct ItemDetail {
     pub item: Value,
 }
 
+/// `ItemDetail` without `item`, which is copied in already serialized.
+#[derive(Serialize)]
+struct DetailHead<'a> {
+    id: &'a str,
+    version: &'a str,
+    content_hash: &'a str,
+    file: &'a str,
+    can_submit: bool,
+    status: ItemStatus,
+    maintenance: Vec<MaintenanceWindow>,
+}
+
 /// `GET /catalog/items/{item_id}`: the whole item as written, with its version and hash.
 pub async fn item(
     State(state): State<AppState>,
     Caller(who): Caller,
+    headers: HeaderMap,
     Path(item_id): Path<String>,
-) -> Result<Json<ItemDetail>, ApiError> {
+) -> Result<Response, ApiError> {
+    let rendered = state.rendered.of(&state.orch.catalog());
     let item = state.orch.visible_item(&who, &item_id)?;
-    let can_submit = state.orch.may_submit(&who, &item);
-    Ok(Json(ItemDetail {
-        id: item.id().to_string(),
-        version: item.version().to_string(),
-        content_hash: item.content_hash.clone(),
-        file: item.file.clone(),
-        can_submit,
+    let head = DetailHead {
+        id: item.id(),
+        version: item.version(),
+        content_hash: &item.content_hash,
+        file: &item.file,
+        can_submit: state.orch.may_submit(&who, &item),
         status: summary(&item, false).status,
         maintenance: state
             .orch
@@ -336,8 +382,22 @@ pub async fn item(
                 next_end: w.next_end,
             })
             .collect(),
-        item: serde_json::to_value(&item.item).unwrap_or(Value::Null),
-    }))
+    };
+    let head = serde_json::to_string(&head)
+        .map_err(|e| ApiError::unavailable(format!("item detail: {e}")))?;
+    // A definition the catalog replaced since `rendered` was taken is serialized here.
+    let written: std::borrow::Cow<str> = match rendered.catalog().get(item.id()) {
+        Some(current) if Arc::ptr_eq(current, &item) => rendered.item(&item).into(),
+        _ => serde_json::to_string(&item.item)
+            .unwrap_or_else(|_| "null".into())
+            .into(),
+    };
+    let mut out = String::with_capacity(head.len() + written.len() + 16);
+    out.push_str(head.strip_suffix('}').unwrap_or(&head));
+    out.push_str(",\"item\":");
+    out.push_str(&written);
+    out.push('}');
+    Ok(json_with_etag(&headers, out))
 }
 
 /// A form as JSON Schema 2020-12 (`type: object`, `properties`, `required`, conditions as
@@ -351,9 +411,11 @@ pub struct FormSchema(pub Value);
 pub async fn schema(
     State(state): State<AppState>,
     Caller(who): Caller,
+    headers: HeaderMap,
     Path(item_id): Path<String>,
-) -> Result<Json<FormSchema>, ApiError> {
-    Ok(Json(FormSchema(state.orch.form_of(&who, &item_id)?)))
+) -> Result<Response, ApiError> {
+    let form = state.orch.form_of(&who, &item_id)?;
+    Ok(json_with_etag(&headers, form.to_string()))
 }
 
 /// Where options come from.

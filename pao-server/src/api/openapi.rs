@@ -68,6 +68,8 @@ pub struct Endpoint {
     pub links: &'static [(&'static str, &'static str, &'static str)],
     /// A WebSocket upgrade.
     pub websocket: bool,
+    /// The answer carries an `ETag`, and `If-None-Match` with it gives `304`.
+    pub etag: bool,
     /// The handler.
     pub handler: MethodRouter<AppState>,
 }
@@ -97,6 +99,7 @@ fn ep(
         headers: None,
         links: &[],
         websocket: false,
+        etag: false,
         handler,
     }
 }
@@ -212,6 +215,13 @@ impl Endpoint {
         self.headers = Some(h);
         self
     }
+
+    /// Conditional GET: an `ETag` on the answer, `304` for `If-None-Match`.
+    fn conditional(mut self) -> Endpoint {
+        self.etag = true;
+        self.headers = Some(conditional_headers);
+        self
+    }
 }
 
 fn leak(s: String) -> &'static str {
@@ -246,6 +256,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             get(catalog::list),
         )
         .returns::<catalog::CatalogPage>()
+        .conditional()
         .query::<catalog::CatalogQuery>(),
         ep(
             G,
@@ -256,6 +267,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             get(catalog::search),
         )
         .returns::<catalog::SearchResults>()
+        .conditional()
         .errors(&[503])
         .query::<catalog::SearchQuery>(),
         ep(
@@ -267,6 +279,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             get(catalog::item),
         )
         .returns::<catalog::ItemDetail>()
+        .conditional()
         .errors(&[404]),
         ep(
             G,
@@ -277,6 +290,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             get(catalog::schema),
         )
         .returns::<catalog::FormSchema>()
+        .conditional()
         .errors(&[404]),
         ep(
             G,
@@ -297,6 +311,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             get(catalog::by_category),
         )
         .returns::<catalog::CatalogPage>()
+        .conditional()
         .errors(&[404])
         .query::<catalog::CatalogQuery>(),
         ep(
@@ -865,13 +880,7 @@ fn operation(
     if matches!(e.auth, User | Admin) {
         op = op.security(SecurityRequirement::new::<_, [&str; 0], &str>("bearer", []));
     }
-    let mut responses = ResponsesBuilder::new();
-    for code in std::iter::once(e.ok).chain(e.also_ok.iter().copied()) {
-        if let Some((_, add)) = e.returns.filter(|_| !e.websocket) {
-            components = add(components);
-        }
-        responses = responses.response(code.to_string(), success_response(e, code));
-    }
+    let (mut responses, components) = success_responses(e, components);
     for code in e.statuses() {
         responses = responses.response(
             code.to_string(),
@@ -885,6 +894,29 @@ fn operation(
         );
     }
     (op.responses(responses.build()).build(), components)
+}
+
+/// The success responses of `e` (with `304` for a conditional GET), and the schemas they use.
+fn success_responses(
+    e: &Endpoint,
+    mut components: ComponentsBuilder,
+) -> (ResponsesBuilder, ComponentsBuilder) {
+    let mut responses = ResponsesBuilder::new();
+    for code in std::iter::once(e.ok).chain(e.also_ok.iter().copied()) {
+        if let Some((_, add)) = e.returns.filter(|_| !e.websocket) {
+            components = add(components);
+        }
+        responses = responses.response(code.to_string(), success_response(e, code));
+    }
+    if e.etag {
+        responses = responses.response(
+            "304",
+            ResponseBuilder::new()
+                .description("Not modified: `If-None-Match` names the answer's current `ETag`")
+                .build(),
+        );
+    }
+    (responses, components)
 }
 
 fn json_content(schema: &str) -> utoipa::openapi::Content {
@@ -914,6 +946,17 @@ fn success_response(e: &Endpoint, code: u16) -> utoipa::openapi::Response {
     let mut r = ResponseBuilder::new()
         .description(desc)
         .content("application/json", json_content(name));
+    if e.etag {
+        r = r.header(
+            "ETag",
+            utoipa::openapi::HeaderBuilder::new()
+                .schema(ObjectBuilder::new().schema_type(Type::String))
+                .description(Some(
+                    "A hash of the body: send it back as `If-None-Match` to get `304` while the answer is the same",
+                ))
+                .build(),
+        );
+    }
     for (operation, param, member) in e.links {
         r = r.link(
             *operation,
@@ -1041,6 +1084,16 @@ fn websocket_headers() -> Vec<Parameter> {
             ObjectBuilder::new(),
         ),
     ]
+}
+
+/// `If-None-Match` of conditional GETs.
+fn conditional_headers() -> Vec<Parameter> {
+    vec![header(
+        "If-None-Match",
+        false,
+        "`ETag`s of answers the client has (or `*`): when one is the current answer's, the answer is `304` with no body.",
+        ObjectBuilder::new(),
+    )]
 }
 
 /// `Idempotency-Key` of `POST /requests`.

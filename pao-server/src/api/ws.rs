@@ -340,6 +340,16 @@ impl Tail {
     }
 }
 
+/// How often a request's stream reads the store with no wake-up: with the store's
+/// announcements of other replicas' events only as a safety net.
+fn poll_every(state: &AppState) -> Duration {
+    if state.cross_replica_wakeups {
+        Duration::from_secs(5)
+    } else {
+        Duration::from_millis(500)
+    }
+}
+
 async fn tail(
     state: AppState,
     socket: WebSocket,
@@ -352,11 +362,11 @@ async fn tail(
     let _g = Gauge::open();
     let mut recheck = tokio::time::interval(RECHECK);
     recheck.tick().await;
-    let mut live = state.events.subscribe();
+    let id = watch.id().to_string();
+    let mut wake = state.wakes.watch(&id);
     let mut beat = tokio::time::interval(heartbeat(&q));
     beat.tick().await;
-    let mut poll = tokio::time::interval(Duration::from_millis(500));
-    let id = watch.id().to_string();
+    let mut poll = tokio::time::interval(poll_every(&state));
     let mut t = Tail {
         socket,
         watch,
@@ -372,10 +382,7 @@ async fn tail(
         }
         first = false;
         tokio::select! {
-            ev = live.recv() => match ev {
-                Ok(_) | Err(RecvError::Lagged(_)) => {}
-                Err(RecvError::Closed) => break,
-            },
+            _ = wake.changed() => {}
             _ = poll.tick() => {}
             _ = recheck.tick() => {
                 if !still_visible(&state, &creds, &id).await {

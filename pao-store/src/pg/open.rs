@@ -59,18 +59,38 @@ pub(crate) async fn migrate(pool: &AnyPool) -> Result<(), OpenError> {
     Ok(())
 }
 
-/// Listens for other replicas' notifications and wakes this one's waiting workers (`work`).
-pub(crate) fn spawn_listener(url: String, work: Arc<Notify>) -> tokio::task::JoinHandle<()> {
+/// The channel every statement that appends events notifies, with the request id (the
+/// trigger of migration `0009_event_notify`).
+const EVENTS_CHANNEL: &str = "pao_events";
+
+/// Announcements of appended events kept for slow subscribers before they lag (then they
+/// look at everything, as after a lost connection).
+pub(crate) const EVENT_WAKEUPS: usize = 4096;
+
+/// Listens for other replicas' notifications: wakes this one's waiting workers (`work`), and
+/// passes on the ids of requests whose events were appended (`events`). After a lost
+/// connection it sends an empty id: announcements may have been missed.
+pub(crate) fn spawn_listener(
+    url: String,
+    work: Arc<Notify>,
+    events: tokio::sync::broadcast::Sender<String>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             if let Ok(mut l) = sqlx::postgres::PgListener::connect(&url).await
-                && l.listen(NOTIFY_CHANNEL).await.is_ok()
+                && l.listen_all([NOTIFY_CHANNEL, EVENTS_CHANNEL]).await.is_ok()
             {
-                while l.recv().await.is_ok() {
-                    work.notify_waiters();
+                let _ = events.send(String::new());
+                while let Ok(n) = l.recv().await {
+                    if n.channel() == EVENTS_CHANNEL {
+                        let _ = events.send(n.payload().to_string());
+                    } else {
+                        work.notify_waiters();
+                    }
                 }
             }
             // Connection lost: the poll fallback in wait_for_work covers the gap.
+            let _ = events.send(String::new());
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     })

@@ -63,6 +63,8 @@ pub struct SqlStore {
     writes: Writes,
     dialect: Dialect,
     work: Arc<Notify>,
+    /// PostgreSQL: the requests whose events were appended, from `LISTEN pao_events`.
+    events: Option<tokio::sync::broadcast::Sender<String>>,
     /// PostgreSQL: the LISTEN task; SQLite: the WAL checkpointer.
     background: Option<tokio::task::JoinHandle<()>>,
 }
@@ -134,13 +136,18 @@ impl SqlStore {
             Dialect::Postgres => crate::pg::open::migrate(&pool).await?,
         }
         let work = Arc::new(Notify::new());
-        let background = match dialect {
-            Dialect::Postgres => Some(crate::pg::open::spawn_listener(
+        let events = (dialect == Dialect::Postgres)
+            .then(|| tokio::sync::broadcast::channel(crate::pg::open::EVENT_WAKEUPS).0);
+        let background = match (dialect, &events) {
+            (Dialect::Postgres, Some(events)) => Some(crate::pg::open::spawn_listener(
                 url.to_string(),
                 work.clone(),
+                events.clone(),
             )),
-            Dialect::Sqlite if wal => Some(crate::sqlite::open::spawn_checkpointer(pool.clone())),
-            Dialect::Sqlite => None,
+            (Dialect::Sqlite, _) if wal => {
+                Some(crate::sqlite::open::spawn_checkpointer(pool.clone()))
+            }
+            _ => None,
         };
         let writes = match dialect {
             Dialect::Sqlite => Writes::Grouped(crate::sqlite::group_commit::GroupWriter::new(
@@ -158,6 +165,7 @@ impl SqlStore {
             writes,
             dialect,
             work,
+            events,
             background,
         })
     }

@@ -1112,4 +1112,8 @@ impl Store for SqlStore {
     async fn wait_for_work(&self, timeout: Duration) {
         let _ = tokio::time::timeout(timeout, self.work.notified()).await;
     }
+
+    fn event_wakeups(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        self.events.as_ref().map(|tx| tx.subscribe())
+    }
 }
