@@ -84,12 +84,14 @@ impl CatalogSearch {
         Ok(b)
     }
 
-    /// Items matching `q`, best first.
+    /// At most `limit` items matching `q` that pass `visible`, best first, out of the best
+    /// `candidates`. Only the hits returned are highlighted.
     pub fn search(
         &self,
         catalog: &Arc<Catalog>,
         q: &str,
-        limit: usize,
+        (limit, candidates): (usize, usize),
+        visible: impl Fn(&str) -> bool,
     ) -> Result<Vec<Hit>, ApiError> {
         let built = self.index_for(catalog)?;
         let f = self.fields;
@@ -136,7 +138,10 @@ impl CatalogSearch {
         let query = BooleanQuery::new(clauses);
         let searcher = built.reader.searcher();
         let top = searcher
-            .search(&query, &TopDocs::with_limit(limit.max(1)).order_by_score())
+            .search(
+                &query,
+                &TopDocs::with_limit(candidates.max(1)).order_by_score(),
+            )
             .map_err(|e| ApiError::unavailable(format!("search: {e}")))?;
         let mut name_snip = SnippetGenerator::create(&searcher, &query, f.name).ok();
         let mut desc_snip = SnippetGenerator::create(&searcher, &query, f.description).ok();
@@ -148,6 +153,9 @@ impl CatalogSearch {
         }
         let mut hits = Vec::new();
         for (score, addr) in top {
+            if hits.len() >= limit {
+                break;
+            }
             let d: tantivy::TantivyDocument = searcher
                 .doc(addr)
                 .map_err(|e| ApiError::unavailable(format!("search: {e}")))?;
@@ -157,6 +165,9 @@ impl CatalogSearch {
                 .and_then(|v| v.as_str())
                 .unwrap_or_default()
                 .to_string();
+            if !visible(&id) {
+                continue;
+            }
             let mark = |g: &Option<SnippetGenerator>| -> Value {
                 g.as_ref()
                     .map(|g| g.snippet_from_doc(&d))

@@ -265,26 +265,23 @@ pub async fn search(
     let catalog = state.orch.catalog();
     let rendered = state.rendered.of(&catalog);
     let limit = q.limit.unwrap_or(20).clamp(1, 100);
-    let hits = state.search.search(&catalog, &q.q, 200)?;
+    // The best 200 are looked at; hits the caller may not see are skipped.
+    let hits = state.search.search(&catalog, &q.q, (limit, 200), |id| {
+        catalog
+            .get(id)
+            .is_some_and(|item| state.orch.may_see_item(&who, item))
+    })?;
     let mut out = String::with_capacity(64 + limit * 640);
     out.push_str("{\"query\":");
     out.push_str(&json_string(&q.q));
     out.push_str(",\"results\":[");
-    let mut n = 0;
-    for h in hits {
+    for (n, h) in hits.iter().enumerate() {
         let Some(item) = catalog.get(&h.id) else {
             continue;
         };
-        if !state.orch.may_see_item(&who, item) {
-            continue;
-        }
-        if n == limit {
-            break;
-        }
         if n > 0 {
             out.push(',');
         }
-        n += 1;
         // `SearchHit`: the summary's members, then `score` and `highlights`.
         let summary = rendered.summary(item);
         out.push_str(summary.strip_suffix('}').unwrap_or(summary));
