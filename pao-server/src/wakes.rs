@@ -78,3 +78,41 @@ impl Drop for Wake {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Whether `wake` fires within a short while.
+    async fn woken(wake: &mut Wake) -> bool {
+        tokio::time::timeout(Duration::from_millis(50), wake.changed())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn an_event_wakes_only_the_streams_of_its_request() {
+        let wakes = Arc::new(Wakes::default());
+        let (mut a1, mut a2, mut b) = (wakes.watch("a"), wakes.watch("a"), wakes.watch("b"));
+        assert_eq!(wakes.waiting(), 3);
+        wakes.wake("a");
+        assert!(woken(&mut a1).await && woken(&mut a2).await);
+        assert!(!woken(&mut b).await, "b had no event");
+        // A wake between two waits is not lost.
+        wakes.wake("b");
+        assert!(woken(&mut b).await);
+        assert!(!woken(&mut b).await, "one wake, one return");
+        // An empty id wakes everyone (announcements may have been missed).
+        wakes.wake("");
+        assert!(woken(&mut a1).await && woken(&mut b).await);
+        // Streams leave the registry with their last watcher.
+        drop(a1);
+        assert_eq!(wakes.waiting(), 2);
+        drop(a2);
+        drop(b);
+        assert_eq!(wakes.waiting(), 0);
+        assert!(wakes.by_request.lock().unwrap().is_empty());
+        wakes.wake("a");
+    }
+}
