@@ -1478,27 +1478,20 @@ async fn a_worker_that_cannot_renew_its_lease_stops_its_run_when_the_lease_ends(
     let mut registry = pao_core::action::ActionRegistry::new();
     registry.register(Arc::new(SlowAction(runs.clone())));
     let item = "fulfillment:\n  mode: automated\n  actions:\n    - { id: call, type: \"plugin:slow\", config: {} }\n";
-    let store = Arc::new(pao_core::store::Observed::new(
-        pao_core::store::MemoryStore::new(),
-        Outage::default(),
-    ));
-    let engine = pao_core::engine::Orchestrator::builder(
-        catalog(&[("slow", item)], &registry),
-        store.clone(),
-    )
-    .actions(registry)
-    .clock(Arc::new(pao_core::clock::TokioClock::starting_at(
-        chrono::DateTime::parse_from_rfc3339("2026-03-02T09:00:00Z")
-            .unwrap()
-            .to_utc(),
-    )))
-    .config(EngineConfig {
-        lease: Duration::from_secs(30),
-        // Longer than the call, so that the call's end and its timeout never race.
-        default_timeout: Duration::from_secs(1200),
-        ..EngineConfig::default()
-    })
-    .build();
+    let (store, engine) = observed_engine("slow", item, registry, Outage::default());
+    let engine = engine
+        .clock(Arc::new(pao_core::clock::TokioClock::starting_at(
+            chrono::DateTime::parse_from_rfc3339("2026-03-02T09:00:00Z")
+                .unwrap()
+                .to_utc(),
+        )))
+        .config(EngineConfig {
+            lease: Duration::from_secs(30),
+            // Longer than the call, so that the call's end and its timeout never race.
+            default_timeout: Duration::from_secs(1200),
+            ..EngineConfig::default()
+        })
+        .build();
     let r = engine
         .submit(&dev(), "slow", &json!({}), SubmitOptions::default())
         .await
@@ -1677,16 +1670,8 @@ monitoring:
     let ledger = Arc::new(Ledger::default());
     let mut registry = pao_core::action::ActionRegistry::new();
     registry.register(Arc::new(TestAction { ledger }));
-    let store = Arc::new(pao_core::store::Observed::new(
-        pao_core::store::MemoryStore::new(),
-        Calls::default(),
-    ));
-    let engine = pao_core::engine::Orchestrator::builder(
-        catalog(&[("monitored", item)], &registry),
-        store.clone(),
-    )
-    .actions(registry)
-    .build();
+    let (store, engine) = observed_engine("monitored", item, registry, Calls::default());
+    let engine = engine.build();
     const N: usize = 40;
     for i in 0..N {
         engine
@@ -1715,4 +1700,25 @@ monitoring:
     assert_eq!(url, format!("http://db-{name}:8008/health"));
     let calls = store.observer.take();
     assert_eq!(calls.get(&StoreCall::Attempts), Some(&1), "{calls:?}");
+}
+
+/// An engine on a memory store watched by `observer`, with one item and `registry`'s actions:
+/// the store and the builder (for a clock or a config before `build`).
+fn observed_engine<O: pao_core::store::StoreObserver + 'static>(
+    id: &str,
+    item: &str,
+    registry: pao_core::action::ActionRegistry,
+    observer: O,
+) -> (
+    std::sync::Arc<pao_core::store::Observed<pao_core::store::MemoryStore, O>>,
+    pao_core::engine::OrchestratorBuilder,
+) {
+    let store = std::sync::Arc::new(pao_core::store::Observed::new(
+        pao_core::store::MemoryStore::new(),
+        observer,
+    ));
+    let builder =
+        pao_core::engine::Orchestrator::builder(catalog(&[(id, item)], &registry), store.clone())
+            .actions(registry);
+    (store, builder)
 }

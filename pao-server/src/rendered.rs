@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use pao_core::catalog::{Catalog, LoadedItem};
 
-use crate::api::catalog::summary;
+use crate::api::catalog::{default_rule_of, summary};
 
 /// One catalog's serialized pieces.
 pub struct Rendered {
@@ -22,10 +22,7 @@ pub struct Rendered {
 
 impl Rendered {
     fn build(catalog: Arc<Catalog>) -> Rendered {
-        let default_rule = catalog
-            .settings()
-            .and_then(|s| s.defaults.as_ref())
-            .is_some_and(|d| d.approval.is_some());
+        let default_rule = default_rule_of(&catalog);
         let summaries = catalog
             .items()
             .map(|i| {

@@ -481,9 +481,12 @@ pub async fn field_options(
 
 /// Whether `catalog.yaml` has a default approval rule.
 pub fn default_rule(state: &AppState) -> bool {
-    state
-        .orch
-        .catalog()
+    default_rule_of(&state.orch.catalog())
+}
+
+/// Whether this catalog's `catalog.yaml` has a default approval rule.
+pub fn default_rule_of(catalog: &pao_core::catalog::Catalog) -> bool {
+    catalog
         .settings()
         .and_then(|s| s.defaults.as_ref())
         .is_some_and(|d| d.approval.is_some())
